@@ -1,0 +1,97 @@
+//! Hot-path benchmarks: name normalisation, policy match (hit, miss, deep
+//! subtree hit, keyword) at 100k and 1M rules, and policy compile.
+//!
+//! Rules come from `../shared/data/domains/hagezi-light-domains.txt` when it
+//! exists (real names), topped up with synthetic names to reach each size;
+//! without it every name is synthetic. Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use qalqan::lists::parse::{Entry, Rule, RuleAction, Scope};
+use qalqan::name::QName;
+use qalqan::policy::index::{Index, ListInput};
+
+fn real_names() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/domains/hagezi-light-domains.txt");
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect(),
+        Err(_) => {
+            eprintln!("skipping real names: {path} not found; using synthetic names only");
+            Vec::new()
+        }
+    }
+}
+
+fn names(n: usize) -> Vec<String> {
+    let mut v = real_names();
+    v.truncate(n);
+    let mut i = 0usize;
+    while v.len() < n {
+        v.push(format!("s{i:x}.tracker-{}.example{}", i % 977, i % 13));
+        i += 1;
+    }
+    v
+}
+
+fn entries(names: &[String]) -> Vec<Entry> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Entry {
+            line: i as u32 + 1,
+            rule: Rule::Name { name: n.clone(), scope: Scope::Subtree, action: RuleAction::List, important: false, decision: None },
+        })
+        .collect()
+}
+
+fn normalise(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qname_parse");
+    for n in ["www.example.com.", "A.Very.Deep.Sub.Domain.Of.Some.Tracker.Example.NET."] {
+        g.bench_function(n, |b| b.iter(|| QName::parse(black_box(n))));
+    }
+    g.finish();
+}
+
+fn check(c: &mut Criterion) {
+    for size in [100_000usize, 1_000_000] {
+        let listed = names(size);
+        let e = entries(&listed);
+        let index = Index::build(&[ListInput { allow: false, entries: &e }]).unwrap();
+        eprintln!("index at {size} rules: {} bytes ({:.1} B/rule)", index.memory_bytes(), index.memory_bytes() as f64 / size as f64);
+        let hits: Vec<QName> = listed.iter().step_by(size / 1000).map(|n| QName::parse(n).unwrap()).collect();
+        let deep: Vec<QName> = listed.iter().step_by(size / 1000).map(|n| QName::parse(&format!("a.b.c.{n}")).unwrap()).collect();
+        let misses: Vec<QName> = (0..1000).map(|i| QName::parse(&format!("www.site{i}.popular-example.org")).unwrap()).collect();
+        let mut g = c.benchmark_group(format!("policy_check_{size}"));
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function("hit", |b| b.iter(|| for q in &hits { black_box(index.check(black_box(q))); }));
+        g.bench_function("subtree_hit_3_deep", |b| b.iter(|| for q in &deep { black_box(index.check(black_box(q))); }));
+        g.bench_function("miss", |b| b.iter(|| for q in &misses { black_box(index.check(black_box(q))); }));
+        g.finish();
+    }
+}
+
+fn keywords(c: &mut Criterion) {
+    let kw: Vec<Entry> = (0..1000).map(|i| Entry { line: i + 1, rule: Rule::Keyword(format!("kw{i}word")) }).collect();
+    let index = Index::build(&[ListInput { allow: false, entries: &kw }]).unwrap();
+    let q = QName::parse("some.long.name.with-kw500word-inside.example.com").unwrap();
+    let miss = QName::parse("some.long.name.without.any.keyword.example.com").unwrap();
+    let mut g = c.benchmark_group("keyword_1000");
+    g.bench_function("hit", |b| b.iter(|| index.check(black_box(&q))));
+    g.bench_function("miss", |b| b.iter(|| index.check(black_box(&miss))));
+    g.finish();
+}
+
+fn compile(c: &mut Criterion) {
+    let e = entries(&names(1_000_000));
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10);
+    g.bench_function("1m_rules", |b| {
+        b.iter_batched(|| (), |_| Index::build(&[ListInput { allow: false, entries: &e }]).unwrap(), BatchSize::PerIteration)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile);
+criterion_main!(benches);

@@ -1,0 +1,255 @@
+//! `RawConfig` (what the file says) → [`Config`] (checked values, parsed
+//! addresses, ACL prefixes). Errors name the file and the key.
+
+pub mod raw;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lists::parse::Format;
+use crate::policy::{Action, ListKind, Sinkhole};
+
+/// A config problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message already has the key, line and column.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid { path: String, key: String, reason: String },
+}
+
+/// One configured list.
+#[derive(Debug, Clone)]
+pub struct ListConfig {
+    pub name: String,
+    /// As written in the config (used in messages).
+    pub source: String,
+    pub format: Format,
+    pub kind: ListKind,
+    pub action: Action,
+    pub ede: u16,
+    pub max_bad_share: f64,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (`<inline>` for strings).
+    pub path: String,
+    pub listen: Vec<SocketAddr>,
+    pub allow_clients: Vec<ipnet::IpNet>,
+    pub tcp_idle_timeout: Duration,
+    pub max_udp_payload: u16,
+    pub max_inflight: usize,
+    pub drain_timeout: Duration,
+    pub threads: Option<usize>,
+    /// Empty = read /etc/resolv.conf at start.
+    pub upstreams: Vec<SocketAddr>,
+    pub upstream_timeout: Duration,
+    pub upstream_max_inflight: usize,
+    pub cache_max_entries: u64,
+    pub cache_min_ttl: u32,
+    pub cache_max_ttl: u32,
+    pub cache_max_negative_ttl: u32,
+    pub sinkhole: Sinkhole,
+    pub lists: Vec<ListConfig>,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::from_toml_str(&text, &shown)
+    }
+
+    /// Parses and checks config text; `path` names it in errors.
+    pub fn from_toml_str(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: syntax_message(text, &e),
+        })?;
+        Self::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: raw::RawConfig, path: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        if raw.server.listen.is_empty() {
+            return Err(invalid("server.listen", "at least one address is needed".into()));
+        }
+        let mut listen = Vec::new();
+        for (i, a) in raw.server.listen.iter().enumerate() {
+            let addr = parse_socket_addr(a, 53)
+                .ok_or_else(|| invalid(&format!("server.listen[{i}]"), format!("`{a}` is not ip:port")))?;
+            listen.push(addr);
+        }
+        let allow_raw = raw
+            .server
+            .allow_clients
+            .unwrap_or_else(|| vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]);
+        let mut allow_clients = Vec::new();
+        for (i, a) in allow_raw.iter().enumerate() {
+            let net = crate::lists::parse::parse_ip_net(a).ok_or_else(|| {
+                invalid(&format!("server.allow_clients[{i}]"), format!("`{a}` is not an address or prefix"))
+            })?;
+            allow_clients.push(net.trunc());
+        }
+        if raw.server.max_udp_payload < 512 {
+            return Err(invalid("server.max_udp_payload", "must be at least 512".into()));
+        }
+        if raw.server.max_inflight == 0 {
+            return Err(invalid("server.max_inflight", "must be at least 1".into()));
+        }
+        if raw.server.threads == Some(0) {
+            return Err(invalid("server.threads", "must be at least 1".into()));
+        }
+        let mut upstreams = Vec::new();
+        if let Some(servers) = &raw.upstream.servers {
+            if servers.is_empty() {
+                return Err(invalid("upstream.servers", "empty; omit the key to use /etc/resolv.conf".into()));
+            }
+            for (i, s) in servers.iter().enumerate() {
+                let addr = parse_socket_addr(s, 53)
+                    .ok_or_else(|| invalid(&format!("upstream.servers[{i}]"), format!("`{s}` is not ip or ip:port")))?;
+                upstreams.push(addr);
+            }
+        }
+        if raw.upstream.timeout_ms == 0 || raw.upstream.timeout_ms > 60_000 {
+            return Err(invalid("upstream.timeout_ms", "must be between 1 and 60000".into()));
+        }
+        if raw.upstream.max_inflight == 0 {
+            return Err(invalid("upstream.max_inflight", "must be at least 1".into()));
+        }
+        if raw.cache.min_ttl > raw.cache.max_ttl {
+            return Err(invalid("cache.min_ttl", "greater than cache.max_ttl".into()));
+        }
+        let a: Ipv4Addr = raw
+            .sinkhole
+            .a
+            .parse()
+            .map_err(|_| invalid("sinkhole.a", format!("`{}` is not an IPv4 address", raw.sinkhole.a)))?;
+        let aaaa: Ipv6Addr = raw
+            .sinkhole
+            .aaaa
+            .parse()
+            .map_err(|_| invalid("sinkhole.aaaa", format!("`{}` is not an IPv6 address", raw.sinkhole.aaaa)))?;
+        let mut lists: Vec<ListConfig> = Vec::new();
+        for (i, l) in raw.lists.into_iter().enumerate() {
+            let key = |k: &str| format!("lists[{i}].{k}");
+            if l.name.is_empty() || !l.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(&key("name"), format!("`{}`: use letters, digits, `-` and `_`", l.name)));
+            }
+            if lists.iter().any(|o| o.name == l.name) {
+                return Err(invalid(&key("name"), format!("`{}` is used by two lists", l.name)));
+            }
+            if l.source.is_empty() {
+                return Err(invalid(&key("source"), "empty".into()));
+            }
+            if l.source.contains("://") {
+                return Err(invalid(&key("source"), "only file paths are supported by this build".into()));
+            }
+            if !(0.0..=1.0).contains(&l.max_bad_share) {
+                return Err(invalid(&key("max_bad_share"), "must be between 0 and 1".into()));
+            }
+            lists.push(ListConfig {
+                name: l.name,
+                source: l.source,
+                format: l.format,
+                kind: l.kind,
+                action: l.action,
+                ede: l.ede,
+                max_bad_share: l.max_bad_share,
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            listen,
+            allow_clients,
+            tcp_idle_timeout: Duration::from_millis(raw.server.tcp_idle_timeout_ms),
+            max_udp_payload: raw.server.max_udp_payload,
+            max_inflight: raw.server.max_inflight,
+            drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
+            threads: raw.server.threads,
+            upstreams,
+            upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
+            upstream_max_inflight: raw.upstream.max_inflight,
+            cache_max_entries: raw.cache.max_entries,
+            cache_min_ttl: raw.cache.min_ttl,
+            cache_max_ttl: raw.cache.max_ttl,
+            cache_max_negative_ttl: raw.cache.max_negative_ttl,
+            sinkhole: Sinkhole { a, aaaa, ttl: raw.sinkhole.ttl },
+            lists,
+        })
+    }
+
+    /// Path of a list source on disk.
+    pub fn list_path(&self, list: &ListConfig) -> PathBuf {
+        PathBuf::from(&list.source)
+    }
+}
+
+/// `toml`'s error with the 1-based line number up front (`line N: …`).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().to_owned();
+    match e.span() {
+        Some(span) => {
+            let line = text.get(..span.start).map(|t| t.matches('\n').count() + 1).unwrap_or(0);
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:53`.
+pub fn parse_socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml_str("[server]\nlisten = [\"127.0.0.1:53\"]\nlisten_port = 5\n", "q.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q.toml: line 3"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn mistyped_value_is_named() {
+        let err = Config::from_toml_str("[upstream]\ntimeout_ms = \"fast\"\n", "q.toml").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let err = Config::from_toml_str("[upstream]\nservers = [\"nope\"]\n", "q.toml").unwrap_err().to_string();
+        assert_eq!(err, "q.toml: `upstream.servers[0]`: `nope` is not ip or ip:port");
+    }
+
+    #[test]
+    fn closed_by_default() {
+        let c = Config::from_toml_str("", "q.toml").unwrap();
+        let nets: Vec<String> = c.allow_clients.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, vec!["127.0.0.0/8", "::1/128"]);
+    }
+}

@@ -1,0 +1,196 @@
+//! Serde structs that mirror the config file exactly. Unknown keys are
+//! rejected by name (`deny_unknown_fields`); defaults live here.
+
+use serde::Deserialize;
+
+use crate::lists::parse::Format;
+use crate::policy::{Action, ListKind};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub sinkhole: RawSinkhole,
+    #[serde(default)]
+    pub lists: Vec<RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Client networks served; omitted = loopback only (closed by default).
+    pub allow_clients: Option<Vec<String>>,
+    #[serde(default = "default_tcp_idle_timeout_ms")]
+    pub tcp_idle_timeout_ms: u64,
+    /// Largest UDP reply we send to EDNS clients (RFC 9715 / DNS flag day 2020: 1232).
+    #[serde(default = "default_max_udp_payload")]
+    pub max_udp_payload: u16,
+    /// Queries handled at once; past it new queries get SERVFAIL at once.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// How long shutdown waits for in-flight queries.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// Worker threads; omitted = one per core.
+    pub threads: Option<usize>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            allow_clients: None,
+            tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+            max_udp_payload: default_max_udp_payload(),
+            max_inflight: default_max_inflight(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+            threads: None,
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:5353".to_owned()]
+}
+fn default_tcp_idle_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_udp_payload() -> u16 {
+    1232
+}
+fn default_max_inflight() -> usize {
+    10_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `ip` or `ip:port`; omitted = the nameservers of /etc/resolv.conf.
+    pub servers: Option<Vec<String>>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Upstream queries in flight at once.
+    #[serde(default = "default_upstream_inflight")]
+    pub max_inflight: usize,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self { servers: None, timeout_ms: default_timeout_ms(), max_inflight: default_upstream_inflight() }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_upstream_inflight() -> usize {
+    2_048
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    #[serde(default)]
+    pub min_ttl: u32,
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: u32,
+    /// Cap for negative answers (RFC 2308 §5 suggests 1–3 hours).
+    #[serde(default = "default_max_negative_ttl")]
+    pub max_negative_ttl: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            max_entries: default_max_entries(),
+            min_ttl: 0,
+            max_ttl: default_max_ttl(),
+            max_negative_ttl: default_max_negative_ttl(),
+        }
+    }
+}
+
+fn default_max_entries() -> u64 {
+    100_000
+}
+fn default_max_ttl() -> u32 {
+    86_400
+}
+fn default_max_negative_ttl() -> u32 {
+    3_600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinkhole {
+    #[serde(default = "default_a")]
+    pub a: String,
+    #[serde(default = "default_aaaa")]
+    pub aaaa: String,
+    #[serde(default = "default_sinkhole_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for RawSinkhole {
+    fn default() -> Self {
+        Self { a: default_a(), aaaa: default_aaaa(), ttl: default_sinkhole_ttl() }
+    }
+}
+
+fn default_a() -> String {
+    "0.0.0.0".to_owned()
+}
+fn default_aaaa() -> String {
+    "::".to_owned()
+}
+fn default_sinkhole_ttl() -> u32 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawList {
+    pub name: String,
+    pub source: String,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default = "default_kind")]
+    pub kind: ListKind,
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// RFC 8914 INFO-CODE; default 15 (Blocked).
+    #[serde(default = "default_ede")]
+    pub ede: u16,
+    /// Share of bad lines above which the whole list is rejected.
+    #[serde(default = "default_max_bad_share")]
+    pub max_bad_share: f64,
+}
+
+fn default_format() -> Format {
+    Format::Domains
+}
+fn default_kind() -> ListKind {
+    ListKind::Block
+}
+fn default_action() -> Action {
+    Action::Nxdomain
+}
+fn default_ede() -> u16 {
+    15
+}
+fn default_max_bad_share() -> f64 {
+    0.01
+}

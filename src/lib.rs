@@ -1,0 +1,149 @@
+//! qalqan: a DNS filtering resolver.
+//!
+//! `serve(App, Sockets, CancellationToken)` is the whole server; `main.rs`
+//! and the integration tests both call it with sockets they bound.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod lists;
+pub mod metrics;
+pub mod name;
+pub mod policy;
+pub mod resolve;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use lists::publish::Lists;
+use metrics::Metrics;
+use resolve::cache::{Cache, TtlPolicy};
+use resolve::forward::Forwarder;
+use server::acl::Acl;
+use server::handler::{Handler, Shared};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("list {0}")]
+    List(#[from] lists::LoadError),
+    #[error("{} lists failed to load; first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    Lists(Vec<lists::LoadError>),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no upstream servers: {0}")]
+    Upstream(String),
+    #[error("file watcher: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// A configured server with its lists loaded.
+pub struct App {
+    pub config: Config,
+    pub lists: Arc<Lists>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Loads every list of `config`. Blocking (reads and compiles lists).
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, PathBuf)>>();
+        let lists = Arc::new(Lists::new(specs, Arc::clone(&metrics)));
+        lists.load_initial().map_err(StartError::Lists)?;
+        Ok(Self { config, lists, metrics })
+    }
+
+    /// Parses `toml` and loads its lists (tests use this).
+    pub fn from_toml_str(toml: &str) -> Result<Self, StartError> {
+        Self::new(Config::from_toml_str(toml, "<inline>")?)
+    }
+}
+
+/// Sockets bound by the caller: one UDP socket and one TCP listener per address.
+pub struct Sockets {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+impl Sockets {
+    pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
+        Self { udp, tcp }
+    }
+
+    /// Binds UDP and TCP on every address.
+    pub async fn bind(addrs: &[SocketAddr]) -> Result<Self, StartError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for &addr in addrs {
+            let u = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            // port 0: TCP takes the port the kernel gave UDP, so both serve one address
+            let bound = u.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            tcp.push(TcpListener::bind(bound).await.map_err(|source| StartError::Bind { addr: bound, source })?);
+            udp.push(u);
+        }
+        Ok(Self { udp, tcp })
+    }
+
+    /// Local addresses of the UDP sockets.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+}
+
+/// Serves until `stop` is cancelled; logs one line containing `ready` once
+/// every listener is registered.
+pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
+    let cfg = &app.config;
+    let upstreams = if cfg.upstreams.is_empty() {
+        let s = Forwarder::system_servers().map_err(StartError::Upstream)?;
+        if s.is_empty() {
+            return Err(StartError::Upstream("/etc/resolv.conf lists no nameservers".into()));
+        }
+        s
+    } else {
+        cfg.upstreams.clone()
+    };
+    let shared = Arc::new(Shared {
+        policy: Arc::clone(&app.lists.policy),
+        cache: Cache::new(
+            cfg.cache_max_entries,
+            TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
+        ),
+        forwarder: Forwarder::new(upstreams.clone(), cfg.upstream_timeout, cfg.upstream_max_inflight),
+        acl: Acl::new(cfg.allow_clients.clone()),
+        sinkhole: cfg.sinkhole.clone(),
+        max_udp_payload: cfg.max_udp_payload,
+        inflight: Semaphore::new(cfg.max_inflight),
+        metrics: Arc::clone(&app.metrics),
+    });
+    let watch_stop = stop.child_token();
+    let watcher = lists::watch::spawn(Arc::clone(&app.lists), watch_stop.clone())?;
+    let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
+    let rules = app.lists.policy.load().index.len();
+    let nlists = cfg.lists.len();
+    let handler = Handler { shared };
+    server::run(handler, sockets.udp, sockets.tcp, cfg.tcp_idle_timeout, cfg.drain_timeout, stop.clone(), || {
+        tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
+    })
+    .await;
+    watch_stop.cancel();
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    Ok(())
+}

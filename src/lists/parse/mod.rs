@@ -1,0 +1,290 @@
+//! List parsers: bytes in, [`Entry`] values out. No I/O, no tokio.
+//!
+//! Every format is line-oriented. A bad line becomes a [`ParseError`] with its
+//! list name, line and column, is counted and skipped; the caller decides
+//! (by the error budget, see [`ParseOutput::over_budget`]) whether the whole
+//! list is rejected.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::name::NameError;
+
+pub mod adblock;
+pub mod domains;
+pub mod hosts;
+pub mod keywords;
+pub mod registry_csv;
+pub mod rpz;
+pub mod urls;
+
+/// How many parse errors are kept with their full text (the rest are only counted).
+pub const KEPT_ERRORS: usize = 20;
+
+/// The list formats qalqan reads (`format =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Domains,
+    Hosts,
+    Adblock,
+    Rpz,
+    Urls,
+    RegistryCsv,
+    Keywords,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Domains => "domains",
+            Format::Hosts => "hosts",
+            Format::Adblock => "adblock",
+            Format::Rpz => "rpz",
+            Format::Urls => "urls",
+            Format::RegistryCsv => "registry-csv",
+            Format::Keywords => "keywords",
+        }
+    }
+}
+
+/// Which names a name rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The name itself and every name below it (`domains`, `hosts`, `||name^`).
+    Subtree,
+    /// Only the name itself (`|name^`, RPZ `name CNAME .`, URL hosts with a path).
+    Exact,
+    /// Only names strictly below it (RPZ `*.name CNAME .`, `*.name` wildcards).
+    Below,
+}
+
+/// A record of RPZ local data (`name A 192.0.2.1`, `name TXT "..."`, `name CNAME target.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalData {
+    A(std::net::Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    /// Target name, normalised, no trailing dot.
+    Cname(String),
+    Txt(String),
+}
+
+/// What a rule asks for. `List` defers to the list's configured `kind`/`action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Use the list's configured kind and action (most formats).
+    List,
+    /// An exception: never block this name (adblock `@@`, RPZ `rpz-passthru.`).
+    Allow,
+    /// RPZ `CNAME .`
+    Nxdomain,
+    /// RPZ `CNAME *.`
+    Nodata,
+    /// RPZ `CNAME rpz-drop.`
+    Drop,
+    /// RPZ local data: answer with these records.
+    Local(Vec<LocalData>),
+}
+
+/// One rule parsed from one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based line number in the source.
+    pub line: u32,
+    pub rule: Rule,
+}
+
+/// The rule itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Name {
+        /// Normalised: lowercase A-labels, no trailing dot (see [`crate::name::normalize`]).
+        name: String,
+        scope: Scope,
+        action: RuleAction,
+        /// adblock `$important`: beats `@@` exceptions.
+        important: bool,
+        /// Registry decision id / authority, when the source carries one.
+        decision: Option<String>,
+    },
+    /// An IP literal (URL host, registry IP column) kept for an answer-IP check.
+    Ip { net: ipnet::IpNet, decision: Option<String> },
+    /// A substring matched against the whole query name.
+    Keyword(String),
+    /// A whole-name regular expression (adblock `/re/`).
+    Regex(String),
+}
+
+/// Why one line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseErrorKind {
+    #[error("bad name: {0}")]
+    Name(#[from] NameError),
+    #[error("address with no host name")]
+    MissingName,
+    #[error("not a valid IP address")]
+    BadAddress,
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+    #[error("adblock option `{0}` is not supported")]
+    UnsupportedOption(String),
+    #[error("unsupported rule syntax")]
+    UnsupportedSyntax,
+    #[error("RPZ action `{0}` is not supported")]
+    UnsupportedRpzAction(String),
+    #[error("RPZ trigger `{0}` is not supported")]
+    UnsupportedRpzTrigger(String),
+    #[error("bad URL: {0}")]
+    BadUrl(String),
+    #[error("bad regular expression: {0}")]
+    BadRegex(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A rejected line, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {kind}")]
+pub struct ParseError {
+    /// The file (or URL) the list came from, as configured.
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub kind: ParseErrorKind,
+}
+
+/// What one parse run produced.
+#[derive(Debug, Default)]
+pub struct ParseOutput {
+    pub entries: Vec<Entry>,
+    /// Lines read (including comments and blanks).
+    pub lines: u32,
+    /// Lines rejected (all of them; only the first [`KEPT_ERRORS`] are in `errors`).
+    pub bad_lines: u32,
+    pub errors: Vec<ParseError>,
+    /// Lines deliberately ignored because they use a construct we do not
+    /// enforce (unsupported adblock modifiers, RPZ IP triggers…), by construct.
+    pub unsupported: BTreeMap<String, u32>,
+    /// Lines ignored on purpose that are not errors (`localhost` in hosts files…).
+    pub ignored: u32,
+}
+
+impl ParseOutput {
+    /// Records a bad line.
+    pub fn error(&mut self, file: &str, line: u32, column: u32, kind: ParseErrorKind) {
+        self.bad_lines += 1;
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push(ParseError { file: file.to_owned(), line, column, kind });
+        }
+    }
+
+    /// Records a line skipped for an unsupported construct: counted by
+    /// construct, and kept as an error text for `qalqan check` but not
+    /// against the error budget.
+    pub fn unsupported(&mut self, construct: &str) {
+        *self.unsupported.entry(construct.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Whether bad lines exceed `max_share` (0.01 = 1 %) of the non-empty lines.
+    pub fn over_budget(&self, max_share: f64) -> bool {
+        let considered = (self.entries.len() as f64) + f64::from(self.bad_lines);
+        considered > 0.0 && f64::from(self.bad_lines) > max_share * considered
+    }
+
+    fn push(&mut self, line: u32, rule: Rule) {
+        self.entries.push(Entry { line, rule });
+    }
+}
+
+/// Parses `bytes` in `format`. `file` names the source in error messages.
+///
+/// Never panics and never fails as a whole: bad lines are recorded in the
+/// output. Cost: O(bytes); one `String` per rule.
+pub fn parse(format: Format, file: &str, bytes: &[u8]) -> ParseOutput {
+    let mut out = ParseOutput::default();
+    match format {
+        Format::RegistryCsv => registry_csv::parse(file, bytes, &mut out),
+        Format::Rpz => rpz::parse(file, bytes, &mut out),
+        _ => {
+            let line_fn: fn(&str, u32, &str, &mut ParseOutput) = match format {
+                Format::Domains => domains::parse_line,
+                Format::Hosts => hosts::parse_line,
+                Format::Adblock => adblock::parse_line,
+                Format::Urls => urls::parse_line,
+                Format::Keywords => keywords::parse_line,
+                Format::RegistryCsv | Format::Rpz => unreachable_line,
+            };
+            for_each_line(file, bytes, &mut out, |file, n, line, out| line_fn(file, n, line, out));
+        }
+    }
+    out
+}
+
+fn unreachable_line(_: &str, _: u32, _: &str, _: &mut ParseOutput) {}
+
+/// Calls `f` for every line of `bytes` as UTF-8 (a UTF-8 BOM and `\r` are
+/// stripped); lines that are not UTF-8 are recorded as errors.
+pub fn for_each_line(
+    file: &str,
+    bytes: &[u8],
+    out: &mut ParseOutput,
+    mut f: impl FnMut(&str, u32, &str, &mut ParseOutput),
+) {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if bytes.is_empty() {
+        return;
+    }
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        out.lines = n;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        match std::str::from_utf8(raw) {
+            Ok(line) => f(file, n, line, out),
+            Err(e) => {
+                let col = u32::try_from(e.valid_up_to() + 1).unwrap_or(u32::MAX);
+                out.error(file, n, col, ParseErrorKind::NotUtf8);
+            }
+        }
+    }
+}
+
+/// 1-based column of `part` inside `line` (both must come from the same string).
+pub fn column_of(line: &str, part: &str) -> u32 {
+    let offset = (part.as_ptr() as usize).saturating_sub(line.as_ptr() as usize);
+    u32::try_from(offset.min(line.len()) + 1).unwrap_or(u32::MAX)
+}
+
+/// Adds a name rule covering `raw` (normalised here) or records why it is bad.
+#[allow(clippy::too_many_arguments)]
+pub fn push_name(
+    out: &mut ParseOutput,
+    file: &str,
+    n: u32,
+    line: &str,
+    raw: &str,
+    scope: Scope,
+    action: RuleAction,
+    important: bool,
+    decision: Option<String>,
+) {
+    match crate::name::normalize(raw) {
+        Ok(name) => out.push(n, Rule::Name { name, scope, action, important, decision }),
+        Err(e) => out.error(file, n, column_of(line, raw), ParseErrorKind::Name(e)),
+    }
+}
+
+/// Adds any rule.
+pub fn push_rule(out: &mut ParseOutput, n: u32, rule: Rule) {
+    out.push(n, rule);
+}
+
+/// Parses an IP address or CIDR prefix (`192.0.2.1`, `2001:db8::/32`).
+pub fn parse_ip_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Some(net);
+    }
+    s.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}

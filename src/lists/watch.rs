@@ -1,0 +1,91 @@
+//! Reload triggers: `notify` on the parent directory of every file list
+//! (editors and `mv` deploys replace the inode, so a watch on the file itself
+//! goes quiet), debounced; and SIGHUP, which reloads every list.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::publish::Lists;
+
+/// Quiet time after the last file event before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Starts the watcher task. Returns the task handle; it ends on `stop`.
+pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            // our own reads of the file show up as Access events: ignore them
+            if !matches!(ev.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)) {
+                return;
+            }
+            for p in ev.paths {
+                let _ = tx.send(p);
+            }
+        }
+    })?;
+    // (list index, canonical parent dir, file name)
+    let mut targets: Vec<(usize, PathBuf, std::ffi::OsString)> = Vec::new();
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for (i, (_cfg, path)) in lists.configs().iter().enumerate() {
+        let Some(name) = path.file_name() else { continue };
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let Ok(dir) = parent.canonicalize() else { continue };
+        targets.push((i, dir.clone(), name.to_owned()));
+        dirs.insert(dir);
+    }
+    for d in &dirs {
+        watcher.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher; // dropped (and stopped) when the task ends
+        loop {
+            let mut dirty: BTreeSet<usize> = BTreeSet::new();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading every list");
+                    let report = lists.reload(None).await;
+                    tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
+                    continue;
+                }
+                ev = rx.recv() => {
+                    let Some(p) = ev else { return };
+                    mark(&targets, &p, &mut dirty);
+                }
+            }
+            if dirty.is_empty() {
+                continue;
+            }
+            // debounce: wait until the directory has been quiet for DEBOUNCE
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(DEBOUNCE) => break,
+                    ev = rx.recv() => match ev {
+                        Some(p) => mark(&targets, &p, &mut dirty),
+                        None => return,
+                    },
+                }
+            }
+            let which: Vec<usize> = dirty.into_iter().collect();
+            tracing::debug!(?which, "list files changed");
+            lists.reload(Some(which)).await;
+        }
+    }))
+}
+
+fn mark(targets: &[(usize, PathBuf, std::ffi::OsString)], p: &Path, dirty: &mut BTreeSet<usize>) {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { return };
+    for (i, dir, file) in targets {
+        if file == name && dir == parent {
+            dirty.insert(*i);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The `qalqan` command: `run`, `check`, `explain`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use qalqan::config::Config;
+use qalqan::lists::parse::Rule;
+
+const DEFAULT_CONFIG: &str = "config/qalqan.toml";
+
+#[derive(Parser)]
+#[command(name = "qalqan", version, about = "A DNS filtering resolver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the config and load every list; print a summary per list.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Say whether NAME is blocked, allowed or passed, and by which rule.
+    Explain {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        name: String,
+        qtype: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Explain { config, name, qtype } => explain(&config, &name, qtype.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("qalqan: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = Config::from_file(path)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = config.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let listen = config.listen.clone();
+        let sockets = qalqan::Sockets::bind(&listen).await?;
+        let app = tokio::task::spawn_blocking(move || qalqan::App::new(config)).await.context("loading lists")??;
+        let stop = CancellationToken::new();
+        let signals = stop.clone();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            }
+            signals.cancel();
+        });
+        qalqan::serve(app, sockets, stop).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::from_file(path)?;
+    let mut ok = true;
+    for l in &config.lists {
+        let file = config.list_path(l);
+        match qalqan::lists::load(l, &file) {
+            Ok(loaded) => {
+                let p = &loaded.parsed;
+                let (mut names, mut ips, mut keywords, mut regexes) = (0, 0, 0, 0);
+                for e in &p.entries {
+                    match e.rule {
+                        Rule::Name { .. } => names += 1,
+                        Rule::Ip { .. } => ips += 1,
+                        Rule::Keyword(_) => keywords += 1,
+                        Rule::Regex(_) => regexes += 1,
+                    }
+                }
+                let unsupported: u32 = p.unsupported.values().sum();
+                println!(
+                    "{}: {} rules ({} names, {} ips, {} keywords, {} regexes), {} lines, {} skipped, {} unsupported, version {}",
+                    l.name,
+                    p.entries.len(),
+                    names,
+                    ips,
+                    keywords,
+                    regexes,
+                    p.lines,
+                    p.bad_lines,
+                    unsupported,
+                    loaded.version
+                );
+                for e in p.errors.iter().take(5) {
+                    println!("  {e}");
+                }
+                for (what, n) in &p.unsupported {
+                    println!("  unsupported: {what}: {n} lines");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("{e}");
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = Config::from_file(path)?;
+    if let Some(t) = qtype {
+        t.parse::<hickory_proto::rr::RecordType>().map_err(|_| anyhow::anyhow!("`{t}` is not a record type"))?;
+    }
+    let app = qalqan::App::new(config)?;
+    let policy = app.lists.policy.load_full();
+    let qname = qalqan::name::normalize(name)
+        .ok()
+        .and_then(|n| qalqan::name::QName::parse(&n).ok())
+        .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid name"))?;
+    let read_line = |source: &str, line: u32| -> Option<String> {
+        let bytes = std::fs::read(source).ok()?;
+        let raw = bytes.split(|&b| b == b'\n').nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        Some(String::from_utf8_lossy(raw).trim_end().to_owned())
+    };
+    let ex = qalqan::policy::explain::explain(&policy, &qname, &read_line);
+    println!("{ex}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,216 @@
+//! Domain names in canonical form.
+//!
+//! Two entry points: [`QName`] for a query name on the serving path (made once
+//! per query, borrowed by everything after it) and [`normalize`] for names read
+//! from lists (IDN to A-labels, run at load time only).
+
+use smallvec::SmallVec;
+
+/// Longest name in presentation form without the trailing dot (RFC 1035 §2.3.4:
+/// 255 octets on the wire = 253 characters of text).
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest label (RFC 1035 §2.3.4).
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Why a name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("empty name")]
+    Empty,
+    #[error("name longer than 253 characters")]
+    TooLong,
+    #[error("label longer than 63 bytes")]
+    LabelTooLong,
+    #[error("empty label")]
+    EmptyLabel,
+    #[error("character {0:?} is not allowed in a host name")]
+    BadChar(char),
+    #[error("IDN conversion failed")]
+    Idna,
+}
+
+/// A query name in canonical form: lowercase ASCII, no trailing dot, with the
+/// start offset of every label so that suffix walks never rescan.
+///
+/// The root name is the empty string with no labels.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct QName {
+    text: Box<str>,
+    starts: SmallVec<[u8; 8]>,
+}
+
+impl QName {
+    /// From a name in presentation form (`"WWW.Example.com."`).
+    ///
+    /// Cost: O(len), one allocation (two past 8 labels). Lowercases ASCII;
+    /// fails on empty labels, over-long labels or names, and on bytes outside
+    /// printable ASCII (hickory escapes binary labels as `\DDD`, which this
+    /// accepts as ordinary characters, so such names still match nothing but
+    /// never panic).
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        let trimmed = name.strip_suffix('.').unwrap_or(name);
+        if trimmed.is_empty() {
+            return Ok(Self::root());
+        }
+        if trimmed.len() > MAX_NAME_LEN + 64 {
+            // escaped binary labels can legitimately be longer than 253 chars
+            // of text; anything past this is not a name from a valid packet.
+            return Err(NameError::TooLong);
+        }
+        let mut text = String::with_capacity(trimmed.len());
+        let mut starts = SmallVec::new();
+        let mut label_len = 0usize;
+        starts.push(0u8);
+        for (i, b) in trimmed.bytes().enumerate() {
+            if b == b'.' {
+                if label_len == 0 {
+                    return Err(NameError::EmptyLabel);
+                }
+                label_len = 0;
+                let next = u8::try_from(i + 1).map_err(|_| NameError::TooLong)?;
+                starts.push(next);
+                text.push('.');
+                continue;
+            }
+            if !(0x21..0x7f).contains(&b) {
+                return Err(NameError::BadChar(char::from(b)));
+            }
+            label_len += 1;
+            text.push(char::from(b.to_ascii_lowercase()));
+        }
+        if label_len == 0 {
+            return Err(NameError::EmptyLabel);
+        }
+        Ok(Self { text: text.into_boxed_str(), starts })
+    }
+
+    /// The root name (`.`).
+    pub fn root() -> Self {
+        Self { text: Box::from(""), starts: SmallVec::new() }
+    }
+
+    /// The name as text: lowercase, no trailing dot (`""` for the root).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Number of labels (0 for the root).
+    pub fn label_count(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// "a.b.example" → "a.b.example", "b.example", "example".
+    ///
+    /// Cost: O(labels), no allocation.
+    pub fn suffixes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.starts.iter().map(|&s| self.text.get(usize::from(s)..).unwrap_or(""))
+    }
+}
+
+impl std::fmt::Display for QName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.text.is_empty() {
+            f.write_str(".")
+        } else {
+            f.write_str(&self.text)
+        }
+    }
+}
+
+/// Normalises a host name read from a list: trims white space and one
+/// trailing dot, lowercases, converts IDN (U-labels) to A-labels (punycode),
+/// and checks RFC 1035 length limits. Underscores are accepted (they occur
+/// in real lists, e.g. `_dmarc` and tracking hosts).
+///
+/// Cost: O(len) with one allocation for ASCII input; IDN input goes through
+/// the `idna` crate (UTS 46), which is slower but only runs at list load.
+pub fn normalize(raw: &str) -> Result<String, NameError> {
+    let name = raw.trim();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let ascii: String = if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(name).map_err(|_| NameError::Idna)?
+    };
+    check_host(&ascii)?;
+    Ok(ascii)
+}
+
+/// Checks an ASCII, lowercased name against RFC 1035 limits and the host name
+/// character set (letters, digits, `-`, `_`).
+fn check_host(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel);
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(NameError::LabelTooLong);
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(NameError::BadChar(c));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qname_parse_table() {
+        let cases: &[(&str, &str, Result<&str, NameError>)] = &[
+            ("lowercases", "WWW.Example.COM.", Ok("www.example.com")),
+            ("no trailing dot", "a.b", Ok("a.b")),
+            ("root", ".", Ok("")),
+            ("empty label", "a..b", Err(NameError::EmptyLabel)),
+            ("space", "a b.c", Err(NameError::BadChar(' '))),
+        ];
+        for (name, input, want) in cases {
+            let got = QName::parse(input);
+            let got = got.as_ref().map(|q| q.as_str()).map_err(Clone::clone);
+            assert_eq!(got, want.clone(), "case `{name}`");
+        }
+    }
+
+    #[test]
+    fn suffixes_walk_every_label() {
+        let q = QName::parse("a.b.example").unwrap();
+        let got: Vec<&str> = q.suffixes().collect();
+        assert_eq!(got, vec!["a.b.example", "b.example", "example"]);
+        assert_eq!(QName::root().suffixes().count(), 0);
+    }
+
+    #[test]
+    fn normalize_table() {
+        let cases: &[(&str, &str, Result<&str, NameError>)] = &[
+            ("plain", "example.com", Ok("example.com")),
+            ("case and dot", "Ads.Example.COM.", Ok("ads.example.com")),
+            ("padding", "  ads.example  ", Ok("ads.example")),
+            ("underscore", "_dmarc.example", Ok("_dmarc.example")),
+            ("cyrillic idn", "пример.рф", Ok("xn--e1afmkfd.xn--p1ai")),
+            ("uppercase idn", "ПРИМЕР.РФ", Ok("xn--e1afmkfd.xn--p1ai")),
+            ("empty", "", Err(NameError::Empty)),
+            ("empty label", "a..b", Err(NameError::EmptyLabel)),
+            ("slash", "a/b", Err(NameError::BadChar('/'))),
+            ("long label", &"a".repeat(64), Err(NameError::LabelTooLong)),
+        ];
+        for (name, input, want) in cases {
+            let got = normalize(input);
+            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "case `{name}`");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Turns a [`Verdict`] into a human reason: list, rule as written, `FILE:LINE`,
+//! action, EDE code, decision id. Used by `qalqan explain` and logs.
+
+use std::fmt::Write as _;
+
+use super::{Answer, Policy, Verdict};
+use crate::name::QName;
+
+/// A verdict explained.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// `blocked`, `allowed` or `pass`.
+    pub outcome: &'static str,
+    pub list: Option<String>,
+    pub file_line: Option<String>,
+    /// The rule as written in the source, when the source can be re-read.
+    pub rule_text: Option<String>,
+    pub action: Option<String>,
+    pub ede: Option<u16>,
+    pub decision: Option<String>,
+}
+
+/// Explains the decision for `name`. `read_line` re-reads `(source, line)`
+/// to show the rule as written (return `None` when that is not possible).
+pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> Option<String>) -> Explanation {
+    let verdict = policy.check(name);
+    let (outcome, hit) = match verdict {
+        Verdict::Pass => ("pass", None),
+        Verdict::Allowed(h) => ("allowed", Some(h)),
+        Verdict::Blocked(h) => ("blocked", Some(h)),
+    };
+    let mut ex = Explanation {
+        outcome,
+        list: None,
+        file_line: None,
+        rule_text: None,
+        action: None,
+        ede: None,
+        decision: None,
+    };
+    if let Some(hit) = hit {
+        let line = policy.index.rule_line(hit.rule);
+        if let Some(list) = policy.list(&hit) {
+            ex.list = Some(list.name.clone());
+            ex.file_line = Some(format!("{}:{}", list.source, line));
+            ex.rule_text = read_line(&list.source, line);
+        }
+        ex.decision = policy.index.decision(hit.rule).map(str::to_owned);
+        if matches!(verdict, Verdict::Blocked(_)) {
+            ex.action = Some(match policy.answer(&hit) {
+                Answer::Nxdomain => "nxdomain".to_owned(),
+                Answer::Nodata => "nodata".to_owned(),
+                Answer::Sinkhole => "sinkhole".to_owned(),
+                Answer::Refused => "refused".to_owned(),
+                Answer::Drop => "drop".to_owned(),
+                Answer::Local(_) => "local-data".to_owned(),
+            });
+            ex.ede = Some(policy.ede(&hit).0);
+        }
+    }
+    ex
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::from(self.outcome);
+        if let Some(l) = &self.list {
+            let _ = write!(s, "\n  list:     {l}");
+        }
+        if let Some(r) = &self.rule_text {
+            let _ = write!(s, "\n  rule:     {r}");
+        }
+        if let Some(fl) = &self.file_line {
+            let _ = write!(s, "\n  source:   {fl}");
+        }
+        if let Some(a) = &self.action {
+            let _ = write!(s, "\n  action:   {a}");
+        }
+        if let Some(e) = self.ede {
+            let _ = write!(s, "\n  ede:      {e}");
+        }
+        if let Some(d) = &self.decision {
+            let _ = write!(s, "\n  decision: {d}");
+        }
+        f.write_str(&s)
+    }
+}

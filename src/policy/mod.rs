@@ -1,0 +1,172 @@
+//! The compiled policy: which names are blocked, by which list and rule, and
+//! what the answer is. Immutable once built; the serving path holds an
+//! `Arc<Policy>` for the whole of one query.
+
+pub mod explain;
+pub mod index;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::lists::parse::{Format, LocalData};
+use crate::name::QName;
+pub use index::{Hit, Index, RuleId, RuleOverride};
+
+/// How a blocked name is answered (`action =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// NXDOMAIN with a synthesized SOA.
+    Nxdomain,
+    /// NOERROR with no answer (NODATA) and a synthesized SOA.
+    Nodata,
+    /// A/AAAA answered with the `[sinkhole]` addresses; NODATA for other types.
+    Sinkhole,
+    /// REFUSED.
+    Refused,
+    /// No answer at all.
+    Drop,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Nxdomain => "nxdomain",
+            Action::Nodata => "nodata",
+            Action::Sinkhole => "sinkhole",
+            Action::Refused => "refused",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// Whether a list blocks or allows (`kind =`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Block,
+    Allow,
+}
+
+/// What the policy knows about one configured list.
+#[derive(Debug, Clone)]
+pub struct ListInfo {
+    pub name: String,
+    /// The source as configured (path or URL), used in `FILE:LINE`.
+    pub source: String,
+    pub format: Format,
+    pub kind: ListKind,
+    pub action: Action,
+    /// RFC 8914 INFO-CODE for blocked answers.
+    pub ede: u16,
+}
+
+/// The sinkhole answer settings (`[sinkhole]`).
+#[derive(Debug, Clone)]
+pub struct Sinkhole {
+    pub a: Ipv4Addr,
+    pub aaaa: Ipv6Addr,
+    pub ttl: u32,
+}
+
+/// What to do with a blocked query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<'p> {
+    Nxdomain,
+    Nodata,
+    Sinkhole,
+    Refused,
+    Drop,
+    /// RPZ local data.
+    Local(&'p [LocalData]),
+}
+
+/// The decision for one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No rule matched: resolve normally.
+    Pass,
+    /// An allow rule matched (it beats every block rule but `$important`).
+    Allowed(Hit),
+    /// A block rule matched.
+    Blocked(Hit),
+}
+
+/// One compiled generation of every list.
+pub struct Policy {
+    pub index: Index,
+    pub lists: Vec<ListInfo>,
+    /// Increments with every publish.
+    pub generation: u64,
+}
+
+impl Policy {
+    /// Decides `name`.
+    ///
+    /// Cost: see [`Index::check`] (one hash probe per label, plus keyword and
+    /// regex scans when such rules exist); no allocation on the name path.
+    pub fn check(&self, name: &QName) -> Verdict {
+        let (allow, block) = self.index.check(name);
+        resolve(&self.index, allow, block)
+    }
+
+    /// Decides an answer address against IP rules (URL and registry IPs).
+    pub fn check_ip(&self, ip: std::net::IpAddr) -> Verdict {
+        if !self.index.has_ip_rules() {
+            return Verdict::Pass;
+        }
+        let (allow, block) = self.index.check_ip(ip);
+        resolve(&self.index, allow, block)
+    }
+
+    /// The list a hit came from.
+    pub fn list(&self, hit: &Hit) -> Option<&ListInfo> {
+        self.lists.get(usize::from(hit.list))
+    }
+
+    /// How to answer a blocked hit: the rule's own action (RPZ) or its list's.
+    pub fn answer(&self, hit: &Hit) -> Answer<'_> {
+        match self.index.rule_override(hit.rule) {
+            RuleOverride::Nxdomain => Answer::Nxdomain,
+            RuleOverride::Nodata => Answer::Nodata,
+            RuleOverride::Drop => Answer::Drop,
+            RuleOverride::Local => match self.index.local_data(hit.rule) {
+                Some(data) => Answer::Local(data),
+                None => Answer::Nxdomain,
+            },
+            RuleOverride::None => match self.list(hit).map(|l| l.action) {
+                Some(Action::Nxdomain) | None => Answer::Nxdomain,
+                Some(Action::Nodata) => Answer::Nodata,
+                Some(Action::Sinkhole) => Answer::Sinkhole,
+                Some(Action::Refused) => Answer::Refused,
+                Some(Action::Drop) => Answer::Drop,
+            },
+        }
+    }
+
+    /// The EDE INFO-CODE and EXTRA-TEXT for a blocked hit (RFC 8914).
+    pub fn ede(&self, hit: &Hit) -> (u16, String) {
+        let list = self.list(hit);
+        let code = list.map(|l| l.ede).unwrap_or(15);
+        let name = list.map(|l| l.name.as_str()).unwrap_or("?");
+        let mut text = format!("blocked by list {name}");
+        if let Some(d) = self.index.decision(hit.rule) {
+            text.push_str("; decision ");
+            text.push_str(d);
+        }
+        (code, text)
+    }
+
+    /// An empty policy (no lists): everything passes.
+    pub fn empty() -> Self {
+        Self { index: Index::empty(), lists: Vec::new(), generation: 0 }
+    }
+}
+
+fn resolve(index: &Index, allow: Option<Hit>, block: Option<Hit>) -> Verdict {
+    match (allow, block) {
+        (_, Some(b)) if index::is_important(index, b.rule) => Verdict::Blocked(b),
+        (Some(a), _) => Verdict::Allowed(a),
+        (None, Some(b)) => Verdict::Blocked(b),
+        (None, None) => Verdict::Pass,
+    }
+}

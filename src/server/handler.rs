@@ -1,0 +1,319 @@
+//! The query path. One `handle_request` runs these steps in order:
+//!
+//! 1. opcode ≠ QUERY → NOTIMP; EDNS version > 0 → BADVERS; qdcount ≠ 1 → FORMERR
+//! 2. ACL: clients outside `allow_clients` → REFUSED + EDE 18 (before any work)
+//! 3. in-flight cap: past `max_inflight` → SERVFAIL at once (no queueing)
+//! 4. name normalised once into a `QName`
+//! 5. policy (one `Arc<Policy>` snapshot for the whole query) — before the
+//!    cache, so a list change applies to cached names too
+//! 6. cache, else upstream (then the answer is cached)
+//! 7. CNAME targets and answer addresses of the answer checked against the
+//!    same policy snapshot (CNAME cloaking), unless the name was allowlisted
+//! 8. reply with a fresh OPT record and RA set
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::Semaphore;
+
+use super::acl::Acl;
+use super::respond;
+use crate::metrics::{Metrics, Outcome};
+use crate::name::QName;
+use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
+use crate::resolve::cache::{Cache, Key};
+use crate::resolve::forward::{Forwarder, Question};
+use crate::resolve::{Answer, ResolveError};
+
+/// Everything the query path reads.
+pub struct Shared {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub cache: Cache,
+    pub forwarder: Forwarder,
+    pub acl: Acl,
+    pub sinkhole: Sinkhole,
+    pub max_udp_payload: u16,
+    pub inflight: Semaphore,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The hickory `RequestHandler` for qalqan.
+#[derive(Clone)]
+pub struct Handler {
+    pub shared: Arc<Shared>,
+}
+
+/// A reply ready to encode.
+struct Reply {
+    meta: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+    edns: Option<Edns>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        let start = Instant::now();
+        let protocol = request.protocol();
+        let (reply, outcome) = self.decide(request).await;
+        let info = match reply {
+            Some(reply) => send(request, &mut response, reply).await,
+            None => header_info(Metadata::response_from_request(&request.metadata)),
+        };
+        self.shared.metrics.observe(protocol, outcome, start.elapsed());
+        info
+    }
+}
+
+impl Handler {
+    /// Runs the steps; `None` = send nothing (drop).
+    async fn decide(&self, request: &Request) -> (Option<Reply>, Outcome) {
+        let s = &*self.shared;
+        let mut edns = respond::reply_edns(request.edns.as_ref(), s.max_udp_payload);
+        let meta_for = |rcode: ResponseCode| {
+            let mut m = Metadata::response_from_request(&request.metadata);
+            m.recursion_available = true;
+            m.response_code = rcode;
+            m
+        };
+        if request.metadata.op_code != OpCode::Query {
+            return (Some(simple(meta_for(ResponseCode::NotImp), edns)), Outcome::Formerr);
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return (Some(simple(meta_for(ResponseCode::BADVERS), edns)), Outcome::Formerr);
+        }
+        if !s.acl.allows(request.src().ip()) {
+            if let Some(e) = edns.as_mut() {
+                respond::add_ede(e, respond::EDE_PROHIBITED, "client not in allow_clients");
+            }
+            tracing::debug!(client = %request.src().ip(), "refused by ACL");
+            return (Some(simple(meta_for(ResponseCode::Refused), edns)), Outcome::Refused);
+        }
+        let query = match request.queries.queries() {
+            [q] => q,
+            _ => return (Some(simple(meta_for(ResponseCode::FormErr), edns)), Outcome::Formerr),
+        };
+        let Ok(_permit) = s.inflight.try_acquire() else {
+            tracing::debug!("in-flight limit reached");
+            return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
+        };
+        let qname_wire: Name = query.name().clone().into();
+        let Ok(qname) = QName::parse(&qname_wire.to_ascii()) else {
+            return (Some(simple(meta_for(ResponseCode::FormErr), edns)), Outcome::Formerr);
+        };
+        let qtype = query.query_type();
+        let policy = s.policy.load_full();
+        let verdict = policy.check(&qname);
+        if let Verdict::Blocked(hit) = verdict {
+            return self.blocked(&policy, &hit, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+        }
+
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let key = Key {
+            name: qname,
+            qtype,
+            qclass: query.query_class(),
+            dnssec_ok,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let now = Instant::now();
+        let (answer, age, outcome) = match s.cache.get(&key, now) {
+            Some(entry) => {
+                s.metrics.cache_hits.inc();
+                let age = entry.age(now);
+                (CachedOrFresh::Cached(entry), age, Outcome::Cached)
+            }
+            None => {
+                s.metrics.cache_misses.inc();
+                let q = Question {
+                    name: &qname_wire,
+                    qtype,
+                    qclass: key.qclass,
+                    dnssec_ok,
+                    checking_disabled: key.checking_disabled,
+                };
+                match s.forwarder.resolve(&q).await {
+                    Ok(a) => {
+                        let fresh = Arc::new(a);
+                        s.cache.insert(key.clone(), (*fresh).clone(), now);
+                        (CachedOrFresh::Fresh(fresh), 0, Outcome::Forwarded)
+                    }
+                    Err(e) => {
+                        match &e {
+                            ResolveError::Timeout(_) => tracing::debug!(name = %key.name, "upstream timeout"),
+                            other => tracing::debug!(name = %key.name, error = %other, "upstream failed"),
+                        }
+                        return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
+                    }
+                }
+            }
+        };
+        let a = answer.answer();
+        if !matches!(verdict, Verdict::Allowed(_)) {
+            if let Some(hit) = chain_block(&policy, a) {
+                return self.blocked(&policy, &hit, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+            }
+        }
+        let mut meta = meta_for(a.rcode);
+        meta.authentic_data = a.authentic_data && (dnssec_ok || request.metadata.authentic_data);
+        let aged = |rs: &[Record]| -> Vec<Record> {
+            rs.iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.ttl = r.ttl.saturating_sub(age);
+                    r
+                })
+                .collect()
+        };
+        let reply = Reply {
+            meta,
+            answers: aged(&a.answers),
+            authorities: aged(&a.authorities),
+            additionals: aged(&a.additionals),
+            edns,
+        };
+        (Some(reply), outcome)
+    }
+
+    fn blocked(
+        &self,
+        policy: &Policy,
+        hit: &Hit,
+        qname: &Name,
+        qtype: RecordType,
+        meta: Metadata,
+        mut edns: Option<Edns>,
+    ) -> (Option<Reply>, Outcome) {
+        let s = &*self.shared;
+        if let Some(list) = policy.list(hit) {
+            s.metrics.blocked(&list.name);
+        }
+        let answer = policy.answer(hit);
+        if answer == PolicyAnswer::Drop {
+            return (None, Outcome::Dropped);
+        }
+        if let Some(e) = edns.as_mut() {
+            let (code, text) = policy.ede(hit);
+            respond::add_ede(e, code, &text);
+        }
+        let soa_owner = soa_owner(policy, hit, qname);
+        let ttl = s.sinkhole.ttl;
+        let mut reply = Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns };
+        match answer {
+            PolicyAnswer::Nxdomain => {
+                reply.meta.response_code = ResponseCode::NXDomain;
+                reply.authorities.push(respond::blocked_soa(&soa_owner, ttl));
+            }
+            PolicyAnswer::Nodata => reply.authorities.push(respond::blocked_soa(&soa_owner, ttl)),
+            PolicyAnswer::Refused => reply.meta.response_code = ResponseCode::Refused,
+            PolicyAnswer::Sinkhole => {
+                reply.answers = respond::sinkhole_records(qname, qtype, &s.sinkhole);
+                if reply.answers.is_empty() {
+                    reply.authorities.push(respond::blocked_soa(&soa_owner, ttl));
+                }
+            }
+            PolicyAnswer::Local(data) => {
+                reply.answers = respond::local_records(qname, qtype, data, ttl);
+                if reply.answers.is_empty() {
+                    reply.authorities.push(respond::blocked_soa(&soa_owner, ttl));
+                }
+            }
+            PolicyAnswer::Drop => {}
+        }
+        (Some(reply), Outcome::Blocked)
+    }
+}
+
+enum CachedOrFresh {
+    Cached(Arc<crate::resolve::cache::Entry>),
+    Fresh(Arc<Answer>),
+}
+
+impl CachedOrFresh {
+    fn answer(&self) -> &Answer {
+        match self {
+            CachedOrFresh::Cached(e) => &e.answer,
+            CachedOrFresh::Fresh(a) => a,
+        }
+    }
+}
+
+/// The first block hit among the answer's CNAME/DNAME targets and addresses.
+///
+/// Cost: one `Policy::check` per CNAME in the answer (one `QName` allocation
+/// each) and, when IP rules exist, a scan of them per A/AAAA record.
+pub fn chain_block(policy: &Policy, a: &Answer) -> Option<Hit> {
+    for r in &a.answers {
+        let target = match &r.data {
+            RData::CNAME(c) => Some(&c.0),
+            RData::A(ip) => {
+                if let Verdict::Blocked(h) = policy.check_ip(IpAddr::V4(ip.0)) {
+                    return Some(h);
+                }
+                None
+            }
+            RData::AAAA(ip) => {
+                if let Verdict::Blocked(h) = policy.check_ip(IpAddr::V6(ip.0)) {
+                    return Some(h);
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(t) = target {
+            if let Ok(q) = QName::parse(&t.to_ascii()) {
+                if let Verdict::Blocked(h) = policy.check(&q) {
+                    return Some(h);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Owner for the synthesized SOA: the blocking rule's name when it is the
+/// query name or an ancestor of it, else the query name.
+fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
+    let rule = policy.index.rule_text(hit.rule);
+    if !rule.is_empty() {
+        if let Some(n) = respond::fqdn(rule) {
+            if n.zone_of(qname) {
+                return n;
+            }
+        }
+    }
+    qname.clone()
+}
+
+fn simple(meta: Metadata, edns: Option<Edns>) -> Reply {
+    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns }
+}
+
+fn header_info(mut meta: Metadata) -> ResponseInfo {
+    meta.message_type = MessageType::Response;
+    ResponseInfo::from(Header { metadata: meta, counts: HeaderCounts::default() })
+}
+
+async fn send<R: ResponseHandler>(request: &Request, response: &mut R, reply: Reply) -> ResponseInfo {
+    let meta = reply.meta;
+    let builder = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref());
+    let msg = builder.build(meta, reply.answers.iter(), reply.authorities.iter(), std::iter::empty(), reply.additionals.iter());
+    match response.send_response(msg).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(error = %e, "sending reply failed");
+            let mut m = meta;
+            m.response_code = ResponseCode::ServFail;
+            header_info(m)
+        }
+    }
+}

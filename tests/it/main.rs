@@ -1,0 +1,9 @@
+//! One integration-test binary: the real server on 127.0.0.1 port 0, a real
+//! upstream on loopback, queries over the wire.
+
+mod blocking;
+mod malformed;
+mod process;
+mod reload;
+mod resolving;
+mod support;

@@ -1,0 +1,137 @@
+//! The real binary: `qalqan check`, `qalqan run` (ready line, dig interop,
+//! SIGTERM → exit 0) and `qalqan explain`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qalqan");
+
+fn repo() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+#[test]
+fn check_passes_on_the_shipped_config() {
+    let out = Command::new(BIN).args(["check"]).current_dir(repo()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("regulator: 301 rules"), "{stdout}");
+    assert!(stdout.contains("allow: 1 rules"), "{stdout}");
+}
+
+#[test]
+fn check_names_file_and_line_of_bad_config_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("q.toml");
+    std::fs::write(&cfg, "[server]\nlisten = [\"127.0.0.1:5353\"]\nbogus = 1\n").unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("q.toml: line 3") && err.contains("bogus"), "{err}");
+
+    let list = write_list(dir.path(), "l.txt", "ok.test\nbad name here\n");
+    std::fs::write(&cfg, format!("[[lists]]\nname = \"l\"\nsource = \"{list}\"\n")).unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "1 bad line of 2 is over the 1% budget");
+    assert!(stdout.contains(&format!("{list}:2:1")), "{stdout}");
+}
+
+#[test]
+fn explain_names_list_rule_and_line() {
+    let out = Command::new(BIN).args(["explain", "x.blocked.qalqan.test", "A"]).current_dir(repo()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("blocked"), "{stdout}");
+    assert!(stdout.contains("list:     regulator"), "{stdout}");
+    assert!(stdout.contains("rule:     blocked.qalqan.test"), "{stdout}");
+    assert!(stdout.contains("blocklists/regulator.txt:307"), "{stdout}");
+    assert!(stdout.contains("ede:      16"), "{stdout}");
+    let out = Command::new(BIN).args(["explain", "allowed.blocked.qalqan.test"]).current_dir(repo()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("allowed"));
+    let out = Command::new(BIN).args(["explain", "example.org"]).current_dir(repo()).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pass");
+}
+
+/// Starts the binary on 127.0.0.1:0 and returns it with the bound port read from the ready line.
+fn spawn_server(cfg: &std::path::Path) -> (std::process::Child, u16) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ready") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("no ready line");
+    let port = line.split("127.0.0.1:").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).unwrap();
+    (child, port.parse().unwrap())
+}
+
+#[tokio::test]
+async fn binary_serves_dig_and_exits_zero_on_sigterm() {
+    let up = Upstream::start().await;
+    up.set("www.example.", hickory_proto::rr::RecordType::A, Canned::Answer(vec![a("www.example.", 60, "198.51.100.10")]));
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "l.txt", "blocked.test\n");
+    let cfg = dir.path().join("q.toml");
+    std::fs::write(&cfg, config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\nede = 16\n"), "")).unwrap();
+    let (mut child, port) = spawn_server(&cfg);
+
+    // interop: the real dig binary
+    let dig = move |args: &[&str]| {
+        let out = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=2"])
+            .args(args)
+            .output()
+            .expect("dig not installed: run the README test command (it installs dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (d1, d2, d3) = tokio::task::spawn_blocking(move || {
+        (dig(&["blocked.test", "A"]), dig(&["www.example", "A"]), dig(&["+tcp", "+noedns", "sub.blocked.test", "AAAA"]))
+    })
+    .await
+    .unwrap();
+    assert!(d1.contains("status: NXDOMAIN"), "{d1}");
+    assert!(d1.contains("EDE: 16 (Censored)"), "{d1}");
+    assert!(d1.contains("blocked by list reg"), "{d1}");
+    assert!(d2.contains("status: NOERROR") && d2.contains("198.51.100.10"), "{d2}");
+    assert!(d2.contains(" ra"), "RA flag: {d2}");
+    assert!(d3.contains("status: NXDOMAIN") && !d3.contains("OPT PSEUDOSECTION"), "{d3}");
+
+    // SIGTERM: exit 0, promptly
+    let t = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn missing_list_fails_start_naming_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("q.toml");
+    std::fs::write(&cfg, "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[[lists]]\nname = \"reg\"\nsource = \"/nonexistent/list.txt\"\n").unwrap();
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reg: reading /nonexistent/list.txt"), "{err}");
+    assert!(!err.contains("ready"), "{err}");
+}

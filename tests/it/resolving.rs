@@ -1,0 +1,116 @@
+//! Forwarding and caching: TTLs, negative caching, TCP fallback, dead upstream.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn answers_are_cached_with_decreasing_ttl() {
+    let up = Upstream::start().await;
+    up.set("c.example.", RecordType::A, Canned::Answer(vec![a("c.example.", 100, "198.51.100.3")]));
+    let srv = TestServer::start(&config(up.addr, "", "")).await;
+    let m = udp(srv.addr, "c.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.answers[0].ttl, 100);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let m = udp(srv.addr, "C.EXAMPLE.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(up.count(), 1, "second query served from the cache");
+    assert!(m.answers[0].ttl < 100 && m.answers[0].ttl >= 98, "ttl {}", m.answers[0].ttl);
+    assert_eq!(m.answers[0].data, RData::A("198.51.100.3".parse().unwrap()));
+    // another type is another cache entry
+    udp(srv.addr, "c.example.", RecordType::AAAA, EDNS).await.unwrap();
+    assert_eq!(up.count(), 2);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn nxdomain_is_cached_per_rfc2308() {
+    let up = Upstream::start().await;
+    up.set("gone.example.", RecordType::A, Canned::NxDomain(soa("example.", 300, 5)));
+    let srv = TestServer::start(&config(up.addr, "", "")).await;
+    let m = udp(srv.addr, "gone.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(matches!(m.authorities.first().map(|r| &r.data), Some(RData::SOA(_))));
+    let m = udp(srv.addr, "gone.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(up.count(), 1, "negative answer cached");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn zero_ttl_answers_are_not_cached() {
+    let up = Upstream::start().await;
+    up.set("z.example.", RecordType::A, Canned::Answer(vec![a("z.example.", 0, "198.51.100.4")]));
+    let srv = TestServer::start(&config(up.addr, "", "")).await;
+    udp(srv.addr, "z.example.", RecordType::A, EDNS).await.unwrap();
+    udp(srv.addr, "z.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(up.count(), 2);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn truncated_upstream_reply_is_retried_over_tcp() {
+    let up = Upstream::start().await;
+    up.set("big.example.", RecordType::A, Canned::TruncatedUdp(vec![a("big.example.", 60, "198.51.100.5")]));
+    let srv = TestServer::start(&config(up.addr, "", "")).await;
+    let m = udp(srv.addr, "big.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.answers.len(), 1);
+    assert!(!m.metadata.truncation);
+    assert_eq!(up.tcp_queries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_upstream_gives_servfail_within_timeout() {
+    // a bound socket that never answers
+    let dead = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = config(dead.local_addr().unwrap(), "", "").replace("timeout_ms = 1000", "timeout_ms = 400");
+    let srv = TestServer::start(&cfg).await;
+    let t = Instant::now();
+    let m = udp(srv.addr, "any.example.", RecordType::A, EDNS).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(took >= Duration::from_millis(350), "answered before the timeout: {took:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn failover_to_second_upstream() {
+    let dead = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up = Upstream::start().await;
+    up.set("f.example.", RecordType::A, Canned::Answer(vec![a("f.example.", 60, "198.51.100.6")]));
+    let cfg = config(up.addr, "", "").replace(
+        &format!("servers = [\"{}\"]", up.addr),
+        &format!("servers = [\"{}\", \"{}\"]", dead.local_addr().unwrap(), up.addr),
+    );
+    let srv = TestServer::start(&cfg).await;
+    let m = udp(srv.addr, "f.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_change_applies_to_cached_names() {
+    let up = Upstream::start().await;
+    up.set("later.example.", RecordType::A, Canned::Answer(vec![a("later.example.", 3600, "198.51.100.8")]));
+    let dir = tempfile::tempdir().unwrap();
+    let block = write_list(dir.path(), "block.txt", "other.test\n");
+    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\n");
+    let srv = TestServer::start(&config(up.addr, &lists, "")).await;
+    let m = udp(srv.addr, "later.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.answers.len(), 1, "cached now");
+    std::fs::write(dir.path().join("block.txt.tmp"), "other.test\nlater.example\n").unwrap();
+    std::fs::rename(dir.path().join("block.txt.tmp"), dir.path().join("block.txt")).unwrap();
+    let addr = srv.addr;
+    let blocked = eventually(Duration::from_secs(3), || async move {
+        let m = udp(addr, "later.example.", RecordType::A, EDNS).await.unwrap();
+        m.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await;
+    assert!(blocked, "a cached name newly listed must be blocked within 3 s");
+    srv.shutdown().await;
+}

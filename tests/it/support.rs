@@ -1,0 +1,307 @@
+//! Test support: a real in-process upstream (hickory-server with a table of
+//! answers) and the real qalqan server, both on 127.0.0.1 port 0, plus raw
+//! UDP/TCP query helpers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+pub fn name(s: &str) -> Name {
+    Name::from_str(s).unwrap()
+}
+
+pub fn a(owner: &str, ttl: u32, ip: &str) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::A(A(ip.parse().unwrap())))
+}
+
+pub fn aaaa(owner: &str, ttl: u32, ip: &str) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::AAAA(AAAA(ip.parse().unwrap())))
+}
+
+pub fn cname(owner: &str, ttl: u32, target: &str) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+}
+
+pub fn soa(owner: &str, ttl: u32, minimum: u32) -> Record {
+    let s = SOA::new(name("ns.test."), name("hostmaster.test."), 1, 3600, 600, 86400, minimum);
+    Record::from_rdata(name(owner), ttl, RData::SOA(s))
+}
+
+/// What the upstream answers for one (name, type).
+#[derive(Clone)]
+pub enum Canned {
+    Answer(Vec<Record>),
+    NxDomain(Record),
+    /// Never answers.
+    Silent,
+    /// UDP: header-only reply with TC set; TCP: these records.
+    TruncatedUdp(Vec<Record>),
+}
+
+/// A table-driven authoritative upstream on 127.0.0.1:0 (UDP and TCP).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub queries: Arc<AtomicUsize>,
+    pub tcp_queries: Arc<AtomicUsize>,
+    pub table: Arc<Mutex<HashMap<(String, RecordType), Canned>>>,
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+struct UpstreamHandler {
+    table: Arc<Mutex<HashMap<(String, RecordType), Canned>>>,
+    queries: Arc<AtomicUsize>,
+    tcp_queries: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for UpstreamHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let tcp = request.protocol() != hickory_server::net::xfer::Protocol::Udp;
+        if tcp {
+            self.tcp_queries.fetch_add(1, Ordering::SeqCst);
+        }
+        let q = request.queries.queries().first().cloned();
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let key = q.as_ref().map(|q| (q.name().to_string().to_ascii_lowercase(), q.query_type()));
+        let canned = key.and_then(|k| self.table.lock().unwrap().get(&k).cloned());
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let edns_ref = request.edns.as_ref().map(|_| &edns);
+        let (answers, auth) = match canned {
+            Some(Canned::Answer(rs)) => (rs, vec![]),
+            Some(Canned::NxDomain(s)) => {
+                meta.response_code = ResponseCode::NXDomain;
+                (vec![], vec![s])
+            }
+            Some(Canned::Silent) => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return ResponseInfo::from(hickory_proto::op::Header { metadata: meta, counts: Default::default() });
+            }
+            Some(Canned::TruncatedUdp(rs)) => {
+                if tcp {
+                    (rs, vec![])
+                } else {
+                    meta.truncation = true;
+                    (vec![], vec![])
+                }
+            }
+            None => {
+                // everything else: NOERROR / NODATA with a SOA
+                (vec![], vec![soa("test.", 60, 30)])
+            }
+        };
+        let builder = MessageResponseBuilder::new(&request.queries, edns_ref);
+        let msg = builder.build(meta, answers.iter(), auth.iter(), std::iter::empty(), std::iter::empty());
+        response.send_response(msg).await.unwrap_or_else(|_| {
+            ResponseInfo::from(hickory_proto::op::Header { metadata: meta, counts: Default::default() })
+        })
+    }
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let table = Arc::new(Mutex::new(HashMap::new()));
+        let queries = Arc::new(AtomicUsize::new(0));
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let handler = UpstreamHandler { table: table.clone(), queries: queries.clone(), tcp_queries: tcp_queries.clone() };
+        let stop = CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            let mut server = Server::new(handler);
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(5), 65535);
+            s2.cancelled().await;
+            let _ = server.shutdown_gracefully().await;
+        });
+        Upstream { addr, queries, tcp_queries, table, stop }
+    }
+
+    pub fn set(&self, owner: &str, qtype: RecordType, c: Canned) {
+        let mut key = owner.to_ascii_lowercase();
+        if !key.ends_with('.') {
+            key.push('.');
+        }
+        self.table.lock().unwrap().insert((key, qtype), c);
+    }
+
+    pub fn count(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A running qalqan on 127.0.0.1:0.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), qalqan::StartError>>,
+    pub lists: Arc<qalqan::lists::publish::Lists>,
+    pub metrics: Arc<qalqan::metrics::Metrics>,
+}
+
+impl TestServer {
+    pub async fn start(config_toml: &str) -> TestServer {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let toml = config_toml.to_owned();
+        let app = tokio::task::spawn_blocking(move || qalqan::App::from_toml_str(&toml)).await.unwrap().unwrap();
+        let lists = app.lists.clone();
+        let metrics = app.metrics.clone();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+        TestServer { addr, stop, task, lists, metrics }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        assert!(r.is_ok(), "server did not stop within 5 s");
+    }
+}
+
+/// Query options.
+#[derive(Clone, Copy)]
+pub struct Q {
+    pub edns: bool,
+    pub dnssec_ok: bool,
+    pub payload: u16,
+}
+
+pub const EDNS: Q = Q { edns: true, dnssec_ok: false, payload: 1232 };
+pub const PLAIN: Q = Q { edns: false, dnssec_ok: false, payload: 512 };
+
+pub fn query_bytes(qname: &str, qtype: RecordType, opts: Q) -> (u16, Vec<u8>) {
+    let id: u16 = rand::random();
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name(qname), qtype));
+    if opts.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(opts.payload);
+        e.set_dnssec_ok(opts.dnssec_ok);
+        m.set_edns(e);
+    }
+    (id, m.to_vec().unwrap())
+}
+
+/// Sends raw bytes over UDP and waits up to `wait` for one reply.
+pub async fn udp_raw(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.send_to(bytes, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(wait, s.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+pub async fn udp(server: SocketAddr, qname: &str, qtype: RecordType, opts: Q) -> Option<Message> {
+    let (id, bytes) = query_bytes(qname, qtype, opts);
+    let raw = udp_raw(server, &bytes, Duration::from_secs(3)).await?;
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.metadata.id, id);
+    Some(m)
+}
+
+pub async fn tcp(server: SocketAddr, qname: &str, qtype: RecordType, opts: Q) -> Message {
+    let (id, bytes) = query_bytes(qname, qtype, opts);
+    let mut s = TcpStream::connect(server).await.unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut len)).await.unwrap().unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    let m = Message::from_vec(&buf).unwrap();
+    assert_eq!(m.metadata.id, id);
+    m
+}
+
+/// The EDE options (code, text) of a reply.
+pub fn ede(m: &Message) -> Vec<(u16, String)> {
+    let Some(e) = m.edns.as_ref() else { return vec![] };
+    e.options()
+        .as_ref()
+        .iter()
+        .filter_map(|(code, opt)| match (u16::from(*code), opt) {
+            (15, hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, data)) if data.len() >= 2 => {
+                Some((u16::from_be_bytes([data[0], data[1]]), String::from_utf8_lossy(&data[2..]).into_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes `text` to a new file in `dir` and returns its path as a string.
+pub fn write_list(dir: &std::path::Path, file: &str, text: &str) -> String {
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// A config with one block list, one allow list and the given upstream.
+pub fn config(upstream: SocketAddr, lists: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["{upstream}"]
+timeout_ms = 1000
+[sinkhole]
+a = "192.0.2.66"
+aaaa = "2001:db8::66"
+ttl = 120
+{extra}
+{lists}
+"#
+    )
+}
+
+/// Polls `f` every 50 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"; .ci/run calls exactly this).
+# Installs what the tests need on Debian (dig/kdig for interop checks, dnsperf),
+# then runs every test and keeps the benchmarks compiling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
+if ((${#need[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "tests/run.sh: installing ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -d ../shared/data ]; then
+    echo "tests/run.sh: ../shared/data not found: tests on the shared real-world lists will be skipped" >&2
+fi
+
+cargo build --release --locked --quiet
+cargo test --locked
+cargo check --benches --locked --quiet
