@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod diag;
 pub mod lists;
 pub mod metrics;
 pub mod name;
@@ -79,11 +80,19 @@ impl App {
 pub struct Sockets {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
+    /// The operator HTTP endpoint; when `None`, `serve` binds `metrics.listen` itself.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Sockets {
     pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
-        Self { udp, tcp }
+        Self { udp, tcp, metrics: None }
+    }
+
+    /// With an already bound HTTP listener for /metrics etc.
+    pub fn with_metrics(mut self, l: TcpListener) -> Self {
+        self.metrics = Some(l);
+        self
     }
 
     /// Binds UDP and TCP on every address.
@@ -97,7 +106,7 @@ impl Sockets {
             tcp.push(TcpListener::bind(bound).await.map_err(|source| StartError::Bind { addr: bound, source })?);
             udp.push(u);
         }
-        Ok(Self { udp, tcp })
+        Ok(Self { udp, tcp, metrics: None })
     }
 
     /// Local addresses of the UDP sockets.
@@ -119,31 +128,59 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     } else {
         cfg.upstreams.clone()
     };
+    let forwarder = Arc::new(Forwarder::new(upstreams.clone(), cfg.upstream_timeout, cfg.upstream_max_inflight, &app.metrics));
     let shared = Arc::new(Shared {
         policy: Arc::clone(&app.lists.policy),
         cache: Cache::new(
             cfg.cache_max_entries,
             TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
         ),
-        forwarder: Forwarder::new(upstreams.clone(), cfg.upstream_timeout, cfg.upstream_max_inflight),
+        forwarder: Arc::clone(&forwarder),
         acl: Acl::new(cfg.allow_clients.clone()),
         sinkhole: cfg.sinkhole.clone(),
         max_udp_payload: cfg.max_udp_payload,
         inflight: Semaphore::new(cfg.max_inflight),
         metrics: Arc::clone(&app.metrics),
     });
+    let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
+    let metrics_listener = match (sockets.metrics, cfg.metrics_listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(diag::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+        (None, None) => None,
+    };
+    let shared_for_len = Arc::clone(&shared);
+    let diag_state = Arc::new(diag::DiagState {
+        metrics: Arc::clone(&app.metrics),
+        lists: Arc::clone(&app.lists),
+        forwarder: Some(Arc::clone(&forwarder)),
+        cache_len: Box::new(move || shared_for_len.cache.len()),
+        serving: std::sync::atomic::AtomicBool::new(false),
+    });
+    let http_stop = CancellationToken::new();
+    let http_task = metrics_listener.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(addr = %a, "metrics endpoint listening");
+        }
+        tokio::spawn(diag::serve(l, Arc::clone(&diag_state), http_stop.clone()))
+    });
     let watch_stop = stop.child_token();
     let watcher = lists::watch::spawn(Arc::clone(&app.lists), watch_stop.clone())?;
-    let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     let rules = app.lists.policy.load().index.len();
     let nlists = cfg.lists.len();
     let handler = Handler { shared };
-    server::run(handler, sockets.udp, sockets.tcp, cfg.tcp_idle_timeout, cfg.drain_timeout, stop.clone(), || {
+    let ready_state = Arc::clone(&diag_state);
+    server::run(handler, sockets.udp, sockets.tcp, cfg.tcp_idle_timeout, cfg.drain_timeout, stop.clone(), move || {
+        ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
     })
     .await;
     watch_stop.cancel();
     let _ = watcher.await;
+    // HTTP last, so a final scrape sees the drain
+    http_stop.cancel();
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -50,6 +50,36 @@ pub struct Metrics {
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
     pub policy_generation: IntGauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: prometheus::HistogramVec,
+}
+
+/// Metric handles of one upstream server.
+pub struct UpstreamMetrics {
+    ok: IntCounter,
+    servfail: IntCounter,
+    refused: IntCounter,
+    other_rcode: IntCounter,
+    timeout: IntCounter,
+    error: IntCounter,
+    duration: Histogram,
+}
+
+impl UpstreamMetrics {
+    /// Counts one attempt: `Ok(rcode)` or `Err(timed_out)`.
+    pub fn record(&self, r: &Result<hickory_proto::op::ResponseCode, bool>, took: Duration) {
+        use hickory_proto::op::ResponseCode as R;
+        let c = match r {
+            Ok(R::NoError | R::NXDomain) => &self.ok,
+            Ok(R::ServFail) => &self.servfail,
+            Ok(R::Refused) => &self.refused,
+            Ok(_) => &self.other_rcode,
+            Err(true) => &self.timeout,
+            Err(false) => &self.error,
+        };
+        c.inc();
+        self.duration.observe(took.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -104,6 +134,21 @@ impl Metrics {
         registry.register(Box::new(list_last_success.clone()))?;
         let policy_generation = IntGauge::new("qalqan_policy_generation", "Generation of the published policy")?;
         registry.register(Box::new(policy_generation.clone()))?;
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "qalqan_upstream_requests_total",
+                "Upstream attempts, by server and result (ok|servfail|refused|other_rcode|timeout|error)",
+            ),
+            &["server", "result"],
+        )?;
+        registry.register(Box::new(upstream_requests.clone()))?;
+        let upstream_duration = prometheus::HistogramVec::new(
+            HistogramOpts::new("qalqan_upstream_duration_seconds", "Upstream attempt time, by server").buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["server"],
+        )?;
+        registry.register(Box::new(upstream_duration.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
@@ -118,7 +163,23 @@ impl Metrics {
             list_reloads,
             list_last_success,
             policy_generation,
+            upstream_requests,
+            upstream_duration,
         })
+    }
+
+    /// Handles for upstream `server` (a configured address: bounded label set).
+    pub fn upstream(&self, server: &str) -> UpstreamMetrics {
+        let c = |result: &str| self.upstream_requests.with_label_values(&[server, result]);
+        UpstreamMetrics {
+            ok: c("ok"),
+            servfail: c("servfail"),
+            refused: c("refused"),
+            other_rcode: c("other_rcode"),
+            timeout: c("timeout"),
+            error: c("error"),
+            duration: self.upstream_duration.with_label_values(&[server]),
+        }
     }
 
     /// Counts one answered query. Cost: two relaxed atomic adds and one

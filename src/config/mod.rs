@@ -60,6 +60,8 @@ pub struct Config {
     pub cache_max_ttl: u32,
     pub cache_max_negative_ttl: u32,
     pub sinkhole: Sinkhole,
+    /// The operator HTTP endpoint, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     pub lists: Vec<ListConfig>,
 }
 
@@ -145,6 +147,12 @@ impl Config {
             .aaaa
             .parse()
             .map_err(|_| invalid("sinkhole.aaaa", format!("`{}` is not an IPv6 address", raw.sinkhole.aaaa)))?;
+        let metrics_listen = match &raw.metrics.listen {
+            Some(a) => Some(
+                parse_socket_addr(a, 9153).ok_or_else(|| invalid("metrics.listen", format!("`{a}` is not ip:port")))?,
+            ),
+            None => None,
+        };
         let mut lists: Vec<ListConfig> = Vec::new();
         for (i, l) in raw.lists.into_iter().enumerate() {
             let key = |k: &str| format!("lists[{i}].{k}");
@@ -190,6 +198,7 @@ impl Config {
             cache_max_ttl: raw.cache.max_ttl,
             cache_max_negative_ttl: raw.cache.max_negative_ttl,
             sinkhole: Sinkhole { a, aaaa, ttl: raw.sinkhole.ttl },
+            metrics_listen,
             lists,
         })
     }

@@ -18,7 +18,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub sinkhole: RawSinkhole,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `ip:port` of the HTTP endpoint (/metrics, /healthz, /readyz); omitted = off.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

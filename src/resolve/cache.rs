@@ -82,8 +82,10 @@ impl Cache {
         Some(ttl)
     }
 
-    /// Entries currently held (approximate, moka counts lazily).
+    /// Entries currently held. Runs moka's pending maintenance first, so it
+    /// costs O(pending writes); call it from a scrape, not per query.
     pub fn len(&self) -> u64 {
+        self.inner.run_pending_tasks();
         self.inner.entry_count()
     }
 

@@ -11,7 +11,8 @@
 //! configured.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -21,6 +22,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use super::{Answer, ResolveError};
+use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// Payload size we advertise upstream (DNS flag day 2020).
 const UPSTREAM_PAYLOAD: u16 = 1232;
@@ -33,7 +35,17 @@ pub struct Forwarder {
     timeout: Duration,
     inflight: Semaphore,
     preferred: AtomicUsize,
+    /// Per-server metric handles, same order as `servers`.
+    metrics: Vec<UpstreamMetrics>,
+    /// Resolutions in a row that got no answer from any server.
+    failures_in_a_row: AtomicU32,
+    /// Milliseconds since `epoch` of the last answer from any server.
+    last_ok_ms: AtomicU64,
+    epoch: Instant,
 }
+
+/// Failed resolutions in a row after which `/readyz` reports the upstreams down.
+const UNHEALTHY_AFTER: u32 = 3;
 
 /// One question to forward.
 #[derive(Debug, Clone)]
@@ -47,8 +59,49 @@ pub struct Question<'a> {
 
 impl Forwarder {
     /// `timeout` bounds the whole resolution (all servers, all retries).
-    pub fn new(servers: Vec<SocketAddr>, timeout: Duration, max_inflight: usize) -> Self {
-        Self { servers, timeout, inflight: Semaphore::new(max_inflight), preferred: AtomicUsize::new(0) }
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration, max_inflight: usize, metrics: &Arc<Metrics>) -> Self {
+        let handles = servers.iter().map(|s| metrics.upstream(&s.to_string())).collect();
+        Self {
+            servers,
+            timeout,
+            inflight: Semaphore::new(max_inflight),
+            preferred: AtomicUsize::new(0),
+            metrics: handles,
+            failures_in_a_row: AtomicU32::new(0),
+            last_ok_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// False once several resolutions in a row got no answer from any
+    /// upstream and none answered in the last 10 s (`/readyz`).
+    pub fn healthy(&self) -> bool {
+        if self.failures_in_a_row.load(Ordering::Relaxed) < UNHEALTHY_AFTER {
+            return true;
+        }
+        let last_ok = self.last_ok_ms.load(Ordering::Relaxed);
+        if last_ok == 0 {
+            return false; // never answered
+        }
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(last_ok) < 10_000
+    }
+
+    /// Resolves `q` upstream and keeps the health record.
+    pub async fn resolve(&self, q: &Question<'_>) -> Result<Answer, ResolveError> {
+        let r = self.resolve_inner(q).await;
+        match &r {
+            Ok(_) => {
+                self.failures_in_a_row.store(0, Ordering::Relaxed);
+                // +1: 0 means "never answered"
+                let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+                self.last_ok_ms.store(now_ms + 1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     /// The servers of /etc/resolv.conf (port 53 unless it says otherwise).
@@ -75,7 +128,7 @@ impl Forwarder {
     /// SERVFAIL or REFUSED from one server moves on to the next; it is
     /// returned only if no server does better. Replies whose ID, source or
     /// question do not match are ignored (anti-spoofing) and the wait goes on.
-    pub async fn resolve(&self, q: &Question<'_>) -> Result<Answer, ResolveError> {
+    async fn resolve_inner(&self, q: &Question<'_>) -> Result<Answer, ResolveError> {
         if self.servers.is_empty() {
             return Err(ResolveError::NoServers);
         }
@@ -99,7 +152,12 @@ impl Forwarder {
                 }
                 let Some(server) = self.servers.get(i) else { continue };
                 let attempt_deadline = (now + share).min(deadline);
-                match query_server(*server, q, attempt_deadline).await {
+                let m = self.metrics.get(i);
+                let result = query_server(*server, q, attempt_deadline).await;
+                if let Some(m) = m {
+                    m.record(&result.as_ref().map(|a| a.rcode).map_err(|e| matches!(e, AttemptError::Timeout)), now.elapsed());
+                }
+                match result {
                     Ok(answer) => {
                         use hickory_proto::op::ResponseCode as R;
                         if matches!(answer.rcode, R::ServFail | R::Refused) {

@@ -36,7 +36,7 @@ use crate::resolve::{Answer, ResolveError};
 pub struct Shared {
     pub policy: Arc<ArcSwap<Policy>>,
     pub cache: Cache,
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
     pub acl: Acl,
     pub sinkhole: Sinkhole,
     pub max_udp_payload: u16,

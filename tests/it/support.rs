@@ -160,6 +160,8 @@ impl Drop for Upstream {
 /// A running qalqan on 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The operator HTTP endpoint (/metrics, /readyz …).
+    pub http: SocketAddr,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), qalqan::StartError>>,
     pub lists: Arc<qalqan::lists::publish::Lists>,
@@ -171,13 +173,15 @@ impl TestServer {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).await.unwrap();
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = http_listener.local_addr().unwrap();
         let toml = config_toml.to_owned();
         let app = tokio::task::spawn_blocking(move || qalqan::App::from_toml_str(&toml)).await.unwrap().unwrap();
         let lists = app.lists.clone();
         let metrics = app.metrics.clone();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
-        TestServer { addr, stop, task, lists, metrics }
+        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http_listener), stop.clone()));
+        TestServer { addr, http, stop, task, lists, metrics }
     }
 
     pub async fn shutdown(self) {
@@ -304,4 +308,25 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: qalqan\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line `name{labels}` in Prometheus text, 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

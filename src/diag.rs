@@ -1,0 +1,178 @@
+//! The operator HTTP endpoint (`[metrics] listen`): `/metrics` (Prometheus
+//! text), `/healthz` (process up), `/readyz` (serving, lists loaded, an
+//! upstream answered recently), `/explain?name=` and `/lists`.
+//!
+//! HTTP/1.1 only, one small task per connection, bounded by `MAX_CONNS`.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::lists::publish::Lists;
+use crate::metrics::Metrics;
+use crate::name::QName;
+use crate::resolve::forward::Forwarder;
+
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNS: usize = 64;
+
+/// What the endpoint reads.
+pub struct DiagState {
+    pub metrics: Arc<Metrics>,
+    pub lists: Arc<Lists>,
+    pub forwarder: Option<Arc<Forwarder>>,
+    pub cache_len: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Set once every DNS listener is registered.
+    pub serving: AtomicBool,
+}
+
+/// Serves until `stop`.
+pub async fn serve(listener: TcpListener, state: Arc<DiagState>, stop: CancellationToken) {
+    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&conns).acquire_owned().await else { return };
+        let state = Arc::clone(&state);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&state, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(io, svc);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "metrics connection error") },
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            state.metrics.cache_entries.set(i64::try_from((state.cache_len)()).unwrap_or(i64::MAX));
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            let (ready, why) = readiness(state);
+            text(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, why)
+        }
+        "/lists" => {
+            let mut out = String::new();
+            let policy = state.lists.policy.load();
+            let _ = writeln!(out, "generation {}", policy.generation);
+            for (i, l) in state.lists.snapshot().iter().enumerate() {
+                let name = state.lists.configs().get(i).map(|c| c.0.name.as_str()).unwrap_or("?");
+                match l {
+                    Some(l) => {
+                        let at = l.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                        let _ = writeln!(
+                            out,
+                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tsource={}",
+                            l.parsed.entries.len(),
+                            l.parsed.bad_lines,
+                            l.version,
+                            l.config.source
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{name}\tnot loaded");
+                    }
+                }
+            }
+            text(StatusCode::OK, out)
+        }
+        "/explain" => {
+            let name = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("name="))
+                .unwrap_or("");
+            let parsed = crate::name::normalize(name).ok().and_then(|n| QName::parse(&n).ok());
+            match parsed {
+                None => text(StatusCode::BAD_REQUEST, "usage: /explain?name=NAME (a valid host name)\n".into()),
+                Some(q) => {
+                    let policy = state.lists.policy.load_full();
+                    let ex = crate::policy::explain::explain(&policy, &q, &read_line);
+                    text(StatusCode::OK, format!("{ex}\n"))
+                }
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /lists /explain?name=\n".into()),
+    }
+}
+
+/// Re-reads line `line` of a file source (for "the rule as written").
+pub fn read_line(source: &str, line: u32) -> Option<String> {
+    let bytes = std::fs::read(source).ok()?;
+    let idx = usize::try_from(line).ok()?.checked_sub(1)?;
+    let raw = bytes.split(|&b| b == b'\n').nth(idx)?;
+    Some(String::from_utf8_lossy(raw).trim_end().to_owned())
+}
+
+fn readiness(state: &DiagState) -> (bool, String) {
+    if !state.serving.load(Ordering::Acquire) {
+        return (false, "not ready: DNS listeners not serving yet\n".into());
+    }
+    let snapshot = state.lists.snapshot();
+    if let Some(i) = snapshot.iter().position(Option::is_none) {
+        let name = state.lists.configs().get(i).map(|c| c.0.name.clone()).unwrap_or_default();
+        return (false, format!("not ready: list {name} not loaded\n"));
+    }
+    if let Some(f) = &state.forwarder {
+        if !f.healthy() {
+            return (false, "not ready: no upstream answered recently\n".into());
+        }
+    }
+    (true, "ready\n".into())
+}
+
+/// Binds the endpoint's listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
