@@ -22,5 +22,6 @@ if [ ! -d ../shared/data ]; then
 fi
 
 cargo build --release --locked --quiet
-cargo test --locked
 cargo check --benches --locked --quiet
+# unit tests, then the integration binary (tests/it) last, so its summary closes the run
+cargo test --locked --lib --bins --tests

@@ -197,3 +197,36 @@ async fn clients_outside_acl_are_refused_with_ede_18() {
     assert_eq!(up.count(), 0);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_ipv6_listeners() {
+    let Ok(udp6) = tokio::net::UdpSocket::bind("[::1]:0").await else {
+        eprintln!("skipping: no IPv6 loopback on this machine");
+        return;
+    };
+    let addr6 = udp6.local_addr().unwrap();
+    let tcp6 = tokio::net::TcpListener::bind(addr6).await.unwrap();
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let block = write_list(dir.path(), "b.txt", "bad.test\n");
+    let cfg = config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\n"), "")
+        .replace(r#"allow_clients = ["127.0.0.0/8"]"#, r#"allow_clients = ["127.0.0.0/8", "::1/128"]"#);
+    let app = qalqan::App::from_toml_str(&cfg).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp6], vec![tcp6]), stop.clone()));
+    let m = udp6_query(addr6, "bad.test.").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let m = tcp(addr6, "bad.test.", RecordType::A, EDNS).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+async fn udp6_query(server: std::net::SocketAddr, n: &str) -> hickory_proto::op::Message {
+    let s = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let (_, q) = query_bytes(n, RecordType::A, EDNS);
+    s.send_to(&q, server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (len, _) = tokio::time::timeout(std::time::Duration::from_secs(3), s.recv_from(&mut buf)).await.unwrap().unwrap();
+    hickory_proto::op::Message::from_vec(&buf[..len]).unwrap()
+}
