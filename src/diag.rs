@@ -112,10 +112,10 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                         let _ = writeln!(
                             out,
                             "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tsource={}",
-                            l.parsed.entries.len(),
-                            l.parsed.bad_lines,
+                            l.rules,
+                            l.bad_lines,
                             l.version,
-                            l.config.source
+                            state.lists.configs().get(i).map(|c| c.0.source.as_str()).unwrap_or("?")
                         );
                     }
                     None => {

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
     pub policy_generation: IntGauge,
+    list_version: IntGaugeVec,
+    list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     upstream_requests: IntCounterVec,
     upstream_duration: prometheus::HistogramVec,
 }
@@ -134,6 +136,11 @@ impl Metrics {
         registry.register(Box::new(list_last_success.clone()))?;
         let policy_generation = IntGauge::new("qalqan_policy_generation", "Generation of the published policy")?;
         registry.register(Box::new(policy_generation.clone()))?;
+        let list_version = IntGaugeVec::new(
+            Opts::new("qalqan_list_version_info", "Version (content hash) of each list in force; value 1"),
+            &["list", "version"],
+        )?;
+        registry.register(Box::new(list_version.clone()))?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "qalqan_upstream_requests_total",
@@ -163,9 +170,23 @@ impl Metrics {
             list_reloads,
             list_last_success,
             policy_generation,
+            list_version,
+            list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,
             upstream_duration,
         })
+    }
+
+    /// Sets `qalqan_list_version_info{list,version} 1`, removing the old version's series.
+    pub fn set_list_version(&self, list: &str, version: &str) {
+        if let Ok(mut seen) = self.list_version_seen.lock() {
+            if let Some(old) = seen.insert(list.to_owned(), version.to_owned()) {
+                if old != version {
+                    let _ = self.list_version.remove_label_values(&[list, &old]);
+                }
+            }
+        }
+        self.list_version.with_label_values(&[list, version]).set(1);
     }
 
     /// Handles for upstream `server` (a configured address: bounded label set).

@@ -10,9 +10,39 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::ListConfig;
-use crate::policy::index::{BuildError, ListInput};
+use crate::policy::index::{BuildError, Builder, ListInput};
 use crate::policy::{Index, ListInfo, ListKind, Policy};
 use parse::{ParseError, ParseOutput};
+
+/// What is remembered about the version of a list in force (its rules
+/// live only in the compiled index).
+#[derive(Debug, Clone)]
+pub struct ListState {
+    pub version: String,
+    pub rules: usize,
+    pub lines: u32,
+    pub bad_lines: u32,
+    /// The first few skipped lines.
+    pub errors: Vec<ParseError>,
+    pub unsupported: std::collections::BTreeMap<String, u32>,
+    pub loaded_at: SystemTime,
+    pub bytes: usize,
+}
+
+impl ListState {
+    pub fn of(l: &LoadedList) -> Self {
+        Self {
+            version: l.version.clone(),
+            rules: l.parsed.entries.len(),
+            lines: l.parsed.lines,
+            bad_lines: l.parsed.bad_lines,
+            errors: l.parsed.errors.iter().take(5).cloned().collect(),
+            unsupported: l.parsed.unsupported.clone(),
+            loaded_at: l.loaded_at,
+            bytes: l.bytes,
+        }
+    }
+}
 
 /// One list, parsed and accepted.
 #[derive(Debug)]
@@ -102,25 +132,51 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// Compiles lists (in config order) into a policy.
+/// Compiles a new policy: the rules of `old` for every list not in
+/// `replaced`, plus the new entries of the replaced lists. `configs` are
+/// all configured lists in config order (positions = list numbers).
 ///
-/// Cost: O(rules); runs on a blocking thread when called from the server.
-pub fn compile(lists: &[&LoadedList], generation: u64) -> Result<Policy, BuildError> {
+/// Cost: O(rules kept + entries added); no list is re-read or re-parsed.
+/// Runs on a blocking thread when called from the server.
+pub fn compile(
+    configs: &[ListConfig],
+    old: &Index,
+    replaced: &[(usize, &ParseOutput)],
+    generation: u64,
+) -> Result<Policy, BuildError> {
+    let added: usize = replaced.iter().map(|(_, p)| p.entries.len()).sum();
+    let mut b = Builder::with_capacity(old.len() + added, old.arena_len() + added.saturating_mul(24));
+    b.carry(old, |list| !replaced.iter().any(|(i, _)| *i == usize::from(list)))?;
+    for (i, parsed) in replaced {
+        let pos = u16::try_from(*i).map_err(|_| BuildError::TooManyLists)?;
+        let allow = configs.get(*i).is_some_and(|c| c.kind == ListKind::Allow);
+        b.add_list(pos, allow, &parsed.entries)?;
+    }
+    let index = b.finish()?;
+    Ok(Policy { index, lists: infos(configs), generation })
+}
+
+/// Compiles loaded lists from scratch (tests, benches, `explain`).
+pub fn compile_all(lists: &[&LoadedList]) -> Result<Policy, BuildError> {
     let inputs: Vec<ListInput<'_>> = lists
         .iter()
         .map(|l| ListInput { allow: l.config.kind == ListKind::Allow, entries: &l.parsed.entries })
         .collect();
     let index = Index::build(&inputs)?;
-    let infos = lists
+    let configs: Vec<ListConfig> = lists.iter().map(|l| l.config.clone()).collect();
+    Ok(Policy { index, lists: infos(&configs), generation: 1 })
+}
+
+fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
+    configs
         .iter()
-        .map(|l| ListInfo {
-            name: l.config.name.clone(),
-            source: l.config.source.clone(),
-            format: l.config.format,
-            kind: l.config.kind,
-            action: l.config.action,
-            ede: l.config.ede,
+        .map(|c| ListInfo {
+            name: c.name.clone(),
+            source: c.source.clone(),
+            format: c.format,
+            kind: c.kind,
+            action: c.action,
+            ede: c.ede,
         })
-        .collect();
-    Ok(Policy { index, lists: infos, generation })
+        .collect()
 }

@@ -116,12 +116,239 @@ pub struct Index {
     arena: String,
     table: HashTable<u32>,
     keywords: Option<(AhoCorasick, Vec<RuleId>)>,
-    regexes: Option<(regex::RegexSet, Vec<RuleId>)>,
+    /// Regex rules: the set, and (pattern, rule) in set order.
+    regexes: Option<(regex::RegexSet, Vec<(String, RuleId)>)>,
     ips: Vec<(ipnet::IpNet, RuleId)>,
     decisions: Vec<Box<str>>,
     decision_of: hashbrown::HashMap<RuleId, u32, foldhash::fast::FixedState>,
     locals: hashbrown::HashMap<RuleId, Vec<LocalData>, foldhash::fast::FixedState>,
     name_rules: usize,
+    /// Rules per list position.
+    per_list: Vec<usize>,
+}
+
+// Non-name rules use scope value 3 and say their kind in the action bits.
+const SCOPE_OTHER: u8 = 3;
+const KIND_KEYWORD: u8 = 5;
+const KIND_REGEX: u8 = 6;
+const KIND_IP: u8 = 7;
+
+/// Builds an [`Index`] from parsed entries and/or rules carried over from a
+/// previous index (so a reload of one list never re-reads the others, and
+/// no list keeps its parsed entries in memory).
+pub struct Builder {
+    idx: Index,
+    decision_ids: hashbrown::HashMap<Box<str>, u32, foldhash::fast::FixedState>,
+    keywords: Vec<(String, RuleId)>,
+    regexes: Vec<(String, RuleId)>,
+    /// Last rule of each name chain (keyed by chain head), so appends keep order.
+    tails: hashbrown::HashMap<u32, u32, foldhash::fast::FixedState>,
+}
+
+impl Builder {
+    /// A builder expecting about `rules` rules and `arena` bytes of names.
+    pub fn with_capacity(rules: usize, arena: usize) -> Self {
+        let idx = Index::with_capacity(rules, arena);
+        let h = idx.hasher;
+        Self {
+            idx,
+            decision_ids: hashbrown::HashMap::with_hasher(h),
+            keywords: Vec::new(),
+            regexes: Vec::new(),
+            tails: hashbrown::HashMap::with_hasher(h),
+        }
+    }
+
+    /// Adds the parsed entries of the list at config position `list`.
+    ///
+    /// Cost: O(entries + name bytes), one hash insert per name rule.
+    pub fn add_list(&mut self, list: u16, allow: bool, entries: &[crate::lists::parse::Entry]) -> Result<(), BuildError> {
+        let allow_bit = if allow { ALLOW } else { 0 };
+        for entry in entries {
+            match &entry.rule {
+                Rule::Name { name, scope, action, important, decision } => {
+                    let mut bits = match scope {
+                        Scope::Subtree => 0,
+                        Scope::Exact => 1,
+                        Scope::Below => 2,
+                    } | allow_bit;
+                    if *important {
+                        bits |= IMPORTANT;
+                    }
+                    let (ov, local) = match action {
+                        RuleAction::List => (RuleOverride::None, None),
+                        RuleAction::Allow => {
+                            bits |= ALLOW;
+                            (RuleOverride::None, None)
+                        }
+                        RuleAction::Nxdomain => (RuleOverride::Nxdomain, None),
+                        RuleAction::Nodata => (RuleOverride::Nodata, None),
+                        RuleAction::Drop => (RuleOverride::Drop, None),
+                        RuleAction::Local(data) => (RuleOverride::Local, Some(data.clone())),
+                    };
+                    bits |= ov.to_bits() << ACT_SHIFT;
+                    self.push(name, entry.line, list, bits, decision.as_deref(), local, None)?;
+                }
+                Rule::Keyword(k) => {
+                    let bits = SCOPE_OTHER | allow_bit | (KIND_KEYWORD << ACT_SHIFT);
+                    self.push(k, entry.line, list, bits, None, None, None)?;
+                }
+                Rule::Regex(r) => {
+                    let bits = SCOPE_OTHER | allow_bit | (KIND_REGEX << ACT_SHIFT);
+                    self.push("", entry.line, list, bits, None, None, Some(Extra::Regex(r.clone())))?;
+                }
+                Rule::Ip { net, decision } => {
+                    let bits = SCOPE_OTHER | allow_bit | (KIND_IP << ACT_SHIFT);
+                    self.push("", entry.line, list, bits, decision.as_deref(), None, Some(Extra::Ip(*net)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every rule of `old` whose list position satisfies `keep`,
+    /// in their original order. Cost: O(kept rules), no parsing.
+    pub fn carry(&mut self, old: &Index, keep: impl Fn(u16) -> bool) -> Result<(), BuildError> {
+        let regex_of: std::collections::HashMap<RuleId, &str> = old
+            .regexes
+            .as_ref()
+            .map(|(_, v)| v.iter().map(|(p, id)| (*id, p.as_str())).collect())
+            .unwrap_or_default();
+        let ip_of: std::collections::HashMap<RuleId, ipnet::IpNet> = old.ips.iter().map(|(n, id)| (*id, *n)).collect();
+        for (id, rec) in old.rules.iter().enumerate() {
+            if !keep(rec.list) {
+                continue;
+            }
+            let id = u32::try_from(id).map_err(|_| BuildError::TooManyRules)?;
+            let text = text_of(&old.arena, rec);
+            let decision = old.decision(id);
+            let local = old.locals.get(&id).cloned();
+            let extra = if rec.bits & SCOPE_MASK == SCOPE_OTHER {
+                match (rec.bits >> ACT_SHIFT) & 0b111 {
+                    KIND_REGEX => regex_of.get(&id).map(|p| Extra::Regex((*p).to_owned())),
+                    KIND_IP => ip_of.get(&id).map(|n| Extra::Ip(*n)),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            self.push(text, rec.line, rec.list, rec.bits, decision, local, extra)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        text: &str,
+        line: u32,
+        list: u16,
+        bits: u8,
+        decision: Option<&str>,
+        local: Option<Vec<LocalData>>,
+        extra: Option<Extra>,
+    ) -> Result<(), BuildError> {
+        let idx = &mut self.idx;
+        let id = u32::try_from(idx.rules.len()).map_err(|_| BuildError::TooManyRules)?;
+        if id == NONE {
+            return Err(BuildError::TooManyRules);
+        }
+        let text = if text.len() > 255 { "" } else { text };
+        let text_off = u32::try_from(idx.arena.len()).map_err(|_| BuildError::ArenaFull)?;
+        idx.arena.push_str(text);
+        idx.rules.push(RuleRec {
+            text_off,
+            line,
+            next: NONE,
+            list,
+            text_len: u8::try_from(text.len()).unwrap_or(0),
+            bits,
+        });
+        let li = usize::from(list);
+        if idx.per_list.len() <= li {
+            idx.per_list.resize(li + 1, 0);
+        }
+        if let Some(c) = idx.per_list.get_mut(li) {
+            *c += 1;
+        }
+        if let Some(d) = decision {
+            let did = match self.decision_ids.get(d) {
+                Some(&x) => x,
+                None => {
+                    let next_id = u32::try_from(idx.decisions.len()).unwrap_or(u32::MAX);
+                    idx.decisions.push(Box::from(d));
+                    self.decision_ids.insert(Box::from(d), next_id);
+                    next_id
+                }
+            };
+            idx.decision_of.insert(id, did);
+        }
+        if let Some(l) = local {
+            idx.locals.insert(id, l);
+        }
+        match extra {
+            Some(Extra::Regex(r)) => self.regexes.push((r, id)),
+            Some(Extra::Ip(n)) => idx.ips.push((n, id)),
+            None => {}
+        }
+        if bits & SCOPE_MASK == SCOPE_OTHER {
+            if (bits >> ACT_SHIFT) & 0b111 == KIND_KEYWORD {
+                self.keywords.push((text.to_owned(), id));
+            }
+            return Ok(());
+        }
+        idx.name_rules += 1;
+        let h = idx.hasher.hash_one(text);
+        let arena = &idx.arena;
+        let rules = &idx.rules;
+        let found = idx
+            .table
+            .find(h, |&r| rules.get(r as usize).map(|rr| text_of(arena, rr)) == Some(text))
+            .copied();
+        match found {
+            Some(head) => {
+                let tail = self.tails.get(&head).copied().unwrap_or(head);
+                if let Some(t) = idx.rules.get_mut(tail as usize) {
+                    t.next = id;
+                }
+                self.tails.insert(head, id);
+            }
+            None => {
+                let hasher = idx.hasher;
+                let arena = &idx.arena;
+                let rules = &idx.rules;
+                idx.table.insert_unique(h, id, |&r| {
+                    hasher.hash_one(rules.get(r as usize).map(|rr| text_of(arena, rr)).unwrap_or(""))
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the keyword automaton and regex set; shrinks buffers.
+    pub fn finish(mut self) -> Result<Index, BuildError> {
+        if !self.keywords.is_empty() {
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(self.keywords.iter().map(|(k, _)| k.as_str()))?;
+            self.idx.keywords = Some((ac, self.keywords.into_iter().map(|(_, id)| id).collect()));
+        }
+        if !self.regexes.is_empty() {
+            let set = regex::RegexSetBuilder::new(self.regexes.iter().map(|(r, _)| r.as_str()))
+                .size_limit(16 << 20)
+                .dfa_size_limit(16 << 20)
+                .build()?;
+            self.idx.regexes = Some((set, self.regexes));
+        }
+        self.idx.arena.shrink_to_fit();
+        self.idx.rules.shrink_to_fit();
+        Ok(self.idx)
+    }
+}
+
+enum Extra {
+    Regex(String),
+    Ip(ipnet::IpNet),
 }
 
 impl Index {
@@ -131,141 +358,35 @@ impl Index {
     /// Meant to run on a blocking thread, off the serving path.
     pub fn build(lists: &[ListInput<'_>]) -> Result<Self, BuildError> {
         let total: usize = lists.iter().map(|l| l.entries.len()).sum();
-        let mut idx = Index::with_capacity(total);
-        let hasher = idx.hasher;
-        let mut decision_ids: hashbrown::HashMap<String, u32, foldhash::fast::FixedState> = hashbrown::HashMap::with_hasher(hasher);
-        let mut keywords: Vec<(String, RuleId)> = Vec::new();
-        let mut regexes: Vec<(String, RuleId)> = Vec::new();
-        // tails[head] = last rule of that chain, so appends keep file order.
-        let mut tails: hashbrown::HashMap<u32, u32, foldhash::fast::FixedState> =
-            hashbrown::HashMap::with_hasher(hasher);
+        let mut b = Builder::with_capacity(total, total.saturating_mul(20));
+        for (pos, l) in lists.iter().enumerate() {
+            let pos = u16::try_from(pos).map_err(|_| BuildError::TooManyLists)?;
+            b.add_list(pos, l.allow, l.entries)?;
+        }
+        b.finish()
+    }
 
-        for (list_pos, list) in lists.iter().enumerate() {
-            let list_no = u16::try_from(list_pos).map_err(|_| BuildError::TooManyLists)?;
-            for entry in list.entries {
-                let id = u32::try_from(idx.rules.len()).map_err(|_| BuildError::TooManyRules)?;
-                if id == NONE {
-                    return Err(BuildError::TooManyRules);
-                }
-                let (text, pattern_bits, decision) = match &entry.rule {
-                    Rule::Name { name, scope, action, important, decision } => {
-                        let mut bits = match scope {
-                            Scope::Subtree => 0,
-                            Scope::Exact => 1,
-                            Scope::Below => 2,
-                        };
-                        if *important {
-                            bits |= IMPORTANT;
-                        }
-                        let ov = match action {
-                            RuleAction::List => RuleOverride::None,
-                            RuleAction::Allow => {
-                                bits |= ALLOW;
-                                RuleOverride::None
-                            }
-                            RuleAction::Nxdomain => RuleOverride::Nxdomain,
-                            RuleAction::Nodata => RuleOverride::Nodata,
-                            RuleAction::Drop => RuleOverride::Drop,
-                            RuleAction::Local(data) => {
-                                idx.locals.insert(id, data.clone());
-                                RuleOverride::Local
-                            }
-                        };
-                        if list.allow {
-                            bits |= ALLOW;
-                        }
-                        bits |= ov.to_bits() << ACT_SHIFT;
-                        (name.as_str(), bits, decision.as_deref())
-                    }
-                    Rule::Keyword(k) => {
-                        keywords.push((k.clone(), id));
-                        (k.as_str(), if list.allow { ALLOW } else { 0 }, None)
-                    }
-                    Rule::Regex(r) => {
-                        regexes.push((r.clone(), id));
-                        ("", if list.allow { ALLOW } else { 0 }, None)
-                    }
-                    Rule::Ip { net, decision } => {
-                        idx.ips.push((*net, id));
-                        ("", if list.allow { ALLOW } else { 0 }, decision.as_deref())
-                    }
-                };
-                let text = if text.len() > 255 { "" } else { text };
-                let text_off = u32::try_from(idx.arena.len()).map_err(|_| BuildError::ArenaFull)?;
-                idx.arena.push_str(text);
-                let rec = RuleRec {
-                    text_off,
-                    line: entry.line,
-                    next: NONE,
-                    list: list_no,
-                    text_len: u8::try_from(text.len()).unwrap_or(0),
-                    bits: pattern_bits,
-                };
-                idx.rules.push(rec);
-                if let Some(d) = decision {
-                    let next_id = u32::try_from(idx.decisions.len()).unwrap_or(u32::MAX);
-                    let did = *decision_ids.entry(d.to_owned()).or_insert_with(|| {
-                        idx.decisions.push(Box::from(d));
-                        next_id
-                    });
-                    idx.decision_of.insert(id, did);
-                }
-                if let Rule::Name { name, .. } = &entry.rule {
-                    idx.name_rules += 1;
-                    let h = idx.hasher.hash_one(name.as_str());
-                    let arena = &idx.arena;
-                    let rules = &idx.rules;
-                    let found = idx.table.find(h, |&r| {
-                        rules.get(r as usize).map(|rr| text_of(arena, rr)) == Some(name.as_str())
-                    });
-                    match found {
-                        Some(&head) => {
-                            let tail = tails.get(&head).copied().unwrap_or(head);
-                            if let Some(t) = idx.rules.get_mut(tail as usize) {
-                                t.next = id;
-                            }
-                            tails.insert(head, id);
-                        }
-                        None => {
-                            let hasher = idx.hasher;
-                            let arena = &idx.arena;
-                            let rules = &idx.rules;
-                            idx.table.insert_unique(h, id, |&r| {
-                                hasher.hash_one(rules.get(r as usize).map(|rr| text_of(arena, rr)).unwrap_or(""))
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        if !keywords.is_empty() {
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(keywords.iter().map(|(k, _)| k.as_str()))?;
-            idx.keywords = Some((ac, keywords.into_iter().map(|(_, id)| id).collect()));
-        }
-        if !regexes.is_empty() {
-            let set = regex::RegexSetBuilder::new(regexes.iter().map(|(r, _)| r.as_str()))
-                .size_limit(16 << 20)
-                .dfa_size_limit(16 << 20)
-                .build()?;
-            idx.regexes = Some((set, regexes.into_iter().map(|(_, id)| id).collect()));
-        }
-        idx.arena.shrink_to_fit();
-        Ok(idx)
+    /// Rules of the list at config position `list`.
+    pub fn list_rules(&self, list: u16) -> usize {
+        self.per_list.get(usize::from(list)).copied().unwrap_or(0)
+    }
+
+    /// Name-arena bytes (a size hint for rebuilding).
+    pub fn arena_len(&self) -> usize {
+        self.arena.len()
     }
 
     /// An index with no rules: everything passes.
     pub fn empty() -> Self {
-        Self::with_capacity(0)
+        Self::with_capacity(0, 0)
     }
 
-    fn with_capacity(total: usize) -> Self {
+    fn with_capacity(total: usize, arena: usize) -> Self {
         let hasher = foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15);
         Index {
             hasher,
             rules: Vec::with_capacity(total),
-            arena: String::with_capacity(total.saturating_mul(20)),
+            arena: String::with_capacity(arena),
             table: HashTable::with_capacity(total),
             keywords: None,
             regexes: None,
@@ -274,6 +395,7 @@ impl Index {
             decision_of: hashbrown::HashMap::with_hasher(hasher),
             locals: hashbrown::HashMap::with_hasher(hasher),
             name_rules: 0,
+            per_list: Vec::new(),
         }
     }
 
@@ -301,7 +423,8 @@ impl Index {
                 let applies = match rec.bits & SCOPE_MASK {
                     0 => true,
                     1 => depth == 0,
-                    _ => depth > 0,
+                    2 => depth > 0,
+                    _ => false,
                 };
                 if applies {
                     let hit = Hit { rule: cur, list: rec.list, depth };
@@ -321,7 +444,7 @@ impl Index {
         }
         if let Some((set, ids)) = &self.regexes {
             for m in set.matches(name.as_str()).iter() {
-                if let Some(&id) = ids.get(m) {
+                if let Some(&(_, id)) = ids.get(m) {
                     if let Some(rec) = self.rules.get(id as usize) {
                         consider(&mut allow, &mut block, rec.bits, Hit { rule: id, list: rec.list, depth: 0 });
                     }
@@ -370,8 +493,22 @@ impl Index {
     pub fn rule_override(&self, id: RuleId) -> RuleOverride {
         self.rules
             .get(id as usize)
+            .filter(|r| r.bits & SCOPE_MASK != SCOPE_OTHER)
             .map(|r| RuleOverride::from_bits((r.bits >> ACT_SHIFT) & 0b111))
             .unwrap_or(RuleOverride::None)
+    }
+
+    /// What kind of pattern a rule is.
+    pub fn rule_pattern(&self, id: RuleId) -> Option<Pattern> {
+        let r = self.rules.get(id as usize)?;
+        Some(match (r.bits & SCOPE_MASK, (r.bits >> ACT_SHIFT) & 0b111) {
+            (0, _) => Pattern::Name(Scope::Subtree),
+            (1, _) => Pattern::Name(Scope::Exact),
+            (2, _) => Pattern::Name(Scope::Below),
+            (_, KIND_KEYWORD) => Pattern::Keyword,
+            (_, KIND_REGEX) => Pattern::Regex,
+            _ => Pattern::Ip,
+        })
     }
 
     /// Whether the rule is an allow rule.
@@ -412,6 +549,8 @@ impl Index {
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.keywords.as_ref().map(|(ac, ids)| ac.memory_usage() + ids.len() * 4).unwrap_or(0)
             + self.ips.capacity() * std::mem::size_of::<(ipnet::IpNet, RuleId)>()
+            + self.decision_of.capacity() * 12
+            + self.decisions.iter().map(|d| d.len() + 16).sum::<usize>()
     }
 }
 

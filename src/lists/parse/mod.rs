@@ -18,6 +18,9 @@ pub mod registry_csv;
 pub mod rpz;
 pub mod urls;
 
+#[cfg(test)]
+mod real_data_tests;
+
 /// How many parse errors are kept with their full text (the rest are only counted).
 pub const KEPT_ERRORS: usize = 20;
 
