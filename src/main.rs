@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use qalqan::config::Config;
-use qalqan::lists::parse::Rule;
+use qalqan::lists::parse::{Rule, RuleAction, Scope};
 
 const DEFAULT_CONFIG: &str = "config/qalqan.toml";
 
@@ -110,27 +110,30 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         match qalqan::lists::load(l, &file) {
             Ok(loaded) => {
                 let p = &loaded.parsed;
-                let (mut names, mut ips, mut keywords, mut regexes) = (0, 0, 0, 0);
+                let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
                 for e in &p.entries {
-                    match e.rule {
-                        Rule::Name { .. } => names += 1,
-                        Rule::Ip { .. } => ips += 1,
-                        Rule::Keyword(_) => keywords += 1,
-                        Rule::Regex(_) => regexes += 1,
-                    }
+                    let kind = match &e.rule {
+                        Rule::Name { action: RuleAction::Allow, .. } => "allow",
+                        Rule::Name { scope: Scope::Subtree, .. } => "subtree",
+                        Rule::Name { scope: Scope::Exact, .. } => "exact",
+                        Rule::Name { scope: Scope::Below, .. } => "below",
+                        Rule::Ip { .. } => "ip",
+                        Rule::Keyword(_) => "keyword",
+                        Rule::Regex(_) => "regex",
+                    };
+                    *kinds.entry(kind).or_insert(0) += 1;
                 }
+                let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 let unsupported: u32 = p.unsupported.values().sum();
                 println!(
-                    "{}: {} rules ({} names, {} ips, {} keywords, {} regexes), {} lines, {} skipped, {} unsupported, version {}",
+                    "{}: {} rules ({}), {} lines, {} skipped, {} unsupported, {} ignored, version {}",
                     l.name,
                     p.entries.len(),
-                    names,
-                    ips,
-                    keywords,
-                    regexes,
+                    if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
                     p.lines,
                     p.bad_lines,
                     unsupported,
+                    p.ignored,
                     loaded.version
                 );
                 for e in p.errors.iter().take(5) {
