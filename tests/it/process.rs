@@ -56,8 +56,18 @@ fn explain_names_list_rule_and_line() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pass");
 }
 
+/// Kills the child when dropped, so a failed assertion never leaves a server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary on 127.0.0.1:0 and returns it with the bound port read from the ready line.
-fn spawn_server(cfg: &std::path::Path) -> (std::process::Child, u16) {
+fn spawn_server(cfg: &std::path::Path) -> (KillOnDrop, u16) {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(cfg)
@@ -67,6 +77,7 @@ fn spawn_server(cfg: &std::path::Path) -> (std::process::Child, u16) {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -113,9 +124,9 @@ async fn binary_serves_dig_and_exits_zero_on_sigterm() {
 
     // SIGTERM: exit 0, promptly
     let t = Instant::now();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
