@@ -11,6 +11,7 @@ pub mod lists;
 pub mod metrics;
 pub mod name;
 pub mod policy;
+pub mod querylog;
 pub mod resolve;
 pub mod server;
 
@@ -49,6 +50,8 @@ pub enum StartError {
     },
     #[error("no upstream servers: {0}")]
     Upstream(String),
+    #[error("blocked-query log: {0}")]
+    BlockedLog(#[source] std::io::Error),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -128,6 +131,33 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     } else {
         cfg.upstreams.clone()
     };
+    let blocked_log = match &cfg.blocked_log {
+        Some(target) => Some(Arc::new(
+            querylog::BlockedLog::start(
+                target.clone(),
+                cfg.log_anonymize,
+                cfg.log_hash_key.as_deref(),
+                cfg.log_queue,
+                app.metrics.blocked_log_dropped.clone(),
+            )
+            .map_err(StartError::BlockedLog)?,
+        )),
+        None => None,
+    };
+    if let Some(log) = &blocked_log {
+        let log = Arc::clone(log);
+        let stop = stop.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = hup.recv() => log.reopen(),
+                    }
+                }
+            });
+        }
+    }
     let forwarder = Arc::new(Forwarder::new(upstreams.clone(), cfg.upstream_timeout, cfg.upstream_max_inflight, &app.metrics));
     let shared = Arc::new(Shared {
         policy: Arc::clone(&app.lists.policy),
@@ -141,6 +171,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         max_udp_payload: cfg.max_udp_payload,
         inflight: Semaphore::new(cfg.max_inflight),
         metrics: Arc::clone(&app.metrics),
+        blocked_log: blocked_log.clone(),
     });
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     let metrics_listener = match (sockets.metrics, cfg.metrics_listen) {

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
     pub policy_generation: IntGauge,
+    pub blocked_log_dropped: IntCounter,
     list_version: IntGaugeVec,
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     upstream_requests: IntCounterVec,
@@ -136,6 +137,11 @@ impl Metrics {
         registry.register(Box::new(list_last_success.clone()))?;
         let policy_generation = IntGauge::new("qalqan_policy_generation", "Generation of the published policy")?;
         registry.register(Box::new(policy_generation.clone()))?;
+        let blocked_log_dropped = IntCounter::new(
+            "qalqan_blocked_log_dropped_total",
+            "Blocked-query log records dropped because the writer lagged",
+        )?;
+        registry.register(Box::new(blocked_log_dropped.clone()))?;
         let list_version = IntGaugeVec::new(
             Opts::new("qalqan_list_version_info", "Version (content hash) of each list in force; value 1"),
             &["list", "version"],
@@ -170,6 +176,7 @@ impl Metrics {
             list_reloads,
             list_last_success,
             policy_generation,
+            blocked_log_dropped,
             list_version,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,

@@ -58,30 +58,27 @@ impl QName {
             // of text; anything past this is not a name from a valid packet.
             return Err(NameError::TooLong);
         }
-        let mut text = String::with_capacity(trimmed.len());
+        let mut bytes = trimmed.as_bytes().to_ascii_lowercase();
         let mut starts = SmallVec::new();
-        let mut label_len = 0usize;
+        let mut label_start = 0usize;
         starts.push(0u8);
-        for (i, b) in trimmed.bytes().enumerate() {
-            if b == b'.' {
-                if label_len == 0 {
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'.' {
+                if i == label_start {
                     return Err(NameError::EmptyLabel);
                 }
-                label_len = 0;
-                let next = u8::try_from(i + 1).map_err(|_| NameError::TooLong)?;
-                starts.push(next);
-                text.push('.');
-                continue;
+                label_start = i + 1;
+                starts.push(u8::try_from(label_start).map_err(|_| NameError::TooLong)?);
+            } else if !(0x21..0x7f).contains(b) {
+                return Err(NameError::BadChar(char::from(*b)));
             }
-            if !(0x21..0x7f).contains(&b) {
-                return Err(NameError::BadChar(char::from(b)));
-            }
-            label_len += 1;
-            text.push(char::from(b.to_ascii_lowercase()));
         }
-        if label_len == 0 {
+        if label_start == bytes.len() {
             return Err(NameError::EmptyLabel);
         }
+        bytes.shrink_to_fit();
+        // only printable ASCII got here, so this conversion cannot fail
+        let text = String::from_utf8(bytes).map_err(|_| NameError::BadChar('?'))?;
         Ok(Self { text: text.into_boxed_str(), starts })
     }
 

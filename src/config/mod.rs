@@ -62,6 +62,10 @@ pub struct Config {
     pub sinkhole: Sinkhole,
     /// The operator HTTP endpoint, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    pub blocked_log: Option<crate::querylog::Target>,
+    pub log_anonymize: crate::querylog::Anonymize,
+    pub log_hash_key: Option<String>,
+    pub log_queue: usize,
     pub lists: Vec<ListConfig>,
 }
 
@@ -147,6 +151,9 @@ impl Config {
             .aaaa
             .parse()
             .map_err(|_| invalid("sinkhole.aaaa", format!("`{}` is not an IPv6 address", raw.sinkhole.aaaa)))?;
+        if raw.log.blocked.as_deref() == Some("") {
+            return Err(invalid("log.blocked", "empty; omit the key to turn the log off".into()));
+        }
         let metrics_listen = match &raw.metrics.listen {
             Some(a) => Some(
                 parse_socket_addr(a, 9153).ok_or_else(|| invalid("metrics.listen", format!("`{a}` is not ip:port")))?,
@@ -199,6 +206,13 @@ impl Config {
             cache_max_negative_ttl: raw.cache.max_negative_ttl,
             sinkhole: Sinkhole { a, aaaa, ttl: raw.sinkhole.ttl },
             metrics_listen,
+            blocked_log: raw.log.blocked.as_deref().map(|b| match b {
+                "stderr" => crate::querylog::Target::Stderr,
+                path => crate::querylog::Target::File(PathBuf::from(path)),
+            }),
+            log_anonymize: raw.log.anonymize,
+            log_hash_key: raw.log.hash_key,
+            log_queue: raw.log.queue,
             lists,
         })
     }

@@ -20,7 +20,36 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `"PATH"` or `"stderr"`: where blocked queries are logged as JSON lines; omitted = off.
+    pub blocked: Option<String>,
+    #[serde(default = "default_anonymize")]
+    pub anonymize: crate::querylog::Anonymize,
+    /// Key for `anonymize = "hash"` (stable hashes across restarts); omitted = random per start.
+    pub hash_key: Option<String>,
+    /// Records waiting for the writer; past it records are dropped and counted.
+    #[serde(default = "default_log_queue")]
+    pub queue: usize,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { blocked: None, anonymize: default_anonymize(), hash_key: None, queue: default_log_queue() }
+    }
+}
+
+fn default_anonymize() -> crate::querylog::Anonymize {
+    crate::querylog::Anonymize::None
+}
+fn default_log_queue() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -125,6 +125,12 @@ pub struct Index {
     name_rules: usize,
     /// Rules per list position.
     per_list: Vec<usize>,
+    /// Whether any rule can override a block hit (allow rules, `$important`
+    /// aside); without them the suffix walk stops at the first hit of the
+    /// first block list.
+    has_allow: bool,
+    /// The earliest list position that has block rules.
+    first_block_list: u16,
 }
 
 // Non-name rules use scope value 3 and say their kind in the action bits.
@@ -271,6 +277,11 @@ impl Builder {
         if let Some(c) = idx.per_list.get_mut(li) {
             *c += 1;
         }
+        if bits & ALLOW != 0 {
+            idx.has_allow = true;
+        } else {
+            idx.first_block_list = idx.first_block_list.min(list);
+        }
         if let Some(d) = decision {
             let did = match self.decision_ids.get(d) {
                 Some(&x) => x,
@@ -396,6 +407,8 @@ impl Index {
             locals: hashbrown::HashMap::with_hasher(hasher),
             name_rules: 0,
             per_list: Vec::new(),
+            has_allow: false,
+            first_block_list: u16::MAX,
         }
     }
 
@@ -431,6 +444,10 @@ impl Index {
                     consider(&mut allow, &mut block, rec.bits, hit);
                 }
                 cur = rec.next;
+            }
+            // nothing later in the walk (or in keywords/regexes) can beat this
+            if !self.has_allow && block.is_some_and(|b| b.list == self.first_block_list) {
+                return (None, block);
             }
         }
         if let Some((ac, ids)) = &self.keywords {

@@ -80,6 +80,20 @@ pub enum Answer<'p> {
     Local(&'p [LocalData]),
 }
 
+impl Answer<'_> {
+    /// The action's name as configured (`local-data` for RPZ local data).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Answer::Nxdomain => "nxdomain",
+            Answer::Nodata => "nodata",
+            Answer::Sinkhole => "sinkhole",
+            Answer::Refused => "refused",
+            Answer::Drop => "drop",
+            Answer::Local(_) => "local-data",
+        }
+    }
+}
+
 /// The decision for one name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -42,6 +42,7 @@ pub struct Shared {
     pub max_udp_payload: u16,
     pub inflight: Semaphore,
     pub metrics: Arc<Metrics>,
+    pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
 }
 
 /// The hickory `RequestHandler` for qalqan.
@@ -114,7 +115,7 @@ impl Handler {
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
-            return self.blocked(&policy, &hit, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+            return self.blocked(request, &policy, &hit, &qname, qtype, meta_for(ResponseCode::NoError), edns);
         }
 
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
@@ -160,7 +161,7 @@ impl Handler {
         let a = answer.answer();
         if !matches!(verdict, Verdict::Allowed(_)) {
             if let Some(hit) = chain_block(&policy, a) {
-                return self.blocked(&policy, &hit, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+                return self.blocked(request, &policy, &hit, &key.name, qtype, meta_for(ResponseCode::NoError), edns);
             }
         }
         let mut meta = meta_for(a.rcode);
@@ -184,25 +185,54 @@ impl Handler {
         (Some(reply), outcome)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn blocked(
         &self,
+        request: &Request,
         policy: &Policy,
         hit: &Hit,
-        qname: &Name,
+        qname_text: &QName,
         qtype: RecordType,
         meta: Metadata,
         mut edns: Option<Edns>,
     ) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
+        let qname_owned: Name = match request.queries.queries().first() {
+            Some(q) => q.name().clone().into(),
+            None => Name::root(),
+        };
+        let qname = &qname_owned;
         if let Some(list) = policy.list(hit) {
             s.metrics.blocked(&list.name);
         }
         let answer = policy.answer(hit);
+        let (code, text) = policy.ede(hit);
+        if let Some(log) = &s.blocked_log {
+            let list = policy.list(hit);
+            log.log(
+                crate::querylog::Record {
+                    time: crate::querylog::rfc3339(std::time::SystemTime::now()),
+                    client: String::new(),
+                    protocol: if request.protocol() == hickory_server::net::xfer::Protocol::Udp { "udp" } else { "tcp" },
+                    qname: qname_text.as_str().to_owned(),
+                    qtype: qtype.to_string(),
+                    list: list.map(|l| l.name.clone()).unwrap_or_default(),
+                    rule: format!(
+                        "{}:{}",
+                        list.map(|l| l.source.as_str()).unwrap_or("?"),
+                        policy.index.rule_line(hit.rule)
+                    ),
+                    decision: policy.index.decision(hit.rule).map(str::to_owned),
+                    action: answer.as_str(),
+                    ede: code,
+                },
+                request.src().ip(),
+            );
+        }
         if answer == PolicyAnswer::Drop {
             return (None, Outcome::Dropped);
         }
         if let Some(e) = edns.as_mut() {
-            let (code, text) = policy.ede(hit);
             respond::add_ede(e, code, &text);
         }
         let soa_owner = soa_owner(policy, hit, qname);

@@ -2,6 +2,7 @@
 //! upstream on loopback, queries over the wire.
 
 mod blocking;
+mod contrib;
 mod formats;
 mod observability;
 mod malformed;

@@ -78,3 +78,46 @@ async fn readyz_fails_when_every_upstream_is_dead() {
     assert!(body.contains("upstream"), "{body}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn blocked_queries_are_logged_as_json_lines_with_anonymised_clients() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let block = write_list(dir.path(), "b.txt", "# list\nbad.test\n");
+    let log_path = dir.path().join("blocked.jsonl");
+    for (how, want_client) in [("truncate", "127.0.0.0"), ("hash", "h:"), ("none", "127.0.0.1")] {
+        let _ = std::fs::remove_file(&log_path);
+        let extra = format!("[log]\nblocked = \"{}\"\nanonymize = \"{how}\"\n", log_path.display());
+        let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\nede = 16\n");
+        let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+        udp(srv.addr, "x.bad.test.", RecordType::AAAA, EDNS).await.unwrap();
+        udp(srv.addr, "allowed.example.", RecordType::A, EDNS).await.unwrap();
+        let p = log_path.clone();
+        assert!(
+            eventually(Duration::from_secs(3), || {
+                let p = p.clone();
+                async move { std::fs::read_to_string(&p).map(|t| !t.is_empty()).unwrap_or(false) }
+            })
+            .await,
+            "no log line written"
+        );
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "only the blocked query is logged: {text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["qname"], "x.bad.test");
+        assert_eq!(v["qtype"], "AAAA");
+        assert_eq!(v["list"], "reg");
+        assert_eq!(v["rule"], format!("{block}:2"));
+        assert_eq!(v["action"], "nxdomain");
+        assert_eq!(v["ede"], 16);
+        assert_eq!(v["protocol"], "udp");
+        let client = v["client"].as_str().unwrap();
+        assert!(client.starts_with(want_client), "{how}: {client}");
+        if how == "hash" {
+            assert!(!client.contains("127."), "{client}");
+        }
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        srv.shutdown().await;
+    }
+}
