@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod diag;
 pub mod lists;
@@ -52,6 +53,10 @@ pub enum StartError {
     Upstream(String),
     #[error("blocked-query log: {0}")]
     BlockedLog(#[source] std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -68,7 +73,7 @@ impl App {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, PathBuf)>>();
-        let lists = Arc::new(Lists::new(specs, Arc::clone(&metrics)));
+        let lists = Arc::new(Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone()));
         lists.load_initial().map_err(StartError::Lists)?;
         Ok(Self { config, lists, metrics })
     }
@@ -85,11 +90,19 @@ pub struct Sockets {
     pub tcp: Vec<TcpListener>,
     /// The operator HTTP endpoint; when `None`, `serve` binds `metrics.listen` itself.
     pub metrics: Option<TcpListener>,
+    /// The push API listener; when `None`, `serve` binds `admin.listen` itself.
+    pub admin: Option<TcpListener>,
 }
 
 impl Sockets {
     pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
-        Self { udp, tcp, metrics: None }
+        Self { udp, tcp, metrics: None, admin: None }
+    }
+
+    /// With an already bound listener for the push API.
+    pub fn with_admin(mut self, l: TcpListener) -> Self {
+        self.admin = Some(l);
+        self
     }
 
     /// With an already bound HTTP listener for /metrics etc.
@@ -103,13 +116,25 @@ impl Sockets {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in addrs {
-            let u = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-            // port 0: TCP takes the port the kernel gave UDP, so both serve one address
-            let bound = u.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-            tcp.push(TcpListener::bind(bound).await.map_err(|source| StartError::Bind { addr: bound, source })?);
-            udp.push(u);
+            // port 0: TCP takes the port the kernel gave UDP, so both serve one
+            // address; retried a few times, as that port may be taken for TCP
+            let mut tries = if addr.port() == 0 { 20 } else { 1 };
+            loop {
+                tries -= 1;
+                let u = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+                let bound = u.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                match TcpListener::bind(bound).await {
+                    Ok(t) => {
+                        tcp.push(t);
+                        udp.push(u);
+                        break;
+                    }
+                    Err(source) if tries == 0 => return Err(StartError::Bind { addr: bound, source }),
+                    Err(_) => continue,
+                }
+            }
         }
-        Ok(Self { udp, tcp, metrics: None })
+        Ok(Self { udp, tcp, metrics: None, admin: None })
     }
 
     /// Local addresses of the UDP sockets.
@@ -194,6 +219,60 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         }
         tokio::spawn(diag::serve(l, Arc::clone(&diag_state), http_stop.clone()))
     });
+    // remote sources: a list with no version yet is fetched before `ready`;
+    // one served from its persisted copy is refreshed in the background
+    let sources_stop = stop.child_token();
+    let mut source_tasks = Vec::new();
+    let mut refreshers: std::collections::HashMap<usize, Arc<tokio::sync::Notify>> = std::collections::HashMap::new();
+    let http_client = lists::http::client()?;
+    for (i, (lc, _)) in app.lists.configs().iter().enumerate() {
+        if let config::SourceKind::Http(_) = &lc.origin {
+            let pending = app.lists.state(i).is_none();
+            if pending {
+                lists::http::refresh(&app.lists, &http_client, i).await?;
+            }
+            let now = Arc::new(tokio::sync::Notify::new());
+            refreshers.insert(i, Arc::clone(&now));
+            source_tasks.push(lists::http::spawn(
+                Arc::clone(&app.lists),
+                http_client.clone(),
+                i,
+                now,
+                !pending,
+                sources_stop.clone(),
+            ));
+        }
+        if lc.origin == config::SourceKind::Push && app.lists.state(i).is_none() {
+            tracing::warn!(list = %lc.name, "push list has no version yet: not enforced until the first push (/readyz stays 503)");
+        }
+    }
+    let admin_task = match (&cfg.admin, sockets.admin) {
+        (Some(acfg), listener) => {
+            let token = admin::read_token(&acfg.token_file)?;
+            let listener = match listener {
+                Some(l) => l,
+                None => TcpListener::bind(acfg.listen).await.map_err(|source| StartError::Bind { addr: acfg.listen, source })?,
+            };
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!(addr = %a, signatures = acfg.require_signature, "push API listening");
+            }
+            let refreshers = refreshers.clone();
+            let adm = Arc::new(admin::Admin::new(
+                Arc::clone(&app.lists),
+                acfg.clone(),
+                token,
+                Box::new(move |i| match refreshers.get(&i) {
+                    Some(n) => {
+                        n.notify_one();
+                        true
+                    }
+                    None => false,
+                }),
+            ));
+            Some(tokio::spawn(admin::serve(listener, adm, http_stop.clone())))
+        }
+        (None, _) => None,
+    };
     let watch_stop = stop.child_token();
     let watcher = lists::watch::spawn(Arc::clone(&app.lists), watch_stop.clone())?;
     let rules = app.lists.policy.load().index.len();
@@ -207,8 +286,15 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     .await;
     watch_stop.cancel();
     let _ = watcher.await;
+    sources_stop.cancel();
+    for t in source_tasks {
+        let _ = t.await;
+    }
     // HTTP last, so a final scrape sees the drain
     http_stop.cancel();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     if let Some(t) = http_task {
         let _ = t.await;
     }

@@ -32,11 +32,49 @@ pub struct ListConfig {
     pub name: String,
     /// As written in the config (used in messages).
     pub source: String,
+    pub origin: SourceKind,
     pub format: Format,
     pub kind: ListKind,
     pub action: Action,
     pub ede: u16,
     pub max_bad_share: f64,
+    pub max_shrink: f64,
+    pub refresh: Duration,
+    pub timeout: Duration,
+    pub max_bytes: u64,
+    pub max_rules: usize,
+    pub tsig: Option<String>,
+}
+
+/// Where a list comes from (`source =`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A path (relative to the working directory).
+    File(PathBuf),
+    /// `http://` or `https://` URL, pulled every `refresh_s`.
+    Http(String),
+    /// `push`: versions arrive through the admin API.
+    Push,
+    /// `axfr://HOST:PORT/ZONE`: an RPZ zone transferred from a primary.
+    Axfr { primary: SocketAddr, zone: String },
+}
+
+impl SourceKind {
+    /// Whether the list comes from somewhere other than a local file (and so
+    /// is persisted in the state directory).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, SourceKind::File(_))
+    }
+}
+
+/// The push API (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub regulator_keys: Vec<[u8; 32]>,
+    pub require_signature: bool,
+    pub max_body_bytes: u64,
 }
 
 /// The checked configuration.
@@ -66,6 +104,8 @@ pub struct Config {
     pub log_anonymize: crate::querylog::Anonymize,
     pub log_hash_key: Option<String>,
     pub log_queue: usize,
+    pub state_dir: Option<PathBuf>,
+    pub admin: Option<AdminConfig>,
     pub lists: Vec<ListConfig>,
 }
 
@@ -151,6 +191,35 @@ impl Config {
             .aaaa
             .parse()
             .map_err(|_| invalid("sinkhole.aaaa", format!("`{}` is not an IPv6 address", raw.sinkhole.aaaa)))?;
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => {
+                let listen = parse_socket_addr(&a.listen, 8053)
+                    .ok_or_else(|| invalid("admin.listen", format!("`{}` is not ip:port", a.listen)))?;
+                let mut keys = Vec::new();
+                for (i, k) in a.regulator_keys.iter().enumerate() {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(k.trim())
+                        .map_err(|e| invalid(&format!("admin.regulator_keys[{i}]"), format!("not base64: {e}")))?;
+                    let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                        invalid(&format!("admin.regulator_keys[{i}]"), "an Ed25519 public key is 32 bytes".into())
+                    })?;
+                    keys.push(key);
+                }
+                let require_signature = a.require_signature.unwrap_or(!keys.is_empty());
+                if require_signature && keys.is_empty() {
+                    return Err(invalid("admin.require_signature", "true, but no regulator_keys are configured".into()));
+                }
+                Some(AdminConfig {
+                    listen,
+                    token_file: PathBuf::from(a.token_file),
+                    regulator_keys: keys,
+                    require_signature,
+                    max_body_bytes: a.max_body_bytes,
+                })
+            }
+        };
         if raw.log.blocked.as_deref() == Some("") {
             return Err(invalid("log.blocked", "empty; omit the key to turn the log off".into()));
         }
@@ -172,20 +241,40 @@ impl Config {
             if l.source.is_empty() {
                 return Err(invalid(&key("source"), "empty".into()));
             }
-            if l.source.contains("://") {
-                return Err(invalid(&key("source"), "only file paths are supported by this build".into()));
+            let origin = parse_source(&l.source).map_err(|reason| invalid(&key("source"), reason))?;
+            if matches!(origin, SourceKind::Axfr { .. }) && l.format != Format::Rpz {
+                return Err(invalid(&key("format"), "axfr:// sources carry RPZ zones: use format = \"rpz\"".into()));
+            }
+            if l.tsig.is_some() && !matches!(origin, SourceKind::Axfr { .. }) {
+                return Err(invalid(&key("tsig"), "only axfr:// sources use TSIG".into()));
             }
             if !(0.0..=1.0).contains(&l.max_bad_share) {
                 return Err(invalid(&key("max_bad_share"), "must be between 0 and 1".into()));
             }
+            if !(0.0..=1.0).contains(&l.max_shrink) {
+                return Err(invalid(&key("max_shrink"), "must be between 0 and 1".into()));
+            }
+            if l.refresh_s == 0 {
+                return Err(invalid(&key("refresh_s"), "must be at least 1".into()));
+            }
+            if l.timeout_ms == 0 {
+                return Err(invalid(&key("timeout_ms"), "must be at least 1".into()));
+            }
             lists.push(ListConfig {
                 name: l.name,
                 source: l.source,
+                origin,
                 format: l.format,
                 kind: l.kind,
                 action: l.action,
                 ede: l.ede,
                 max_bad_share: l.max_bad_share,
+                max_shrink: l.max_shrink,
+                refresh: Duration::from_secs(l.refresh_s),
+                timeout: Duration::from_millis(l.timeout_ms),
+                max_bytes: l.max_bytes,
+                max_rules: l.max_rules,
+                tsig: l.tsig,
             });
         }
         Ok(Config {
@@ -213,14 +302,46 @@ impl Config {
             log_anonymize: raw.log.anonymize,
             log_hash_key: raw.log.hash_key,
             log_queue: raw.log.queue,
+            state_dir: raw.state.dir.map(PathBuf::from),
+            admin,
             lists,
         })
     }
 
-    /// Path of a list source on disk.
+    /// Path of a list source on disk (file lists) or of its persisted copy.
     pub fn list_path(&self, list: &ListConfig) -> PathBuf {
-        PathBuf::from(&list.source)
+        match &list.origin {
+            SourceKind::File(p) => p.clone(),
+            _ => self.state_dir.clone().unwrap_or_default().join(format!("{}.list", list.name)),
+        }
     }
+}
+
+/// Parses `source =`: a path, `http(s)://…`, `push`, or `axfr://HOST:PORT/ZONE`.
+fn parse_source(s: &str) -> Result<SourceKind, String> {
+    if s == "push" {
+        return Ok(SourceKind::Push);
+    }
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return Ok(SourceKind::Http(s.to_owned()));
+    }
+    if let Some(rest) = s.strip_prefix("axfr://") {
+        let (hostport, zone) = rest.split_once('/').ok_or("axfr:// needs HOST:PORT/ZONE")?;
+        let primary = parse_socket_addr(hostport, 53).ok_or(format!("`{hostport}` is not ip or ip:port"))?;
+        let zone = zone.trim_end_matches('.');
+        if zone.is_empty() {
+            return Err("axfr:// needs a zone name after the address".into());
+        }
+        crate::name::normalize(zone).map_err(|e| format!("zone `{zone}`: {e}"))?;
+        return Ok(SourceKind::Axfr { primary, zone: zone.to_owned() });
+    }
+    if let Some(path) = s.strip_prefix("file://") {
+        return Ok(SourceKind::File(PathBuf::from(path)));
+    }
+    if s.contains("://") {
+        return Err(format!("`{s}`: unsupported scheme (use a path, http(s)://, axfr:// or push)"));
+    }
+    Ok(SourceKind::File(PathBuf::from(s)))
 }
 
 /// `toml`'s error with the 1-based line number up front (`line N: …`).

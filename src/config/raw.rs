@@ -22,7 +22,38 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub state: RawState,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Where the last good version of every remote (http, push, axfr) list is kept.
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` of the push API.
+    pub listen: String,
+    /// File holding the bearer token; must not be readable by group or others.
+    pub token_file: String,
+    /// Base64 Ed25519 public keys whose signatures are accepted on pushed lists.
+    #[serde(default)]
+    pub regulator_keys: Vec<String>,
+    /// Reject pushes without a valid signature (default: when keys are configured).
+    pub require_signature: Option<bool>,
+    /// Largest request body (bytes).
+    #[serde(default = "default_admin_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_admin_body() -> u64 {
+    256 << 20
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +246,39 @@ pub struct RawList {
     /// Share of bad lines above which the whole list is rejected.
     #[serde(default = "default_max_bad_share")]
     pub max_bad_share: f64,
+    /// Share of rules a new version may lose before it is rejected (1.0 = no check).
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    /// Seconds between refreshes of http(s):// and axfr:// sources.
+    #[serde(default = "default_refresh_s")]
+    pub refresh_s: u64,
+    /// Fetch / transfer timeout.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest accepted source (bytes; HTTP bodies, pushed bodies, transfers).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Most rules one version of the list may have.
+    #[serde(default = "default_max_rules")]
+    pub max_rules: usize,
+    /// TSIG key for axfr:// sources, `hmac-sha256:NAME:BASE64SECRET` (the `kdig -y` form).
+    pub tsig: Option<String>,
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
+}
+fn default_refresh_s() -> u64 {
+    300
+}
+fn default_fetch_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_max_rules() -> usize {
+    20_000_000
 }
 
 fn default_format() -> Format {

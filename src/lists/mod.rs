@@ -2,6 +2,7 @@
 //! [`Policy`] and publish it atomically. A list that fails to load keeps its
 //! last good version; the others are not affected.
 
+pub mod http;
 pub mod parse;
 pub mod publish;
 pub mod watch;
@@ -27,11 +28,32 @@ pub struct ListState {
     pub unsupported: std::collections::BTreeMap<String, u32>,
     pub loaded_at: SystemTime,
     pub bytes: usize,
+    /// Source details of this version (ETag, serial, push version, who).
+    pub meta: SourceMeta,
+}
+
+/// What a source knows about a version, kept with it (and persisted for remote lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// SOA serial (axfr sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u32>,
+    /// Monotonic version of a pushed list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_version: Option<u64>,
+    /// Who delivered it (file watch, http, push from ADDR, axfr, persisted copy).
+    #[serde(default)]
+    pub who: String,
 }
 
 impl ListState {
-    pub fn of(l: &LoadedList) -> Self {
+    pub fn of(l: &LoadedList, meta: SourceMeta) -> Self {
         Self {
+            meta,
             version: l.version.clone(),
             rules: l.parsed.entries.len(),
             lines: l.parsed.lines,
@@ -69,15 +91,34 @@ pub enum LoadError {
     TooManyErrors { list: String, bad: u32, total: u32, budget: f64, first: Box<ParseError> },
     #[error("{list}: new version has {new} rules, down from {old} (more than {max_shrink}% fewer); keeping the old one")]
     Shrink { list: String, old: usize, new: usize, max_shrink: f64 },
+    #[error("{list}: {what} over the limit ({size} > {limit})")]
+    TooLarge { list: String, what: &'static str, size: u64, limit: u64 },
+    #[error("{list}: {reason}")]
+    Fetch { list: String, reason: String },
+    #[error("{list}: {reason}")]
+    Rejected { list: String, reason: String },
 }
 
 impl LoadError {
+    /// The list this error is about.
+    pub fn list(&self) -> &str {
+        match self {
+            LoadError::Source { list, .. }
+            | LoadError::TooManyErrors { list, .. }
+            | LoadError::Shrink { list, .. }
+            | LoadError::TooLarge { list, .. }
+            | LoadError::Fetch { list, .. }
+            | LoadError::Rejected { list, .. } => list,
+        }
+    }
+
     /// The stage that failed (a bounded label value).
     pub fn stage(&self) -> &'static str {
         match self {
             LoadError::Source { .. } => "source",
             LoadError::TooManyErrors { .. } => "parse",
-            LoadError::Shrink { .. } => "validate",
+            LoadError::Shrink { .. } | LoadError::TooLarge { .. } | LoadError::Rejected { .. } => "validate",
+            LoadError::Fetch { .. } => "source",
         }
     }
 }
@@ -105,8 +146,16 @@ pub fn load_bytes(cfg: &ListConfig, bytes: &[u8]) -> LoadedList {
     }
 }
 
-/// Rejects a list whose bad lines exceed its `max_bad_share`.
+/// Rejects a list whose bad lines exceed its `max_bad_share` or whose rules exceed `max_rules`.
 pub fn gate_errors(cfg: &ListConfig, l: LoadedList) -> Result<LoadedList, LoadError> {
+    if l.parsed.entries.len() > cfg.max_rules {
+        return Err(LoadError::TooLarge {
+            list: cfg.name.clone(),
+            what: "rules",
+            size: l.parsed.entries.len() as u64,
+            limit: cfg.max_rules as u64,
+        });
+    }
     if l.parsed.over_budget(cfg.max_bad_share) {
         if let Some(first) = l.parsed.errors.first() {
             return Err(LoadError::TooManyErrors {

@@ -1,23 +1,33 @@
 //! The published policy (`ArcSwap<Policy>`) and what is known of the version
-//! of every list in force. Reloads build aside, gate, compile, then swap:
-//! queries in flight finish on the policy they loaded, new ones see the new
-//! one. A list's rules live only in the published index; a reload of one
-//! list carries the others' rules over from it.
+//! of every list in force. Every update — a file change, an HTTP pull, a
+//! push, a zone transfer — goes through [`Lists::apply`]: gate, compile aside,
+//! swap. Queries in flight finish on the policy they loaded, new ones see
+//! the new one. A list's rules live only in the published index; an update
+//! of one list carries the others' rules over from it. Remote lists are
+//! persisted in the state directory after every accepted version.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use super::parse::ParseOutput;
-use super::{compile, gate_errors, load_bytes, ListState, LoadError};
-use crate::config::ListConfig;
+use super::{compile, gate_errors, load_bytes, ListState, LoadError, SourceMeta};
+use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
-/// Share of rules a new version may lose before it is rejected.
-pub const DEFAULT_MAX_SHRINK: f64 = 0.5;
+/// One offered version of one list.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Position of the list in the config.
+    pub list: usize,
+    pub bytes: Vec<u8>,
+    pub meta: SourceMeta,
+    /// Skip the shrink gate for this version (operator override).
+    pub force: bool,
+}
 
 /// Lists and the policy built from them.
 pub struct Lists {
@@ -25,11 +35,14 @@ pub struct Lists {
     states: Mutex<Vec<Option<ListState>>>,
     /// Content version of the last rejected source of each list: not retried.
     failed: Mutex<Vec<Option<String>>>,
+    /// One-shot shrink overrides requested through the admin API.
+    force_next: Mutex<Vec<bool>>,
     pub policy: Arc<ArcSwap<Policy>>,
     generation: AtomicU64,
     metrics: Arc<Metrics>,
-    /// One reload at a time.
-    reload_lock: tokio::sync::Mutex<()>,
+    state_dir: Option<PathBuf>,
+    /// One update at a time (held across gate + compile + publish).
+    lock: Mutex<()>,
 }
 
 /// What a reload did.
@@ -42,16 +55,18 @@ pub struct ReloadReport {
 }
 
 impl Lists {
-    pub fn new(configs: Vec<(ListConfig, PathBuf)>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(configs: Vec<(ListConfig, PathBuf)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
         let n = configs.len();
         Self {
             configs,
             states: Mutex::new(vec![None; n]),
             failed: Mutex::new(vec![None; n]),
+            force_next: Mutex::new(vec![false; n]),
             policy: Arc::new(ArcSwap::from_pointee(Policy::empty())),
             generation: AtomicU64::new(0),
             metrics,
-            reload_lock: tokio::sync::Mutex::new(()),
+            state_dir,
+            lock: Mutex::new(()),
         }
     }
 
@@ -59,15 +74,58 @@ impl Lists {
         &self.configs
     }
 
-    /// The version in force of every list (None where a list never loaded).
+    /// Position of the list called `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.configs.iter().position(|(c, _)| c.name == name)
+    }
+
+    /// The version in force of every list (None where a list has none yet).
     pub fn snapshot(&self) -> Vec<Option<ListState>> {
         self.states.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Loads every list; any failure is returned (we never start serving with
-    /// a configured list missing). Blocking.
+    /// The version in force of list `i`.
+    pub fn state(&self, i: usize) -> Option<ListState> {
+        self.states.lock().ok().and_then(|s| s.get(i).cloned().flatten())
+    }
+
+    /// Lets the next version of list `i` skip the shrink gate.
+    pub fn force_next(&self, i: usize) {
+        if let Ok(mut f) = self.force_next.lock() {
+            if let Some(slot) = f.get_mut(i) {
+                *slot = true;
+            }
+        }
+    }
+
+    /// Loads every file list and the persisted copy of every remote list.
+    /// Any file list that fails is returned as an error (we never start
+    /// serving with a configured list missing); remote lists without a
+    /// persisted copy stay pending and are fetched by their source task.
     pub fn load_initial(&self) -> Result<(), Vec<LoadError>> {
-        let report = self.reload_blocking(None);
+        let mut batch = Vec::new();
+        let mut errors = Vec::new();
+        for (i, (cfg, path)) in self.configs.iter().enumerate() {
+            match (&cfg.origin, std::fs::read(path)) {
+                (SourceKind::File(_), Ok(bytes)) => {
+                    batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false })
+                }
+                (SourceKind::File(_), Err(source)) => {
+                    errors.push(LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source })
+                }
+                (_, Ok(bytes)) => {
+                    let mut meta = self.read_meta(cfg).unwrap_or_default();
+                    meta.who = format!("persisted copy {}", path.display());
+                    tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
+                    batch.push(Incoming { list: i, bytes, meta, force: false });
+                }
+                (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let report = self.apply(batch);
         if report.failed.is_empty() {
             Ok(())
         } else {
@@ -75,11 +133,36 @@ impl Lists {
         }
     }
 
-    /// Reloads the lists at `which` (indices into the config; None = all).
+    /// Re-reads the file lists at `which` (None = every file list).
+    pub fn reload_files(&self, which: Option<&[usize]>) -> ReloadReport {
+        let mut batch = Vec::new();
+        let mut report = ReloadReport::default();
+        for (i, (cfg, path)) in self.configs.iter().enumerate() {
+            if which.is_some_and(|w| !w.contains(&i)) || !matches!(cfg.origin, SourceKind::File(_)) {
+                continue;
+            }
+            match std::fs::read(path) {
+                Ok(bytes) => batch.push(Incoming {
+                    list: i,
+                    bytes,
+                    meta: SourceMeta { who: "file".into(), ..Default::default() },
+                    force: false,
+                }),
+                Err(source) => {
+                    let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
+                    self.reject(cfg, e, &mut report);
+                }
+            }
+        }
+        let mut r = self.apply(batch);
+        r.failed.extend(report.failed);
+        r
+    }
+
+    /// Async wrapper: [`Lists::reload_files`] on a blocking thread.
     pub async fn reload(self: &Arc<Self>, which: Option<Vec<usize>>) -> ReloadReport {
-        let _guard = self.reload_lock.lock().await;
         let me = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || me.reload_blocking(which.as_deref())).await {
+        match tokio::task::spawn_blocking(move || me.reload_files(which.as_deref())).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "reload task failed; keeping the current policy");
@@ -88,38 +171,83 @@ impl Lists {
         }
     }
 
+    /// Offers one version of one list; returns the state now in force for it.
+    pub fn offer(&self, inc: Incoming) -> Result<ListState, LoadError> {
+        let i = inc.list;
+        let mut report = self.apply(vec![inc]);
+        if let Some(e) = report.failed.pop() {
+            return Err(e);
+        }
+        self.state(i).ok_or_else(|| LoadError::Rejected {
+            list: self.configs.get(i).map(|c| c.0.name.clone()).unwrap_or_default(),
+            reason: "compiling the policy failed".into(),
+        })
+    }
+
+    /// Async wrapper: [`Lists::offer`] on a blocking thread.
+    pub async fn offer_async(self: &Arc<Self>, inc: Incoming) -> Result<ListState, LoadError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.offer(inc)).await.unwrap_or_else(|e| {
+            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
+        })
+    }
+
+    /// Marks a source check that found nothing new (HTTP 304, same serial):
+    /// the list is fresh, so its last-success time moves on.
+    pub fn touch(&self, i: usize) {
+        if let Some((cfg, _)) = self.configs.get(i) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            self.metrics.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(now).unwrap_or(i64::MAX));
+            self.metrics.list_reloads.with_label_values(&[&cfg.name, "unchanged"]).inc();
+        }
+    }
+
+    /// Records a failed source check (download error, bad status, HTML…).
+    pub fn source_failed(&self, e: &LoadError) {
+        if let Some((cfg, _)) = self.configs.iter().find(|(c, _)| c.name == e.list()) {
+            self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
+        }
+        tracing::warn!(error = %e, "list source failed; keeping last good version");
+    }
+
     fn reject(&self, cfg: &ListConfig, e: LoadError, report: &mut ReloadReport) {
         self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e, "list rejected; keeping last good version");
         report.failed.push(e);
     }
 
-    /// Reload without the async lock (the caller serialises).
-    pub fn reload_blocking(&self, which: Option<&[usize]>) -> ReloadReport {
+    /// Gates every offered version, compiles the accepted ones into a new
+    /// policy in one go, publishes it, persists remote lists.
+    pub fn apply(&self, batch: Vec<Incoming>) -> ReloadReport {
+        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
         let mut replaced: Vec<(usize, ParseOutput)> = Vec::new();
-        for (i, (cfg, path)) in self.configs.iter().enumerate() {
-            if which.is_some_and(|w| !w.contains(&i)) {
+        let mut to_persist: Vec<(usize, Vec<u8>)> = Vec::new();
+        for inc in batch {
+            let i = inc.list;
+            let Some((cfg, _)) = self.configs.get(i) else { continue };
+            let prev = states.get(i).and_then(Clone::clone);
+            if inc.bytes.len() as u64 > cfg.max_bytes {
+                let e = LoadError::TooLarge { list: cfg.name.clone(), what: "source bytes", size: inc.bytes.len() as u64, limit: cfg.max_bytes };
+                self.reject(cfg, e, &mut report);
                 continue;
             }
-            let prev = states.get(i).and_then(Clone::clone);
-            let bytes = match std::fs::read(path) {
-                Ok(b) => b,
-                Err(source) => {
-                    let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
-                    self.reject(cfg, e, &mut report);
-                    continue;
-                }
-            };
-            let version = super::content_version(&bytes);
+            let version = super::content_version(&inc.bytes);
             let failed_before = self.failed.lock().ok().and_then(|f| f.get(i).cloned().flatten());
-            if prev.as_ref().is_some_and(|p| p.version == version) || failed_before.as_deref() == Some(&version) {
+            let forced = inc.force
+                || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
+            if prev.as_ref().is_some_and(|p| p.version == version) || (!forced && failed_before.as_deref() == Some(&version)) {
                 report.unchanged.push(cfg.name.clone());
                 continue;
             }
-            let result = gate_errors(cfg, load_bytes(cfg, &bytes)).and_then(|l| gate_shrink(cfg, prev.as_ref(), l));
-            drop(bytes);
+            let result = gate_errors(cfg, load_bytes(cfg, &inc.bytes)).and_then(|l| {
+                if forced {
+                    Ok(l)
+                } else {
+                    gate_shrink(cfg, prev.as_ref(), l)
+                }
+            });
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
                     *slot = if result.is_err() { Some(version) } else { None };
@@ -127,22 +255,34 @@ impl Lists {
             }
             match result {
                 Ok(l) => {
-                    let state = ListState::of(&l);
+                    if forced {
+                        if let Ok(mut f) = self.force_next.lock() {
+                            if let Some(slot) = f.get_mut(i) {
+                                *slot = false;
+                            }
+                        }
+                    }
+                    let state = ListState::of(&l, inc.meta);
                     tracing::info!(
+                        target: "qalqan::audit",
                         list = %cfg.name,
-                        source = %cfg.source,
+                        who = %state.meta.who,
                         old_version = prev.as_ref().map(|p| p.version.as_str()).unwrap_or("-"),
                         new_version = %state.version,
                         old_rules = prev.as_ref().map(|p| p.rules).unwrap_or(0),
                         new_rules = state.rules,
                         bad_lines = state.bad_lines,
-                        "list loaded"
+                        forced,
+                        "list updated"
                     );
                     for e in state.errors.iter() {
                         tracing::warn!(list = %cfg.name, "skipped line: {e}");
                     }
                     if let Some(slot) = states.get_mut(i) {
                         *slot = Some(state);
+                    }
+                    if cfg.origin.is_remote() && !inc.bytes.is_empty() {
+                        to_persist.push((i, inc.bytes));
                     }
                     replaced.push((i, l.parsed));
                     report.changed.push(cfg.name.clone());
@@ -165,6 +305,8 @@ impl Lists {
         match compiled {
             Ok(policy) => {
                 let rules = policy.index.len();
+                self.policy.store(Arc::new(policy));
+                self.generation.store(generation, Ordering::Relaxed);
                 for (i, state) in states.iter().enumerate() {
                     let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };
                     let m = &self.metrics;
@@ -176,9 +318,12 @@ impl Lists {
                 for name in &report.changed {
                     self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
                 }
-                self.policy.store(Arc::new(policy));
-                self.generation.store(generation, Ordering::Relaxed);
                 self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+                for (i, bytes) in &to_persist {
+                    if let (Some((cfg, _)), Some(Some(state))) = (self.configs.get(*i), states.get(*i)) {
+                        self.persist(cfg, bytes, &state.meta);
+                    }
+                }
                 if let Ok(mut cur) = self.states.lock() {
                     *cur = states;
                 }
@@ -194,14 +339,49 @@ impl Lists {
         }
         report
     }
+
+    fn meta_path(&self, cfg: &ListConfig) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join(format!("{}.meta.json", cfg.name)))
+    }
+
+    fn read_meta(&self, cfg: &ListConfig) -> Option<SourceMeta> {
+        let text = std::fs::read_to_string(self.meta_path(cfg)?).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the accepted bytes and their metadata to the state directory
+    /// (write to a temporary name, fsync, rename).
+    fn persist(&self, cfg: &ListConfig, bytes: &[u8], meta: &SourceMeta) {
+        let Some(dir) = &self.state_dir else { return };
+        let write = |path: &Path, data: &[u8]| -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(data)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)
+        };
+        let list_path = dir.join(format!("{}.list", cfg.name));
+        let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+        let r = write(&list_path, bytes).and_then(|()| match self.meta_path(cfg) {
+            Some(mp) => write(&mp, &meta_json),
+            None => Ok(()),
+        });
+        if let Err(e) = r {
+            tracing::warn!(list = %cfg.name, dir = %dir.display(), error = %e, "could not persist the list");
+        }
+    }
 }
 
 fn gate_shrink(cfg: &ListConfig, prev: Option<&ListState>, l: super::LoadedList) -> Result<super::LoadedList, LoadError> {
     let Some(prev) = prev else { return Ok(l) };
     let old = prev.rules;
     let new = l.parsed.entries.len();
-    if old > 0 && (new as f64) < (old as f64) * (1.0 - DEFAULT_MAX_SHRINK) {
-        return Err(LoadError::Shrink { list: cfg.name.clone(), old, new, max_shrink: DEFAULT_MAX_SHRINK * 100.0 });
+    if old > 0 && (new as f64) < (old as f64) * (1.0 - cfg.max_shrink) {
+        return Err(LoadError::Shrink { list: cfg.name.clone(), old, new, max_shrink: cfg.max_shrink * 100.0 });
     }
     Ok(l)
 }

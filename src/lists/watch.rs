@@ -32,7 +32,10 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
     // (list index, canonical parent dir, file name)
     let mut targets: Vec<(usize, PathBuf, std::ffi::OsString)> = Vec::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for (i, (_cfg, path)) in lists.configs().iter().enumerate() {
+    for (i, (cfg, path)) in lists.configs().iter().enumerate() {
+        if cfg.origin.is_remote() {
+            continue; // their state-dir copies are written by us
+        }
         let Some(name) = path.file_name() else { continue };
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let Ok(dir) = parent.canonicalize() else { continue };

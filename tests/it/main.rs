@@ -9,4 +9,5 @@ mod malformed;
 mod process;
 mod reload;
 mod resolving;
+mod sources;
 mod support;

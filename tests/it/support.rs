@@ -119,9 +119,8 @@ impl RequestHandler for UpstreamHandler {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
         let table = Arc::new(Mutex::new(HashMap::new()));
         let queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
@@ -157,11 +156,25 @@ impl Drop for Upstream {
     }
 }
 
+/// UDP and TCP on the same free 127.0.0.1 port (retried: the kernel's free
+/// UDP port may be taken for TCP).
+pub async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no free UDP+TCP port pair on 127.0.0.1");
+}
+
 /// A running qalqan on 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The operator HTTP endpoint (/metrics, /readyz …).
     pub http: SocketAddr,
+    /// The push API listener (used when the config has [admin]).
+    pub admin: SocketAddr,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), qalqan::StartError>>,
     pub lists: Arc<qalqan::lists::publish::Lists>,
@@ -170,18 +183,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config_toml: &str) -> TestServer {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let toml = config_toml.to_owned();
         let app = tokio::task::spawn_blocking(move || qalqan::App::from_toml_str(&toml)).await.unwrap().unwrap();
         let lists = app.lists.clone();
         let metrics = app.metrics.clone();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http_listener), stop.clone()));
-        TestServer { addr, http, stop, task, lists, metrics }
+        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http_listener).with_admin(admin_listener),
+            stop.clone(),
+        ));
+        TestServer { addr, http, admin, stop, task, lists, metrics }
     }
 
     pub async fn shutdown(self) {
@@ -329,4 +345,111 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// What the test HTTP server answers.
+#[derive(Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub etag: Option<String>,
+}
+
+/// A tiny HTTP/1.1 list server on 127.0.0.1:0 (answers 304 to a matching If-None-Match).
+pub struct ListServer {
+    pub addr: SocketAddr,
+    pub reply: Arc<Mutex<HttpReply>>,
+    pub requests: Arc<AtomicUsize>,
+    pub not_modified: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl ListServer {
+    pub async fn start(body: &str) -> ListServer {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let reply = Arc::new(Mutex::new(HttpReply { status: 200, content_type: "text/plain", body: body.as_bytes().to_vec(), etag: Some("\"v1\"".into()) }));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let not_modified = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let (r, q, nm, s) = (reply.clone(), requests.clone(), not_modified.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = tokio::select! {
+                    _ = s.cancelled() => return,
+                    a = l.accept() => match a { Ok(x) => x, Err(_) => continue },
+                };
+                let (r, q, nm) = (r.clone(), q.clone(), nm.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    q.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    let rep = r.lock().unwrap().clone();
+                    let inm = head.lines().find_map(|l| l.strip_prefix("if-none-match:").map(|v| v.trim().to_owned()));
+                    let out = if rep.status == 200 && rep.etag.as_ref().map(|e| e.to_ascii_lowercase()) == inm && inm.is_some() {
+                        nm.fetch_add(1, Ordering::SeqCst);
+                        "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".as_bytes().to_vec()
+                    } else {
+                        let mut o = format!(
+                            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+                            rep.status,
+                            rep.content_type,
+                            rep.body.len(),
+                            rep.etag.as_ref().map(|e| format!("ETag: {e}\r\n")).unwrap_or_default()
+                        )
+                        .into_bytes();
+                        o.extend_from_slice(&rep.body);
+                        o
+                    };
+                    let _ = sock.write_all(&out).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        ListServer { addr, reply, requests, not_modified, stop }
+    }
+
+    pub fn set(&self, status: u16, content_type: &'static str, body: &str, etag: Option<&str>) {
+        *self.reply.lock().unwrap() = HttpReply { status, content_type, body: body.as_bytes().to_vec(), etag: etag.map(str::to_owned) };
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for ListServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// HTTP request with a method, optional bearer token, headers and body; returns (status, body).
+pub async fn http_req(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: qalqan\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,241 @@
+//! Live list sources over the wire: HTTP pull (ETag/304, errors keep the last
+//! good list, persisted copy on restart) and the push API (tokens,
+//! signatures, replays, PATCH), with a query loop that must never fail.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+async fn rcode(addr: std::net::SocketAddr, n: &str) -> ResponseCode {
+    udp(addr, n, RecordType::A, EDNS).await.unwrap().metadata.response_code
+}
+
+async fn blocked_within(addr: std::net::SocketAddr, n: &'static str, secs: u64) -> bool {
+    eventually(Duration::from_secs(secs), || async move { rcode(addr, n).await == ResponseCode::NXDomain }).await
+}
+
+/// Queries in a loop until stopped; counts replies that are missing or SERVFAIL.
+fn query_loop(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, failures: Arc<AtomicUsize>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let (_, q) = query_bytes("steady.example.", RecordType::A, EDNS);
+            sent += 1;
+            match udp_raw(addr, &q, Duration::from_secs(2)).await {
+                Some(r) if r[3] & 0x0f != 2 => {}
+                _ => {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        sent
+    })
+}
+
+fn body(names: &[&str]) -> String {
+    let mut b = String::from("# served by the test\n");
+    for i in 0..50 {
+        b.push_str(&format!("base{i}.test\n"));
+    }
+    for n in names {
+        b.push_str(n);
+        b.push('\n');
+    }
+    b
+}
+
+#[tokio::test]
+async fn http_source_pulls_updates_and_keeps_last_good() {
+    let up = Upstream::start().await;
+    let web = ListServer::start(&body(&["first.test"])).await;
+    let state = tempfile::tempdir().unwrap();
+    let extra = format!("[state]\ndir = \"{}\"\n", state.path().display());
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://{}/list.txt\"\nrefresh_s = 1\n", web.addr);
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    let addr = srv.addr;
+    assert!(blocked_within(addr, "first.test.", 3).await, "fetched before ready");
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let looper = query_loop(addr, stop.clone(), failures.clone());
+
+    // unchanged content: conditional request answered 304
+    let nm = web.not_modified.clone();
+    assert!(eventually(Duration::from_secs(4), || { let nm = nm.clone(); async move { nm.load(Ordering::SeqCst) > 0 } }).await, "ETag 304 path used");
+
+    // a new version is enforced on the next pull
+    web.set(200, "text/plain", &body(&["first.test", "second.test"]), Some("\"v2\""));
+    assert!(blocked_within(addr, "second.test.", 4).await);
+
+    // bad versions never replace the list
+    for (status, ctype, b) in [
+        (500, "text/plain", "oops".to_owned()),
+        (200, "text/html", "<html><body>maintenance</body></html>".to_owned()),
+        (200, "text/plain", "<!DOCTYPE html><html></html>".to_owned()),
+        (200, "text/plain", String::new()),
+        (200, "text/plain", "# only a comment now\n".to_owned()),
+    ] {
+        web.set(status, ctype, &b, Some("\"bad\""));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(rcode(addr, "second.test.").await, ResponseCode::NXDomain, "kept after {status} {ctype} {b:?}");
+    }
+    let m = http_get(srv.http, "/metrics").await.1;
+    assert!(sample(&m, r#"qalqan_list_reloads_total{list="web",result="error"}"#) >= 5.0, "{m}");
+
+    // the source goes away: still enforced
+    web.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rcode(addr, "second.test.").await, ResponseCode::NXDomain);
+    stop.store(true, Ordering::SeqCst);
+    let sent = looper.await.unwrap();
+    assert!(sent > 20);
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "no query failed during updates");
+    srv.shutdown().await;
+
+    // restart with the source down: the persisted copy is served
+    assert!(state.path().join("web.list").exists());
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    assert_eq!(rcode(srv.addr, "second.test.").await, ResponseCode::NXDomain, "persisted copy in force");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_source_unreachable_at_start_without_copy_fails_naming_the_list() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let up = Upstream::start().await;
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\ntimeout_ms = 500\n");
+    let srv = TestServer::start(&config(up.addr, &lists, "")).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
+    let e = r.err().expect("start must fail").to_string();
+    assert!(e.contains("web") && e.contains("GET http://127.0.0.1"), "{e}");
+}
+
+fn admin_config(dir: &std::path::Path, keys: &[String]) -> String {
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    format!(
+        "[state]\ndir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nregulator_keys = [{}]\n",
+        dir.join("state").display(),
+        token.display(),
+        keys.join(", ")
+    )
+}
+
+const TOKEN: &str = "s3cret-token-0123456789";
+
+#[tokio::test]
+async fn push_api_needs_the_token_and_patches() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lists = "[[lists]]\nname = \"pushed\"\nsource = \"push\"\nede = 16\n";
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[]))).await;
+    let adm = srv.admin;
+    let b = body(&["pushed.test"]);
+    let (s, _) = http_req(adm, "PUT", "/v1/lists/pushed", None, &[], b.as_bytes()).await;
+    assert_eq!(s, 401, "no token");
+    let (s, _) = http_req(adm, "PUT", "/v1/lists/pushed", Some("wrong-token-0123456789"), &[], b.as_bytes()).await;
+    assert_eq!(s, 401, "wrong token");
+    assert_eq!(rcode(srv.addr, "pushed.test.").await, ResponseCode::NoError, "nothing changed");
+    assert_eq!(http_get(srv.http, "/readyz").await.0, 503, "a push list without a version is not ready");
+
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/pushed", Some(TOKEN), &[], b.as_bytes()).await;
+    assert_eq!(s, 200, "{resp}");
+    assert!(resp.contains("\"rules\":51") && resp.contains("\"push_version\":1"), "{resp}");
+    assert_eq!(rcode(srv.addr, "pushed.test.").await, ResponseCode::NXDomain);
+    assert_eq!(http_get(srv.http, "/readyz").await.0, 200);
+
+    let (s, resp) = http_req(adm, "PATCH", "/v1/lists/pushed", Some(TOKEN), &[], b"+added.test\n-pushed.test\n").await;
+    assert_eq!(s, 200, "{resp}");
+    assert!(resp.contains("\"rules\":51"), "{resp}");
+    assert_eq!(rcode(srv.addr, "added.test.").await, ResponseCode::NXDomain);
+    assert_eq!(rcode(srv.addr, "pushed.test.").await, ResponseCode::NoError);
+
+    // a truncated push is rejected, the list stays
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/pushed", Some(TOKEN), &[], b"only.test\n").await;
+    assert_eq!(s, 422, "{resp}");
+    assert!(resp.contains("fewer"), "{resp}");
+    assert_eq!(rcode(srv.addr, "added.test.").await, ResponseCode::NXDomain);
+    // … unless the operator forces it
+    let (s, _) = http_req(adm, "POST", "/v1/lists/pushed/reload?force=1", Some(TOKEN), &[], b"").await;
+    assert_eq!(s, 200);
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/pushed", Some(TOKEN), &[], b"only.test\n").await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(rcode(srv.addr, "added.test.").await, ResponseCode::NoError);
+    assert_eq!(rcode(srv.addr, "only.test.").await, ResponseCode::NXDomain);
+    // not a push list / unknown list
+    let (s, _) = http_req(adm, "PUT", "/v1/lists/nope", Some(TOKEN), &[], b"x.test\n").await;
+    assert_eq!(s, 404);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn push_signatures_valid_invalid_replayed() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let lists = "[[lists]]\nname = \"reg\"\nsource = \"push\"\n";
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[pubkey]))).await;
+    let adm = srv.admin;
+    let b = body(&["signed.test"]);
+    let sign = |k: &ed25519_dalek::SigningKey, v: u64, body: &str| {
+        let sig = k.sign(&qalqan::admin::signed_message("reg", v, body.as_bytes()));
+        base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
+    };
+    // unsigned: refused when keys are configured
+    let (s, _) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &[("X-Qalqan-Version", "1".into())], b.as_bytes()).await;
+    assert_eq!(s, 403);
+    // signed by another key: refused
+    let h = [("X-Qalqan-Version", "1".to_owned()), ("X-Qalqan-Signature", sign(&other, 1, &b))];
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 403);
+    // signature over another version: refused
+    let h = [("X-Qalqan-Version", "2".to_owned()), ("X-Qalqan-Signature", sign(&key, 1, &b))];
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 403);
+    assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NoError);
+    // valid
+    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
+    // replay of an older, validly signed version: refused
+    let old = body(&[]);
+    let h = [("X-Qalqan-Version", "4".to_owned()), ("X-Qalqan-Signature", sign(&key, 4, &old))];
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, old.as_bytes()).await.0, 409);
+    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 409, "same version again");
+    assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
+    srv.shutdown().await;
+
+    // the pushed version and its number survive a restart (state dir)
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[
+        base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()),
+    ]))).await;
+    assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
+    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
+    assert_eq!(http_req(srv.admin, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 409, "replay after restart");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_refuses_a_token_file_others_can_read() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = admin_config(dir.path(), &[]);
+    std::fs::set_permissions(dir.path().join("token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let srv = TestServer::start(&config(up.addr, "[[lists]]\nname = \"p\"\nsource = \"push\"\n", &cfg)).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
+    let e = r.err().expect("must refuse").to_string();
+    assert!(e.contains("chmod 600"), "{e}");
+}
