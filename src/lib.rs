@@ -143,6 +143,31 @@ impl Sockets {
     }
 }
 
+/// The query handler for `app`, forwarding to `upstreams` (no sockets: the
+/// server, the fuzz targets and `server::wire` use it).
+pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<Arc<querylog::BlockedLog>>) -> Handler {
+    let cfg = &app.config;
+    let forwarder = Arc::new(Forwarder::new(upstreams, cfg.upstream_timeout, cfg.upstream_max_inflight, &app.metrics));
+    let shared = Arc::new(Shared {
+        policy: Arc::clone(&app.lists.policy),
+        cache: Cache::new(
+            cfg.cache_max_entries,
+            TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
+        ),
+        forwarder,
+        acl: Acl::new(cfg.allow_clients.clone()),
+        sinkhole: cfg.sinkhole.clone(),
+        max_udp_payload: cfg.max_udp_payload,
+        inflight: Semaphore::new(cfg.max_inflight),
+        metrics: Arc::clone(&app.metrics),
+        blocked_log,
+        rate_limit: cfg.rate_limit.as_ref().map(|r| {
+            (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
+        }),
+    });
+    Handler { shared }
+}
+
 /// Serves until `stop` is cancelled; logs one line containing `ready` once
 /// every listener is registered.
 pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
@@ -183,21 +208,9 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
             });
         }
     }
-    let forwarder = Arc::new(Forwarder::new(upstreams.clone(), cfg.upstream_timeout, cfg.upstream_max_inflight, &app.metrics));
-    let shared = Arc::new(Shared {
-        policy: Arc::clone(&app.lists.policy),
-        cache: Cache::new(
-            cfg.cache_max_entries,
-            TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
-        ),
-        forwarder: Arc::clone(&forwarder),
-        acl: Acl::new(cfg.allow_clients.clone()),
-        sinkhole: cfg.sinkhole.clone(),
-        max_udp_payload: cfg.max_udp_payload,
-        inflight: Semaphore::new(cfg.max_inflight),
-        metrics: Arc::clone(&app.metrics),
-        blocked_log: blocked_log.clone(),
-    });
+    let handler = build_handler(&app, upstreams.clone(), blocked_log.clone());
+    let shared = Arc::clone(&handler.shared);
+    let forwarder = Arc::clone(&shared.forwarder);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     let metrics_listener = match (sockets.metrics, cfg.metrics_listen) {
         (Some(l), _) => Some(l),
@@ -277,7 +290,6 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let watcher = lists::watch::spawn(Arc::clone(&app.lists), watch_stop.clone())?;
     let rules = app.lists.policy.load().index.len();
     let nlists = cfg.lists.len();
-    let handler = Handler { shared };
     let ready_state = Arc::clone(&diag_state);
     server::run(handler, sockets.udp, sockets.tcp, cfg.tcp_idle_timeout, cfg.drain_timeout, stop.clone(), move || {
         ready_state.serving.store(true, std::sync::atomic::Ordering::Release);

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub list_last_success: IntGaugeVec,
     pub policy_generation: IntGauge,
     pub blocked_log_dropped: IntCounter,
+    pub rate_limited: IntCounter,
     list_version: IntGaugeVec,
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     upstream_requests: IntCounterVec,
@@ -142,6 +143,9 @@ impl Metrics {
             "Blocked-query log records dropped because the writer lagged",
         )?;
         registry.register(Box::new(blocked_log_dropped.clone()))?;
+        let rate_limited =
+            IntCounter::new("qalqan_rate_limited_total", "Queries refused or dropped by the per-client rate limit")?;
+        registry.register(Box::new(rate_limited.clone()))?;
         let list_version = IntGaugeVec::new(
             Opts::new("qalqan_list_version_info", "Version (content hash) of each list in force; value 1"),
             &["list", "version"],
@@ -177,6 +181,7 @@ impl Metrics {
             list_last_success,
             policy_generation,
             blocked_log_dropped,
+            rate_limited,
             list_version,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,

@@ -67,6 +67,17 @@ impl SourceKind {
     }
 }
 
+/// Per-client rate limiting (`[limits]`).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub qps: f64,
+    pub burst: f64,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub drop: bool,
+    pub max_tracked: usize,
+}
+
 /// The push API (`[admin]`).
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -106,6 +117,7 @@ pub struct Config {
     pub log_queue: usize,
     pub state_dir: Option<PathBuf>,
     pub admin: Option<AdminConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
     pub lists: Vec<ListConfig>,
 }
 
@@ -220,6 +232,29 @@ impl Config {
                 })
             }
         };
+        let l = &raw.limits;
+        if !(l.per_client_qps >= 0.0 && l.per_client_qps.is_finite()) {
+            return Err(invalid("limits.per_client_qps", "must be a number ≥ 0".into()));
+        }
+        if l.ipv4_prefix > 32 {
+            return Err(invalid("limits.ipv4_prefix", "must be 0..=32".into()));
+        }
+        if l.ipv6_prefix > 128 {
+            return Err(invalid("limits.ipv6_prefix", "must be 0..=128".into()));
+        }
+        let drop = match l.action.as_str() {
+            "refused" => false,
+            "drop" => true,
+            other => return Err(invalid("limits.action", format!("`{other}`: use \"refused\" or \"drop\""))),
+        };
+        let rate_limit = (l.per_client_qps > 0.0).then(|| RateLimitConfig {
+            qps: l.per_client_qps,
+            burst: l.burst.unwrap_or(l.per_client_qps * 2.0).max(1.0),
+            ipv4_prefix: l.ipv4_prefix,
+            ipv6_prefix: l.ipv6_prefix,
+            drop,
+            max_tracked: l.max_tracked_clients.max(1024),
+        });
         if raw.log.blocked.as_deref() == Some("") {
             return Err(invalid("log.blocked", "empty; omit the key to turn the log off".into()));
         }
@@ -303,6 +338,7 @@ impl Config {
             log_hash_key: raw.log.hash_key,
             log_queue: raw.log.queue,
             state_dir: raw.state.dir.map(PathBuf::from),
+            rate_limit,
             admin,
             lists,
         })

@@ -23,9 +23,57 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub limits: RawLimits,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Sustained queries per second per client prefix; omitted or 0 = no limit.
+    #[serde(default)]
+    pub per_client_qps: f64,
+    /// Queries a client prefix may send at once (default: 2 × per_client_qps).
+    pub burst: Option<f64>,
+    #[serde(default = "default_v4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix: u8,
+    /// What limited queries get: "refused" (REFUSED + EDE) or "drop".
+    #[serde(default = "default_limit_action")]
+    pub action: String,
+    /// Client prefixes tracked at once (memory bound).
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked_clients: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            per_client_qps: 0.0,
+            burst: None,
+            ipv4_prefix: default_v4_prefix(),
+            ipv6_prefix: default_v6_prefix(),
+            action: default_limit_action(),
+            max_tracked_clients: default_max_tracked(),
+        }
+    }
+}
+
+fn default_v4_prefix() -> u8 {
+    24
+}
+fn default_v6_prefix() -> u8 {
+    56
+}
+fn default_limit_action() -> String {
+    "refused".to_owned()
+}
+fn default_max_tracked() -> usize {
+    1_000_000
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -43,6 +43,8 @@ pub struct Shared {
     pub inflight: Semaphore,
     pub metrics: Arc<Metrics>,
     pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
+    /// Per-client limiter and whether limited queries are dropped.
+    pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
 }
 
 /// The hickory `RequestHandler` for qalqan.
@@ -98,6 +100,18 @@ impl Handler {
             }
             tracing::debug!(client = %request.src().ip(), "refused by ACL");
             return (Some(simple(meta_for(ResponseCode::Refused), edns)), Outcome::Refused);
+        }
+        if let Some((rl, drop)) = &s.rate_limit {
+            if rl.check(request.src().ip(), Instant::now()) == super::ratelimit::Decision::Limit {
+                s.metrics.rate_limited.inc();
+                if *drop {
+                    return (None, Outcome::Dropped);
+                }
+                if let Some(e) = edns.as_mut() {
+                    respond::add_ede(e, respond::EDE_PROHIBITED, "rate limited");
+                }
+                return (Some(simple(meta_for(ResponseCode::Refused), edns)), Outcome::Refused);
+            }
         }
         let query = match request.queries.queries() {
             [q] => q,

@@ -3,7 +3,9 @@
 
 pub mod acl;
 pub mod handler;
+pub mod ratelimit;
 pub mod respond;
+pub mod wire;
 
 use std::time::Duration;
 

@@ -24,6 +24,7 @@ const EXPORTED: &[&str] = &[
     "qalqan_list_version_info",
     "qalqan_policy_generation",
     "qalqan_blocked_log_dropped_total",
+    "qalqan_rate_limited_total",
 ];
 
 /// Every maximal `qalqan_[a-z_]+` token in `text`.

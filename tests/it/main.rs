@@ -5,6 +5,7 @@ mod blocking;
 mod contrib;
 mod formats;
 mod observability;
+mod limits;
 mod malformed;
 mod process;
 mod reload;

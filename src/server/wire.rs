@@ -1,0 +1,65 @@
+//! Bytes in, bytes out: one request through the same steps the server takes
+//! (hickory's decode, its FORMERR/drop rules, then our handler), without
+//! sockets. Used by the fuzz targets and the differential tests.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Header, Message, MessageType, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+
+use super::handler::Handler;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut buf = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(u16::MAX);
+        let info = response.destructive_emit(&mut enc)?;
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(buf);
+        }
+        Ok(info)
+    }
+}
+
+/// Handles one UDP request from `src`; `None` = no reply (dropped).
+pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let mut decoder = BinDecoder::new(bytes);
+    let header = Header::read(&mut decoder).ok()?;
+    let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+        Ok(r) => r,
+        Err(_) => {
+            // as hickory-server does: FORMERR once the header parses
+            let mut m = Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr);
+            m.metadata.recursion_desired = header.metadata.recursion_desired;
+            return m.to_vec().ok();
+        }
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let cap = Capture::default();
+    handler.handle_request::<Capture, TokioTime>(&request, cap.clone()).await;
+    cap.0.lock().ok().and_then(|mut s| s.take())
+}
