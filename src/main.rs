@@ -107,6 +107,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for l in &config.lists {
         let file = config.list_path(l);
+        if l.origin.is_remote() && !file.exists() {
+            println!("{}: {}: remote source with no persisted copy; fetched when the server starts", l.name, l.source);
+            continue;
+        }
         match qalqan::lists::load(l, &file) {
             Ok(loaded) => {
                 let p = &loaded.parsed;
