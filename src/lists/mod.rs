@@ -52,16 +52,21 @@ pub struct SourceMeta {
 
 impl ListState {
     pub fn of(l: &LoadedList, meta: SourceMeta) -> Self {
+        Self::from_stats(&l.parsed, l.version.clone(), l.bytes, meta)
+    }
+
+    /// From the statistics of a parse of `bytes` bytes with content `version`.
+    pub fn from_stats(p: &ParseOutput<'_>, version: String, bytes: usize, meta: SourceMeta) -> Self {
         Self {
             meta,
-            version: l.version.clone(),
-            rules: l.parsed.entries.len(),
-            lines: l.parsed.lines,
-            bad_lines: l.parsed.bad_lines,
-            errors: l.parsed.errors.iter().take(5).cloned().collect(),
-            unsupported: l.parsed.unsupported.clone(),
-            loaded_at: l.loaded_at,
-            bytes: l.bytes,
+            version,
+            rules: p.rules,
+            lines: p.lines,
+            bad_lines: p.bad_lines,
+            errors: p.errors.iter().take(5).cloned().collect(),
+            unsupported: p.unsupported.clone(),
+            loaded_at: SystemTime::now(),
+            bytes,
         }
     }
 }
@@ -70,7 +75,7 @@ impl ListState {
 #[derive(Debug)]
 pub struct LoadedList {
     pub config: ListConfig,
-    pub parsed: ParseOutput,
+    pub parsed: ParseOutput<'static>,
     /// Content hash of the source bytes (16 hex digits).
     pub version: String,
     pub loaded_at: SystemTime,
@@ -148,26 +153,80 @@ pub fn load_bytes(cfg: &ListConfig, bytes: &[u8]) -> LoadedList {
 
 /// Rejects a list whose bad lines exceed its `max_bad_share` or whose rules exceed `max_rules`.
 pub fn gate_errors(cfg: &ListConfig, l: LoadedList) -> Result<LoadedList, LoadError> {
-    if l.parsed.entries.len() > cfg.max_rules {
+    gate(cfg, None, &l.parsed, true).map(|()| l)
+}
+
+/// Every check a new version must pass: rule cap, bad-line budget and
+/// (unless `forced`) the shrink gate against the version in force.
+pub fn gate(cfg: &ListConfig, prev: Option<&ListState>, p: &ParseOutput<'_>, forced: bool) -> Result<(), LoadError> {
+    if p.rules > cfg.max_rules {
         return Err(LoadError::TooLarge {
             list: cfg.name.clone(),
             what: "rules",
-            size: l.parsed.entries.len() as u64,
+            size: p.rules as u64,
             limit: cfg.max_rules as u64,
         });
     }
-    if l.parsed.over_budget(cfg.max_bad_share) {
-        if let Some(first) = l.parsed.errors.first() {
+    if p.over_budget(cfg.max_bad_share) {
+        if let Some(first) = p.errors.first() {
             return Err(LoadError::TooManyErrors {
                 list: cfg.name.clone(),
-                bad: l.parsed.bad_lines,
-                total: l.parsed.lines,
+                bad: p.bad_lines,
+                total: p.lines,
                 budget: cfg.max_bad_share * 100.0,
                 first: Box::new(first.clone()),
             });
         }
     }
-    Ok(l)
+    if let (Some(prev), false) = (prev, forced) {
+        let (old, new) = (prev.rules, p.rules);
+        if old > 0 && (new as f64) < (old as f64) * (1.0 - cfg.max_shrink) {
+            return Err(LoadError::Shrink { list: cfg.name.clone(), old, new, max_shrink: cfg.max_shrink * 100.0 });
+        }
+    }
+    Ok(())
+}
+
+/// Parses a new version of list `i` straight into a new index, carrying
+/// every other list's rules over from `base`. Returns the index and the
+/// parse statistics (no per-rule entries are ever collected).
+///
+/// Cost: O(rules of the other lists + bytes of this one); peak memory is
+/// the old index plus the new one.
+pub fn build_with(
+    configs: &[ListConfig],
+    base: &Index,
+    i: usize,
+    bytes: &[u8],
+) -> Result<(Index, ParseOutput<'static>), BuildError> {
+    let cfg = configs.get(i).ok_or(BuildError::TooManyLists)?;
+    let pos = u16::try_from(i).map_err(|_| BuildError::TooManyLists)?;
+    let allow = cfg.kind == ListKind::Allow;
+    let kept = base.len().saturating_sub(base.list_rules(pos));
+    let mut b = Builder::with_capacity(kept + bytes.len() / 24, base.arena_len() + bytes.len() / 2);
+    b.carry(base, |l| l != pos)?;
+    let mut failed: Option<BuildError> = None;
+    let stats = {
+        let mut sink = |e: parse::Entry| {
+            if failed.is_none() {
+                if let Err(err) = b.add_entry(pos, allow, &e) {
+                    failed = Some(err);
+                }
+            }
+        };
+        let mut out = ParseOutput::streaming(&mut sink);
+        parse::parse_into(cfg.format, &cfg.source, bytes, &mut out);
+        out.into_stats()
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok((b.finish()?, stats))
+}
+
+/// The policy for `index` with the configured lists.
+pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Policy {
+    Policy { index, lists: infos(configs), generation }
 }
 
 /// A stable content id: FNV-1a 64 of the bytes, as 16 hex digits.
@@ -179,30 +238,6 @@ pub fn content_version(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-/// Compiles a new policy: the rules of `old` for every list not in
-/// `replaced`, plus the new entries of the replaced lists. `configs` are
-/// all configured lists in config order (positions = list numbers).
-///
-/// Cost: O(rules kept + entries added); no list is re-read or re-parsed.
-/// Runs on a blocking thread when called from the server.
-pub fn compile(
-    configs: &[ListConfig],
-    old: &Index,
-    replaced: &[(usize, &ParseOutput)],
-    generation: u64,
-) -> Result<Policy, BuildError> {
-    let added: usize = replaced.iter().map(|(_, p)| p.entries.len()).sum();
-    let mut b = Builder::with_capacity(old.len() + added, old.arena_len() + added.saturating_mul(24));
-    b.carry(old, |list| !replaced.iter().any(|(i, _)| *i == usize::from(list)))?;
-    for (i, parsed) in replaced {
-        let pos = u16::try_from(*i).map_err(|_| BuildError::TooManyLists)?;
-        let allow = configs.get(*i).is_some_and(|c| c.kind == ListKind::Allow);
-        b.add_list(pos, allow, &parsed.entries)?;
-    }
-    let index = b.finish()?;
-    Ok(Policy { index, lists: infos(configs), generation })
 }
 
 /// Compiles loaded lists from scratch (tests, benches, `explain`).

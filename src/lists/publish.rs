@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::parse::ParseOutput;
-use super::{compile, gate_errors, load_bytes, ListState, LoadError, SourceMeta};
+use super::{build_with, gate, ListState, LoadError, SourceMeta};
 use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -216,14 +215,20 @@ impl Lists {
         report.failed.push(e);
     }
 
-    /// Gates every offered version, compiles the accepted ones into a new
-    /// policy in one go, publishes it, persists remote lists.
+    /// Gates every offered version and publishes the accepted ones in one
+    /// new policy. Each version is parsed straight into a new index that
+    /// carries the other lists' rules over (no per-rule entry vectors), then
+    /// gated; a rejected version's index is dropped unpublished. Remote lists
+    /// are persisted after the publish.
     pub fn apply(&self, batch: Vec<Incoming>) -> ReloadReport {
         let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
-        let mut replaced: Vec<(usize, ParseOutput)> = Vec::new();
         let mut to_persist: Vec<(usize, Vec<u8>)> = Vec::new();
+        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let published = self.policy.load_full();
+        let mut working: Option<crate::policy::Index> = None;
+        let started = std::time::Instant::now();
         for inc in batch {
             let i = inc.list;
             let Some((cfg, _)) = self.configs.get(i) else { continue };
@@ -241,20 +246,17 @@ impl Lists {
                 report.unchanged.push(cfg.name.clone());
                 continue;
             }
-            let result = gate_errors(cfg, load_bytes(cfg, &inc.bytes)).and_then(|l| {
-                if forced {
-                    Ok(l)
-                } else {
-                    gate_shrink(cfg, prev.as_ref(), l)
-                }
-            });
+            let base = working.as_ref().unwrap_or(&published.index);
+            let result = build_with(&configs, base, i, &inc.bytes)
+                .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
+                .and_then(|(index, stats)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats)));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
-                    *slot = if result.is_err() { Some(version) } else { None };
+                    *slot = if result.is_err() { Some(version.clone()) } else { None };
                 }
             }
             match result {
-                Ok(l) => {
+                Ok((index, stats)) => {
                     if forced {
                         if let Ok(mut f) = self.force_next.lock() {
                             if let Some(slot) = f.get_mut(i) {
@@ -262,7 +264,7 @@ impl Lists {
                             }
                         }
                     }
-                    let state = ListState::of(&l, inc.meta);
+                    let state = ListState::from_stats(&stats, version, inc.bytes.len(), inc.meta);
                     tracing::info!(
                         target: "qalqan::audit",
                         list = %cfg.name,
@@ -284,59 +286,41 @@ impl Lists {
                     if cfg.origin.is_remote() && !inc.bytes.is_empty() {
                         to_persist.push((i, inc.bytes));
                     }
-                    replaced.push((i, l.parsed));
+                    working = Some(index);
                     report.changed.push(cfg.name.clone());
                 }
                 Err(e) => self.reject(cfg, e, &mut report),
             }
         }
-        if replaced.is_empty() {
-            return report;
-        }
+        drop(published);
+        let Some(index) = working else { return report };
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let started = std::time::Instant::now();
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
-        let old = self.policy.load_full();
-        let refs: Vec<(usize, &ParseOutput)> = replaced.iter().map(|(i, p)| (*i, p)).collect();
-        let compiled = compile(&configs, &old.index, &refs, generation);
-        drop(refs);
-        drop(replaced);
-        drop(old);
-        match compiled {
-            Ok(policy) => {
-                let rules = policy.index.len();
-                self.policy.store(Arc::new(policy));
-                self.generation.store(generation, Ordering::Relaxed);
-                for (i, state) in states.iter().enumerate() {
-                    let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };
-                    let m = &self.metrics;
-                    m.list_rules.with_label_values(&[&cfg.name]).set(i64::try_from(state.rules).unwrap_or(i64::MAX));
-                    let ts = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                    m.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(ts).unwrap_or(i64::MAX));
-                    m.set_list_version(&cfg.name, &state.version);
-                }
-                for name in &report.changed {
-                    self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
-                }
-                self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-                for (i, bytes) in &to_persist {
-                    if let (Some((cfg, _)), Some(Some(state))) = (self.configs.get(*i), states.get(*i)) {
-                        self.persist(cfg, bytes, &state.meta);
-                    }
-                }
-                if let Ok(mut cur) = self.states.lock() {
-                    *cur = states;
-                }
-                tracing::info!(generation, rules, took_ms = started.elapsed().as_millis() as u64, "policy published");
-                report.generation = Some(generation);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "compiling the policy failed; keeping the current one");
-                for name in report.changed.drain(..) {
-                    self.metrics.list_reloads.with_label_values(&[&name, "error"]).inc();
-                }
+        let policy = super::policy_of(&configs, index, generation);
+        let rules = policy.index.len();
+        self.policy.store(Arc::new(policy));
+        self.generation.store(generation, Ordering::Relaxed);
+        for (i, state) in states.iter().enumerate() {
+            let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };
+            let m = &self.metrics;
+            m.list_rules.with_label_values(&[&cfg.name]).set(i64::try_from(state.rules).unwrap_or(i64::MAX));
+            let ts = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            m.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(ts).unwrap_or(i64::MAX));
+            m.set_list_version(&cfg.name, &state.version);
+        }
+        for name in &report.changed {
+            self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
+        }
+        self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        for (i, bytes) in &to_persist {
+            if let (Some((cfg, _)), Some(Some(state))) = (self.configs.get(*i), states.get(*i)) {
+                self.persist(cfg, bytes, &state.meta);
             }
         }
+        if let Ok(mut cur) = self.states.lock() {
+            *cur = states;
+        }
+        tracing::info!(generation, rules, took_ms = started.elapsed().as_millis() as u64, "policy published");
+        report.generation = Some(generation);
         report
     }
 
@@ -374,14 +358,4 @@ impl Lists {
             tracing::warn!(list = %cfg.name, dir = %dir.display(), error = %e, "could not persist the list");
         }
     }
-}
-
-fn gate_shrink(cfg: &ListConfig, prev: Option<&ListState>, l: super::LoadedList) -> Result<super::LoadedList, LoadError> {
-    let Some(prev) = prev else { return Ok(l) };
-    let old = prev.rules;
-    let new = l.parsed.entries.len();
-    if old > 0 && (new as f64) < (old as f64) * (1.0 - cfg.max_shrink) {
-        return Err(LoadError::Shrink { list: cfg.name.clone(), old, new, max_shrink: cfg.max_shrink * 100.0 });
-    }
-    Ok(l)
 }

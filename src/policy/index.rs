@@ -169,8 +169,16 @@ impl Builder {
     ///
     /// Cost: O(entries + name bytes), one hash insert per name rule.
     pub fn add_list(&mut self, list: u16, allow: bool, entries: &[crate::lists::parse::Entry]) -> Result<(), BuildError> {
-        let allow_bit = if allow { ALLOW } else { 0 };
         for entry in entries {
+            self.add_entry(list, allow, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one parsed entry of the list at config position `list`.
+    pub fn add_entry(&mut self, list: u16, allow: bool, entry: &crate::lists::parse::Entry) -> Result<(), BuildError> {
+        let allow_bit = if allow { ALLOW } else { 0 };
+        {
             match &entry.rule {
                 Rule::Name { name, scope, action, important, decision } => {
                     let mut bits = match scope {

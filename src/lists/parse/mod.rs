@@ -157,10 +157,23 @@ pub struct ParseError {
     pub kind: ParseErrorKind,
 }
 
+/// Where parsed rules go when they are not collected in `entries`.
+pub struct Sink<'s>(pub &'s mut dyn FnMut(Entry));
+
+impl std::fmt::Debug for Sink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
+}
+
 /// What one parse run produced.
 #[derive(Debug, Default)]
-pub struct ParseOutput {
+pub struct ParseOutput<'s> {
+    /// The rules, unless a sink takes them as they are parsed.
     pub entries: Vec<Entry>,
+    /// Rules produced (collected or sent to the sink).
+    pub rules: usize,
+    sink: Option<Sink<'s>>,
     /// Lines read (including comments and blanks).
     pub lines: u32,
     /// Lines rejected (all of them; only the first [`KEPT_ERRORS`] are in `errors`).
@@ -173,7 +186,13 @@ pub struct ParseOutput {
     pub ignored: u32,
 }
 
-impl ParseOutput {
+impl<'s> ParseOutput<'s> {
+    /// An output that hands every rule to `sink` instead of collecting it
+    /// (streaming into the index builder: no per-list entry vector).
+    pub fn streaming(sink: &'s mut dyn FnMut(Entry)) -> Self {
+        Self { sink: Some(Sink(sink)), ..Self::default() }
+    }
+
     /// Records a bad line.
     pub fn error(&mut self, file: &str, line: u32, column: u32, kind: ParseErrorKind) {
         self.bad_lines += 1;
@@ -191,12 +210,30 @@ impl ParseOutput {
 
     /// Whether bad lines exceed `max_share` (0.01 = 1 %) of the non-empty lines.
     pub fn over_budget(&self, max_share: f64) -> bool {
-        let considered = (self.entries.len() as f64) + f64::from(self.bad_lines);
+        let considered = (self.rules as f64) + f64::from(self.bad_lines);
         considered > 0.0 && f64::from(self.bad_lines) > max_share * considered
     }
 
-    fn push(&mut self, line: u32, rule: Rule) {
-        self.entries.push(Entry { line, rule });
+    /// Everything but the rules and the sink: the statistics of a streamed parse.
+    pub fn into_stats(self) -> ParseOutput<'static> {
+        ParseOutput {
+            entries: Vec::new(),
+            rules: self.rules,
+            sink: None,
+            lines: self.lines,
+            bad_lines: self.bad_lines,
+            errors: self.errors,
+            unsupported: self.unsupported,
+            ignored: self.ignored,
+        }
+    }
+
+    pub(crate) fn push(&mut self, line: u32, rule: Rule) {
+        self.rules += 1;
+        match &mut self.sink {
+            Some(Sink(f)) => f(Entry { line, rule }),
+            None => self.entries.push(Entry { line, rule }),
+        }
     }
 }
 
@@ -204,11 +241,17 @@ impl ParseOutput {
 ///
 /// Never panics and never fails as a whole: bad lines are recorded in the
 /// output. Cost: O(bytes); one `String` per rule.
-pub fn parse(format: Format, file: &str, bytes: &[u8]) -> ParseOutput {
+pub fn parse(format: Format, file: &str, bytes: &[u8]) -> ParseOutput<'static> {
     let mut out = ParseOutput::default();
+    parse_into(format, file, bytes, &mut out);
+    out
+}
+
+/// Parses `bytes` into `out` (which may stream, see [`ParseOutput::streaming`]).
+pub fn parse_into(format: Format, file: &str, bytes: &[u8], out: &mut ParseOutput<'_>) {
     match format {
-        Format::RegistryCsv => registry_csv::parse(file, bytes, &mut out),
-        Format::Rpz => rpz::parse(file, bytes, &mut out),
+        Format::RegistryCsv => registry_csv::parse(file, bytes, out),
+        Format::Rpz => rpz::parse(file, bytes, out),
         _ => {
             let line_fn: fn(&str, u32, &str, &mut ParseOutput) = match format {
                 Format::Domains => domains::parse_line,
@@ -218,10 +261,9 @@ pub fn parse(format: Format, file: &str, bytes: &[u8]) -> ParseOutput {
                 Format::Keywords => keywords::parse_line,
                 Format::RegistryCsv | Format::Rpz => unreachable_line,
             };
-            for_each_line(file, bytes, &mut out, |file, n, line, out| line_fn(file, n, line, out));
+            for_each_line(file, bytes, out, |file, n, line, out| line_fn(file, n, line, out));
         }
     }
-    out
 }
 
 fn unreachable_line(_: &str, _: u32, _: &str, _: &mut ParseOutput) {}

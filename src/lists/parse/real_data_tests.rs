@@ -13,7 +13,7 @@ use super::{parse, Format, ParseOutput, Rule, RuleAction, Scope};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
-fn load(format: Format, rel: &str) -> Option<ParseOutput> {
+fn load(format: Format, rel: &str) -> Option<ParseOutput<'static>> {
     if !std::path::Path::new(DATA).is_dir() {
         println!("skipping: ../shared/data not found");
         return None;
@@ -71,7 +71,7 @@ fn counts(out: &ParseOutput) -> Counts {
     c
 }
 
-fn check(format: Format, rel: &str, want: &Counts) -> Option<ParseOutput> {
+fn check(format: Format, rel: &str, want: &Counts) -> Option<ParseOutput<'static>> {
     let out = load(format, rel)?;
     assert_eq!(counts(&out), *want, "{rel}; first errors: {:?}", out.errors.iter().take(3).collect::<Vec<_>>());
     Some(out)

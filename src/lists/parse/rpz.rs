@@ -53,8 +53,9 @@ struct State {
     pending_col: u32,
     pending_blank_owner: bool,
     depth: u32,
-    /// Local-data entries already emitted, by (name, scope), for merging.
+    /// Local-data entries, merged by (name, scope); emitted at the end.
     local_index: HashMap<(String, Scope), usize>,
+    locals: Vec<super::Entry>,
 }
 
 /// Parses a whole RPZ zone. Cost: O(bytes); one `String` per token while a
@@ -65,6 +66,10 @@ pub fn parse(file: &str, bytes: &[u8], out: &mut ParseOutput) {
     if st.depth > 0 {
         let (line, col) = (st.pending_line, st.pending_col);
         out.error(file, line, col, ParseErrorKind::Other("unclosed `(` at end of zone".into()));
+    }
+    // local data is merged per trigger while parsing, so it is emitted last
+    for e in std::mem::take(&mut st.locals) {
+        out.push(e.line, e.rule);
     }
 }
 
@@ -264,22 +269,22 @@ impl State {
     /// Adds local data, merged into the entry for the same name and scope if there is one.
     fn push_local(&mut self, out: &mut ParseOutput, n: u32, name: String, scope: Scope, data: LocalData) {
         let key = (name, scope);
+        let _ = out;
         if let Some(&idx) = self.local_index.get(&key) {
             if let Some(super::Entry { rule: Rule::Name { action: RuleAction::Local(v), .. }, .. }) =
-                out.entries.get_mut(idx)
+                self.locals.get_mut(idx)
             {
                 v.push(data);
                 return;
             }
         }
-        let idx = out.entries.len();
+        let idx = self.locals.len();
         let (name, scope) = key;
         self.local_index.insert((name.clone(), scope), idx);
-        push_rule(
-            out,
-            n,
-            Rule::Name { name, scope, action: RuleAction::Local(vec![data]), important: false, decision: None },
-        );
+        self.locals.push(super::Entry {
+            line: n,
+            rule: Rule::Name { name, scope, action: RuleAction::Local(vec![data]), important: false, decision: None },
+        });
     }
 
     /// An owner as written → trigger text relative to the origin ("" = apex).
@@ -465,6 +470,8 @@ mod tests {
         assert_eq!(
             rules,
             vec![
+                // local data is emitted after the other rules (merged per trigger)
+                ("other.example".into(), Scope::Exact, RuleAction::Nxdomain, 9),
                 (
                     "www.example".into(),
                     Scope::Exact,
@@ -478,7 +485,6 @@ mod tests {
                     4,
                 ),
                 ("www.example".into(), Scope::Below, RuleAction::Local(vec![LocalData::Cname("walled.example".into())]), 8),
-                ("other.example".into(), Scope::Exact, RuleAction::Nxdomain, 9),
             ]
         );
     }

@@ -1,0 +1,257 @@
+//! Shared code of the qalqan fuzz targets (see README.md).
+//!
+//! Every target is a thin `fuzz_target!` around one function here, so the
+//! invariants live in one place.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
+
+use hickory_proto::op::{Message, MessageType};
+use qalqan::lists::parse::{parse, Format, ParseOutput, Rule};
+use qalqan::name::QName;
+use qalqan::policy::index::{Index, ListInput};
+use qalqan::server::handler::Handler;
+
+/// The seven list formats, in the order the `compile` target's first byte picks them.
+pub const FORMATS: [Format; 7] = [
+    Format::Domains,
+    Format::Hosts,
+    Format::Adblock,
+    Format::Rpz,
+    Format::Urls,
+    Format::RegistryCsv,
+    Format::Keywords,
+];
+
+// ---------------------------------------------------------------- packet
+
+const BLOCK_DOMAINS: &str = "\
+# fuzz fixture
+blocked.example
+*.wildcard-blocked.example
+xn--80ak6aa92e.example
+";
+
+const ALLOW_DOMAINS: &str = "allowed.blocked.example\n";
+
+const RPZ: &str = "\
+$TTL 300
+$ORIGIN rpz.fuzz.test.
+@       IN SOA  localhost. hostmaster.localhost. ( 1 3600 600 86400 60 )
+        IN NS   localhost.
+bad.example             CNAME .
+*.wild.example          CNAME .
+nodata.example          CNAME *.
+pass.bad.example        CNAME rpz-passthru.
+drop.example            CNAME rpz-drop.
+local.example           A     192.0.2.1
+local.example           AAAA  2001:db8::1
+local.example           TXT   \"blocked by order\"
+redirect.example 60 IN  CNAME walled.garden.test.
+32.1.2.0.192.rpz-ip     CNAME .
+";
+
+const KEYWORDS: &str = "casino\nxn--80akhbyknj4f\n";
+
+const ADBLOCK: &str = "\
+||ads.example^
+||important.example^$important
+@@||important.example^
+|exact.example^
+/^tracker[0-9]+\\./
+";
+
+const HOSTS: &str = "0.0.0.0 hosts-blocked.example other.example\n127.0.0.1 localhost\n";
+
+struct PacketEnv {
+    rt: tokio::runtime::Runtime,
+    handler: Handler,
+    _app: qalqan::App,
+}
+
+fn packet_env() -> &'static PacketEnv {
+    static ENV: OnceLock<PacketEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("qalqan-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let files = [
+            ("block.txt", BLOCK_DOMAINS),
+            ("allow.txt", ALLOW_DOMAINS),
+            ("z.rpz", RPZ),
+            ("kw.txt", KEYWORDS),
+            ("ads.txt", ADBLOCK),
+            ("hosts.txt", HOSTS),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write list");
+        }
+        let p = |f: &str| dir.join(f).display().to_string();
+        let toml = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8", "::1/128"]
+[upstream]
+servers = ["127.0.0.1:9"]
+timeout_ms = 1
+[[lists]]
+name = "allow"
+source = "{allow}"
+format = "domains"
+kind = "allow"
+[[lists]]
+name = "reg"
+source = "{block}"
+format = "domains"
+[[lists]]
+name = "rpz"
+source = "{rpz}"
+format = "rpz"
+[[lists]]
+name = "kw"
+source = "{kw}"
+format = "keywords"
+action = "refused"
+[[lists]]
+name = "ads"
+source = "{ads}"
+format = "adblock"
+action = "sinkhole"
+[[lists]]
+name = "hosts"
+source = "{hosts}"
+format = "hosts"
+action = "nodata"
+"#,
+            allow = p("allow.txt"),
+            block = p("block.txt"),
+            rpz = p("z.rpz"),
+            kw = p("kw.txt"),
+            ads = p("ads.txt"),
+            hosts = p("hosts.txt"),
+        );
+        let app = qalqan::App::from_toml_str(&toml).expect("fuzz config loads");
+        // lists are in memory now; nothing watches the files outside `serve`
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        // no upstreams: forwarding fails at once with SERVFAIL, nothing is sent
+        let handler = {
+            let _g = rt.enter();
+            qalqan::build_handler(&app, Vec::new(), None)
+        };
+        PacketEnv { rt, handler, _app: app }
+    })
+}
+
+/// The client address chosen by the control byte: allowed v4, allowed v6,
+/// or outside `allow_clients` (the ACL's REFUSED path).
+pub fn source_for(control: u8) -> SocketAddr {
+    let ip = match control % 4 {
+        0 | 1 => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+    };
+    SocketAddr::new(ip, 5353)
+}
+
+/// Runs `request` from `src` through `server::wire::handle_bytes` and checks
+/// the reply: it decodes, carries the request's ID and is a response.
+pub fn run_packet(request: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let env = packet_env();
+    let reply = env.rt.block_on(qalqan::server::wire::handle_bytes(&env.handler, request, src));
+    if let Some(reply) = &reply {
+        check_reply(request, reply);
+    }
+    reply
+}
+
+/// The reply invariants (panics when one is broken).
+pub fn check_reply(request: &[u8], reply: &[u8]) {
+    let msg = match Message::from_vec(reply) {
+        Ok(m) => m,
+        Err(e) => panic!("reply does not decode: {e}\nrequest {}\nreply {}", hex(request), hex(reply)),
+    };
+    assert!(request.len() >= 2, "reply to a request shorter than a DNS ID: {}", hex(request));
+    let id = u16::from_be_bytes([request[0], request[1]]);
+    assert_eq!(msg.metadata.id, id, "reply ID differs\nrequest {}\nreply {}", hex(request), hex(reply));
+    assert_eq!(
+        msg.metadata.message_type,
+        MessageType::Response,
+        "reply is not a response\nrequest {}\nreply {}",
+        hex(request),
+        hex(reply)
+    );
+}
+
+/// The `packet` target: byte 0 picks the client address, the rest is the request.
+pub fn fuzz_packet(data: &[u8]) {
+    let Some((&control, request)) = data.split_first() else { return };
+    run_packet(request, source_for(control));
+}
+
+// ---------------------------------------------------------------- lists
+
+/// Parses `data` as `format` and checks the output's counters.
+pub fn check_parse(format: Format, data: &[u8]) -> ParseOutput {
+    let out = parse(format, "fuzz", data);
+    assert!(
+        out.bad_lines as usize >= out.errors.len(),
+        "{format:?}: bad_lines {} < errors {}",
+        out.bad_lines,
+        out.errors.len()
+    );
+    out
+}
+
+/// The `compile` target: byte 0 picks the format (low bits) and list
+/// shapes (high bits); the rest is `LIST [\0 QUERY-NAME]`. The index is
+/// built and checked against the query name, the last line of the list,
+/// and every (up to 16) rule name and a name below it.
+pub fn fuzz_compile(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else { return };
+    let format = FORMATS[usize::from(control & 0x0f) % FORMATS.len()];
+    let allow = control & 0x80 != 0;
+    let (list, query) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let out = check_parse(format, list);
+    let mut inputs = vec![ListInput { allow, entries: &out.entries }];
+    if control & 0x40 != 0 {
+        // the same rules again in a list of the other kind
+        inputs.push(ListInput { allow: !allow, entries: &out.entries });
+    }
+    let Ok(index) = Index::build(&inputs) else { return };
+    let mut names: Vec<String> = Vec::new();
+    match query {
+        Some(q) => names.push(String::from_utf8_lossy(q).into_owned()),
+        None => {
+            let text = String::from_utf8_lossy(list);
+            if let Some(last) = text.lines().last() {
+                names.push(last.trim().to_owned());
+            }
+        }
+    }
+    for e in out.entries.iter().take(16) {
+        match &e.rule {
+            Rule::Name { name, .. } => {
+                names.push(name.clone());
+                names.push(format!("x.{name}"));
+            }
+            Rule::Keyword(k) => names.push(format!("a{k}b.example")),
+            Rule::Ip { net, .. } => {
+                let _ = index.check_ip(net.addr());
+            }
+            Rule::Regex(_) => {}
+        }
+    }
+    for n in &names {
+        let q = QName::parse(n).unwrap_or(QName::root());
+        let _ = index.check(&q);
+    }
+}
+
+/// Lowercase hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
