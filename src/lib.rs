@@ -161,6 +161,7 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
         inflight: Semaphore::new(cfg.max_inflight),
         metrics: Arc::clone(&app.metrics),
         blocked_log,
+        notify_targets: std::sync::OnceLock::new(),
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),
@@ -238,6 +239,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let mut source_tasks = Vec::new();
     let mut refreshers: std::collections::HashMap<usize, Arc<tokio::sync::Notify>> = std::collections::HashMap::new();
     let http_client = lists::http::client()?;
+    let mut notify_targets = Vec::new();
     for (i, (lc, _)) in app.lists.configs().iter().enumerate() {
         if let config::SourceKind::Http(_) = &lc.origin {
             let pending = app.lists.state(i).is_none();
@@ -255,10 +257,27 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
                 sources_stop.clone(),
             ));
         }
+        if let config::SourceKind::Axfr { primary, zone } = &lc.origin {
+            let mut state = lists::zone_sync::from_persisted(&app.lists, i);
+            let from_copy = state.is_some();
+            if app.lists.state(i).is_none() {
+                lists::zone_sync::sync(&app.lists, i, &mut state).await?;
+            }
+            let now = Arc::new(tokio::sync::Notify::new());
+            if from_copy {
+                now.notify_one(); // catch up with the primary at once
+            }
+            refreshers.insert(i, Arc::clone(&now));
+            if let Ok(zone) = name::QName::parse(zone) {
+                notify_targets.push(server::handler::NotifyTarget { zone, primary: primary.ip(), refresh: Arc::clone(&now) });
+            }
+            source_tasks.push(lists::zone_sync::spawn(Arc::clone(&app.lists), i, state, now, sources_stop.clone()));
+        }
         if lc.origin == config::SourceKind::Push && app.lists.state(i).is_none() {
             tracing::warn!(list = %lc.name, "push list has no version yet: not enforced until the first push (/readyz stays 503)");
         }
     }
+    let _ = shared.notify_targets.set(notify_targets);
     let admin_task = match (&cfg.admin, sockets.admin) {
         (Some(acfg), listener) => {
             let token = admin::read_token(&acfg.token_file)?;

@@ -82,6 +82,35 @@ impl QName {
         Ok(Self { text: text.into_boxed_str(), starts })
     }
 
+    /// From wire labels (as hickory keeps them: a `LowerName` is already
+    /// lowercase). Cost: O(len), one allocation; no text round trip.
+    /// Labels with bytes outside printable ASCII or dots are rejected
+    /// (no list rule can match them).
+    pub fn from_labels<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Result<Self, NameError> {
+        let mut bytes: Vec<u8> = Vec::with_capacity(64);
+        let mut starts = SmallVec::new();
+        for label in labels {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel);
+            }
+            if !bytes.is_empty() {
+                bytes.push(b'.');
+            }
+            starts.push(u8::try_from(bytes.len()).map_err(|_| NameError::TooLong)?);
+            for &b in label {
+                if !(0x21..0x7f).contains(&b) || b == b'.' {
+                    return Err(NameError::BadChar(char::from(b)));
+                }
+                bytes.push(b.to_ascii_lowercase());
+            }
+        }
+        if bytes.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| NameError::BadChar('?'))?;
+        Ok(Self { text: text.into_boxed_str(), starts })
+    }
+
     /// The root name (`.`).
     pub fn root() -> Self {
         Self { text: Box::from(""), starts: SmallVec::new() }

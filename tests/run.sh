@@ -9,6 +9,7 @@ need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v knotd >/dev/null 2>&1 || need+=(knot)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType};
-use qalqan::lists::parse::{parse, Format, ParseOutput, Rule};
+use qalqan::lists::parse::{parse, Entry, Format, Rule};
 use qalqan::name::QName;
 use qalqan::policy::index::{Index, ListInput};
 use qalqan::server::handler::Handler;
@@ -191,16 +191,16 @@ pub fn fuzz_packet(data: &[u8]) {
 
 // ---------------------------------------------------------------- lists
 
-/// Parses `data` as `format` and checks the output's counters.
-pub fn check_parse(format: Format, data: &[u8]) -> ParseOutput {
-    let out = parse(format, "fuzz", data);
+/// Parses `data` as `format`, checks the output's counters and returns the rules.
+pub fn check_parse(format: Format, data: &[u8]) -> Vec<Entry> {
+    let mut out = parse(format, "fuzz", data);
     assert!(
         out.bad_lines as usize >= out.errors.len(),
         "{format:?}: bad_lines {} < errors {}",
         out.bad_lines,
         out.errors.len()
     );
-    out
+    std::mem::take(&mut out.entries)
 }
 
 /// The `compile` target: byte 0 picks the format (low bits) and list
@@ -215,11 +215,11 @@ pub fn fuzz_compile(data: &[u8]) {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
-    let out = check_parse(format, list);
-    let mut inputs = vec![ListInput { allow, entries: &out.entries }];
+    let entries = check_parse(format, list);
+    let mut inputs = vec![ListInput { allow, entries: &entries }];
     if control & 0x40 != 0 {
         // the same rules again in a list of the other kind
-        inputs.push(ListInput { allow: !allow, entries: &out.entries });
+        inputs.push(ListInput { allow: !allow, entries: &entries });
     }
     let Ok(index) = Index::build(&inputs) else { return };
     let mut names: Vec<String> = Vec::new();
@@ -232,7 +232,7 @@ pub fn fuzz_compile(data: &[u8]) {
             }
         }
     }
-    for e in out.entries.iter().take(16) {
+    for e in entries.iter().take(16) {
         match &e.rule {
             Rule::Name { name, .. } => {
                 names.push(name.clone());

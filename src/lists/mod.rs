@@ -4,8 +4,10 @@
 
 pub mod http;
 pub mod parse;
+pub mod source;
 pub mod publish;
 pub mod watch;
+pub mod zone_sync;
 
 use std::path::Path;
 use std::time::SystemTime;

@@ -66,13 +66,20 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
             if dirty.is_empty() {
                 continue;
             }
-            // debounce: wait until the directory has been quiet for DEBOUNCE
+            // debounce: wait until the list files have been quiet for DEBOUNCE
+            // (events for other files in the directory, such as logs, do not
+            // extend the wait)
+            let mut deadline = tokio::time::Instant::now() + DEBOUNCE;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(DEBOUNCE) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                     ev = rx.recv() => match ev {
-                        Some(p) => mark(&targets, &p, &mut dirty),
+                        Some(p) => {
+                            if mark(&targets, &p, &mut dirty) {
+                                deadline = tokio::time::Instant::now() + DEBOUNCE;
+                            }
+                        }
                         None => return,
                     },
                 }
@@ -84,11 +91,15 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
     }))
 }
 
-fn mark(targets: &[(usize, PathBuf, std::ffi::OsString)], p: &Path, dirty: &mut BTreeSet<usize>) {
-    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { return };
+/// Marks the lists whose file is `p`; returns whether any matched.
+fn mark(targets: &[(usize, PathBuf, std::ffi::OsString)], p: &Path, dirty: &mut BTreeSet<usize>) -> bool {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { return false };
+    let mut hit = false;
     for (i, dir, file) in targets {
         if file == name && dir == parent {
             dirty.insert(*i);
+            hit = true;
         }
     }
+    hit
 }

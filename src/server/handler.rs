@@ -45,6 +45,15 @@ pub struct Shared {
     pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
     /// Per-client limiter and whether limited queries are dropped.
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
+    /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
+    pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
+}
+
+/// An `axfr://` list that a NOTIFY from `primary` for `zone` refreshes.
+pub struct NotifyTarget {
+    pub zone: QName,
+    pub primary: IpAddr,
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 /// The hickory `RequestHandler` for qalqan.
@@ -88,6 +97,9 @@ impl Handler {
             m.response_code = rcode;
             m
         };
+        if request.metadata.op_code == OpCode::Notify {
+            return self.notify(request, edns);
+        }
         if request.metadata.op_code != OpCode::Query {
             return (Some(simple(meta_for(ResponseCode::NotImp), edns)), Outcome::Formerr);
         }
@@ -122,7 +134,7 @@ impl Handler {
             return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
         };
         let qname_wire: Name = query.name().clone().into();
-        let Ok(qname) = QName::parse(&qname_wire.to_ascii()) else {
+        let Ok(qname) = QName::from_labels(qname_wire.iter()) else {
             return (Some(simple(meta_for(ResponseCode::FormErr), edns)), Outcome::Formerr);
         };
         let qtype = query.query_type();
@@ -197,6 +209,33 @@ impl Handler {
             edns,
         };
         (Some(reply), outcome)
+    }
+
+    /// RFC 1996 NOTIFY: accepted (NOERROR, AA) only for a configured zone
+    /// from its primary's address; the zone's source then refreshes at once.
+    fn notify(&self, request: &Request, edns: Option<Edns>) -> (Option<Reply>, Outcome) {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let zone = request.queries.queries().first().and_then(|q| {
+            let n: Name = q.name().clone().into();
+            QName::from_labels(n.iter()).ok()
+        });
+        let src = request.src().ip();
+        let target = self.shared.notify_targets.get().and_then(|ts| {
+            ts.iter().find(|t| Some(&t.zone) == zone.as_ref() && t.primary == src)
+        });
+        match target {
+            Some(t) => {
+                tracing::info!(zone = %t.zone, primary = %src, "NOTIFY accepted; refreshing");
+                t.refresh.notify_one();
+                meta.authoritative = true;
+                (Some(simple(meta, edns)), Outcome::Forwarded)
+            }
+            None => {
+                tracing::debug!(?zone, %src, "NOTIFY refused: not a configured zone from its primary");
+                meta.response_code = ResponseCode::Refused;
+                (Some(simple(meta, edns)), Outcome::Refused)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -314,7 +353,7 @@ pub fn chain_block(policy: &Policy, a: &Answer) -> Option<Hit> {
             _ => None,
         };
         if let Some(t) = target {
-            if let Ok(q) = QName::parse(&t.to_ascii()) {
+            if let Ok(q) = QName::from_labels(t.iter()) {
                 if let Verdict::Blocked(h) = policy.check(&q) {
                     return Some(h);
                 }
@@ -328,12 +367,10 @@ pub fn chain_block(policy: &Policy, a: &Answer) -> Option<Hit> {
 /// query name or an ancestor of it, else the query name.
 fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
     let rule = policy.index.rule_text(hit.rule);
-    if !rule.is_empty() {
-        if let Some(n) = respond::fqdn(rule) {
-            if n.zone_of(qname) {
-                return n;
-            }
-        }
+    if hit.depth > 0 && !rule.is_empty() {
+        // the rule name is the query name minus `depth` leading labels
+        let labels = usize::from(qname.num_labels()).saturating_sub(usize::from(hit.depth));
+        return qname.trim_to(labels);
     }
     qname.clone()
 }

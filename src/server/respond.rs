@@ -46,9 +46,14 @@ pub fn fqdn(text: &str) -> Option<Name> {
 /// The SOA put in the authority section of blocked negative answers so that
 /// clients cache them for the sinkhole TTL (RFC 2308 §3).
 pub fn blocked_soa(owner: &Name, ttl: u32) -> Record {
-    let mname = Name::from_ascii("qalqan.invalid.").unwrap_or_else(|_| Name::root());
-    let rname = Name::from_ascii("hostmaster.qalqan.invalid.").unwrap_or_else(|_| Name::root());
-    let soa = SOA::new(mname, rname, 1, 3600, 600, 86_400, ttl);
+    static NAMES: std::sync::OnceLock<(Name, Name)> = std::sync::OnceLock::new();
+    let (mname, rname) = NAMES.get_or_init(|| {
+        (
+            Name::from_ascii("qalqan.invalid.").unwrap_or_else(|_| Name::root()),
+            Name::from_ascii("hostmaster.qalqan.invalid.").unwrap_or_else(|_| Name::root()),
+        )
+    });
+    let soa = SOA::new(mname.clone(), rname.clone(), 1, 3600, 600, 86_400, ttl);
     Record::from_rdata(owner.clone(), ttl, RData::SOA(soa))
 }
 

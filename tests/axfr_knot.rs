@@ -1,0 +1,466 @@
+//! Zone transfers against a real primary: Debian's Knot DNS (`knotd`), run
+//! on 127.0.0.1 with a random port and everything in a temp dir. Skipped
+//! (with a message) when knotd is not installed, unless `CI` is set.
+//!
+//! Covers: AXFR with TSIG over several messages (MAC chaining), AXFR with
+//! no key or a wrong key, SOA serial checks, IXFR after a zone change and
+//! reload, IXFR when up to date.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name, RData, Record};
+use qalqan::lists::source::{soa_serial, to_zone_text, transfer, AxfrError, Limits, Transfer, TsigKey};
+
+const SECRET: &str = "cWFscWFuLXRlc3Qtc2VjcmV0LTMyLWJ5dGVzLWxvbmchIQ==";
+const OTHER_SECRET: &str = "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyEhIQ==";
+/// Enough records that Knot splits the AXFR over several messages.
+const BULK: usize = 4000;
+
+/// A running knotd; killed (and reaped) on drop, even when an assertion fails.
+struct Knot {
+    child: Child,
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Knot {
+    fn zone_path(&self) -> PathBuf {
+        self.dir.path().join("rpz.test.zone")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("knotd.log")).unwrap_or_default()
+    }
+
+    fn knotc(&self, args: &[&str]) {
+        let out = Command::new(tool("knotc"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "knotc {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `knotd`/`knotc` on PATH or in /usr/sbin (not always on a user's PATH).
+fn tool(name: &str) -> PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+fn knotd_installed() -> bool {
+    Command::new(tool("knotd"))
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
+
+fn zone_file(serial: u32, extra: &str) -> String {
+    let mut z = format!(
+        "$ORIGIN rpz.test.\n$TTL 300\n@ SOA ns.rpz.test. admin.rpz.test. {serial} 3600 600 86400 60\n@ NS ns.rpz.test.\n\
+         ns A 127.0.0.1\nbad.example CNAME .\n*.bad.example CNAME .\nnodata.example CNAME *.\nok.example CNAME rpz-passthru.\n"
+    );
+    for i in 0..BULK {
+        z.push_str(&format!("host{i}.blocked-domain-number-{i}.example CNAME .\n"));
+    }
+    z.push_str(extra);
+    z
+}
+
+fn start_knot() -> Knot {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = dir.path().join("knot.conf");
+    let config = format!(
+        r#"server:
+    rundir: "{d}"
+    listen: 127.0.0.1@{port}
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}"
+key:
+  - id: qalqan-key
+    algorithm: hmac-sha256
+    secret: {SECRET}
+acl:
+  - id: xfr
+    address: 127.0.0.1
+    key: qalqan-key
+    action: transfer
+template:
+  - id: default
+    storage: "{d}"
+    zonefile-sync: -1
+    zonefile-load: difference
+    journal-content: changes
+    semantic-checks: off
+zone:
+  - domain: rpz.test
+    file: rpz.test.zone
+    acl: xfr
+"#
+    );
+    std::fs::write(&conf, config).unwrap();
+    std::fs::write(dir.path().join("rpz.test.zone"), zone_file(1, "")).unwrap();
+    let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
+    let child = Command::new(tool("knotd"))
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Knot {
+        child,
+        dir,
+        conf,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Polls the SOA serial until it is `want` (knotd loads zones in the background).
+async fn wait_for_serial(knot: &Knot, zone: &Name, want: u32) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = soa_serial(knot.addr, zone, None, Duration::from_millis(500)).await;
+        if matches!(got, Ok(s) if s == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serial {want} not served: last {got:?}\nknotd log:\n{}",
+            knot.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cname(owner: &str, target: &str) -> Record {
+    Record::from_rdata(
+        Name::from_ascii(owner).unwrap(),
+        300,
+        RData::CNAME(CNAME(Name::from_ascii(target).unwrap())),
+    )
+}
+
+#[tokio::test]
+async fn transfers_from_knot() {
+    if !knotd_installed() {
+        if std::env::var_os("CI").is_some() {
+            panic!("knotd not installed (CI is set): apt-get install -y knot");
+        }
+        eprintln!("skipping: knotd not installed");
+        return;
+    }
+    let knot = start_knot();
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    let key = TsigKey::parse(&format!("hmac-sha256:qalqan-key:{SECRET}")).unwrap();
+    let wrong = TsigKey::parse(&format!("hmac-sha256:qalqan-key:{OTHER_SECRET}")).unwrap();
+    let unknown = TsigKey::parse(&format!("hmac-sha256:other-key:{SECRET}")).unwrap();
+    let limits = Limits {
+        timeout: Duration::from_secs(20),
+        max_records: 100_000,
+        max_bytes: 64 << 20,
+    };
+    wait_for_serial(&knot, &zone, 1).await;
+
+    // AXFR with TSIG: every record, the SOA once, over several messages.
+    let full = transfer(knot.addr, &zone, None, Some(&key), &limits).await.unwrap();
+    let Transfer::Full { serial, records } = &full else {
+        panic!("expected a full transfer, got {full:?}")
+    };
+    assert_eq!(*serial, 1);
+    assert_eq!(records.len(), 7 + BULK, "SOA, NS, A, 4 rules, {BULK} bulk");
+    assert!(matches!(records[0].data, RData::SOA(_)));
+    assert_eq!(records.iter().filter(|r| matches!(r.data, RData::SOA(_))).count(), 1);
+    for r in [
+        cname("bad.example.rpz.test.", "."),
+        cname("nodata.example.rpz.test.", "*."),
+        cname("ok.example.rpz.test.", "rpz-passthru."),
+    ] {
+        assert!(records.contains(&r), "missing {r}");
+    }
+    // The text goes through qalqan's own RPZ parser without a bad line.
+    let text = to_zone_text(&zone, records);
+    let mut parsed = qalqan::lists::parse::ParseOutput::default();
+    qalqan::lists::parse::rpz::parse("rpz.test", text.as_bytes(), &mut parsed);
+    assert_eq!(parsed.bad_lines, 0, "{:?}", parsed.errors);
+    assert_eq!(
+        parsed.entries.len(),
+        5 + BULK,
+        "4 rules, `ns A` as local data, {BULK} bulk"
+    );
+
+    // Tighter limits are enforced on a real transfer too.
+    let small = Limits {
+        max_records: 100,
+        ..limits.clone()
+    };
+    let err = transfer(knot.addr, &zone, None, Some(&key), &small).await.unwrap_err();
+    assert!(matches!(err, AxfrError::TooLarge), "{err:?}");
+
+    // No key, wrong secret, unknown key name: refused, and said so.
+    let err = transfer(knot.addr, &zone, None, None, &limits).await.unwrap_err();
+    eprintln!("no key: {err}");
+    assert!(matches!(err, AxfrError::Refused(_)), "{err:?}");
+    let err = transfer(knot.addr, &zone, None, Some(&wrong), &limits)
+        .await
+        .unwrap_err();
+    eprintln!("wrong secret: {err}");
+    assert!(matches!(&err, AxfrError::Tsig(m) if m.contains("BADSIG")), "{err:?}");
+    let err = transfer(knot.addr, &zone, None, Some(&unknown), &limits)
+        .await
+        .unwrap_err();
+    eprintln!("unknown key: {err}");
+    assert!(matches!(&err, AxfrError::Tsig(m) if m.contains("BADKEY")), "{err:?}");
+
+    // Change the zone: one record more, serial 2; reload.
+    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 2).await;
+    assert_eq!(
+        soa_serial(knot.addr, &zone, Some(&key), Duration::from_secs(5))
+            .await
+            .unwrap(),
+        2
+    );
+
+    // IXFR from 1: exactly the added record.
+    let ixfr = transfer(knot.addr, &zone, Some(1), Some(&key), &limits).await.unwrap();
+    let want = Transfer::Incremental {
+        from_serial: 1,
+        serial: 2,
+        diffs: vec![(vec![], vec![cname("added.example.rpz.test.", ".")])],
+    };
+    assert_eq!(ixfr, want);
+
+    // IXFR from 2: nothing new.
+    let current = transfer(knot.addr, &zone, Some(2), Some(&key), &limits).await.unwrap();
+    assert_eq!(current, Transfer::UpToDate { serial: 2 });
+
+    // AXFR after the change has the new record.
+    let full = transfer(knot.addr, &zone, None, Some(&key), &limits).await.unwrap();
+    let Transfer::Full { serial: 2, records } = full else {
+        panic!("expected serial 2, got {full:?}")
+    };
+    assert!(records.contains(&cname("added.example.rpz.test.", ".")));
+}
+
+/// Knot on 127.0.0.2 (so a NOTIFY's source tells the primary apart from the
+/// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`.
+fn start_knot_notifying(qalqan_port: u16) -> Knot {
+    let dir = tempfile::tempdir().unwrap();
+    let port = loop {
+        let p = free_port();
+        if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
+            break p;
+        }
+    };
+    let d = dir.path().display();
+    let conf = dir.path().join("knot.conf");
+    let config = format!(
+        r#"server:
+    rundir: "{d}"
+    listen: 127.0.0.2@{port}
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}"
+key:
+  - id: qalqan-key
+    algorithm: hmac-sha256
+    secret: {SECRET}
+remote:
+  - id: qalqan
+    address: 127.0.0.1@{qalqan_port}
+    via: 127.0.0.2
+acl:
+  - id: xfr
+    address: 127.0.0.0/8
+    key: qalqan-key
+    action: transfer
+template:
+  - id: default
+    storage: "{d}"
+    zonefile-sync: -1
+    zonefile-load: difference
+    journal-content: changes
+    semantic-checks: off
+zone:
+  - domain: rpz.test
+    file: rpz.test.zone
+    acl: xfr
+    notify: qalqan
+"#
+    );
+    std::fs::write(&conf, config).unwrap();
+    std::fs::write(dir.path().join("rpz.test.zone"), zone_file(1, "")).unwrap();
+    let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
+    let child = Command::new(tool("knotd"))
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Knot { child, dir, conf, addr: SocketAddr::from(([127, 0, 0, 2], port)) }
+}
+
+async fn rcode(server: SocketAddr, name: &str) -> Option<hickory_proto::op::ResponseCode> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), hickory_proto::rr::RecordType::A));
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await.ok()?.ok()?;
+    Message::from_vec(&buf[..n]).ok().map(|m| m.metadata.response_code)
+}
+
+fn rand_id() -> u16 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() & 0xffff) as u16
+}
+
+#[tokio::test]
+async fn resolver_follows_knot_by_axfr_notify_and_ixfr() {
+    if !knotd_installed() {
+        assert!(std::env::var_os("CI").is_none(), "knotd is required in CI (tests/run.sh installs knot)");
+        eprintln!("skipping: knotd not installed");
+        return;
+    }
+    // qalqan's sockets first: knot must know where to send NOTIFY
+    let (udp, tcp) = loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            break (u, t);
+        }
+    };
+    let qaddr = udp.local_addr().unwrap();
+    let knot = start_knot_notifying(qaddr.port());
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    wait_for_serial(&knot, &zone, 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["127.0.0.1:9"]
+timeout_ms = 300
+[state]
+dir = "{}"
+[[lists]]
+name = "rpz"
+source = "axfr://{}/rpz.test"
+format = "rpz"
+tsig = "hmac-sha256:qalqan-key:{SECRET}"
+refresh_s = 3600
+"#,
+        state.path().display(),
+        knot.addr
+    );
+    let app = qalqan::App::from_toml_str(&toml).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+    // the initial AXFR happens before the server answers
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if rcode(qaddr, "bad.example.").await == Some(hickory_proto::op::ResponseCode::NXDomain) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "AXFR'd zone not enforced; knot log:\n{}", knot.log());
+    }
+    assert_eq!(rcode(qaddr, "host17.blocked-domain-number-17.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
+    assert_eq!(rcode(qaddr, "x.bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
+
+    // a NOTIFY from anyone but the primary is refused
+    {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        let mut n = Message::new(4242, MessageType::Query, OpCode::Notify);
+        n.add_query(Query::query(zone.clone(), hickory_proto::rr::RecordType::SOA));
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(&n.to_vec().unwrap(), qaddr).await.unwrap();
+        let mut buf = vec![0u8; 512];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await.unwrap().unwrap();
+        let r = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(r.metadata.response_code, hickory_proto::op::ResponseCode::Refused);
+    }
+
+    // change the zone: knot reloads, NOTIFYs qalqan, qalqan IXFRs
+    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    let t0 = Instant::now();
+    loop {
+        if rcode(qaddr, "added.example.").await == Some(hickory_proto::op::ResponseCode::NXDomain) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "NOTIFY + IXFR not applied within 5 s; knot log:\n{}", knot.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
+    assert!(knot.log().contains("notify"), "knot sent a NOTIFY:\n{}", knot.log());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // restart with the primary gone: the persisted zone is enforced
+    drop(knot);
+    assert!(state.path().join("rpz.list").exists());
+    let app = qalqan::App::from_toml_str(&toml).unwrap();
+    let (udp, tcp) = loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            break (u, t);
+        }
+    };
+    let qaddr = udp.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rcode(qaddr, "added.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
