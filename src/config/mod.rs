@@ -100,6 +100,7 @@ pub struct Config {
     pub max_inflight: usize,
     pub drain_timeout: Duration,
     pub threads: Option<usize>,
+    pub fast_path: bool,
     /// Empty = read /etc/resolv.conf at start.
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -321,6 +322,7 @@ impl Config {
             max_inflight: raw.server.max_inflight,
             drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
             threads: raw.server.threads,
+            fast_path: raw.server.fast_path,
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
             upstream_max_inflight: raw.upstream.max_inflight,

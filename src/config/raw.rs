@@ -158,6 +158,13 @@ pub struct RawServer {
     pub drain_timeout_ms: u64,
     /// Worker threads; omitted = one per core.
     pub threads: Option<usize>,
+    /// Answer blocked names and cache hits on UDP in a batched fast path.
+    #[serde(default = "default_fast_path")]
+    pub fast_path: bool,
+}
+
+fn default_fast_path() -> bool {
+    true
 }
 
 impl Default for RawServer {
@@ -170,6 +177,7 @@ impl Default for RawServer {
             max_inflight: default_max_inflight(),
             drain_timeout_ms: default_drain_timeout_ms(),
             threads: None,
+            fast_path: default_fast_path(),
         }
     }
 }

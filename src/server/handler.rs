@@ -69,6 +69,8 @@ struct Reply {
     authorities: Vec<Record>,
     additionals: Vec<Record>,
     edns: Option<Edns>,
+    /// Leave the question out (it could not be echoed safely).
+    no_question: bool,
 }
 
 #[async_trait::async_trait]
@@ -84,6 +86,24 @@ impl RequestHandler for Handler {
         self.shared.metrics.observe(protocol, outcome, start.elapsed());
         info
     }
+}
+
+/// Whether the first question name of a raw message uses a compression
+/// pointer. In a query that is always invalid (there is no earlier name to
+/// point to), and hickory echoes question bytes verbatim, so such a pointer
+/// would point into our reply's header: answer FORMERR without a question.
+fn question_has_pointer(raw: &[u8]) -> bool {
+    let mut i = 12usize;
+    while let Some(&len) = raw.get(i) {
+        if len == 0 {
+            return false;
+        }
+        if len & 0xc0 != 0 {
+            return true;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
 }
 
 impl Handler {
@@ -126,7 +146,12 @@ impl Handler {
             }
         }
         let query = match request.queries.queries() {
-            [q] => q,
+            [q] if !question_has_pointer(request.as_slice()) => q,
+            [_] => {
+                let mut r = simple(meta_for(ResponseCode::FormErr), edns);
+                r.no_question = true;
+                return (Some(r), Outcome::Formerr);
+            }
             _ => return (Some(simple(meta_for(ResponseCode::FormErr), edns)), Outcome::Formerr),
         };
         let Ok(_permit) = s.inflight.try_acquire() else {
@@ -207,6 +232,7 @@ impl Handler {
             authorities: aged(&a.authorities),
             additionals: aged(&a.additionals),
             edns,
+            no_question: false,
         };
         (Some(reply), outcome)
     }
@@ -290,7 +316,8 @@ impl Handler {
         }
         let soa_owner = soa_owner(policy, hit, qname);
         let ttl = s.sinkhole.ttl;
-        let mut reply = Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns };
+        let mut reply =
+            Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false };
         match answer {
             PolicyAnswer::Nxdomain => {
                 reply.meta.response_code = ResponseCode::NXDomain;
@@ -376,7 +403,7 @@ fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
 }
 
 fn simple(meta: Metadata, edns: Option<Edns>) -> Reply {
-    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns }
+    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false }
 }
 
 fn header_info(mut meta: Metadata) -> ResponseInfo {
@@ -386,7 +413,12 @@ fn header_info(mut meta: Metadata) -> ResponseInfo {
 
 async fn send<R: ResponseHandler>(request: &Request, response: &mut R, reply: Reply) -> ResponseInfo {
     let meta = reply.meta;
-    let builder = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref());
+    let empty = hickory_server::zone_handler::Queries::read(&mut hickory_proto::serialize::binary::BinDecoder::new(&[]), 0).ok();
+    let queries = match (&empty, reply.no_question) {
+        (Some(e), true) => e,
+        _ => &request.queries,
+    };
+    let builder = MessageResponseBuilder::new(queries, reply.edns.as_ref());
     let msg = builder.build(meta, reply.answers.iter(), reply.authorities.iter(), std::iter::empty(), reply.additionals.iter());
     match response.send_response(msg).await {
         Ok(info) => info,

@@ -16,8 +16,10 @@ use hickory_server::zone_handler::MessageResponse;
 
 use super::handler::Handler;
 
+/// Captures the encoded reply. `udp`: encode within the reply's EDNS payload
+/// (512 without EDNS), truncating as hickory does for UDP.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+struct Capture(Arc<Mutex<Option<Vec<u8>>>>, bool);
 
 #[async_trait::async_trait]
 impl ResponseHandler for Capture {
@@ -33,8 +35,9 @@ impl ResponseHandler for Capture {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let mut buf = Vec::with_capacity(512);
+        let limit = if self.1 { response.edns().map(|e| e.max_payload().max(512)).unwrap_or(512) } else { u16::MAX };
         let mut enc = BinEncoder::new(&mut buf);
-        enc.set_max_size(u16::MAX);
+        enc.set_max_size(limit);
         let info = response.destructive_emit(&mut enc)?;
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(buf);
@@ -59,7 +62,7 @@ pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> O
     if request.metadata.message_type == MessageType::Response {
         return None;
     }
-    let cap = Capture::default();
+    let cap = Capture(Arc::default(), true);
     handler.handle_request::<Capture, TokioTime>(&request, cap.clone()).await;
     cap.0.lock().ok().and_then(|mut s| s.take())
 }

@@ -3,7 +3,9 @@
 
 mod blocking;
 mod contrib;
+mod differential;
 mod formats;
+mod fuzz_regressions;
 mod observability;
 mod limits;
 mod malformed;
