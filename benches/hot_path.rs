@@ -93,5 +93,23 @@ fn compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalise, check, keywords, compile);
+/// What counting costs per query: `Metrics::observe` (two atomic adds and a
+/// histogram bucket) against doing nothing.
+fn metrics(c: &mut Criterion) {
+    let m = qalqan::metrics::Metrics::new().unwrap();
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("observe", |b| {
+        b.iter(|| {
+            m.observe(
+                black_box(hickory_server::net::xfer::Protocol::Udp),
+                black_box(qalqan::metrics::Outcome::Blocked),
+                black_box(std::time::Duration::from_micros(7)),
+            )
+        })
+    });
+    g.bench_function("blocked_by_list", |b| b.iter(|| m.blocked(black_box("regulator"))));
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile, metrics);
 criterion_main!(benches);

@@ -169,6 +169,7 @@ pub fn run_packet(request: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
 pub fn check_reply(request: &[u8], reply: &[u8]) {
     let msg = match Message::from_vec(reply) {
         Ok(m) => m,
+        Err(_) if skip_known_bugs() && question_has_pointer(request) => return,
         Err(e) => panic!("reply does not decode: {e}\nrequest {}\nreply {}", hex(request), hex(reply)),
     };
     assert!(request.len() >= 2, "reply to a request shorter than a DNS ID: {}", hex(request));
@@ -181,6 +182,34 @@ pub fn check_reply(request: &[u8], reply: &[u8]) {
         hex(request),
         hex(reply)
     );
+}
+
+/// Whether `QALQAN_FUZZ_SKIP_KNOWN=1` is set: then an undecodable reply to a
+/// request whose question uses a compression pointer is tolerated, so a run
+/// can go past that known bug (tests/data/fuzz-regressions/packet-{1,2}.bin:
+/// hickory-server echoes the question's original bytes, pointer included,
+/// and the pointer then targets different bytes of the reply).
+pub fn skip_known_bugs() -> bool {
+    static SKIP: OnceLock<bool> = OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var("QALQAN_FUZZ_SKIP_KNOWN").is_ok_and(|v| v == "1"))
+}
+
+/// Whether a name in the question section of `msg` has a compression pointer.
+pub fn question_has_pointer(msg: &[u8]) -> bool {
+    let Some(qd) = msg.get(4..6).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return false };
+    let mut i = 12usize;
+    for _ in 0..qd {
+        loop {
+            let Some(&len) = msg.get(i) else { return false };
+            match len {
+                0 => break,
+                l if l & 0xc0 == 0xc0 => return true,
+                l => i += 1 + usize::from(l),
+            }
+        }
+        i += 1 + 4;
+    }
+    false
 }
 
 /// The `packet` target: byte 0 picks the client address, the rest is the request.

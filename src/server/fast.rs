@@ -10,11 +10,10 @@
 //! same cache and the same metrics as the hickory path; the differential
 //! integration test compares both paths' answers over many names.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -288,37 +287,49 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
 }
 
-/// Runs the fast path on `sock` until `stop`; hands slow packets to `slow`.
-/// `sock` must be in blocking mode with a read timeout (so `stop` is seen).
-pub fn run(
-    sock: std::net::UdpSocket,
+/// Runs the fast path as a task on the runtime that also runs the hickory
+/// handler, so handing a datagram to the slow path is a task spawn on the
+/// same thread, not a cross-thread wake-up. Reads with `recvmmsg(MSG_DONTWAIT)`
+/// whenever the socket is readable; replies of one batch go out in one
+/// `sendmmsg`. Ends when `stop` is cancelled.
+pub async fn run_async(
+    sock: Arc<tokio::net::UdpSocket>,
     shared: Arc<Shared>,
-    slow: tokio::sync::mpsc::Sender<(Vec<u8>, SocketAddr)>,
-    stop: Arc<AtomicBool>,
+    handler: super::handler::Handler,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let fd = sock.as_raw_fd();
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
-    let mut rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    // MultiHeaders holds raw pointers (not Send), so it lives only inside the
+    // synchronous closures: one small allocation per batch
     let mut got: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
     let mut replies: Vec<(Vec<u8>, SockaddrStorage)> = Vec::with_capacity(BATCH);
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.readable() => if r.is_err() { return },
+        }
         got.clear();
-        {
+        let received = sock.try_io(tokio::io::Interest::READABLE, || {
             let mut iovs: Vec<[std::io::IoSliceMut<'_>; 1]> =
                 bufs.iter_mut().map(|b| [std::io::IoSliceMut::new(b.as_mut_slice())]).collect();
-            match recvmmsg(fd, &mut rx_headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+            let mut rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+            match recvmmsg(fd, &mut rx_headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
                 Ok(res) => {
                     for m in res {
                         got.push((m.bytes, m.address.as_ref().and_then(to_std)));
                     }
+                    Ok(())
                 }
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "recvmmsg failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+                Err(e) => Err(std::io::Error::from(e)),
+            }
+        });
+        match received {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "recvmmsg failed");
+                continue;
             }
         }
         replies.clear();
@@ -326,29 +337,41 @@ pub fn run(
             let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
             let Some(packet) = buf.get(..*len) else { continue };
             if *len > BUF - 1 {
-                continue; // truncated read: not a query we answer
+                continue;
             }
             match answer(&shared, packet, *src) {
                 Fast::Reply(r) => replies.push((r, SockaddrStorage::from(*src))),
                 Fast::Slow => {
-                    if slow.try_send((packet.to_vec(), *src)).is_err() {
-                        shared.metrics.observe(Protocol::Udp, Outcome::Dropped, Duration::ZERO);
-                    }
+                    let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
+                    tokio::spawn(async move {
+                        if let Some(reply) = super::wire::handle_bytes(&handler, &bytes, src).await {
+                            if let Err(e) = sock.send_to(&reply, src).await {
+                                tracing::debug!(error = %e, %src, "UDP send failed");
+                            }
+                        }
+                    });
                 }
             }
         }
         if replies.is_empty() {
             continue;
         }
-        let slices: Vec<[std::io::IoSlice<'_>; 1]> = replies.iter().map(|(r, _)| [std::io::IoSlice::new(r)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> = replies.iter().map(|(_, a)| Some(*a)).collect();
-        if let Err(e) = sendmmsg(fd, &mut tx_headers, slices.iter(), addrs, [], MsgFlags::empty()) {
-            tracing::debug!(error = %e, "sendmmsg failed");
+        let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            let slices: Vec<[std::io::IoSlice<'_>; 1]> = replies.iter().map(|(r, _)| [std::io::IoSlice::new(r)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = replies.iter().map(|(_, a)| Some(*a)).collect();
+            let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+            sendmmsg(fd, &mut tx_headers, slices.iter(), &addrs, [], MsgFlags::MSG_DONTWAIT)
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+        if let Err(e) = sent {
+            // a full send buffer: fall back to one awaited send per reply
+            tracing::debug!(error = %e, "sendmmsg failed; sending one by one");
+            for (r, a) in &replies {
+                if let Some(dst) = to_std(a) {
+                    let _ = sock.send_to(r, dst).await;
+                }
+            }
         }
     }
-}
-
-/// Whether `ip` is a client address (helper for tests).
-pub fn is_loopback(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }

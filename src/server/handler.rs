@@ -93,15 +93,28 @@ impl RequestHandler for Handler {
 /// point to), and hickory echoes question bytes verbatim, so such a pointer
 /// would point into our reply's header: answer FORMERR without a question.
 fn question_has_pointer(raw: &[u8]) -> bool {
+    let qdcount = raw.get(4..6).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or(0);
     let mut i = 12usize;
-    while let Some(&len) = raw.get(i) {
-        if len == 0 {
-            return false;
+    for _ in 0..qdcount {
+        loop {
+            let Some(&len) = raw.get(i) else { return false };
+            if len == 0 {
+                i += 1;
+                break;
+            }
+            if len & 0xc0 != 0 {
+                // a pointer into the header breaks our reply; one to an
+                // earlier question name (offset ≥ 12) is echoed safely
+                let target = raw.get(i + 1).map(|&lo| (usize::from(len & 0x3f) << 8) | usize::from(lo));
+                if target.is_none_or(|t| t < 12) {
+                    return true;
+                }
+                i += 2;
+                break;
+            }
+            i += 1 + usize::from(len);
         }
-        if len & 0xc0 != 0 {
-            return true;
-        }
-        i += 1 + usize::from(len);
+        i += 4; // type, class
     }
     false
 }
@@ -117,6 +130,11 @@ impl Handler {
             m.response_code = rcode;
             m
         };
+        if question_has_pointer(request.as_slice()) {
+            let mut r = simple(meta_for(ResponseCode::FormErr), edns);
+            r.no_question = true;
+            return (Some(r), Outcome::Formerr);
+        }
         if request.metadata.op_code == OpCode::Notify {
             return self.notify(request, edns);
         }
@@ -146,12 +164,7 @@ impl Handler {
             }
         }
         let query = match request.queries.queries() {
-            [q] if !question_has_pointer(request.as_slice()) => q,
-            [_] => {
-                let mut r = simple(meta_for(ResponseCode::FormErr), edns);
-                r.no_question = true;
-                return (Some(r), Outcome::Formerr);
-            }
+            [q] => q,
             _ => return (Some(simple(meta_for(ResponseCode::FormErr), edns)), Outcome::Formerr),
         };
         let Ok(_permit) = s.inflight.try_acquire() else {

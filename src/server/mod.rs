@@ -32,14 +32,17 @@ pub async fn run(
     let shared = std::sync::Arc::clone(&handler.shared);
     let fast_handler = handler.clone();
     let mut server = Server::new(handler);
-    let stop_fast = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut fast_threads = Vec::new();
+    let stop_fast = tokio_util::sync::CancellationToken::new();
+    let mut fast_tasks = Vec::new();
     if fast_path {
         for s in udp {
-            match start_fast(s, &shared, &fast_handler, &stop_fast) {
-                Ok(t) => fast_threads.push(t),
-                Err(e) => tracing::error!(error = %e, "UDP fast path could not start on a socket"),
-            }
+            let sock = std::sync::Arc::new(s);
+            fast_tasks.push(tokio::spawn(fast::run_async(
+                sock,
+                std::sync::Arc::clone(&shared),
+                fast_handler.clone(),
+                stop_fast.clone(),
+            )));
         }
     } else {
         for s in udp {
@@ -52,46 +55,13 @@ pub async fn run(
     ready();
     stop.cancelled().await;
     tracing::info!("shutting down: draining in-flight queries");
-    stop_fast.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop_fast.cancel();
     match tokio::time::timeout(drain, server.shutdown_gracefully()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
         Err(_) => tracing::warn!(?drain, "drain timed out; abandoning in-flight queries"),
     }
-    for t in fast_threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    for t in fast_tasks {
+        let _ = t.await;
     }
-}
-
-/// Starts the fast-path thread on `sock`, and the task that answers the
-/// datagrams it hands over through the hickory handler on the same socket.
-fn start_fast(
-    sock: UdpSocket,
-    shared: &std::sync::Arc<handler::Shared>,
-    handler: &Handler,
-    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let std_sock = sock.into_std()?;
-    std_sock.set_nonblocking(false)?;
-    std_sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let reply_sock = std_sock.try_clone()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, std::net::SocketAddr)>(8192);
-    let handler = handler.clone();
-    let reply_sock = std::sync::Arc::new(reply_sock);
-    tokio::spawn(async move {
-        while let Some((bytes, src)) = rx.recv().await {
-            let handler = handler.clone();
-            let sock = std::sync::Arc::clone(&reply_sock);
-            tokio::spawn(async move {
-                if let Some(reply) = wire::handle_bytes(&handler, &bytes, src).await {
-                    if let Err(e) = sock.send_to(&reply, src) {
-                        tracing::debug!(error = %e, %src, "UDP send failed");
-                    }
-                }
-            });
-        }
-    });
-    let shared = std::sync::Arc::clone(shared);
-    let stop = std::sync::Arc::clone(stop);
-    std::thread::Builder::new().name("qalqan-udp".into()).spawn(move || fast::run(std_sock, shared, tx, stop))
 }

@@ -114,3 +114,78 @@ async fn list_change_applies_to_cached_names() {
     assert!(blocked, "a cached name newly listed must be blocked within 3 s");
     srv.shutdown().await;
 }
+
+/// A UDP upstream that answers every query first with garbage, then with a
+/// reply carrying the wrong ID, then one for another question, and (when
+/// `honest`) finally with the right answer.
+async fn spoofing_upstream(honest: bool) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let reply = |id: u16, name: &str, ip: &str| {
+                let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+                m.metadata.recursion_available = true;
+                let qn = name.parse::<hickory_proto::rr::Name>().unwrap();
+                m.add_query(Query::query(qn.clone(), RecordType::A));
+                m.add_answer(hickory_proto::rr::Record::from_rdata(qn, 300, RData::A(ip.parse().unwrap())));
+                m.to_vec().unwrap()
+            };
+            let qname = q.queries[0].name().to_string();
+            let id = q.metadata.id;
+            let _ = sock.send_to(b"\xde\xad\xbe\xef garbage", src).await;
+            let _ = sock.send_to(&reply(id.wrapping_add(1), &qname, "203.0.113.66"), src).await;
+            let _ = sock.send_to(&reply(id, "other.example.", "203.0.113.67"), src).await;
+            if honest {
+                let _ = sock.send_to(&reply(id, &qname, "198.51.100.77"), src).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn spoofed_and_garbage_upstream_replies_are_ignored() {
+    let up = spoofing_upstream(true).await;
+    let srv = TestServer::start(&config(up, "", "")).await;
+    let m = udp(srv.addr, "victim.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].data, RData::A("198.51.100.77".parse().unwrap()), "only the matching reply is used");
+    // and that is what got cached
+    let m = udp(srv.addr, "victim.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.answers[0].data, RData::A("198.51.100.77".parse().unwrap()));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_sending_only_spoofs_gives_servfail_in_time_and_poisons_nothing() {
+    let up = spoofing_upstream(false).await;
+    let cfg = config(up, "", "").replace("timeout_ms = 1000", "timeout_ms = 400");
+    let srv = TestServer::start(&cfg).await;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let m = udp(srv.addr, "victim.example.", RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(m.answers.is_empty());
+        assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_answered_within_the_timeout() {
+    let up = Upstream::start().await;
+    up.set("slow.example.", RecordType::A, Canned::Silent);
+    let cfg = config(up.addr, "", "").replace("timeout_ms = 1000", "timeout_ms = 300");
+    let srv = TestServer::start(&cfg).await;
+    let t = Instant::now();
+    let m = udp(srv.addr, "slow.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(t.elapsed() < Duration::from_millis(1200), "took {:?}", t.elapsed());
+    srv.shutdown().await;
+}
