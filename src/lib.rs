@@ -162,6 +162,7 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
         metrics: Arc::clone(&app.metrics),
         blocked_log,
         notify_targets: std::sync::OnceLock::new(),
+        blocked_counters: app.metrics.blocked_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),

@@ -229,8 +229,15 @@ impl Metrics {
     }
 
     /// Counts a block by `list` (a configured list name: bounded label set).
+    /// Costs a label lookup: the query path uses [`Metrics::blocked_handles`].
     pub fn blocked(&self, list: &str) {
         self.blocked_total.with_label_values(&[list]).inc();
+    }
+
+    /// One pre-resolved `qalqan_blocked_total{list}` handle per configured
+    /// list, by list position (the query path indexes it: no lookup, no lock).
+    pub fn blocked_handles(&self, lists: &[String]) -> Vec<IntCounter> {
+        lists.iter().map(|l| self.blocked_total.with_label_values(&[l])).collect()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -219,8 +219,8 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr) -> Fast {
         };
         let (code, text) = policy.ede(&hit);
         let reply = blocked_reply(&q, rcode, soa, Some((code, &text)), s.max_udp_payload);
-        if let Some(list) = policy.list(&hit) {
-            s.metrics.blocked(&list.name);
+        if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+            c.inc();
         }
         s.metrics.observe(Protocol::Udp, Outcome::Blocked, start.elapsed());
         return Fast::Reply(reply);

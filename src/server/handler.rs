@@ -45,6 +45,8 @@ pub struct Shared {
     pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
     /// Per-client limiter and whether limited queries are dropped.
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
+    /// `qalqan_blocked_total{list}` by list position.
+    pub blocked_counters: Vec<prometheus::IntCounter>,
     /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
 }
@@ -295,7 +297,10 @@ impl Handler {
         };
         let qname = &qname_owned;
         if let Some(list) = policy.list(hit) {
-            s.metrics.blocked(&list.name);
+            let _ = list;
+            if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+                c.inc();
+            }
         }
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
