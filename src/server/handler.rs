@@ -296,11 +296,8 @@ impl Handler {
             None => Name::root(),
         };
         let qname = &qname_owned;
-        if let Some(list) = policy.list(hit) {
-            let _ = list;
-            if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
-                c.inc();
-            }
+        if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+            c.inc();
         }
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
