@@ -214,6 +214,11 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let shared = Arc::clone(&handler.shared);
     let forwarder = Arc::clone(&shared.forwarder);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
+    for s in &sockets.udp {
+        if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(cfg.udp_recv_buffer_bytes) {
+            tracing::warn!(error = %e, "could not set the UDP receive buffer size");
+        }
+    }
     let metrics_listener = match (sockets.metrics, cfg.metrics_listen) {
         (Some(l), _) => Some(l),
         (None, Some(addr)) => Some(diag::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),

@@ -24,5 +24,9 @@ fi
 
 cargo build --release --locked --quiet
 cargo check --benches --locked --quiet
+# supply-chain policy (deny.toml): licenses, bans, sources. Advisories need the
+# advisory database from GitHub, which this network does not reach.
+command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --version 0.20.2 --locked
+cargo deny --locked check bans licenses sources
 # unit tests, then the integration binary (tests/it) last, so its summary closes the run
 cargo test --locked --lib --bins --tests

@@ -101,6 +101,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub threads: Option<usize>,
     pub fast_path: bool,
+    pub udp_recv_buffer_bytes: usize,
     /// Empty = read /etc/resolv.conf at start.
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -323,6 +324,7 @@ impl Config {
             drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
             threads: raw.server.threads,
             fast_path: raw.server.fast_path,
+            udp_recv_buffer_bytes: raw.server.udp_recv_buffer_bytes,
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
             upstream_max_inflight: raw.upstream.max_inflight,

@@ -161,6 +161,14 @@ pub struct RawServer {
     /// Answer blocked names and cache hits on UDP in a batched fast path.
     #[serde(default = "default_fast_path")]
     pub fast_path: bool,
+    /// SO_RCVBUF of UDP sockets: bursts and CPU stalls are absorbed here
+    /// instead of dropped (the kernel caps it at net.core.rmem_max).
+    #[serde(default = "default_udp_recv_buffer")]
+    pub udp_recv_buffer_bytes: usize,
+}
+
+fn default_udp_recv_buffer() -> usize {
+    4 << 20
 }
 
 fn default_fast_path() -> bool {
@@ -178,6 +186,7 @@ impl Default for RawServer {
             drain_timeout_ms: default_drain_timeout_ms(),
             threads: None,
             fast_path: default_fast_path(),
+            udp_recv_buffer_bytes: default_udp_recv_buffer(),
         }
     }
 }
