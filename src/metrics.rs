@@ -52,6 +52,7 @@ pub struct Metrics {
     pub policy_generation: IntGauge,
     pub blocked_log_dropped: IntCounter,
     pub rate_limited: IntCounter,
+    pub tcp_refused: IntCounter,
     list_version: IntGaugeVec,
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     upstream_requests: IntCounterVec,
@@ -146,6 +147,11 @@ impl Metrics {
         let rate_limited =
             IntCounter::new("qalqan_rate_limited_total", "Queries refused or dropped by the per-client rate limit")?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let tcp_refused = IntCounter::new(
+            "qalqan_tcp_connections_refused_total",
+            "TCP connections closed at accept (max_tcp_connections or max_tcp_per_client)",
+        )?;
+        registry.register(Box::new(tcp_refused.clone()))?;
         let list_version = IntGaugeVec::new(
             Opts::new("qalqan_list_version_info", "Version (content hash) of each list in force; value 1"),
             &["list", "version"],
@@ -182,6 +188,7 @@ impl Metrics {
             policy_generation,
             blocked_log_dropped,
             rate_limited,
+            tcp_refused,
             list_version,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,

@@ -102,6 +102,8 @@ pub struct Config {
     pub threads: Option<usize>,
     pub fast_path: bool,
     pub udp_recv_buffer_bytes: usize,
+    pub max_tcp_connections: usize,
+    pub max_tcp_per_client: usize,
     /// Empty = read /etc/resolv.conf at start.
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -325,6 +327,8 @@ impl Config {
             threads: raw.server.threads,
             fast_path: raw.server.fast_path,
             udp_recv_buffer_bytes: raw.server.udp_recv_buffer_bytes,
+            max_tcp_connections: raw.server.max_tcp_connections.max(1),
+            max_tcp_per_client: raw.server.max_tcp_per_client.max(1),
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
             upstream_max_inflight: raw.upstream.max_inflight,

@@ -165,6 +165,19 @@ pub struct RawServer {
     /// instead of dropped (the kernel caps it at net.core.rmem_max).
     #[serde(default = "default_udp_recv_buffer")]
     pub udp_recv_buffer_bytes: usize,
+    /// TCP connections open at once; more are closed at accept.
+    #[serde(default = "default_max_tcp")]
+    pub max_tcp_connections: usize,
+    /// TCP connections one client address may hold open.
+    #[serde(default = "default_max_tcp_per_client")]
+    pub max_tcp_per_client: usize,
+}
+
+fn default_max_tcp() -> usize {
+    1_000
+}
+fn default_max_tcp_per_client() -> usize {
+    20
 }
 
 fn default_udp_recv_buffer() -> usize {
@@ -187,6 +200,8 @@ impl Default for RawServer {
             threads: None,
             fast_path: default_fast_path(),
             udp_recv_buffer_bytes: default_udp_recv_buffer(),
+            max_tcp_connections: default_max_tcp(),
+            max_tcp_per_client: default_max_tcp_per_client(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod fast;
 pub mod handler;
 pub mod ratelimit;
 pub mod respond;
+pub mod tcp;
 pub mod wire;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use handler::Handler;
 pub async fn run(
     handler: Handler,
     fast_path: bool,
+    tcp_limits: (usize, usize),
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     tcp_idle_timeout: Duration,
@@ -49,19 +51,29 @@ pub async fn run(
             server.register_socket(s);
         }
     }
+    let mut tcp_tasks = Vec::new();
     for l in tcp {
-        server.register_listener(l, tcp_idle_timeout, 65_535);
+        let limits = tcp::TcpLimits { idle: tcp_idle_timeout, max_total: tcp_limits.0, max_per_client: tcp_limits.1 };
+        tcp_tasks.push(tokio::spawn(tcp::serve(l, fast_handler.clone(), limits, stop_fast.clone())));
     }
     ready();
     stop.cancelled().await;
     tracing::info!("shutting down: draining in-flight queries");
     stop_fast.cancel();
-    match tokio::time::timeout(drain, server.shutdown_gracefully()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
-        Err(_) => tracing::warn!(?drain, "drain timed out; abandoning in-flight queries"),
+    if !fast_path {
+        match tokio::time::timeout(drain, server.shutdown_gracefully()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+            Err(_) => tracing::warn!(?drain, "drain timed out; abandoning in-flight queries"),
+        }
     }
     for t in fast_tasks {
         let _ = t.await;
     }
+    let _ = tokio::time::timeout(drain, async {
+        for t in tcp_tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
 }

@@ -48,9 +48,16 @@ impl ResponseHandler for Capture {
 
 /// Handles one UDP request from `src`; `None` = no reply (dropped).
 pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    handle_bytes_on(handler, bytes, src, true).await
+}
+
+/// Handles one request that came over UDP (`udp`: replies truncated to the
+/// client's payload size) or TCP.
+pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, udp: bool) -> Option<Vec<u8>> {
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
-    let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+    let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+    let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(r) => r,
         Err(_) => {
             // as hickory-server does: FORMERR once the header parses
@@ -62,7 +69,7 @@ pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> O
     if request.metadata.message_type == MessageType::Response {
         return None;
     }
-    let cap = Capture(Arc::default(), true);
+    let cap = Capture(Arc::default(), udp);
     handler.handle_request::<Capture, TokioTime>(&request, cap.clone()).await;
     cap.0.lock().ok().and_then(|mut s| s.take())
 }

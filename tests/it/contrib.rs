@@ -25,6 +25,7 @@ const EXPORTED: &[&str] = &[
     "qalqan_policy_generation",
     "qalqan_blocked_log_dropped_total",
     "qalqan_rate_limited_total",
+    "qalqan_tcp_connections_refused_total",
 ];
 
 /// Every maximal `qalqan_[a-z_]+` token in `text`.
