@@ -16,7 +16,6 @@
 //! unsigned or badly signed push is refused (403).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,37 +82,11 @@ impl Admin {
 
 /// Serves the admin API until `stop`.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let handler = move |req, peer| {
         let admin = Arc::clone(&admin);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper::service::service_fn(move |req| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(handle(&admin, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(io, svc);
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "admin connection error") },
-            }
-        });
-    }
+        async move { handle(&admin, req, peer).await }
+    };
+    crate::diag::serve_http("admin", listener, None, Duration::from_secs(10), handler, stop).await;
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {

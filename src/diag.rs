@@ -38,37 +38,64 @@ pub struct DiagState {
 
 /// Serves until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<DiagState>, stop: CancellationToken) {
-    let conns = Arc::new(Semaphore::new(MAX_CONNS));
+    let handler = move |req, _peer| {
+        let state = Arc::clone(&state);
+        async move { route(&state, req) }
+    };
+    serve_http("metrics", listener, Some(MAX_CONNS), Duration::from_secs(5), handler, stop).await;
+}
+
+/// The HTTP/1.1 accept loop shared by the operator endpoint and the push
+/// API: at most `max_conns` connections at once (when set), a header read
+/// timeout, every connection closed on `stop`.
+pub(crate) async fn serve_http<F, Fut>(
+    what: &'static str,
+    listener: TcpListener,
+    max_conns: Option<usize>,
+    header_timeout: Duration,
+    handler: F,
+    stop: CancellationToken,
+) where
+    F: Fn(Request<Incoming>, std::net::SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let conns = max_conns.map(|n| Arc::new(Semaphore::new(n)));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::debug!(error = %e, "metrics accept failed");
+                tracing::debug!(error = %e, what, "HTTP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&conns).acquire_owned().await else { return };
-        let state = Arc::clone(&state);
+        let permit = match &conns {
+            Some(c) => match Arc::clone(c).acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let handler = handler.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, req)) }
+                let fut = handler(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(header_timeout)
                 .serve_connection(io, svc);
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "metrics connection error") },
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, what, "HTTP connection error") },
             }
         });
     }

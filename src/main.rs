@@ -168,12 +168,7 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
         .ok()
         .and_then(|n| qalqan::name::QName::parse(&n).ok())
         .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid name"))?;
-    let read_line = |source: &str, line: u32| -> Option<String> {
-        let bytes = std::fs::read(source).ok()?;
-        let raw = bytes.split(|&b| b == b'\n').nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
-        Some(String::from_utf8_lossy(raw).trim_end().to_owned())
-    };
-    let ex = qalqan::policy::explain::explain(&policy, &qname, &read_line);
+    let ex = qalqan::policy::explain::explain(&policy, &qname, &qalqan::diag::read_line);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
 }

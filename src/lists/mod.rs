@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::ListConfig;
-use crate::policy::index::{BuildError, Builder, ListInput};
+use crate::policy::index::{BuildError, Builder};
 use crate::policy::{Index, ListInfo, ListKind, Policy};
 use parse::{ParseError, ParseOutput};
 
@@ -53,10 +53,6 @@ pub struct SourceMeta {
 }
 
 impl ListState {
-    pub fn of(l: &LoadedList, meta: SourceMeta) -> Self {
-        Self::from_stats(&l.parsed, l.version.clone(), l.bytes, meta)
-    }
-
     /// From the statistics of a parse of `bytes` bytes with content `version`.
     pub fn from_stats(p: &ParseOutput<'_>, version: String, bytes: usize, meta: SourceMeta) -> Self {
         Self {
@@ -240,17 +236,6 @@ pub fn content_version(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-/// Compiles loaded lists from scratch (tests, benches, `explain`).
-pub fn compile_all(lists: &[&LoadedList]) -> Result<Policy, BuildError> {
-    let inputs: Vec<ListInput<'_>> = lists
-        .iter()
-        .map(|l| ListInput { allow: l.config.kind == ListKind::Allow, entries: &l.parsed.entries })
-        .collect();
-    let index = Index::build(&inputs)?;
-    let configs: Vec<ListConfig> = lists.iter().map(|l| l.config.clone()).collect();
-    Ok(Policy { index, lists: infos(&configs), generation: 1 })
 }
 
 fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {

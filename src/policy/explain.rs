@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Answer, Policy, Verdict};
+use super::{Policy, Verdict};
 use crate::name::QName;
 
 /// A verdict explained.
@@ -47,14 +47,7 @@ pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> O
         }
         ex.decision = policy.index.decision(hit.rule).map(str::to_owned);
         if matches!(verdict, Verdict::Blocked(_)) {
-            ex.action = Some(match policy.answer(&hit) {
-                Answer::Nxdomain => "nxdomain".to_owned(),
-                Answer::Nodata => "nodata".to_owned(),
-                Answer::Sinkhole => "sinkhole".to_owned(),
-                Answer::Refused => "refused".to_owned(),
-                Answer::Drop => "drop".to_owned(),
-                Answer::Local(_) => "local-data".to_owned(),
-            });
+            ex.action = Some(policy.answer(&hit).as_str().to_owned());
             ex.ede = Some(policy.ede(&hit).0);
         }
     }

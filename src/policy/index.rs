@@ -55,15 +55,6 @@ impl RuleOverride {
     }
 }
 
-/// What kind of pattern a rule is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pattern {
-    Name(Scope),
-    Keyword,
-    Regex,
-    Ip,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct RuleRec {
     /// Offset of the pattern text in the arena.
@@ -122,7 +113,6 @@ pub struct Index {
     decisions: Vec<Box<str>>,
     decision_of: hashbrown::HashMap<RuleId, u32, foldhash::fast::FixedState>,
     locals: hashbrown::HashMap<RuleId, Vec<LocalData>, foldhash::fast::FixedState>,
-    name_rules: usize,
     /// Rules per list position.
     per_list: Vec<usize>,
     /// Whether any rule can override a block hit (allow rules, `$important`
@@ -316,7 +306,6 @@ impl Builder {
             }
             return Ok(());
         }
-        idx.name_rules += 1;
         let h = idx.hasher.hash_one(text);
         let arena = &idx.arena;
         let rules = &idx.rules;
@@ -413,7 +402,6 @@ impl Index {
             decisions: Vec::new(),
             decision_of: hashbrown::HashMap::with_hasher(hasher),
             locals: hashbrown::HashMap::with_hasher(hasher),
-            name_rules: 0,
             per_list: Vec::new(),
             has_allow: false,
             first_block_list: u16::MAX,
@@ -523,24 +511,6 @@ impl Index {
             .unwrap_or(RuleOverride::None)
     }
 
-    /// What kind of pattern a rule is.
-    pub fn rule_pattern(&self, id: RuleId) -> Option<Pattern> {
-        let r = self.rules.get(id as usize)?;
-        Some(match (r.bits & SCOPE_MASK, (r.bits >> ACT_SHIFT) & 0b111) {
-            (0, _) => Pattern::Name(Scope::Subtree),
-            (1, _) => Pattern::Name(Scope::Exact),
-            (2, _) => Pattern::Name(Scope::Below),
-            (_, KIND_KEYWORD) => Pattern::Keyword,
-            (_, KIND_REGEX) => Pattern::Regex,
-            _ => Pattern::Ip,
-        })
-    }
-
-    /// Whether the rule is an allow rule.
-    pub fn rule_is_allow(&self, id: RuleId) -> bool {
-        self.rules.get(id as usize).is_some_and(|r| r.bits & ALLOW != 0)
-    }
-
     /// The rule's registry decision, if any.
     pub fn decision(&self, id: RuleId) -> Option<&str> {
         self.decision_of.get(&id).and_then(|d| self.decisions.get(*d as usize)).map(|b| &**b)
@@ -549,11 +519,6 @@ impl Index {
     /// RPZ local data of a rule.
     pub fn local_data(&self, id: RuleId) -> Option<&[LocalData]> {
         self.locals.get(&id).map(Vec::as_slice)
-    }
-
-    /// Number of name rules.
-    pub fn name_rules(&self) -> usize {
-        self.name_rules
     }
 
     /// Number of rules of every kind.
@@ -591,7 +556,6 @@ fn consider(allow: &mut Option<Hit>, block: &mut Option<Hit>, bits: u8, hit: Hit
         Some(cur) if hit.list < cur.list => *slot = Some(hit),
         Some(_) => {}
     }
-    let _ = IMPORTANT;
 }
 
 /// Whether a rule carries adblock `$important`.

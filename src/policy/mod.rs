@@ -27,18 +27,6 @@ pub enum Action {
     Drop,
 }
 
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Nxdomain => "nxdomain",
-            Action::Nodata => "nodata",
-            Action::Sinkhole => "sinkhole",
-            Action::Refused => "refused",
-            Action::Drop => "drop",
-        }
-    }
-}
-
 /// Whether a list blocks or allows (`kind =`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

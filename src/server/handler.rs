@@ -181,7 +181,7 @@ impl Handler {
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
-            return self.blocked(request, &policy, &hit, &qname, qtype, meta_for(ResponseCode::NoError), edns);
+            return self.blocked(request, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
         }
 
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
@@ -227,7 +227,7 @@ impl Handler {
         let a = answer.answer();
         if !matches!(verdict, Verdict::Allowed(_)) {
             if let Some(hit) = chain_block(&policy, a) {
-                return self.blocked(request, &policy, &hit, &key.name, qtype, meta_for(ResponseCode::NoError), edns);
+                return self.blocked(request, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
             }
         }
         let mut meta = meta_for(a.rcode);
@@ -286,16 +286,12 @@ impl Handler {
         policy: &Policy,
         hit: &Hit,
         qname_text: &QName,
+        qname: &Name,
         qtype: RecordType,
         meta: Metadata,
         mut edns: Option<Edns>,
     ) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
-        let qname_owned: Name = match request.queries.queries().first() {
-            Some(q) => q.name().clone().into(),
-            None => Name::root(),
-        };
-        let qname = &qname_owned;
         if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
             c.inc();
         }

@@ -37,20 +37,6 @@ pub enum Format {
     Keywords,
 }
 
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Domains => "domains",
-            Format::Hosts => "hosts",
-            Format::Adblock => "adblock",
-            Format::Rpz => "rpz",
-            Format::Urls => "urls",
-            Format::RegistryCsv => "registry-csv",
-            Format::Keywords => "keywords",
-        }
-    }
-}
-
 /// Which names a name rule covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
