@@ -104,14 +104,23 @@ fn zone_file(serial: u32, extra: &str) -> String {
 }
 
 fn start_knot() -> Knot {
+    start_knot_with("127.0.0.1", free_port(), None)
+}
+
+/// Knot listening on `ip@port`; with `notify_port`, it NOTIFYs qalqan at
+/// 127.0.0.1:`notify_port` from `ip` on every zone change.
+fn start_knot_with(ip: &str, port: u16, notify_port: Option<u16>) -> Knot {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let d = dir.path().display();
     let conf = dir.path().join("knot.conf");
+    let (remote, notify) = match notify_port {
+        Some(q) => (format!("remote:\n  - id: qalqan\n    address: 127.0.0.1@{q}\n    via: {ip}\n"), "    notify: qalqan\n"),
+        None => (String::new(), ""),
+    };
     let config = format!(
         r#"server:
     rundir: "{d}"
-    listen: 127.0.0.1@{port}
+    listen: {ip}@{port}
 log:
   - target: stderr
     any: info
@@ -121,7 +130,7 @@ key:
   - id: qalqan-key
     algorithm: hmac-sha256
     secret: {SECRET}
-acl:
+{remote}acl:
   - id: xfr
     address: 127.0.0.1
     key: qalqan-key
@@ -137,7 +146,7 @@ zone:
   - domain: rpz.test
     file: rpz.test.zone
     acl: xfr
-"#
+{notify}"#
     );
     std::fs::write(&conf, config).unwrap();
     std::fs::write(dir.path().join("rpz.test.zone"), zone_file(1, "")).unwrap();
@@ -150,12 +159,7 @@ zone:
         .stderr(log)
         .spawn()
         .unwrap();
-    Knot {
-        child,
-        dir,
-        conf,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    Knot { child, dir, conf, addr: SocketAddr::new(ip.parse().unwrap(), port) }
 }
 
 /// Polls the SOA serial until it is `want` (knotd loads zones in the background).
@@ -289,63 +293,13 @@ async fn transfers_from_knot() {
 /// Knot on 127.0.0.2 (so a NOTIFY's source tells the primary apart from the
 /// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`.
 fn start_knot_notifying(qalqan_port: u16) -> Knot {
-    let dir = tempfile::tempdir().unwrap();
     let port = loop {
         let p = free_port();
         if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
             break p;
         }
     };
-    let d = dir.path().display();
-    let conf = dir.path().join("knot.conf");
-    let config = format!(
-        r#"server:
-    rundir: "{d}"
-    listen: 127.0.0.2@{port}
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}"
-key:
-  - id: qalqan-key
-    algorithm: hmac-sha256
-    secret: {SECRET}
-remote:
-  - id: qalqan
-    address: 127.0.0.1@{qalqan_port}
-    via: 127.0.0.2
-acl:
-  - id: xfr
-    address: 127.0.0.0/8
-    key: qalqan-key
-    action: transfer
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: difference
-    journal-content: changes
-    semantic-checks: off
-zone:
-  - domain: rpz.test
-    file: rpz.test.zone
-    acl: xfr
-    notify: qalqan
-"#
-    );
-    std::fs::write(&conf, config).unwrap();
-    std::fs::write(dir.path().join("rpz.test.zone"), zone_file(1, "")).unwrap();
-    let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
-    let child = Command::new(tool("knotd"))
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Knot { child, dir, conf, addr: SocketAddr::from(([127, 0, 0, 2], port)) }
+    start_knot_with("127.0.0.2", port, Some(qalqan_port))
 }
 
 async fn rcode(server: SocketAddr, name: &str) -> Option<hickory_proto::op::ResponseCode> {
