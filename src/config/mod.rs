@@ -108,6 +108,10 @@ pub struct Config {
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
     pub upstream_max_inflight: usize,
+    /// Pooled upstream UDP sockets (0 = one fresh socket per query).
+    pub upstream_udp_sockets: usize,
+    /// Queries per pooled socket before it moves to a new random port.
+    pub upstream_udp_socket_queries: u32,
     pub cache_max_entries: u64,
     pub cache_min_ttl: u32,
     pub cache_max_ttl: u32,
@@ -190,6 +194,12 @@ impl Config {
         }
         if raw.upstream.timeout_ms == 0 || raw.upstream.timeout_ms > 60_000 {
             return Err(invalid("upstream.timeout_ms", "must be between 1 and 60000".into()));
+        }
+        if raw.upstream.udp_sockets > 4096 {
+            return Err(invalid("upstream.udp_sockets", "must be at most 4096".into()));
+        }
+        if raw.upstream.udp_socket_queries == 0 {
+            return Err(invalid("upstream.udp_socket_queries", "must be at least 1".into()));
         }
         if raw.upstream.max_inflight == 0 {
             return Err(invalid("upstream.max_inflight", "must be at least 1".into()));
@@ -332,6 +342,8 @@ impl Config {
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
             upstream_max_inflight: raw.upstream.max_inflight,
+            upstream_udp_sockets: raw.upstream.udp_sockets,
+            upstream_udp_socket_queries: raw.upstream.udp_socket_queries,
             cache_max_entries: raw.cache.max_entries,
             cache_min_ttl: raw.cache.min_ttl,
             cache_max_ttl: raw.cache.max_ttl,

@@ -232,14 +232,34 @@ pub struct RawUpstream {
     /// Upstream queries in flight at once.
     #[serde(default = "default_upstream_inflight")]
     pub max_inflight: usize,
+    /// UDP sockets shared by upstream queries (each on its own random port);
+    /// 0 = a fresh socket (fresh random port) per query.
+    #[serde(default = "default_udp_sockets")]
+    pub udp_sockets: usize,
+    /// Queries sent from one pooled socket before it is replaced by a socket
+    /// on a new random port.
+    #[serde(default = "default_udp_socket_queries")]
+    pub udp_socket_queries: u32,
 }
 
 impl Default for RawUpstream {
     fn default() -> Self {
-        Self { servers: None, timeout_ms: default_timeout_ms(), max_inflight: default_upstream_inflight() }
+        Self {
+            servers: None,
+            timeout_ms: default_timeout_ms(),
+            max_inflight: default_upstream_inflight(),
+            udp_sockets: default_udp_sockets(),
+            udp_socket_queries: default_udp_socket_queries(),
+        }
     }
 }
 
+fn default_udp_sockets() -> usize {
+    64
+}
+fn default_udp_socket_queries() -> u32 {
+    2_000
+}
 fn default_timeout_ms() -> u64 {
     2_000
 }

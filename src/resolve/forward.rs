@@ -1,6 +1,16 @@
-//! The upstream forwarder: one fresh UDP socket per query (random source port
-//! and random ID), TCP when the answer is truncated, failover across servers
-//! within one overall deadline.
+//! The upstream forwarder: UDP queries from a pool of sockets (each on its
+//! own random port, replaced after `udp_socket_queries` queries) with random
+//! IDs, or one fresh socket per query when the pool size is 0; TCP when the
+//! answer is truncated; failover across servers within one overall deadline.
+//!
+//! The pool: a socket per slot, one reader task per socket that hands each
+//! reply to the query waiting for that ID (if it came from the server that
+//! query was sent to); the waiting query then checks the question. Opening a
+//! socket per query costs about 7 system calls (socket, bind, connect, epoll
+//! add/del, close) and a fresh 64 KiB buffer; the pool costs one `send_to`
+//! and one `recv_from` per query. Spoofing resistance: 16 bits of ID, the
+//! port of a random one of `udp_sockets` sockets, sockets moving to new random
+//! ports as they are used, and the exact question must match.
 //!
 //! Why our own forwarder rather than `hickory_resolver::Resolver`: its
 //! `lookup` API returns records without the upstream's rcode, authority
@@ -11,15 +21,16 @@
 //! configured.
 
 use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::{Answer, ResolveError};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -42,6 +53,24 @@ pub struct Forwarder {
     /// Milliseconds since `epoch` of the last answer from any server.
     last_ok_ms: AtomicU64,
     epoch: Instant,
+    /// Pooled UDP sockets per address family; `None` = a socket per query.
+    pool4: Option<Pool>,
+    pool6: Option<Pool>,
+}
+
+/// Upstream UDP socket pool settings (`[upstream] udp_sockets`, `udp_socket_queries`).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Sockets per address family; 0 = a fresh socket per query.
+    pub sockets: usize,
+    /// Queries per socket before it is replaced by one on a new random port.
+    pub queries_per_socket: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { sockets: 64, queries_per_socket: 2_000 }
+    }
 }
 
 /// Failed resolutions in a row after which `/readyz` reports the upstreams down.
@@ -59,9 +88,20 @@ pub struct Question<'a> {
 
 impl Forwarder {
     /// `timeout` bounds the whole resolution (all servers, all retries).
-    pub fn new(servers: Vec<SocketAddr>, timeout: Duration, max_inflight: usize, metrics: &Arc<Metrics>) -> Self {
+    pub fn new(
+        servers: Vec<SocketAddr>,
+        timeout: Duration,
+        max_inflight: usize,
+        pool: PoolConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         let handles = servers.iter().map(|s| metrics.upstream(&s.to_string())).collect();
+        let make_pool = |v6: bool| {
+            (pool.sockets > 0 && servers.iter().any(|s| s.is_ipv6() == v6)).then(|| Pool::new(v6, pool, timeout))
+        };
         Self {
+            pool4: make_pool(false),
+            pool6: make_pool(true),
             servers,
             timeout,
             inflight: Semaphore::new(max_inflight),
@@ -153,7 +193,11 @@ impl Forwarder {
                 let Some(server) = self.servers.get(i) else { continue };
                 let attempt_deadline = (now + share).min(deadline);
                 let m = self.metrics.get(i);
-                let result = query_server(*server, q, attempt_deadline).await;
+                let pool = if server.is_ipv6() { self.pool6.as_ref() } else { self.pool4.as_ref() };
+                let result = match pool {
+                    Some(p) => query_pooled(p, *server, q, attempt_deadline).await,
+                    None => query_server(*server, q, attempt_deadline).await,
+                };
                 if let Some(m) = m {
                     m.record(&result.as_ref().map(|a| a.rcode).map_err(|e| matches!(e, AttemptError::Timeout)), now.elapsed());
                 }
@@ -250,6 +294,156 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
             return query_tcp(server, q, deadline).await;
         }
         return Ok(into_answer(reply));
+    }
+}
+
+/// One pooled socket: its reader task delivers replies by ID.
+struct PoolSock {
+    sock: UdpSocket,
+    /// Queries waiting for a reply: ID → (server asked, where to deliver).
+    /// A few replies per ID are queued: a spoofed reply with the right ID
+    /// must not crowd out the real one that follows it.
+    pending: Mutex<HashMap<u16, (SocketAddr, mpsc::Sender<Vec<u8>>), foldhash::fast::RandomState>>,
+    uses: AtomicU32,
+    /// Signalled when the slot replaced this socket: the reader lingers one
+    /// timeout (for queries already sent) and ends, closing the socket.
+    retired: Notify,
+}
+
+/// Replies queued per waiting query (the rest are dropped).
+const REPLIES_PER_QUERY: usize = 4;
+
+/// Sockets of one address family.
+struct Pool {
+    v6: bool,
+    slots: Vec<arc_swap::ArcSwapOption<PoolSock>>,
+    queries_per_socket: u32,
+    linger: Duration,
+}
+
+impl Pool {
+    fn new(v6: bool, cfg: PoolConfig, linger: Duration) -> Self {
+        Self {
+            v6,
+            slots: (0..cfg.sockets).map(|_| arc_swap::ArcSwapOption::empty()).collect(),
+            queries_per_socket: cfg.queries_per_socket,
+            linger,
+        }
+    }
+
+    /// A socket of a random slot, opened (or replaced, once used up) on
+    /// demand. Must run inside the tokio runtime (spawns the reader).
+    fn lease(&self) -> std::io::Result<Arc<PoolSock>> {
+        let n = self.slots.len().max(1);
+        let slot = self.slots.get(rand::random_range(0..n)).ok_or_else(|| std::io::Error::other("empty pool"))?;
+        if let Some(s) = slot.load_full() {
+            if s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket {
+                return Ok(s);
+            }
+        }
+        let bind: SocketAddr =
+            if self.v6 { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+        let std_sock = std::net::UdpSocket::bind(bind)?;
+        std_sock.set_nonblocking(true)?;
+        let fresh = Arc::new(PoolSock {
+            sock: UdpSocket::from_std(std_sock)?,
+            pending: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
+            uses: AtomicU32::new(1),
+            retired: Notify::new(),
+        });
+        tokio::spawn(read_replies(Arc::clone(&fresh), self.linger));
+        if let Some(old) = slot.swap(Some(Arc::clone(&fresh))) {
+            old.retired.notify_one();
+        }
+        Ok(fresh)
+    }
+}
+
+/// Reads replies on a pooled socket and hands each to the query waiting for
+/// its ID, if it came from the server that query asked. Ends one `linger`
+/// after the socket is retired.
+async fn read_replies(ps: Arc<PoolSock>, linger: Duration) {
+    let mut buf = vec![0u8; 65535];
+    let mut until: Option<tokio::time::Instant> = None;
+    loop {
+        let r = tokio::select! {
+            r = ps.sock.recv_from(&mut buf) => r,
+            _ = ps.retired.notified(), if until.is_none() => {
+                until = Some(tokio::time::Instant::now() + linger);
+                continue;
+            }
+            _ = async { if let Some(u) = until { tokio::time::sleep_until(u).await } }, if until.is_some() => return,
+        };
+        let Ok((n, from)) = r else { continue };
+        let (Some(bytes), Some(id)) = (buf.get(..n), u16_at(&buf, 0)) else { continue };
+        let delivered = match ps.pending.lock() {
+            Ok(p) => match p.get(&id) {
+                Some((server, tx)) if *server == from => tx.try_send(bytes.to_vec()).is_ok(),
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if !delivered {
+            tracing::debug!(%from, id, "unexpected upstream reply ignored");
+        }
+    }
+}
+
+fn u16_at(p: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
+}
+
+/// A query's place in a pooled socket's pending table; removed on drop (when
+/// the query times out or its future is dropped).
+struct Registration<'a> {
+    ps: &'a PoolSock,
+    id: u16,
+}
+
+impl Registration<'_> {
+    /// Registers a fresh random ID for a reply from `server`.
+    fn new(ps: &PoolSock, server: SocketAddr) -> Result<(Registration<'_>, mpsc::Receiver<Vec<u8>>), AttemptError> {
+        let mut p = ps.pending.lock().map_err(|_| AttemptError::Io(std::io::Error::other("pool lock poisoned")))?;
+        for _ in 0..64 {
+            let id: u16 = rand::random();
+            if let std::collections::hash_map::Entry::Vacant(v) = p.entry(id) {
+                let (tx, rx) = mpsc::channel(REPLIES_PER_QUERY);
+                v.insert((server, tx));
+                return Ok((Registration { ps, id }, rx));
+            }
+        }
+        Err(AttemptError::Io(std::io::Error::other("no free query ID on the socket")))
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.ps.pending.lock() {
+            p.remove(&self.id);
+        }
+    }
+}
+
+async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Answer, AttemptError> {
+    let ps = pool.lease()?;
+    let (reg, mut rx) = Registration::new(&ps, server)?;
+    let packet = build_query(q, reg.id)?;
+    ps.sock.send_to(&packet, server).await?;
+    loop {
+        let bytes = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => return Err(AttemptError::Timeout),
+        };
+        match Message::from_vec(&bytes) {
+            Ok(reply) if matches_question(&reply, reg.id, q) => {
+                if reply.metadata.truncation {
+                    return query_tcp(server, q, deadline).await;
+                }
+                return Ok(into_answer(reply));
+            }
+            // garbage, or a spoof attempt with the right ID: keep waiting
+            _ => tracing::debug!(%server, "undecodable or mismatched reply ignored"),
+        }
     }
 }
 

@@ -189,3 +189,68 @@ async fn slow_upstream_is_answered_within_the_timeout() {
     assert!(t.elapsed() < Duration::from_millis(1200), "took {:?}", t.elapsed());
     srv.shutdown().await;
 }
+
+/// A UDP upstream answering every A query with 198.51.100.9 and recording
+/// the source port of each query.
+async fn port_recording_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u16>>>) {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let ports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&ports);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            seen.lock().unwrap().push(src.port());
+            let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            m.metadata.recursion_available = true;
+            let qn = q.queries[0].name().clone();
+            m.add_query(q.queries[0].clone());
+            m.add_answer(hickory_proto::rr::Record::from_rdata(qn, 300, RData::A("198.51.100.9".parse().unwrap())));
+            let _ = sock.send_to(&m.to_vec().unwrap(), src).await;
+        }
+    });
+    (addr, ports)
+}
+
+fn pool_config(up: std::net::SocketAddr, sockets: usize, per_socket: u32) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[upstream]\nservers = [\"{up}\"]\ntimeout_ms = 1000\n\
+         udp_sockets = {sockets}\nudp_socket_queries = {per_socket}\n"
+    )
+}
+
+#[tokio::test]
+async fn pooled_upstream_sockets_move_to_new_ports_as_they_are_used() {
+    let (up, ports) = port_recording_upstream().await;
+    let srv = TestServer::start(&pool_config(up, 2, 3)).await;
+    for i in 0..12 {
+        let m = udp(srv.addr, &format!("n{i}.pool.example."), RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers[0].data, RData::A("198.51.100.9".parse().unwrap()));
+    }
+    let mut distinct = ports.lock().unwrap().clone();
+    assert_eq!(distinct.len(), 12, "one upstream query per name");
+    distinct.sort_unstable();
+    distinct.dedup();
+    // 12 queries, 3 per socket: at least 4 sockets (ports), at most 12
+    assert!(distinct.len() >= 4, "ports used: {distinct:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_pool_every_upstream_query_gets_a_fresh_port() {
+    let (up, ports) = port_recording_upstream().await;
+    let srv = TestServer::start(&pool_config(up, 0, 1)).await;
+    for i in 0..6 {
+        let m = udp(srv.addr, &format!("f{i}.pool.example."), RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.answers.len(), 1);
+    }
+    let mut distinct = ports.lock().unwrap().clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 6, "ports used: {distinct:?}");
+    srv.shutdown().await;
+}
