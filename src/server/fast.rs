@@ -15,7 +15,6 @@ use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -25,7 +24,8 @@ use super::respond;
 use crate::metrics::Outcome;
 use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Verdict};
-use crate::resolve::cache::Key;
+use crate::resolve::cache::{Key, Wire};
+use crate::resolve::forward::Question;
 
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = 32;
@@ -37,6 +37,8 @@ pub enum Fast {
     Reply(Vec<u8>),
     /// Hand to the hickory path.
     Slow,
+    /// Not cached: forward it from the fast path (`miss`).
+    Miss,
 }
 
 /// A parsed simple query: one question, optionally one OPT without options.
@@ -44,6 +46,8 @@ struct Simple<'p> {
     id: u16,
     rd: bool,
     cd: bool,
+    /// The client's AD bit (RFC 6840 §5.7: it asks for AD in the reply).
+    ad: bool,
     /// The question as sent (name + type + class), for echoing.
     question: &'p [u8],
     qname: QName,
@@ -122,7 +126,37 @@ fn parse(p: &[u8]) -> Option<Simple<'_>> {
         return None; // trailing bytes
     }
     let qname = QName::from_labels(labels.into_iter()).ok()?;
-    Some(Simple { id, rd: flags & 0x0100 != 0, cd: flags & 0x0010 != 0, question, qname, label_offsets, qtype, edns })
+    Some(Simple {
+        id,
+        rd: flags & 0x0100 != 0,
+        cd: flags & 0x0010 != 0,
+        ad: flags & 0x0020 != 0,
+        question,
+        qname,
+        label_offsets,
+        qtype,
+        edns,
+    })
+}
+
+impl Simple<'_> {
+    /// (DO, the payload size our reply may use: 512 without EDNS).
+    fn payload(&self, max_udp_payload: u16) -> (bool, u16) {
+        match self.edns {
+            Some((p, d)) => (d, p.max(512).min(max_udp_payload.max(512))),
+            None => (false, 512),
+        }
+    }
+
+    /// The question name as sent (case kept), as a hickory `Name`.
+    fn wire_name(&self, packet: &[u8]) -> Option<Name> {
+        Name::from_labels(self.label_offsets.iter().filter_map(|&o| {
+            let o = usize::from(o);
+            let len = usize::from(*packet.get(o)?);
+            packet.get(o + 1..o + 1 + len)
+        }))
+        .ok()
+    }
 }
 
 fn put16(out: &mut Vec<u8>, v: u16) {
@@ -225,59 +259,127 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr) -> Fast {
         s.metrics.observe(Protocol::Udp, Outcome::Blocked, start.elapsed());
         return Fast::Reply(reply);
     }
-    let (dnssec_ok, payload) = match q.edns {
-        Some((p, d)) => (d, p.max(512).min(s.max_udp_payload.max(512))),
-        None => (false, 512),
-    };
+    let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
     let now = Instant::now();
-    let Some(entry) = s.cache.get(&key, now) else { return Fast::Slow };
-    let a = &entry.answer;
-    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, a).is_some() {
+    let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss };
+    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.answer).is_some() {
         return Fast::Slow;
     }
-    let age = entry.age(now);
-    let Ok(name) = Name::from_labels(q.label_offsets.iter().filter_map(|&o| {
-        let o = usize::from(o);
-        let len = usize::from(*packet.get(o)?);
-        packet.get(o + 1..o + 1 + len)
-    })) else {
-        return Fast::Slow;
-    };
-    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
-    m.metadata.recursion_desired = q.rd;
-    m.metadata.checking_disabled = q.cd;
-    m.metadata.recursion_available = true;
-    m.metadata.response_code = a.rcode;
-    m.metadata.authentic_data = a.authentic_data && dnssec_ok;
-    let mut qq = Query::query(name, q.qtype);
-    qq.set_query_class(DNSClass::IN);
-    m.add_query(qq);
-    let aged = |rs: &[hickory_proto::rr::Record]| -> Vec<hickory_proto::rr::Record> {
-        rs.iter()
-            .map(|r| {
-                let mut r = r.clone();
-                r.ttl = r.ttl.saturating_sub(age);
-                r
-            })
-            .collect()
-    };
-    m.insert_answers(aged(&a.answers));
-    m.insert_authorities(aged(&a.authorities));
-    m.insert_additionals(aged(&a.additionals));
-    if q.edns.is_some() {
-        let mut e = Edns::new();
-        e.set_max_payload(payload);
-        e.set_dnssec_ok(dnssec_ok);
-        m.set_edns(e);
-    }
-    let Ok(bytes) = m.to_vec() else { return Fast::Slow };
-    if bytes.len() > usize::from(payload) || a.rcode == ResponseCode::ServFail {
-        return Fast::Slow; // truncation is hickory's job
-    }
+    let Some(w) = &entry.wire else { return Fast::Slow };
+    let ad = entry.answer.authentic_data && (dnssec_ok || q.ad);
+    let Some(reply) = from_wire(&q, w, entry.age(now), ad, payload) else { return Fast::Slow };
     s.metrics.cache_hits.inc();
     s.metrics.observe(Protocol::Udp, Outcome::Cached, start.elapsed());
-    Fast::Reply(bytes)
+    Fast::Reply(reply)
+}
+
+/// The reply to `q` from a pre-encoded answer: a copy of it with the
+/// client's ID, flags and question bytes written in, every TTL lowered by
+/// `age` and an OPT record appended if the client sent one. `None` (hand to
+/// the hickory path) when it would not fit `payload` (truncation) or the
+/// question lengths differ. Cost: one allocation and copy of the reply, a
+/// 4-byte write per record; no parsing, no name compression.
+fn from_wire(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u16) -> Option<Vec<u8>> {
+    let qe = usize::from(w.question_end);
+    if qe != 12 + q.question.len() {
+        return None;
+    }
+    let total = w.bytes.len() + if q.edns.is_some() { 11 } else { 0 };
+    if total > usize::from(payload) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&w.bytes);
+    let rcode = u16::from(*w.bytes.get(3)?) & 0x0f;
+    let mut flags: u16 = 0x8000 | 0x0080 | rcode; // QR, RA
+    if q.rd {
+        flags |= 0x0100;
+    }
+    if ad {
+        flags |= 0x0020;
+    }
+    if q.cd {
+        flags |= 0x0010;
+    }
+    out.get_mut(0..2)?.copy_from_slice(&q.id.to_be_bytes());
+    out.get_mut(2..4)?.copy_from_slice(&flags.to_be_bytes());
+    out.get_mut(12..qe)?.copy_from_slice(q.question);
+    if age > 0 {
+        for &off in w.ttl_offsets.iter() {
+            let f = out.get_mut(usize::from(off)..usize::from(off) + 4)?;
+            let ttl = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+            f.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+        }
+    }
+    if let Some((client_payload, dnssec_ok)) = q.edns {
+        let ar = out.get_mut(10..12)?;
+        let n = u16::from_be_bytes([ar[0], ar[1]]).checked_add(1)?;
+        ar.copy_from_slice(&n.to_be_bytes());
+        out.push(0);
+        put16(&mut out, 41);
+        put16(&mut out, client_payload.max(512).min(payload.max(512)));
+        out.extend_from_slice(&[0, 0]); // ext rcode, version
+        put16(&mut out, if dnssec_ok { 0x8000 } else { 0 });
+        put16(&mut out, 0);
+    }
+    Some(out)
+}
+
+/// Answers a cache miss from the fast path: the same forwarder, cache and
+/// policy as the hickory path, without decoding the query into a hickory
+/// `Request`. Anything unusual goes to the hickory path: a name the policy
+/// blocks by now, a CNAME/address in the answer that a list blocks (the
+/// answer is cached first, so the hickory path answers it from the cache),
+/// a reply that needs truncation, an answer that cannot be cached.
+pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let start = Instant::now();
+    let slow = || super::wire::handle_bytes(handler, packet, src);
+    let Some(q) = parse(packet) else { return slow().await };
+    let Ok(permit) = s.inflight.try_acquire() else {
+        tracing::debug!("in-flight limit reached");
+        s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
+        return Some(blocked_reply(&q, 2, None, None, s.max_udp_payload));
+    };
+    let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
+    let Some(name) = q.wire_name(packet) else { return slow().await };
+    s.metrics.cache_misses.inc();
+    let question = Question { name: &name, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let answer = match s.forwarder.resolve(&question).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(name = %q.qname, error = %e, "upstream failed");
+            s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
+            return Some(blocked_reply(&q, 2, None, None, s.max_udp_payload));
+        }
+    };
+    let now = Instant::now();
+    let policy = s.policy.load();
+    let verdict = policy.check(&q.qname);
+    let chain_blocked = match verdict {
+        Verdict::Blocked(_) => true,
+        Verdict::Allowed(_) => false,
+        _ => chain_block(&policy, &answer).is_some(),
+    };
+    let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let ad = answer.authentic_data && (dnssec_ok || q.ad);
+    let qtype = q.qtype;
+    let wire = Wire::encode(&name, q.qtype, DNSClass::IN, &answer);
+    let (entry, _cached) = s.cache.store(key, answer, wire, now);
+    drop(permit);
+    if chain_blocked {
+        // the hickory path builds the blocked answer from the cache entry;
+        // an uncacheable cloaked answer (TTL 0) is asked for again: rare
+        return slow().await;
+    }
+    // not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):
+    // answered as it came, like the hickory path does
+    let Some(reply) = entry.wire.as_ref().and_then(|w| from_wire(&q, w, 0, ad, payload)) else {
+        tracing::debug!(name = %q.qname, %qtype, "forwarded answer left to the hickory path");
+        return slow().await;
+    };
+    s.metrics.observe(Protocol::Udp, Outcome::Forwarded, start.elapsed());
+    Some(reply)
 }
 
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
@@ -341,6 +443,16 @@ pub async fn run_async(
             }
             match answer(&shared, packet, *src) {
                 Fast::Reply(r) => replies.push((r, SockaddrStorage::from(*src))),
+                Fast::Miss => {
+                    let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
+                    tokio::spawn(async move {
+                        if let Some(reply) = miss(&handler.shared, &handler, &bytes, src).await {
+                            if let Err(e) = sock.send_to(&reply, src).await {
+                                tracing::debug!(error = %e, %src, "UDP send failed");
+                            }
+                        }
+                    });
+                }
                 Fast::Slow => {
                     let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
                     tokio::spawn(async move {

@@ -211,7 +211,7 @@ impl Handler {
                 match s.forwarder.resolve(&q).await {
                     Ok(a) => {
                         let fresh = Arc::new(a);
-                        s.cache.insert(key.clone(), (*fresh).clone(), now);
+                        s.cache.insert(key.clone(), &qname_wire, (*fresh).clone(), now);
                         (CachedOrFresh::Fresh(fresh), 0, Outcome::Forwarded)
                     }
                     Err(e) => {
