@@ -111,22 +111,34 @@ impl Sockets {
         self
     }
 
-    /// Binds UDP and TCP on every address.
+    /// Binds UDP and TCP on every address, one UDP socket per address.
     pub async fn bind(addrs: &[SocketAddr]) -> Result<Self, StartError> {
+        Self::bind_workers(addrs, 1).await
+    }
+
+    /// Binds TCP and `workers` UDP sockets on every address; with more than
+    /// one they share the address with `SO_REUSEPORT`, and the kernel spreads
+    /// clients (by address and port) across them, so each UDP worker reads
+    /// its own socket and no two contend for one receive queue.
+    pub async fn bind_workers(addrs: &[SocketAddr], workers: usize) -> Result<Self, StartError> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let workers = workers.max(1);
         for &addr in addrs {
             // port 0: TCP takes the port the kernel gave UDP, so both serve one
             // address; retried a few times, as that port may be taken for TCP
             let mut tries = if addr.port() == 0 { 20 } else { 1 };
             loop {
                 tries -= 1;
-                let u = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+                let u = bind_udp(addr, workers > 1).map_err(|source| StartError::Bind { addr, source })?;
                 let bound = u.local_addr().map_err(|source| StartError::Bind { addr, source })?;
                 match TcpListener::bind(bound).await {
                     Ok(t) => {
                         tcp.push(t);
                         udp.push(u);
+                        for _ in 1..workers {
+                            udp.push(bind_udp(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?);
+                        }
                         break;
                     }
                     Err(source) if tries == 0 => return Err(StartError::Bind { addr: bound, source }),
@@ -141,6 +153,17 @@ impl Sockets {
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
     }
+}
+
+/// A non-blocking UDP socket on `addr`, with `SO_REUSEPORT` if `reuse_port`.
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 /// The query handler for `app`, forwarding to `upstreams` (no sockets: the

@@ -80,13 +80,14 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(path)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(n) = config.threads {
-        rt.worker_threads(n);
-    }
+    // one runtime worker and one SO_REUSEPORT UDP socket (fast-path task) per
+    // thread: `threads`, or one per core
+    let workers = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rt.worker_threads(workers);
     let rt = rt.build().context("starting the runtime")?;
     rt.block_on(async move {
         let listen = config.listen.clone();
-        let sockets = qalqan::Sockets::bind(&listen).await?;
+        let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?;
         let app = tokio::task::spawn_blocking(move || qalqan::App::new(config)).await.context("loading lists")??;
         let stop = CancellationToken::new();
         let signals = stop.clone();

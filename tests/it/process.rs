@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::ResponseCode;
+
 use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_qalqan");
@@ -145,4 +147,36 @@ fn missing_list_fails_start_naming_the_list() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reg: reading /nonexistent/list.txt"), "{err}");
     assert!(!err.contains("ready"), "{err}");
+}
+
+/// Sockets bound to 127.0.0.1:`port` in /proc/net/udp (local address column).
+fn udp_sockets_on(port: u16) -> usize {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .count()
+}
+
+#[tokio::test]
+async fn threads_two_gives_two_reuseport_udp_workers_that_both_answer() {
+    let up = Upstream::start().await;
+    up.set("www.example.", hickory_proto::rr::RecordType::A, Canned::Answer(vec![a("www.example.", 60, "198.51.100.10")]));
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "l.txt", "blocked.test\n");
+    let cfg = dir.path().join("q.toml");
+    let text = config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n"), "")
+        .replace("allow_clients = [\"127.0.0.0/8\"]", "allow_clients = [\"127.0.0.0/8\"]\nthreads = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let (_child, port) = spawn_server(&cfg);
+    assert_eq!(udp_sockets_on(port), 2, "one SO_REUSEPORT socket per worker");
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // many client sockets: the kernel spreads them over both workers' sockets
+    for i in 0..32 {
+        let (name, want) = if i % 2 == 0 { ("blocked.test.", ResponseCode::NXDomain) } else { ("www.example.", ResponseCode::NoError) };
+        let m = udp(server, name, hickory_proto::rr::RecordType::A, EDNS).await.expect("reply");
+        assert_eq!(m.metadata.response_code, want, "{name}");
+    }
 }
