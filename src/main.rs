@@ -75,8 +75,19 @@ fn init_logging() {
         .init();
 }
 
+/// Returns memory freed by a list build to the OS (see `AFTER_BUILD`).
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks and purges mimalloc's own free pages and
+    // is safe to call from any thread at any time (mimalloc API contract).
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+}
+
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
+    let _ = qalqan::lists::publish::AFTER_BUILD.set(release_freed_memory);
     let config = Config::from_file(path)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
