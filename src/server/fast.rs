@@ -34,7 +34,8 @@ const BUF: usize = 4096;
 
 /// What the fast path decided for one datagram.
 pub enum Fast {
-    Reply(Vec<u8>),
+    /// A reply, and the outcome to record for it.
+    Reply(Vec<u8>, Outcome),
     /// Hand to the hickory path.
     Slow,
     /// Not cached: forward it from the fast path (`miss`).
@@ -226,8 +227,11 @@ fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, ede: Option
 }
 
 /// Decides one datagram. Never blocks; never panics on input.
-pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr) -> Fast {
-    let start = Instant::now();
+///
+/// `now` is when the datagram's batch was read; the caller records the
+/// reply's latency (`Fast::Reply`'s outcome) once the batch is sent, so the
+/// fast path reads the clock once per batch, not twice per query.
+pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     if s.rate_limit.is_some() || !s.acl.allows(src.ip()) {
         return Fast::Slow;
     }
@@ -256,12 +260,10 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr) -> Fast {
         if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
             c.inc();
         }
-        s.metrics.observe(Protocol::Udp, Outcome::Blocked, start.elapsed());
-        return Fast::Reply(reply);
+        return Fast::Reply(reply, Outcome::Blocked);
     }
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
-    let now = Instant::now();
     let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.answer).is_some() {
         return Fast::Slow;
@@ -270,8 +272,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr) -> Fast {
     let ad = entry.answer.authentic_data && (dnssec_ok || q.ad);
     let Some(reply) = from_wire(&q, w, entry.age(now), ad, payload) else { return Fast::Slow };
     s.metrics.cache_hits.inc();
-    s.metrics.observe(Protocol::Udp, Outcome::Cached, start.elapsed());
-    Fast::Reply(reply)
+    Fast::Reply(reply, Outcome::Cached)
 }
 
 /// The reply to `q` from a pre-encoded answer: a copy of it with the
@@ -405,7 +406,7 @@ pub async fn run_async(
     // MultiHeaders holds raw pointers (not Send), so it lives only inside the
     // synchronous closures: one small allocation per batch
     let mut got: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<(Vec<u8>, SockaddrStorage)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(Vec<u8>, SockaddrStorage, Outcome)> = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -435,14 +436,15 @@ pub async fn run_async(
             }
         }
         replies.clear();
+        let now = Instant::now();
         for (k, (len, src)) in got.iter().enumerate() {
             let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
             let Some(packet) = buf.get(..*len) else { continue };
             if *len > BUF - 1 {
                 continue;
             }
-            match answer(&shared, packet, *src) {
-                Fast::Reply(r) => replies.push((r, SockaddrStorage::from(*src))),
+            match answer(&shared, packet, *src, now) {
+                Fast::Reply(r, outcome) => replies.push((r, SockaddrStorage::from(*src), outcome)),
                 Fast::Miss => {
                     let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
                     tokio::spawn(async move {
@@ -469,21 +471,27 @@ pub async fn run_async(
             continue;
         }
         let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
-            let slices: Vec<[std::io::IoSlice<'_>; 1]> = replies.iter().map(|(r, _)| [std::io::IoSlice::new(r)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> = replies.iter().map(|(_, a)| Some(*a)).collect();
+            let slices: Vec<[std::io::IoSlice<'_>; 1]> = replies.iter().map(|(r, _, _)| [std::io::IoSlice::new(r)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = replies.iter().map(|(_, a, _)| Some(*a)).collect();
             let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
             sendmmsg(fd, &mut tx_headers, slices.iter(), &addrs, [], MsgFlags::MSG_DONTWAIT)
-                .map(|_| ())
+                .map(|r| r.count())
                 .map_err(std::io::Error::from)
         });
-        if let Err(e) = sent {
-            // a full send buffer: fall back to one awaited send per reply
-            tracing::debug!(error = %e, "sendmmsg failed; sending one by one");
-            for (r, a) in &replies {
+        // a full send buffer (error, or only part sent): the rest one by one, awaited
+        let done = sent.as_ref().map_or(0, |&n| n);
+        if done < replies.len() {
+            tracing::debug!(sent = done, of = replies.len(), "sendmmsg short; sending the rest one by one");
+            for (r, a, _) in replies.iter().skip(done) {
                 if let Some(dst) = to_std(a) {
                     let _ = sock.send_to(r, dst).await;
                 }
             }
+        }
+        // latency of every reply of the batch: from the read to the send
+        let elapsed = now.elapsed();
+        for (_, _, outcome) in &replies {
+            shared.metrics.observe(Protocol::Udp, *outcome, elapsed);
         }
     }
 }
