@@ -130,7 +130,20 @@ impl Sockets {
             let mut tries = if addr.port() == 0 { 20 } else { 1 };
             loop {
                 tries -= 1;
-                let u = bind_udp(addr, workers > 1).map_err(|source| StartError::Bind { addr, source })?;
+                // port 0 with SO_REUSEPORT may be given a port that another
+                // SO_REUSEPORT socket of the same user already has (the kernel
+                // lets them share it): pick the port without it first
+                let want = if addr.port() == 0 && workers > 1 {
+                    let probe = bind_udp(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+                    probe.local_addr().map_err(|source| StartError::Bind { addr, source })?
+                } else {
+                    addr
+                };
+                let u = match bind_udp(want, workers > 1) {
+                    Ok(u) => u,
+                    Err(_) if want != addr && tries > 0 => continue,
+                    Err(source) => return Err(StartError::Bind { addr, source }),
+                };
                 let bound = u.local_addr().map_err(|source| StartError::Bind { addr, source })?;
                 match TcpListener::bind(bound).await {
                     Ok(t) => {
