@@ -175,21 +175,34 @@ fn check_host(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
-    for label in name.split('.') {
-        if label.is_empty() {
+    // one pass over the bytes (this runs once per list line); per label, in
+    // this order: empty, too long, first bad character
+    let mut len = 0usize;
+    let mut bad: Option<u8> = None;
+    let end_label = |len: usize, bad: Option<u8>| -> Result<(), NameError> {
+        if len == 0 {
             return Err(NameError::EmptyLabel);
         }
-        if label.len() > MAX_LABEL_LEN {
+        if len > MAX_LABEL_LEN {
             return Err(NameError::LabelTooLong);
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
-        {
-            return Err(NameError::BadChar(c));
+        match bad {
+            Some(c) => Err(NameError::BadChar(char::from(c))),
+            None => Ok(()),
+        }
+    };
+    for &c in name.as_bytes() {
+        if c == b'.' {
+            end_label(len, bad)?;
+            len = 0;
+            continue;
+        }
+        len += 1;
+        if bad.is_none() && !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_') {
+            bad = Some(c);
         }
     }
-    Ok(())
+    end_label(len, bad)
 }
 
 #[cfg(test)]

@@ -8,8 +8,18 @@ use super::{push_name, ParseOutput, RuleAction, Scope};
 
 /// Parses one line. Cost: O(len), one allocation per rule.
 pub fn parse_line(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
-    let content = line.split('#').next().unwrap_or("").trim();
+    // byte scans, not `str::split`: short lines, and this runs per line
+    let content = match line.bytes().position(|b| b == b'#') {
+        Some(i) => line.get(..i).unwrap_or(""),
+        None => line,
+    }
+    .trim();
     if content.is_empty() {
+        return;
+    }
+    if content.is_ascii() && !content.bytes().any(|b| b.is_ascii_whitespace()) {
+        let raw = content.strip_prefix("*.").unwrap_or(content);
+        push_name(out, file, n, line, raw, Scope::Subtree, RuleAction::List, false, None);
         return;
     }
     let mut words = content.split_whitespace();
