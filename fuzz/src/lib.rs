@@ -139,8 +139,56 @@ action = "nodata"
             let _g = rt.enter();
             qalqan::build_handler(&app, Vec::new(), None)
         };
+        seed_cache(&handler);
         PacketEnv { rt, handler, _app: app }
     })
+}
+
+/// Cached answers for the fast path's hit encoding (`server::fast`'s
+/// pre-encoded replies): an address, a CNAME chain into a blocked name, a
+/// negative answer with SOA, and the same name under DO and CD keys.
+fn seed_cache(handler: &Handler) {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::rdata::{A, CNAME, SOA};
+    use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+    use qalqan::resolve::cache::Key;
+    use qalqan::resolve::Answer;
+    let name = |s: &str| Name::from_ascii(s).expect("fixture name");
+    let a = |owner: &str| Record::from_rdata(name(owner), 300, RData::A(A::new(192, 0, 2, 7)));
+    let soa = Record::from_rdata(
+        name("example."),
+        300,
+        RData::SOA(SOA::new(name("ns.example."), name("h.example."), 1, 3600, 600, 86400, 60)),
+    );
+    let answers = [
+        ("hit.example.", RecordType::A, ResponseCode::NoError, vec![a("hit.example.")], vec![]),
+        (
+            "chain.example.",
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![
+                Record::from_rdata(name("chain.example."), 300, RData::CNAME(CNAME(name("x.blocked.example.")))),
+                a("x.blocked.example."),
+            ],
+            vec![],
+        ),
+        ("gone.example.", RecordType::A, ResponseCode::NXDomain, vec![], vec![soa.clone()]),
+        ("empty.example.", RecordType::AAAA, ResponseCode::NoError, vec![], vec![soa]),
+    ];
+    let now = std::time::Instant::now();
+    for (owner, qtype, rcode, ans, auth) in answers {
+        for (dnssec_ok, checking_disabled) in [(false, false), (true, false), (false, true)] {
+            let key = Key { name: QName::parse(owner).expect("fixture"), qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled };
+            let answer = Answer {
+                rcode,
+                answers: ans.clone(),
+                authorities: auth.clone(),
+                additionals: vec![],
+                authentic_data: dnssec_ok,
+            };
+            handler.shared.cache.insert(key, &name(owner), answer, now);
+        }
+    }
 }
 
 /// The client address chosen by the control byte: allowed v4, allowed v6,
@@ -162,7 +210,25 @@ pub fn run_packet(request: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     if let Some(reply) = &reply {
         check_reply(request, reply);
     }
+    run_fast_path(env, request, src);
     reply
+}
+
+/// The same request through the UDP fast path (`server::fast`): a template or
+/// pre-encoded reply, a miss forwarded from the fast path (no upstreams:
+/// SERVFAIL at once), or a hand-over to the hickory path (already checked).
+fn run_fast_path(env: &PacketEnv, request: &[u8], src: SocketAddr) {
+    use qalqan::server::fast::{answer, miss, Fast};
+    let shared = &env.handler.shared;
+    match answer(shared, request, src, std::time::Instant::now()) {
+        Fast::Reply(reply, _) => check_reply(request, &reply),
+        Fast::Miss => {
+            if let Some(reply) = env.rt.block_on(miss(shared, &env.handler, request, src)) {
+                check_reply(request, &reply);
+            }
+        }
+        Fast::Slow => {}
+    }
 }
 
 /// The reply invariants (panics when one is broken).

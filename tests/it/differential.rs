@@ -29,20 +29,27 @@ fn summary(m: &Message) -> String {
     )
 }
 
-#[tokio::test]
-async fn fast_path_and_hickory_path_answer_alike() {
-    let up = Upstream::start().await;
-    let mut names: Vec<String> = Vec::new();
-    for i in 0..40 {
-        let n = format!("site{i}.example.");
-        up.set(&n, RecordType::A, Canned::Answer(vec![a(&n, 300, &format!("198.51.100.{}", i + 1))]));
-        up.set(&n, RecordType::AAAA, Canned::Answer(vec![aaaa(&n, 300, &format!("2001:db8::{:x}", i + 1))]));
-        names.push(n);
+/// `n` names PREFIXi.example. with an A and an AAAA record each, plus
+/// cloak.example. (a CNAME into the blocked x.bad.test.); returns the names.
+fn sites(up: &Upstream, prefix: &str, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("{prefix}{i}.example.");
+        up.set(&name, RecordType::A, Canned::Answer(vec![a(&name, 300, &format!("198.51.100.{}", i + 1))]));
+        up.set(&name, RecordType::AAAA, Canned::Answer(vec![aaaa(&name, 300, &format!("2001:db8::{:x}", i + 1))]));
+        names.push(name);
     }
     up.set("cloak.example.", RecordType::A, Canned::Answer(vec![
         cname("cloak.example.", 300, "x.bad.test."),
         a("x.bad.test.", 300, "198.51.100.99"),
     ]));
+    names
+}
+
+#[tokio::test]
+async fn fast_path_and_hickory_path_answer_alike() {
+    let up = Upstream::start().await;
+    let mut names = sites(&up, "site", 40);
     up.set("gone.example.", RecordType::A, Canned::NxDomain(soa("example.", 300, 60)));
     let dir = tempfile::tempdir().unwrap();
     let block = write_list(dir.path(), "b.txt", "bad.test\nevil.example\n");
@@ -90,17 +97,7 @@ async fn fast_path_and_hickory_path_answer_alike() {
 #[tokio::test]
 async fn fast_path_misses_and_hickory_path_answer_alike() {
     let up = Upstream::start().await;
-    let mut names: Vec<String> = Vec::new();
-    for i in 0..20 {
-        let n = format!("m{i}.example.");
-        up.set(&n, RecordType::A, Canned::Answer(vec![a(&n, 300, &format!("198.51.100.{}", i + 1))]));
-        up.set(&n, RecordType::AAAA, Canned::Answer(vec![aaaa(&n, 300, &format!("2001:db8::{:x}", i + 1))]));
-        names.push(n);
-    }
-    up.set("cloak.example.", RecordType::A, Canned::Answer(vec![
-        cname("cloak.example.", 300, "x.bad.test."),
-        a("x.bad.test.", 300, "198.51.100.99"),
-    ]));
+    let mut names = sites(&up, "m", 20);
     up.set("chain.example.", RecordType::A, Canned::Answer(vec![
         cname("chain.example.", 300, "m1.example."),
         a("m1.example.", 300, "198.51.100.2"),
