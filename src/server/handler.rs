@@ -425,8 +425,13 @@ fn header_info(mut meta: Metadata) -> ResponseInfo {
 async fn send<R: ResponseHandler>(request: &Request, response: &mut R, reply: Reply) -> ResponseInfo {
     let meta = reply.meta;
     let empty = hickory_server::zone_handler::Queries::read(&mut hickory_proto::serialize::binary::BinDecoder::new(&[]), 0).ok();
-    let queries = match (&empty, reply.no_question) {
-        (Some(e), true) => e,
+    // the question is echoed only when there is exactly one: hickory echoes
+    // the original question bytes, and with several (always a FORMERR or
+    // REFUSED here) a compression pointer in a later one can point at bytes
+    // our reply changed (fuzz finding tests/data/fuzz-regressions/packet-3.bin)
+    let echo = !reply.no_question && request.queries.queries().len() == 1;
+    let queries = match (&empty, echo) {
+        (Some(e), false) => e,
         _ => &request.queries,
     };
     let builder = MessageResponseBuilder::new(queries, reply.edns.as_ref());
