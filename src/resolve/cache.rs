@@ -237,19 +237,13 @@ impl Cache {
         Some(Arc::clone(&n.entry))
     }
 
-    /// Stores `answer` to the question `qname` (as asked; `key.name` is its
-    /// normalised form) if it is cacheable (NOERROR or NXDOMAIN; not
-    /// SERVFAIL, not truncated), with its TTL clamped, pre-encoded as a reply
-    /// (`Wire`). Returns the stored entry.
-    pub fn insert(&self, key: Key, qname: &hickory_proto::rr::Name, answer: Answer, now: Instant) -> Option<Arc<Entry>> {
+    /// Makes an entry of `answer` to the question `qname` (as asked;
+    /// `key.name` is its normalised form), pre-encoded as a reply (`Wire`),
+    /// and stores it if it is cacheable (NOERROR or NXDOMAIN; not SERVFAIL,
+    /// not truncated), with its TTL clamped. Returns the entry whether or not
+    /// it was stored (TTL 0 then), and whether it was.
+    pub fn insert(&self, key: Key, qname: &hickory_proto::rr::Name, answer: Answer, now: Instant) -> (Arc<Entry>, bool) {
         let wire = Wire::encode(qname, key.qtype, key.qclass, &answer);
-        let (entry, cached) = self.store(key, answer, wire, now);
-        cached.then_some(entry)
-    }
-
-    /// Like `insert` with the answer already encoded; returns the entry
-    /// whether or not it was cached (TTL 0 there), and whether it was.
-    pub fn store(&self, key: Key, answer: Answer, wire: Option<Wire>, now: Instant) -> (Arc<Entry>, bool) {
         let ttl = self.ttl_for(&answer).unwrap_or(0);
         let entry = Arc::new(Entry { answer, wire, stored: now, ttl });
         if ttl > 0 {
@@ -319,7 +313,8 @@ mod tests {
     }
 
     fn put(c: &Cache, n: &str, ttl: u32, now: Instant) {
-        c.insert(key(n), &Name::from_ascii(n).unwrap(), answer(n, ttl), now).unwrap();
+        let (_, cached) = c.insert(key(n), &Name::from_ascii(n).unwrap(), answer(n, ttl), now);
+        assert!(cached, "{n} cacheable");
     }
 
     #[test]

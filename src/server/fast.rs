@@ -365,8 +365,7 @@ pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], 
     let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
     let ad = answer.authentic_data && (dnssec_ok || q.ad);
     let qtype = q.qtype;
-    let wire = Wire::encode(&name, q.qtype, DNSClass::IN, &answer);
-    let (entry, _cached) = s.cache.store(key, answer, wire, now);
+    let (entry, _cached) = s.cache.insert(key, &name, answer, now);
     drop(permit);
     if chain_blocked {
         // the hickory path builds the blocked answer from the cache entry;

@@ -197,7 +197,7 @@ impl Handler {
             Some(entry) => {
                 s.metrics.cache_hits.inc();
                 let age = entry.age(now);
-                (CachedOrFresh::Cached(entry), age, Outcome::Cached)
+                (entry, age, Outcome::Cached)
             }
             None => {
                 s.metrics.cache_misses.inc();
@@ -210,9 +210,9 @@ impl Handler {
                 };
                 match s.forwarder.resolve(&q).await {
                     Ok(a) => {
-                        let fresh = Arc::new(a);
-                        s.cache.insert(key.clone(), &qname_wire, (*fresh).clone(), now);
-                        (CachedOrFresh::Fresh(fresh), 0, Outcome::Forwarded)
+                        // the entry is answered from whether or not it was cacheable
+                        let (entry, _cached) = s.cache.insert(key.clone(), &qname_wire, a, now);
+                        (entry, 0, Outcome::Forwarded)
                     }
                     Err(e) => {
                         match &e {
@@ -224,7 +224,7 @@ impl Handler {
                 }
             }
         };
-        let a = answer.answer();
+        let a = &answer.answer;
         if !matches!(verdict, Verdict::Allowed(_)) {
             if let Some(hit) = chain_block(&policy, a) {
                 return self.blocked(request, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
@@ -351,20 +351,6 @@ impl Handler {
             PolicyAnswer::Drop => {}
         }
         (Some(reply), Outcome::Blocked)
-    }
-}
-
-enum CachedOrFresh {
-    Cached(Arc<crate::resolve::cache::Entry>),
-    Fresh(Arc<Answer>),
-}
-
-impl CachedOrFresh {
-    fn answer(&self) -> &Answer {
-        match self {
-            CachedOrFresh::Cached(e) => &e.answer,
-            CachedOrFresh::Fresh(a) => a,
-        }
     }
 }
 
