@@ -263,6 +263,23 @@ fn matches_question(reply: &Message, id: u16, q: &Question<'_>) -> bool {
     }
 }
 
+/// `bytes` decoded, if they are a reply to our query `id` for `q`; garbage
+/// and mismatched replies (spoof attempts) are `None`: the caller keeps
+/// waiting for the real one.
+fn matching_reply(bytes: &[u8], id: u16, q: &Question<'_>, server: SocketAddr) -> Option<Message> {
+    match Message::from_vec(bytes) {
+        Ok(reply) if matches_question(&reply, id, q) => Some(reply),
+        Ok(_) => {
+            tracing::debug!(%server, "mismatched reply ignored");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%server, "undecodable reply ignored");
+            None
+        }
+    }
+}
+
 async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Answer, AttemptError> {
     let id: u16 = rand::random();
     let packet = build_query(q, id)?;
@@ -280,16 +297,7 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
             Ok(r) => r?,
             Err(_) => return Err(AttemptError::Timeout),
         };
-        let Some(bytes) = buf.get(..n) else { continue };
-        let Ok(reply) = Message::from_vec(bytes) else {
-            // garbage (or a spoof attempt): keep waiting for the real reply
-            tracing::debug!(%server, "undecodable reply ignored");
-            continue;
-        };
-        if !matches_question(&reply, id, q) {
-            tracing::debug!(%server, "mismatched reply ignored");
-            continue;
-        }
+        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b, id, q, server)) else { continue };
         if reply.metadata.truncation {
             return query_tcp(server, q, deadline).await;
         }
@@ -434,16 +442,11 @@ async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadlin
             Ok(Some(b)) => b,
             Ok(None) | Err(_) => return Err(AttemptError::Timeout),
         };
-        match Message::from_vec(&bytes) {
-            Ok(reply) if matches_question(&reply, reg.id, q) => {
-                if reply.metadata.truncation {
-                    return query_tcp(server, q, deadline).await;
-                }
-                return Ok(into_answer(reply));
-            }
-            // garbage, or a spoof attempt with the right ID: keep waiting
-            _ => tracing::debug!(%server, "undecodable or mismatched reply ignored"),
+        let Some(reply) = matching_reply(&bytes, reg.id, q, server) else { continue };
+        if reply.metadata.truncation {
+            return query_tcp(server, q, deadline).await;
         }
+        return Ok(into_answer(reply));
     }
 }
 

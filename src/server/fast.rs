@@ -382,6 +382,23 @@ pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], 
     Some(reply)
 }
 
+/// Runs `reply` (a forwarded miss or the hickory path) as its own task and
+/// sends what it yields to `src` on `sock`.
+fn reply_later(
+    sock: &Arc<tokio::net::UdpSocket>,
+    src: SocketAddr,
+    reply: impl std::future::Future<Output = Option<Vec<u8>>> + Send + 'static,
+) {
+    let sock = Arc::clone(sock);
+    tokio::spawn(async move {
+        if let Some(reply) = reply.await {
+            if let Err(e) = sock.send_to(&reply, src).await {
+                tracing::debug!(error = %e, %src, "UDP send failed");
+            }
+        }
+    });
+}
+
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)));
@@ -445,24 +462,12 @@ pub async fn run_async(
             match answer(&shared, packet, *src, now) {
                 Fast::Reply(r, outcome) => replies.push((r, SockaddrStorage::from(*src), outcome)),
                 Fast::Miss => {
-                    let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
-                    tokio::spawn(async move {
-                        if let Some(reply) = miss(&handler.shared, &handler, &bytes, src).await {
-                            if let Err(e) = sock.send_to(&reply, src).await {
-                                tracing::debug!(error = %e, %src, "UDP send failed");
-                            }
-                        }
-                    });
+                    let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
+                    reply_later(&sock, src, async move { miss(&handler.shared, &handler, &bytes, src).await });
                 }
                 Fast::Slow => {
-                    let (handler, sock, bytes, src) = (handler.clone(), Arc::clone(&sock), packet.to_vec(), *src);
-                    tokio::spawn(async move {
-                        if let Some(reply) = super::wire::handle_bytes(&handler, &bytes, src).await {
-                            if let Err(e) = sock.send_to(&reply, src).await {
-                                tracing::debug!(error = %e, %src, "UDP send failed");
-                            }
-                        }
-                    });
+                    let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
+                    reply_later(&sock, src, async move { super::wire::handle_bytes(&handler, &bytes, src).await });
                 }
             }
         }
