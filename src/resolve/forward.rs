@@ -305,13 +305,16 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
     }
 }
 
+/// Query ID → (server asked, where to deliver its replies).
+type Pending = HashMap<u16, (SocketAddr, mpsc::Sender<Vec<u8>>), foldhash::fast::RandomState>;
+
 /// One pooled socket: its reader task delivers replies by ID.
 struct PoolSock {
     sock: UdpSocket,
     /// Queries waiting for a reply: ID → (server asked, where to deliver).
     /// A few replies per ID are queued: a spoofed reply with the right ID
     /// must not crowd out the real one that follows it.
-    pending: Mutex<HashMap<u16, (SocketAddr, mpsc::Sender<Vec<u8>>), foldhash::fast::RandomState>>,
+    pending: Mutex<Pending>,
     uses: AtomicU32,
     /// Signalled when the slot replaced this socket: the reader lingers one
     /// timeout (for queries already sent) and ends, closing the socket.
