@@ -186,7 +186,7 @@ fn seed_cache(handler: &Handler) {
                 additionals: vec![],
                 authentic_data: dnssec_ok,
             };
-            handler.shared.cache.insert(key, &name(owner), answer, now);
+            let _ = handler.shared.cache.insert_answer(key, &name(owner), &answer, now);
         }
     }
 }

@@ -2,13 +2,13 @@
 //! count (CLOCK eviction over sharded tables), TTLs clamped by config; negative answers
 //! cached for min(SOA TTL, SOA MINIMUM) as RFC 2308 §5 says.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, RData, RecordType};
+use hickory_proto::rr::{DNSClass, RecordType};
 
-use super::Answer;
+use super::{Answer, Reply};
 use crate::name::QName;
 
 /// Cache key. The name is the normalised query name.
@@ -24,20 +24,21 @@ pub struct Key {
 /// A cached answer and when it was stored.
 #[derive(Debug)]
 pub struct Entry {
-    pub answer: Answer,
-    /// The same answer pre-encoded as a reply (for the UDP fast path);
-    /// `None` if it could not be encoded.
-    pub wire: Option<Wire>,
+    /// The answer as a reply message (what the UDP fast path copies).
+    pub wire: Wire,
+    /// The answer decoded into records, made on first use (the hickory path).
+    answer: OnceLock<Answer>,
     pub stored: Instant,
     pub ttl: u32,
 }
 
-/// An answer encoded once, at insert, as a whole reply message: header with
-/// ID 0 and the answer's rcode, the question, and the answer, authority and
-/// additional sections (no OPT). A hit copies it, writes the client's ID,
-/// flags and question bytes over it (the question has the same length: the
-/// cache key is the normalised name), lowers each TTL by the entry's age at
-/// the recorded offsets and appends an OPT record if the client sent one.
+/// An answer as a whole reply message, as the upstream sent it: header
+/// with ID 0 and the upstream's flags and rcode, the question, and the
+/// answer, authority and additional sections (no OPT). A hit copies it,
+/// writes the client's ID, flags and question bytes over it (the question
+/// has the same length: the cache key is the normalised name), lowers each
+/// TTL by the entry's age at the recorded offsets and appends an OPT record
+/// if the client sent one.
 #[derive(Debug)]
 pub struct Wire {
     pub bytes: Box<[u8]>,
@@ -45,63 +46,53 @@ pub struct Wire {
     pub question_end: u16,
     /// Offset of the TTL field of every record.
     pub ttl_offsets: Box<[u16]>,
+    /// Records in the answer section.
+    pub answers: u16,
+    /// The answer section has a CNAME / an address (the chain check reads them).
+    pub has_cname: bool,
+    pub has_addr: bool,
+    /// The upstream's AD bit.
+    pub authentic_data: bool,
 }
 
 impl Wire {
-    /// Encodes `answer` as the reply to `qname`/`qtype`/`qclass`. `None` if
-    /// encoding fails or the message is longer than 65535 bytes.
-    /// Cost: one hickory encode (with name compression) and one walk over it.
-    pub fn encode(qname: &hickory_proto::rr::Name, qtype: RecordType, qclass: DNSClass, answer: &Answer) -> Option<Wire> {
-        use hickory_proto::op::{Message, MessageType, OpCode, Query};
-        let mut m = Message::new(0, MessageType::Response, OpCode::Query);
-        m.metadata.response_code = answer.rcode;
-        let mut q = Query::query(qname.clone(), qtype);
-        q.set_query_class(qclass);
-        m.add_query(q);
-        m.insert_answers(answer.answers.clone());
-        m.insert_authorities(answer.authorities.clone());
-        m.insert_additionals(answer.additionals.clone());
-        let bytes = m.to_vec().ok()?;
-        if bytes.len() > usize::from(u16::MAX) || u16::from(answer.rcode) > 15 {
-            return None;
+    fn from_reply(r: Reply) -> Wire {
+        let mut bytes = r.bytes;
+        if let Some(id) = bytes.get_mut(0..2) {
+            id.copy_from_slice(&[0, 0]);
         }
-        let (question_end, ttl_offsets) = ttl_offsets(&bytes)?;
-        Some(Wire { bytes: bytes.into_boxed_slice(), question_end, ttl_offsets: ttl_offsets.into_boxed_slice() })
-    }
-}
-
-fn skip_name(p: &[u8], mut i: usize) -> Option<usize> {
-    loop {
-        let len = *p.get(i)?;
-        match len & 0xc0 {
-            0 if len == 0 => return Some(i + 1),
-            0 => i += 1 + usize::from(len),
-            0xc0 => return Some(i + 2),
-            _ => return None,
+        Wire {
+            bytes: bytes.into_boxed_slice(),
+            question_end: r.scan.question_end,
+            ttl_offsets: r.scan.ttl_offsets.into_boxed_slice(),
+            answers: r.scan.answers,
+            has_cname: r.scan.has_cname,
+            has_addr: r.scan.has_addr,
+            authentic_data: r.scan.authentic_data,
         }
     }
-}
-
-/// End of the (single) question and the offset of every record's TTL.
-fn ttl_offsets(p: &[u8]) -> Option<(u16, Vec<u16>)> {
-    let count = |i: usize| Some(usize::from(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?])));
-    if count(4)? != 1 {
-        return None;
-    }
-    let records = count(6)? + count(8)? + count(10)?;
-    let mut i = skip_name(p, 12)? + 4;
-    let question_end = u16::try_from(i).ok()?;
-    let mut out = Vec::with_capacity(records);
-    for _ in 0..records {
-        i = skip_name(p, i)? + 4;
-        out.push(u16::try_from(i).ok()?);
-        i += 4;
-        i += 2 + count(i)?;
-    }
-    (i == p.len()).then_some((question_end, out))
 }
 
 impl Entry {
+    /// The answer decoded into records (decoded once, on first use; the
+    /// UDP fast path never needs it). An answer hickory cannot decode,
+    /// which the byte scan let through, reads as SERVFAIL.
+    pub fn answer(&self) -> &Answer {
+        self.answer.get_or_init(|| match hickory_proto::op::Message::from_vec(&self.wire.bytes) {
+            Ok(m) => Answer::from_message(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "cached answer does not decode");
+                Answer {
+                    rcode: ResponseCode::ServFail,
+                    answers: Vec::new(),
+                    authorities: Vec::new(),
+                    additionals: Vec::new(),
+                    authentic_data: false,
+                }
+            }
+        })
+    }
+
     /// Seconds left, or `None` once expired.
     pub fn remaining(&self, now: Instant) -> Option<u32> {
         let age = u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX);
@@ -237,15 +228,14 @@ impl Cache {
         Some(Arc::clone(&n.entry))
     }
 
-    /// Makes an entry of `answer` to the question `qname` (as asked;
-    /// `key.name` is its normalised form), pre-encoded as a reply (`Wire`),
-    /// and stores it if it is cacheable (NOERROR or NXDOMAIN; not SERVFAIL,
-    /// not truncated), with its TTL clamped. Returns the entry whether or not
-    /// it was stored (TTL 0 then), and whether it was.
-    pub fn insert(&self, key: Key, qname: &hickory_proto::rr::Name, answer: Answer, now: Instant) -> (Arc<Entry>, bool) {
-        let wire = Wire::encode(qname, key.qtype, key.qclass, &answer);
-        let ttl = self.ttl_for(&answer).unwrap_or(0);
-        let entry = Arc::new(Entry { answer, wire, stored: now, ttl });
+    /// Makes an entry of the upstream reply `reply` to the question of
+    /// `key` and stores it if it is cacheable (NOERROR or NXDOMAIN; not
+    /// SERVFAIL), with its TTL clamped. Returns the entry whether or not it
+    /// was stored (TTL 0 then), and whether it was. Cost: no copy of the
+    /// reply; one lock and table insert when stored.
+    pub fn insert(&self, key: Key, reply: Reply, now: Instant) -> (Arc<Entry>, bool) {
+        let ttl = self.ttl_for(&reply.scan).unwrap_or(0);
+        let entry = Arc::new(Entry { wire: Wire::from_reply(reply), answer: OnceLock::new(), stored: now, ttl });
         if ttl > 0 {
             let (hash, shard) = self.shard(&key);
             if let Some(mut s) = shard.and_then(|s| s.lock().ok()) {
@@ -253,6 +243,13 @@ impl Cache {
             }
         }
         (entry, ttl > 0)
+    }
+
+    /// [`Cache::insert`] for an answer in records (tests, fuzzing): encoded
+    /// by hickory as the reply to `qname` first. `None` if it cannot be.
+    pub fn insert_answer(&self, key: Key, qname: &hickory_proto::rr::Name, answer: &Answer, now: Instant) -> Option<(Arc<Entry>, bool)> {
+        let reply = Reply::from_answer(qname, key.qtype, key.qclass, answer)?;
+        Some(self.insert(key, reply, now))
     }
 
     /// Entries held (expired ones included until evicted). Takes every
@@ -265,32 +262,23 @@ impl Cache {
         self.len() == 0
     }
 
-    fn ttl_for(&self, a: &Answer) -> Option<u32> {
-        let negative_ttl = || {
-            // RFC 2308 §5: min(SOA TTL, SOA MINIMUM); no SOA: do not cache.
-            a.authorities.iter().find_map(|r| match &r.data {
-                RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-                _ => None,
-            })
+    fn ttl_for(&self, s: &super::wire::Scan) -> Option<u32> {
+        // RFC 2308 §5: negative answers for min(SOA TTL, SOA MINIMUM); no SOA: do not cache.
+        let negative = || {
+            s.negative_ttl.map(|t| t.clamp(self.ttl.min_ttl.min(self.ttl.max_negative_ttl), self.ttl.max_negative_ttl))
         };
-        match a.rcode {
-            ResponseCode::NoError if !a.answers.is_empty() => {
-                let min = a.answers.iter().map(|r| r.ttl).min()?;
-                Some(min.clamp(self.ttl.min_ttl, self.ttl.max_ttl))
-            }
-            ResponseCode::NoError | ResponseCode::NXDomain => {
-                negative_ttl().map(|t| t.clamp(self.ttl.min_ttl.min(self.ttl.max_negative_ttl), self.ttl.max_negative_ttl))
-            }
+        match ResponseCode::from(0, s.rcode) {
+            ResponseCode::NoError if s.answers > 0 => Some(s.answer_min_ttl?.clamp(self.ttl.min_ttl, self.ttl.max_ttl)),
+            ResponseCode::NoError | ResponseCode::NXDomain => negative(),
             _ => None,
         }
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::{rdata::A, Name, Record};
+    use hickory_proto::rr::{rdata::A, Name, RData, Record};
     use std::time::Duration;
 
     fn key(n: &str) -> Key {
@@ -313,7 +301,7 @@ mod tests {
     }
 
     fn put(c: &Cache, n: &str, ttl: u32, now: Instant) {
-        let (_, cached) = c.insert(key(n), &Name::from_ascii(n).unwrap(), answer(n, ttl), now);
+        let (_, cached) = c.insert_answer(key(n), &Name::from_ascii(n).unwrap(), &answer(n, ttl), now).unwrap();
         assert!(cached, "{n} cacheable");
     }
 
@@ -364,12 +352,45 @@ mod tests {
     }
 
     #[test]
-    fn wire_form_records_every_ttl_offset() {
-        let a = answer("w.example.", 300);
-        let w = Wire::encode(&Name::from_ascii("w.example.").unwrap(), RecordType::A, DNSClass::IN, &a).unwrap();
+    fn wire_form_records_every_ttl_offset_and_decodes_lazily() {
+        let c = Cache::new(100, ttl());
+        let now = Instant::now();
+        let (e, _) = c.insert_answer(key("w.example."), &Name::from_ascii("w.example.").unwrap(), &answer("w.example.", 300), now).unwrap();
+        let w = &e.wire;
         assert_eq!(w.ttl_offsets.len(), 1);
         let off = usize::from(w.ttl_offsets[0]);
         assert_eq!(u32::from_be_bytes(w.bytes[off..off + 4].try_into().unwrap()), 300);
         assert_eq!(usize::from(w.question_end), 12 + "w.example.".len() + 1 + 4);
+        assert!(w.has_addr && !w.has_cname);
+        let a = e.answer();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].ttl, 300);
+    }
+
+    #[test]
+    fn negative_ttl_follows_rfc_2308() {
+        use hickory_proto::rr::rdata::SOA;
+        let c = Cache::new(100, ttl());
+        let soa = |ttl, minimum| {
+            Record::from_rdata(
+                Name::from_ascii("example.").unwrap(),
+                ttl,
+                RData::SOA(SOA::new(Name::from_ascii("ns.example.").unwrap(), Name::from_ascii("h.example.").unwrap(), 1, 2, 3, 4, minimum)),
+            )
+        };
+        let cases = [("soa ttl smaller", 60, 600, 60), ("minimum smaller", 900, 120, 120), ("capped", 90_000, 90_000, 3600)];
+        for (label, soa_ttl, minimum, want) in cases {
+            let a = Answer {
+                rcode: ResponseCode::NXDomain,
+                answers: vec![],
+                authorities: vec![soa(soa_ttl, minimum)],
+                additionals: vec![],
+                authentic_data: false,
+            };
+            let (e, cached) = c.insert_answer(key("gone.example."), &Name::from_ascii("gone.example.").unwrap(), &a, Instant::now()).unwrap();
+            assert!(cached, "case `{label}`");
+            assert_eq!(e.ttl, want, "case `{label}`");
+        }
     }
 }

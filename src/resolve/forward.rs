@@ -26,17 +26,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
-use super::{Answer, ResolveError};
+use super::{wire, Reply, ResolveError};
 use crate::metrics::{Metrics, UpstreamMetrics};
-
-/// Payload size we advertise upstream (DNS flag day 2020).
-const UPSTREAM_PAYLOAD: u16 = 1232;
 /// Shortest time one server gets before we fail over to the next.
 const MIN_ATTEMPT: Duration = Duration::from_millis(250);
 
@@ -79,9 +74,9 @@ const UNHEALTHY_AFTER: u32 = 3;
 /// One question to forward.
 #[derive(Debug, Clone)]
 pub struct Question<'a> {
-    pub name: &'a Name,
-    pub qtype: RecordType,
-    pub qclass: DNSClass,
+    /// The question as the client sent it (its 0x20 case kept): the name as
+    /// uncompressed labels, then type and class.
+    pub wire: &'a [u8],
     pub dnssec_ok: bool,
     pub checking_disabled: bool,
 }
@@ -128,7 +123,7 @@ impl Forwarder {
     }
 
     /// Resolves `q` upstream and keeps the health record.
-    pub async fn resolve(&self, q: &Question<'_>) -> Result<Answer, ResolveError> {
+    pub async fn resolve(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
         let r = self.resolve_inner(q).await;
         match &r {
             Ok(_) => {
@@ -168,7 +163,7 @@ impl Forwarder {
     /// SERVFAIL or REFUSED from one server moves on to the next; it is
     /// returned only if no server does better. Replies whose ID, source or
     /// question do not match are ignored (anti-spoofing) and the wait goes on.
-    async fn resolve_inner(&self, q: &Question<'_>) -> Result<Answer, ResolveError> {
+    async fn resolve_inner(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
         if self.servers.is_empty() {
             return Err(ResolveError::NoServers);
         }
@@ -181,7 +176,7 @@ impl Forwarder {
         let n = self.servers.len();
         let share = (self.timeout / u32::try_from(n).unwrap_or(1)).max(MIN_ATTEMPT);
         let first = self.preferred.load(Ordering::Relaxed) % n;
-        let mut fallback: Option<Answer> = None;
+        let mut fallback: Option<Reply> = None;
         let mut round = 0usize;
         loop {
             for k in 0..n {
@@ -199,13 +194,13 @@ impl Forwarder {
                     None => query_server(*server, q, attempt_deadline).await,
                 };
                 if let Some(m) = m {
-                    m.record(&result.as_ref().map(|a| a.rcode).map_err(|e| matches!(e, AttemptError::Timeout)), now.elapsed());
+                    m.record(&result.as_ref().map(Reply::rcode).map_err(|e| matches!(e, AttemptError::Timeout)), now.elapsed());
                 }
                 match result {
                     Ok(answer) => {
                         use hickory_proto::op::ResponseCode as R;
-                        if matches!(answer.rcode, R::ServFail | R::Refused) {
-                            tracing::debug!(%server, rcode = %answer.rcode, "upstream failed, trying next");
+                        if matches!(answer.rcode(), R::ServFail | R::Refused) {
+                            tracing::debug!(%server, rcode = %answer.rcode(), "upstream failed, trying next");
                             fallback.get_or_insert(answer);
                             continue;
                         }
@@ -233,56 +228,28 @@ enum AttemptError {
     Io(#[from] std::io::Error),
     #[error("encoding query: {0}")]
     Encode(String),
-    #[error("malformed reply: {0}")]
-    Malformed(String),
+    #[error("malformed reply")]
+    Malformed,
 }
 
-fn build_query(q: &Question<'_>, id: u16) -> Result<Vec<u8>, AttemptError> {
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.metadata.checking_disabled = q.checking_disabled;
-    let mut query = Query::query(q.name.clone(), q.qtype);
-    query.set_query_class(q.qclass);
-    msg.add_query(query);
-    let mut edns = Edns::new();
-    edns.set_max_payload(UPSTREAM_PAYLOAD);
-    edns.set_dnssec_ok(q.dnssec_ok);
-    msg.set_edns(edns);
-    msg.to_vec().map_err(|e| AttemptError::Encode(e.to_string()))
-}
-
-/// Whether `reply` answers our query `id` for `q`.
-fn matches_question(reply: &Message, id: u16, q: &Question<'_>) -> bool {
-    if reply.metadata.id != id || reply.metadata.message_type != MessageType::Response {
-        return false;
+/// `bytes` in cache form, if they are a well-formed reply to our query
+/// `id` for `q`; garbage and mismatched replies (spoof attempts) are
+/// `None`: the caller keeps waiting for the real one.
+fn matching_reply(bytes: Vec<u8>, id: u16, q: &Question<'_>, server: SocketAddr) -> Option<Reply> {
+    if !wire::answers(&bytes, id, q.wire) {
+        tracing::debug!(%server, "mismatched reply ignored");
+        return None;
     }
-    match reply.queries.as_slice() {
-        // `Name` equality is case-insensitive, as RFC 4343 wants
-        [rq] => rq.query_type() == q.qtype && rq.query_class() == q.qclass && rq.name() == q.name,
-        _ => false,
+    let r = Reply::accept(bytes);
+    if r.is_none() {
+        tracing::debug!(%server, "undecodable reply ignored");
     }
+    r
 }
 
-/// `bytes` decoded, if they are a reply to our query `id` for `q`; garbage
-/// and mismatched replies (spoof attempts) are `None`: the caller keeps
-/// waiting for the real one.
-fn matching_reply(bytes: &[u8], id: u16, q: &Question<'_>, server: SocketAddr) -> Option<Message> {
-    match Message::from_vec(bytes) {
-        Ok(reply) if matches_question(&reply, id, q) => Some(reply),
-        Ok(_) => {
-            tracing::debug!(%server, "mismatched reply ignored");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%server, "undecodable reply ignored");
-            None
-        }
-    }
-}
-
-async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Answer, AttemptError> {
+async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
     let id: u16 = rand::random();
-    let packet = build_query(q, id)?;
+    let packet = wire::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
     let bind: SocketAddr = if server.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
@@ -297,11 +264,11 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
             Ok(r) => r?,
             Err(_) => return Err(AttemptError::Timeout),
         };
-        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b, id, q, server)) else { continue };
-        if reply.metadata.truncation {
+        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b.to_vec(), id, q, server)) else { continue };
+        if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
-        return Ok(into_answer(reply));
+        return Ok(reply);
     }
 }
 
@@ -435,28 +402,28 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Answer, AttemptError> {
+async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
     let ps = pool.lease()?;
     let (reg, mut rx) = Registration::new(&ps, server)?;
-    let packet = build_query(q, reg.id)?;
+    let packet = wire::query(q.wire, reg.id, q.checking_disabled, q.dnssec_ok);
     ps.sock.send_to(&packet, server).await?;
     loop {
         let bytes = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
             Ok(Some(b)) => b,
             Ok(None) | Err(_) => return Err(AttemptError::Timeout),
         };
-        let Some(reply) = matching_reply(&bytes, reg.id, q, server) else { continue };
-        if reply.metadata.truncation {
+        let Some(reply) = matching_reply(bytes, reg.id, q, server) else { continue };
+        if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
-        return Ok(into_answer(reply));
+        return Ok(reply);
     }
 }
 
-async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Answer, AttemptError> {
+async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
     let fut = async {
         let id: u16 = rand::random();
-        let packet = build_query(q, id)?;
+        let packet = wire::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
         let len = u16::try_from(packet.len()).map_err(|_| AttemptError::Encode("query too long".into()))?;
         let mut stream = TcpStream::connect(server).await?;
         let mut framed = Vec::with_capacity(packet.len() + 2);
@@ -468,28 +435,13 @@ async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> R
             stream.read_exact(&mut lenb).await?;
             let mut buf = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
             stream.read_exact(&mut buf).await?;
-            let reply = Message::from_vec(&buf).map_err(|e| AttemptError::Malformed(e.to_string()))?;
-            if matches_question(&reply, id, q) {
-                return Ok(into_answer(reply));
+            if wire::answers(&buf, id, q.wire) {
+                return Reply::accept(buf).ok_or(AttemptError::Malformed);
             }
         }
     };
     match tokio::time::timeout_at(deadline.into(), fut).await {
         Ok(r) => r,
         Err(_) => Err(AttemptError::Timeout),
-    }
-}
-
-fn into_answer(mut reply: Message) -> Answer {
-    let additionals = std::mem::take(&mut reply.additionals)
-        .into_iter()
-        .filter(|r| r.record_type() != RecordType::OPT)
-        .collect();
-    Answer {
-        rcode: reply.metadata.response_code,
-        answers: std::mem::take(&mut reply.answers),
-        authorities: std::mem::take(&mut reply.authorities),
-        additionals,
-        authentic_data: reply.metadata.authentic_data,
     }
 }

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_server::net::xfer::Protocol;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
@@ -148,16 +148,6 @@ impl Simple<'_> {
             None => (false, 512),
         }
     }
-
-    /// The question name as sent (case kept), as a hickory `Name`.
-    fn wire_name(&self, packet: &[u8]) -> Option<Name> {
-        Name::from_labels(self.label_offsets.iter().filter_map(|&o| {
-            let o = usize::from(o);
-            let len = usize::from(*packet.get(o)?);
-            packet.get(o + 1..o + 1 + len)
-        }))
-        .ok()
-    }
 }
 
 fn put16(out: &mut Vec<u8>, v: u16) {
@@ -265,12 +255,11 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
     let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss };
-    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.answer).is_some() {
+    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.wire).is_some() {
         return Fast::Slow;
     }
-    let Some(w) = &entry.wire else { return Fast::Slow };
-    let ad = entry.answer.authentic_data && (dnssec_ok || q.ad);
-    let Some(reply) = from_wire(&q, w, entry.age(now), ad, payload) else { return Fast::Slow };
+    let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
+    let Some(reply) = from_wire(&q, &entry.wire, entry.age(now), ad, payload) else { return Fast::Slow };
     s.metrics.cache_hits.inc();
     Fast::Reply(reply, Outcome::Cached)
 }
@@ -343,11 +332,10 @@ pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], 
         return Some(blocked_reply(&q, 2, None, None, s.max_udp_payload));
     };
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let Some(name) = q.wire_name(packet) else { return slow().await };
     s.metrics.cache_misses.inc();
-    let question = Question { name: &name, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
-    let answer = match s.forwarder.resolve(&question).await {
-        Ok(a) => a,
+    let question = Question { wire: q.question, dnssec_ok, checking_disabled: q.cd };
+    let reply = match s.forwarder.resolve(&question).await {
+        Ok(r) => r,
         Err(e) => {
             tracing::debug!(name = %q.qname, error = %e, "upstream failed");
             s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
@@ -355,18 +343,15 @@ pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], 
         }
     };
     let now = Instant::now();
+    let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let (entry, _cached) = s.cache.insert(key, reply, now);
+    drop(permit);
     let policy = s.policy.load();
-    let verdict = policy.check(&q.qname);
-    let chain_blocked = match verdict {
+    let chain_blocked = match policy.check(&q.qname) {
         Verdict::Blocked(_) => true,
         Verdict::Allowed(_) => false,
-        _ => chain_block(&policy, &answer).is_some(),
+        _ => chain_block(&policy, &entry.wire).is_some(),
     };
-    let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
-    let ad = answer.authentic_data && (dnssec_ok || q.ad);
-    let qtype = q.qtype;
-    let (entry, _cached) = s.cache.insert(key, &name, answer, now);
-    drop(permit);
     if chain_blocked {
         // the hickory path builds the blocked answer from the cache entry;
         // an uncacheable cloaked answer (TTL 0) is asked for again: rare
@@ -374,8 +359,9 @@ pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], 
     }
     // not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):
     // answered as it came, like the hickory path does
-    let Some(reply) = entry.wire.as_ref().and_then(|w| from_wire(&q, w, 0, ad, payload)) else {
-        tracing::debug!(name = %q.qname, %qtype, "forwarded answer left to the hickory path");
+    let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
+    let Some(reply) = from_wire(&q, &entry.wire, 0, ad, payload) else {
+        tracing::debug!(name = %q.qname, qtype = %q.qtype, "forwarded answer left to the hickory path");
         return slow().await;
     };
     s.metrics.observe(Protocol::Udp, Outcome::Forwarded, start.elapsed());

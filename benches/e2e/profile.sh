@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Where the time goes on one workload: qalqan (one worker, pinned to CPU 0) under `perf record -g` while
+# dnsperf (CPU 1, with the NSD upstream) sends the shared harness's queries; prints CPU µs/query and the
+# top of `perf report`. Loopback only; every process it starts is stopped.
+#
+#   benches/e2e/profile.sh miss               # or blocked | cached | mixed
+#   SECONDS_PER=5 PERF=0 benches/e2e/profile.sh miss   # CPU µs/query only, no perf
+#
+# Environment: QALQAN_BIN (default target/release/qalqan), BENCH_DIR (../shared/bench), BENCH_CACHE
+# (/tmp/bench-cache, filled by a harness run), SIZE (100k), SECONDS_PER (5), PERF (1), OUT (/tmp/qalqan-profile).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+QALQAN_BIN=${QALQAN_BIN:-$repo/target/release/qalqan}
+BENCH_DIR=${BENCH_DIR:-$(cd "$repo/.." && pwd)/shared/bench}
+cache=${BENCH_CACHE:-/tmp/bench-cache}
+SIZE=${SIZE:-100k}
+SECONDS_PER=${SECONDS_PER:-5}
+PERF=${PERF:-1}
+OUT=${OUT:-/tmp/qalqan-profile}
+workload=${1:-miss}
+case $workload in
+    blocked) f=$cache/q-blocked-$SIZE.txt ;;
+    cached) f=$cache/q-cached.txt ;;
+    mixed) f=$cache/q-mixed-$SIZE.txt ;;
+    miss) f=$cache/q-miss.txt ;;
+    *) echo "usage: $0 blocked|cached|mixed|miss" >&2; exit 2 ;;
+esac
+for x in "list-$SIZE.domains" q-warm.txt root.zone "$(basename "$f")"; do
+    [ -s "$cache/$x" ] || { echo "missing $cache/$x: run the shared harness once (it generates the data)" >&2; exit 1; }
+done
+[ -x "$QALQAN_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+mkdir -p "$OUT"
+work=$(mktemp -d /tmp/qalqan-profile.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+up_port=15360 port=15361
+PORT=$up_port ZONE=$cache/root.zone WORKDIR=$work/upstream setsid taskset -c 1 "$BENCH_DIR/upstream/nsd" >"$work/nsd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p $up_port google.com >/dev/null 2>&1 && break; sleep 0.2; done
+cat >"$work/q.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$port"]
+threads = 1
+[upstream]
+servers = ["127.0.0.1:$up_port"]
+timeout_ms = 2000
+[cache]
+max_entries = 200000
+[[lists]]
+name = "bench"
+source = "$cache/list-$SIZE.domains"
+TOML
+setsid taskset -c 0 "$QALQAN_BIN" run --config "$work/q.toml" 2>"$work/qalqan.log" &
+qpid=$!
+pids+=($qpid)
+for _ in $(seq 100); do grep -q ready "$work/qalqan.log" && break; sleep 0.1; done
+if [ "$workload" = cached ] || [ "$workload" = mixed ]; then
+    for _ in 1 2; do taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null 2>&1 || true; done
+fi
+cpu_s() { awk -v clk="$(getconf CLK_TCK)" '{sub(/.*\) /,""); printf "%.3f", ($12+$13)/clk}' "/proc/$1/stat"; }
+if [ "$PERF" = 1 ]; then
+    perf record -F 4999 -g -p $qpid -o "$OUT/perf-$workload.data" -- sleep "$SECONDS_PER" >/dev/null 2>&1 &
+    perfpid=$!
+fi
+c0=$(cpu_s $qpid)
+out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$f" -l "$SECONDS_PER" -c 4 -q 100 2>&1)
+c1=$(cpu_s $qpid)
+done_q=$(awk '/Queries completed/ {print $3}' <<<"$out")
+qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+echo "$workload: $done_q queries, $qps qps, $(awk -v a="$c0" -v b="$c1" -v n="$done_q" 'BEGIN {printf "%.2f", (b-a)*1e6/n}') cpu us/q"
+if [ "$PERF" = 1 ]; then
+    wait $perfpid || true
+    perf report -i "$OUT/perf-$workload.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -60 | tee "$OUT/report-$workload.txt"
+fi
