@@ -183,13 +183,13 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
 /// server, the fuzz targets and `server::wire` use it).
 pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<Arc<querylog::BlockedLog>>) -> Handler {
     let cfg = &app.config;
-    let forwarder = Arc::new(Forwarder::new(
+    let forwarder = Forwarder::new(
         upstreams,
         cfg.upstream_timeout,
         cfg.upstream_max_inflight,
         resolve::forward::PoolConfig { sockets: cfg.upstream_udp_sockets, queries_per_socket: cfg.upstream_udp_socket_queries },
         &app.metrics,
-    ));
+    );
     let shared = Arc::new(Shared {
         policy: Arc::clone(&app.lists.policy),
         cache: Cache::new(

@@ -97,11 +97,16 @@ impl QName {
                 bytes.push(b'.');
             }
             starts.push(u8::try_from(bytes.len()).map_err(|_| NameError::TooLong)?);
-            for &b in label {
-                if !(0x21..0x7f).contains(&b) || b == b'.' {
-                    return Err(NameError::BadChar(char::from(b)));
-                }
-                bytes.push(b.to_ascii_lowercase());
+            // no early exit: this form vectorises; the error path finds the byte
+            let ok = label.iter().fold(true, |ok, &b| ok & ((0x21..0x7f).contains(&b) & (b != b'.')));
+            if !ok {
+                let bad = label.iter().find(|&&b| !(0x21..0x7f).contains(&b) || b == b'.').copied().unwrap_or(b'?');
+                return Err(NameError::BadChar(char::from(bad)));
+            }
+            let at = bytes.len();
+            bytes.extend_from_slice(label);
+            if let Some(new) = bytes.get_mut(at..) {
+                new.make_ascii_lowercase();
             }
         }
         if bytes.len() > MAX_NAME_LEN {

@@ -5,9 +5,13 @@
 #
 #   benches/e2e/profile.sh miss               # or blocked | cached | mixed
 #   SECONDS_PER=5 PERF=0 benches/e2e/profile.sh miss   # CPU µs/query only, no perf
+#   CALLGRIND=1 benches/e2e/profile.sh miss   # user-space instructions per query under callgrind
+#       (repeatable on this noisy machine: QUERIES queries at RATE qps after start-up, counters zeroed
+#       once serving; a 1000-name list so start-up under valgrind is quick)
 #
 # Environment: QALQAN_BIN (default target/release/qalqan), BENCH_DIR (../shared/bench), BENCH_CACHE
-# (/tmp/bench-cache, filled by a harness run), SIZE (100k), SECONDS_PER (5), PERF (1), OUT (/tmp/qalqan-profile).
+# (/tmp/bench-cache, filled by a harness run), SIZE (100k), SECONDS_PER (5), PERF (1), OUT (/tmp/qalqan-profile),
+# CALLGRIND (0), QUERIES (20000), RATE (2000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -53,6 +57,30 @@ max_entries = 200000
 name = "bench"
 source = "$cache/list-$SIZE.domains"
 TOML
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    QUERIES=${QUERIES:-20000} RATE=${RATE:-2000}
+    head -1000 "$cache/list-$SIZE.domains" >"$work/list.domains"
+    sed -i "s|source = .*|source = \"$work/list.domains\"|" "$work/q.toml"
+    setsid taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-$workload.out" \
+        "$QALQAN_BIN" run --config "$work/q.toml" 2>"$work/qalqan.log" &
+    pids+=($!)
+    for _ in $(seq 600); do grep -q ready "$work/qalqan.log" && break; sleep 0.1; done
+    if [ "$workload" = cached ] || [ "$workload" = mixed ]; then
+        head -"$QUERIES" "$f" >"$work/q.txt"
+        taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/q.txt" -n 1 -c 1 -q 50 -Q "$RATE" -t 5 >/dev/null 2>&1 || true
+    fi
+    head -"$QUERIES" "$f" >"$work/q.txt"
+    callgrind_control -z >/dev/null
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/q.txt" -n 1 -c 4 -q "${OUTSTANDING:-50}" -Q "$RATE" -t 5 2>&1)
+    callgrind_control -d >/dev/null
+    done_q=$(awk '/Queries completed/ {print $3}' <<<"$out")
+    sleep 1
+    last=$(ls -t "$OUT/callgrind-$workload.out"* | head -1)
+    ir=$(callgrind_annotate "$last" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    echo "$workload: $done_q queries answered ($(grep -o "Response codes:.*" <<<"$out")), $(awk -v i="$ir" -v n="$done_q" 'BEGIN {printf "%.0f", i/n}') instructions/query (user space; $last)"
+    callgrind_annotate "$last" 2>/dev/null | sed -n '/file:function/,$p' | head -40 >"$OUT/callgrind-$workload.txt"
+    exit 0
+fi
 setsid taskset -c 0 "$QALQAN_BIN" run --config "$work/q.toml" 2>"$work/qalqan.log" &
 qpid=$!
 pids+=($qpid)

@@ -222,7 +222,7 @@ fn run_fast_path(env: &PacketEnv, request: &[u8], src: SocketAddr) {
     let shared = &env.handler.shared;
     match answer(shared, request, src, std::time::Instant::now()) {
         Fast::Reply(reply, _) => check_reply(request, &reply),
-        Fast::Miss => {
+        Fast::Miss(_) => {
             if let Some(reply) = env.rt.block_on(miss(shared, &env.handler, request, src)) {
                 check_reply(request, &reply);
             }

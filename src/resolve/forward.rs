@@ -22,8 +22,8 @@
 
 use std::net::SocketAddr;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +51,10 @@ pub struct Forwarder {
     /// Pooled UDP sockets per address family; `None` = a socket per query.
     pool4: Option<Pool>,
     pool6: Option<Pool>,
+    /// This forwarder, for the tasks it spawns (reader, sweeper, TCP retry).
+    me: Weak<Forwarder>,
+    /// Whether the sweeper of timed-out callback queries runs.
+    sweeper: AtomicBool,
 }
 
 /// Upstream UDP socket pool settings (`[upstream] udp_sockets`, `udp_socket_queries`).
@@ -89,14 +93,17 @@ impl Forwarder {
         max_inflight: usize,
         pool: PoolConfig,
         metrics: &Arc<Metrics>,
-    ) -> Self {
+    ) -> Arc<Self> {
         let handles = servers.iter().map(|s| metrics.upstream(&s.to_string())).collect();
         let make_pool = |v6: bool| {
             (pool.sockets > 0 && servers.iter().any(|s| s.is_ipv6() == v6)).then(|| Pool::new(v6, pool, timeout))
         };
-        Self {
-            pool4: make_pool(false),
-            pool6: make_pool(true),
+        let (pool4, pool6) = (make_pool(false), make_pool(true));
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            sweeper: AtomicBool::new(false),
+            pool4,
+            pool6,
             servers,
             timeout,
             inflight: Semaphore::new(max_inflight),
@@ -105,7 +112,7 @@ impl Forwarder {
             failures_in_a_row: AtomicU32::new(0),
             last_ok_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-        }
+        })
     }
 
     /// False once several resolutions in a row got no answer from any
@@ -125,18 +132,19 @@ impl Forwarder {
     /// Resolves `q` upstream and keeps the health record.
     pub async fn resolve(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
         let r = self.resolve_inner(q).await;
-        match &r {
-            Ok(_) => {
-                self.failures_in_a_row.store(0, Ordering::Relaxed);
-                // +1: 0 means "never answered"
-                let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-                self.last_ok_ms.store(now_ms + 1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.note_health(r.is_ok());
         r
+    }
+
+    fn note_health(&self, ok: bool) {
+        if ok {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+            // +1: 0 means "never answered"
+            let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            self.last_ok_ms.store(now_ms + 1, Ordering::Relaxed);
+        } else {
+            self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The servers of /etc/resolv.conf (port 53 unless it says otherwise).
@@ -158,65 +166,254 @@ impl Forwarder {
 
     /// Resolves `q` upstream. Never takes longer than the configured timeout.
     ///
-    /// Tries the server that last answered first, then the others in order;
-    /// each attempt gets an equal share of the timeout (at least 250 ms). A
-    /// SERVFAIL or REFUSED from one server moves on to the next; it is
-    /// returned only if no server does better. Replies whose ID, source or
-    /// question do not match are ignored (anti-spoofing) and the wait goes on.
+    /// Servers are tried in the order [`Attempts`] gives. A SERVFAIL or
+    /// REFUSED from one server moves on to the next; it is returned only if
+    /// no server does better. Replies whose ID, source or question do not
+    /// match are ignored (anti-spoofing) and the wait goes on.
     async fn resolve_inner(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
         if self.servers.is_empty() {
             return Err(ResolveError::NoServers);
         }
         let start = Instant::now();
-        let deadline = start + self.timeout;
         let _permit = match tokio::time::timeout(self.timeout, self.inflight.acquire()).await {
             Ok(Ok(p)) => p,
             _ => return Err(ResolveError::Busy),
         };
-        let n = self.servers.len();
-        let share = (self.timeout / u32::try_from(n).unwrap_or(1)).max(MIN_ATTEMPT);
-        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut attempts = Attempts::new(self, start);
         let mut fallback: Option<Reply> = None;
-        let mut round = 0usize;
         loop {
-            for k in 0..n {
-                let i = (first + k) % n;
-                let now = Instant::now();
-                if now >= deadline {
-                    return fallback.ok_or(ResolveError::Timeout(self.timeout));
-                }
-                let Some(server) = self.servers.get(i) else { continue };
-                let attempt_deadline = (now + share).min(deadline);
-                let m = self.metrics.get(i);
-                let pool = if server.is_ipv6() { self.pool6.as_ref() } else { self.pool4.as_ref() };
-                let result = match pool {
-                    Some(p) => query_pooled(p, *server, q, attempt_deadline).await,
-                    None => query_server(*server, q, attempt_deadline).await,
-                };
-                if let Some(m) = m {
-                    m.record(&result.as_ref().map(Reply::rcode).map_err(|e| matches!(e, AttemptError::Timeout)), now.elapsed());
-                }
-                match result {
-                    Ok(answer) => {
-                        use hickory_proto::op::ResponseCode as R;
-                        if matches!(answer.rcode(), R::ServFail | R::Refused) {
-                            tracing::debug!(%server, rcode = %answer.rcode(), "upstream failed, trying next");
-                            fallback.get_or_insert(answer);
-                            continue;
-                        }
-                        self.preferred.store(i, Ordering::Relaxed);
-                        return Ok(answer);
-                    }
-                    Err(e) => {
-                        tracing::debug!(%server, error = %e, "upstream attempt failed");
-                    }
-                }
-            }
-            round += 1;
-            if fallback.is_some() || round > 8 {
+            let now = Instant::now();
+            let Some((i, until)) = attempts.next(now, fallback.is_some()) else {
                 return fallback.ok_or(ResolveError::Timeout(self.timeout));
+            };
+            let Some(&server) = self.servers.get(i) else { continue };
+            let result = match self.pool_for(server) {
+                Some(p) => query_pooled(p, &self.me, server, q, until).await,
+                None => query_server(server, q, until).await,
+            };
+            match self.judge(i, result, now) {
+                Judged::Answer(r) => return Ok(r),
+                Judged::Fallback(r) => {
+                    fallback.get_or_insert(r);
+                }
+                Judged::Failed => {}
             }
         }
+    }
+
+    fn pool_for(&self, server: SocketAddr) -> Option<&Pool> {
+        if server.is_ipv6() { self.pool6.as_ref() } else { self.pool4.as_ref() }
+    }
+
+    /// Records one attempt's result against server `i` (metrics, preferred
+    /// server) and says what it means for the resolution.
+    fn judge(&self, i: usize, result: Result<Reply, AttemptError>, started: Instant) -> Judged {
+        if let Some(m) = self.metrics.get(i) {
+            m.record(&result.as_ref().map(Reply::rcode).map_err(|e| matches!(e, AttemptError::Timeout)), started.elapsed());
+        }
+        let server = self.servers.get(i).copied();
+        match result {
+            Ok(answer) => {
+                use hickory_proto::op::ResponseCode as R;
+                if matches!(answer.rcode(), R::ServFail | R::Refused) {
+                    tracing::debug!(?server, rcode = %answer.rcode(), "upstream failed, trying next");
+                    return Judged::Fallback(answer);
+                }
+                self.preferred.store(i, Ordering::Relaxed);
+                Judged::Answer(answer)
+            }
+            Err(e) => {
+                tracing::debug!(?server, error = %e, "upstream attempt failed");
+                Judged::Failed
+            }
+        }
+    }
+
+    /// Resolves `question` and calls `done` with the result, without a task
+    /// of its own: the pooled socket's reader task (or the timeout sweeper)
+    /// runs each next step and finally `done`, so a forwarded query costs no
+    /// task spawn, channel or timer. Same servers, order, timeouts, fallback,
+    /// metrics and health record as [`Forwarder::resolve`]. `done` must not
+    /// block: it runs on a reader task. Without a socket pool
+    /// (`udp_sockets = 0`) this spawns a task that awaits `resolve`.
+    pub fn resolve_then(&self, question: Box<[u8]>, dnssec_ok: bool, checking_disabled: bool, done: Done) {
+        if self.servers.is_empty() {
+            self.note_health(false);
+            return done(Err(ResolveError::NoServers));
+        }
+        if self.servers.iter().any(|s| self.pool_for(*s).is_none()) {
+            let Some(me) = self.me.upgrade() else { return done(Err(ResolveError::NoServers)) };
+            tokio::spawn(async move {
+                let q = Question { wire: &question, dnssec_ok, checking_disabled };
+                done(me.resolve(&q).await);
+            });
+            return;
+        }
+        let Ok(permit) = self.inflight.try_acquire() else {
+            self.note_health(false);
+            return done(Err(ResolveError::Busy));
+        };
+        permit.forget(); // given back in `finish`
+        self.start_sweeper();
+        let now = Instant::now();
+        let cq = Box::new(CallbackQuery {
+            question,
+            dnssec_ok,
+            checking_disabled,
+            attempts: Attempts::new(self, now),
+            server: 0,
+            started: now,
+            until: now,
+            fallback: None,
+            done,
+        });
+        self.try_next(cq, now);
+    }
+
+    /// Sends `cq` to the next server its plan allows, or finishes it.
+    fn try_next(&self, mut cq: Box<CallbackQuery>, now: Instant) {
+        while let Some((i, until)) = cq.attempts.next(now, cq.fallback.is_some()) {
+            let Some(pool) = self.servers.get(i).and_then(|s| self.pool_for(*s).map(|p| (p, *s))) else { continue };
+            let (pool, server) = pool;
+            cq.server = i;
+            cq.started = now;
+            cq.until = until;
+            match pool.send_callback(server, cq, self.me.clone()) {
+                Ok(()) => return,
+                Err((back, e)) => {
+                    cq = back;
+                    let _ = self.judge(i, Err(e), now);
+                }
+            }
+        }
+        self.finish(cq, None);
+    }
+
+    /// One attempt of `cq` ended with `result`: done, or on to the next server.
+    fn on_attempt(&self, mut cq: Box<CallbackQuery>, result: Result<Reply, AttemptError>) {
+        match self.judge(cq.server, result, cq.started) {
+            Judged::Answer(r) => self.finish(cq, Some(r)),
+            Judged::Fallback(r) => {
+                cq.fallback.get_or_insert(r);
+                self.try_next(cq, Instant::now());
+            }
+            Judged::Failed => self.try_next(cq, Instant::now()),
+        }
+    }
+
+    /// A matching UDP reply for `cq`; a truncated one is asked again over
+    /// TCP in a task of its own.
+    fn on_reply(&self, cq: Box<CallbackQuery>, reply: Reply) {
+        if !reply.scan.truncated {
+            return self.on_attempt(cq, Ok(reply));
+        }
+        let (Some(me), Some(&server)) = (self.me.upgrade(), self.servers.get(cq.server)) else { return self.finish(cq, None) };
+        tokio::spawn(async move {
+            let q = Question { wire: &cq.question, dnssec_ok: cq.dnssec_ok, checking_disabled: cq.checking_disabled };
+            let r = query_tcp(server, &q, cq.until).await;
+            me.on_attempt(cq, r);
+        });
+    }
+
+    fn finish(&self, cq: Box<CallbackQuery>, answer: Option<Reply>) {
+        self.inflight.add_permits(1);
+        let CallbackQuery { fallback, done, .. } = *cq;
+        let r = answer.or(fallback).ok_or(ResolveError::Timeout(self.timeout));
+        self.note_health(r.is_ok());
+        done(r);
+    }
+
+    /// Starts (once) the task that ends timed-out callback attempts: every
+    /// tick (a twentieth of the timeout, 5–50 ms) it takes those whose
+    /// attempt deadline passed out of every pooled socket's table.
+    fn start_sweeper(&self) {
+        if self.sweeper.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let me = self.me.clone();
+        let tick = (self.timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let Some(f) = me.upgrade() else { return };
+                let now = Instant::now();
+                for pool in [f.pool4.as_ref(), f.pool6.as_ref()].into_iter().flatten() {
+                    let retired: Vec<Arc<PoolSock>> =
+                        pool.retired.lock().map(|r| r.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default();
+                    for ps in pool.slots.iter().filter_map(|s| s.load_full()).chain(retired) {
+                        for cq in ps.take_callbacks(|cq| cq.until <= now) {
+                            f.on_attempt(cq, Err(AttemptError::Timeout));
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The result callback of [`Forwarder::resolve_then`].
+pub type Done = Box<dyn FnOnce(Result<Reply, ResolveError>) + Send>;
+
+/// A resolution driven by reader tasks ([`Forwarder::resolve_then`]).
+struct CallbackQuery {
+    question: Box<[u8]>,
+    dnssec_ok: bool,
+    checking_disabled: bool,
+    attempts: Attempts,
+    /// The current attempt: server index, start and deadline.
+    server: usize,
+    started: Instant,
+    until: Instant,
+    fallback: Option<Reply>,
+    done: Done,
+}
+
+/// What one attempt's result means for the resolution.
+enum Judged {
+    Answer(Reply),
+    /// SERVFAIL or REFUSED: kept in case no server does better.
+    Fallback(Reply),
+    Failed,
+}
+
+/// The plan of one resolution's attempts, for both the awaiting and the
+/// callback path: the server that last answered first, then the others in
+/// order, round after round; each attempt gets an equal share of the
+/// timeout (at least 250 ms). It ends at the deadline, after a full round
+/// once a server answered SERVFAIL/REFUSED (the fallback), or after 9 rounds.
+struct Attempts {
+    first: usize,
+    n: usize,
+    made: usize,
+    deadline: Instant,
+    share: Duration,
+}
+
+impl Attempts {
+    fn new(f: &Forwarder, now: Instant) -> Self {
+        let n = f.servers.len();
+        Self {
+            first: f.preferred.load(Ordering::Relaxed) % n.max(1),
+            n,
+            made: 0,
+            deadline: now + f.timeout,
+            share: (f.timeout / u32::try_from(n.max(1)).unwrap_or(1)).max(MIN_ATTEMPT),
+        }
+    }
+
+    /// The next server to ask and the attempt's deadline, or `None`: stop.
+    fn next(&mut self, now: Instant, have_fallback: bool) -> Option<(usize, Instant)> {
+        if self.n == 0 || now >= self.deadline {
+            return None;
+        }
+        if self.made > 0 && self.made.is_multiple_of(self.n) && (have_fallback || self.made / self.n > 8) {
+            return None;
+        }
+        let i = (self.first + self.made) % self.n;
+        self.made += 1;
+        Some((i, (now + self.share).min(self.deadline)))
     }
 }
 
@@ -235,8 +432,8 @@ enum AttemptError {
 /// `bytes` in cache form, if they are a well-formed reply to our query
 /// `id` for `q`; garbage and mismatched replies (spoof attempts) are
 /// `None`: the caller keeps waiting for the real one.
-fn matching_reply(bytes: Vec<u8>, id: u16, q: &Question<'_>, server: SocketAddr) -> Option<Reply> {
-    if !wire::answers(&bytes, id, q.wire) {
+fn matching_reply(bytes: Vec<u8>, id: u16, question: &[u8], server: SocketAddr) -> Option<Reply> {
+    if !wire::answers(&bytes, id, question) {
         tracing::debug!(%server, "mismatched reply ignored");
         return None;
     }
@@ -264,7 +461,7 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
             Ok(r) => r?,
             Err(_) => return Err(AttemptError::Timeout),
         };
-        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b.to_vec(), id, q, server)) else { continue };
+        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b.to_vec(), id, q.wire, server)) else { continue };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
@@ -272,8 +469,16 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
     }
 }
 
-/// Query ID → (server asked, where to deliver its replies).
-type Pending = HashMap<u16, (SocketAddr, mpsc::Sender<Vec<u8>>), foldhash::fast::RandomState>;
+/// Who waits for the reply to a pooled query.
+enum Waiter {
+    /// An awaiting [`Forwarder::resolve`]: replies are queued to it.
+    Task(mpsc::Sender<Vec<u8>>),
+    /// A [`Forwarder::resolve_then`] query: the reader takes the next step.
+    Callback(Box<CallbackQuery>),
+}
+
+/// Query ID → (server asked, who waits).
+type Pending = HashMap<u16, (SocketAddr, Waiter), foldhash::fast::RandomState>;
 
 /// One pooled socket: its reader task delivers replies by ID.
 struct PoolSock {
@@ -295,6 +500,8 @@ const REPLIES_PER_QUERY: usize = 4;
 struct Pool {
     v6: bool,
     slots: Vec<arc_swap::ArcSwapOption<PoolSock>>,
+    /// Replaced sockets whose readers still linger (the sweeper reads them too).
+    retired: Mutex<Vec<Weak<PoolSock>>>,
     queries_per_socket: u32,
     linger: Duration,
 }
@@ -304,6 +511,7 @@ impl Pool {
         Self {
             v6,
             slots: (0..cfg.sockets).map(|_| arc_swap::ArcSwapOption::empty()).collect(),
+            retired: Mutex::new(Vec::new()),
             queries_per_socket: cfg.queries_per_socket,
             linger,
         }
@@ -311,7 +519,7 @@ impl Pool {
 
     /// A socket of a random slot, opened (or replaced, once used up) on
     /// demand. Must run inside the tokio runtime (spawns the reader).
-    fn lease(&self) -> std::io::Result<Arc<PoolSock>> {
+    fn lease(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
         let n = self.slots.len().max(1);
         let slot = self.slots.get(rand::random_range(0..n)).ok_or_else(|| std::io::Error::other("empty pool"))?;
         if let Some(s) = slot.load_full() {
@@ -329,18 +537,76 @@ impl Pool {
             uses: AtomicU32::new(1),
             retired: Notify::new(),
         });
-        tokio::spawn(read_replies(Arc::clone(&fresh), self.linger));
+        tokio::spawn(read_replies(Arc::clone(&fresh), self.linger, fwd.clone()));
         if let Some(old) = slot.swap(Some(Arc::clone(&fresh))) {
             old.retired.notify_one();
+            if let Ok(mut r) = self.retired.lock() {
+                r.retain(|w| w.strong_count() > 0);
+                r.push(Arc::downgrade(&old));
+            }
         }
         Ok(fresh)
+    }
+
+    /// Registers `cq` under a fresh random ID on a leased socket and sends
+    /// its query to `server` without waiting. On failure `cq` comes back.
+    fn send_callback(
+        &self,
+        server: SocketAddr,
+        cq: Box<CallbackQuery>,
+        fwd: Weak<Forwarder>,
+    ) -> Result<(), (Box<CallbackQuery>, AttemptError)> {
+        let ps = match self.lease(&fwd) {
+            Ok(ps) => ps,
+            Err(e) => return Err((cq, AttemptError::Io(e))),
+        };
+        let packet = |id: u16, cq: &CallbackQuery| wire::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
+        {
+            let Ok(mut p) = ps.pending.lock() else {
+                return Err((cq, AttemptError::Io(std::io::Error::other("pool lock poisoned"))));
+            };
+            let Some(id) = (0..64).map(|_| rand::random::<u16>()).find(|id| !p.contains_key(id)) else {
+                return Err((cq, AttemptError::Io(std::io::Error::other("no free query ID on the socket"))));
+            };
+            let bytes = packet(id, &cq);
+            // sent under the lock: the reply cannot overtake the registration.
+            // A plain non-blocking send, not tokio's `try_send_to`: that one
+            // refuses (WouldBlock) until the reactor has seen the fresh
+            // socket writable
+            if let Err(e) = socket2::SockRef::from(&ps.sock).send_to(&bytes, &socket2::SockAddr::from(server)) {
+                return Err((cq, AttemptError::Io(e)));
+            }
+            p.insert(id, (server, Waiter::Callback(cq)));
+        }
+        Ok(())
+    }
+}
+
+impl PoolSock {
+    /// Takes the callback queries that `expired` selects out of the table.
+    #[allow(clippy::vec_box)] // each query stays boxed: it moves between tables and tasks
+    fn take_callbacks(&self, expired: impl Fn(&CallbackQuery) -> bool) -> Vec<Box<CallbackQuery>> {
+        let Ok(mut p) = self.pending.lock() else { return Vec::new() };
+        let ids: Vec<u16> = p
+            .iter()
+            .filter(|(_, (_, w))| matches!(w, Waiter::Callback(cq) if expired(cq)))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| match p.remove(id) {
+                Some((_, Waiter::Callback(cq))) => Some(cq),
+                _ => None,
+            })
+            .collect()
     }
 }
 
 /// Reads replies on a pooled socket and hands each to the query waiting for
-/// its ID, if it came from the server that query asked. Ends one `linger`
-/// after the socket is retired.
-async fn read_replies(ps: Arc<PoolSock>, linger: Duration) {
+/// its ID, if it came from the server that query asked: queued to an
+/// awaiting task, or, for a callback query whose question it answers, the
+/// next step run right here. Ends one `linger` after the socket is
+/// retired; callback queries still waiting then time out.
+async fn read_replies(ps: Arc<PoolSock>, linger: Duration, fwd: Weak<Forwarder>) {
     let mut buf = vec![0u8; 65535];
     let mut until: Option<tokio::time::Instant> = None;
     loop {
@@ -350,19 +616,41 @@ async fn read_replies(ps: Arc<PoolSock>, linger: Duration) {
                 until = Some(tokio::time::Instant::now() + linger);
                 continue;
             }
-            _ = async { if let Some(u) = until { tokio::time::sleep_until(u).await } }, if until.is_some() => return,
+            _ = async { if let Some(u) = until { tokio::time::sleep_until(u).await } }, if until.is_some() => break,
         };
         let Ok((n, from)) = r else { continue };
         let (Some(bytes), Some(id)) = (buf.get(..n), u16_at(&buf, 0)) else { continue };
+        let mut ready: Option<(Box<CallbackQuery>, Reply)> = None;
         let delivered = match ps.pending.lock() {
-            Ok(p) => match p.get(&id) {
-                Some((server, tx)) if *server == from => tx.try_send(bytes.to_vec()).is_ok(),
+            Ok(mut p) => match p.get(&id) {
+                Some((server, Waiter::Task(tx))) if *server == from => tx.try_send(bytes.to_vec()).is_ok(),
+                Some((server, Waiter::Callback(cq))) if *server == from => {
+                    match matching_reply(bytes.to_vec(), id, &cq.question, from) {
+                        Some(reply) => {
+                            if let Some((_, Waiter::Callback(cq))) = p.remove(&id) {
+                                ready = Some((cq, reply));
+                            }
+                            true
+                        }
+                        None => false, // a spoof or garbage: keep waiting for the real one
+                    }
+                }
                 _ => false,
             },
             Err(_) => false,
         };
-        if !delivered {
+        if let Some((cq, reply)) = ready {
+            match fwd.upgrade() {
+                Some(f) => f.on_reply(cq, reply),
+                None => (cq.done)(Err(ResolveError::NoServers)),
+            }
+        } else if !delivered {
             tracing::debug!(%from, id, "unexpected upstream reply ignored");
+        }
+    }
+    if let Some(f) = fwd.upgrade() {
+        for cq in ps.take_callbacks(|_| true) {
+            f.on_attempt(cq, Err(AttemptError::Timeout));
         }
     }
 }
@@ -386,7 +674,7 @@ impl Registration<'_> {
             let id: u16 = rand::random();
             if let std::collections::hash_map::Entry::Vacant(v) = p.entry(id) {
                 let (tx, rx) = mpsc::channel(REPLIES_PER_QUERY);
-                v.insert((server, tx));
+                v.insert((server, Waiter::Task(tx)));
                 return Ok((Registration { ps, id }, rx));
             }
         }
@@ -402,8 +690,14 @@ impl Drop for Registration<'_> {
     }
 }
 
-async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
-    let ps = pool.lease()?;
+async fn query_pooled(
+    pool: &Pool,
+    fwd: &Weak<Forwarder>,
+    server: SocketAddr,
+    q: &Question<'_>,
+    deadline: Instant,
+) -> Result<Reply, AttemptError> {
+    let ps = pool.lease(fwd)?;
     let (reg, mut rx) = Registration::new(&ps, server)?;
     let packet = wire::query(q.wire, reg.id, q.checking_disabled, q.dnssec_ok);
     ps.sock.send_to(&packet, server).await?;
@@ -412,7 +706,7 @@ async fn query_pooled(pool: &Pool, server: SocketAddr, q: &Question<'_>, deadlin
             Ok(Some(b)) => b,
             Ok(None) | Err(_) => return Err(AttemptError::Timeout),
         };
-        let Some(reply) = matching_reply(bytes, reg.id, q, server) else { continue };
+        let Some(reply) = matching_reply(bytes, reg.id, q.wire, server) else { continue };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }

@@ -25,7 +25,7 @@ use crate::metrics::Outcome;
 use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Verdict};
 use crate::resolve::cache::{Key, Wire};
-use crate::resolve::forward::Question;
+use crate::resolve::Reply;
 
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = 32;
@@ -38,8 +38,59 @@ pub enum Fast {
     Reply(Vec<u8>, Outcome),
     /// Hand to the hickory path.
     Slow,
-    /// Not cached: forward it from the fast path (`miss`).
-    Miss,
+    /// Not cached: forward it from the fast path ([`start_miss`]).
+    Miss(MissQuery),
+}
+
+/// A query the fast path forwards: a copy of its packet, what `parse` found
+/// in it and its cache key, kept until the upstream reply arrives.
+pub struct MissQuery {
+    packet: Box<[u8]>,
+    id: u16,
+    rd: bool,
+    cd: bool,
+    ad: bool,
+    qtype: RecordType,
+    edns: Option<(u16, bool)>,
+    question_len: usize,
+    key: Key,
+}
+
+impl MissQuery {
+    fn new(q: &Simple<'_>, packet: &[u8], key: Key) -> Self {
+        Self {
+            packet: packet.into(),
+            id: q.id,
+            rd: q.rd,
+            cd: q.cd,
+            ad: q.ad,
+            qtype: q.qtype,
+            edns: q.edns,
+            question_len: q.question.len(),
+            key,
+        }
+    }
+
+    /// From a packet the fast path would forward (`None`: it would not).
+    pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
+        let (q, qname) = parse(packet)?;
+        let key = Key { name: qname, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok: q.payload(max_udp_payload).0, checking_disabled: q.cd };
+        Some(Self::new(&q, packet, key))
+    }
+
+    /// The parsed query again, borrowing the packet copy.
+    fn view(&self) -> Simple<'_> {
+        Simple {
+            id: self.id,
+            rd: self.rd,
+            cd: self.cd,
+            ad: self.ad,
+            question: self.packet.get(12..12 + self.question_len).unwrap_or(&[]),
+            label_offsets: smallvec::SmallVec::new(),
+            qtype: self.qtype,
+            edns: self.edns,
+        }
+    }
 }
 
 /// A parsed simple query: one question, optionally one OPT without options.
@@ -51,7 +102,6 @@ struct Simple<'p> {
     ad: bool,
     /// The question as sent (name + type + class), for echoing.
     question: &'p [u8],
-    qname: QName,
     /// Byte offset of each label of the question name, from the message start.
     label_offsets: smallvec::SmallVec<[u16; 8]>,
     qtype: RecordType,
@@ -62,9 +112,10 @@ fn u16_at(p: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
 }
 
-/// Parses the header and question; `None` for anything the fast path leaves
-/// to hickory. Cost: O(name length), one allocation (the `QName`).
-fn parse(p: &[u8]) -> Option<Simple<'_>> {
+/// Parses the header and question, and normalises the name; `None` for
+/// anything the fast path leaves to hickory. Cost: O(name length), one
+/// allocation (the `QName`).
+fn parse(p: &[u8]) -> Option<(Simple<'_>, QName)> {
     let id = u16_at(p, 0)?;
     let flags = u16_at(p, 2)?;
     let qr = flags & 0x8000 != 0;
@@ -127,17 +178,16 @@ fn parse(p: &[u8]) -> Option<Simple<'_>> {
         return None; // trailing bytes
     }
     let qname = QName::from_labels(labels.into_iter()).ok()?;
-    Some(Simple {
+    Some((Simple {
         id,
         rd: flags & 0x0100 != 0,
         cd: flags & 0x0010 != 0,
         ad: flags & 0x0020 != 0,
         question,
-        qname,
         label_offsets,
         qtype,
         edns,
-    })
+    }, qname))
 }
 
 impl Simple<'_> {
@@ -225,9 +275,9 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
     if s.rate_limit.is_some() || !s.acl.allows(src.ip()) {
         return Fast::Slow;
     }
-    let Some(q) = parse(packet) else { return Fast::Slow };
+    let Some((q, qname)) = parse(packet) else { return Fast::Slow };
     let policy = s.policy.load();
-    let verdict = policy.check(&q.qname);
+    let verdict = policy.check(&qname);
     if let Verdict::Blocked(hit) = verdict {
         if s.blocked_log.is_some() {
             return Fast::Slow;
@@ -253,8 +303,8 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
-    let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss };
+    let key = Key { name: qname, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss(MissQuery::new(&q, packet, key)) };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.wire).is_some() {
         return Fast::Slow;
     }
@@ -318,54 +368,92 @@ fn from_wire(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u16) -> Opti
 
 /// Answers a cache miss from the fast path: the same forwarder, cache and
 /// policy as the hickory path, without decoding the query into a hickory
-/// `Request`. Anything unusual goes to the hickory path: a name the policy
-/// blocks by now, a CNAME/address in the answer that a list blocks (the
-/// answer is cached first, so the hickory path answers it from the cache),
-/// a reply that needs truncation, an answer that cannot be cached.
-pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-    let start = Instant::now();
-    let slow = || super::wire::handle_bytes(handler, packet, src);
-    let Some(q) = parse(packet) else { return slow().await };
+/// `Request`, and without a task of its own: the forwarder's reader task
+/// runs the rest (`finish_miss`) when the upstream reply arrives, and hands
+/// the reply to `deliver`. `deliver(Err(packet))` means "give it to the
+/// hickory path": a name the policy blocks by now, a CNAME/address in the answer
+/// that a list blocks (the answer is cached first, so the hickory path
+/// answers it from the cache), a reply that needs truncation, a packet that
+/// does not parse. `start` is when the query was read (for the latency
+/// histogram). Cost: two small copies (packet, question) and one boxed
+/// callback; no task, channel or timer.
+pub fn start_miss(h: &super::handler::Handler, mq: MissQuery, start: Instant, deliver: Deliver) {
+    let s = &*h.shared;
     let Ok(permit) = s.inflight.try_acquire() else {
         tracing::debug!("in-flight limit reached");
         s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
-        return Some(blocked_reply(&q, 2, None, None, s.max_udp_payload));
+        return deliver(Ok(blocked_reply(&mq.view(), 2, None, None, s.max_udp_payload)));
     };
-    let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
+    permit.forget(); // given back when the forwarder is done
     s.metrics.cache_misses.inc();
-    let question = Question { wire: q.question, dnssec_ok, checking_disabled: q.cd };
-    let reply = match s.forwarder.resolve(&question).await {
+    let question = Box::<[u8]>::from(mq.view().question);
+    let (dnssec_ok, cd) = (mq.key.dnssec_ok, mq.cd);
+    let handler = h.clone();
+    s.forwarder.resolve_then(
+        question,
+        dnssec_ok,
+        cd,
+        Box::new(move |r| {
+            handler.shared.inflight.add_permits(1);
+            finish_miss(&handler.shared, mq, start, r, deliver);
+        }),
+    );
+}
+
+/// Where a forwarded miss's reply goes; `Err(packet)`: the query, for the hickory path.
+pub type Deliver = Box<dyn FnOnce(Result<Vec<u8>, Box<[u8]>>) + Send>;
+
+/// The reply to a forwarded miss once the forwarder is done (see [`start_miss`]).
+fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate::resolve::ResolveError>, deliver: Deliver) {
+    let q = mq.view();
+    let reply = match r {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(name = %q.qname, error = %e, "upstream failed");
+            tracing::debug!(name = %mq.key.name, error = %e, "upstream failed");
             s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
-            return Some(blocked_reply(&q, 2, None, None, s.max_udp_payload));
+            return deliver(Ok(blocked_reply(&q, 2, None, None, s.max_udp_payload)));
         }
     };
+    let payload = q.payload(s.max_udp_payload).1;
     let now = Instant::now();
-    let key = Key { name: q.qname.clone(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
-    let (entry, _cached) = s.cache.insert(key, reply, now);
-    drop(permit);
     let policy = s.policy.load();
-    let chain_blocked = match policy.check(&q.qname) {
+    let verdict = policy.check(&mq.key.name);
+    let (entry, _cached) = s.cache.insert(mq.key.clone(), reply, now);
+    let chain_blocked = match verdict {
         Verdict::Blocked(_) => true,
         Verdict::Allowed(_) => false,
         _ => chain_block(&policy, &entry.wire).is_some(),
     };
-    if chain_blocked {
-        // the hickory path builds the blocked answer from the cache entry;
-        // an uncacheable cloaked answer (TTL 0) is asked for again: rare
-        return slow().await;
-    }
-    // not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):
+    // chain-blocked: the hickory path builds the blocked answer from the
+    // cache entry (an uncacheable cloaked answer, TTL 0, is asked for again:
+    // rare); not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):
     // answered as it came, like the hickory path does
-    let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
-    let Some(reply) = from_wire(&q, &entry.wire, 0, ad, payload) else {
-        tracing::debug!(name = %q.qname, qtype = %q.qtype, "forwarded answer left to the hickory path");
-        return slow().await;
+    let ad = entry.wire.authentic_data && (mq.key.dnssec_ok || q.ad);
+    match (!chain_blocked).then(|| from_wire(&q, &entry.wire, 0, ad, payload)).flatten() {
+        Some(reply) => {
+            s.metrics.observe(Protocol::Udp, Outcome::Forwarded, now.saturating_duration_since(start));
+            deliver(Ok(reply));
+        }
+        None => {
+            tracing::debug!(name = %mq.key.name, qtype = %mq.qtype, chain_blocked, "forwarded answer left to the hickory path");
+            deliver(Err(mq.packet));
+        }
+    }
+}
+
+/// [`start_miss`] awaited: the reply to send, or the hickory path's.
+pub async fn miss(s: &Shared, handler: &super::handler::Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let Some(mq) = MissQuery::parse(packet, s.max_udp_payload) else {
+        return super::wire::handle_bytes(handler, packet, src).await;
     };
-    s.metrics.observe(Protocol::Udp, Outcome::Forwarded, start.elapsed());
-    Some(reply)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    start_miss(handler, mq, Instant::now(), Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.await {
+        Ok(Ok(reply)) => Some(reply),
+        _ => super::wire::handle_bytes(handler, packet, src).await,
+    }
 }
 
 /// Runs `reply` (a forwarded miss or the hickory path) as its own task and
@@ -383,6 +471,22 @@ fn reply_later(
             }
         }
     });
+}
+
+/// Sends a forwarded miss's reply without waiting (a task waits when the
+/// socket's send buffer is full), or hands the query to the hickory path
+/// when there is none. Runs on the forwarder's reader task.
+fn send_or_slow(sock: Arc<tokio::net::UdpSocket>, h: super::handler::Handler, src: SocketAddr, reply: Result<Vec<u8>, Box<[u8]>>) {
+    match reply {
+        // a plain non-blocking send (tokio's `try_send_to` also refuses
+        // while the reactor has not yet reported the socket writable)
+        Ok(r) => match socket2::SockRef::from(&*sock).send_to(&r, &socket2::SockAddr::from(src)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => reply_later(&sock, src, async move { Some(r) }),
+            Err(e) => tracing::debug!(error = %e, %src, "UDP send failed"),
+        },
+        Err(packet) => reply_later(&sock, src, async move { super::wire::handle_bytes(&h, &packet, src).await }),
+    }
 }
 
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
@@ -447,9 +551,9 @@ pub async fn run_async(
             }
             match answer(&shared, packet, *src, now) {
                 Fast::Reply(r, outcome) => replies.push((r, SockaddrStorage::from(*src), outcome)),
-                Fast::Miss => {
-                    let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
-                    reply_later(&sock, src, async move { miss(&handler.shared, &handler, &bytes, src).await });
+                Fast::Miss(mq) => {
+                    let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
+                    start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply)));
                 }
                 Fast::Slow => {
                     let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);

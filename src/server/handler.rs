@@ -377,7 +377,7 @@ pub fn chain_block(policy: &Policy, w: &Wire) -> Option<Hit> {
 /// The question section for `name`/`qtype`/`qclass`: uncompressed labels,
 /// type, class (what the forwarder sends upstream).
 fn question_wire(name: &Name, qtype: RecordType, qclass: hickory_proto::rr::DNSClass) -> Vec<u8> {
-    let mut out = Vec::with_capacity(usize::from(name.len()) + 6);
+    let mut out = Vec::with_capacity(name.len() + 6);
     for label in name.iter() {
         out.push(u8::try_from(label.len()).unwrap_or(0));
         out.extend_from_slice(label);
