@@ -87,33 +87,7 @@ impl QName {
     /// Labels with bytes outside printable ASCII or dots are rejected
     /// (no list rule can match them).
     pub fn from_labels<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Result<Self, NameError> {
-        let mut bytes: Vec<u8> = Vec::with_capacity(64);
-        let mut starts = SmallVec::new();
-        for label in labels {
-            if label.is_empty() {
-                return Err(NameError::EmptyLabel);
-            }
-            if !bytes.is_empty() {
-                bytes.push(b'.');
-            }
-            starts.push(u8::try_from(bytes.len()).map_err(|_| NameError::TooLong)?);
-            // no early exit: this form vectorises; the error path finds the byte
-            let ok = label.iter().fold(true, |ok, &b| ok & ((0x21..0x7f).contains(&b) & (b != b'.')));
-            if !ok {
-                let bad = label.iter().find(|&&b| !(0x21..0x7f).contains(&b) || b == b'.').copied().unwrap_or(b'?');
-                return Err(NameError::BadChar(char::from(bad)));
-            }
-            let at = bytes.len();
-            bytes.extend_from_slice(label);
-            if let Some(new) = bytes.get_mut(at..) {
-                new.make_ascii_lowercase();
-            }
-        }
-        if bytes.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong);
-        }
-        let text = String::from_utf8(bytes).map_err(|_| NameError::BadChar('?'))?;
-        Ok(Self { text: text.into_boxed_str(), starts })
+        Ok(NameBuf::from_labels(labels)?.as_name().to_qname())
     }
 
     /// The root name (`.`).
@@ -136,6 +110,93 @@ impl QName {
     /// Cost: O(labels), no allocation.
     pub fn suffixes(&self) -> impl Iterator<Item = &str> + '_ {
         self.starts.iter().map(|&s| self.text.get(usize::from(s)..).unwrap_or(""))
+    }
+
+    /// The same name, borrowed (what matching takes).
+    pub fn as_name(&self) -> NameRef<'_> {
+        NameRef { text: &self.text, starts: &self.starts }
+    }
+}
+
+/// A normalised name, borrowed: from a [`QName`] or from a [`NameBuf`] on
+/// the stack (the UDP fast path matches a query name without allocating).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameRef<'a> {
+    text: &'a str,
+    starts: &'a [u8],
+}
+
+impl<'a> NameRef<'a> {
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// As [`QName::suffixes`]. Cost: O(labels), no allocation.
+    pub fn suffixes(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let text = self.text;
+        self.starts.iter().map(move |&s| text.get(usize::from(s)..).unwrap_or(""))
+    }
+
+    /// An owned copy. Cost: one allocation (two past 8 labels).
+    pub fn to_qname(&self) -> QName {
+        QName { text: Box::from(self.text), starts: SmallVec::from_slice(self.starts) }
+    }
+}
+
+/// A normalised name built on the stack from wire labels (at most 255
+/// bytes, so at most 127 labels): lowercase, checked like [`QName::from_labels`].
+pub struct NameBuf {
+    bytes: [u8; MAX_NAME_LEN + 2],
+    len: u8,
+    starts: [u8; 128],
+    labels: u8,
+}
+
+impl NameBuf {
+    /// Cost: O(len), no allocation: one copy, one lowercase pass and one
+    /// check pass per label (both vectorise).
+    pub fn from_labels<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Result<Self, NameError> {
+        let mut b = NameBuf { bytes: [0; MAX_NAME_LEN + 2], len: 0, starts: [0; 128], labels: 0 };
+        let mut len = 0usize;
+        let mut n = 0usize;
+        for label in labels {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel);
+            }
+            if len > 0 {
+                *b.bytes.get_mut(len).ok_or(NameError::TooLong)? = b'.';
+                len += 1;
+            }
+            *b.starts.get_mut(n).ok_or(NameError::TooLong)? = u8::try_from(len).map_err(|_| NameError::TooLong)?;
+            n += 1;
+            // no early exit: this form vectorises; the error path finds the byte
+            let ok = label.iter().fold(true, |ok, &c| ok & ((0x21..0x7f).contains(&c) & (c != b'.')));
+            if !ok {
+                let bad = label.iter().find(|&&c| !(0x21..0x7f).contains(&c) || c == b'.').copied().unwrap_or(b'?');
+                return Err(NameError::BadChar(char::from(bad)));
+            }
+            let dst = b.bytes.get_mut(len..len + label.len()).ok_or(NameError::TooLong)?;
+            dst.copy_from_slice(label);
+            dst.make_ascii_lowercase();
+            len += label.len();
+        }
+        if len > MAX_NAME_LEN {
+            return Err(NameError::TooLong);
+        }
+        b.len = u8::try_from(len).map_err(|_| NameError::TooLong)?;
+        b.labels = u8::try_from(n).map_err(|_| NameError::TooLong)?;
+        Ok(b)
+    }
+
+    /// Cost: a UTF-8 check of the bytes (they are printable ASCII, so it
+    /// cannot fail; an impossible failure reads as the root name).
+    pub fn as_name(&self) -> NameRef<'_> {
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or(&[]);
+        let starts = self.starts.get(..usize::from(self.labels)).unwrap_or(&[]);
+        match std::str::from_utf8(bytes) {
+            Ok(text) => NameRef { text, starts },
+            Err(_) => NameRef { text: "", starts: &[] },
+        }
     }
 }
 
@@ -228,6 +289,28 @@ mod tests {
             let got = got.as_ref().map(|q| q.as_str()).map_err(Clone::clone);
             assert_eq!(got, want.clone(), "case `{name}`");
         }
+    }
+
+    #[test]
+    fn name_buf_matches_qname() {
+        let cases: &[(&str, &[&[u8]], Result<&str, NameError>)] = &[
+            ("plain", &[b"www", b"Example", b"COM"], Ok("www.example.com")),
+            ("root", &[], Ok("")),
+            ("empty label", &[b"a", b"", b"b"], Err(NameError::EmptyLabel)),
+            ("dot inside", &[b"a.b", b"c"], Err(NameError::BadChar('.'))),
+            ("binary", &[b"a\x00", b"c"], Err(NameError::BadChar('\0'))),
+        ];
+        for (label, labels, want) in cases {
+            let got = NameBuf::from_labels(labels.iter().copied()).map(|b| b.as_name().as_str().to_owned());
+            assert_eq!(got.as_deref().map_err(Clone::clone), *want, "case `{label}`");
+            let q = QName::from_labels(labels.iter().copied()).map(|q| q.as_str().to_owned());
+            assert_eq!(q.as_deref().map_err(Clone::clone), *want, "case `{label}` (QName)");
+        }
+        let long: Vec<&[u8]> = std::iter::repeat(&b"abcdefghi"[..]).take(26).collect(); // 26 * 10 - 1 = 259
+        assert_eq!(NameBuf::from_labels(long.into_iter()).err(), Some(NameError::TooLong));
+        let b = NameBuf::from_labels([&b"a"[..], b"b", b"c"].into_iter()).unwrap();
+        assert_eq!(b.as_name().suffixes().collect::<Vec<_>>(), ["a.b.c", "b.c", "c"]);
+        assert_eq!(b.as_name().to_qname(), QName::parse("a.b.c").unwrap());
     }
 
     #[test]

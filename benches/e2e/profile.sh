@@ -5,6 +5,7 @@
 #
 #   benches/e2e/profile.sh miss               # or blocked | cached | mixed
 #   SECONDS_PER=5 PERF=0 benches/e2e/profile.sh miss   # CPU µs/query only, no perf
+#   PERF=syscalls benches/e2e/profile.sh miss   # system calls per query (recvmmsg, sendmmsg, epoll_wait, …)
 #   CALLGRIND=1 benches/e2e/profile.sh miss   # user-space instructions per query under callgrind
 #       (repeatable on this noisy machine: QUERIES queries at RATE qps after start-up, counters zeroed
 #       once serving; a 1000-name list so start-up under valgrind is quick)
@@ -89,7 +90,11 @@ if [ "$workload" = cached ] || [ "$workload" = mixed ]; then
     for _ in 1 2; do taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null 2>&1 || true; done
 fi
 cpu_s() { awk -v clk="$(getconf CLK_TCK)" '{sub(/.*\) /,""); printf "%.3f", ($12+$13)/clk}' "/proc/$1/stat"; }
-if [ "$PERF" = 1 ]; then
+if [ "$PERF" = syscalls ]; then
+    ev=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex
+    perf stat -e "$ev" -p $qpid -o "$OUT/syscalls-$workload.txt" -- sleep "$SECONDS_PER" >/dev/null 2>&1 &
+    perfpid=$!
+elif [ "$PERF" = 1 ]; then
     perf record -F 4999 -g -p $qpid -o "$OUT/perf-$workload.data" -- sleep "$SECONDS_PER" >/dev/null 2>&1 &
     perfpid=$!
 fi
@@ -99,7 +104,10 @@ c1=$(cpu_s $qpid)
 done_q=$(awk '/Queries completed/ {print $3}' <<<"$out")
 qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
 echo "$workload: $done_q queries, $qps qps, $(awk -v a="$c0" -v b="$c1" -v n="$done_q" 'BEGIN {printf "%.2f", (b-a)*1e6/n}') cpu us/q"
-if [ "$PERF" = 1 ]; then
+if [ "$PERF" = syscalls ]; then
+    wait $perfpid || true
+    awk -v n="$done_q" '/syscalls:/ {gsub(",", "", $1); printf "  %-32s %8.3f per query\n", $2, $1 / n}' "$OUT/syscalls-$workload.txt"
+elif [ "$PERF" = 1 ]; then
     wait $perfpid || true
     perf report -i "$OUT/perf-$workload.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -60 | tee "$OUT/report-$workload.txt"

@@ -11,7 +11,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use hashbrown::HashTable;
 
 use crate::lists::parse::{LocalData, Rule, RuleAction, Scope};
-use crate::name::QName;
+use crate::name::{NameRef, QName};
 
 /// Index of a rule in [`Index`]; stable for the life of one compiled policy.
 pub type RuleId = u32;
@@ -419,6 +419,11 @@ impl Index {
     /// Block precedence: the earliest list in config order; within a list the
     /// most specific name (exact beats wildcard within one RPZ zone).
     pub fn check(&self, name: &QName) -> (Option<Hit>, Option<Hit>) {
+        self.check_name(name.as_name())
+    }
+
+    /// [`Index::check`] for a borrowed name (same cost, no allocation).
+    pub fn check_name(&self, name: NameRef<'_>) -> (Option<Hit>, Option<Hit>) {
         let mut allow: Option<Hit> = None;
         let mut block: Option<Hit> = None;
         for (depth, suffix) in name.suffixes().enumerate() {

@@ -107,7 +107,12 @@ impl Policy {
     /// Cost: see [`Index::check`] (one hash probe per label, plus keyword and
     /// regex scans when such rules exist); no allocation on the name path.
     pub fn check(&self, name: &QName) -> Verdict {
-        let (allow, block) = self.index.check(name);
+        self.check_name(name.as_name())
+    }
+
+    /// [`Policy::check`] for a borrowed name (no allocation).
+    pub fn check_name(&self, name: crate::name::NameRef<'_>) -> Verdict {
+        let (allow, block) = self.index.check_name(name);
         resolve(&self.index, allow, block)
     }
 
@@ -147,15 +152,20 @@ impl Policy {
 
     /// The EDE INFO-CODE and EXTRA-TEXT for a blocked hit (RFC 8914).
     pub fn ede(&self, hit: &Hit) -> (u16, String) {
+        let (code, parts) = self.ede_parts(hit);
+        (code, parts.concat())
+    }
+
+    /// [`Policy::ede`] with the EXTRA-TEXT in pieces to write out one after
+    /// the other (the fast path writes them into the reply: no allocation).
+    pub fn ede_parts(&self, hit: &Hit) -> (u16, [&str; 4]) {
         let list = self.list(hit);
         let code = list.map(|l| l.ede).unwrap_or(15);
         let name = list.map(|l| l.name.as_str()).unwrap_or("?");
-        let mut text = format!("blocked by list {name}");
-        if let Some(d) = self.index.decision(hit.rule) {
-            text.push_str("; decision ");
-            text.push_str(d);
+        match self.index.decision(hit.rule) {
+            Some(d) => (code, ["blocked by list ", name, "; decision ", d]),
+            None => (code, ["blocked by list ", name, "", ""]),
         }
-        (code, text)
     }
 
     /// An empty policy (no lists): everything passes.

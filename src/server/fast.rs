@@ -22,7 +22,7 @@ use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStora
 use super::handler::{chain_block, Shared};
 use super::respond;
 use crate::metrics::Outcome;
-use crate::name::QName;
+use crate::name::NameBuf;
 use crate::policy::{Answer as PolicyAnswer, Verdict};
 use crate::resolve::cache::{Key, Wire};
 use crate::resolve::Reply;
@@ -74,7 +74,13 @@ impl MissQuery {
     /// From a packet the fast path would forward (`None`: it would not).
     pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
         let (q, qname) = parse(packet)?;
-        let key = Key { name: qname, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok: q.payload(max_udp_payload).0, checking_disabled: q.cd };
+        let key = Key {
+            name: qname.as_name().to_qname(),
+            qtype: q.qtype,
+            qclass: DNSClass::IN,
+            dnssec_ok: q.payload(max_udp_payload).0,
+            checking_disabled: q.cd,
+        };
         Some(Self::new(&q, packet, key))
     }
 
@@ -112,10 +118,10 @@ fn u16_at(p: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
 }
 
-/// Parses the header and question, and normalises the name; `None` for
-/// anything the fast path leaves to hickory. Cost: O(name length), one
-/// allocation (the `QName`).
-fn parse(p: &[u8]) -> Option<(Simple<'_>, QName)> {
+/// Parses the header and question, and normalises the name (on the
+/// stack); `None` for anything the fast path leaves to hickory.
+/// Cost: O(name length), no allocation.
+fn parse(p: &[u8]) -> Option<(Simple<'_>, NameBuf)> {
     let id = u16_at(p, 0)?;
     let flags = u16_at(p, 2)?;
     let qr = flags & 0x8000 != 0;
@@ -132,7 +138,7 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, QName)> {
         return None;
     }
     let mut i = 12usize;
-    let mut labels: Vec<&[u8]> = Vec::with_capacity(8);
+    let mut labels: smallvec::SmallVec<[&[u8]; 16]> = smallvec::SmallVec::new();
     let mut label_offsets = smallvec::SmallVec::new();
     loop {
         let len = usize::from(*p.get(i)?);
@@ -177,7 +183,7 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, QName)> {
     if i != p.len() {
         return None; // trailing bytes
     }
-    let qname = QName::from_labels(labels.into_iter()).ok()?;
+    let qname = NameBuf::from_labels(labels.into_iter()).ok()?;
     Some((Simple {
         id,
         rd: flags & 0x0100 != 0,
@@ -209,8 +215,9 @@ fn put32(out: &mut Vec<u8>, v: u32) {
 }
 
 /// A blocked answer (NXDOMAIN / NODATA with SOA, or REFUSED) built from a
-/// template. Cost: one allocation of ~100 bytes plus the EDE text.
-fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, ede: Option<(u16, &str)>, cap: u16) -> Vec<u8> {
+/// template; the EDE EXTRA-TEXT is the concatenation of its pieces.
+/// Cost: one allocation of ~100 bytes plus the EDE text.
+fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, ede: Option<(u16, &[&str])>, cap: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + q.question.len());
     put16(&mut out, q.id);
     let mut flags: u16 = 0x8000 | 0x0080 | u16::from(rcode & 0x0f); // QR, RA
@@ -251,14 +258,22 @@ fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, ede: Option
         out.push(0); // version
         put16(&mut out, if dnssec_ok { 0x8000 } else { 0 });
         match ede {
-            Some((code, text)) => {
-                let text = text.as_bytes();
-                let len = u16::try_from(2 + text.len()).unwrap_or(2);
+            Some((code, parts)) => {
+                let text_len: usize = parts.iter().map(|p| p.len()).sum();
+                // an over-long text (it cannot be: list names are short) is left out
+                let (len, keep) = match u16::try_from(2 + text_len) {
+                    Ok(l) if l < u16::MAX - 4 => (l, true),
+                    _ => (2, false),
+                };
                 put16(&mut out, len + 4);
                 put16(&mut out, respond::EDE_OPTION);
                 put16(&mut out, len);
                 put16(&mut out, code);
-                out.extend_from_slice(text.get(..usize::from(len - 2)).unwrap_or(&[]));
+                if keep {
+                    for p in parts {
+                        out.extend_from_slice(p.as_bytes());
+                    }
+                }
             }
             None => put16(&mut out, 0),
         }
@@ -277,7 +292,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
     }
     let Some((q, qname)) = parse(packet) else { return Fast::Slow };
     let policy = s.policy.load();
-    let verdict = policy.check(&qname);
+    let verdict = policy.check_name(qname.as_name());
     if let Verdict::Blocked(hit) = verdict {
         if s.blocked_log.is_some() {
             return Fast::Slow;
@@ -295,7 +310,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
         } else {
             None
         };
-        let (code, text) = policy.ede(&hit);
+        let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(&q, rcode, soa, Some((code, &text)), s.max_udp_payload);
         if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
             c.inc();
@@ -303,7 +318,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let key = Key { name: qname, qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let key = Key { name: qname.as_name().to_qname(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
     let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss(MissQuery::new(&q, packet, key)) };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.wire).is_some() {
         return Fast::Slow;
