@@ -66,6 +66,8 @@ fn check(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("policy_check_{size}"));
         g.throughput(Throughput::Elements(1000));
         g.bench_function("hit", |b| b.iter(|| for q in &hits { black_box(index.check(black_box(q))); }));
+        g.bench_function("subtree_hit_3_deep", |b| b.iter(|| for q in &deep { black_box(index.check(black_box(q))); }));
+        g.bench_function("miss", |b| b.iter(|| for q in &misses { black_box(index.check(black_box(q))); }));
         g.finish();
         // cold: 200k listed names in random order, more than the CPU caches
         // hold, as the blocked workload sees them (each hit then misses the
