@@ -152,40 +152,66 @@ pub struct NameBuf {
     labels: u8,
 }
 
+impl Default for NameBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl NameBuf {
-    /// Cost: O(len), no allocation: one copy, one lowercase pass and one
-    /// check pass per label (both vectorise).
+    /// The root name; labels are added with [`NameBuf::push_label`].
+    pub fn new() -> Self {
+        NameBuf { bytes: [0; MAX_NAME_LEN + 2], len: 0, starts: [0; 128], labels: 0 }
+    }
+
+    /// Cost: O(len), no allocation.
     pub fn from_labels<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Result<Self, NameError> {
-        let mut b = NameBuf { bytes: [0; MAX_NAME_LEN + 2], len: 0, starts: [0; 128], labels: 0 };
-        let mut len = 0usize;
-        let mut n = 0usize;
+        let mut b = Self::new();
         for label in labels {
-            if label.is_empty() {
-                return Err(NameError::EmptyLabel);
-            }
-            if len > 0 {
-                *b.bytes.get_mut(len).ok_or(NameError::TooLong)? = b'.';
-                len += 1;
-            }
-            *b.starts.get_mut(n).ok_or(NameError::TooLong)? = u8::try_from(len).map_err(|_| NameError::TooLong)?;
-            n += 1;
-            // no early exit: this form vectorises; the error path finds the byte
-            let ok = label.iter().fold(true, |ok, &c| ok & ((0x21..0x7f).contains(&c) & (c != b'.')));
-            if !ok {
-                let bad = label.iter().find(|&&c| !(0x21..0x7f).contains(&c) || c == b'.').copied().unwrap_or(b'?');
-                return Err(NameError::BadChar(char::from(bad)));
-            }
-            let dst = b.bytes.get_mut(len..len + label.len()).ok_or(NameError::TooLong)?;
-            dst.copy_from_slice(label);
-            dst.make_ascii_lowercase();
-            len += label.len();
+            b.push_label(label)?;
         }
-        if len > MAX_NAME_LEN {
+        Ok(b)
+    }
+
+    /// Appends one wire label, lowercased. Fails (and leaves the buffer
+    /// unusable) on an empty label, a byte outside printable ASCII or a dot,
+    /// or a name past 253 characters. Cost: one pass over the label that
+    /// checks, lowercases and copies at once (it vectorises).
+    pub fn push_label(&mut self, label: &[u8]) -> Result<(), NameError> {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel);
+        }
+        let mut at = usize::from(self.len);
+        if self.labels > 0 {
+            *self.bytes.get_mut(at).ok_or(NameError::TooLong)? = b'.';
+            at += 1;
+        }
+        let end = at + label.len();
+        if end > MAX_NAME_LEN {
             return Err(NameError::TooLong);
         }
-        b.len = u8::try_from(len).map_err(|_| NameError::TooLong)?;
-        b.labels = u8::try_from(n).map_err(|_| NameError::TooLong)?;
-        Ok(b)
+        *self.starts.get_mut(usize::from(self.labels)).ok_or(NameError::TooLong)? =
+            u8::try_from(at).map_err(|_| NameError::TooLong)?;
+        let dst = self.bytes.get_mut(at..end).ok_or(NameError::TooLong)?;
+        // no early exit: this form vectorises; the error path finds the byte
+        let mut ok = true;
+        for (d, &c) in dst.iter_mut().zip(label) {
+            ok &= (0x21..0x7f).contains(&c) & (c != b'.');
+            *d = c.to_ascii_lowercase();
+        }
+        if !ok {
+            let bad = label.iter().find(|&&c| !(0x21..0x7f).contains(&c) || c == b'.').copied().unwrap_or(b'?');
+            return Err(NameError::BadChar(char::from(bad)));
+        }
+        self.len = u8::try_from(end).map_err(|_| NameError::TooLong)?;
+        self.labels += 1;
+        Ok(())
+    }
+
+    /// Text offset of label `k` (0 = the first); for a name read from a
+    /// message's first question this plus 12 is the label's wire offset.
+    pub fn label_start(&self, k: usize) -> Option<u8> {
+        self.starts.get(..usize::from(self.labels))?.get(k).copied()
     }
 
     /// Cost: a UTF-8 check of the bytes (they are printable ASCII, so it
@@ -306,7 +332,7 @@ mod tests {
             let q = QName::from_labels(labels.iter().copied()).map(|q| q.as_str().to_owned());
             assert_eq!(q.as_deref().map_err(Clone::clone), *want, "case `{label}` (QName)");
         }
-        let long: Vec<&[u8]> = std::iter::repeat(&b"abcdefghi"[..]).take(26).collect(); // 26 * 10 - 1 = 259
+        let long: Vec<&[u8]> = std::iter::repeat_n(&b"abcdefghi"[..], 26).collect(); // 26 * 10 - 1 = 259
         assert_eq!(NameBuf::from_labels(long.into_iter()).err(), Some(NameError::TooLong));
         let b = NameBuf::from_labels([&b"a"[..], b"b", b"c"].into_iter()).unwrap();
         assert_eq!(b.as_name().suffixes().collect::<Vec<_>>(), ["a.b.c", "b.c", "c"]);

@@ -70,9 +70,13 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         head -"$QUERIES" "$f" >"$work/q.txt"
         taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/q.txt" -n 1 -c 1 -q 50 -Q "$RATE" -t 5 >/dev/null 2>&1 || true
     fi
-    head -"$QUERIES" "$f" >"$work/q.txt"
+    if [ "$workload" = blocked ]; then   # names of the cut list, so that they are blocked
+        awk -v n="$QUERIES" '{a[NR] = $1} END {for (i = 0; i < n; i++) print a[i % NR + 1], "A"}' "$work/list.domains" >"$work/q.txt"
+    else
+        head -"$QUERIES" "$f" >"$work/q.txt"
+    fi
     callgrind_control -z >/dev/null
-    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/q.txt" -n 1 -c 4 -q "${OUTSTANDING:-50}" -Q "$RATE" -t 5 2>&1)
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/q.txt" -n 1 -c "${CLIENTS:-4}" -q "${OUTSTANDING:-50}" -Q "$RATE" -t 5 2>&1)
     callgrind_control -d >/dev/null
     done_q=$(awk '/Queries completed/ {print $3}' <<<"$out")
     sleep 1

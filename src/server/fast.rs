@@ -23,7 +23,7 @@ use super::handler::{chain_block, Shared};
 use super::respond;
 use crate::metrics::Outcome;
 use crate::name::NameBuf;
-use crate::policy::{Answer as PolicyAnswer, Verdict};
+use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::{Key, Wire};
 use crate::resolve::Reply;
 
@@ -92,7 +92,6 @@ impl MissQuery {
             cd: self.cd,
             ad: self.ad,
             question: self.packet.get(12..12 + self.question_len).unwrap_or(&[]),
-            label_offsets: smallvec::SmallVec::new(),
             qtype: self.qtype,
             edns: self.edns,
         }
@@ -108,8 +107,6 @@ struct Simple<'p> {
     ad: bool,
     /// The question as sent (name + type + class), for echoing.
     question: &'p [u8],
-    /// Byte offset of each label of the question name, from the message start.
-    label_offsets: smallvec::SmallVec<[u16; 8]>,
     qtype: RecordType,
     edns: Option<(u16, bool)>, // (payload, DO)
 }
@@ -138,8 +135,7 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, NameBuf)> {
         return None;
     }
     let mut i = 12usize;
-    let mut labels: smallvec::SmallVec<[&[u8]; 16]> = smallvec::SmallVec::new();
-    let mut label_offsets = smallvec::SmallVec::new();
+    let mut qname = NameBuf::new();
     loop {
         let len = usize::from(*p.get(i)?);
         if len == 0 {
@@ -149,8 +145,7 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, NameBuf)> {
         if len > 63 {
             return None; // compression pointer or bad label: hickory decides
         }
-        label_offsets.push(u16::try_from(i).ok()?);
-        labels.push(p.get(i + 1..i + 1 + len)?);
+        qname.push_label(p.get(i + 1..i + 1 + len)?).ok()?;
         i += 1 + len;
         if i > 12 + 255 {
             return None;
@@ -183,14 +178,12 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, NameBuf)> {
     if i != p.len() {
         return None; // trailing bytes
     }
-    let qname = NameBuf::from_labels(labels.into_iter()).ok()?;
     Some((Simple {
         id,
         rd: flags & 0x0100 != 0,
         cd: flags & 0x0010 != 0,
         ad: flags & 0x0020 != 0,
         question,
-        label_offsets,
         qtype,
         edns,
     }, qname))
@@ -287,11 +280,16 @@ fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, ede: Option
 /// reply's latency (`Fast::Reply`'s outcome) once the batch is sent, so the
 /// fast path reads the clock once per batch, not twice per query.
 pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
+    answer_with(s, &s.policy.load(), packet, src, now)
+}
+
+/// [`answer`] under a policy snapshot the caller holds (the batch loop
+/// takes one per batch: a reload applies from the next batch on).
+fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     if s.rate_limit.is_some() || !s.acl.allows(src.ip()) {
         return Fast::Slow;
     }
     let Some((q, qname)) = parse(packet) else { return Fast::Slow };
-    let policy = s.policy.load();
     let verdict = policy.check_name(qname.as_name());
     if let Verdict::Blocked(hit) = verdict {
         if s.blocked_log.is_some() {
@@ -305,8 +303,9 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
         };
         let soa = if soa {
             let idx = usize::from(hit.depth);
-            let Some(&off) = q.label_offsets.get(idx) else { return Fast::Slow };
-            Some((off, s.sinkhole.ttl))
+            // a label's wire offset is its text offset plus the header
+            let Some(off) = qname.label_start(idx) else { return Fast::Slow };
+            Some((12 + u16::from(off), s.sinkhole.ttl))
         } else {
             None
         };
@@ -320,7 +319,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let key = Key { name: qname.as_name().to_qname(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
     let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss(MissQuery::new(&q, packet, key)) };
-    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(&policy, &entry.wire).is_some() {
+    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire).is_some() {
         return Fast::Slow;
     }
     let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
@@ -558,13 +557,14 @@ pub async fn run_async(
         }
         replies.clear();
         let now = Instant::now();
+        let policy = shared.policy.load();
         for (k, (len, src)) in got.iter().enumerate() {
             let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
             let Some(packet) = buf.get(..*len) else { continue };
             if *len > BUF - 1 {
                 continue;
             }
-            match answer(&shared, packet, *src, now) {
+            match answer_with(&shared, &policy, packet, *src, now) {
                 Fast::Reply(r, outcome) => replies.push((r, SockaddrStorage::from(*src), outcome)),
                 Fast::Miss(mq) => {
                     let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
@@ -576,6 +576,7 @@ pub async fn run_async(
                 }
             }
         }
+        drop(policy);
         if replies.is_empty() {
             continue;
         }
@@ -597,9 +598,14 @@ pub async fn run_async(
                 }
             }
         }
-        // latency of every reply of the batch: from the read to the send
+        // latency of every reply of the batch: from the read to the send,
+        // counted per outcome (replies of one outcome share it)
         let elapsed = now.elapsed();
-        for (_, _, outcome) in &replies {
+        for outcome in [Outcome::Blocked, Outcome::Cached] {
+            let n = replies.iter().filter(|(_, _, o)| *o == outcome).count() as u64;
+            shared.metrics.observe_n(Protocol::Udp, outcome, elapsed, n);
+        }
+        for (_, _, outcome) in replies.iter().filter(|(_, _, o)| !matches!(o, Outcome::Blocked | Outcome::Cached)) {
             shared.metrics.observe(Protocol::Udp, *outcome, elapsed);
         }
     }
