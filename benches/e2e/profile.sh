@@ -14,11 +14,7 @@
 # (/tmp/bench-cache, filled by a harness run), SIZE (100k), SECONDS_PER (5), PERF (1), OUT (/tmp/qalqan-profile),
 # CALLGRIND (0), QUERIES (20000), RATE (2000).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-QALQAN_BIN=${QALQAN_BIN:-$repo/target/release/qalqan}
-BENCH_DIR=${BENCH_DIR:-$(cd "$repo/.." && pwd)/shared/bench}
-cache=${BENCH_CACHE:-/tmp/bench-cache}
+. "$(dirname "$0")/common.sh"
 SIZE=${SIZE:-100k}
 SECONDS_PER=${SECONDS_PER:-5}
 PERF=${PERF:-1}
@@ -31,20 +27,11 @@ case $workload in
     miss) f=$cache/q-miss.txt ;;
     *) echo "usage: $0 blocked|cached|mixed|miss" >&2; exit 2 ;;
 esac
-for x in "list-$SIZE.domains" q-warm.txt root.zone "$(basename "$f")"; do
-    [ -s "$cache/$x" ] || { echo "missing $cache/$x: run the shared harness once (it generates the data)" >&2; exit 1; }
-done
-[ -x "$QALQAN_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+need_data "list-$SIZE.domains" q-warm.txt root.zone "$(basename "$f")"
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/qalqan-profile.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 up_port=15360 port=15361
-PORT=$up_port ZONE=$cache/root.zone WORKDIR=$work/upstream setsid taskset -c 1 "$BENCH_DIR/upstream/nsd" >"$work/nsd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p $up_port google.com >/dev/null 2>&1 && break; sleep 0.2; done
+start_nsd $up_port "$work" taskset -c 1
 cat >"$work/q.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$port"]
@@ -93,7 +80,6 @@ for _ in $(seq 100); do grep -q ready "$work/qalqan.log" && break; sleep 0.1; do
 if [ "$workload" = cached ] || [ "$workload" = mixed ]; then
     for _ in 1 2; do taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null 2>&1 || true; done
 fi
-cpu_s() { awk -v clk="$(getconf CLK_TCK)" '{sub(/.*\) /,""); printf "%.3f", ($12+$13)/clk}' "/proc/$1/stat"; }
 if [ "$PERF" = syscalls ]; then
     ev=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex
     perf stat -e "$ev" -p $qpid -o "$OUT/syscalls-$workload.txt" -- sleep "$SECONDS_PER" >/dev/null 2>&1 &

@@ -10,31 +10,17 @@
 # Environment: QALQAN_BIN (default target/release/qalqan), BENCH_DIR (../shared/bench), BENCH_CACHE
 # (/tmp/bench-cache, filled by a harness run), SIZE (100k), THREADS ("1 2"), CLIENTS (dnsperf -c, 8).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-QALQAN_BIN=${QALQAN_BIN:-$repo/target/release/qalqan}
-BENCH_DIR=${BENCH_DIR:-$(cd "$repo/.." && pwd)/shared/bench}
-cache=${BENCH_CACHE:-/tmp/bench-cache}
+. "$(dirname "$0")/common.sh"
 SIZE=${SIZE:-100k}
 THREADS=${THREADS:-1 2}
 WORKLOADS=${WORKLOADS:-blocked cached mixed}
 SECONDS_PER=${SECONDS_PER:-10}
 CLIENTS=${CLIENTS:-8}
-for f in "list-$SIZE.domains" q-warm.txt q-cached.txt "q-blocked-$SIZE.txt" "q-mixed-$SIZE.txt" root.zone; do
-    [ -s "$cache/$f" ] || { echo "missing $cache/$f: run the shared harness once (it generates the data)" >&2; exit 1; }
-done
-[ -x "$QALQAN_BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+need_data "list-$SIZE.domains" q-warm.txt q-cached.txt "q-blocked-$SIZE.txt" "q-mixed-$SIZE.txt" root.zone
 work=$(mktemp -d /tmp/qalqan-scaling.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 up_port=15350 port=15351
-PORT=$up_port ZONE=$cache/root.zone WORKDIR=$work/upstream setsid "$BENCH_DIR/upstream/nsd" >"$work/nsd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do dig +short +time=1 +tries=1 @127.0.0.1 -p $up_port google.com >/dev/null 2>&1 && break; sleep 0.2; done
+start_nsd $up_port "$work"
 
-cpu_s() { awk -v clk="$(getconf CLK_TCK)" '{sub(/.*\) /,""); printf "%.3f", ($12+$13)/clk}' "/proc/$1/stat"; }
 printf '%-8s %-8s %10s %12s\n' threads workload qps "cpu us/q"
 for t in $THREADS; do
     cat >"$work/q.toml" <<TOML
