@@ -350,3 +350,36 @@ pub fn fuzz_compile(data: &[u8]) {
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// An upstream reply through everything that reads one: the matcher against a fixed question, the byte
+/// scan, `Reply::accept` (with hickory's re-encoding of odd shapes), the cache entry, the CNAME/address
+/// walk and the entry's lazy decode into records.
+pub fn fuzz_upstream_reply(data: &[u8]) {
+    use qalqan::resolve::wire::{answers, each_chain_item, ChainItem};
+    use qalqan::resolve::Reply;
+    let question = b"\x03www\x07example\x00\x00\x01\x00\x01";
+    let id = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let _ = answers(data, id, question);
+    let Some(reply) = Reply::accept(data.to_vec()) else { return };
+    for &off in &reply.scan.ttl_offsets {
+        let off = usize::from(off);
+        assert!(off + 4 <= reply.bytes.len(), "TTL offset {off} out of {} bytes: {}", reply.bytes.len(), hex(data));
+    }
+    let _ = each_chain_item(&reply.bytes, reply.scan.question_end, reply.scan.answers, |item| match item {
+        ChainItem::Target(q) => (q.as_str().len() > 300).then_some(()),
+        ChainItem::Addr(_) => None,
+    });
+    let cache = qalqan::resolve::cache::Cache::new(
+        4,
+        qalqan::resolve::cache::TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600 },
+    );
+    let key = qalqan::resolve::cache::Key {
+        name: qalqan::name::QName::parse("www.example").expect("fixture"),
+        qtype: hickory_proto::rr::RecordType::A,
+        qclass: hickory_proto::rr::DNSClass::IN,
+        dnssec_ok: false,
+        checking_disabled: false,
+    };
+    let (entry, _) = cache.insert(key, reply, std::time::Instant::now());
+    let _ = entry.answer();
+}

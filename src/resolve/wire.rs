@@ -376,6 +376,58 @@ mod tests {
         assert_eq!(got.as_deref(), Some("x.www.example"));
     }
 
+    /// Seeded mutations of real replies (byte flips, cuts, insertions)
+    /// through everything that reads an upstream reply: no panic, and what
+    /// is accepted has every TTL offset inside the bytes. (The
+    /// `upstream_reply` fuzz target does the same coverage-guided.)
+    #[test]
+    fn mutated_replies_never_panic() {
+        let a = Record::from_rdata(name("www.example."), 300, RData::A(A::new(192, 0, 2, 1)));
+        let cname = Record::from_rdata(name("www.example."), 60, RData::CNAME(CNAME(name("cdn.www.example."))));
+        let soa = Record::from_rdata(
+            name("example."),
+            900,
+            RData::SOA(SOA::new(name("ns.example."), name("h.example."), 1, 3600, 600, 86400, 300)),
+        );
+        let seeds = [
+            reply(ResponseCode::NoError, vec![cname, a.clone()], vec![], true),
+            reply(ResponseCode::NXDomain, vec![], vec![soa], true),
+            reply(ResponseCode::NoError, vec![a], vec![], false),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for round in 0..20_000 {
+            let mut m = seeds[round % seeds.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % m.len().max(1);
+                match next() % 4 {
+                    0 | 1 => {
+                        if let Some(b) = m.get_mut(at) {
+                            *b = next() as u8;
+                        }
+                    }
+                    2 => m.truncate(at),
+                    _ => m.insert(at.min(m.len()), next() as u8),
+                }
+            }
+            let _ = answers(&m, 7, &question("www.example."));
+            if let Some(r) = crate::resolve::Reply::accept(m.clone()) {
+                accepted += 1;
+                for &off in &r.scan.ttl_offsets {
+                    assert!(usize::from(off) + 4 <= r.bytes.len(), "offset {off} in {:02x?}", m);
+                }
+                let _ = each_chain_item(&r.bytes, r.scan.question_end, r.scan.answers, |_| None::<()>);
+            }
+        }
+        assert!(accepted > 100, "the mutations should leave some replies intact ({accepted})");
+    }
+
     #[test]
     fn query_is_a_valid_message() {
         let q = query(&question("www.example."), 99, true, true);
