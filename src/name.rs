@@ -109,7 +109,7 @@ impl QName {
     ///
     /// Cost: O(labels), no allocation.
     pub fn suffixes(&self) -> impl Iterator<Item = &str> + '_ {
-        self.starts.iter().map(|&s| self.text.get(usize::from(s)..).unwrap_or(""))
+        self.as_name().suffixes()
     }
 
     /// The same name, borrowed (what matching takes).
@@ -193,14 +193,16 @@ impl NameBuf {
         *self.starts.get_mut(usize::from(self.labels)).ok_or(NameError::TooLong)? =
             u8::try_from(at).map_err(|_| NameError::TooLong)?;
         let dst = self.bytes.get_mut(at..end).ok_or(NameError::TooLong)?;
-        // no early exit: this form vectorises; the error path finds the byte
+        // printable ASCII, no dot: no early exit, so this form vectorises;
+        // the error path finds the byte
+        let allowed = |c: u8| (0x21..0x7f).contains(&c) & (c != b'.');
         let mut ok = true;
         for (d, &c) in dst.iter_mut().zip(label) {
-            ok &= (0x21..0x7f).contains(&c) & (c != b'.');
+            ok &= allowed(c);
             *d = c.to_ascii_lowercase();
         }
         if !ok {
-            let bad = label.iter().find(|&&c| !(0x21..0x7f).contains(&c) || c == b'.').copied().unwrap_or(b'?');
+            let bad = label.iter().copied().find(|&c| !allowed(c)).unwrap_or(b'?');
             return Err(NameError::BadChar(char::from(bad)));
         }
         self.len = u8::try_from(end).map_err(|_| NameError::TooLong)?;

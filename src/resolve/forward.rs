@@ -30,7 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
-use super::{wire, Reply, ResolveError};
+use super::wire::{self, u16_at};
+use super::{Reply, ResolveError};
 use crate::metrics::{Metrics, UpstreamMetrics};
 /// Shortest time one server gets before we fail over to the next.
 const MIN_ATTEMPT: Duration = Duration::from_millis(250);
@@ -560,15 +561,13 @@ impl Pool {
             Ok(ps) => ps,
             Err(e) => return Err((cq, AttemptError::Io(e))),
         };
-        let packet = |id: u16, cq: &CallbackQuery| wire::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
         {
-            let Ok(mut p) = ps.pending.lock() else {
-                return Err((cq, AttemptError::Io(std::io::Error::other("pool lock poisoned"))));
+            let Ok(mut p) = ps.pending.lock() else { return Err((cq, poisoned())) };
+            let id = match free_id(&p) {
+                Ok(id) => id,
+                Err(e) => return Err((cq, e)),
             };
-            let Some(id) = (0..64).map(|_| rand::random::<u16>()).find(|id| !p.contains_key(id)) else {
-                return Err((cq, AttemptError::Io(std::io::Error::other("no free query ID on the socket"))));
-            };
-            let bytes = packet(id, &cq);
+            let bytes = wire::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
             // sent under the lock: the reply cannot overtake the registration.
             // A plain non-blocking send, not tokio's `try_send_to`: that one
             // refuses (WouldBlock) until the reactor has seen the fresh
@@ -655,10 +654,6 @@ async fn read_replies(ps: Arc<PoolSock>, linger: Duration, fwd: Weak<Forwarder>)
     }
 }
 
-fn u16_at(p: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
-}
-
 /// A query's place in a pooled socket's pending table; removed on drop (when
 /// the query times out or its future is dropped).
 struct Registration<'a> {
@@ -669,17 +664,24 @@ struct Registration<'a> {
 impl Registration<'_> {
     /// Registers a fresh random ID for a reply from `server`.
     fn new(ps: &PoolSock, server: SocketAddr) -> Result<(Registration<'_>, mpsc::Receiver<Vec<u8>>), AttemptError> {
-        let mut p = ps.pending.lock().map_err(|_| AttemptError::Io(std::io::Error::other("pool lock poisoned")))?;
-        for _ in 0..64 {
-            let id: u16 = rand::random();
-            if let std::collections::hash_map::Entry::Vacant(v) = p.entry(id) {
-                let (tx, rx) = mpsc::channel(REPLIES_PER_QUERY);
-                v.insert((server, Waiter::Task(tx)));
-                return Ok((Registration { ps, id }, rx));
-            }
-        }
-        Err(AttemptError::Io(std::io::Error::other("no free query ID on the socket")))
+        let mut p = ps.pending.lock().map_err(|_| poisoned())?;
+        let id = free_id(&p)?;
+        let (tx, rx) = mpsc::channel(REPLIES_PER_QUERY);
+        p.insert(id, (server, Waiter::Task(tx)));
+        Ok((Registration { ps, id }, rx))
     }
+}
+
+/// A random query ID not in use on the socket (64 tries).
+fn free_id(p: &Pending) -> Result<u16, AttemptError> {
+    (0..64)
+        .map(|_| rand::random::<u16>())
+        .find(|id| !p.contains_key(id))
+        .ok_or_else(|| AttemptError::Io(std::io::Error::other("no free query ID on the socket")))
+}
+
+fn poisoned() -> AttemptError {
+    AttemptError::Io(std::io::Error::other("pool lock poisoned"))
 }
 
 impl Drop for Registration<'_> {

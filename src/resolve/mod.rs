@@ -59,7 +59,7 @@ impl Reply {
         };
         if let Some(at) = scan.opt_at.take() {
             bytes.truncate(at);
-            let ar = u16::from_be_bytes([*bytes.get(10)?, *bytes.get(11)?]).checked_sub(1)?;
+            let ar = wire::u16_at(&bytes, 10)?.checked_sub(1)?;
             bytes.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
         }
         Some(Reply { bytes, scan })

@@ -19,7 +19,8 @@ pub const UPSTREAM_PAYLOAD: u16 = 1232;
 /// Header length.
 const HEADER: usize = 12;
 
-fn u16_at(p: &[u8], i: usize) -> Option<u16> {
+/// The big-endian u16 at `i`, if the bytes reach that far.
+pub(crate) fn u16_at(p: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
 }
 

@@ -25,6 +25,7 @@ use crate::metrics::Outcome;
 use crate::name::NameBuf;
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::{Key, Wire};
+use crate::resolve::wire::u16_at;
 use crate::resolve::Reply;
 
 /// Datagrams read per `recvmmsg`.
@@ -74,13 +75,7 @@ impl MissQuery {
     /// From a packet the fast path would forward (`None`: it would not).
     pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
         let (q, qname) = parse(packet)?;
-        let key = Key {
-            name: qname.as_name().to_qname(),
-            qtype: q.qtype,
-            qclass: DNSClass::IN,
-            dnssec_ok: q.payload(max_udp_payload).0,
-            checking_disabled: q.cd,
-        };
+        let key = q.key(&qname, q.payload(max_udp_payload).0);
         Some(Self::new(&q, packet, key))
     }
 
@@ -109,10 +104,6 @@ struct Simple<'p> {
     question: &'p [u8],
     qtype: RecordType,
     edns: Option<(u16, bool)>, // (payload, DO)
-}
-
-fn u16_at(p: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
 }
 
 /// Parses the header and question, and normalises the name (on the
@@ -190,6 +181,11 @@ fn parse(p: &[u8]) -> Option<(Simple<'_>, NameBuf)> {
 }
 
 impl Simple<'_> {
+    /// The cache key of this query (its name owned: one allocation).
+    fn key(&self, qname: &NameBuf, dnssec_ok: bool) -> Key {
+        Key { name: qname.as_name().to_qname(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
+    }
+
     /// (DO, the payload size our reply may use: 512 without EDNS).
     fn payload(&self, max_udp_payload: u16) -> (bool, u16) {
         match self.edns {
@@ -317,7 +313,7 @@ fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now:
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let key = Key { name: qname.as_name().to_qname(), qtype: q.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: q.cd };
+    let key = q.key(&qname, dnssec_ok);
     let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss(MissQuery::new(&q, packet, key)) };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire).is_some() {
         return Fast::Slow;
