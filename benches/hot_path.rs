@@ -70,11 +70,13 @@ fn check(c: &mut Criterion) {
         g.bench_function("miss", |b| b.iter(|| for q in &misses { black_box(index.check(black_box(q))); }));
         g.finish();
         // cold: 200k listed names in random order, more than the CPU caches
-        // hold, as the blocked workload sees them (each hit then misses the
-        // cache at the table group, the slot, the rule record and its text:
-        // ~400 ns at 1M rules on the shared machine, against ~70 ns warm).
-        // Touching the first probe of a batch of 32 names before checking
-        // them was tried: 12 % faster cold, 70 % slower warm, so not used
+        // hold, as the blocked workload sees them. Each hit misses the cache
+        // at the table slot and at the record (its text sits in the record):
+        // ~240 ns at 1M rules on the shared machine. The hashbrown layout
+        // before it (control group, slot, rule record, text: four misses)
+        // took 430–590 ns on the same machine and run. Touching the first
+        // probe of a batch of 32 names before checking them was tried with
+        // that layout: 12 % faster cold, 70 % slower warm, so not used
         let mut cold: Vec<QName> = listed.iter().step_by(5).map(|n| QName::parse(n).unwrap()).collect();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for i in (1..cold.len()).rev() {
