@@ -143,10 +143,23 @@ impl<'a> NameRef<'a> {
     }
 }
 
+/// Byte positions within a 32-byte block, as bytes (so the masked check of
+/// [`NameBuf::read_wire`] compares in byte lanes).
+const BLOCK_POS: [u8; 32] = {
+    let mut p = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        p[i] = i as u8;
+        i += 1;
+    }
+    p
+};
+
 /// A normalised name built on the stack from wire labels (at most 255
 /// bytes, so at most 127 labels): lowercase, checked like [`QName::from_labels`].
 pub struct NameBuf {
-    bytes: [u8; MAX_NAME_LEN + 2],
+    /// Whole 32-byte blocks (see [`NameBuf::read_wire`]).
+    bytes: [u8; 256],
     len: u8,
     starts: [u8; 128],
     labels: u8,
@@ -161,7 +174,7 @@ impl Default for NameBuf {
 impl NameBuf {
     /// The root name; labels are added with [`NameBuf::push_label`].
     pub fn new() -> Self {
-        NameBuf { bytes: [0; MAX_NAME_LEN + 2], len: 0, starts: [0; 128], labels: 0 }
+        NameBuf { bytes: [0; 256], len: 0, starts: [0; 128], labels: 0 }
     }
 
     /// Cost: O(len), no allocation.
@@ -208,6 +221,86 @@ impl NameBuf {
         self.len = u8::try_from(end).map_err(|_| NameError::TooLong)?;
         self.labels += 1;
         Ok(())
+    }
+
+    /// Reads an uncompressed wire name at the start of `wire` (labels up to
+    /// the root label); returns the name and the wire bytes it took. `None`
+    /// for a compression pointer, a label type other than a plain label, a
+    /// name running past `wire`, or what [`NameBuf::push_label`] refuses
+    /// (the caller leaves those to a full parser).
+    ///
+    /// Cost: one walk over the length bytes, one copy of the name, and one
+    /// pass over all of it that checks, lowercases and puts the dots (it
+    /// vectorises across labels; `push_label` per label did not for short
+    /// labels). No allocation.
+    pub fn from_wire(wire: &[u8]) -> Option<(Self, usize)> {
+        let mut b = Self::new();
+        let used = b.read_wire(wire)?;
+        Some((b, used))
+    }
+
+    /// [`NameBuf::from_wire`] into this buffer (its old name is dropped),
+    /// so a caller that keeps one buffer on its stack copies nothing back.
+    pub fn read_wire(&mut self, wire: &[u8]) -> Option<usize> {
+        self.len = 0;
+        self.labels = 0;
+        // walk the length bytes; `at` is the next length byte's offset
+        let mut at = 0usize;
+        loop {
+            let len = usize::from(*wire.get(at)?);
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            *self.starts.get_mut(usize::from(self.labels))? = u8::try_from(at).ok()?;
+            self.labels += 1;
+            at += 1 + len;
+            if at > MAX_NAME_LEN + 1 {
+                self.labels = 0;
+                return None; // text (at - 1 bytes) over 253
+            }
+        }
+        if at == 0 {
+            return Some(1); // the root
+        }
+        // text = wire[1..at] with each later length byte turned into a dot
+        let text_len = at - 1;
+        self.bytes.get_mut(..text_len)?.copy_from_slice(wire.get(1..at)?);
+        let labels = usize::from(self.labels);
+        // length bytes (1..=63) fail `allowed`: mark them allowed first
+        for k in 1..labels {
+            let s = usize::from(*self.starts.get(k)?);
+            *self.bytes.get_mut(s - 1)? = b'a';
+        }
+        // whole 32-byte blocks, bytes past the name masked out of the check:
+        // a fixed-length loop is straight vector code, with no scalar tail
+        // for the short names that are most queries
+        // (byte lanes throughout: the position test is a u8 compare)
+        let allowed = |c: u8| (0x21..0x7f).contains(&c) & (c != b'.');
+        let mut bad = 0u8;
+        for (bi, block) in self.bytes.chunks_exact_mut(32).take(text_len.div_ceil(32)).enumerate() {
+            let Ok(block) = <&mut [u8; 32]>::try_from(block) else { break };
+            let rem = u8::try_from(text_len.saturating_sub(bi * 32).min(32)).unwrap_or(32);
+            let mut m = 0u8;
+            for (d, &j) in block.iter_mut().zip(BLOCK_POS.iter()) {
+                let c = *d;
+                m |= u8::from(j < rem) & u8::from(!allowed(c));
+                *d = c.to_ascii_lowercase();
+            }
+            bad |= m;
+        }
+        if bad != 0 {
+            self.labels = 0;
+            return None;
+        }
+        for k in 1..labels {
+            let s = usize::from(*self.starts.get(k)?);
+            *self.bytes.get_mut(s - 1)? = b'.';
+        }
+        self.len = u8::try_from(text_len).ok()?;
+        Some(at + 1)
     }
 
     /// Text offset of label `k` (0 = the first); for a name read from a
@@ -339,6 +432,70 @@ mod tests {
         let b = NameBuf::from_labels([&b"a"[..], b"b", b"c"].into_iter()).unwrap();
         assert_eq!(b.as_name().suffixes().collect::<Vec<_>>(), ["a.b.c", "b.c", "c"]);
         assert_eq!(b.as_name().to_qname(), QName::parse("a.b.c").unwrap());
+    }
+
+    /// `from_wire` agrees with `from_labels` (text, labels, offsets, wire
+    /// length) on every name, and refuses what it must: seeded random wire
+    /// names of random labels and bytes, plus the length edges.
+    #[test]
+    fn from_wire_matches_from_labels() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let alphabet = b"abcXYZ019-_.* \x00\x7f\xc3";
+        for _ in 0..20_000 {
+            let mut labels: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..rand(6) {
+                let max = if rand(20) == 0 { 63 } else { 9 };
+                let mut l = Vec::new();
+                for _ in 0..1 + rand(max) {
+                    l.push(alphabet[rand(alphabet.len() as u64) as usize]);
+                }
+                labels.push(l);
+            }
+            let mut wire: Vec<u8> = Vec::new();
+            for l in &labels {
+                wire.push(l.len() as u8);
+                wire.extend_from_slice(l);
+            }
+            wire.extend_from_slice(&[0, 0, 1]); // root label, then what follows the name
+            let want = NameBuf::from_labels(labels.iter().map(Vec::as_slice)).ok();
+            let got = NameBuf::from_wire(&wire);
+            match (&want, &got) {
+                (Some(w), Some((g, used))) => {
+                    assert_eq!(g.as_name(), w.as_name(), "{wire:?}");
+                    assert_eq!(*used, wire.len() - 2);
+                    for k in 0..labels.len() {
+                        assert_eq!(g.label_start(k), w.label_start(k));
+                    }
+                }
+                (None, None) => {}
+                _ => panic!("from_wire {:?} vs from_labels {:?} for {wire:?}", got.map(|g| g.0.as_name().as_str().to_owned()), want.is_some()),
+            }
+        }
+        // 253 characters are a name, 254 are not; pointers and truncation are refused
+        let wire_of = |n: usize| {
+            let mut w = Vec::new();
+            let mut left = n;
+            while left > 0 {
+                let l = left.min(63);
+                w.push(l as u8);
+                w.extend(std::iter::repeat_n(b'a', l));
+                left = left.saturating_sub(l + 1);
+            }
+            w.push(0);
+            w
+        };
+        assert_eq!(NameBuf::from_wire(&wire_of(253)).map(|(b, _)| b.as_name().as_str().len()), Some(253));
+        assert!(NameBuf::from_wire(&wire_of(255)).is_none());
+        assert!(NameBuf::from_wire(b"\xc0\x0c").is_none());
+        assert!(NameBuf::from_wire(b"\x03ab").is_none());
+        assert!(NameBuf::from_wire(b"\x03abc").is_none());
+        assert_eq!(NameBuf::from_wire(b"\x00").map(|(b, used)| (b.as_name().as_str().len(), used)), Some((0, 1)));
     }
 
     #[test]
