@@ -201,7 +201,10 @@ pub fn build_with(
     let pos = u16::try_from(i).map_err(|_| BuildError::TooManyLists)?;
     let allow = cfg.kind == ListKind::Allow;
     let kept = base.len().saturating_sub(base.list_rules(pos));
-    let mut b = Builder::with_capacity(kept + bytes.len() / 24, base.arena_len() + bytes.len() / 2);
+    // generous hints (names of a domains list average ~18 bytes a line): a
+    // table that has to grow rehashes every rule, and `finish` trims both
+    let new_rules = bytes.len() / 16;
+    let mut b = Builder::with_capacity(kept + new_rules, base.arena_len() + bytes.len() + new_rules * 12);
     b.carry(base, |l| l != pos)?;
     let mut failed: Option<BuildError> = None;
     let stats = {

@@ -230,16 +230,26 @@ impl Table {
         }
     }
 
-    /// Sizes the table to [`LOAD_BUILT`] for the keys it holds.
+    /// Sizes the table to [`LOAD_BUILT`] for the keys it holds, unless it is
+    /// within a quarter of that already (a rehash of a million rules costs
+    /// ~100 ms of the load).
     fn fit(&mut self, rehash: impl Fn(u32) -> u64) {
         let want = Self::slots_for(self.len);
-        if want != self.slots.len() {
+        let n = self.slots.len();
+        if n < want || n > want + want / 4 {
             self.resize(want, rehash);
         }
     }
 
     fn bytes(&self) -> usize {
         self.slots.capacity() * 8
+    }
+
+    /// Reads the start slot of `h`'s walk, so that a later probe finds it
+    /// in the cache (loads of several touches overlap).
+    #[inline]
+    fn touch(&self, h: u64) {
+        std::hint::black_box(self.slots.get(self.start(h)).copied());
     }
 }
 
@@ -315,7 +325,12 @@ pub struct Builder {
     regexes: Vec<(String, RuleId)>,
     /// Last rule of each name chain (keyed by chain head), so appends keep order.
     tails: hashbrown::HashMap<u32, u32, foldhash::fast::FixedState>,
+    /// Name rules stored but not yet in the table, (hash, rule), in order.
+    pending: Vec<(u64, u32)>,
 }
+
+/// Name rules put in the table together (see [`Builder::flush`]).
+const PENDING: usize = 32;
 
 impl Builder {
     /// A builder expecting about `rules` rules and `arena` bytes of names.
@@ -328,6 +343,7 @@ impl Builder {
             keywords: Vec::new(),
             regexes: Vec::new(),
             tails: hashbrown::HashMap::with_hasher(h),
+            pending: Vec::with_capacity(PENDING),
         }
     }
 
@@ -475,27 +491,49 @@ impl Builder {
             return Ok(());
         }
         let h = idx.hasher.hash_one(text.as_bytes());
-        let store = &idx.store;
-        match idx.table.find(h, |r| text_is(store, r, text.as_bytes())) {
-            Some(head) => {
-                let tail = self.tails.get(&head).copied().unwrap_or(head);
-                let at = tail as usize + 8;
-                if let Some(next) = idx.store.get_mut(at..at + 4) {
-                    next.copy_from_slice(&id.to_le_bytes());
-                }
-                self.tails.insert(head, id);
-            }
-            None => {
-                let hasher = idx.hasher;
-                let store = &idx.store;
-                idx.table.insert(h, id, |r| hasher.hash_one(text_at(store, r)));
-            }
+        self.pending.push((h, id));
+        if self.pending.len() >= PENDING {
+            self.flush();
         }
         Ok(())
     }
 
+    /// Puts the pending name rules in the table, in the order they came.
+    ///
+    /// Each insert's probe misses the cache at a random slot; touching the
+    /// start slots of the whole group first lets those misses overlap
+    /// instead of stalling one by one (the table of a million rules is
+    /// 15 MB): a 1M-rule list loaded in 0.6 s with hashbrown's small control
+    /// array, 0.8 s with one insert at a time here.
+    fn flush(&mut self) {
+        let idx = &mut self.idx;
+        for &(h, _) in &self.pending {
+            idx.table.touch(h);
+        }
+        for (h, id) in self.pending.drain(..) {
+            let store = &idx.store;
+            let found = idx.table.find(h, |r| text_is(store, r, text_at(store, id)));
+            match found {
+                Some(head) => {
+                    let tail = self.tails.get(&head).copied().unwrap_or(head);
+                    let at = tail as usize + 8;
+                    if let Some(next) = idx.store.get_mut(at..at + 4) {
+                        next.copy_from_slice(&id.to_le_bytes());
+                    }
+                    self.tails.insert(head, id);
+                }
+                None => {
+                    let hasher = idx.hasher;
+                    let store = &idx.store;
+                    idx.table.insert(h, id, |r| hasher.hash_one(text_at(store, r)));
+                }
+            }
+        }
+    }
+
     /// Builds the keyword automaton and regex set; shrinks buffers.
     pub fn finish(mut self) -> Result<Index, BuildError> {
+        self.flush();
         if !self.keywords.is_empty() {
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
