@@ -547,7 +547,10 @@ impl Builder {
                 .build()?;
             self.idx.regexes = Some((set, self.regexes));
         }
-        self.idx.store.shrink_to_fit();
+        // trim only real waste: shrinking copies the store (30 MB at 1M rules)
+        if self.idx.store.capacity() - self.idx.store.len() > self.idx.store.len() / 8 {
+            self.idx.store.shrink_to_fit();
+        }
         let (hasher, store) = (self.idx.hasher, &self.idx.store);
         self.idx.table.fit(|r| hasher.hash_one(text_at(store, r)));
         Ok(self.idx)
