@@ -541,10 +541,22 @@ pub async fn run_async(
     let mut replies: Vec<(Vec<u8>, Outcome)> = Vec::with_capacity(BATCH);
     // the replies' destinations, in `sendmmsg`'s form (kept, not rebuilt per batch)
     let mut reply_to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    // One cancellation future for the task's life (a new one per batch
+    // registered and dropped a waiter on the token each time), polled only
+    // when the socket has nothing to read; a socket that stays readable
+    // under load would starve it, so every 16th batch also asks the token.
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
+    let mut batches = 0u32;
     loop {
+        batches = batches.wrapping_add(1);
+        if batches % 16 == 0 && stop.is_cancelled() {
+            return;
+        }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
             r = sock.readable() => if r.is_err() { return },
+            _ = &mut cancelled => return,
         }
         got.clear();
         let received = sock.try_io(tokio::io::Interest::READABLE, || {
