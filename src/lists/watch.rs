@@ -52,7 +52,7 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
             let mut dirty: BTreeSet<usize> = BTreeSet::new();
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                _ = hangup(&mut hup) => {
                     tracing::info!("SIGHUP: reloading every list");
                     let report = lists.reload(None).await;
                     tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
@@ -69,11 +69,17 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
             // debounce: wait until the list files have been quiet for DEBOUNCE
             // (events for other files in the directory, such as logs, do not
             // extend the wait)
+            // (a SIGHUP meanwhile ends the wait: the operator says the files are done)
             let mut deadline = tokio::time::Instant::now() + DEBOUNCE;
+            let mut every = false;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(deadline) => break,
+                    _ = hangup(&mut hup) => {
+                        every = true;
+                        break;
+                    }
                     ev = rx.recv() => match ev {
                         Some(p) => {
                             if mark(&targets, &p, &mut dirty) {
@@ -84,11 +90,27 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
                     },
                 }
             }
+            if every {
+                tracing::info!("SIGHUP while list files were settling: reloading every list now");
+                let report = lists.reload(None).await;
+                tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
+                continue;
+            }
             let which: Vec<usize> = dirty.into_iter().collect();
             tracing::debug!(?which, "list files changed");
             lists.reload(Some(which)).await;
         }
     }))
+}
+
+/// The next SIGHUP (never, when the handler could not be installed).
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup.as_mut() {
+        Some(h) => {
+            h.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Marks the lists whose file is `p`; returns whether any matched.
