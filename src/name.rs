@@ -143,6 +143,12 @@ impl<'a> NameRef<'a> {
     }
 }
 
+/// Whether `c` may stand in a label of a name we match: printable ASCII,
+/// no dot (a branch-free test, so the loops using it vectorise).
+fn label_byte_ok(c: u8) -> bool {
+    (0x21..0x7f).contains(&c) & (c != b'.')
+}
+
 /// Byte positions within a 32-byte block, as bytes (so the masked check of
 /// [`NameBuf::read_wire`] compares in byte lanes).
 const BLOCK_POS: [u8; 32] = {
@@ -206,16 +212,14 @@ impl NameBuf {
         *self.starts.get_mut(usize::from(self.labels)).ok_or(NameError::TooLong)? =
             u8::try_from(at).map_err(|_| NameError::TooLong)?;
         let dst = self.bytes.get_mut(at..end).ok_or(NameError::TooLong)?;
-        // printable ASCII, no dot: no early exit, so this form vectorises;
-        // the error path finds the byte
-        let allowed = |c: u8| (0x21..0x7f).contains(&c) & (c != b'.');
+        // no early exit, so this form vectorises; the error path finds the byte
         let mut ok = true;
         for (d, &c) in dst.iter_mut().zip(label) {
-            ok &= allowed(c);
+            ok &= label_byte_ok(c);
             *d = c.to_ascii_lowercase();
         }
         if !ok {
-            let bad = label.iter().copied().find(|&c| !allowed(c)).unwrap_or(b'?');
+            let bad = label.iter().copied().find(|&c| !label_byte_ok(c)).unwrap_or(b'?');
             return Err(NameError::BadChar(char::from(bad)));
         }
         self.len = u8::try_from(end).map_err(|_| NameError::TooLong)?;
@@ -224,23 +228,17 @@ impl NameBuf {
     }
 
     /// Reads an uncompressed wire name at the start of `wire` (labels up to
-    /// the root label); returns the name and the wire bytes it took. `None`
-    /// for a compression pointer, a label type other than a plain label, a
-    /// name running past `wire`, or what [`NameBuf::push_label`] refuses
-    /// (the caller leaves those to a full parser).
+    /// the root label) into this buffer, dropping its old name; returns the
+    /// wire bytes it took. `None` for a compression pointer, a label type
+    /// other than a plain label, a name running past `wire`, or what
+    /// [`NameBuf::push_label`] refuses (the caller leaves those to a full
+    /// parser). Filling the caller's buffer, not returning one, copies
+    /// nothing back.
     ///
     /// Cost: one walk over the length bytes, one copy of the name, and one
     /// pass over all of it that checks, lowercases and puts the dots (it
     /// vectorises across labels; `push_label` per label did not for short
     /// labels). No allocation.
-    pub fn from_wire(wire: &[u8]) -> Option<(Self, usize)> {
-        let mut b = Self::new();
-        let used = b.read_wire(wire)?;
-        Some((b, used))
-    }
-
-    /// [`NameBuf::from_wire`] into this buffer (its old name is dropped),
-    /// so a caller that keeps one buffer on its stack copies nothing back.
     pub fn read_wire(&mut self, wire: &[u8]) -> Option<usize> {
         self.len = 0;
         self.labels = 0;
@@ -278,7 +276,6 @@ impl NameBuf {
         // a fixed-length loop is straight vector code, with no scalar tail
         // for the short names that are most queries
         // (byte lanes throughout: the position test is a u8 compare)
-        let allowed = |c: u8| (0x21..0x7f).contains(&c) & (c != b'.');
         let mut bad = 0u8;
         for (bi, block) in self.bytes.chunks_exact_mut(32).take(text_len.div_ceil(32)).enumerate() {
             let Ok(block) = <&mut [u8; 32]>::try_from(block) else { break };
@@ -286,7 +283,7 @@ impl NameBuf {
             let mut m = 0u8;
             for (d, &j) in block.iter_mut().zip(BLOCK_POS.iter()) {
                 let c = *d;
-                m |= u8::from(j < rem) & u8::from(!allowed(c));
+                m |= u8::from(j < rem) & u8::from(!label_byte_ok(c));
                 *d = c.to_ascii_lowercase();
             }
             bad |= m;
@@ -434,9 +431,15 @@ mod tests {
         assert_eq!(b.as_name().to_qname(), QName::parse("a.b.c").unwrap());
     }
 
-    /// `from_wire` agrees with `from_labels` (text, labels, offsets, wire
+    /// `read_wire` agrees with `from_labels` (text, labels, offsets, wire
     /// length) on every name, and refuses what it must: seeded random wire
     /// names of random labels and bytes, plus the length edges.
+    fn from_wire(wire: &[u8]) -> Option<(NameBuf, usize)> {
+        let mut b = NameBuf::new();
+        let used = b.read_wire(wire)?;
+        Some((b, used))
+    }
+
     #[test]
     fn from_wire_matches_from_labels() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -464,7 +467,7 @@ mod tests {
             }
             wire.extend_from_slice(&[0, 0, 1]); // root label, then what follows the name
             let want = NameBuf::from_labels(labels.iter().map(Vec::as_slice)).ok();
-            let got = NameBuf::from_wire(&wire);
+            let got = from_wire(&wire);
             match (&want, &got) {
                 (Some(w), Some((g, used))) => {
                     assert_eq!(g.as_name(), w.as_name(), "{wire:?}");
@@ -490,12 +493,12 @@ mod tests {
             w.push(0);
             w
         };
-        assert_eq!(NameBuf::from_wire(&wire_of(253)).map(|(b, _)| b.as_name().as_str().len()), Some(253));
-        assert!(NameBuf::from_wire(&wire_of(255)).is_none());
-        assert!(NameBuf::from_wire(b"\xc0\x0c").is_none());
-        assert!(NameBuf::from_wire(b"\x03ab").is_none());
-        assert!(NameBuf::from_wire(b"\x03abc").is_none());
-        assert_eq!(NameBuf::from_wire(b"\x00").map(|(b, used)| (b.as_name().as_str().len(), used)), Some((0, 1)));
+        assert_eq!(from_wire(&wire_of(253)).map(|(b, _)| b.as_name().as_str().len()), Some(253));
+        assert!(from_wire(&wire_of(255)).is_none());
+        assert!(from_wire(b"\xc0\x0c").is_none());
+        assert!(from_wire(b"\x03ab").is_none());
+        assert!(from_wire(b"\x03abc").is_none());
+        assert_eq!(from_wire(b"\x00").map(|(b, used)| (b.as_name().as_str().len(), used)), Some((0, 1)));
     }
 
     #[test]

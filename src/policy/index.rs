@@ -116,17 +116,6 @@ fn text_at(store: &[u8], id: u32) -> &[u8] {
     store.get(start + HDR..start + HDR + usize::from(len)).unwrap_or(&[])
 }
 
-/// Whether the record at `id` holds exactly `text`: the length byte and the
-/// text share the record's cache line in the common case.
-#[inline]
-fn text_is(store: &[u8], id: u32, text: &[u8]) -> bool {
-    let start = id as usize;
-    match store.get(start + 1) {
-        Some(&len) if usize::from(len) == text.len() => store.get(start + HDR..start + HDR + text.len()) == Some(text),
-        _ => false,
-    }
-}
-
 /// Open-addressing hash table of record offsets, linear probing.
 ///
 /// A slot is one `u64`: the high half a 32-bit tag taken from the hash (odd,
@@ -512,7 +501,7 @@ impl Builder {
         }
         for (h, id) in self.pending.drain(..) {
             let store = &idx.store;
-            let found = idx.table.find(h, |r| text_is(store, r, text_at(store, id)));
+            let found = idx.table.find(h, |r| text_at(store, r) == text_at(store, id));
             match found {
                 Some(head) => {
                     let tail = self.tails.get(&head).copied().unwrap_or(head);
@@ -643,7 +632,7 @@ impl Index {
         for (depth, suffix) in name.suffixes().enumerate() {
             let depth = u8::try_from(depth).unwrap_or(u8::MAX);
             let h = self.hasher.hash_one(suffix.as_bytes());
-            let Some(head) = self.table.find(h, |r| text_is(&self.store, r, suffix.as_bytes())) else {
+            let Some(head) = self.table.find(h, |r| text_at(&self.store, r) == suffix.as_bytes()) else {
                 continue;
             };
             let mut cur = head;

@@ -550,7 +550,7 @@ pub async fn run_async(
     let mut batches = 0u32;
     loop {
         batches = batches.wrapping_add(1);
-        if batches % 16 == 0 && stop.is_cancelled() {
+        if batches.is_multiple_of(16) && stop.is_cancelled() {
             return;
         }
         tokio::select! {
