@@ -53,9 +53,7 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = hangup(&mut hup) => {
-                    tracing::info!("SIGHUP: reloading every list");
-                    let report = lists.reload(None).await;
-                    tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
+                    reload_all(&lists, "SIGHUP: reloading every list").await;
                     continue;
                 }
                 ev = rx.recv() => {
@@ -91,9 +89,7 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
                 }
             }
             if every {
-                tracing::info!("SIGHUP while list files were settling: reloading every list now");
-                let report = lists.reload(None).await;
-                tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
+                reload_all(&lists, "SIGHUP while list files were settling: reloading every list now").await;
                 continue;
             }
             let which: Vec<usize> = dirty.into_iter().collect();
@@ -101,6 +97,13 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
             lists.reload(Some(which)).await;
         }
     }))
+}
+
+/// The SIGHUP reload: every list, logged before and after.
+async fn reload_all(lists: &Arc<Lists>, why: &'static str) {
+    tracing::info!("{why}");
+    let report = lists.reload(None).await;
+    tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
 }
 
 /// The next SIGHUP (never, when the handler could not be installed).
