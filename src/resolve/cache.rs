@@ -2,6 +2,8 @@
 //! count (CLOCK eviction over sharded tables), TTLs clamped by config; negative answers
 //! cached for min(SOA TTL, SOA MINIMUM) as RFC 2308 §5 says.
 
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -12,13 +14,63 @@ use super::{Answer, Reply};
 use crate::name::QName;
 
 /// Cache key. The name is the normalised query name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
     pub name: QName,
     pub qtype: RecordType,
     pub qclass: DNSClass,
     pub dnssec_ok: bool,
     pub checking_disabled: bool,
+}
+
+/// A [`Key`] with a borrowed name (the fast path looks up without
+/// allocating); it hashes and compares like the `Key` it names.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    /// The normalised name's text ([`QName::as_str`]).
+    pub name: &'a str,
+    pub qtype: RecordType,
+    pub qclass: DNSClass,
+    pub dnssec_ok: bool,
+    pub checking_disabled: bool,
+}
+
+impl Key {
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            name: self.name.as_str(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            dnssec_ok: self.dnssec_ok,
+            checking_disabled: self.checking_disabled,
+        }
+    }
+}
+
+impl KeyRef<'_> {
+    fn matches(&self, k: &Key) -> bool {
+        k.name.as_str() == self.name
+            && k.qtype == self.qtype
+            && k.qclass == self.qclass
+            && k.dnssec_ok == self.dnssec_ok
+            && k.checking_disabled == self.checking_disabled
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write(self.name.as_bytes());
+        h.write_u16(u16::from(self.qtype));
+        h.write_u16(u16::from(self.qclass));
+        h.write_u8(u8::from(self.dnssec_ok) | u8::from(self.checking_disabled) << 1);
+    }
+}
+
+impl Hash for Key {
+    /// The name's text stands for the name (its label starts follow from it).
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_ref().hash(h);
+    }
 }
 
 /// A cached answer and when it was stored.
@@ -30,6 +82,12 @@ pub struct Entry {
     answer: OnceLock<Answer>,
     pub stored: Instant,
     pub ttl: u32,
+    /// 1 + the policy generation under which the query name and the
+    /// answer's CNAME chain and addresses were last found not blocked; 0:
+    /// never. A hit under that same generation skips the policy (the
+    /// probes into a 1M-rule index miss the CPU cache); any publish makes
+    /// the next hit check again. See [`Entry::passed`].
+    pass_gen: AtomicU64,
 }
 
 /// An answer as a whole reply message, as the upstream sent it: header
@@ -99,6 +157,20 @@ impl Entry {
         self.ttl.checked_sub(age).filter(|&r| r > 0)
     }
 
+    /// Whether the policy of `generation` was found to let this answer
+    /// through ([`Entry::set_passed`]). Cost: one relaxed load.
+    pub fn passed(&self, generation: u64) -> bool {
+        self.pass_gen.load(Ordering::Relaxed) == generation.wrapping_add(1)
+    }
+
+    /// Records that the policy of `generation` lets the query name and this
+    /// answer through. A racing store from an older snapshot only costs the
+    /// next hit a fresh check: the stamp never claims a generation that did
+    /// not pass.
+    pub fn set_passed(&self, generation: u64) {
+        self.pass_gen.store(generation.wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Seconds elapsed since the entry was stored.
     pub fn age(&self, now: Instant) -> u32 {
         u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
@@ -146,15 +218,15 @@ struct Shard {
 }
 
 impl Shard {
-    fn find(&self, hash: u64, key: &Key) -> Option<usize> {
+    fn find(&self, hash: u64, key: &KeyRef<'_>) -> Option<usize> {
         let nodes = &self.nodes;
         self.table
-            .find(hash, |&i| nodes.get(i as usize).is_some_and(|n| n.hash == hash && n.key == *key))
+            .find(hash, |&i| nodes.get(i as usize).is_some_and(|n| n.hash == hash && key.matches(&n.key)))
             .map(|&i| i as usize)
     }
 
     fn insert(&mut self, hash: u64, key: Key, entry: Arc<Entry>, now: Instant) {
-        if let Some(n) = self.find(hash, &key).and_then(|i| self.nodes.get_mut(i)) {
+        if let Some(n) = self.find(hash, &key.as_ref()).and_then(|i| self.nodes.get_mut(i)) {
             n.entry = entry;
             return;
         }
@@ -209,7 +281,7 @@ impl Cache {
         Self { shards, hasher: foldhash::fast::RandomState::default(), ttl }
     }
 
-    fn shard(&self, key: &Key) -> (u64, Option<&Mutex<Shard>>) {
+    fn shard(&self, key: &KeyRef<'_>) -> (u64, Option<&Mutex<Shard>>) {
         use std::hash::BuildHasher as _;
         let hash = self.hasher.hash_one(key);
         // high bits pick the shard; hashbrown uses the low and top-7 bits
@@ -219,6 +291,11 @@ impl Cache {
     /// A live entry for `key`. Cost: one hash of the key, one uncontended
     /// lock, one table probe and a key compare; no allocation.
     pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
+        self.get_ref(&key.as_ref(), now)
+    }
+
+    /// [`Cache::get`] by a borrowed key (the fast path: no allocation).
+    pub fn get_ref(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
         let (hash, shard) = self.shard(key);
         let mut s = shard?.lock().ok()?;
         let i = s.find(hash, key)?;
@@ -235,9 +312,15 @@ impl Cache {
     /// reply; one lock and table insert when stored.
     pub fn insert(&self, key: Key, reply: Reply, now: Instant) -> (Arc<Entry>, bool) {
         let ttl = self.ttl_for(&reply.scan).unwrap_or(0);
-        let entry = Arc::new(Entry { wire: Wire::from_reply(reply), answer: OnceLock::new(), stored: now, ttl });
+        let entry = Arc::new(Entry {
+            wire: Wire::from_reply(reply),
+            answer: OnceLock::new(),
+            stored: now,
+            ttl,
+            pass_gen: AtomicU64::new(0),
+        });
         if ttl > 0 {
-            let (hash, shard) = self.shard(&key);
+            let (hash, shard) = self.shard(&key.as_ref());
             if let Some(mut s) = shard.and_then(|s| s.lock().ok()) {
                 s.insert(hash, key, Arc::clone(&entry), now);
             }
@@ -323,12 +406,12 @@ mod tests {
         let c = Cache::new(4 * SHARDS as u64, ttl());
         let now = Instant::now();
         put(&c, "hot.example.", 300, now);
-        let (h, _) = c.shard(&key("hot.example."));
+        let (h, _) = c.shard(&key("hot.example.").as_ref());
         let mut same_shard = Vec::new();
         let mut i = 0;
         while same_shard.len() < 8 {
             let n = format!("c{i}.example.");
-            if (c.shard(&key(&n)).0 >> 32) as usize % SHARDS == (h >> 32) as usize % SHARDS {
+            if (c.shard(&key(&n).as_ref()).0 >> 32) as usize % SHARDS == (h >> 32) as usize % SHARDS {
                 same_shard.push(n);
             }
             i += 1;

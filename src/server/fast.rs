@@ -24,7 +24,7 @@ use super::respond;
 use crate::metrics::Outcome;
 use crate::name::NameBuf;
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
-use crate::resolve::cache::{Key, Wire};
+use crate::resolve::cache::{Entry, Key, KeyRef, Wire};
 use crate::resolve::wire::u16_at;
 use crate::resolve::Reply;
 
@@ -171,6 +171,11 @@ impl Simple<'_> {
         Key { name: qname.as_name().to_qname(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
     }
 
+    /// [`Simple::key`] borrowing the name (no allocation).
+    fn key_ref<'n>(&self, qname: &'n NameBuf, dnssec_ok: bool) -> KeyRef<'n> {
+        KeyRef { name: qname.as_name().as_str(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
+    }
+
     /// (DO, the payload size our reply may use: 512 without EDNS).
     fn payload(&self, max_udp_payload: u16) -> (bool, u16) {
         match self.edns {
@@ -261,12 +266,26 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 
 /// [`answer`] under a policy snapshot the caller holds (the batch loop
 /// takes one per batch: a reload applies from the next batch on).
+///
+/// The cache is asked first: an entry that already passed this policy
+/// generation ([`Entry::passed`](crate::resolve::cache::Entry::passed)) is
+/// answered without touching the policy index, so a cache hit costs the same
+/// with 100k or 1M rules. Everything else is decided by the policy: a
+/// blocked name is answered from the template; a cached answer is checked
+/// (name, then CNAME chain and addresses) and stamped with the generation.
 fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     if s.rate_limit.is_some() || !s.acl.allows(src.ip()) {
         return Fast::Slow;
     }
     let mut qname = NameBuf::new();
     let Some(q) = parse(packet, &mut qname) else { return Fast::Slow };
+    let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
+    let cached = s.cache.get_ref(&q.key_ref(&qname, dnssec_ok), now);
+    if let Some(entry) = &cached {
+        if entry.passed(policy.generation) {
+            return cached_reply(s, &q, entry, now, dnssec_ok, payload);
+        }
+    }
     let verdict = policy.check_name(qname.as_name());
     if let Verdict::Blocked(hit) = verdict {
         if s.blocked_log.is_some() {
@@ -293,14 +312,18 @@ fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now:
         }
         return Fast::Reply(reply, Outcome::Blocked);
     }
-    let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let key = q.key(&qname, dnssec_ok);
-    let Some(entry) = s.cache.get(&key, now) else { return Fast::Miss(MissQuery::new(&q, packet, key)) };
+    let Some(entry) = cached else { return Fast::Miss(MissQuery::new(&q, packet, q.key(&qname, dnssec_ok))) };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire).is_some() {
         return Fast::Slow;
     }
+    entry.set_passed(policy.generation);
+    cached_reply(s, &q, &entry, now, dnssec_ok, payload)
+}
+
+/// A cache hit's reply (the policy let it through).
+fn cached_reply(s: &Shared, q: &Simple<'_>, entry: &Entry, now: Instant, dnssec_ok: bool, payload: u16) -> Fast {
     let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
-    let Some(reply) = from_wire(&q, &entry.wire, entry.age(now), ad, payload) else { return Fast::Slow };
+    let Some(reply) = from_wire(q, &entry.wire, entry.age(now), ad, payload) else { return Fast::Slow };
     s.metrics.cache_hits.inc();
     Fast::Reply(reply, Outcome::Cached)
 }
@@ -415,6 +438,9 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
         Verdict::Allowed(_) => false,
         _ => chain_block(&policy, &entry.wire).is_some(),
     };
+    if !chain_blocked {
+        entry.set_passed(policy.generation);
+    }
     // chain-blocked: the hickory path builds the blocked answer from the
     // cache entry (an uncacheable cloaked answer, TTL 0, is asked for again:
     // rare); not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):

@@ -87,3 +87,44 @@ async fn file_reloads_atomically_and_keeps_last_good() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "no query failed during reloads");
     srv.shutdown().await;
 }
+
+/// A cache hit that passed the policy is answered without asking it again
+/// only under that same policy generation: after a reload lists the CNAME
+/// target (or the name itself) of an answer served many times from the
+/// cache, the next hits are blocked, and the upstream is not asked again.
+#[tokio::test]
+async fn cached_answers_are_rechecked_after_a_reload() {
+    let up = Upstream::start().await;
+    up.set("alias.example.", RecordType::A, Canned::Answer(vec![
+        cname("alias.example.", 300, "target.cdn.test."),
+        a("target.cdn.test.", 300, "198.51.100.20"),
+    ]));
+    up.set("direct.example.", RecordType::A, Canned::Answer(vec![a("direct.example.", 300, "198.51.100.21")]));
+    let dir = tempfile::tempdir().unwrap();
+    let block = write_list(dir.path(), "reg.txt", "other.test\n");
+    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\nede = 16\nmax_shrink = 1.0\n");
+    let srv = TestServer::start(&config(up.addr, &lists, "")).await;
+    let addr = srv.addr;
+    for _ in 0..5 {
+        assert_eq!(rcode(addr, "alias.example.").await, ResponseCode::NoError);
+        assert_eq!(rcode(addr, "direct.example.").await, ResponseCode::NoError);
+    }
+    let asked = up.count();
+    assert_eq!(asked, 2, "later queries were cache hits");
+
+    replace(dir.path(), "reg.txt", "other.test\ncdn.test\ndirect.example\n");
+    assert!(eventually(Duration::from_secs(3), || async { rcode(addr, "direct.example.").await == ResponseCode::NXDomain }).await);
+    for _ in 0..3 {
+        let m = udp(addr, "alias.example.", RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "CNAME target listed by the reload");
+        assert_eq!(ede(&m), vec![(16, "blocked by list reg".to_owned())]);
+    }
+    assert_eq!(up.count(), asked, "the blocked answers came from the cache entry, not the upstream");
+
+    // and back: unlisted again, the cached answer is served again
+    replace(dir.path(), "reg.txt", "other.test\n");
+    assert!(eventually(Duration::from_secs(3), || async { rcode(addr, "alias.example.").await == ResponseCode::NoError }).await);
+    assert_eq!(rcode(addr, "direct.example.").await, ResponseCode::NoError);
+    assert_eq!(up.count(), asked);
+    srv.shutdown().await;
+}
