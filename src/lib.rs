@@ -11,6 +11,7 @@ pub mod diag;
 pub mod lists;
 pub mod metrics;
 pub mod name;
+pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;

@@ -20,14 +20,17 @@
 //! need. hickory-resolver still reads `/etc/resolv.conf` when no servers are
 //! configured.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::wire::{self, u16_at};
@@ -271,6 +274,84 @@ impl Forwarder {
         self.try_next(cq, now);
     }
 
+    /// Runs `f`; the upstream queries that [`Forwarder::resolve_then`] sends
+    /// from inside it on this thread share one pooled socket (per address
+    /// family) and leave together at the end, one `sendmmsg` per run of 32.
+    /// Their replies then arrive on one socket, whose reader takes them in
+    /// one `recvmmsg` and sends the client replies in one `sendmmsg`: on
+    /// the fast path's miss workload, about 2.4 system calls per query fewer
+    /// than one socket per query. A query whose send fails goes on to its
+    /// next server as before. Nested calls join the outer batch.
+    pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        let owner = self as *const Self as usize;
+        let outer = SEND_BATCH.with_borrow_mut(|b| {
+            if b.active {
+                return false;
+            }
+            b.active = true;
+            b.owner = owner;
+            true
+        });
+        let _end = outer.then(|| EndBatch { fwd: self }); // not `then_some`: a dropped guard flushes
+        f()
+    }
+
+    /// Sends the queries queued by the batch that just ended.
+    fn flush_batch(&self) {
+        let (mut queued, headers) = SEND_BATCH.with_borrow_mut(|b| {
+            b.active = false;
+            b.lease4 = None;
+            b.lease6 = None;
+            (std::mem::take(&mut b.queued), b.headers.take())
+        });
+        let mut headers = headers.unwrap_or_else(|| MultiHeaders::preallocate(SEND_CHUNK, None));
+        let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(SEND_CHUNK.min(queued.len()));
+        let mut start = 0;
+        while let Some(first) = queued.get(start) {
+            let run = queued
+                .get(start..)
+                .unwrap_or(&[])
+                .iter()
+                .take(SEND_CHUNK)
+                .take_while(|q| Arc::ptr_eq(&q.ps, &first.ps))
+                .count();
+            let group = queued.get(start..start + run).unwrap_or(&[]);
+            let sent = if run == 1 {
+                0
+            } else {
+                to.clear();
+                to.extend(group.iter().map(|q| Some(SockaddrStorage::from(q.server))));
+                let slices: [[std::io::IoSlice<'_>; 1]; SEND_CHUNK] =
+                    std::array::from_fn(|i| [std::io::IoSlice::new(group.get(i).map_or(&[][..], |q| &q.bytes))]);
+                sendmmsg(first.ps.sock.as_raw_fd(), &mut headers, slices.iter().take(run), &to, [], MsgFlags::MSG_DONTWAIT)
+                    .map_or(0, |r| r.count())
+            };
+            for q in group.iter().skip(sent) {
+                let Err(e) = socket2::SockRef::from(&q.ps.sock).send_to(&q.bytes, &socket2::SockAddr::from(q.server)) else {
+                    continue;
+                };
+                let cq = match q.ps.pending.lock() {
+                    Ok(mut p) => match p.remove(&q.id) {
+                        Some((_, Waiter::Callback(cq))) => Some(cq),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                if let Some(cq) = cq {
+                    self.on_attempt(cq, Err(AttemptError::Io(e)));
+                }
+            }
+            start += run;
+        }
+        queued.clear();
+        SEND_BATCH.with_borrow_mut(|b| {
+            b.headers = Some(headers);
+            if b.queued.is_empty() {
+                b.queued = queued; // keep the allocation
+            }
+        });
+    }
+
     /// Sends `cq` to the next server its plan allows, or finishes it.
     fn try_next(&self, mut cq: Box<CallbackQuery>, now: Instant) {
         while let Some((i, until)) = cq.attempts.next(now, cq.fallback.is_some()) {
@@ -351,6 +432,47 @@ impl Forwarder {
                 }
             }
         });
+    }
+}
+
+/// Queries per upstream `sendmmsg`.
+const SEND_CHUNK: usize = 32;
+
+/// The upstream queries of the [`Forwarder::batch`] running on this thread.
+struct SendBatch {
+    active: bool,
+    /// The forwarder whose batch it is (its address): another forwarder's
+    /// queries (tests run several servers on one runtime) are not queued.
+    owner: usize,
+    /// The socket the batch's queries use, per address family.
+    lease4: Option<Arc<PoolSock>>,
+    lease6: Option<Arc<PoolSock>>,
+    queued: Vec<QueuedQuery>,
+    headers: Option<MultiHeaders<SockaddrStorage>>,
+}
+
+/// A query registered on `ps` under `id`, not yet sent.
+struct QueuedQuery {
+    ps: Arc<PoolSock>,
+    server: SocketAddr,
+    id: u16,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static SEND_BATCH: RefCell<SendBatch> = const {
+        RefCell::new(SendBatch { active: false, owner: 0, lease4: None, lease6: None, queued: Vec::new(), headers: None })
+    };
+}
+
+/// Ends a [`Forwarder::batch`], also when its closure unwinds.
+struct EndBatch<'f> {
+    fwd: &'f Forwarder,
+}
+
+impl Drop for EndBatch<'_> {
+    fn drop(&mut self) {
+        self.fwd.flush_batch();
     }
 }
 
@@ -521,6 +643,27 @@ impl Pool {
     /// A socket of a random slot, opened (or replaced, once used up) on
     /// demand. Must run inside the tokio runtime (spawns the reader).
     fn lease(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
+        let owner = Weak::as_ptr(fwd) as usize;
+        let reused = SEND_BATCH.with_borrow(|b| {
+            let held = if self.v6 { &b.lease6 } else { &b.lease4 };
+            held.as_ref().filter(|_| b.active && b.owner == owner).map(Arc::clone)
+        });
+        if let Some(s) = reused {
+            if s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket {
+                return Ok(s);
+            }
+        }
+        let s = self.lease_slot(fwd)?;
+        SEND_BATCH.with_borrow_mut(|b| {
+            if b.active && b.owner == owner {
+                *(if self.v6 { &mut b.lease6 } else { &mut b.lease4 }) = Some(Arc::clone(&s));
+            }
+        });
+        Ok(s)
+    }
+
+    /// [`Pool::lease`] of a random slot.
+    fn lease_slot(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
         let n = self.slots.len().max(1);
         let slot = self.slots.get(rand::random_range(0..n)).ok_or_else(|| std::io::Error::other("empty pool"))?;
         if let Some(s) = slot.load_full() {
@@ -568,6 +711,22 @@ impl Pool {
                 Err(e) => return Err((cq, e)),
             };
             let bytes = wire::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
+            let owner = Weak::as_ptr(&fwd) as usize;
+            let bytes = match SEND_BATCH.with_borrow_mut(|b| {
+                if b.active && b.owner == owner {
+                    b.queued.push(QueuedQuery { ps: Arc::clone(&ps), server, id, bytes });
+                    None
+                } else {
+                    Some(bytes)
+                }
+            }) {
+                // registered now, sent when the batch ends (`Forwarder::batch`)
+                None => {
+                    p.insert(id, (server, Waiter::Callback(cq)));
+                    return Ok(());
+                }
+                Some(bytes) => bytes,
+            };
             // sent under the lock: the reply cannot overtake the registration.
             // A plain non-blocking send, not tokio's `try_send_to`: that one
             // refuses (WouldBlock) until the reactor has seen the fresh
@@ -600,57 +759,153 @@ impl PoolSock {
     }
 }
 
-/// Reads replies on a pooled socket and hands each to the query waiting for
-/// its ID, if it came from the server that query asked: queued to an
-/// awaiting task, or, for a callback query whose question it answers, the
-/// next step run right here. Ends one `linger` after the socket is
-/// retired; callback queries still waiting then time out.
+/// Upstream replies read per `recvmmsg`.
+const READ_BATCH: usize = 16;
+/// Receive buffer per reply: we advertise [`wire::UPSTREAM_PAYLOAD`]; a
+/// bigger reply is read cut and asked again over TCP.
+const READ_BUF: usize = 4096;
+
+/// The receive buffers and `recvmmsg` headers of this thread's readers,
+/// borrowed only inside one synchronous system call (one reader at a time
+/// on a thread). Headers per address family: the kernel writes the source
+/// address length into a header (see `server::fast`).
+struct ReadBufs {
+    bytes: Vec<u8>,
+    v4: Option<MultiHeaders<SockaddrStorage>>,
+    v6: Option<MultiHeaders<SockaddrStorage>>,
+}
+
+thread_local! {
+    static READ_BUFS: RefCell<ReadBufs> = const { RefCell::new(ReadBufs { bytes: Vec::new(), v4: None, v6: None }) };
+}
+
+/// Reads up to [`READ_BATCH`] datagrams waiting on `sock` into `got`
+/// (bytes, source; cut ones already replaced by [`wire::cut_to_question`]).
+/// A short read reports `WouldBlock` after filling `got`: the socket was
+/// drained, and tokio then clears its readiness without another (empty)
+/// system call; a datagram arriving meanwhile raises a fresh readiness
+/// event, which the clear does not swallow (tokio compares event ticks).
+fn read_batch(sock: &UdpSocket, v6: bool, got: &mut Vec<(Vec<u8>, SocketAddr)>) -> std::io::Result<()> {
+    let fd = sock.as_raw_fd();
+    sock.try_io(tokio::io::Interest::READABLE, || {
+        READ_BUFS.with_borrow_mut(|rb| {
+            let ReadBufs { bytes, v4: h4, v6: h6 } = rb;
+            if bytes.len() != READ_BATCH * READ_BUF {
+                bytes.resize(READ_BATCH * READ_BUF, 0);
+            }
+            let headers = if v6 { h6 } else { h4 }.get_or_insert_with(|| MultiHeaders::preallocate(READ_BATCH, None));
+            let mut meta = [(0usize, None::<SocketAddr>, false); READ_BATCH];
+            let mut n = 0;
+            {
+                // `recvmmsg` ties the slices' borrow to the headers': a block of its own
+                let mut chunks = bytes.chunks_mut(READ_BUF);
+                let mut iovs: [[std::io::IoSliceMut<'_>; 1]; READ_BATCH] =
+                    std::array::from_fn(|_| [std::io::IoSliceMut::new(chunks.next().unwrap_or(&mut []))]);
+                let res = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(std::io::Error::from)?;
+                for (m, slot) in res.zip(meta.iter_mut()) {
+                    *slot = (m.bytes, m.address.as_ref().and_then(to_std), m.flags.contains(MsgFlags::MSG_TRUNC));
+                    n += 1;
+                }
+            }
+            for (&(len, from, cut), buf) in meta.iter().take(n).zip(bytes.chunks(READ_BUF)) {
+                let (Some(from), Some(data)) = (from, buf.get(..len)) else { continue };
+                if cut {
+                    if let Some(cut) = wire::cut_to_question(data) {
+                        got.push((cut, from));
+                    }
+                } else {
+                    got.push((data.to_vec(), from));
+                }
+            }
+            if n < READ_BATCH {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        })
+    })
+}
+
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
+}
+
+/// Reads replies on a pooled socket, up to [`READ_BATCH`] per system call,
+/// and hands each to the query waiting for its ID, if it came from the
+/// server that query asked: queued to an awaiting task, or, for a callback
+/// query whose question it answers, the next step run right here. The
+/// replies of one read are handled inside one [`outbox::batch`], so the
+/// client replies they complete leave in one `sendmmsg`. Ends one `linger`
+/// after the socket is retired; callback queries still waiting then time out.
 async fn read_replies(ps: Arc<PoolSock>, linger: Duration, fwd: Weak<Forwarder>) {
-    let mut buf = vec![0u8; 65535];
+    let v6 = ps.sock.local_addr().is_ok_and(|a| a.is_ipv6());
+    let mut got: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(READ_BATCH);
     let mut until: Option<tokio::time::Instant> = None;
     loop {
         let r = tokio::select! {
-            r = ps.sock.recv_from(&mut buf) => r,
+            r = ps.sock.readable() => r,
             _ = ps.retired.notified(), if until.is_none() => {
                 until = Some(tokio::time::Instant::now() + linger);
                 continue;
             }
             _ = async { if let Some(u) = until { tokio::time::sleep_until(u).await } }, if until.is_some() => break,
         };
-        let Ok((n, from)) = r else { continue };
-        let (Some(bytes), Some(id)) = (buf.get(..n), u16_at(&buf, 0)) else { continue };
-        let mut ready: Option<(Box<CallbackQuery>, Reply)> = None;
-        let delivered = match ps.pending.lock() {
-            Ok(mut p) => match p.get(&id) {
-                Some((server, Waiter::Task(tx))) if *server == from => tx.try_send(bytes.to_vec()).is_ok(),
-                Some((server, Waiter::Callback(cq))) if *server == from => {
-                    match matching_reply(bytes.to_vec(), id, &cq.question, from) {
-                        Some(reply) => {
-                            if let Some((_, Waiter::Callback(cq))) = p.remove(&id) {
-                                ready = Some((cq, reply));
-                            }
-                            true
-                        }
-                        None => false, // a spoof or garbage: keep waiting for the real one
-                    }
-                }
-                _ => false,
-            },
-            Err(_) => false,
-        };
-        if let Some((cq, reply)) = ready {
-            match fwd.upgrade() {
-                Some(f) => f.on_reply(cq, reply),
-                None => (cq.done)(Err(ResolveError::NoServers)),
-            }
-        } else if !delivered {
-            tracing::debug!(%from, id, "unexpected upstream reply ignored");
+        if r.is_err() {
+            break; // the runtime is going away
         }
+        match read_batch(&ps.sock, v6, &mut got) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => tracing::debug!(error = %e, "upstream recvmmsg failed"),
+        }
+        if got.is_empty() {
+            continue;
+        }
+        crate::outbox::batch(|| {
+            for (bytes, from) in got.drain(..) {
+                deliver_reply(&ps, &fwd, bytes, from);
+            }
+        });
     }
     if let Some(f) = fwd.upgrade() {
         for cq in ps.take_callbacks(|_| true) {
             f.on_attempt(cq, Err(AttemptError::Timeout));
         }
+    }
+}
+
+/// One upstream datagram read on `ps`: to the query waiting for its ID (see
+/// [`read_replies`]), or dropped.
+fn deliver_reply(ps: &PoolSock, fwd: &Weak<Forwarder>, bytes: Vec<u8>, from: SocketAddr) {
+    let Some(id) = u16_at(&bytes, 0) else { return };
+    let mut ready: Option<(Box<CallbackQuery>, Reply)> = None;
+    let delivered = match ps.pending.lock() {
+        Ok(mut p) => match p.get(&id) {
+            Some((server, Waiter::Task(tx))) if *server == from => tx.try_send(bytes).is_ok(),
+            Some((server, Waiter::Callback(cq))) if *server == from => {
+                match matching_reply(bytes, id, &cq.question, from) {
+                    Some(reply) => {
+                        if let Some((_, Waiter::Callback(cq))) = p.remove(&id) {
+                            ready = Some((cq, reply));
+                        }
+                        true
+                    }
+                    None => false, // a spoof or garbage: keep waiting for the real one
+                }
+            }
+            _ => false,
+        },
+        Err(_) => false,
+    };
+    if let Some((cq, reply)) = ready {
+        match fwd.upgrade() {
+            Some(f) => f.on_reply(cq, reply),
+            None => (cq.done)(Err(ResolveError::NoServers)),
+        }
+    } else if !delivered {
+        tracing::debug!(%from, id, "unexpected upstream reply ignored");
     }
 }
 

@@ -63,6 +63,22 @@ pub fn answers(reply: &[u8], id: u16, question: &[u8]) -> bool {
     got[..split].eq_ignore_ascii_case(&question[..split]) && got[split..] == question[split..]
 }
 
+/// A datagram that did not fit our receive buffer, cut to its header and
+/// first question with TC set and no records: the reply "too big, ask over
+/// TCP" it amounts to (RFC 1035 §4.2.1; we advertise
+/// [`UPSTREAM_PAYLOAD`], so an upstream that sends more broke the limit).
+/// `None` when not even the question is there. Cost: O(question).
+pub fn cut_to_question(p: &[u8]) -> Option<Vec<u8>> {
+    if u16_at(p, 4)? == 0 {
+        return None;
+    }
+    let end = skip_name(p, HEADER)? + 4;
+    let mut out = p.get(..end)?.to_vec();
+    *out.get_mut(2)? |= 0x02; // TC
+    out.get_mut(4..12)?.copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    Some(out)
+}
+
 /// End of the name starting at `i` (labels, optionally ending in a pointer).
 /// Checks label lengths and that the name stays inside `p`; does not follow
 /// pointers. Cost: O(name length).

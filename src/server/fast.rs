@@ -490,18 +490,14 @@ fn reply_later(
     });
 }
 
-/// Sends a forwarded miss's reply without waiting (a task waits when the
-/// socket's send buffer is full), or hands the query to the hickory path
+/// Sends a forwarded miss's reply without waiting ([`crate::outbox::send`]:
+/// batched with the other replies the reader's batch completes; a task
+/// waits when the socket's send buffer is full), or hands the query to the hickory path
 /// when there is none. Runs on the forwarder's reader task.
 fn send_or_slow(sock: Arc<tokio::net::UdpSocket>, h: super::handler::Handler, src: SocketAddr, reply: Result<Vec<u8>, Box<[u8]>>) {
     match reply {
-        // a plain non-blocking send (tokio's `try_send_to` also refuses
-        // while the reactor has not yet reported the socket writable)
-        Ok(r) => match socket2::SockRef::from(&*sock).send_to(&r, &socket2::SockAddr::from(src)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => reply_later(&sock, src, async move { Some(r) }),
-            Err(e) => tracing::debug!(error = %e, %src, "UDP send failed"),
-        },
+        // with the other replies of the reader's batch, in one sendmmsg
+        Ok(r) => crate::outbox::send(&sock, src, r),
         Err(packet) => reply_later(&sock, src, async move { super::wire::handle_bytes(&h, &packet, src).await }),
     }
 }
@@ -613,27 +609,30 @@ pub async fn run_async(
         reply_to.clear();
         let now = Instant::now();
         let policy = shared.policy.load();
-        for (k, (len, src)) in got.iter().enumerate() {
-            let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
-            let Some(packet) = buf.get(..*len) else { continue };
-            if *len > BUF - 1 {
-                continue;
+        // the misses of this batch go upstream together (one socket, one sendmmsg)
+        shared.forwarder.batch(|| {
+            for (k, (len, src)) in got.iter().enumerate() {
+                let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
+                let Some(packet) = buf.get(..*len) else { continue };
+                if *len > BUF - 1 {
+                    continue;
+                }
+                match answer_with(&shared, &policy, packet, *src, now) {
+                    Fast::Reply(r, outcome) => {
+                        replies.push((r, outcome));
+                        reply_to.push(Some(SockaddrStorage::from(*src)));
+                    }
+                    Fast::Miss(mq) => {
+                        let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
+                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply)));
+                    }
+                    Fast::Slow => {
+                        let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
+                        reply_later(&sock, src, async move { super::wire::handle_bytes(&handler, &bytes, src).await });
+                    }
+                }
             }
-            match answer_with(&shared, &policy, packet, *src, now) {
-                Fast::Reply(r, outcome) => {
-                    replies.push((r, outcome));
-                    reply_to.push(Some(SockaddrStorage::from(*src)));
-                }
-                Fast::Miss(mq) => {
-                    let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
-                    start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply)));
-                }
-                Fast::Slow => {
-                    let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
-                    reply_later(&sock, src, async move { super::wire::handle_bytes(&handler, &bytes, src).await });
-                }
-            }
-        }
+        });
         drop(policy);
         if replies.is_empty() {
             continue;
