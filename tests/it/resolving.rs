@@ -254,3 +254,83 @@ async fn without_a_pool_every_upstream_query_gets_a_fresh_port() {
     assert_eq!(distinct.len(), 6, "ports used: {distinct:?}");
     srv.shutdown().await;
 }
+
+/// An upstream that breaks the 1232-byte payload we advertise: over UDP it
+/// sends a 300-record reply (about 5 KB, TC clear); over TCP, one record.
+async fn oversized_udp_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn reply(q: &Message, records: u16) -> Vec<u8> {
+        let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        m.metadata.recursion_available = true;
+        m.add_query(q.queries[0].clone());
+        for i in 0..records {
+            let ip = std::net::Ipv4Addr::new(198, 51, 101 + (i / 250) as u8, (i % 250) as u8 + 1);
+            m.add_answer(hickory_proto::rr::Record::from_rdata(q.queries[0].name().clone(), 300, RData::A(ip.into())));
+        }
+        m.to_vec().unwrap()
+    }
+    let (udp, tcp) = bind_pair().await;
+    let addr = udp.local_addr().unwrap();
+    let tcp_queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, src)) = udp.recv_from(&mut buf).await else { return };
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let big = reply(&q, 300);
+            assert!(big.len() > 4096, "{}", big.len());
+            let _ = udp.send_to(&big, src).await;
+        }
+    });
+    let counter = tcp_queries.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = tcp.accept().await else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).await.ok()?;
+                let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                s.read_exact(&mut q).await.ok()?;
+                let r = reply(&Message::from_vec(&q).ok()?, 1);
+                s.write_all(&(r.len() as u16).to_be_bytes()).await.ok()?;
+                s.write_all(&r).await.ok()
+            });
+        }
+    });
+    (addr, tcp_queries)
+}
+
+#[tokio::test]
+async fn oversized_udp_reply_is_asked_again_over_tcp() {
+    let (up, tcp_queries) = oversized_udp_upstream().await;
+    let srv = TestServer::start(&config(up, "", "")).await;
+    let m = udp(srv.addr, "huge.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1, "the TCP answer, not the cut UDP one");
+    assert_eq!(m.answers[0].data, RData::A("198.51.101.1".parse().unwrap()));
+    assert_eq!(tcp_queries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_that_cannot_be_sent_to_fails_over_at_once() {
+    // a send to the limited broadcast address fails (no SO_BROADCAST): the
+    // query must move on to the next server right away, not after its
+    // attempt's share of the timeout (here 500 ms)
+    let up = Upstream::start().await;
+    up.set("now.example.", RecordType::A, Canned::Answer(vec![a("now.example.", 60, "198.51.100.8")]));
+    let cfg = config(up.addr, "", "").replace(
+        &format!("servers = [\"{}\"]", up.addr),
+        &format!("servers = [\"255.255.255.255:53\", \"{}\"]", up.addr),
+    );
+    let srv = TestServer::start(&cfg).await;
+    let t = Instant::now();
+    let m = udp(srv.addr, "now.example.", RecordType::A, EDNS).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert!(took < Duration::from_millis(400), "failed over after {took:?}");
+    srv.shutdown().await;
+}
