@@ -22,7 +22,7 @@ use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStora
 use super::handler::{chain_block, Shared};
 use super::respond;
 use crate::metrics::Outcome;
-use crate::name::NameBuf;
+use crate::name::{NameBuf, NameRef};
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::{Entry, Key, KeyRef, Wire};
 use crate::resolve::wire::u16_at;
@@ -55,10 +55,15 @@ pub struct MissQuery {
     edns: Option<(u16, bool)>,
     question_len: usize,
     key: Key,
+    /// The policy generation under which the fast path found the name not
+    /// blocked, and whether an allow rule matched: the reply is checked
+    /// again only if a reload came in between (at 1M rules each check is a
+    /// few cold cache lines).
+    checked: Option<(u64, bool)>,
 }
 
 impl MissQuery {
-    fn new(q: &Simple<'_>, packet: &[u8], key: Key) -> Self {
+    fn new(q: &Simple<'_>, packet: &[u8], key: Key, checked: Option<(u64, bool)>) -> Self {
         Self {
             packet: packet.into(),
             id: q.id,
@@ -69,6 +74,7 @@ impl MissQuery {
             edns: q.edns,
             question_len: q.question.len(),
             key,
+            checked,
         }
     }
 
@@ -76,8 +82,8 @@ impl MissQuery {
     pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
         let mut qname = NameBuf::new();
         let q = parse(packet, &mut qname)?;
-        let key = q.key(&qname, q.payload(max_udp_payload).0);
-        Some(Self::new(&q, packet, key))
+        let key = q.key(qname.as_name(), q.payload(max_udp_payload).0);
+        Some(Self::new(&q, packet, key, None))
     }
 
     /// The parsed query again, borrowing the packet copy.
@@ -167,13 +173,13 @@ fn parse<'p>(p: &'p [u8], qname: &mut NameBuf) -> Option<Simple<'p>> {
 
 impl Simple<'_> {
     /// The cache key of this query (its name owned: one allocation).
-    fn key(&self, qname: &NameBuf, dnssec_ok: bool) -> Key {
-        Key { name: qname.as_name().to_qname(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
+    fn key(&self, name: NameRef<'_>, dnssec_ok: bool) -> Key {
+        Key { name: name.to_qname(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
     }
 
     /// [`Simple::key`] borrowing the name (no allocation).
-    fn key_ref<'n>(&self, qname: &'n NameBuf, dnssec_ok: bool) -> KeyRef<'n> {
-        KeyRef { name: qname.as_name().as_str(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
+    fn key_ref<'n>(&self, name: NameRef<'n>, dnssec_ok: bool) -> KeyRef<'n> {
+        KeyRef { name: name.as_str(), qtype: self.qtype, qclass: DNSClass::IN, dnssec_ok, checking_disabled: self.cd }
     }
 
     /// (DO, the payload size our reply may use: 512 without EDNS).
@@ -280,13 +286,14 @@ fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now:
     let mut qname = NameBuf::new();
     let Some(q) = parse(packet, &mut qname) else { return Fast::Slow };
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let cached = s.cache.get_ref(&q.key_ref(&qname, dnssec_ok), now);
+    let name = qname.as_name(); // once: it checks the text is UTF-8
+    let cached = s.cache.get_ref(&q.key_ref(name, dnssec_ok), now);
     if let Some(entry) = &cached {
         if entry.passed(policy.generation) {
             return cached_reply(s, &q, entry, now, dnssec_ok, payload);
         }
     }
-    let verdict = policy.check_name(qname.as_name());
+    let verdict = policy.check_name(name);
     if let Verdict::Blocked(hit) = verdict {
         if s.blocked_log.is_some() {
             return Fast::Slow;
@@ -312,7 +319,10 @@ fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now:
         }
         return Fast::Reply(reply, Outcome::Blocked);
     }
-    let Some(entry) = cached else { return Fast::Miss(MissQuery::new(&q, packet, q.key(&qname, dnssec_ok))) };
+    let Some(entry) = cached else {
+        let checked = Some((policy.generation, matches!(verdict, Verdict::Allowed(_))));
+        return Fast::Miss(MissQuery::new(&q, packet, q.key(name, dnssec_ok), checked));
+    };
     if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire).is_some() {
         return Fast::Slow;
     }
@@ -431,13 +441,17 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
     let payload = q.payload(s.max_udp_payload).1;
     let now = Instant::now();
     let policy = s.policy.load();
-    let verdict = policy.check(&mq.key.name);
-    let (entry, _cached) = s.cache.insert(mq.key.clone(), reply, now);
-    let chain_blocked = match verdict {
-        Verdict::Blocked(_) => true,
-        Verdict::Allowed(_) => false,
-        _ => chain_block(&policy, &entry.wire).is_some(),
+    // (blocked, allowed) under the policy now in force
+    let (blocked, allowed) = match mq.checked {
+        Some((generation, allowed)) if generation == policy.generation => (false, allowed),
+        _ => match policy.check(&mq.key.name) {
+            Verdict::Blocked(_) => (true, false),
+            Verdict::Allowed(_) => (false, true),
+            Verdict::Pass => (false, false),
+        },
     };
+    let (entry, _cached) = s.cache.insert(mq.key.clone(), reply, now);
+    let chain_blocked = blocked || (!allowed && chain_block(&policy, &entry.wire).is_some());
     if !chain_blocked {
         entry.set_passed(policy.generation);
     }
