@@ -8,9 +8,12 @@
 //! query was sent to); the waiting query then checks the question. Opening a
 //! socket per query costs about 7 system calls (socket, bind, connect, epoll
 //! add/del, close) and a fresh 64 KiB buffer; the pool costs one `send_to`
-//! and one `recv_from` per query. Spoofing resistance: 16 bits of ID, the
-//! port of a random one of `udp_sockets` sockets, sockets moving to new random
-//! ports as they are used, and the exact question must match.
+//! and one `recv_from` per query, and less in a [`Forwarder::batch`] (the
+//! UDP fast path's misses of one `recvmmsg`): one `sendmmsg` for all of
+//! them on one socket, their replies read with `recvmmsg`. Spoofing
+//! resistance: 16 bits of ID, the port of a random one of `udp_sockets`
+//! sockets (per query, or per batch), sockets moving to new random ports as
+//! they are used, and the exact question must match.
 //!
 //! Why our own forwarder rather than `hickory_resolver::Resolver`: its
 //! `lookup` API returns records without the upstream's rcode, authority

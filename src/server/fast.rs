@@ -1,10 +1,13 @@
-//! The UDP fast path: one OS thread per UDP socket reads datagrams in
-//! batches (`recvmmsg`), answers the common cases right there — blocked
-//! names (nxdomain, nodata, refused) from a template, cache hits by encoding
-//! the cached answer — and sends the replies in one `sendmmsg`. Everything
-//! else (misses, unusual packets, other actions, ACL refusals, EDNS options
-//! we do not handle, rate limiting, blocked-query logging) is handed to the
-//! hickory path unchanged, which answers it on the same socket.
+//! The UDP fast path: one task per UDP socket (one socket per runtime
+//! worker) reads datagrams in batches (`recvmmsg`) and answers the common
+//! cases right there: blocked names (nxdomain, nodata, refused) from a
+//! template, cache hits by copying the cached answer, all of them sent in
+//! one `sendmmsg`. Cache misses are forwarded from here too, the batch's
+//! queries together ([`crate::resolve::forward::Forwarder::batch`]); the
+//! upstream socket's reader completes them. Everything else (unusual
+//! packets, other actions, ACL refusals, EDNS options we do not handle,
+//! rate limiting, blocked-query logging, CNAME-blocked answers) is handed
+//! to the hickory path unchanged, which answers it on the same socket.
 //!
 //! One source of truth: the fast path reads the same `Policy` snapshot, the
 //! same cache and the same metrics as the hickory path; the differential
