@@ -15,7 +15,7 @@ use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use tokio::net::UdpSocket;
 
 /// Datagrams per `sendmmsg`.
-const CHUNK: usize = 32;
+pub const CHUNK: usize = 32;
 
 struct Queued {
     sock: Arc<UdpSocket>,
@@ -77,17 +77,17 @@ pub fn send(sock: &Arc<UdpSocket>, dst: SocketAddr, bytes: Vec<u8>) {
         }
     });
     if let Some(bytes) = queued {
-        send_now(sock, dst, bytes);
+        send_now(sock, dst, &bytes);
     }
 }
 
 /// One plain non-blocking send (tokio's `try_send_to` also refuses while
 /// the reactor has not yet reported the socket writable).
-fn send_now(sock: &Arc<UdpSocket>, dst: SocketAddr, bytes: Vec<u8>) {
-    match socket2::SockRef::from(&**sock).send_to(&bytes, &socket2::SockAddr::from(dst)) {
+fn send_now(sock: &Arc<UdpSocket>, dst: SocketAddr, bytes: &[u8]) {
+    match socket2::SockRef::from(&**sock).send_to(bytes, &socket2::SockAddr::from(dst)) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let sock = Arc::clone(sock);
+            let (sock, bytes) = (Arc::clone(sock), bytes.to_vec());
             tokio::spawn(async move {
                 if let Err(e) = sock.send_to(&bytes, dst).await {
                     tracing::debug!(error = %e, %dst, "UDP send failed");
@@ -100,36 +100,55 @@ fn send_now(sock: &Arc<UdpSocket>, dst: SocketAddr, bytes: Vec<u8>) {
 
 /// Sends `items`, runs of the same socket in one `sendmmsg` (up to
 /// [`CHUNK`] each); what a call leaves unsent goes one by one. Returns the
-/// emptied vector. Cost: one system call per run of up to 32 datagrams.
+/// emptied vector (its allocation is kept for the next batch). Cost: one system call per run of up to 32 datagrams.
 fn flush(mut items: Vec<Queued>, headers: &mut MultiHeaders<SockaddrStorage>) -> Vec<Queued> {
-    let mut start = 0;
-    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(CHUNK.min(items.len()));
-    while let Some(first) = items.get(start) {
-        let run = items
-            .get(start..)
-            .unwrap_or(&[])
-            .iter()
-            .take(CHUNK)
-            .take_while(|q| Arc::ptr_eq(&q.sock, &first.sock))
-            .count();
-        let group = items.get(start..start + run).unwrap_or(&[]);
-        let sent = if run == 1 {
-            0 // a single datagram: plain send below
-        } else {
-            to.clear();
-            to.extend(group.iter().map(|q| Some(SockaddrStorage::from(q.dst))));
-            let slices: [[std::io::IoSlice<'_>; 1]; CHUNK] =
-                std::array::from_fn(|i| [std::io::IoSlice::new(group.get(i).map_or(&[][..], |q| &q.bytes))]);
-            let fd = first.sock.as_raw_fd();
-            sendmmsg(fd, headers, slices.iter().take(run), &to, [], MsgFlags::MSG_DONTWAIT).map_or(0, |r| r.count())
-        };
-        for q in items.get_mut(start + sent..start + run).unwrap_or(&mut []) {
-            send_now(&q.sock, q.dst, std::mem::take(&mut q.bytes));
-        }
-        start += run;
-    }
+    send_runs(
+        &items,
+        headers,
+        |a, b| Arc::ptr_eq(&a.sock, &b.sock),
+        |q| (q.sock.as_raw_fd(), q.dst, &q.bytes[..]),
+        |i| {
+            if let Some(q) = items.get(i) {
+                send_now(&q.sock, q.dst, &q.bytes);
+            }
+        },
+    );
     items.clear();
     items
+}
+
+/// Sends `items` in runs of up to [`CHUNK`] consecutive items that go out
+/// on the same socket (`same`), one `sendmmsg` per run; `what` gives an
+/// item's socket, destination and bytes. Calls `unsent` with the index of
+/// every item a run did not send (all of a run of one: a plain send is
+/// cheaper there), in order, for the caller to send or fail one by one.
+/// Both batch senders use it: this module's client replies and the
+/// forwarder's upstream queries.
+pub fn send_runs<'a, T>(
+    items: &'a [T],
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    same: impl Fn(&T, &T) -> bool,
+    what: impl Fn(&'a T) -> (std::os::fd::RawFd, SocketAddr, &'a [u8]),
+    mut unsent: impl FnMut(usize),
+) {
+    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(CHUNK.min(items.len()));
+    let mut start = 0;
+    while let Some(first) = items.get(start) {
+        let group = items.get(start..).unwrap_or(&[]);
+        let run = group.iter().take(CHUNK).take_while(|q| same(q, first)).count();
+        let group = group.get(..run).unwrap_or(&[]);
+        let sent = if run == 1 {
+            0
+        } else {
+            to.clear();
+            to.extend(group.iter().map(|q| Some(SockaddrStorage::from(what(q).1))));
+            let slices: [[std::io::IoSlice<'_>; 1]; CHUNK] =
+                std::array::from_fn(|i| [std::io::IoSlice::new(group.get(i).map_or(&[][..], |q| what(q).2))]);
+            sendmmsg(what(first).0, headers, slices.iter().take(run), &to, [], MsgFlags::MSG_DONTWAIT).map_or(0, |r| r.count())
+        };
+        (start + sent..start + run).for_each(&mut unsent);
+        start += run;
+    }
 }
 
 #[cfg(test)]
