@@ -40,7 +40,12 @@ TOML
     for _ in $(seq 100); do grep -q ready "$work/qalqan-$t.log" && break; sleep 0.1; done
     dnsperf -s 127.0.0.1 -p $port -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null 2>&1 || true
     for w in $WORKLOADS; do
-        case $w in blocked) f=$cache/q-blocked-$SIZE.txt ;; cached) f=$cache/q-cached.txt ;; *) f=$cache/q-mixed-$SIZE.txt ;; esac
+        case $w in
+            blocked) f=$cache/q-blocked-$SIZE.txt ;;
+            cached) f=$cache/q-cached.txt ;;
+            mixed) f=$cache/q-mixed-$SIZE.txt ;;
+            *) echo "unknown workload '$w' (blocked, cached, mixed)" >&2; exit 2 ;;
+        esac
         c0=$(cpu_s $qpid)
         out=$(dnsperf -s 127.0.0.1 -p $port -d "$f" -l "$SECONDS_PER" -c "$CLIENTS" -q 200 2>&1)
         c1=$(cpu_s $qpid)
