@@ -28,8 +28,37 @@ struct Outbox {
     /// Inside a [`batch`] on this thread.
     active: bool,
     items: Vec<Queued>,
-    /// `sendmmsg` headers, kept between flushes (see `server::fast`).
-    headers: Option<MultiHeaders<SockaddrStorage>>,
+    /// Kept between flushes.
+    headers: Option<SendHeaders>,
+}
+
+/// What [`send_runs`] needs besides the datagrams, kept by its callers
+/// between calls: built per call, its header array and address vector cost
+/// two allocations each time (see `server::fast`).
+pub struct SendHeaders {
+    headers: MultiHeaders<SockaddrStorage>,
+    to: Vec<Option<SockaddrStorage>>,
+}
+
+impl SendHeaders {
+    pub fn new() -> Self {
+        Self { headers: MultiHeaders::preallocate(CHUNK, None), to: Vec::with_capacity(CHUNK) }
+    }
+}
+
+impl Default for SendHeaders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A socket address as the kernel filled it in, as a std address (`None`
+/// for a family other than IPv4/IPv6).
+pub fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
 }
 
 thread_local! {
@@ -45,7 +74,7 @@ impl Drop for Flush {
             o.active = false;
             (std::mem::take(&mut o.items), o.headers.take())
         });
-        let mut headers = headers.unwrap_or_else(|| MultiHeaders::preallocate(CHUNK, None));
+        let mut headers = headers.unwrap_or_default();
         let items = flush(items, &mut headers);
         OUTBOX.with_borrow_mut(|o| {
             o.headers = Some(headers);
@@ -101,7 +130,7 @@ fn send_now(sock: &Arc<UdpSocket>, dst: SocketAddr, bytes: &[u8]) {
 /// Sends `items`, runs of the same socket in one `sendmmsg` (up to
 /// [`CHUNK`] each); what a call leaves unsent goes one by one. Returns the
 /// emptied vector (its allocation is kept for the next batch). Cost: one system call per run of up to 32 datagrams.
-fn flush(mut items: Vec<Queued>, headers: &mut MultiHeaders<SockaddrStorage>) -> Vec<Queued> {
+fn flush(mut items: Vec<Queued>, headers: &mut SendHeaders) -> Vec<Queued> {
     send_runs(
         &items,
         headers,
@@ -126,12 +155,12 @@ fn flush(mut items: Vec<Queued>, headers: &mut MultiHeaders<SockaddrStorage>) ->
 /// forwarder's upstream queries.
 pub fn send_runs<'a, T>(
     items: &'a [T],
-    headers: &mut MultiHeaders<SockaddrStorage>,
+    h: &mut SendHeaders,
     same: impl Fn(&T, &T) -> bool,
     what: impl Fn(&'a T) -> (std::os::fd::RawFd, SocketAddr, &'a [u8]),
     mut unsent: impl FnMut(usize),
 ) {
-    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(CHUNK.min(items.len()));
+    let SendHeaders { headers, to } = h;
     let mut start = 0;
     while let Some(first) = items.get(start) {
         let group = items.get(start..).unwrap_or(&[]);
@@ -144,7 +173,7 @@ pub fn send_runs<'a, T>(
             to.extend(group.iter().map(|q| Some(SockaddrStorage::from(what(q).1))));
             let slices: [[std::io::IoSlice<'_>; 1]; CHUNK] =
                 std::array::from_fn(|i| [std::io::IoSlice::new(group.get(i).map_or(&[][..], |q| what(q).2))]);
-            sendmmsg(what(first).0, headers, slices.iter().take(run), &to, [], MsgFlags::MSG_DONTWAIT).map_or(0, |r| r.count())
+            sendmmsg(what(first).0, headers, slices.iter().take(run), &*to, [], MsgFlags::MSG_DONTWAIT).map_or(0, |r| r.count())
         };
         (start + sent..start + run).for_each(&mut unsent);
         start += run;

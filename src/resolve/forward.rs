@@ -307,7 +307,7 @@ impl Forwarder {
             b.lease6 = None;
             (std::mem::take(&mut b.queued), b.headers.take())
         });
-        let mut headers = headers.unwrap_or_else(|| MultiHeaders::preallocate(crate::outbox::CHUNK, None));
+        let mut headers = headers.unwrap_or_default();
         // what sendmmsg did not send goes one by one; a query whose send
         // fails moves on to its next server at once
         let send_one = |q: &QueuedQuery| {
@@ -434,7 +434,7 @@ struct SendBatch {
     lease4: Option<Arc<PoolSock>>,
     lease6: Option<Arc<PoolSock>>,
     queued: Vec<QueuedQuery>,
-    headers: Option<MultiHeaders<SockaddrStorage>>,
+    headers: Option<crate::outbox::SendHeaders>,
 }
 
 /// A query registered on `ps` under `id`, not yet sent.
@@ -789,7 +789,7 @@ fn read_batch(sock: &UdpSocket, v6: bool, got: &mut Vec<(Vec<u8>, SocketAddr)>) 
                     std::array::from_fn(|_| [std::io::IoSliceMut::new(chunks.next().unwrap_or(&mut []))]);
                 let res = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(std::io::Error::from)?;
                 for (m, slot) in res.zip(meta.iter_mut()) {
-                    *slot = (m.bytes, m.address.as_ref().and_then(to_std), m.flags.contains(MsgFlags::MSG_TRUNC));
+                    *slot = (m.bytes, m.address.as_ref().and_then(crate::outbox::to_std), m.flags.contains(MsgFlags::MSG_TRUNC));
                     n += 1;
                 }
             }
@@ -809,13 +809,6 @@ fn read_batch(sock: &UdpSocket, v6: bool, got: &mut Vec<(Vec<u8>, SocketAddr)>) 
             Ok(())
         })
     })
-}
-
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
 }
 
 /// Reads replies on a pooled socket, up to [`READ_BATCH`] per system call,

@@ -26,6 +26,7 @@ use super::handler::{chain_block, Shared};
 use super::respond;
 use crate::metrics::Outcome;
 use crate::name::{NameBuf, NameRef};
+use crate::outbox::to_std;
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::{Entry, Key, KeyRef, Wire};
 use crate::resolve::wire::u16_at;
@@ -553,13 +554,6 @@ impl IoHeaders {
     fn tx(&mut self) -> &mut MultiHeaders<SockaddrStorage> {
         self.tx.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None))
     }
-}
-
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
 }
 
 /// Runs the fast path as a task on the runtime that also runs the hickory
