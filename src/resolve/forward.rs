@@ -286,7 +286,7 @@ impl Forwarder {
     /// 3.4 with one socket per query. A query whose send fails goes on to its
     /// next server as before. Nested calls join the outer batch.
     pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
-        let owner = self as *const Self as usize;
+        let owner: *const Forwarder = self;
         let outer = SEND_BATCH.with_borrow_mut(|b| {
             if b.active {
                 return false;
@@ -427,14 +427,22 @@ impl Forwarder {
 /// The upstream queries of the [`Forwarder::batch`] running on this thread.
 struct SendBatch {
     active: bool,
-    /// The forwarder whose batch it is (its address): another forwarder's
-    /// queries (tests run several servers on one runtime) are not queued.
-    owner: usize,
+    /// The forwarder whose batch it is (compared by address, never read
+    /// through): another forwarder's queries (tests run several servers on
+    /// one runtime) are not queued.
+    owner: *const Forwarder,
     /// The socket the batch's queries use, per address family.
     lease4: Option<Arc<PoolSock>>,
     lease6: Option<Arc<PoolSock>>,
     queued: Vec<QueuedQuery>,
     headers: Option<crate::outbox::SendHeaders>,
+}
+
+impl SendBatch {
+    /// Whether a batch of the forwarder at `fwd` is running on this thread.
+    fn open_for(&self, fwd: *const Forwarder) -> bool {
+        self.active && std::ptr::eq(self.owner, fwd)
+    }
 }
 
 /// A query registered on `ps` under `id`, not yet sent.
@@ -447,7 +455,7 @@ struct QueuedQuery {
 
 thread_local! {
     static SEND_BATCH: RefCell<SendBatch> = const {
-        RefCell::new(SendBatch { active: false, owner: 0, lease4: None, lease6: None, queued: Vec::new(), headers: None })
+        RefCell::new(SendBatch { active: false, owner: std::ptr::null(), lease4: None, lease6: None, queued: Vec::new(), headers: None })
     };
 }
 
@@ -629,10 +637,10 @@ impl Pool {
     /// A socket of a random slot, opened (or replaced, once used up) on
     /// demand. Must run inside the tokio runtime (spawns the reader).
     fn lease(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
-        let owner = Weak::as_ptr(fwd) as usize;
+        let owner = Weak::as_ptr(fwd);
         let reused = SEND_BATCH.with_borrow(|b| {
             let held = if self.v6 { &b.lease6 } else { &b.lease4 };
-            held.as_ref().filter(|_| b.active && b.owner == owner).map(Arc::clone)
+            held.as_ref().filter(|_| b.open_for(owner)).map(Arc::clone)
         });
         if let Some(s) = reused {
             if s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket {
@@ -641,7 +649,7 @@ impl Pool {
         }
         let s = self.lease_slot(fwd)?;
         SEND_BATCH.with_borrow_mut(|b| {
-            if b.active && b.owner == owner {
+            if b.open_for(owner) {
                 *(if self.v6 { &mut b.lease6 } else { &mut b.lease4 }) = Some(Arc::clone(&s));
             }
         });
@@ -697,9 +705,9 @@ impl Pool {
                 Err(e) => return Err((cq, e)),
             };
             let bytes = wire::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
-            let owner = Weak::as_ptr(&fwd) as usize;
+            let owner = Weak::as_ptr(&fwd);
             let bytes = match SEND_BATCH.with_borrow_mut(|b| {
-                if b.active && b.owner == owner {
+                if b.open_for(owner) {
                     b.queued.push(QueuedQuery { ps: Arc::clone(&ps), server, id, bytes });
                     None
                 } else {
