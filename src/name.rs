@@ -431,15 +431,16 @@ mod tests {
         assert_eq!(b.as_name().to_qname(), QName::parse("a.b.c").unwrap());
     }
 
-    /// `read_wire` agrees with `from_labels` (text, labels, offsets, wire
-    /// length) on every name, and refuses what it must: seeded random wire
-    /// names of random labels and bytes, plus the length edges.
+    /// [`NameBuf::read_wire`] into a fresh buffer: the name and the wire bytes it took.
     fn from_wire(wire: &[u8]) -> Option<(NameBuf, usize)> {
         let mut b = NameBuf::new();
         let used = b.read_wire(wire)?;
         Some((b, used))
     }
 
+    /// `read_wire` agrees with `from_labels` (text, labels, offsets, wire
+    /// length) on every name, and refuses what it must: seeded random wire
+    /// names of random labels and bytes, plus the length edges.
     #[test]
     fn from_wire_matches_from_labels() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
