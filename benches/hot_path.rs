@@ -89,6 +89,29 @@ fn check(c: &mut Criterion) {
         g.throughput(Throughput::Elements(cold.len() as u64));
         g.sample_size(10);
         g.bench_function("hit", |b| b.iter(|| for q in &cold { black_box(index.check(black_box(q))); }));
+        // as the UDP fast path checks a batch of datagrams: hash every name,
+        // touch every first slot, touch every record, then check each
+        for batch in [4usize, 32] {
+            g.bench_function(format!("hit_prefetched_batch_{batch}"), |b| {
+                b.iter(|| {
+                    for chunk in cold.chunks(batch) {
+                        let mut hashes = [0u64; 32];
+                        for (q, h) in chunk.iter().zip(hashes.iter_mut()) {
+                            *h = index.name_hash(q.as_name());
+                        }
+                        for &h in hashes.iter().take(chunk.len()) {
+                            index.prefetch_slot(h);
+                        }
+                        for &h in hashes.iter().take(chunk.len()) {
+                            index.prefetch_rule(h);
+                        }
+                        for q in chunk {
+                            black_box(index.check(black_box(q)));
+                        }
+                    }
+                })
+            });
+        }
         g.finish();
     }
 }

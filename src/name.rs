@@ -137,6 +137,11 @@ impl<'a> NameRef<'a> {
         self.starts.iter().map(move |&s| text.get(usize::from(s)..).unwrap_or(""))
     }
 
+    /// Text offset of label `k` (0 = the first), as [`NameBuf::label_start`].
+    pub fn label_start(&self, k: usize) -> Option<u8> {
+        self.starts.get(k).copied()
+    }
+
     /// An owned copy. Cost: one allocation (two past 8 labels).
     pub fn to_qname(&self) -> QName {
         QName { text: Box::from(self.text), starts: SmallVec::from_slice(self.starts) }

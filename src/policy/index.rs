@@ -234,6 +234,14 @@ impl Table {
         self.slots.capacity() * 8
     }
 
+    /// The record offset in the start slot of `h`'s walk when that slot's
+    /// tag is `h`'s (what a hit usually reads); no probing further.
+    #[inline]
+    fn first_tagged(&self, h: u64) -> Option<u32> {
+        let s = *self.slots.get(self.start(h))?;
+        (s & 0xffff_ffff_0000_0000 == Self::tag(h)).then_some(s as u32)
+    }
+
     /// Reads the start slot of `h`'s walk, so that a later probe finds it
     /// in the cache (loads of several touches overlap).
     #[inline]
@@ -623,6 +631,37 @@ impl Index {
     /// most specific name (exact beats wildcard within one RPZ zone).
     pub fn check(&self, name: &QName) -> (Option<Hit>, Option<Hit>) {
         self.check_name(name.as_name())
+    }
+
+    /// The hash [`Index::check_name`] probes first for `name` (the name
+    /// itself), for [`Index::prefetch_slot`] and [`Index::prefetch_rule`].
+    /// Cost: one foldhash of the name.
+    #[inline]
+    pub fn name_hash(&self, name: NameRef<'_>) -> u64 {
+        self.hasher.hash_one(name.as_str().as_bytes())
+    }
+
+    /// Starts loading the table slot of hash `h` ([`Index::name_hash`]).
+    /// The fast path calls it for every datagram of a batch, in a loop of
+    /// its own, before deciding any of them, so that the batch's cache
+    /// misses (a slot is a random line of a 13 MB table at a million rules)
+    /// overlap instead of stalling one after another. Cost: one load
+    /// nothing waits for.
+    #[inline]
+    pub fn prefetch_slot(&self, h: u64) {
+        self.table.touch(h);
+    }
+
+    /// After [`Index::prefetch_slot`] of `h`: starts loading the record the slot
+    /// points to when its tag matches (the second of a hit's two misses).
+    /// Cost: one slot read (cached by then), one load nothing waits for.
+    #[inline]
+    pub fn prefetch_rule(&self, h: u64) {
+        if let Some(id) = self.table.first_tagged(h) {
+            let at = id as usize;
+            std::hint::black_box(self.store.get(at + 1).copied());
+            std::hint::black_box(self.store.get(at + HDR + 32).copied());
+        }
     }
 
     /// [`Index::check`] for a borrowed name (same cost, no allocation).
