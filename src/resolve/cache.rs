@@ -12,6 +12,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 
 use super::{Answer, Reply};
 use crate::name::QName;
+use smallvec::SmallVec;
 
 /// Cache key. The name is the normalised query name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +49,16 @@ impl Key {
 }
 
 impl KeyRef<'_> {
-    fn matches(&self, k: &Key) -> bool {
-        k.name.as_str() == self.name
-            && k.qtype == self.qtype
-            && k.qclass == self.qclass
-            && k.dnssec_ok == self.dnssec_ok
-            && k.checking_disabled == self.checking_disabled
+    /// Everything but the name, in one word.
+    fn rest(&self) -> u64 {
+        u64::from(u16::from(self.qtype)) << 32
+            | u64::from(u16::from(self.qclass)) << 16
+            | u64::from(self.dnssec_ok)
+            | u64::from(self.checking_disabled) << 1
+    }
+
+    fn matches(&self, k: &NodeKey) -> bool {
+        k.rest == self.rest() && k.name.as_slice() == self.name.as_bytes()
     }
 }
 
@@ -61,12 +66,23 @@ impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         // the name, then everything else in one word (one mixing step, not four)
         h.write(self.name.as_bytes());
-        h.write_u64(
-            u64::from(u16::from(self.qtype)) << 32
-                | u64::from(u16::from(self.qclass)) << 16
-                | u64::from(self.dnssec_ok)
-                | u64::from(self.checking_disabled) << 1,
-        );
+        h.write_u64(self.rest());
+    }
+}
+
+/// A cache node's copy of its key, compared on every hit: the name's text
+/// inline for names up to 48 bytes (most), so that the node's own cache
+/// line holds it, not a separate allocation (one cache miss fewer per hit,
+/// at 80k cached names on the shared machine a miss is ~0.15 µs).
+#[derive(Debug)]
+struct NodeKey {
+    name: SmallVec<[u8; 48]>,
+    rest: u64,
+}
+
+impl NodeKey {
+    fn of(k: &KeyRef<'_>) -> Self {
+        NodeKey { name: SmallVec::from_slice(k.name.as_bytes()), rest: k.rest() }
     }
 }
 
@@ -106,8 +122,9 @@ pub struct Wire {
     pub bytes: Box<[u8]>,
     /// Length of header plus question.
     pub question_end: u16,
-    /// Offset of the TTL field of every record.
-    pub ttl_offsets: Box<[u16]>,
+    /// Offset of the TTL field of every record (inline up to 8 records, so
+    /// that a hit reads them from the entry's own cache lines).
+    pub ttl_offsets: SmallVec<[u16; 8]>,
     /// Records in the answer section.
     pub answers: u16,
     /// The answer section has a CNAME / an address (the chain check reads them).
@@ -126,7 +143,7 @@ impl Wire {
         Wire {
             bytes: bytes.into_boxed_slice(),
             question_end: r.scan.question_end,
-            ttl_offsets: r.scan.ttl_offsets.into_boxed_slice(),
+            ttl_offsets: SmallVec::from_slice(&r.scan.ttl_offsets),
             answers: r.scan.answers,
             has_cname: r.scan.has_cname,
             has_addr: r.scan.has_addr,
@@ -208,7 +225,7 @@ const SHARDS: usize = 16;
 
 struct Node {
     hash: u64,
-    key: Key,
+    key: NodeKey,
     entry: Arc<Entry>,
     visited: bool,
 }
@@ -234,7 +251,7 @@ impl Shard {
             n.entry = entry;
             return;
         }
-        let node = Node { hash, key, entry, visited: false };
+        let node = Node { hash, key: NodeKey::of(&key.as_ref()), entry, visited: false };
         if self.nodes.len() < self.cap {
             let Ok(i) = u32::try_from(self.nodes.len()) else { return };
             self.nodes.push(node);
