@@ -14,6 +14,32 @@ use std::sync::Arc;
 use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use tokio::net::UdpSocket;
 
+/// The largest UDP payload a socket sends with DF set (RFC 9715 §3.2, R3:
+/// 1400 bytes fit the path MTU of nearly every network).
+pub const DONT_FRAGMENT_MAX: u16 = 1400;
+
+/// Sets DF on the socket's datagrams and ignores path MTU discovery
+/// (`IP_PMTUDISC_PROBE`; for an IPv6 socket also `IPV6_PMTUDISC_PROBE`), as
+/// RFC 9715 asks of DNS over UDP: a datagram is never fragmented (fragments
+/// can be spoofed into a resolver's answers), and a forged ICMP
+/// "fragmentation needed" cannot shrink it. Only for sockets whose datagrams
+/// stay within [`DONT_FRAGMENT_MAX`]: a bigger one than the link's MTU
+/// would fail to send instead of going out in fragments. It also spares the
+/// kernel the shared IP ID generator per datagram (an atomic datagram has
+/// IP ID 0, RFC 6864): 2.6 % of the blocked workload's samples. Best
+/// effort: a failure is logged and changes nothing else.
+pub fn dont_fragment(sock: &UdpSocket) {
+    use rustix::net::sockopt;
+    let r = sockopt::set_ip_mtu_discover(sock, sockopt::Ipv4PathMtuDiscovery::PROBE);
+    let r6 = match sock.local_addr() {
+        Ok(a) if a.is_ipv6() => sockopt::set_ipv6_mtu_discover(sock, sockopt::Ipv6PathMtuDiscovery::PROBE),
+        _ => Ok(()),
+    };
+    if let Err(e) = r.and(r6) {
+        tracing::debug!(error = %e, "could not set IP_PMTUDISC_PROBE");
+    }
+}
+
 /// Datagrams per `sendmmsg`.
 pub const CHUNK: usize = 32;
 
@@ -183,6 +209,24 @@ pub fn send_runs<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dont_fragment_sets_df_and_ignores_path_mtu_and_still_sends() {
+        use rustix::net::sockopt;
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_ne!(sockopt::ip_mtu_discover(&tx).unwrap(), sockopt::Ipv4PathMtuDiscovery::PROBE, "not the kernel default");
+        dont_fragment(&tx);
+        assert_eq!(sockopt::ip_mtu_discover(&tx).unwrap(), sockopt::Ipv4PathMtuDiscovery::PROBE);
+        tx.send_to(&[7u8; DONT_FRAGMENT_MAX as usize], rx.local_addr().unwrap()).await.unwrap();
+        let mut buf = [0u8; 2048];
+        assert_eq!(rx.recv(&mut buf).await.unwrap(), usize::from(DONT_FRAGMENT_MAX));
+        if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
+            dont_fragment(&v6);
+            assert_eq!(sockopt::ipv6_mtu_discover(&v6).unwrap(), sockopt::Ipv6PathMtuDiscovery::PROBE);
+            assert_eq!(sockopt::ip_mtu_discover(&v6).unwrap(), sockopt::Ipv4PathMtuDiscovery::PROBE, "v4-mapped clients too");
+        }
+    }
 
     #[tokio::test]
     async fn a_batch_sends_everything_it_queued_in_order_and_outside_sends_at_once() {

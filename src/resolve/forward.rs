@@ -669,8 +669,10 @@ impl Pool {
             if self.v6 { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
         let std_sock = std::net::UdpSocket::bind(bind)?;
         std_sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(std_sock)?;
+        crate::outbox::dont_fragment(&sock); // queries are small
         let fresh = Arc::new(PoolSock {
-            sock: UdpSocket::from_std(std_sock)?,
+            sock,
             pending: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
             uses: AtomicU32::new(1),
             retired: Notify::new(),

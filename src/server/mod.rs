@@ -36,6 +36,11 @@ pub async fn run(
     let mut server = Server::new(handler);
     let stop_fast = tokio_util::sync::CancellationToken::new();
     let mut fast_tasks = Vec::new();
+    if shared.max_udp_payload <= crate::outbox::DONT_FRAGMENT_MAX {
+        for s in &udp {
+            crate::outbox::dont_fragment(s);
+        }
+    }
     if fast_path {
         for s in udp {
             let sock = std::sync::Arc::new(s);
