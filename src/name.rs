@@ -346,6 +346,14 @@ pub fn normalize(raw: &str) -> Result<String, NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
+    match normalize_plain(name) {
+        Some(done) => done,
+        None => normalize_general(name),
+    }
+}
+
+/// [`normalize`] of a trimmed name without its trailing dot, any input.
+fn normalize_general(name: &str) -> Result<String, NameError> {
     let ascii: String = if name.is_ascii() {
         name.to_ascii_lowercase()
     } else {
@@ -354,6 +362,38 @@ pub fn normalize(raw: &str) -> Result<String, NameError> {
     check_host(&ascii)?;
     Ok(ascii)
 }
+
+/// [`normalize`] for the names most list lines hold: ASCII letters (either
+/// case), digits, `-`, `_` and dots, at most [`MAX_NAME_LEN`] bytes, no
+/// label empty or over [`MAX_LABEL_LEN`]. `None` for anything else (IDN,
+/// bad characters, bad lengths), which [`normalize_general`] decides and
+/// explains. Cost: a branch-free pass over the bytes, a split at the dots
+/// and the lowercase copy; at a million names the general path's per-byte
+/// branches were a quarter of a reload.
+fn normalize_plain(name: &str) -> Option<Result<String, NameError>> {
+    let bytes = name.as_bytes();
+    if bytes.len() > MAX_NAME_LEN {
+        return None;
+    }
+    // branch-free over the bytes, then one split at the dots
+    let bad = bytes.iter().fold(false, |bad, &c| bad | !PLAIN_NAME_BYTE[usize::from(c)]);
+    if bad || bytes.split(|&c| c == b'.').any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN) {
+        return None;
+    }
+    Some(Ok(name.to_ascii_lowercase()))
+}
+
+/// The bytes [`normalize_plain`] takes: ASCII letters, digits, `-`, `_`, `.`.
+static PLAIN_NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        c += 1;
+    }
+    t
+};
 
 /// Checks an ASCII, lowercased name against RFC 1035 limits and the host name
 /// character set (letters, digits, `-`, `_`).
@@ -513,6 +553,28 @@ mod tests {
         let got: Vec<&str> = q.suffixes().collect();
         assert_eq!(got, vec!["a.b.example", "b.example", "example"]);
         assert_eq!(QName::root().suffixes().count(), 0);
+    }
+
+    #[test]
+    fn the_plain_fast_path_agrees_with_the_general_one() {
+        let long_label = format!("{}.example", "a".repeat(63));
+        let too_long_label = format!("{}.example", "a".repeat(64));
+        let long_name = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let too_long_name = format!("{long_name}x");
+        let inputs = [
+            "example.com", "Ads.Example.COM", "_dmarc.example", "x-1.y_2.z", "a", "a..b", ".a", "a.",
+            "a/b", "a b", "ex*ample.com", "пример.рф", "a\u{0}b", "-lead.example", "1.2.3.4",
+            &long_label, &too_long_label, &long_name, &too_long_name,
+        ];
+        for input in inputs {
+            let general = normalize_general(input);
+            match normalize_plain(input) {
+                Some(plain) => assert_eq!(plain, general, "{input:?}"),
+                None => assert!(general.is_err() || !input.bytes().all(|c| PLAIN_NAME_BYTE[usize::from(c)]), "{input:?} left to the general path though plain"),
+            }
+        }
+        assert_eq!(long_name.len(), MAX_NAME_LEN);
+        assert!(normalize_plain(&long_name).is_some() && normalize_plain(&too_long_name).is_none());
     }
 
     #[test]
