@@ -207,10 +207,10 @@ pub struct TtlPolicy {
 }
 
 /// The reply cache: `SHARDS` independently locked shards, each a hash table
-/// of at most `cap` nodes, evicting with CLOCK (second chance): a hit sets
-/// the node's `visited` bit; when a full shard needs room the hand sweeps
-/// the table's buckets, clearing set bits and evicting the first node that
-/// is unvisited or expired. Expired entries are not returned and are the
+/// of indices into a fixed-capacity node array, evicting with CLOCK (second
+/// chance): a hit sets the node's `visited` bit; when a full shard needs room
+/// the hand sweeps the array, clearing set bits and evicting the first node
+/// that is unvisited or expired. Expired entries are not returned and are the
 /// first to go. Why not moka: `perf` showed its per-operation bookkeeping
 /// (key hashing several times, frequency sketch, write log, timer wheel) at
 /// ~10 % of a cache miss's CPU and several hundred bytes per entry.
@@ -231,50 +231,55 @@ struct Node {
 }
 
 struct Shard {
-    /// The nodes themselves, hashed by `Node::hash`: a hit reads the control
-    /// bytes and then its node, with no index in between (an index into a
-    /// node array cost one more cache miss per hit).
-    table: hashbrown::HashTable<Node>,
-    /// CLOCK hand: a bucket index of `table`.
+    /// Indices into `nodes`, hashed by `Node::hash`.
+    table: hashbrown::HashTable<u32>,
+    nodes: Vec<Node>,
     hand: usize,
     cap: usize,
 }
 
 impl Shard {
-    fn find_mut(&mut self, hash: u64, key: &KeyRef<'_>) -> Option<&mut Node> {
-        self.table.find_mut(hash, |n| n.hash == hash && key.matches(&n.key))
+    fn find(&self, hash: u64, key: &KeyRef<'_>) -> Option<usize> {
+        let nodes = &self.nodes;
+        self.table
+            .find(hash, |&i| nodes.get(i as usize).is_some_and(|n| n.hash == hash && key.matches(&n.key)))
+            .map(|&i| i as usize)
     }
 
     fn insert(&mut self, hash: u64, key: Key, entry: Arc<Entry>, now: Instant) {
-        if let Some(n) = self.find_mut(hash, &key.as_ref()) {
+        if let Some(n) = self.find(hash, &key.as_ref()).and_then(|i| self.nodes.get_mut(i)) {
             n.entry = entry;
             return;
         }
         let node = Node { hash, key: NodeKey::of(&key.as_ref()), entry, visited: false };
-        if self.table.len() >= self.cap {
-            self.evict_one(now);
+        if self.nodes.len() < self.cap {
+            let Ok(i) = u32::try_from(self.nodes.len()) else { return };
+            self.nodes.push(node);
+            let nodes = &self.nodes;
+            self.table.insert_unique(hash, i, |&j| nodes.get(j as usize).map_or(0, |n| n.hash));
+            return;
         }
-        if self.table.len() < self.cap {
-            self.table.insert_unique(hash, node, |n| n.hash);
+        let len = self.nodes.len();
+        if len == 0 {
+            return;
         }
-    }
-
-    /// CLOCK over the table's buckets: at most two sweeps (the first clears
-    /// every bit it passes), removing the first node that is unvisited or
-    /// expired.
-    fn evict_one(&mut self, now: Instant) {
-        let buckets = self.table.num_buckets();
-        for _ in 0..2 * buckets {
-            let h = self.hand % buckets.max(1);
-            self.hand = (h + 1) % buckets.max(1);
-            let Some(n) = self.table.get_bucket_mut(h) else { continue };
+        // CLOCK: at most two sweeps (the first clears every bit it passes)
+        for _ in 0..2 * len {
+            let h = self.hand % len;
+            self.hand = (h + 1) % len;
+            let Some(n) = self.nodes.get_mut(h) else { continue };
             if n.visited && n.entry.remaining(now).is_some() {
                 n.visited = false;
                 continue;
             }
-            if let Ok(e) = self.table.get_bucket_entry(h) {
+            let old_hash = n.hash;
+            if let Ok(e) = self.table.find_entry(old_hash, |&j| j as usize == h) {
                 e.remove();
             }
+            *n = node;
+            let Ok(i) = u32::try_from(h) else { return };
+            let nodes = &self.nodes;
+            self.table.insert_unique(hash, i, |&j| nodes.get(j as usize).map_or(0, |n| n.hash));
             return;
         }
     }
@@ -286,7 +291,12 @@ impl Cache {
         let per_shard = usize::try_from(max_entries.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX).max(1);
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(Shard { table: hashbrown::HashTable::new(), hand: 0, cap: per_shard })
+                Mutex::new(Shard {
+                    table: hashbrown::HashTable::new(),
+                    nodes: Vec::new(),
+                    hand: 0,
+                    cap: per_shard,
+                })
             })
             .collect();
         Self { shards, hasher: foldhash::fast::RandomState::default(), ttl }
@@ -309,7 +319,8 @@ impl Cache {
     pub fn get_ref(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
         let (hash, shard) = self.shard(key);
         let mut s = shard?.lock().ok()?;
-        let n = s.find_mut(hash, key)?;
+        let i = s.find(hash, key)?;
+        let n = s.nodes.get_mut(i)?;
         n.entry.remaining(now)?;
         n.visited = true;
         Some(Arc::clone(&n.entry))
@@ -348,7 +359,7 @@ impl Cache {
     /// Entries held (expired ones included until evicted). Takes every
     /// shard's lock in turn: call it from a scrape, not per query.
     pub fn len(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().map_or(0, |s| s.table.len() as u64)).sum()
+        self.shards.iter().map(|s| s.lock().map_or(0, |s| s.nodes.len() as u64)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
