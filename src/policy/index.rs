@@ -128,6 +128,9 @@ struct Table {
     len: usize,
 }
 
+/// The tag half of a slot.
+const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
+
 /// Load factor a finished table is sized to (`len / slots`).
 const LOAD_BUILT: f64 = 0.6;
 /// Load factor at which a table being built doubles.
@@ -172,7 +175,7 @@ impl Table {
             if s == 0 {
                 return None;
             }
-            if s & 0xffff_ffff_0000_0000 == tag && eq(s as u32) {
+            if s & TAG_MASK == tag && eq(s as u32) {
                 return Some(s as u32);
             }
             i += 1;
@@ -239,7 +242,7 @@ impl Table {
     #[inline]
     fn first_tagged(&self, h: u64) -> Option<u32> {
         let s = *self.slots.get(self.start(h))?;
-        (s & 0xffff_ffff_0000_0000 == Self::tag(h)).then_some(s as u32)
+        (s & TAG_MASK == Self::tag(h)).then_some(s as u32)
     }
 
     /// Reads the start slot of `h`'s walk, so that a later probe finds it
@@ -659,6 +662,9 @@ impl Index {
     pub fn prefetch_rule(&self, h: u64) {
         if let Some(id) = self.table.first_tagged(h) {
             let at = id as usize;
+            // the header's length byte and a byte 32 into the name: every
+            // cache line of a record whose name is up to 33 bytes (the
+            // harness list's names average 29)
             std::hint::black_box(self.store.get(at + 1).copied());
             std::hint::black_box(self.store.get(at + HDR + 32).copied());
         }

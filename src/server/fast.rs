@@ -570,6 +570,10 @@ impl IoHeaders {
     }
 }
 
+/// A datagram of a batch: the packet, its source and, if the fast path may
+/// answer it ([`take`]), the parsed query.
+type Datagram<'p> = (&'p [u8], SocketAddr, Option<Simple<'p>>);
+
 /// Runs the fast path as a task on the runtime that also runs the hickory
 /// handler, so handing a datagram to the slow path is a task spawn on the
 /// same thread, not a cross-thread wake-up. Reads with `recvmmsg(MSG_DONTWAIT)`
@@ -636,50 +640,41 @@ pub async fn run_async(
         reply_to.clear();
         let now = Instant::now();
         let policy = shared.policy.load();
-        // the misses of this batch go upstream together (one socket, one sendmmsg)
-        // Passes over the batch: parse every datagram and hash its name,
-        // start loading the names' policy slots, then the rule records those
-        // slots point to, then decide each. At a million rules a blocked name's
+        // Passes over the batch: parse every datagram, hash the names, start
+        // loading the names' policy slots, then the rule records those slots
+        // point to, then decide each. At a million rules a blocked name's
         // two dependent cache misses were nine tenths of the policy check
         // (perf annotate); this way the batch's misses overlap.
-        let mut queries: [Option<Simple<'_>>; BATCH] = [const { None }; BATCH];
-        for (k, ((len, src), name)) in got.iter().zip(names.iter_mut()).enumerate() {
-            let (Some(buf), Some(src), Some(q)) = (bufs.get(k), src, queries.get_mut(k)) else { continue };
-            let Some(packet) = buf.get(..*len) else { continue };
+        // `datagrams[k]`: see `Datagram` (the query's name is `names[k]`)
+        let mut datagrams: [Option<Datagram<'_>>; BATCH] = [const { None }; BATCH];
+        for ((((len, src), buf), name), d) in got.iter().zip(bufs.iter()).zip(names.iter_mut()).zip(datagrams.iter_mut()) {
+            let (Some(packet), Some(src)) = (buf.get(..*len), src) else { continue };
             if *len > BUF - 1 {
                 continue;
             }
-            *q = take(&shared, packet, *src, name);
+            *d = Some((packet, *src, take(&shared, packet, *src, name)));
         }
-        let mut refs: [Option<NameRef<'_>>; BATCH] = [None; BATCH];
-        let mut hashes = [0u64; BATCH];
-        for (((q, name), r), h) in queries.iter().zip(names.iter()).zip(refs.iter_mut()).zip(hashes.iter_mut()) {
-            if q.is_some() {
+        // (name, hash) of every datagram the fast path may answer
+        let mut ahead: [Option<(NameRef<'_>, u64)>; BATCH] = [None; BATCH];
+        for ((d, name), a) in datagrams.iter().zip(names.iter()).zip(ahead.iter_mut()) {
+            if let Some((_, _, Some(_))) = d {
                 let n = name.as_name();
-                *h = policy.index.name_hash(n);
-                *r = Some(n);
+                *a = Some((n, policy.index.name_hash(n)));
             }
         }
         // loops this short keep all the batch's loads in flight at once
-        for (r, &h) in refs.iter().zip(hashes.iter()) {
-            if r.is_some() {
-                policy.index.prefetch_slot(h);
-            }
+        for &(_, h) in ahead.iter().flatten() {
+            policy.index.prefetch_slot(h);
         }
-        for (r, &h) in refs.iter().zip(hashes.iter()) {
-            if r.is_some() {
-                policy.index.prefetch_rule(h);
-            }
+        for &(_, h) in ahead.iter().flatten() {
+            policy.index.prefetch_rule(h);
         }
+        // the misses of this batch go upstream together (one socket, one sendmmsg)
         shared.forwarder.batch(|| {
-            for (k, ((len, src), (q, name))) in got.iter().zip(queries.iter().zip(refs.iter())).enumerate() {
-                let (Some(buf), Some(src)) = (bufs.get(k), src) else { continue };
-                let Some(packet) = buf.get(..*len) else { continue };
-                if *len > BUF - 1 {
-                    continue;
-                }
-                let decided = match (q, name) {
-                    (Some(q), Some(name)) => answer_parsed(&shared, &policy, q, *name, packet, now),
+            for (d, a) in datagrams.iter().zip(ahead.iter()) {
+                let Some((packet, src, q)) = d else { continue };
+                let decided = match (q, a) {
+                    (Some(q), Some((name, _))) => answer_parsed(&shared, &policy, q, *name, packet, now),
                     _ => Fast::Slow,
                 };
                 match decided {
