@@ -271,24 +271,20 @@ pub fn for_each_line(
     // per-line check was 5.6 % of a 1M-name reload; a file that is not
     // UTF-8 throughout is checked per line, to name the lines that are not
     // (lines found with memchr: `str::split` was slower than the check)
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        let mut start = 0usize;
-        let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
-        for (i, end) in ends.enumerate() {
-            let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            out.lines = n;
-            // `\n` is one byte, so both ends are character boundaries
-            let line = text.get(start..end).unwrap_or("");
-            f(file, n, line.strip_suffix('\r').unwrap_or(line), out);
-            start = end + 1;
-        }
-        return;
-    }
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    let text = std::str::from_utf8(bytes).ok();
+    let mut start = 0usize;
+    let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+    for (i, end) in ends.enumerate() {
         let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
         out.lines = n;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        match std::str::from_utf8(raw) {
+        let line_end = if bytes.get(start..end).is_some_and(|l| l.ends_with(b"\r")) { end - 1 } else { end };
+        let line = match text {
+            // `\n` and `\r` are one byte each, so both ends are character boundaries
+            Some(text) => Ok(text.get(start..line_end).unwrap_or("")),
+            None => std::str::from_utf8(bytes.get(start..line_end).unwrap_or(&[])),
+        };
+        start = end + 1;
+        match line {
             Ok(line) => f(file, n, line, out),
             Err(e) => {
                 let col = u32::try_from(e.valid_up_to() + 1).unwrap_or(u32::MAX);
