@@ -186,7 +186,7 @@ fn seed_cache(handler: &Handler) {
                 additionals: vec![],
                 authentic_data: dnssec_ok,
             };
-            let _ = handler.shared.cache.insert_answer(key, &name(owner), &answer, now);
+            let _ = handler.shared.cache.insert_answer(&key, &name(owner), &answer, now);
         }
     }
 }
@@ -380,6 +380,6 @@ pub fn fuzz_upstream_reply(data: &[u8]) {
         dnssec_ok: false,
         checking_disabled: false,
     };
-    let (entry, _) = cache.insert(key, reply, std::time::Instant::now());
+    let (entry, _) = cache.insert(&key, reply, std::time::Instant::now());
     let _ = entry.answer();
 }

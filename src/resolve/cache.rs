@@ -246,12 +246,12 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
-    fn insert(&mut self, hash: u64, key: Key, entry: Arc<Entry>, now: Instant) {
-        if let Some(n) = self.find(hash, &key.as_ref()).and_then(|i| self.nodes.get_mut(i)) {
+    fn insert(&mut self, hash: u64, key: &KeyRef<'_>, entry: Arc<Entry>, now: Instant) {
+        if let Some(n) = self.find(hash, key).and_then(|i| self.nodes.get_mut(i)) {
             n.entry = entry;
             return;
         }
-        let node = Node { hash, key: NodeKey::of(&key.as_ref()), entry, visited: false };
+        let node = Node { hash, key: NodeKey::of(key), entry, visited: false };
         if self.nodes.len() < self.cap {
             let Ok(i) = u32::try_from(self.nodes.len()) else { return };
             self.nodes.push(node);
@@ -330,8 +330,9 @@ impl Cache {
     /// `key` and stores it if it is cacheable (NOERROR or NXDOMAIN; not
     /// SERVFAIL), with its TTL clamped. Returns the entry whether or not it
     /// was stored (TTL 0 then), and whether it was. Cost: no copy of the
-    /// reply; one lock and table insert when stored.
-    pub fn insert(&self, key: Key, reply: Reply, now: Instant) -> (Arc<Entry>, bool) {
+    /// reply or of the key's name beyond the node's; one lock and table
+    /// insert when stored.
+    pub fn insert(&self, key: &Key, reply: Reply, now: Instant) -> (Arc<Entry>, bool) {
         let ttl = self.ttl_for(&reply.scan).unwrap_or(0);
         let entry = Arc::new(Entry {
             wire: Wire::from_reply(reply),
@@ -341,9 +342,10 @@ impl Cache {
             pass_gen: AtomicU64::new(0),
         });
         if ttl > 0 {
-            let (hash, shard) = self.shard(&key.as_ref());
+            let key = key.as_ref();
+            let (hash, shard) = self.shard(&key);
             if let Some(mut s) = shard.and_then(|s| s.lock().ok()) {
-                s.insert(hash, key, Arc::clone(&entry), now);
+                s.insert(hash, &key, Arc::clone(&entry), now);
             }
         }
         (entry, ttl > 0)
@@ -351,7 +353,7 @@ impl Cache {
 
     /// [`Cache::insert`] for an answer in records (tests, fuzzing): encoded
     /// by hickory as the reply to `qname` first. `None` if it cannot be.
-    pub fn insert_answer(&self, key: Key, qname: &hickory_proto::rr::Name, answer: &Answer, now: Instant) -> Option<(Arc<Entry>, bool)> {
+    pub fn insert_answer(&self, key: &Key, qname: &hickory_proto::rr::Name, answer: &Answer, now: Instant) -> Option<(Arc<Entry>, bool)> {
         let reply = Reply::from_answer(qname, key.qtype, key.qclass, answer)?;
         Some(self.insert(key, reply, now))
     }
@@ -405,7 +407,7 @@ mod tests {
     }
 
     fn put(c: &Cache, n: &str, ttl: u32, now: Instant) {
-        let (_, cached) = c.insert_answer(key(n), &Name::from_ascii(n).unwrap(), &answer(n, ttl), now).unwrap();
+        let (_, cached) = c.insert_answer(&key(n), &Name::from_ascii(n).unwrap(), &answer(n, ttl), now).unwrap();
         assert!(cached, "{n} cacheable");
     }
 
@@ -459,7 +461,7 @@ mod tests {
     fn wire_form_records_every_ttl_offset_and_decodes_lazily() {
         let c = Cache::new(100, ttl());
         let now = Instant::now();
-        let (e, _) = c.insert_answer(key("w.example."), &Name::from_ascii("w.example.").unwrap(), &answer("w.example.", 300), now).unwrap();
+        let (e, _) = c.insert_answer(&key("w.example."), &Name::from_ascii("w.example.").unwrap(), &answer("w.example.", 300), now).unwrap();
         let w = &e.wire;
         assert_eq!(w.ttl_offsets.len(), 1);
         let off = usize::from(w.ttl_offsets[0]);
@@ -492,7 +494,7 @@ mod tests {
                 additionals: vec![],
                 authentic_data: false,
             };
-            let (e, cached) = c.insert_answer(key("gone.example."), &Name::from_ascii("gone.example.").unwrap(), &a, Instant::now()).unwrap();
+            let (e, cached) = c.insert_answer(&key("gone.example."), &Name::from_ascii("gone.example.").unwrap(), &a, Instant::now()).unwrap();
             assert!(cached, "case `{label}`");
             assert_eq!(e.ttl, want, "case `{label}`");
         }

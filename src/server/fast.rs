@@ -468,7 +468,7 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
             Verdict::Pass => (false, false),
         },
     };
-    let (entry, _cached) = s.cache.insert(mq.key.clone(), reply, now);
+    let (entry, _cached) = s.cache.insert(&mq.key, reply, now);
     let chain_blocked = blocked || (!allowed && chain_block(&policy, &entry.wire).is_some());
     if !chain_blocked {
         entry.set_passed(policy.generation);

@@ -207,7 +207,7 @@ impl Handler {
                 match s.forwarder.resolve(&q).await {
                     Ok(a) => {
                         // the entry is answered from whether or not it was cacheable
-                        let (entry, _cached) = s.cache.insert(key.clone(), a, now);
+                        let (entry, _cached) = s.cache.insert(&key, a, now);
                         (entry, 0, Outcome::Forwarded)
                     }
                     Err(e) => {
