@@ -1,5 +1,6 @@
 //! Hot-path benchmarks: name normalisation, policy match (hit, miss, deep
-//! subtree hit, keyword) at 100k and 1M rules, and policy compile.
+//! subtree hit, keyword) at 100k and 1M rules, policy compile, and cache
+//! hits one at a time and batched.
 //!
 //! Rules come from `../shared/data/domains/hagezi-light-domains.txt` when it
 //! exists (real names), topped up with synthetic names to reach each size;
@@ -155,5 +156,63 @@ fn metrics(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalise, check, keywords, compile, metrics);
+/// Cache hits with the entries out of the CPU caches (100k answers, looked up
+/// in random order, as the cached workload sees them): `get_ref` one key at a
+/// time against `get_batch` of 8 and 32 keys (as the UDP fast path looks up
+/// a `recvmmsg` batch), reading each hit's first answer byte.
+fn cache(c: &mut Criterion) {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::{rdata::A, DNSClass, Name, RData, Record, RecordType};
+    use qalqan::resolve::cache::{Cache, Key, KeyRef, Lookup, TtlPolicy};
+    let cache = Cache::new(200_000, TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600 });
+    let now = std::time::Instant::now();
+    let mut keys = Vec::new();
+    for n in names(100_000) {
+        let Ok(owner) = Name::from_ascii(format!("{n}.")) else { continue };
+        let Ok(qname) = QName::parse(&n) else { continue };
+        let key = Key { name: qname, qtype: RecordType::A, qclass: DNSClass::IN, dnssec_ok: false, checking_disabled: false };
+        let answer = qalqan::resolve::Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Record::from_rdata(owner.clone(), 300, RData::A(A::new(192, 0, 2, 1)))],
+            authorities: vec![],
+            additionals: vec![],
+            authentic_data: false,
+        };
+        if cache.insert_answer(&key, &owner, &answer, now).is_some_and(|(_, stored)| stored) {
+            keys.push(key);
+        }
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let refs: Vec<Option<KeyRef<'_>>> = keys.iter().map(|k| Some(k.as_ref())).collect();
+    let mut g = c.benchmark_group("cache_hit_cold_100k");
+    g.throughput(Throughput::Elements(refs.len() as u64));
+    g.sample_size(10);
+    g.bench_function("get_ref", |b| {
+        b.iter(|| {
+            for k in refs.iter().flatten() {
+                black_box(cache.get_ref(k, now).map(|e| e.wire.bytes.first().copied()));
+            }
+        })
+    });
+    for batch in [8usize, 32] {
+        g.bench_function(format!("get_batch_{batch}"), |b| {
+            let mut out: Vec<Option<Lookup<u8>>> = (0..batch).map(|_| None).collect();
+            b.iter(|| {
+                for chunk in refs.chunks(batch) {
+                    cache.get_batch(chunk, now, &mut out, |_, e| e.wire.bytes.first().copied());
+                    black_box(&out);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile, metrics, cache);
 criterion_main!(benches);
