@@ -4,10 +4,15 @@
 //! Lines in the shipped data look like `ads.example.com`, `ads.example.com.`
 //! and, in hagezi's wildcard flavour, `*.ads.example.com` (same subtree rule).
 
-use super::{push_name, ParseOutput, RuleAction, Scope};
+use super::{push_name, ParseOutput, Rule, RuleAction, Scope};
 
 /// Parses one line. Cost: O(len), one allocation per rule.
 pub fn parse_line(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
+    // most lines are a plain name and nothing else: one pass does them
+    if let Some(name) = crate::name::normalize_plain_line(line) {
+        out.push(n, Rule::Name { name, scope: Scope::Subtree, action: RuleAction::List, important: false, decision: None });
+        return;
+    }
     // byte scans, not `str::split`: short lines, and this runs per line
     let content = match line.bytes().position(|b| b == b'#') {
         Some(i) => line.get(..i).unwrap_or(""),
