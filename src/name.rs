@@ -393,26 +393,15 @@ pub fn normalize_plain_line(line: &str) -> Option<String> {
     normalize_plain(name)?.ok()
 }
 
-/// [`PLAIN_NAME_BYTE`] by arithmetic, which the compiler vectorises (a table
-/// look-up per byte it cannot).
+/// The bytes [`normalize_plain`] takes: ASCII letters, digits, `-`, `_`,
+/// `.`. By arithmetic, which the compiler vectorises (a table look-up per
+/// byte, as it was, it cannot).
 #[inline]
 fn is_plain_name_byte(c: u8) -> bool {
     let letter = (c | 0x20).wrapping_sub(b'a') < 26;
     let digit = c.wrapping_sub(b'0') < 10;
     letter | digit | (c == b'-') | (c == b'_') | (c == b'.')
 }
-
-/// The bytes [`normalize_plain`] takes: ASCII letters, digits, `-`, `_`, `.`.
-static PLAIN_NAME_BYTE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
-        c += 1;
-    }
-    t
-};
 
 /// Checks an ASCII, lowercased name against RFC 1035 limits and the host name
 /// character set (letters, digits, `-`, `_`).
@@ -573,6 +562,19 @@ mod tests {
         assert_eq!(got, vec!["a.b.example", "b.example", "example"]);
         assert_eq!(QName::root().suffixes().count(), 0);
     }
+
+    /// The bytes [`normalize_plain`] takes, spelled out: the reference for
+    /// [`is_plain_name_byte`].
+    static PLAIN_NAME_BYTE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            t[c] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+            c += 1;
+        }
+        t
+    };
 
     #[test]
     fn the_plain_byte_test_agrees_with_its_table() {

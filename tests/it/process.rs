@@ -180,3 +180,74 @@ async fn threads_two_gives_two_reuseport_udp_workers_that_both_answer() {
         assert_eq!(m.metadata.response_code, want, "{name}");
     }
 }
+
+/// Two workers answer bursts of cache hits spread over every cache shard,
+/// from many clients at once: every reply is the right one and none is
+/// lost. (A fast-path batch holds the locks of all the shards its names
+/// fall in at once, `Cache::get_batch`; two workers doing so must neither
+/// deadlock nor mix up answers.)
+#[tokio::test]
+async fn two_workers_answer_bursts_of_cache_hits_from_many_clients() {
+    use hickory_proto::rr::{RData, RecordType};
+    let up = Upstream::start().await;
+    let names: Vec<String> = (0..64).map(|i| format!("h{i}.example.")).collect();
+    for (i, n) in names.iter().enumerate() {
+        up.set(n, RecordType::A, Canned::Answer(vec![a(n, 300, &format!("198.51.100.{}", i + 1))]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "l.txt", "blocked.test\n");
+    let cfg = dir.path().join("q.toml");
+    let text = config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n"), "")
+        .replace("allow_clients = [\"127.0.0.0/8\"]", "allow_clients = [\"127.0.0.0/8\"]\nthreads = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let (_child, port) = spawn_server(&cfg);
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for n in &names {
+        let m = udp(server, n, RecordType::A, EDNS).await.expect("warm-up reply");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{n}");
+    }
+    let mut clients = Vec::new();
+    for c in 0..8usize {
+        let names = names.clone();
+        clients.push(tokio::spawn(async move {
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for burst in 0..10usize {
+                // 32 queries back to back (one recvmmsg batch, many shards), then their replies
+                let mut want = std::collections::HashMap::new();
+                for k in 0..32 {
+                    let i = (c * 7 + burst * 13 + k) % names.len();
+                    let (id, q) = loop {
+                        let (id, q) = query_bytes(&names[i], RecordType::A, EDNS);
+                        if !want.contains_key(&id) {
+                            break (id, q);
+                        }
+                    };
+                    want.insert(id, i);
+                    s.send_to(&q, server).await.unwrap();
+                }
+                for _ in 0..want.len() {
+                    let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+                        .await
+                        .unwrap_or_else(|_| panic!("client {c} burst {burst}: a reply missing after 5 s"))
+                        .unwrap();
+                    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+                    let i = *want.get(&m.metadata.id).expect("a reply to a query of this burst");
+                    let got: Vec<String> = m
+                        .answers
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::A(x) => Some(x.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(got, vec![format!("198.51.100.{}", i + 1)], "answer to {}", names[i]);
+                    assert_eq!(m.queries.first().map(|q| q.name().to_ascii()), Some(names[i].clone()));
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+}
