@@ -8,8 +8,9 @@ use super::{push_name, ParseOutput, Rule, RuleAction, Scope};
 
 /// Parses one line. Cost: O(len), one allocation per rule.
 pub fn parse_line(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
-    // most lines are a plain name and nothing else: one pass does them
-    if let Some(name) = crate::name::normalize_plain_line(line) {
+    // most lines are a plain name (or `*.` and one) and nothing else: one
+    // pass does them
+    if let Some(name) = crate::name::normalize_plain_line(line.strip_prefix("*.").unwrap_or(line)) {
         out.push(n, Rule::Name { name, scope: Scope::Subtree, action: RuleAction::List, important: false, decision: None });
         return;
     }
