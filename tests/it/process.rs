@@ -160,17 +160,25 @@ fn udp_sockets_on(port: u16) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn threads_two_gives_two_reuseport_udp_workers_that_both_answer() {
-    let up = Upstream::start().await;
-    up.set("www.example.", hickory_proto::rr::RecordType::A, Canned::Answer(vec![a("www.example.", 60, "198.51.100.10")]));
+/// The binary with `threads = 2`, `up` as its upstream and `blocked.test`
+/// listed: the child (killed on drop), its port and the directory of its
+/// config and list (keep it while the server runs).
+fn spawn_two_workers(up: &Upstream) -> (KillOnDrop, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let list = write_list(dir.path(), "l.txt", "blocked.test\n");
     let cfg = dir.path().join("q.toml");
     let text = config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n"), "")
         .replace("allow_clients = [\"127.0.0.0/8\"]", "allow_clients = [\"127.0.0.0/8\"]\nthreads = 2");
     std::fs::write(&cfg, text).unwrap();
-    let (_child, port) = spawn_server(&cfg);
+    let (child, port) = spawn_server(&cfg);
+    (child, port, dir)
+}
+
+#[tokio::test]
+async fn threads_two_gives_two_reuseport_udp_workers_that_both_answer() {
+    let up = Upstream::start().await;
+    up.set("www.example.", hickory_proto::rr::RecordType::A, Canned::Answer(vec![a("www.example.", 60, "198.51.100.10")]));
+    let (_child, port, _dir) = spawn_two_workers(&up);
     assert_eq!(udp_sockets_on(port), 2, "one SO_REUSEPORT socket per worker");
     let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     // many client sockets: the kernel spreads them over both workers' sockets
@@ -194,13 +202,7 @@ async fn two_workers_answer_bursts_of_cache_hits_from_many_clients() {
     for (i, n) in names.iter().enumerate() {
         up.set(n, RecordType::A, Canned::Answer(vec![a(n, 300, &format!("198.51.100.{}", i + 1))]));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let list = write_list(dir.path(), "l.txt", "blocked.test\n");
-    let cfg = dir.path().join("q.toml");
-    let text = config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n"), "")
-        .replace("allow_clients = [\"127.0.0.0/8\"]", "allow_clients = [\"127.0.0.0/8\"]\nthreads = 2");
-    std::fs::write(&cfg, text).unwrap();
-    let (_child, port) = spawn_server(&cfg);
+    let (_child, port, _dir) = spawn_two_workers(&up);
     let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     for n in &names {
         let m = udp(server, n, RecordType::A, EDNS).await.expect("warm-up reply");
