@@ -318,10 +318,17 @@ impl Cache {
     }
 
     fn shard(&self, key: &KeyRef<'_>) -> (u64, Option<&Mutex<Shard>>) {
+        let (hash, i) = self.shard_index(key);
+        (hash, self.shards.get(i))
+    }
+
+    /// `key`'s hash and the index of its shard: the one rule every lookup
+    /// and insert (single or [`Cache::get_batch`]) follows.
+    fn shard_index(&self, key: &KeyRef<'_>) -> (u64, usize) {
         use std::hash::BuildHasher as _;
         let hash = self.hasher.hash_one(key);
         // high bits pick the shard; hashbrown uses the low and top-7 bits
-        (hash, self.shards.get((hash >> 32) as usize % SHARDS))
+        (hash, (hash >> 32) as usize % SHARDS)
     }
 
     /// A live entry for `key`. Cost: one hash of the key, one uncontended
@@ -381,16 +388,13 @@ impl Cache {
         out: &mut [Option<Lookup<T>>],
         mut on_hit: impl FnMut(usize, &Entry) -> Option<T>,
     ) {
-        use std::hash::BuildHasher as _;
         // (hash, shard) of each key; shard SHARDS: no key
         let mut at = [(0u64, SHARDS); GET_BATCH];
         let mut wanted = 0u32;
         for (key, a) in keys.iter().zip(at.iter_mut()) {
             if let Some(k) = key {
-                let hash = self.hasher.hash_one(k);
-                let s = (hash >> 32) as usize % SHARDS;
-                wanted |= 1 << s;
-                *a = (hash, s);
+                *a = self.shard_index(k);
+                wanted |= 1 << a.1;
             }
         }
         if wanted == 0 {
@@ -588,12 +592,12 @@ mod tests {
         let c = Cache::new(4 * SHARDS as u64, ttl());
         let now = Instant::now();
         put(&c, "hot.example.", 300, now);
-        let (h, _) = c.shard(&key("hot.example.").as_ref());
+        let (_, hot_shard) = c.shard_index(&key("hot.example.").as_ref());
         let mut same_shard = Vec::new();
         let mut i = 0;
         while same_shard.len() < 8 {
             let n = format!("c{i}.example.");
-            if (c.shard(&key(&n).as_ref()).0 >> 32) as usize % SHARDS == (h >> 32) as usize % SHARDS {
+            if c.shard_index(&key(&n).as_ref()).1 == hot_shard {
                 same_shard.push(n);
             }
             i += 1;
