@@ -306,14 +306,14 @@ fn take<'p>(s: &Shared, packet: &'p [u8], src: SocketAddr, qname: &mut NameBuf) 
 fn answer_parsed(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], now: Instant) -> Fast {
     let (dnssec_ok, _) = q.payload(s.max_udp_payload);
     let cached = s.cache.get_ref(&q.key_ref(name, dnssec_ok), now);
-    if let Some(entry) = &cached {
-        if let Some(f) = passed_reply(s, policy, q, entry, now) {
-            count_hit(s, &f);
-            return f;
-        }
+    let f = match cached.as_deref().and_then(|entry| passed_reply(s, policy, q, entry, now)) {
+        Some(f) => f,
+        None => decide(s, policy, q, name, packet, now, cached),
+    };
+    // the batch loop counts its hits once per batch instead
+    if matches!(f, Fast::Reply(_, Outcome::Cached)) {
+        s.metrics.cache_hits.inc();
     }
-    let f = decide(s, policy, q, name, packet, now, cached);
-    count_hit(s, &f);
     f
 }
 
@@ -327,13 +327,6 @@ fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now:
         let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
         cached_reply(q, entry, now, dnssec_ok, payload)
     })
-}
-
-/// Counts a cache hit the fast path answered (`qalqan_cache_hits_total`).
-fn count_hit(s: &Shared, f: &Fast) {
-    if matches!(f, Fast::Reply(_, Outcome::Cached)) {
-        s.metrics.cache_hits.inc();
-    }
 }
 
 /// [`answer_parsed`] once the cache was asked (`cached`: its live entry, if
