@@ -229,7 +229,11 @@ pub struct RawUpstream {
     pub servers: Option<Vec<String>>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Upstream queries in flight at once.
+    /// Upstream queries in flight at once; past it a miss gets SERVFAIL at
+    /// once. Sized for the burst that follows a stall of the worker (a
+    /// hypervisor steal, a reload on the same CPU): the queries queued in the
+    /// listening socket meanwhile are read in a rush, and after a flood of
+    /// unique names most of them are misses.
     #[serde(default = "default_upstream_inflight")]
     pub max_inflight: usize,
     /// UDP sockets shared by upstream queries (each on its own random port);
@@ -264,7 +268,7 @@ fn default_timeout_ms() -> u64 {
     2_000
 }
 fn default_upstream_inflight() -> usize {
-    2_048
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
