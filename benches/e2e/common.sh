@@ -34,3 +34,32 @@ start_nsd() {
 
 # cpu_s PID: user + system CPU seconds of a process so far
 cpu_s() { awk -v clk="$(getconf CLK_TCK)" '{sub(/.*\) /,""); printf "%.3f", ($12+$13)/clk}' "/proc/$1/stat"; }
+
+# qalqan_config FILE PORT UPSTREAM_PORT LIST: the harness adapter's settings (one worker, 200k cache
+# entries, 2 s upstream timeout); UPSTREAM_MAX_INFLIGHT, if set, overrides upstream.max_inflight
+qalqan_config() {
+    cat >"$1" <<TOML
+[server]
+listen = ["127.0.0.1:$2"]
+threads = 1
+[upstream]
+servers = ["127.0.0.1:$3"]
+timeout_ms = 2000
+${UPSTREAM_MAX_INFLIGHT:+max_inflight = $UPSTREAM_MAX_INFLIGHT}
+[cache]
+max_entries = 200000
+[[lists]]
+name = "bench"
+source = "$4"
+TOML
+}
+
+# start_qalqan CONFIG LOG: qalqan on CPU 0, waited for until it serves; its pid in $qalqan_pid
+start_qalqan() {
+    setsid taskset -c 0 "$QALQAN_BIN" run --config "$1" >/dev/null 2>"$2" &
+    qalqan_pid=$!
+    pids+=($qalqan_pid)
+    for _ in $(seq 100); do grep -q ready "$2" && return; sleep 0.1; done
+    echo "qalqan did not start: $2" >&2
+    exit 1
+}

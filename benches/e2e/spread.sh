@@ -31,26 +31,9 @@ start_nsd $up_port "$work" taskset -c 1
 declare -A port qpid
 port[100k]=15371 port[1m]=15372
 for size in 100k 1m; do
-    cat >"$work/$size.toml" <<TOML
-[server]
-listen = ["127.0.0.1:${port[$size]}"]
-threads = 1
-[upstream]
-servers = ["127.0.0.1:$up_port"]
-timeout_ms = 2000
-[cache]
-max_entries = 200000
-[[lists]]
-name = "bench"
-source = "$cache/list-$size.domains"
-TOML
-    setsid taskset -c 0 "$QALQAN_BIN" run --config "$work/$size.toml" >/dev/null 2>"$work/$size.log" &
-    qpid[$size]=$!
-    pids+=($!)
-done
-for size in 100k 1m; do
-    for _ in $(seq 100); do grep -q ready "$work/$size.log" && break; sleep 0.1; done
-    grep -q ready "$work/$size.log" || { echo "qalqan ($size) did not start: $work/$size.log" >&2; exit 1; }
+    qalqan_config "$work/$size.toml" "${port[$size]}" $up_port "$cache/list-$size.domains"
+    start_qalqan "$work/$size.toml" "$work/$size.log"
+    qpid[$size]=$qalqan_pid
     taskset -c 1 dnsperf -s 127.0.0.1 -p "${port[$size]}" -d "$cache/q-blocked-$size.txt" -l "$PRE_SECONDS" -c 4 -q 100 >/dev/null 2>&1 || true
     for _ in 1 2; do taskset -c 1 dnsperf -s 127.0.0.1 -p "${port[$size]}" -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null 2>&1 || true; done
 done

@@ -21,25 +21,9 @@ need_data "list-$SIZE.domains" q-warm.txt q-miss.txt "q-mixed-$SIZE.txt" root.zo
 work=$(mktemp -d /tmp/qalqan-stall.XXXXXX)
 up_port=15385 port=15386
 start_nsd $up_port "$work" taskset -c 1
-cat >"$work/q.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$port"]
-threads = 1
-[upstream]
-servers = ["127.0.0.1:$up_port"]
-timeout_ms = 2000
-${UPSTREAM_MAX_INFLIGHT:+max_inflight = $UPSTREAM_MAX_INFLIGHT}
-[cache]
-max_entries = 200000
-[[lists]]
-name = "bench"
-source = "$cache/list-$SIZE.domains"
-TOML
-setsid taskset -c 0 "$QALQAN_BIN" run --config "$work/q.toml" >/dev/null 2>"$work/qalqan.log" &
-qpid=$!
-pids+=($qpid)
-for _ in $(seq 100); do grep -q ready "$work/qalqan.log" && break; sleep 0.1; done
-grep -q ready "$work/qalqan.log" || { echo "qalqan did not start: $work/qalqan.log" >&2; exit 1; }
+qalqan_config "$work/q.toml" $port $up_port "$cache/list-$SIZE.domains"
+start_qalqan "$work/q.toml" "$work/qalqan.log"
+qpid=$qalqan_pid
 dp() { taskset -c 1 dnsperf -s 127.0.0.1 -p $port "$@" 2>&1; }
 for _ in 1 2; do dp -d "$cache/q-warm.txt" -n 1 -c 4 -q 100 >/dev/null || true; done
 split -n "l/$ROUNDS" -d -a 3 "$cache/q-miss.txt" "$work/miss-"
