@@ -32,19 +32,7 @@ mkdir -p "$OUT"
 work=$(mktemp -d /tmp/qalqan-profile.XXXXXX)
 up_port=15360 port=15361
 start_nsd $up_port "$work" taskset -c 1
-cat >"$work/q.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$port"]
-threads = 1
-[upstream]
-servers = ["127.0.0.1:$up_port"]
-timeout_ms = 2000
-[cache]
-max_entries = 200000
-[[lists]]
-name = "bench"
-source = "$cache/list-$SIZE.domains"
-TOML
+qalqan_config "$work/q.toml" $port $up_port "$cache/list-$SIZE.domains"
 if [ "${CALLGRIND:-0}" = 1 ]; then
     QUERIES=${QUERIES:-20000} RATE=${RATE:-2000}
     head -1000 "$cache/list-$SIZE.domains" >"$work/list.domains"

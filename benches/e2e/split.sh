@@ -23,7 +23,7 @@ case $WORKLOAD in
 esac
 work=$(mktemp -d /tmp/qalqan-split.XXXXXX)
 floor_port=15371 port=15372 up_port=15373
-upstream="127.0.0.1:9"
+upstream_port=9
 if [ "$WORKLOAD" = blocked ]; then
     # floor's C source, as the harness builds it
     sed -n '/cat > "\$WORKDIR\/floor.c" <<.C./,/^C$/p' "$BENCH_DIR/targets/floor" | sed '1d;$d' >"$work/floor.c"
@@ -33,23 +33,11 @@ if [ "$WORKLOAD" = blocked ]; then
     pids+=($fpid)
 else
     start_nsd $up_port "$work" taskset -c 1
-    upstream="127.0.0.1:$up_port"
+    upstream_port=$up_port
     # one disjoint slice of the unique names per round
     split -n "l/$ROUNDS" -d -a 3 "$cache/q-miss.txt" "$work/miss."
 fi
-cat >"$work/q.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$port"]
-threads = 1
-[upstream]
-servers = ["$upstream"]
-timeout_ms = 2000
-[cache]
-max_entries = 200000
-[[lists]]
-name = "bench"
-source = "$cache/list-$SIZE.domains"
-TOML
+qalqan_config "$work/q.toml" $port $upstream_port "$cache/list-$SIZE.domains"
 setsid taskset -c 0 "$QALQAN_BIN" run --config "$work/q.toml" 2>"$work/qalqan.log" &
 qpid=$!
 pids+=($qpid)
