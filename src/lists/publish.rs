@@ -17,8 +17,9 @@ use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
-/// Called on the updating thread after every policy build (published or
-/// rejected), once the old policy and the build's temporaries are freed. The
+/// Called after every policy build (published or rejected), once the
+/// build's temporaries and, for a published one, the policy it replaced are
+/// freed: on the updating thread, or on the reaper thread (see [`retire`]). The
 /// binary sets it to return the allocator's freed pages to the OS: a list
 /// build allocates and frees about as much again as the index it produces.
 pub static AFTER_BUILD: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
@@ -29,45 +30,50 @@ pub static AFTER_BUILD: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 /// the upstream timeout).
 const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The reaper thread's inbox (started on first use), or `None` if the
+/// thread could not be started.
+fn reaper() -> Option<&'static std::sync::mpsc::Sender<Arc<Policy>>> {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Arc<Policy>>>> = std::sync::OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Arc<Policy>>();
+            let spawned = std::thread::Builder::new().name("qalqan-reaper".into()).spawn(move || {
+                for old in rx {
+                    let until = std::time::Instant::now() + RETIRE_WAIT;
+                    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let t = std::time::Instant::now();
+                    let generation = old.generation;
+                    drop(old);
+                    if let Some(f) = AFTER_BUILD.get() {
+                        f();
+                    }
+                    tracing::debug!(generation, took_us = t.elapsed().as_micros(), "replaced policy freed (and AFTER_BUILD run)");
+                }
+            });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no reaper thread: replaced policies are freed by their last user");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
 /// Frees a replaced policy on a thread of its own, not on whichever thread
 /// lets go of it last. Without this the last query of the old generation
 /// (usually a fast-path batch, whose guard the swap turned into a
 /// reference) freed the old index on the serving thread: at 1M rules ~55 MB
 /// in a few large blocks, returned to the OS there. The reaper waits
 /// (polling every millisecond, up to [`RETIRE_WAIT`]) until it holds the
-/// only reference, then drops it and runs [`AFTER_BUILD`]. If the thread
-/// cannot be started the policy is dropped where it is.
-fn retire(old: Arc<Policy>) {
-    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Arc<Policy>>>> = std::sync::OnceLock::new();
-    let reaper = REAPER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<Policy>>();
-        let spawned = std::thread::Builder::new().name("qalqan-reaper".into()).spawn(move || {
-            for old in rx {
-                let until = std::time::Instant::now() + RETIRE_WAIT;
-                while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                let t = std::time::Instant::now();
-                let generation = old.generation;
-                drop(old);
-                if let Some(f) = AFTER_BUILD.get() {
-                    f();
-                }
-                tracing::debug!(generation, took_us = t.elapsed().as_micros(), "replaced policy freed");
-            }
-        });
-        match spawned {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                tracing::warn!(error = %e, "no reaper thread: replaced policies are freed by their last user");
-                None
-            }
-        }
-    });
-    if let Some(tx) = reaper {
-        // a send fails only if the reaper is gone; the policy then drops here
-        let _ = tx.send(old);
-    }
+/// only reference, then drops it and runs [`AFTER_BUILD`]. Returns whether
+/// the reaper took it; if not, the policy is dropped here.
+fn retire(old: Arc<Policy>) -> bool {
+    // a send fails only if the reaper is gone; the policy then drops here
+    reaper().is_some_and(|tx| tx.send(old).is_ok())
 }
 
 /// One offered version of one list.
@@ -274,14 +280,19 @@ impl Lists {
     /// gated; a rejected version's index is dropped unpublished. Remote lists
     /// are persisted after the publish.
     pub fn apply(&self, batch: Vec<Incoming>) -> ReloadReport {
-        let report = self.apply_inner(batch);
-        if let Some(f) = AFTER_BUILD.get() {
-            f();
+        // retired only now, with the build's temporaries freed, so that the
+        // reaper's AFTER_BUILD (after the old policy is gone) covers them too
+        let (report, replaced) = self.apply_inner(batch);
+        if !replaced.is_some_and(retire) {
+            if let Some(f) = AFTER_BUILD.get() {
+                f();
+            }
         }
         report
     }
 
-    fn apply_inner(&self, batch: Vec<Incoming>) -> ReloadReport {
+    /// The report, and the policy a publish replaced.
+    fn apply_inner(&self, batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
         let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
@@ -354,11 +365,11 @@ impl Lists {
             }
         }
         drop(published);
-        let Some(index) = working else { return report };
+        let Some(index) = working else { return (report, None) };
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let policy = super::policy_of(&configs, index, generation);
         let rules = policy.index.len();
-        retire(self.policy.swap(Arc::new(policy)));
+        let replaced = self.policy.swap(Arc::new(policy));
         self.generation.store(generation, Ordering::Relaxed);
         for (i, state) in states.iter().enumerate() {
             let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };
@@ -382,7 +393,7 @@ impl Lists {
         }
         tracing::info!(generation, rules, took_ms = started.elapsed().as_millis() as u64, "policy published");
         report.generation = Some(generation);
-        report
+        (report, Some(replaced))
     }
 
     fn meta_path(&self, cfg: &ListConfig) -> Option<PathBuf> {
