@@ -54,9 +54,9 @@ source = "$4"
 TOML
 }
 
-# start_qalqan CONFIG LOG: qalqan on CPU 0, waited for until it serves; its pid in $qalqan_pid
+# start_qalqan CONFIG LOG: qalqan on CPU 0 (QALQAN_CPUS: a taskset list), waited for until it serves; its pid in $qalqan_pid
 start_qalqan() {
-    setsid taskset -c 0 "$QALQAN_BIN" run --config "$1" >/dev/null 2>"$2" &
+    setsid taskset -c "${QALQAN_CPUS:-0}" "$QALQAN_BIN" run --config "$1" >/dev/null 2>"$2" &
     qalqan_pid=$!
     pids+=($qalqan_pid)
     for _ in $(seq 100); do grep -q ready "$2" && return; sleep 0.1; done

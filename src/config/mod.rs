@@ -102,6 +102,8 @@ pub struct Config {
     pub threads: Option<usize>,
     pub fast_path: bool,
     pub udp_recv_buffer_bytes: usize,
+    /// Nice value of the list-build thread of a reload (0..=19).
+    pub reload_nice: i32,
     pub max_tcp_connections: usize,
     pub max_tcp_per_client: usize,
     /// Empty = read /etc/resolv.conf at start.
@@ -177,6 +179,9 @@ impl Config {
         }
         if raw.server.max_inflight == 0 {
             return Err(invalid("server.max_inflight", "must be at least 1".into()));
+        }
+        if !(0..=19).contains(&raw.server.reload_nice) {
+            return Err(invalid("server.reload_nice", format!("{} is not a nice value in 0..=19", raw.server.reload_nice)));
         }
         if raw.server.threads == Some(0) {
             return Err(invalid("server.threads", "must be at least 1".into()));
@@ -337,6 +342,7 @@ impl Config {
             threads: raw.server.threads,
             fast_path: raw.server.fast_path,
             udp_recv_buffer_bytes: raw.server.udp_recv_buffer_bytes,
+            reload_nice: raw.server.reload_nice,
             max_tcp_connections: raw.server.max_tcp_connections.max(1),
             max_tcp_per_client: raw.server.max_tcp_per_client.max(1),
             upstreams,
@@ -444,6 +450,14 @@ mod tests {
     fn bad_address_names_the_key() {
         let err = Config::from_toml_str("[upstream]\nservers = [\"nope\"]\n", "q.toml").unwrap_err().to_string();
         assert_eq!(err, "q.toml: `upstream.servers[0]`: `nope` is not ip or ip:port");
+    }
+
+    #[test]
+    fn reload_nice_defaults_to_19_and_must_be_a_nice_value() {
+        assert_eq!(Config::from_toml_str("", "q.toml").unwrap().reload_nice, 19);
+        assert_eq!(Config::from_toml_str("[server]\nreload_nice = 0\n", "q.toml").unwrap().reload_nice, 0);
+        let err = Config::from_toml_str("[server]\nreload_nice = -5\n", "q.toml").unwrap_err().to_string();
+        assert!(err.contains("server.reload_nice") && err.contains("-5"), "{err}");
     }
 
     #[test]

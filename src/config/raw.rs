@@ -165,6 +165,11 @@ pub struct RawServer {
     /// instead of dropped (the kernel caps it at net.core.rmem_max).
     #[serde(default = "default_udp_recv_buffer")]
     pub udp_recv_buffer_bytes: usize,
+    /// Nice value (0..=19) of the thread that compiles a reloaded list: at 19
+    /// the build only gets the CPU the query workers leave over, so a reload
+    /// does not delay queries; 0 builds at the workers' priority.
+    #[serde(default = "default_reload_nice")]
+    pub reload_nice: i32,
     /// TCP connections open at once; more are closed at accept.
     #[serde(default = "default_max_tcp")]
     pub max_tcp_connections: usize,
@@ -178,6 +183,10 @@ fn default_max_tcp() -> usize {
 }
 fn default_max_tcp_per_client() -> usize {
     20
+}
+
+fn default_reload_nice() -> i32 {
+    19
 }
 
 fn default_udp_recv_buffer() -> usize {
@@ -200,6 +209,7 @@ impl Default for RawServer {
             threads: None,
             fast_path: default_fast_path(),
             udp_recv_buffer_bytes: default_udp_recv_buffer(),
+            reload_nice: default_reload_nice(),
             max_tcp_connections: default_max_tcp(),
             max_tcp_per_client: default_max_tcp_per_client(),
         }
