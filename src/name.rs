@@ -462,9 +462,12 @@ mod tests {
         }
     }
 
+    /// (case name, labels, the normalised name or the error)
+    type LabelsCase<'a> = (&'a str, &'a [&'a [u8]], Result<&'a str, NameError>);
+
     #[test]
     fn name_buf_matches_qname() {
-        let cases: &[(&str, &[&[u8]], Result<&str, NameError>)] = &[
+        let cases: &[LabelsCase<'_>] = &[
             ("plain", &[b"www", b"Example", b"COM"], Ok("www.example.com")),
             ("root", &[], Ok("")),
             ("empty label", &[b"a", b"", b"b"], Err(NameError::EmptyLabel)),

@@ -115,7 +115,7 @@ async fn http_source_unreachable_at_start_without_copy_fails_naming_the_list() {
     let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\ntimeout_ms = 500\n");
     let srv = TestServer::start(&config(up.addr, &lists, "")).await;
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
-    let e = r.err().expect("start must fail").to_string();
+    let e = r.expect_err("start must fail").to_string();
     assert!(e.contains("web") && e.contains("GET http://127.0.0.1"), "{e}");
 }
 
@@ -236,6 +236,6 @@ async fn admin_refuses_a_token_file_others_can_read() {
     std::fs::set_permissions(dir.path().join("token"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let srv = TestServer::start(&config(up.addr, "[[lists]]\nname = \"p\"\nsource = \"push\"\n", &cfg)).await;
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
-    let e = r.err().expect("must refuse").to_string();
+    let e = r.expect_err("must refuse").to_string();
     assert!(e.contains("chmod 600"), "{e}");
 }

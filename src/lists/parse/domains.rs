@@ -56,9 +56,12 @@ mod tests {
         }))
     }
 
+    /// (case name, line, the parse of that line)
+    type LineCase<'a> = (&'a str, &'a str, Result<Option<(&'a str, u32)>, ParseErrorKind>);
+
     #[test]
     fn domains_lines() {
-        let cases: &[(&str, &str, Result<Option<(&str, u32)>, ParseErrorKind>)] = &[
+        let cases: &[LineCase<'_>] = &[
             ("plain", "ads.example.com", Ok(Some(("ads.example.com", 1)))),
             ("trailing dot", "ads.example.com.", Ok(Some(("ads.example.com", 1)))),
             ("case", "ADS.Example.COM", Ok(Some(("ads.example.com", 1)))),

@@ -247,7 +247,7 @@ pub fn parse_into(format: Format, file: &str, bytes: &[u8], out: &mut ParseOutpu
                 Format::Keywords => keywords::parse_line,
                 Format::RegistryCsv | Format::Rpz => unreachable_line,
             };
-            for_each_line(file, bytes, out, |file, n, line, out| line_fn(file, n, line, out));
+            for_each_line(file, bytes, out, line_fn);
         }
     }
 }
