@@ -50,6 +50,8 @@ pub struct Metrics {
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
     pub policy_generation: IntGauge,
+    /// Start of an update (gate + compile) to the publish of its policy.
+    pub policy_build: Histogram,
     pub blocked_log_dropped: IntCounter,
     pub rate_limited: IntCounter,
     pub tcp_refused: IntCounter,
@@ -139,6 +141,14 @@ impl Metrics {
         registry.register(Box::new(list_last_success.clone()))?;
         let policy_generation = IntGauge::new("qalqan_policy_generation", "Generation of the published policy")?;
         registry.register(Box::new(policy_generation.clone()))?;
+        let policy_build = Histogram::with_opts(
+            HistogramOpts::new(
+                "qalqan_policy_build_seconds",
+                "Time from the start of a list update (gate and compile) to the publish of its policy",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        )?;
+        registry.register(Box::new(policy_build.clone()))?;
         let blocked_log_dropped = IntCounter::new(
             "qalqan_blocked_log_dropped_total",
             "Blocked-query log records dropped because the writer lagged",
@@ -186,6 +196,7 @@ impl Metrics {
             list_reloads,
             list_last_success,
             policy_generation,
+            policy_build,
             blocked_log_dropped,
             rate_limited,
             tcp_refused,

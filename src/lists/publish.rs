@@ -63,14 +63,6 @@ fn reaper() -> Option<&'static std::sync::mpsc::Sender<Arc<Policy>>> {
         .as_ref()
 }
 
-/// Frees a replaced policy on a thread of its own, not on whichever thread
-/// lets go of it last. Without this the last query of the old generation
-/// (usually a fast-path batch, whose guard the swap turned into a
-/// reference) freed the old index on the serving thread: at 1M rules ~55 MB
-/// in a few large blocks, returned to the OS there. The reaper waits
-/// (polling every millisecond, up to [`RETIRE_WAIT`]) until it holds the
-/// only reference, then drops it and runs [`AFTER_BUILD`]. Returns whether
-/// the reaper took it; if not, the policy is dropped here.
 /// Runs a list build `f` on a thread of its own, named `qalqan-build`, at nice
 /// value `nice` (Linux: per thread), and awaits its result.
 ///
@@ -114,6 +106,14 @@ pub async fn on_build_thread<T: Send + 'static>(
     }
 }
 
+/// Frees a replaced policy on a thread of its own, not on whichever thread
+/// lets go of it last. Without this the last query of the old generation
+/// (usually a fast-path batch, whose guard the swap turned into a
+/// reference) freed the old index on the serving thread: at 1M rules ~55 MB
+/// in a few large blocks, returned to the OS there. The reaper waits
+/// (polling every millisecond, up to [`RETIRE_WAIT`]) until it holds the
+/// only reference, then drops it and runs [`AFTER_BUILD`]. Returns whether
+/// the reaper took it; if not, the policy is dropped here.
 fn retire(old: Arc<Policy>) -> bool {
     // a send fails only if the reaper is gone; the policy then drops here
     reaper().is_some_and(|tx| tx.send(old).is_ok())
@@ -424,6 +424,7 @@ impl Lists {
         let policy = super::policy_of(&configs, index, generation);
         let rules = policy.index.len();
         let replaced = self.policy.swap(Arc::new(policy));
+        self.metrics.policy_build.observe(started.elapsed().as_secs_f64());
         self.generation.store(generation, Ordering::Relaxed);
         for (i, state) in states.iter().enumerate() {
             let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };

@@ -23,6 +23,7 @@ const EXPORTED: &[&str] = &[
     "qalqan_list_last_success_timestamp_seconds",
     "qalqan_list_version_info",
     "qalqan_policy_generation",
+    "qalqan_policy_build_seconds",
     "qalqan_blocked_log_dropped_total",
     "qalqan_rate_limited_total",
     "qalqan_tcp_connections_refused_total",

@@ -80,6 +80,9 @@ async fn file_reloads_atomically_and_keeps_last_good() {
     assert_eq!(rcode(addr, "new.test.").await, ResponseCode::NXDomain);
     let errors = srv.metrics.encode();
     assert!(errors.contains(r#"qalqan_list_reloads_total{list="reg",result="error"} 2"#), "{errors}");
+    // the load at start and the two accepted versions were timed; the rejected ones were not published
+    let builds = errors.lines().find_map(|l| l.strip_prefix("qalqan_policy_build_seconds_count ")).unwrap_or("0");
+    assert!(builds.parse::<u64>().unwrap() >= 3, "{errors}");
 
     stop.store(true, Ordering::SeqCst);
     looper.await.unwrap();
