@@ -1,6 +1,7 @@
 //! Hot-path benchmarks: name normalisation, policy match (hit, miss, deep
 //! subtree hit, keyword) at 100k and 1M rules, policy compile, and cache
-//! hits one at a time and batched.
+//! hits one at a time and batched, and the answer-address check at 100k
+//! prefixes.
 //!
 //! Rules come from `../shared/data/domains/hagezi-light-domains.txt` when it
 //! exists (real names), topped up with synthetic names to reach each size;
@@ -214,5 +215,48 @@ fn cache(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalise, check, keywords, compile, metrics, cache);
+/// The answer-address check (`Index::check_ip`) at 100k prefixes: v4 /32s
+/// with a share of /24 and /16 and v6 /128 and /48, 1000 answer addresses
+/// per iteration (half inside a prefix, in random order).
+fn answer_ip(c: &mut Criterion) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut e = Vec::with_capacity(100_000);
+    let mut inside = Vec::new();
+    for i in 0..100_000u32 {
+        let r = rand();
+        let net: ipnet::IpNet = match i % 10 {
+            0 => ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(u128::from(r) << 64), 48).unwrap().trunc().into(),
+            1 => ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(u128::from(r) << 32 | 1), 128).unwrap().into(),
+            2 => ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(r as u32), 24).unwrap().trunc().into(),
+            3 if i % 100 == 3 => ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(r as u32), 16).unwrap().trunc().into(),
+            _ => ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(r as u32), 32).unwrap().into(),
+        };
+        if i % 100 == 0 {
+            inside.push(net.addr());
+        }
+        e.push(Entry { line: i + 1, rule: Rule::AnswerIp { net, action: RuleAction::List } });
+    }
+    let index = Index::build(&[ListInput { allow: false, entries: &e }]).unwrap();
+    let mut probes: Vec<std::net::IpAddr> = inside.into_iter().take(500).collect();
+    while probes.len() < 1000 {
+        let r = rand();
+        probes.push(if r % 4 == 0 { std::net::Ipv6Addr::from(u128::from(r) << 40).into() } else { std::net::Ipv4Addr::from(r as u32).into() });
+    }
+    shuffle(&mut probes);
+    eprintln!("answer-ip index at 100k prefixes: {} bytes", index.memory_bytes());
+    let mut g = c.benchmark_group("answer_ip_100k");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("check_ip", |b| {
+        b.iter(|| probes.iter().filter(|ip| index.check_ip(black_box(**ip)).1.is_some()).count())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile, metrics, cache, answer_ip);
 criterion_main!(benches);

@@ -138,11 +138,12 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                         let at = l.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                         let _ = writeln!(
                             out,
-                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tsource={}",
+                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tsource={}\t{}",
                             l.rules,
                             l.bad_lines,
                             l.version,
-                            state.lists.configs().get(i).map(|c| c.0.source.as_str()).unwrap_or("?")
+                            state.lists.configs().get(i).map(|c| c.0.source.as_str()).unwrap_or("?"),
+                            l.addresses
                         );
                     }
                     None => {
@@ -174,12 +175,22 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Re-reads line `line` of a file source (for "the rule as written").
+/// Re-reads line `line` of a file source (for "the rule as written"), as
+/// UTF-8 text: a file that is not UTF-8 throughout is a registry dump in
+/// Windows-1251 (the only format that accepts one; see
+/// [`crate::lists::parse::registry_csv`]) and its line is decoded as such.
 pub fn read_line(source: &str, line: u32) -> Option<String> {
     let bytes = std::fs::read(source).ok()?;
     let idx = usize::try_from(line).ok()?.checked_sub(1)?;
-    let raw = bytes.split(|&b| b == b'\n').nth(idx)?;
-    Some(String::from_utf8_lossy(raw).trim_end().to_owned())
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    let utf8 = std::str::from_utf8(body).is_ok();
+    let raw = body.split(|&b| b == b'\n').nth(idx)?;
+    let text = if utf8 {
+        String::from_utf8_lossy(raw).into_owned()
+    } else {
+        encoding_rs::WINDOWS_1251.decode_without_bom_handling(raw).0.into_owned()
+    };
+    Some(text.trim_end().to_owned())
 }
 
 fn readiness(state: &DiagState) -> (bool, String) {

@@ -1,4 +1,4 @@
-//! The `qalqan` command: `run`, `check`, `explain`.
+//! The `qalqan` command: `run`, `check`, `explain`, `export`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +45,22 @@ enum Command {
         name: String,
         qtype: Option<String>,
     },
+    /// Write what the lists hold in a form other tools take.
+    ///
+    /// `--ips`: every distinct address or prefix of the block lists (registry
+    /// IP column, IP-literal URL hosts, adblock `1.2.3.4^`), one a line with
+    /// its decision after a tab, for a firewall: DNS cannot enforce an
+    /// address decision, and lists with `ip_rules = "ignore"` (the default)
+    /// do not block answers carrying them.
+    Export {
+        /// Export the lists' addresses and prefixes.
+        #[arg(long)]
+        ips: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this list (by `name`); default: every block list.
+        list: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +69,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::Explain { config, name, qtype } => explain(&config, &name, qtype.as_deref()),
+        Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -125,6 +142,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(path)?;
     let mut ok = true;
+    let mut active = 0usize;
     for l in &config.lists {
         let file = config.list_path(l);
         if l.origin.is_remote() && !file.exists() {
@@ -141,7 +159,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                         Rule::Name { scope: Scope::Subtree, .. } => "subtree",
                         Rule::Name { scope: Scope::Exact, .. } => "exact",
                         Rule::Name { scope: Scope::Below, .. } => "below",
-                        Rule::Ip { .. } => "ip",
+                        Rule::Ip { .. } => "address",
+                        Rule::AnswerIp { .. } => "rpz-ip",
                         Rule::Keyword(_) => "keyword",
                         Rule::Regex(_) => "regex",
                     };
@@ -160,6 +179,20 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                     p.ignored,
                     loaded.version
                 );
+                let mut addrs = qalqan::lists::AddressCounter::default();
+                for e in &p.entries {
+                    addrs.note(&e.rule, l.enforces(&e.rule));
+                }
+                let addrs = addrs.stats();
+                if addrs.listed > 0 {
+                    let mode = match l.ip_rules {
+                        Some(qalqan::config::IpRules::Answer) => "ip_rules = \"answer\"",
+                        Some(qalqan::config::IpRules::Ignore) => "ip_rules = \"ignore\"",
+                        None => "ip_rules unset: listed addresses ignored, rpz-ip enforced",
+                    };
+                    println!("  {addrs} ({mode})");
+                }
+                active += addrs.enforced;
                 for e in p.errors.iter().take(5) {
                     println!("  {e}");
                 }
@@ -173,7 +206,56 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    println!("answer-IP rules active: {active}");
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    if !ips {
+        anyhow::bail!("nothing to export: say what (`--ips`)");
+    }
+    let config = Config::from_file(path)?;
+    if let Some(name) = only {
+        if !config.lists.iter().any(|l| l.name == name) {
+            anyhow::bail!("no list named `{name}` in {}", path.display());
+        }
+    }
+    // first decision seen for each distinct prefix, lists in config order
+    let mut seen: std::collections::BTreeMap<ipnet::IpNet, Option<String>> = std::collections::BTreeMap::new();
+    for l in &config.lists {
+        if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == qalqan::policy::ListKind::Allow) {
+            continue;
+        }
+        let file = config.list_path(l);
+        if l.origin.is_remote() && !file.exists() {
+            eprintln!("{}: {}: remote source with no persisted copy; nothing to export", l.name, l.source);
+            continue;
+        }
+        let loaded = qalqan::lists::load(l, &file)?;
+        for e in loaded.parsed.entries {
+            if let Rule::Ip { net, decision } = e.rule {
+                seen.entry(net.trunc()).or_insert(decision);
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (net, decision) in &seen {
+        let addr = if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() };
+        let written = match decision {
+            Some(d) => writeln!(out, "{addr}\t{}", d.replace(['\t', '\r', '\n'], " ")),
+            None => writeln!(out, "{addr}"),
+        };
+        if written.is_err() {
+            return Ok(ExitCode::from(1)); // a closed pipe (`| head`)
+        }
+    }
+    if out.flush().is_err() {
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("{} addresses and prefixes", seen.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitCode> {

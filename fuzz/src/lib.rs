@@ -334,7 +334,7 @@ pub fn fuzz_compile(data: &[u8]) {
                 names.push(format!("x.{name}"));
             }
             Rule::Keyword(k) => names.push(format!("a{k}b.example")),
-            Rule::Ip { net, .. } => {
+            Rule::Ip { net, .. } | Rule::AnswerIp { net, .. } => {
                 let _ = index.check_ip(net.addr());
             }
             Rule::Regex(_) => {}

@@ -44,6 +44,38 @@ pub struct ListConfig {
     pub max_bytes: u64,
     pub max_rules: usize,
     pub tsig: Option<String>,
+    /// `ip_rules =` as written (see [`IpRules`]); `None` when unset.
+    pub ip_rules: Option<IpRules>,
+}
+
+/// What a list's addresses do (`ip_rules =` in `[[lists]]`).
+///
+/// In a registry dump the address column of a name or URL entry records
+/// where the name pointed when it was listed; blocking every name that
+/// resolves there blocks every site sharing the address (CDNs, shared
+/// hosting). So listed addresses are not answer rules unless the list says
+/// so. RPZ `rpz-ip` triggers are answer rules by definition and are
+/// enforced unless the list says `"ignore"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpRules {
+    /// Listed addresses are counted and exported (`qalqan export --ips`), not enforced.
+    Ignore,
+    /// An answer carrying a listed address is blocked.
+    Answer,
+}
+
+impl ListConfig {
+    /// Whether `rule` takes part in the policy: `false` only for an address
+    /// rule this list does not enforce (see [`IpRules`]).
+    pub fn enforces(&self, rule: &crate::lists::parse::Rule) -> bool {
+        use crate::lists::parse::Rule;
+        match rule {
+            Rule::Ip { .. } => self.ip_rules == Some(IpRules::Answer),
+            Rule::AnswerIp { .. } => self.ip_rules != Some(IpRules::Ignore),
+            _ => true,
+        }
+    }
 }
 
 /// Where a list comes from (`source =`).
@@ -329,6 +361,7 @@ impl Config {
                 max_bytes: l.max_bytes,
                 max_rules: l.max_rules,
                 tsig: l.tsig,
+                ip_rules: l.ip_rules,
             });
         }
         Ok(Config {

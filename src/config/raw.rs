@@ -377,6 +377,11 @@ pub struct RawList {
     pub max_rules: usize,
     /// TSIG key for axfr:// sources, `hmac-sha256:NAME:BASE64SECRET` (the `kdig -y` form).
     pub tsig: Option<String>,
+    /// What listed addresses (registry IP column, IP-literal URL hosts,
+    /// adblock `1.2.3.4^`) do: `"ignore"` (default: counted and exported
+    /// for a firewall) or `"answer"` (block any answer carrying one). Unset,
+    /// RPZ `rpz-ip` triggers are enforced; `"ignore"` turns them off too.
+    pub ip_rules: Option<crate::config::IpRules>,
 }
 
 fn default_max_shrink() -> f64 {

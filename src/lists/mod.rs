@@ -32,6 +32,47 @@ pub struct ListState {
     pub bytes: usize,
     /// Source details of this version (ETag, serial, push version, who).
     pub meta: SourceMeta,
+    /// Its addresses and prefixes, and how many of them are answer rules.
+    pub addresses: AddressStats,
+}
+
+/// A list's addresses and prefixes (registry IP column, IP-literal URL
+/// hosts, adblock `1.2.3.4^`, RPZ `rpz-ip`), each counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddressStats {
+    /// Distinct addresses and prefixes in the list.
+    pub listed: usize,
+    /// How many of them block answers (see [`crate::config::IpRules`]).
+    pub enforced: usize,
+}
+
+impl std::fmt::Display for AddressStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "addresses: {}, enforced by DNS: {}", self.listed, self.enforced)
+    }
+}
+
+/// Counts distinct addresses as rules stream past (no memory for lists without any).
+#[derive(Default)]
+pub struct AddressCounter {
+    listed: std::collections::HashSet<ipnet::IpNet>,
+    enforced: std::collections::HashSet<ipnet::IpNet>,
+}
+
+impl AddressCounter {
+    /// Notes `rule` if it is an address rule; `enforced` says whether the list enforces it.
+    pub fn note(&mut self, rule: &parse::Rule, enforced: bool) {
+        if let parse::Rule::Ip { net, .. } | parse::Rule::AnswerIp { net, .. } = rule {
+            self.listed.insert(net.trunc());
+            if enforced {
+                self.enforced.insert(net.trunc());
+            }
+        }
+    }
+
+    pub fn stats(&self) -> AddressStats {
+        AddressStats { listed: self.listed.len(), enforced: self.enforced.len() }
+    }
 }
 
 /// What a source knows about a version, kept with it (and persisted for remote lists).
@@ -54,8 +95,9 @@ pub struct SourceMeta {
 
 impl ListState {
     /// From the statistics of a parse of `bytes` bytes with content `version`.
-    pub fn from_stats(p: &ParseOutput<'_>, version: String, bytes: usize, meta: SourceMeta) -> Self {
+    pub fn from_stats(p: &ParseOutput<'_>, addresses: AddressStats, version: String, bytes: usize, meta: SourceMeta) -> Self {
         Self {
+            addresses,
             meta,
             version,
             rules: p.rules,
@@ -196,7 +238,7 @@ pub fn build_with(
     base: &Index,
     i: usize,
     bytes: &[u8],
-) -> Result<(Index, ParseOutput<'static>), BuildError> {
+) -> Result<(Index, ParseOutput<'static>, AddressStats), BuildError> {
     let cfg = configs.get(i).ok_or(BuildError::TooManyLists)?;
     let pos = u16::try_from(i).map_err(|_| BuildError::TooManyLists)?;
     let allow = cfg.kind == ListKind::Allow;
@@ -211,9 +253,12 @@ pub fn build_with(
     let mut b = Builder::with_capacity(kept + new_rules, kept_bytes + bytes.len() + new_rules * 12);
     b.carry(base, |l| l != pos)?;
     let mut failed: Option<BuildError> = None;
+    let mut addresses = AddressCounter::default();
     let stats = {
         let mut sink = |e: parse::Entry| {
-            if failed.is_none() {
+            let enforced = cfg.enforces(&e.rule);
+            addresses.note(&e.rule, enforced);
+            if failed.is_none() && enforced {
                 if let Err(err) = b.add_entry(pos, allow, &e) {
                     failed = Some(err);
                 }
@@ -226,7 +271,7 @@ pub fn build_with(
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok((b.finish()?, stats))
+    Ok((b.finish()?, stats, addresses.stats()))
 }
 
 /// The policy for `index` with the configured lists.

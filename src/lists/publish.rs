@@ -375,14 +375,14 @@ impl Lists {
             let base = working.as_ref().unwrap_or(&published.index);
             let result = build_with(&configs, base, i, &inc.bytes)
                 .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
-                .and_then(|(index, stats)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats)));
+                .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
                     *slot = if result.is_err() { Some(version.clone()) } else { None };
                 }
             }
             match result {
-                Ok((index, stats)) => {
+                Ok((index, stats, addrs)) => {
                     if forced {
                         if let Ok(mut f) = self.force_next.lock() {
                             if let Some(slot) = f.get_mut(i) {
@@ -390,7 +390,7 @@ impl Lists {
                             }
                         }
                     }
-                    let state = ListState::from_stats(&stats, version, inc.bytes.len(), inc.meta);
+                    let state = ListState::from_stats(&stats, addrs, version, inc.bytes.len(), inc.meta);
                     tracing::info!(
                         target: "qalqan::audit",
                         list = %cfg.name,

@@ -18,6 +18,7 @@ use std::hash::BuildHasher;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::iptable::{IpRule, IpTable};
 use crate::lists::parse::{LocalData, Rule, RuleAction, Scope};
 use crate::name::{NameRef, QName};
 
@@ -295,7 +296,12 @@ pub struct Index {
     keywords: Option<(AhoCorasick, Vec<RuleId>)>,
     /// Regex rules: the set, and (pattern, rule) in set order.
     regexes: Option<(regex::RegexSet, Vec<(String, RuleId)>)>,
+    /// Answer-address rules in the order added (what [`Builder::carry`] copies).
     ips: Vec<(ipnet::IpNet, RuleId)>,
+    /// The same rules flattened for lookup (built in [`Builder::finish`]).
+    ip_table: IpTable,
+    /// Actions of answer-address rules that carry their own (RPZ `rpz-ip`).
+    ip_override: hashbrown::HashMap<RuleId, RuleOverride, foldhash::fast::FixedState>,
     decisions: Vec<Box<str>>,
     decision_of: hashbrown::HashMap<RuleId, u32, foldhash::fast::FixedState>,
     locals: hashbrown::HashMap<RuleId, Vec<LocalData>, foldhash::fast::FixedState>,
@@ -395,7 +401,24 @@ impl Builder {
                 }
                 Rule::Ip { net, decision } => {
                     let bits = SCOPE_OTHER | allow_bit | (KIND_IP << ACT_SHIFT);
-                    self.push("", entry.line, list, bits, decision.as_deref(), None, Some(Extra::Ip(*net)))?;
+                    let text = net.to_string();
+                    self.push(&text, entry.line, list, bits, decision.as_deref(), None, Some(Extra::Ip(*net, RuleOverride::None)))?;
+                }
+                Rule::AnswerIp { net, action } => {
+                    let mut bits = SCOPE_OTHER | allow_bit | (KIND_IP << ACT_SHIFT);
+                    let (ov, local) = match action {
+                        RuleAction::List => (RuleOverride::None, None),
+                        RuleAction::Allow => {
+                            bits |= ALLOW;
+                            (RuleOverride::None, None)
+                        }
+                        RuleAction::Nxdomain => (RuleOverride::Nxdomain, None),
+                        RuleAction::Nodata => (RuleOverride::Nodata, None),
+                        RuleAction::Drop => (RuleOverride::Drop, None),
+                        RuleAction::Local(data) => (RuleOverride::Local, Some(data.clone())),
+                    };
+                    let text = net.to_string();
+                    self.push(&text, entry.line, list, bits, None, local, Some(Extra::Ip(*net, ov)))?;
                 }
             }
         }
@@ -411,6 +434,7 @@ impl Builder {
             .map(|(_, v)| v.iter().map(|(p, id)| (*id, p.as_str())).collect())
             .unwrap_or_default();
         let ip_of: std::collections::HashMap<RuleId, ipnet::IpNet> = old.ips.iter().map(|(n, id)| (*id, *n)).collect();
+        let ip_override = |id: RuleId| old.ip_override.get(&id).copied().unwrap_or(RuleOverride::None);
         for (id, rec) in old.records() {
             if !keep(rec.list) {
                 continue;
@@ -421,7 +445,7 @@ impl Builder {
             let extra = if rec.bits & SCOPE_MASK == SCOPE_OTHER {
                 match (rec.bits >> ACT_SHIFT) & 0b111 {
                     KIND_REGEX => regex_of.get(&id).map(|p| Extra::Regex((*p).to_owned())),
-                    KIND_IP => ip_of.get(&id).map(|n| Extra::Ip(*n)),
+                    KIND_IP => ip_of.get(&id).map(|n| Extra::Ip(*n, ip_override(id))),
                     _ => None,
                 }
             } else {
@@ -481,7 +505,12 @@ impl Builder {
         }
         match extra {
             Some(Extra::Regex(r)) => self.regexes.push((r, id)),
-            Some(Extra::Ip(n)) => idx.ips.push((n, id)),
+            Some(Extra::Ip(n, ov)) => {
+                idx.ips.push((n, id));
+                if ov != RuleOverride::None {
+                    idx.ip_override.insert(id, ov);
+                }
+            }
             None => {}
         }
         if bits & SCOPE_MASK == SCOPE_OTHER {
@@ -547,6 +576,18 @@ impl Builder {
                 .build()?;
             self.idx.regexes = Some((set, self.regexes));
         }
+        if !self.idx.ips.is_empty() {
+            let store = &self.idx.store;
+            let rules: Vec<IpRule> = self
+                .idx
+                .ips
+                .iter()
+                .filter_map(|&(net, rule)| {
+                    RuleRec::at(store, rule).map(|r| IpRule { net, rule, list: r.list, allow: r.bits & ALLOW != 0 })
+                })
+                .collect();
+            self.idx.ip_table = IpTable::build(&rules);
+        }
         // trim only real waste: shrinking copies the store (30 MB at 1M rules)
         if self.idx.store.capacity() - self.idx.store.len() > self.idx.store.len() / 8 {
             self.idx.store.shrink_to_fit();
@@ -559,7 +600,7 @@ impl Builder {
 
 enum Extra {
     Regex(String),
-    Ip(ipnet::IpNet),
+    Ip(ipnet::IpNet, RuleOverride),
 }
 
 impl Index {
@@ -613,6 +654,8 @@ impl Index {
             keywords: None,
             regexes: None,
             ips: Vec::new(),
+            ip_table: IpTable::default(),
+            ip_override: hashbrown::HashMap::with_hasher(hasher),
             decisions: Vec::new(),
             decision_of: hashbrown::HashMap::with_hasher(hasher),
             locals: hashbrown::HashMap::with_hasher(hasher),
@@ -720,20 +763,22 @@ impl Index {
         (allow, block)
     }
 
-    /// Rules blocking or allowing answer address `ip` (from URL / registry IP rules).
+    /// The allow and block rules deciding answer address `ip` (answer-address
+    /// rules: RPZ `rpz-ip` triggers, and listed addresses of lists with
+    /// `ip_rules = "answer"`): the earliest list, then the most specific
+    /// prefix, then the first rule.
     ///
-    /// Cost: O(IP rules), linear; only called for answers of allowed names.
+    /// Cost: one binary search over the flattened ranges ([`IpTable`]:
+    /// ≈ 18 comparisons at 100k prefixes); no allocation.
+    #[inline]
     pub fn check_ip(&self, ip: std::net::IpAddr) -> (Option<Hit>, Option<Hit>) {
-        let mut allow = None;
-        let mut block = None;
-        for (net, id) in &self.ips {
-            if net.contains(&ip) {
-                if let Some(rec) = RuleRec::at(&self.store, *id) {
-                    consider(&mut allow, &mut block, rec.bits, Hit { rule: *id, list: rec.list, depth: 0 });
-                }
-            }
-        }
-        (allow, block)
+        let d = self.ip_table.lookup(ip);
+        (d.allow, d.block)
+    }
+
+    /// Number of answer-address rules.
+    pub fn ip_rules(&self) -> usize {
+        self.ips.len()
     }
 
     /// Whether this index has any IP rules (so answer addresses need checking).
@@ -753,10 +798,13 @@ impl Index {
 
     /// The rule's own action, if it has one.
     pub fn rule_override(&self, id: RuleId) -> RuleOverride {
-        RuleRec::at(&self.store, id)
-            .filter(|r| r.bits & SCOPE_MASK != SCOPE_OTHER)
-            .map(|r| RuleOverride::from_bits((r.bits >> ACT_SHIFT) & 0b111))
-            .unwrap_or(RuleOverride::None)
+        match RuleRec::at(&self.store, id) {
+            Some(r) if r.bits & SCOPE_MASK != SCOPE_OTHER => RuleOverride::from_bits((r.bits >> ACT_SHIFT) & 0b111),
+            Some(r) if (r.bits >> ACT_SHIFT) & 0b111 == KIND_IP => {
+                self.ip_override.get(&id).copied().unwrap_or(RuleOverride::None)
+            }
+            _ => RuleOverride::None,
+        }
     }
 
     /// The rule's registry decision, if any.
@@ -786,6 +834,7 @@ impl Index {
             + self.table.bytes()
             + self.keywords.as_ref().map(|(ac, ids)| ac.memory_usage() + ids.len() * 4).unwrap_or(0)
             + self.ips.capacity() * std::mem::size_of::<(ipnet::IpNet, RuleId)>()
+            + self.ip_table.memory_bytes()
             + self.decision_of.capacity() * 12
             + self.decisions.iter().map(|d| d.len() + 16).sum::<usize>()
     }

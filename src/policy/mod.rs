@@ -4,6 +4,7 @@
 
 pub mod explain;
 pub mod index;
+pub mod iptable;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

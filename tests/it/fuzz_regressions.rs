@@ -170,7 +170,7 @@ fn compile(control: u8, rest: &[u8]) {
                 names.push(format!("x.{name}"));
             }
             Rule::Keyword(k) => names.push(format!("a{k}b.example")),
-            Rule::Ip { net, .. } => {
+            Rule::Ip { net, .. } | Rule::AnswerIp { net, .. } => {
                 let _ = index.check_ip(net.addr());
             }
             Rule::Regex(_) => {}

@@ -10,6 +10,7 @@ mod observability;
 mod limits;
 mod malformed;
 mod process;
+mod registry;
 mod reload;
 mod resolving;
 mod sources;

@@ -446,3 +446,19 @@ pub async fn http_req(addr: SocketAddr, method: &str, path: &str, token: Option<
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// `../shared/data/REL` (the real lists beside this checkout), or `None`
+/// when that folder is absent: the test then skips, loudly. Under `CI=true`
+/// a missing folder or file fails the test instead: CI must never pass by
+/// skipping.
+pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let path = dir.join(rel);
+    if path.is_file() {
+        return Some(path);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "CI=true: {} not found; the real-data tests must run in CI", path.display());
+    eprintln!("SKIPPING: {} not found (a clone outside the workspace has no ../shared/data)", path.display());
+    None
+}

@@ -96,8 +96,16 @@ pub enum Rule {
         /// Registry decision id / authority, when the source carries one.
         decision: Option<String>,
     },
-    /// An IP literal (URL host, registry IP column) kept for an answer-IP check.
+    /// A listed address: a registry IP column, an IP-literal URL host, an
+    /// adblock `1.2.3.4^`. It records where a resource lived, not a decision
+    /// to block every name that resolves there: an answer-IP rule only when
+    /// the list says `ip_rules = "answer"`; otherwise counted and exported
+    /// (`qalqan export --ips`) for a firewall.
     Ip { net: ipnet::IpNet, decision: Option<String> },
+    /// An explicit answer-address trigger (RPZ `rpz-ip`): a response any of
+    /// whose A/AAAA records lies in `net` gets `action` (most specific
+    /// prefix wins). Enforced unless the list says `ip_rules = "ignore"`.
+    AnswerIp { net: ipnet::IpNet, action: RuleAction },
     /// A substring matched against the whole query name.
     Keyword(String),
     /// A whole-name regular expression (adblock `/re/`).

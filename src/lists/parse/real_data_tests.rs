@@ -56,7 +56,7 @@ fn counts(out: &ParseOutput) -> Counts {
                 c.nxdomain += usize::from(*action == RuleAction::Nxdomain);
                 c.important += usize::from(*important);
             }
-            Rule::Ip { .. } => c.ip += 1,
+            Rule::Ip { .. } | Rule::AnswerIp { .. } => c.ip += 1,
             Rule::Regex(_) => c.regex += 1,
             Rule::Keyword(_) => panic!("no keyword lists here"),
         }

@@ -13,8 +13,10 @@
 //! `*.name` → [`Scope::Below`]. Actions: `CNAME .` NXDOMAIN, `CNAME *.` NODATA,
 //! `CNAME rpz-passthru.` allow, `CNAME rpz-drop.` drop, `CNAME target.` and
 //! `A`/`AAAA`/`TXT` local data (records of one trigger merge into one entry,
-//! at the line of the first). `rpz-ip`, `rpz-nsdname`, `rpz-nsip`,
-//! `rpz-client-ip` triggers and `rpz-tcp-only.` are counted as unsupported.
+//! at the line of the first). `rpz-ip` triggers (`32.10.2.0.192.rpz-ip`,
+//! `48.zz.db8.2001.rpz-ip`) become [`Rule::AnswerIp`] with the same
+//! actions. `rpz-nsdname`, `rpz-nsip`, `rpz-client-ip` triggers and
+//! `rpz-tcp-only.` are counted as unsupported.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -22,7 +24,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::{for_each_line, push_rule, LocalData, ParseErrorKind, ParseOutput, Rule, RuleAction, Scope};
 
 /// Trigger labels we recognise but do not enforce.
-const UNSUPPORTED_TRIGGERS: &[&str] = &["rpz-ip", "rpz-nsdname", "rpz-nsip", "rpz-client-ip"];
+const UNSUPPORTED_TRIGGERS: &[&str] = &["rpz-nsdname", "rpz-nsip", "rpz-client-ip"];
 
 /// Record types that are valid in a zone but mean nothing to us as RPZ policy.
 const OTHER_TYPES: &[&str] = &[
@@ -54,8 +56,71 @@ struct State {
     pending_blank_owner: bool,
     depth: u32,
     /// Local-data entries, merged by (name, scope); emitted at the end.
-    local_index: HashMap<(String, Scope), usize>,
+    local_index: HashMap<Trigger, usize>,
     locals: Vec<super::Entry>,
+}
+
+/// What a record's owner triggers on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Trigger {
+    /// QNAME trigger: a normalised name and its scope.
+    Name(String, Scope),
+    /// Response IP trigger (`rpz-ip`).
+    Ip(ipnet::IpNet),
+}
+
+impl Trigger {
+    fn rule(self, action: RuleAction) -> Rule {
+        match self {
+            Trigger::Name(name, scope) => Rule::Name { name, scope, action, important: false, decision: None },
+            Trigger::Ip(net) => Rule::AnswerIp { net, action },
+        }
+    }
+}
+
+/// The prefix of an `rpz-ip` owner (the labels before `.rpz-ip`, relative
+/// to the origin): `32.10.2.0.192` is 192.0.2.10/32; IPv6 words in reverse
+/// order with `zz` for the run of zero words, `64.zz.db8.2001` is
+/// 2001:db8::/64 (the BIND / Unbound encoding). Host bits must be zero.
+fn rpz_ip_net(encoded: &str) -> Result<ipnet::IpNet, &'static str> {
+    let mut labels = encoded.split('.');
+    let len: u8 = labels.next().and_then(|l| l.parse().ok()).ok_or("the first label must be a prefix length")?;
+    let rest: Vec<&str> = labels.collect();
+    let v4 = rest.len() == 4 && rest.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+    let net = if v4 {
+        let mut octets = [0u8; 4];
+        for (o, l) in octets.iter_mut().rev().zip(&rest) {
+            *o = l.parse().map_err(|_| "an IPv4 label is over 255")?;
+        }
+        ipnet::Ipv4Net::new(Ipv4Addr::from(octets), len).map(ipnet::IpNet::V4).map_err(|_| "IPv4 prefix length over 32")?
+    } else {
+        let words: Vec<&str> = rest.iter().rev().copied().collect();
+        let zz = words.iter().filter(|w| **w == "zz").count();
+        if zz > 1 || (zz == 0 && words.len() != 8) || words.len() > 8 || words.is_empty() {
+            return Err("not an IPv4 (4 labels) or IPv6 (8 words, or `zz` for zeros) address");
+        }
+        let mut out = [0u16; 8];
+        let mut i = 0usize;
+        for w in &words {
+            if *w == "zz" {
+                i += 8 - (words.len() - 1);
+                continue;
+            }
+            if w.is_empty() || w.len() > 4 {
+                return Err("an IPv6 word is not 1-4 hex digits");
+            }
+            let v = u16::from_str_radix(w, 16).map_err(|_| "an IPv6 word is not 1-4 hex digits")?;
+            if let Some(slot) = out.get_mut(i) {
+                *slot = v;
+            }
+            i += 1;
+        }
+        ipnet::Ipv6Net::new(Ipv6Addr::from(out), len).map(ipnet::IpNet::V6).map_err(|_| "IPv6 prefix length over 128")?
+    };
+    if net.trunc() != net {
+        return Err("address has bits set beyond the prefix length");
+    }
+    Ok(net)
 }
 
 /// Parses a whole RPZ zone. Cost: O(bytes); one `String` per token while a
@@ -175,23 +240,29 @@ impl State {
         }
 
         // trigger
-        let labels_hit = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l));
         let known_type = matches!(rtype.as_str(), "CNAME" | "A" | "AAAA" | "TXT" | "SOA" | "NS")
             || OTHER_TYPES.contains(&rtype.as_str());
         if !known_type {
             return err(out, type_tok, format!("unknown record type `{}`", type_tok.text));
         }
-        if let Some(label) = labels_hit {
-            out.unsupported(&format!("{label} trigger"));
-            return;
-        }
-        let (raw_name, scope) = match owner.strip_prefix("*.") {
-            Some(rest) => (rest, Scope::Below),
-            None => (owner.as_str(), Scope::Exact),
-        };
-        let name = match crate::name::normalize(raw_name) {
-            Ok(name) => name,
-            Err(e) => return out.error(file, first.line, first.col, ParseErrorKind::Name(e)),
+        let trigger = if let Some(encoded) = owner.strip_suffix(".rpz-ip") {
+            match rpz_ip_net(encoded) {
+                Ok(net) => Trigger::Ip(net),
+                Err(msg) => return err(out, first, format!("rpz-ip trigger `{owner}`: {msg}")),
+            }
+        } else {
+            if let Some(label) = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l)) {
+                out.unsupported(&format!("{label} trigger"));
+                return;
+            }
+            let (raw_name, scope) = match owner.strip_prefix("*.") {
+                Some(rest) => (rest, Scope::Below),
+                None => (owner.as_str(), Scope::Exact),
+            };
+            match crate::name::normalize(raw_name) {
+                Ok(name) => Trigger::Name(name, scope),
+                Err(e) => return out.error(file, first.line, first.col, ParseErrorKind::Name(e)),
+            }
         };
 
         let one_rdata = |out: &mut ParseOutput| -> Option<&Tok> {
@@ -227,15 +298,17 @@ impl State {
                     }
                     _ => match self.absolute(&t) {
                         // legacy passthru: CNAME to the trigger's own name
-                        Ok(Some(target_name)) if target_name == name => RuleAction::Allow,
+                        Ok(Some(target_name)) if matches!(&trigger, Trigger::Name(name, _) if *name == target_name) => {
+                            RuleAction::Allow
+                        }
                         Ok(Some(target_name)) => {
-                            return self.push_local(out, n, name, scope, LocalData::Cname(target_name));
+                            return self.push_local(out, n, trigger, LocalData::Cname(target_name));
                         }
                         Ok(None) => return err(out, target, "CNAME to the root is written `.`".into()),
                         Err(e) => return out.error(file, target.line, target.col, ParseErrorKind::Name(e)),
                     },
                 };
-                push_rule(out, n, Rule::Name { name, scope, action, important: false, decision: None });
+                push_rule(out, n, trigger.rule(action));
                 return;
             }
             "A" => {
@@ -263,28 +336,25 @@ impl State {
                 return;
             }
         };
-        self.push_local(out, n, name, scope, data);
+        self.push_local(out, n, trigger, data);
     }
 
-    /// Adds local data, merged into the entry for the same name and scope if there is one.
-    fn push_local(&mut self, out: &mut ParseOutput, n: u32, name: String, scope: Scope, data: LocalData) {
-        let key = (name, scope);
+    /// Adds local data, merged into the entry for the same trigger if there is one.
+    fn push_local(&mut self, out: &mut ParseOutput, n: u32, trigger: Trigger, data: LocalData) {
         let _ = out;
-        if let Some(&idx) = self.local_index.get(&key) {
-            if let Some(super::Entry { rule: Rule::Name { action: RuleAction::Local(v), .. }, .. }) =
-                self.locals.get_mut(idx)
+        if let Some(&idx) = self.local_index.get(&trigger) {
+            if let Some(super::Entry {
+                rule: Rule::Name { action: RuleAction::Local(v), .. } | Rule::AnswerIp { action: RuleAction::Local(v), .. },
+                ..
+            }) = self.locals.get_mut(idx)
             {
                 v.push(data);
                 return;
             }
         }
         let idx = self.locals.len();
-        let (name, scope) = key;
-        self.local_index.insert((name.clone(), scope), idx);
-        self.locals.push(super::Entry {
-            line: n,
-            rule: Rule::Name { name, scope, action: RuleAction::Local(vec![data]), important: false, decision: None },
-        });
+        self.local_index.insert(trigger.clone(), idx);
+        self.locals.push(super::Entry { line: n, rule: trigger.rule(RuleAction::Local(vec![data])) });
     }
 
     /// An owner as written → trigger text relative to the origin ("" = apex).
@@ -434,7 +504,6 @@ mod tests {
             ("idn", "пример.рф CNAME .\n", (&[("xn--e1afmkfd.xn--p1ai", Exact, Nxdomain, 4)], &[], &[])),
             ("blank lines", "\n\nbad.example CNAME .\n", (&[("bad.example", Exact, Nxdomain, 6)], &[], &[])),
             ("tcp-only", "x.example CNAME rpz-tcp-only.\n", (&[], &["rpz-tcp-only action x1"], &[])),
-            ("rpz-ip", "32.1.2.0.192.rpz-ip CNAME .\n", (&[], &["rpz-ip trigger x1"], &[])),
             ("rpz-nsdname", "ns.bad.example.rpz-nsdname CNAME .\n", (&[], &["rpz-nsdname trigger x1"], &[])),
             ("rpz-nsip", "32.1.2.0.192.rpz-nsip CNAME .\n", (&[], &["rpz-nsip trigger x1"], &[])),
             ("rpz-client-ip", "32.1.2.0.192.rpz-client-ip CNAME rpz-drop.\n", (&[], &["rpz-client-ip trigger x1"], &[])),
@@ -502,7 +571,6 @@ mod tests {
             ("cname relative to origin", "$ORIGIN rpz.example.\nx.com CNAME walled\n", Ok("walled.rpz.example")),
             ("legacy passthru", "$ORIGIN rpz.example.\nok.com CNAME ok.com.\n", Ok("allow")),
             ("apex a", "$ORIGIN rpz.example.\n@ A 192.0.2.1\n", Err("rpz record at the zone apex")),
-            ("rpz-ip under origin", "$ORIGIN rpz.example.\n32.1.2.0.192.rpz-ip.rpz.example. CNAME .\n", Err("rpz-ip trigger")),
         ];
         for (name, text, want) in cases {
             let out = parse(Format::Rpz, "z.rpz", text.as_bytes());
@@ -519,6 +587,48 @@ mod tests {
             };
             assert_eq!(got, *want, "case `{name}`");
         }
+    }
+
+    #[test]
+    fn rpz_ip_triggers() {
+        use RuleAction::*;
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        type Case = (&'static str, &'static str, Result<(&'static str, RuleAction), &'static str>);
+        let cases: &[Case] = &[
+            ("v4 host", "32.10.2.0.192.rpz-ip CNAME .", Ok(("192.0.2.10/32", Nxdomain))),
+            ("v4 prefix", "24.0.2.0.192.rpz-ip CNAME *.", Ok(("192.0.2.0/24", Nodata))),
+            ("v4 passthru", "32.1.2.0.192.rpz-ip CNAME rpz-passthru.", Ok(("192.0.2.1/32", Allow))),
+            ("v4 drop", "8.0.0.0.10.rpz-ip CNAME rpz-drop.", Ok(("10.0.0.0/8", Drop))),
+            ("v6 zz", "128.1.zz.db8.2001.rpz-ip CNAME .", Ok(("2001:db8::1/128", Nxdomain))),
+            ("v6 prefix", "48.zz.db8.2001.rpz-ip CNAME .", Ok(("2001:db8::/48", Nxdomain))),
+            ("v6 eight words", "128.8.7.6.5.4.3.2.1.rpz-ip CNAME .", Ok(("1:2:3:4:5:6:7:8/128", Nxdomain))),
+            ("v6 zz in the middle", "128.1.zz.2.rpz-ip CNAME .", Ok(("2::1/128", Nxdomain))),
+            ("under origin", "32.1.2.0.192.rpz-ip.rpz.example. CNAME .", Ok(("192.0.2.1/32", Nxdomain))),
+            ("local a", "32.1.2.0.192.rpz-ip A 192.0.2.99", Ok(("192.0.2.1/32", Local(vec![LocalData::A("192.0.2.99".parse().unwrap())])))),
+            ("host bits", "24.1.2.0.192.rpz-ip CNAME .", Err("rpz-ip trigger `24.1.2.0.192.rpz-ip`: address has bits set beyond the prefix length")),
+            ("long prefix", "33.1.2.0.192.rpz-ip CNAME .", Err("rpz-ip trigger `33.1.2.0.192.rpz-ip`: IPv4 prefix length over 32")),
+            ("octet", "32.1.2.0.300.rpz-ip CNAME .", Err("rpz-ip trigger `32.1.2.0.300.rpz-ip`: an IPv4 label is over 255")),
+            ("no length", "x.1.2.0.192.rpz-ip CNAME .", Err("rpz-ip trigger `x.1.2.0.192.rpz-ip`: the first label must be a prefix length")),
+            ("two zz", "128.1.zz.2.zz.rpz-ip CNAME .", Err("rpz-ip trigger `128.1.zz.2.zz.rpz-ip`: not an IPv4 (4 labels) or IPv6 (8 words, or `zz` for zeros) address")),
+        ];
+        for (name, line, want) in cases {
+            let text = format!("$ORIGIN rpz.example.\n{line}\n");
+            let out = parse(Format::Rpz, "z.rpz", text.as_bytes());
+            let got = match (out.entries.first().map(|e| &e.rule), out.errors.first()) {
+                (Some(Rule::AnswerIp { net, action }), None) => Ok((net.to_string(), action.clone())),
+                (None, Some(e)) => Err(match &e.kind {
+                    ParseErrorKind::Other(m) => m.clone(),
+                    k => k.to_string(),
+                }),
+                other => panic!("case `{name}`: {other:?}"),
+            };
+            let want = want.clone().map(|(n, a)| (net(n).to_string(), a)).map_err(str::to_owned);
+            assert_eq!(got, want, "case `{name}`");
+        }
+        // local data of one rpz-ip trigger merges like a name's
+        let out = parse(Format::Rpz, "z.rpz", b"32.1.2.0.192.rpz-ip A 192.0.2.99\n  AAAA 2001:db8::99\n");
+        assert_eq!(out.entries.len(), 1);
+        assert!(matches!(&out.entries[0].rule, Rule::AnswerIp { action: RuleAction::Local(v), .. } if v.len() == 2));
     }
 
     #[test]
