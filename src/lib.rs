@@ -188,7 +188,12 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
         upstreams,
         cfg.upstream_timeout,
         cfg.upstream_max_inflight,
-        resolve::forward::PoolConfig { sockets: cfg.upstream_udp_sockets, queries_per_socket: cfg.upstream_udp_socket_queries },
+        resolve::forward::PoolConfig {
+            sockets: cfg.upstream_udp_sockets,
+            queries_per_socket: cfg.upstream_udp_socket_queries,
+            max_waiters: cfg.upstream_max_waiters,
+            case_randomization: cfg.upstream_case_randomization,
+        },
         &app.metrics,
     );
     let shared = Arc::new(Shared {

@@ -146,6 +146,10 @@ pub struct Config {
     pub upstream_udp_sockets: usize,
     /// Queries per pooled socket before it moves to a new random port.
     pub upstream_udp_socket_queries: u32,
+    /// `[upstream] max_waiters`.
+    pub upstream_max_waiters: usize,
+    /// `[upstream] case_randomization` (0x20).
+    pub upstream_case_randomization: bool,
     pub cache_max_entries: u64,
     pub cache_min_ttl: u32,
     pub cache_max_ttl: u32,
@@ -237,6 +241,9 @@ impl Config {
         }
         if raw.upstream.udp_socket_queries == 0 {
             return Err(invalid("upstream.udp_socket_queries", "must be at least 1".into()));
+        }
+        if raw.upstream.max_waiters == 0 {
+            return Err(invalid("upstream.max_waiters", "must be at least 1".into()));
         }
         if raw.upstream.max_inflight == 0 {
             return Err(invalid("upstream.max_inflight", "must be at least 1".into()));
@@ -383,6 +390,8 @@ impl Config {
             upstream_max_inflight: raw.upstream.max_inflight,
             upstream_udp_sockets: raw.upstream.udp_sockets,
             upstream_udp_socket_queries: raw.upstream.udp_socket_queries,
+            upstream_max_waiters: raw.upstream.max_waiters,
+            upstream_case_randomization: raw.upstream.case_randomization,
             cache_max_entries: raw.cache.max_entries,
             cache_min_ttl: raw.cache.min_ttl,
             cache_max_ttl: raw.cache.max_ttl,

@@ -254,6 +254,15 @@ pub struct RawUpstream {
     /// on a new random port.
     #[serde(default = "default_udp_socket_queries")]
     pub udp_socket_queries: u32,
+    /// Identical cache misses in flight share one upstream query; this many
+    /// clients at most wait on one, the next get SERVFAIL (never a second query).
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters: usize,
+    /// 0x20: send questions upstream with the name's letters in random case
+    /// and accept only replies that echo it exactly (turned off by itself,
+    /// with a warning, once an upstream shows it does not preserve case).
+    #[serde(default = "default_true")]
+    pub case_randomization: bool,
 }
 
 impl Default for RawUpstream {
@@ -264,12 +273,20 @@ impl Default for RawUpstream {
             max_inflight: default_upstream_inflight(),
             udp_sockets: default_udp_sockets(),
             udp_socket_queries: default_udp_socket_queries(),
+            max_waiters: default_max_waiters(),
+            case_randomization: true,
         }
     }
 }
 
 fn default_udp_sockets() -> usize {
     64
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_waiters() -> usize {
+    1_000
 }
 fn default_udp_socket_queries() -> u32 {
     2_000

@@ -62,20 +62,35 @@ pub struct Forwarder {
     me: Weak<Forwarder>,
     /// Whether the sweeper of timed-out callback queries runs.
     sweeper: AtomicBool,
+    /// Identical resolutions in flight: the first one asks upstream, the
+    /// others wait here for its result (see [`Forwarder::join`]).
+    merging: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Vec<Done>>>,
+    /// Most waiters one resolution in flight takes; past it, SERVFAIL.
+    max_waiters: usize,
+    /// Whether questions go upstream with their name's letters in random
+    /// case (0x20, draft-vixie-dnsext-dns0x20): on until an upstream shows it
+    /// does not preserve case ([`CASE_STRIKES`]).
+    case_random: AtomicBool,
+    case_strikes: AtomicU32,
 }
 
-/// Upstream UDP socket pool settings (`[upstream] udp_sockets`, `udp_socket_queries`).
+/// Upstream UDP socket settings (`[upstream] udp_sockets`, `udp_socket_queries`,
+/// `max_waiters`, `case_randomization`).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
     /// Sockets per address family; 0 = a fresh socket per query.
     pub sockets: usize,
     /// Queries per socket before it is replaced by one on a new random port.
     pub queries_per_socket: u32,
+    /// Clients one upstream query in flight answers at most (`[upstream] max_waiters`).
+    pub max_waiters: usize,
+    /// Randomise the case of the question sent upstream (0x20).
+    pub case_randomization: bool,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { sockets: 64, queries_per_socket: 2_000 }
+        Self { sockets: 64, queries_per_socket: 2_000, max_waiters: 1_000, case_randomization: true }
     }
 }
 
@@ -91,6 +106,32 @@ pub struct Question<'a> {
     pub dnssec_ok: bool,
     pub checking_disabled: bool,
 }
+
+/// Case-insensitive match of a reply's question, or exact (0x20: the case
+/// we randomised must come back as sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaseCheck {
+    Loose,
+    Exact,
+}
+
+/// How a reply's question compared with ours (see [`matching_reply`]).
+enum Matched {
+    Yes(Reply),
+    /// ID, source and question right but for the case of the name: a spoof
+    /// that guessed the ID (the real reply follows), or an upstream that does
+    /// not preserve case (nothing else follows). Ignored either way; see
+    /// [`Forwarder::case_strike`].
+    WrongCase,
+    No,
+}
+
+/// Attempts that got a case-mismatched reply (right ID, source and question
+/// otherwise) and no exact one before their deadline, after which the
+/// forwarder stops randomising case: an upstream that does not preserve it.
+/// A spoofer would have to guess this many IDs and also keep the real
+/// replies from arriving.
+const CASE_STRIKES: u32 = 3;
 
 impl Forwarder {
     /// `timeout` bounds the whole resolution (all servers, all retries).
@@ -119,6 +160,10 @@ impl Forwarder {
             failures_in_a_row: AtomicU32::new(0),
             last_ok_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            merging: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max_waiters: pool.max_waiters,
+            case_random: AtomicBool::new(pool.case_randomization),
+            case_strikes: AtomicU32::new(0),
         })
     }
 
@@ -136,11 +181,112 @@ impl Forwarder {
         now_ms.saturating_sub(last_ok) < 10_000
     }
 
-    /// Resolves `q` upstream and keeps the health record.
+    /// Resolves `q` upstream and keeps the health record. An identical
+    /// resolution already in flight (same name ignoring case, type, class,
+    /// DO and CD) is joined instead of asked again (see [`Forwarder::join`]).
     pub async fn resolve(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
-        let r = self.resolve_inner(q).await;
-        self.note_health(r.is_ok());
+        let key = merge_key(q.wire, q.dnssec_ok, q.checking_disabled);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.join(&key, Box::new(move |r| drop(tx.send(r)))).is_none() {
+            return rx.await.unwrap_or(Err(ResolveError::Busy));
+        }
+        let r = self.resolve_unmerged(q).await;
+        self.release(&key, &r);
         r
+    }
+
+    /// [`Forwarder::resolve`] without joining: always asks upstream.
+    async fn resolve_unmerged(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
+        let sent = self.sent_question(q.wire);
+        let r = match &sent {
+            Some(sent) => self.resolve_inner(&Question { wire: sent, ..q.clone() }, CaseCheck::Exact, q.wire).await,
+            None => self.resolve_inner(q, CaseCheck::Loose, q.wire).await,
+        };
+        self.note_health(r.is_ok());
+        r.map(|reply| restore_question(reply, q.wire))
+    }
+
+    /// The question to send for `question`: its name's letters in random
+    /// case while case randomisation is on (`None`: send it as it is).
+    /// Cost: one copy and one random bit per letter.
+    fn sent_question(&self, question: &[u8]) -> Option<Box<[u8]>> {
+        if !self.case_random.load(Ordering::Relaxed) {
+            return None;
+        }
+        let name_end = question.len().saturating_sub(4);
+        let mut out: Box<[u8]> = question.into();
+        let mut bits = 0u64;
+        for (i, b) in out.iter_mut().enumerate().take(name_end) {
+            if i % 64 == 0 {
+                bits = rand::random();
+            }
+            // label length bytes are below 64, never letters
+            if b.is_ascii_alphabetic() {
+                *b = if bits & 1 == 1 { b.to_ascii_uppercase() } else { b.to_ascii_lowercase() };
+            }
+            bits >>= 1;
+        }
+        Some(out)
+    }
+
+    /// An attempt to `server` ran out with a reply that matched but for the
+    /// case of its question and no exact one: what an upstream that does not
+    /// preserve case does (a spoofer's wrong-case reply is followed by the
+    /// real one). The resolution asks again with the name as asked; after
+    /// [`CASE_STRIKES`] such attempts no question is randomised any more.
+    fn attempt_ran_out(&self, server: SocketAddr, wrong_case: bool) -> AttemptError {
+        if wrong_case {
+            self.case_strike(server);
+            return AttemptError::WrongCase;
+        }
+        AttemptError::Timeout
+    }
+
+    fn case_strike(&self, server: SocketAddr) {
+        let n = self.case_strikes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        tracing::debug!(%server, strikes = n, "only a reply with the question in another case: asking again without 0x20");
+        if n >= CASE_STRIKES && self.case_random.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%server, "an upstream does not preserve the case of questions: 0x20 case randomisation turned off");
+        }
+    }
+
+    /// Joins an identical resolution in flight, or leads a new one.
+    ///
+    /// `None`: `done` waits for the resolution in flight under `key` (or, past
+    /// `max_waiters` waiters, has had its SERVFAIL already: never a second
+    /// upstream query). `Some(done)`: no such resolution; the caller leads
+    /// one and must call [`Forwarder::release`] with its result.
+    ///
+    /// Merging closes the birthday attack on the forwarder (N identical client
+    /// queries made N upstream queries, each a chance for a spoofed reply to
+    /// match) and saves the upstream work of a burst. Cost: one lock and one
+    /// hash of the question per miss.
+    fn join(&self, key: &[u8], done: Done) -> Option<Done> {
+        let Ok(mut m) = self.merging.lock() else { return Some(done) };
+        match m.get_mut(key) {
+            Some(waiters) if waiters.len() < self.max_waiters => {
+                waiters.push(done);
+                None
+            }
+            Some(_) => {
+                drop(m);
+                tracing::debug!("waiters per upstream query at the limit");
+                done(Err(ResolveError::Busy));
+                None
+            }
+            None => {
+                m.insert(key.into(), Vec::new());
+                Some(done)
+            }
+        }
+    }
+
+    /// Ends the resolution led under `key`: every waiter gets `r`.
+    fn release(&self, key: &[u8], r: &Result<Reply, ResolveError>) {
+        let waiters = self.merging.lock().ok().and_then(|mut m| m.remove(key)).unwrap_or_default();
+        for w in waiters {
+            w(r.clone());
+        }
     }
 
     fn note_health(&self, ok: bool) {
@@ -177,7 +323,13 @@ impl Forwarder {
     /// REFUSED from one server moves on to the next; it is returned only if
     /// no server does better. Replies whose ID, source or question do not
     /// match are ignored (anti-spoofing) and the wait goes on.
-    async fn resolve_inner(&self, q: &Question<'_>) -> Result<Reply, ResolveError> {
+    ///
+    /// `case`: how replies' questions must match `q`'s; after a reply that
+    /// matched but for the case, the next attempts send `original` instead
+    /// and match it loosely (an upstream that does not preserve case).
+    async fn resolve_inner(&self, q: &Question<'_>, case: CaseCheck, original: &[u8]) -> Result<Reply, ResolveError> {
+        let mut q = q.clone();
+        let mut case = case;
         if self.servers.is_empty() {
             return Err(ResolveError::NoServers);
         }
@@ -195,9 +347,13 @@ impl Forwarder {
             };
             let Some(&server) = self.servers.get(i) else { continue };
             let result = match self.pool_for(server) {
-                Some(p) => query_pooled(p, &self.me, server, q, until).await,
-                None => query_server(server, q, until).await,
+                Some(p) => query_pooled(p, self, server, &q, case, until).await,
+                None => query_server(self, server, &q, case, until).await,
             };
+            if matches!(result, Err(AttemptError::WrongCase)) {
+                q.wire = original;
+                case = CaseCheck::Loose;
+            }
             match self.judge(i, result, now) {
                 Judged::Answer(r) => return Ok(r),
                 Judged::Fallback(r) => {
@@ -244,6 +400,20 @@ impl Forwarder {
     /// block: it runs on a reader task. Without a socket pool
     /// (`udp_sockets = 0`) this spawns a task that awaits `resolve`.
     pub fn resolve_then(&self, question: Box<[u8]>, dnssec_ok: bool, checking_disabled: bool, done: Done) {
+        let key = merge_key(&question, dnssec_ok, checking_disabled);
+        let Some(done) = self.join(&key, done) else { return };
+        let me = self.me.clone();
+        let done: Done = Box::new(move |r| {
+            if let Some(f) = me.upgrade() {
+                f.release(&key, &r);
+            }
+            done(r);
+        });
+        self.resolve_then_unmerged(question, dnssec_ok, checking_disabled, done);
+    }
+
+    /// [`Forwarder::resolve_then`] without joining.
+    fn resolve_then_unmerged(&self, question: Box<[u8]>, dnssec_ok: bool, checking_disabled: bool, done: Done) {
         if self.servers.is_empty() {
             self.note_health(false);
             return done(Err(ResolveError::NoServers));
@@ -252,7 +422,7 @@ impl Forwarder {
             let Some(me) = self.me.upgrade() else { return done(Err(ResolveError::NoServers)) };
             tokio::spawn(async move {
                 let q = Question { wire: &question, dnssec_ok, checking_disabled };
-                done(me.resolve(&q).await);
+                done(me.resolve_unmerged(&q).await);
             });
             return;
         }
@@ -263,8 +433,15 @@ impl Forwarder {
         permit.forget(); // given back in `finish`
         self.start_sweeper();
         let now = Instant::now();
+        let (question, original, case) = match self.sent_question(&question) {
+            Some(sent) => (sent, Some(question), CaseCheck::Exact),
+            None => (question, None, CaseCheck::Loose),
+        };
         let cq = Box::new(CallbackQuery {
             question,
+            original,
+            case,
+            wrong_case: false,
             dnssec_ok,
             checking_disabled,
             attempts: Attempts::new(self, now),
@@ -362,6 +539,23 @@ impl Forwarder {
 
     /// One attempt of `cq` ended with `result`: done, or on to the next server.
     fn on_attempt(&self, mut cq: Box<CallbackQuery>, result: Result<Reply, AttemptError>) {
+        let result = match result {
+            Err(AttemptError::Timeout) if std::mem::take(&mut cq.wrong_case) => {
+                let server = self.servers.get(cq.server).copied();
+                if let Some(server) = server {
+                    self.case_strike(server);
+                }
+                if let Some(o) = cq.original.take() {
+                    cq.question = o;
+                }
+                cq.case = CaseCheck::Loose;
+                Err(AttemptError::WrongCase)
+            }
+            other => {
+                cq.wrong_case = false;
+                other
+            }
+        };
         match self.judge(cq.server, result, cq.started) {
             Judged::Answer(r) => self.finish(cq, Some(r)),
             Judged::Fallback(r) => {
@@ -388,8 +582,12 @@ impl Forwarder {
 
     fn finish(&self, cq: Box<CallbackQuery>, answer: Option<Reply>) {
         self.inflight.add_permits(1);
-        let CallbackQuery { fallback, done, .. } = *cq;
+        let CallbackQuery { fallback, done, original, .. } = *cq;
         let r = answer.or(fallback).ok_or(ResolveError::Timeout(self.timeout));
+        let r = match original {
+            Some(o) => r.map(|reply| restore_question(reply, &o)),
+            None => r,
+        };
         self.note_health(r.is_ok());
         done(r);
     }
@@ -470,12 +668,30 @@ impl Drop for EndBatch<'_> {
     }
 }
 
+/// What makes two resolutions identical: the question with the name's
+/// ASCII letters lowercased (type and class bytes as they are), DO and CD;
+/// the same as the cache key. Cost: one copy of the question.
+fn merge_key(question: &[u8], dnssec_ok: bool, checking_disabled: bool) -> Box<[u8]> {
+    let name_end = question.len().saturating_sub(4);
+    let mut key = Vec::with_capacity(question.len() + 1);
+    key.extend(question.iter().enumerate().map(|(i, b)| if i < name_end { b.to_ascii_lowercase() } else { *b }));
+    key.push(u8::from(dnssec_ok) | u8::from(checking_disabled) << 1);
+    key.into_boxed_slice()
+}
+
 /// The result callback of [`Forwarder::resolve_then`].
 pub type Done = Box<dyn FnOnce(Result<Reply, ResolveError>) + Send>;
 
 /// A resolution driven by reader tasks ([`Forwarder::resolve_then`]).
 struct CallbackQuery {
+    /// The question as sent (random case under 0x20).
     question: Box<[u8]>,
+    /// The question as asked, when `question` differs in case: put back
+    /// into the reply before anyone sees it.
+    original: Option<Box<[u8]>>,
+    case: CaseCheck,
+    /// The current attempt got a reply that matched but for the case.
+    wrong_case: bool,
     dnssec_ok: bool,
     checking_disabled: bool,
     attempts: Attempts,
@@ -544,24 +760,52 @@ enum AttemptError {
     Encode(String),
     #[error("malformed reply")]
     Malformed,
+    /// A reply that matched but for the case of the name we randomised:
+    /// the resolution asks again with the name as asked (0x20 fallback).
+    #[error("reply with the question in another case")]
+    WrongCase,
 }
 
 /// `bytes` in cache form, if they are a well-formed reply to our query
 /// `id` for `q`; garbage and mismatched replies (spoof attempts) are
 /// `None`: the caller keeps waiting for the real one.
-fn matching_reply(bytes: Vec<u8>, id: u16, question: &[u8], server: SocketAddr) -> Option<Reply> {
+fn matching_reply(bytes: Vec<u8>, id: u16, question: &[u8], case: CaseCheck, server: SocketAddr) -> Matched {
     if !wire::answers(&bytes, id, question) {
         tracing::debug!(%server, "mismatched reply ignored");
-        return None;
+        return Matched::No;
     }
-    let r = Reply::accept(bytes);
-    if r.is_none() {
-        tracing::debug!(%server, "undecodable reply ignored");
+    if case == CaseCheck::Exact && bytes.get(12..12 + question.len()) != Some(question) {
+        return Matched::WrongCase;
     }
-    r
+    match Reply::accept(bytes) {
+        Some(r) => Matched::Yes(r),
+        None => {
+            tracing::debug!(%server, "undecodable reply ignored");
+            Matched::No
+        }
+    }
 }
 
-async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
+/// `reply` with its question bytes replaced by `original` (same name in
+/// another case: lengths and compression offsets stay as they are), so that
+/// what is cached and served carries the case that was asked, not our 0x20
+/// randomisation. Cost: one copy of the question.
+fn restore_question(mut reply: Reply, original: &[u8]) -> Reply {
+    if let Some(q) = reply.bytes.get_mut(12..12 + original.len()) {
+        if q.eq_ignore_ascii_case(original) {
+            q.copy_from_slice(original);
+        }
+    }
+    reply
+}
+
+async fn query_server(
+    fwd: &Forwarder,
+    server: SocketAddr,
+    q: &Question<'_>,
+    case: CaseCheck,
+    deadline: Instant,
+) -> Result<Reply, AttemptError> {
     let id: u16 = rand::random();
     let packet = wire::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
     let bind: SocketAddr = if server.is_ipv4() {
@@ -573,12 +817,20 @@ async fn query_server(server: SocketAddr, q: &Question<'_>, deadline: Instant) -
     sock.connect(server).await?;
     sock.send(&packet).await?;
     let mut buf = vec![0u8; 65535];
+    let mut wrong_case = false;
     loop {
         let n = match tokio::time::timeout_at(deadline.into(), sock.recv(&mut buf)).await {
             Ok(r) => r?,
-            Err(_) => return Err(AttemptError::Timeout),
+            Err(_) => return Err(fwd.attempt_ran_out(server, wrong_case)),
         };
-        let Some(reply) = buf.get(..n).and_then(|b| matching_reply(b.to_vec(), id, q.wire, server)) else { continue };
+        let reply = match buf.get(..n).map(|b| matching_reply(b.to_vec(), id, q.wire, case, server)) {
+            Some(Matched::Yes(r)) => r,
+            Some(Matched::WrongCase) => {
+                wrong_case = true;
+                continue;
+            }
+            _ => continue,
+        };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
@@ -871,17 +1123,22 @@ fn deliver_reply(ps: &PoolSock, fwd: &Weak<Forwarder>, bytes: Vec<u8>, from: Soc
     let Some(id) = u16_at(&bytes, 0) else { return };
     let mut ready: Option<(Box<CallbackQuery>, Reply)> = None;
     let delivered = match ps.pending.lock() {
-        Ok(mut p) => match p.get(&id) {
+        Ok(mut p) => match p.get_mut(&id) {
             Some((server, Waiter::Task(tx))) if *server == from => tx.try_send(bytes).is_ok(),
             Some((server, Waiter::Callback(cq))) if *server == from => {
-                match matching_reply(bytes, id, &cq.question, from) {
-                    Some(reply) => {
+                match matching_reply(bytes, id, &cq.question, cq.case, from) {
+                    Matched::Yes(reply) => {
                         if let Some((_, Waiter::Callback(cq))) = p.remove(&id) {
                             ready = Some((cq, reply));
                         }
                         true
                     }
-                    None => false, // a spoof or garbage: keep waiting for the real one
+                    Matched::WrongCase => {
+                        // ignored; remembered for when the attempt runs out
+                        cq.wrong_case = true;
+                        false
+                    }
+                    Matched::No => false, // a spoof or garbage: keep waiting for the real one
                 }
             }
             _ => false,
@@ -938,21 +1195,30 @@ impl Drop for Registration<'_> {
 
 async fn query_pooled(
     pool: &Pool,
-    fwd: &Weak<Forwarder>,
+    fwd: &Forwarder,
     server: SocketAddr,
     q: &Question<'_>,
+    case: CaseCheck,
     deadline: Instant,
 ) -> Result<Reply, AttemptError> {
-    let ps = pool.lease(fwd)?;
+    let ps = pool.lease(&fwd.me)?;
     let (reg, mut rx) = Registration::new(&ps, server)?;
     let packet = wire::query(q.wire, reg.id, q.checking_disabled, q.dnssec_ok);
     ps.sock.send_to(&packet, server).await?;
+    let mut wrong_case = false;
     loop {
         let bytes = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
             Ok(Some(b)) => b,
-            Ok(None) | Err(_) => return Err(AttemptError::Timeout),
+            Ok(None) | Err(_) => return Err(fwd.attempt_ran_out(server, wrong_case)),
         };
-        let Some(reply) = matching_reply(bytes, reg.id, q.wire, server) else { continue };
+        let reply = match matching_reply(bytes, reg.id, q.wire, case, server) {
+            Matched::Yes(r) => r,
+            Matched::WrongCase => {
+                wrong_case = true;
+                continue;
+            }
+            Matched::No => continue,
+        };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }

@@ -92,7 +92,7 @@ impl Reply {
 }
 
 /// Why no answer could be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     #[error("no upstream answered within {0:?}")]
     Timeout(std::time::Duration),

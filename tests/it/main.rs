@@ -9,6 +9,7 @@ mod fuzz_regressions;
 mod observability;
 mod limits;
 mod malformed;
+mod poisoning;
 mod process;
 mod registry;
 mod reload;

@@ -117,7 +117,7 @@ async fn list_change_applies_to_cached_names() {
 
 /// A UDP upstream that answers every query first with garbage, then with a
 /// reply carrying the wrong ID, then one for another question, and (when
-/// `honest`) finally with the right answer.
+/// `honest`) finally with the right answer, the name in the case asked.
 async fn spoofing_upstream(honest: bool) -> std::net::SocketAddr {
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -130,7 +130,7 @@ async fn spoofing_upstream(honest: bool) -> std::net::SocketAddr {
             let reply = |id: u16, name: &str, ip: &str| {
                 let mut m = Message::new(id, MessageType::Response, OpCode::Query);
                 m.metadata.recursion_available = true;
-                let qn = name.parse::<hickory_proto::rr::Name>().unwrap();
+                let qn = hickory_proto::rr::Name::from_ascii(name).unwrap();
                 m.add_query(Query::query(qn.clone(), RecordType::A));
                 m.add_answer(hickory_proto::rr::Record::from_rdata(qn, 300, RData::A(ip.parse().unwrap())));
                 m.to_vec().unwrap()

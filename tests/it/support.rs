@@ -447,6 +447,12 @@ pub async fn http_req(addr: SocketAddr, method: &str, path: &str, token: Option<
     (status, body)
 }
 
+/// Whether this is a CI run (`CI` set, as `.ci/run` does, and not `false`/`0`):
+/// then a test that lacks a tool or data fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// `../shared/data/REL` (the real lists beside this checkout), or `None`
 /// when that folder is absent: the test then skips, loudly. Under `CI=true`
 /// a missing folder or file fails the test instead: CI must never pass by
@@ -457,8 +463,7 @@ pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "CI=true: {} not found; the real-data tests must run in CI", path.display());
+    assert!(!in_ci(), "CI=true: {} not found; the real-data tests must run in CI", path.display());
     eprintln!("SKIPPING: {} not found (a clone outside the workspace has no ../shared/data)", path.display());
     None
 }

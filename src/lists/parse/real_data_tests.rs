@@ -15,7 +15,9 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
 fn load(format: Format, rel: &str) -> Option<ParseOutput<'static>> {
     if !std::path::Path::new(DATA).is_dir() {
-        println!("skipping: ../shared/data not found");
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(!ci, "CI=true: ../shared/data not found; the real-data tests must run in CI");
+        eprintln!("SKIPPING: ../shared/data not found (a clone outside the workspace has none)");
         return None;
     }
     let path = format!("{DATA}/{rel}");
