@@ -364,7 +364,14 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let rules = app.lists.policy.load().index.len();
     let nlists = cfg.lists.len();
     let ready_state = Arc::clone(&diag_state);
-    server::run(handler, cfg.fast_path, (cfg.max_tcp_connections, cfg.max_tcp_per_client), sockets.udp, sockets.tcp, cfg.tcp_idle_timeout, cfg.drain_timeout, stop.clone(), move || {
+    let tcp_limits = server::tcp::TcpLimits {
+        idle: cfg.tcp_idle_timeout,
+        max_total: cfg.max_tcp_connections,
+        max_per_client: cfg.max_tcp_per_client,
+        lifetime: cfg.tcp_max_lifetime,
+        max_queries: cfg.tcp_max_queries,
+    };
+    server::run(handler, cfg.fast_path, tcp_limits, sockets.udp, sockets.tcp, cfg.drain_timeout, stop.clone(), move || {
         ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
     })

@@ -138,6 +138,8 @@ pub struct Config {
     pub reload_nice: i32,
     pub max_tcp_connections: usize,
     pub max_tcp_per_client: usize,
+    pub tcp_max_lifetime: Duration,
+    pub tcp_max_queries: u32,
     /// Empty = read /etc/resolv.conf at start.
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -385,6 +387,8 @@ impl Config {
             reload_nice: raw.server.reload_nice,
             max_tcp_connections: raw.server.max_tcp_connections.max(1),
             max_tcp_per_client: raw.server.max_tcp_per_client.max(1),
+            tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms.max(1)),
+            tcp_max_queries: raw.server.tcp_max_queries.max(1),
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
             upstream_max_inflight: raw.upstream.max_inflight,

@@ -173,9 +173,22 @@ pub struct RawServer {
     /// TCP connections open at once; more are closed at accept.
     #[serde(default = "default_max_tcp")]
     pub max_tcp_connections: usize,
-    /// TCP connections one client address may hold open.
+    /// TCP connections one client prefix (/24 for IPv4, /56 for IPv6) may hold open.
     #[serde(default = "default_max_tcp_per_client")]
     pub max_tcp_per_client: usize,
+    /// A TCP connection is closed this long after it opened, busy or not.
+    #[serde(default = "default_tcp_max_lifetime_ms")]
+    pub tcp_max_lifetime_ms: u64,
+    /// A TCP connection is closed after answering this many queries.
+    #[serde(default = "default_tcp_max_queries")]
+    pub tcp_max_queries: u32,
+}
+
+fn default_tcp_max_lifetime_ms() -> u64 {
+    120_000
+}
+fn default_tcp_max_queries() -> u32 {
+    1_000
 }
 
 fn default_max_tcp() -> usize {
@@ -212,6 +225,8 @@ impl Default for RawServer {
             reload_nice: default_reload_nice(),
             max_tcp_connections: default_max_tcp(),
             max_tcp_per_client: default_max_tcp_per_client(),
+            tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
+            tcp_max_queries: default_tcp_max_queries(),
         }
     }
 }

@@ -23,10 +23,9 @@ use handler::Handler;
 pub async fn run(
     handler: Handler,
     fast_path: bool,
-    tcp_limits: (usize, usize),
+    tcp_limits: tcp::TcpLimits,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
-    tcp_idle_timeout: Duration,
     drain: Duration,
     stop: CancellationToken,
     ready: impl FnOnce(),
@@ -58,8 +57,7 @@ pub async fn run(
     }
     let mut tcp_tasks = Vec::new();
     for l in tcp {
-        let limits = tcp::TcpLimits { idle: tcp_idle_timeout, max_total: tcp_limits.0, max_per_client: tcp_limits.1 };
-        tcp_tasks.push(tokio::spawn(tcp::serve(l, fast_handler.clone(), limits, stop_fast.clone())));
+        tcp_tasks.push(tokio::spawn(tcp::serve(l, fast_handler.clone(), tcp_limits, stop_fast.clone())));
     }
     ready();
     stop.cancelled().await;

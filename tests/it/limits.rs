@@ -71,3 +71,104 @@ async fn idle_tcp_connections_are_closed() {
     assert!(t.elapsed() < std::time::Duration::from_millis(1500), "{:?}", t.elapsed());
     srv.shutdown().await;
 }
+
+/// A connection from `src` (any 127.0.0.0/8 address) to `server`.
+async fn connect_from(src: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    s.connect(server).await.unwrap()
+}
+
+/// Whether the server closes `c` within `within` (EOF or reset).
+async fn closed_within(c: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a reply: keep reading
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn tcp_per_client_cap_counts_the_whole_prefix() {
+    let up = Upstream::start().await;
+    let cfg = config(up.addr, "", "").replace("[server]\n", "[server]\nmax_tcp_per_client = 2\n");
+    let srv = TestServer::start(&cfg).await;
+    let _a = connect_from("127.0.0.1", srv.addr).await;
+    let _b = connect_from("127.0.0.2", srv.addr).await;
+    let mut c = connect_from("127.0.0.3", srv.addr).await;
+    assert!(closed_within(&mut c, std::time::Duration::from_secs(2)).await, "same /24: the third is closed");
+    let mut d = connect_from("127.0.1.1", srv.addr).await;
+    assert!(!closed_within(&mut d, std::time::Duration::from_millis(300)).await, "another /24 has its own budget");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_connections_end_after_max_queries_and_lifetime() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    let cfg = config(up.addr, "", "").replace("[server]\n", "[server]\ntcp_max_queries = 3\n");
+    let srv = TestServer::start(&cfg).await;
+    // three queries answered, then the connection is closed
+    let mut c = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    for i in 0..4 {
+        let (_, q) = query_bytes(&format!("q{i}.example."), RecordType::A, EDNS);
+        let mut f = (q.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&q);
+        let _ = c.write_all(&f).await;
+        let mut len = [0u8; 2];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(&mut c, &mut len)).await;
+        match i {
+            0..=2 => {
+                assert!(matches!(read, Ok(Ok(_))), "query {i} answered");
+                let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                tokio::io::AsyncReadExt::read_exact(&mut c, &mut body).await.unwrap();
+            }
+            _ => assert!(matches!(read, Ok(Err(_))), "the fourth query is not answered: {read:?}"),
+        }
+    }
+    srv.shutdown().await;
+    // a busy connection (a query every 100 ms, never idle for 400 ms) still ends at its lifetime
+    let cfg = config(up.addr, "", "").replace("[server]\n", "[server]\ntcp_idle_timeout_ms = 400\ntcp_max_lifetime_ms = 600\n");
+    let srv = TestServer::start(&cfg).await;
+    let mut c = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let t = std::time::Instant::now();
+    let mut closed = false;
+    while t.elapsed() < std::time::Duration::from_secs(3) {
+        let (_, q) = query_bytes("busy.example.", RecordType::A, EDNS);
+        let mut f = (q.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&q);
+        if c.write_all(&f).await.is_err() || closed_within(&mut c, std::time::Duration::from_millis(100)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "closed at its lifetime");
+    let took = t.elapsed();
+    assert!(took >= std::time::Duration::from_millis(400) && took < std::time::Duration::from_millis(2000), "{took:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_tcp_connections_make_room_when_slots_run_low() {
+    let up = Upstream::start().await;
+    let cfg = config(up.addr, "", "").replace("[server]\n", "[server]\nmax_tcp_connections = 4\nmax_tcp_per_client = 10\n");
+    let srv = TestServer::start(&cfg).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // the fourth takes the last slot: the idle ones are told to go
+    let _fourth = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    for c in &mut idle {
+        assert!(closed_within(c, std::time::Duration::from_secs(2)).await, "an idle connection is closed to make room");
+    }
+    // and a query over a new connection is answered
+    let m = tcp(srv.addr, "room.example.", RecordType::A, EDNS).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    srv.shutdown().await;
+}
