@@ -377,17 +377,7 @@ impl Builder {
                     if *important {
                         bits |= IMPORTANT;
                     }
-                    let (ov, local) = match action {
-                        RuleAction::List => (RuleOverride::None, None),
-                        RuleAction::Allow => {
-                            bits |= ALLOW;
-                            (RuleOverride::None, None)
-                        }
-                        RuleAction::Nxdomain => (RuleOverride::Nxdomain, None),
-                        RuleAction::Nodata => (RuleOverride::Nodata, None),
-                        RuleAction::Drop => (RuleOverride::Drop, None),
-                        RuleAction::Local(data) => (RuleOverride::Local, Some(data.clone())),
-                    };
+                    let (ov, local) = rule_action(action, &mut bits);
                     bits |= ov.to_bits() << ACT_SHIFT;
                     self.push(name, entry.line, list, bits, decision.as_deref(), local, None)?;
                 }
@@ -406,17 +396,7 @@ impl Builder {
                 }
                 Rule::AnswerIp { net, action } => {
                     let mut bits = SCOPE_OTHER | allow_bit | (KIND_IP << ACT_SHIFT);
-                    let (ov, local) = match action {
-                        RuleAction::List => (RuleOverride::None, None),
-                        RuleAction::Allow => {
-                            bits |= ALLOW;
-                            (RuleOverride::None, None)
-                        }
-                        RuleAction::Nxdomain => (RuleOverride::Nxdomain, None),
-                        RuleAction::Nodata => (RuleOverride::Nodata, None),
-                        RuleAction::Drop => (RuleOverride::Drop, None),
-                        RuleAction::Local(data) => (RuleOverride::Local, Some(data.clone())),
-                    };
+                    let (ov, local) = rule_action(action, &mut bits);
                     let text = net.to_string();
                     self.push(&text, entry.line, list, bits, None, local, Some(Extra::Ip(*net, ov)))?;
                 }
@@ -595,6 +575,22 @@ impl Builder {
         let (hasher, store) = (self.idx.hasher, &self.idx.store);
         self.idx.table.fit(|r| hasher.hash_one(text_at(store, r)));
         Ok(self.idx)
+    }
+}
+
+/// A rule's own action as an override and its local data; an allow action
+/// sets the [`ALLOW`] bit in `bits`.
+fn rule_action(action: &RuleAction, bits: &mut u8) -> (RuleOverride, Option<Vec<LocalData>>) {
+    match action {
+        RuleAction::List => (RuleOverride::None, None),
+        RuleAction::Allow => {
+            *bits |= ALLOW;
+            (RuleOverride::None, None)
+        }
+        RuleAction::Nxdomain => (RuleOverride::Nxdomain, None),
+        RuleAction::Nodata => (RuleOverride::Nodata, None),
+        RuleAction::Drop => (RuleOverride::Drop, None),
+        RuleAction::Local(data) => (RuleOverride::Local, Some(data.clone())),
     }
 }
 

@@ -328,7 +328,7 @@ mod tests {
                 let a = std::net::Ipv4Addr::from(0xc000_0200u32 | (r as u32 & 0x3ff));
                 let len = [22u8, 24, 26, 28, 30, 31, 32][(r >> 20) as usize % 7];
                 let net = ipnet::Ipv4Net::new(a, len).unwrap().trunc();
-                let v6 = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(r as u16)), 112 + len as u8 % 17)
+                let v6 = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(r as u16)), 112 + len % 17)
                     .unwrap()
                     .trunc();
                 let list = (r >> 40) as u16 % 3;

@@ -126,6 +126,20 @@ enum Matched {
     No,
 }
 
+impl Matched {
+    /// The reply, if it matched; notes a wrong-case one in `wrong_case`.
+    fn take(self, wrong_case: &mut bool) -> Option<Reply> {
+        match self {
+            Matched::Yes(r) => Some(r),
+            Matched::WrongCase => {
+                *wrong_case = true;
+                None
+            }
+            Matched::No => None,
+        }
+    }
+}
+
 /// Attempts that got a case-mismatched reply (right ID, source and question
 /// otherwise) and no exact one before their deadline, after which the
 /// forwarder stops randomising case: an upstream that does not preserve it.
@@ -823,14 +837,8 @@ async fn query_server(
             Ok(r) => r?,
             Err(_) => return Err(fwd.attempt_ran_out(server, wrong_case)),
         };
-        let reply = match buf.get(..n).map(|b| matching_reply(b.to_vec(), id, q.wire, case, server)) {
-            Some(Matched::Yes(r)) => r,
-            Some(Matched::WrongCase) => {
-                wrong_case = true;
-                continue;
-            }
-            _ => continue,
-        };
+        let Some(bytes) = buf.get(..n) else { continue };
+        let Some(reply) = matching_reply(bytes.to_vec(), id, q.wire, case, server).take(&mut wrong_case) else { continue };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
@@ -1211,14 +1219,7 @@ async fn query_pooled(
             Ok(Some(b)) => b,
             Ok(None) | Err(_) => return Err(fwd.attempt_ran_out(server, wrong_case)),
         };
-        let reply = match matching_reply(bytes, reg.id, q.wire, case, server) {
-            Matched::Yes(r) => r,
-            Matched::WrongCase => {
-                wrong_case = true;
-                continue;
-            }
-            Matched::No => continue,
-        };
+        let Some(reply) = matching_reply(bytes, reg.id, q.wire, case, server).take(&mut wrong_case) else { continue };
         if reply.scan.truncated {
             return query_tcp(server, q, deadline).await;
         }
