@@ -532,10 +532,15 @@ fn tsig_timers(rdata: &TSIG) -> [u8; 8] {
 /// `prior_mac` is the request MAC when signing a response (tests' fake
 /// primary). Returns the MAC.
 fn sign_message(msg: &mut Message, key: &TsigKey, now: u64, prior_mac: Option<&[u8]>) -> Result<Vec<u8>, AxfrError> {
+    sign_message_with(msg, key, now, FUDGE, prior_mac)
+}
+
+/// [`sign_message`] with the given fudge (tests sign as a lax primary would).
+fn sign_message_with(msg: &mut Message, key: &TsigKey, now: u64, fudge: u16, prior_mac: Option<&[u8]>) -> Result<Vec<u8>, AxfrError> {
     let stub = TSIG::new(
         TsigAlgorithm::HmacSha256,
         now,
-        FUDGE,
+        fudge,
         Vec::new(),
         msg.metadata.id,
         None,
@@ -611,10 +616,14 @@ impl<'k> TsigVerifier<'k> {
                 sig.rdata.mac.len()
             )));
         }
-        if now.abs_diff(sig.rdata.time) > u64::from(sig.rdata.fudge) {
+        // our own limit, not only the primary's: a signed answer carrying a
+        // fudge of hours could be replayed for hours (RFC 8945 §5.2.3: the
+        // receiver's policy decides)
+        let fudge = sig.rdata.fudge.min(FUDGE);
+        if now.abs_diff(sig.rdata.time) > u64::from(fudge) {
             return Err(AxfrError::Tsig(format!(
-                "answer signed at {}, now is {now}: outside the {} s fudge",
-                sig.rdata.time, sig.rdata.fudge
+                "answer signed at {}, now is {now}: outside the {fudge} s fudge",
+                sig.rdata.time
             )));
         }
         // The message as it was before the TSIG was added: original ID,
@@ -1459,6 +1468,26 @@ mod tests {
             soa_serial(addr, &zone(), None, Duration::from_secs(5)).await.unwrap(),
             42
         );
+    }
+
+    /// A primary's own fudge does not widen ours: an answer signed an hour
+    /// ago with a 10-hour fudge is refused (a replay window of hours).
+    #[test]
+    fn tsig_time_is_checked_against_our_fudge_not_the_primarys() {
+        let key = TsigKey::parse("hmac-sha256:k.example:c2VjcmV0").unwrap();
+        let request_mac = vec![7u8; 32];
+        let signed_at = 1_800_000_000u64;
+        let mut msg = Message::new(42, MessageType::Response, OpCode::Query);
+        msg.add_query(Query::query(zone(), RecordType::AXFR));
+        msg.add_answer(soa(7));
+        sign_message_with(&mut msg, &key, signed_at, 36_000, Some(&request_mac)).unwrap();
+        let buf = msg.to_vec().unwrap();
+        let reply = decode(&buf).unwrap();
+        let err = TsigVerifier::new(&key, request_mac.clone()).check(&buf, &reply, signed_at + 3600).unwrap_err();
+        assert!(err.to_string().contains("outside the 300 s fudge"), "{err}");
+        TsigVerifier::new(&key, request_mac.clone()).check(&buf, &reply, signed_at + 299).unwrap();
+        // and a wrong MAC is still a wrong MAC inside the window
+        TsigVerifier::new(&key, vec![8u8; 32]).check(&buf, &reply, signed_at).unwrap_err();
     }
 
     #[test]
