@@ -204,8 +204,12 @@ impl Forwarder {
         if self.join(&key, Box::new(move |r| drop(tx.send(r)))).is_none() {
             return rx.await.unwrap_or(Err(ResolveError::Busy));
         }
+        // released on drop too: a leader whose future is dropped (its TCP
+        // connection reached its lifetime, shutdown) must not leave its
+        // waiters, and every later identical miss, waiting forever
+        let lead = Lead { fwd: self, key: Some(key) };
         let r = self.resolve_unmerged(q).await;
-        self.release(&key, &r);
+        lead.finish(&r);
         r
     }
 
@@ -679,6 +683,30 @@ struct EndBatch<'f> {
 impl Drop for EndBatch<'_> {
     fn drop(&mut self) {
         self.fwd.flush_batch();
+    }
+}
+
+/// A resolution led by an awaiting [`Forwarder::resolve`]: its waiters are
+/// released with the result, or with SERVFAIL (`Busy`) if the leader's
+/// future is dropped first.
+struct Lead<'f> {
+    fwd: &'f Forwarder,
+    key: Option<Box<[u8]>>,
+}
+
+impl Lead<'_> {
+    fn finish(mut self, r: &Result<Reply, ResolveError>) {
+        if let Some(key) = self.key.take() {
+            self.fwd.release(&key, r);
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.fwd.release(&key, &Err(ResolveError::Busy));
+        }
     }
 }
 

@@ -215,3 +215,35 @@ async fn questions_go_upstream_in_random_case_and_come_back_as_asked() {
     assert!(upper > 0 && upper < 45, "sent in random case: {}", String::from_utf8_lossy(sent));
     srv.shutdown().await;
 }
+
+/// A leader that goes away (its TCP connection reaches its lifetime while the
+/// upstream is still thinking) releases its waiters, and the next identical
+/// miss asks upstream again instead of waiting for it forever.
+#[tokio::test]
+async fn a_dropped_leader_releases_its_waiters() {
+    let (up, count) = attacked_upstream(Duration::from_millis(600), 0).await;
+    let cfg = config(up, "", "").replace("[server]\n", "[server]\ntcp_max_lifetime_ms = 200\n");
+    let srv = TestServer::start(&cfg).await;
+    let addr = srv.addr;
+    // the leader: a TCP query (the awaiting path), cut off at 200 ms
+    let leader = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_, q) = query_bytes("gone.example.", RecordType::A, EDNS);
+        let mut f = (q.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&q);
+        c.write_all(&f).await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // a waiter on the fast path: answered (SERVFAIL) when the leader goes
+    let m = udp(addr, "gone.example.", RecordType::A, EDNS).await.expect("the waiter is answered");
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    leader.await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    // the next identical miss leads a new resolution and gets the answer
+    let m = udp(addr, "gone.example.", RecordType::A, EDNS).await.expect("not stuck behind the dropped leader");
+    assert_eq!(m.answers.first().map(|r| r.data.clone()), Some(RData::A(std::net::Ipv4Addr::from(HONEST).into())));
+    srv.shutdown().await;
+}
