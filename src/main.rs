@@ -153,7 +153,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(loaded) => {
                 let p = &loaded.parsed;
                 let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+                let mut addrs = qalqan::lists::AddressCounter::default();
                 for e in &p.entries {
+                    addrs.note(&e.rule, l.enforces(&e.rule));
                     let kind = match &e.rule {
                         Rule::Name { action: RuleAction::Allow, .. } => "allow",
                         Rule::Name { scope: Scope::Subtree, .. } => "subtree",
@@ -179,10 +181,6 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                     p.ignored,
                     loaded.version
                 );
-                let mut addrs = qalqan::lists::AddressCounter::default();
-                for e in &p.entries {
-                    addrs.note(&e.rule, l.enforces(&e.rule));
-                }
                 let addrs = addrs.stats();
                 if addrs.listed > 0 {
                     let mode = match l.ip_rules {

@@ -14,10 +14,7 @@
 #
 # Needs nsd and dnsperf (apt-get install nsd dnsperf) and ../shared/data.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-QALQAN_BIN=${QALQAN_BIN:-$repo/target/release/qalqan}
-BENCH_DIR=${BENCH_DIR:-$(cd "$repo/.." && pwd)/shared/bench}
+. "$(dirname "$0")/common.sh"   # paths, QALQAN_BIN, BENCH_DIR, cleanup of what is started
 DUMP=${DUMP:-$(cd "$repo/.." && pwd)/shared/data/regulator-ru-zapret/dump-2016-06-13.csv}
 ROUNDS=${ROUNDS:-6}
 VARIANTS=${VARIANTS:-none dump answer}   # a build before ip_rules existed: VARIANTS="none dump"
@@ -26,9 +23,6 @@ NAMES=${NAMES:-60000}
 [ -s "$DUMP" ] || { echo "missing $DUMP (../shared/data)" >&2; exit 1; }
 command -v nsd >/dev/null && command -v dnsperf >/dev/null || { echo "needs nsd and dnsperf" >&2; exit 1; }
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 work=$(mktemp -d /tmp/qalqan-registry-miss.XXXXXX)
 up_port=15380
 

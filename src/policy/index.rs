@@ -772,11 +772,6 @@ impl Index {
         (d.allow, d.block)
     }
 
-    /// Number of answer-address rules.
-    pub fn ip_rules(&self) -> usize {
-        self.ips.len()
-    }
-
     /// Whether this index has any IP rules (so answer addresses need checking).
     pub fn has_ip_rules(&self) -> bool {
         !self.ips.is_empty()

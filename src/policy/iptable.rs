@@ -127,16 +127,6 @@ impl IpTable {
         }
     }
 
-    /// Whether no range carries a rule.
-    pub fn is_empty(&self) -> bool {
-        self.v4.starts.is_empty() && self.v6.starts.is_empty()
-    }
-
-    /// Number of ranges (both families).
-    pub fn ranges(&self) -> usize {
-        self.v4.starts.len() + self.v6.starts.len()
-    }
-
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         let slot = std::mem::size_of::<Decided>();
