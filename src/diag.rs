@@ -31,7 +31,8 @@ pub struct DiagState {
     pub metrics: Arc<Metrics>,
     pub lists: Arc<Lists>,
     pub forwarder: Option<Arc<Forwarder>>,
-    pub cache_len: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The reply cache's (entries, bytes).
+    pub cache_size: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     /// Set once every DNS listener is registered.
     pub serving: AtomicBool,
 }
@@ -114,7 +115,9 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => {
-            state.metrics.cache_entries.set(i64::try_from((state.cache_len)()).unwrap_or(i64::MAX));
+            let (entries, bytes) = (state.cache_size)();
+            state.metrics.cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+            state.metrics.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
             let mut r = text(StatusCode::OK, state.metrics.encode());
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,

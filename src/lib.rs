@@ -191,6 +191,7 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
         resolve::forward::PoolConfig {
             sockets: cfg.upstream_udp_sockets,
             queries_per_socket: cfg.upstream_udp_socket_queries,
+            socket_lifetime: cfg.upstream_udp_socket_lifetime,
             max_waiters: cfg.upstream_max_waiters,
             case_randomization: cfg.upstream_case_randomization,
         },
@@ -198,8 +199,12 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
     );
     let shared = Arc::new(Shared {
         policy: Arc::clone(&app.lists.policy),
-        cache: Cache::new(
-            cfg.cache_max_entries,
+        cache: Cache::with_limits(
+            resolve::cache::Limits {
+                max_entries: cfg.cache_max_entries,
+                max_bytes: cfg.cache_max_bytes,
+                max_reply_bytes: cfg.cache_max_reply_bytes,
+            },
             TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
         ),
         forwarder,
@@ -277,7 +282,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         metrics: Arc::clone(&app.metrics),
         lists: Arc::clone(&app.lists),
         forwarder: Some(Arc::clone(&forwarder)),
-        cache_len: Box::new(move || shared_for_len.cache.len()),
+        cache_size: Box::new(move || (shared_for_len.cache.len(), shared_for_len.cache.bytes())),
         serving: std::sync::atomic::AtomicBool::new(false),
     });
     let http_stop = CancellationToken::new();

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
     pub list_rules: IntGaugeVec,
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
@@ -127,6 +128,8 @@ impl Metrics {
         registry.register(Box::new(cache_misses.clone()))?;
         let cache_entries = IntGauge::new("qalqan_cache_entries", "Entries in the reply cache")?;
         registry.register(Box::new(cache_entries.clone()))?;
+        let cache_bytes = IntGauge::new("qalqan_cache_bytes", "Bytes the reply cache holds (replies and bookkeeping; [cache] max_bytes bounds it)")?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         let list_rules = IntGaugeVec::new(Opts::new("qalqan_list_rules", "Rules in force, by list"), &["list"])?;
         registry.register(Box::new(list_rules.clone()))?;
         let list_reloads = IntCounterVec::new(
@@ -192,6 +195,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_entries,
+            cache_bytes,
             list_rules,
             list_reloads,
             list_last_success,

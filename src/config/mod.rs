@@ -148,11 +148,15 @@ pub struct Config {
     pub upstream_udp_sockets: usize,
     /// Queries per pooled socket before it moves to a new random port.
     pub upstream_udp_socket_queries: u32,
+    /// Age at which a pooled socket moves to a new random port.
+    pub upstream_udp_socket_lifetime: Duration,
     /// `[upstream] max_waiters`.
     pub upstream_max_waiters: usize,
     /// `[upstream] case_randomization` (0x20).
     pub upstream_case_randomization: bool,
     pub cache_max_entries: u64,
+    pub cache_max_bytes: u64,
+    pub cache_max_reply_bytes: usize,
     pub cache_min_ttl: u32,
     pub cache_max_ttl: u32,
     pub cache_max_negative_ttl: u32,
@@ -243,6 +247,12 @@ impl Config {
         }
         if raw.upstream.udp_socket_queries == 0 {
             return Err(invalid("upstream.udp_socket_queries", "must be at least 1".into()));
+        }
+        if raw.upstream.udp_socket_lifetime_ms < 100 {
+            return Err(invalid("upstream.udp_socket_lifetime_ms", "must be at least 100".into()));
+        }
+        if raw.cache.max_reply_bytes < 512 {
+            return Err(invalid("cache.max_reply_bytes", "must be at least 512".into()));
         }
         if raw.upstream.max_waiters == 0 {
             return Err(invalid("upstream.max_waiters", "must be at least 1".into()));
@@ -394,9 +404,12 @@ impl Config {
             upstream_max_inflight: raw.upstream.max_inflight,
             upstream_udp_sockets: raw.upstream.udp_sockets,
             upstream_udp_socket_queries: raw.upstream.udp_socket_queries,
+            upstream_udp_socket_lifetime: Duration::from_millis(raw.upstream.udp_socket_lifetime_ms),
             upstream_max_waiters: raw.upstream.max_waiters,
             upstream_case_randomization: raw.upstream.case_randomization,
             cache_max_entries: raw.cache.max_entries,
+            cache_max_bytes: raw.cache.max_bytes,
+            cache_max_reply_bytes: raw.cache.max_reply_bytes,
             cache_min_ttl: raw.cache.min_ttl,
             cache_max_ttl: raw.cache.max_ttl,
             cache_max_negative_ttl: raw.cache.max_negative_ttl,

@@ -269,6 +269,10 @@ pub struct RawUpstream {
     /// on a new random port.
     #[serde(default = "default_udp_socket_queries")]
     pub udp_socket_queries: u32,
+    /// Milliseconds a pooled socket is used before it is replaced by one on
+    /// a new random port (also on a quiet node).
+    #[serde(default = "default_udp_socket_lifetime_ms")]
+    pub udp_socket_lifetime_ms: u64,
     /// Identical cache misses in flight share one upstream query; this many
     /// clients at most wait on one, the next get SERVFAIL (never a second query).
     #[serde(default = "default_max_waiters")]
@@ -288,6 +292,7 @@ impl Default for RawUpstream {
             max_inflight: default_upstream_inflight(),
             udp_sockets: default_udp_sockets(),
             udp_socket_queries: default_udp_socket_queries(),
+            udp_socket_lifetime_ms: default_udp_socket_lifetime_ms(),
             max_waiters: default_max_waiters(),
             case_randomization: true,
         }
@@ -302,6 +307,9 @@ fn default_true() -> bool {
 }
 fn default_max_waiters() -> usize {
     1_000
+}
+fn default_udp_socket_lifetime_ms() -> u64 {
+    5_000
 }
 fn default_udp_socket_queries() -> u32 {
     2_000
@@ -318,6 +326,12 @@ fn default_upstream_inflight() -> usize {
 pub struct RawCache {
     #[serde(default = "default_max_entries")]
     pub max_entries: u64,
+    /// Bytes the cached replies (and their bookkeeping) may hold in all.
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: u64,
+    /// A reply longer than this is answered but not cached.
+    #[serde(default = "default_cache_max_reply_bytes")]
+    pub max_reply_bytes: usize,
     #[serde(default)]
     pub min_ttl: u32,
     #[serde(default = "default_max_ttl")]
@@ -331,6 +345,8 @@ impl Default for RawCache {
     fn default() -> Self {
         Self {
             max_entries: default_max_entries(),
+            max_bytes: default_cache_max_bytes(),
+            max_reply_bytes: default_cache_max_reply_bytes(),
             min_ttl: 0,
             max_ttl: default_max_ttl(),
             max_negative_ttl: default_max_negative_ttl(),
@@ -338,6 +354,12 @@ impl Default for RawCache {
     }
 }
 
+fn default_cache_max_bytes() -> u64 {
+    128 << 20
+}
+fn default_cache_max_reply_bytes() -> usize {
+    8_192
+}
 fn default_max_entries() -> u64 {
     100_000
 }

@@ -1,6 +1,9 @@
 //! The reply cache: keyed on (name, qtype, qclass, DO, CD), bounded by entry
-//! count (CLOCK eviction over sharded tables), TTLs clamped by config; negative answers
-//! cached for min(SOA TTL, SOA MINIMUM) as RFC 2308 §5 says.
+//! count and by bytes (CLOCK eviction over sharded tables; a reply bigger
+//! than `max_reply_bytes` is served but not kept), TTLs clamped by config;
+//! negative answers cached for min(SOA TTL, SOA MINIMUM) as RFC 2308 §5
+//! says. No record is served with a TTL above the time its entry has left:
+//! the stored records' TTLs are lowered to the entry's clamped TTL.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,10 +138,23 @@ pub struct Wire {
 }
 
 impl Wire {
-    fn from_reply(r: Reply) -> Wire {
+    /// The cache's form of `r`, every record's TTL lowered to at most
+    /// `ttl` (the entry's, after the config's clamps) when it is not 0: a
+    /// hit then never serves a TTL longer than the entry lives.
+    fn from_reply(r: Reply, ttl: u32) -> Wire {
         let mut bytes = r.bytes;
         if let Some(id) = bytes.get_mut(0..2) {
             id.copy_from_slice(&[0, 0]);
+        }
+        if ttl > 0 {
+            for &off in &r.scan.ttl_offsets {
+                if let Some(f) = bytes.get_mut(usize::from(off)..usize::from(off) + 4) {
+                    let t = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+                    if t > ttl {
+                        f.copy_from_slice(&ttl.to_be_bytes());
+                    }
+                }
+            }
         }
         Wire {
             bytes: bytes.into_boxed_slice(),
@@ -192,9 +208,38 @@ impl Entry {
         self.pass_gen.store(generation.wrapping_add(1), Ordering::Relaxed);
     }
 
+    /// Bytes the entry holds in the cache, as the byte budget counts them:
+    /// the reply, the TTL offsets that spill out of line, and the entry's
+    /// and node's fixed part.
+    pub fn footprint(&self) -> usize {
+        let spilled = if self.wire.ttl_offsets.spilled() { self.wire.ttl_offsets.len() * 2 } else { 0 };
+        self.wire.bytes.len() + spilled + ENTRY_OVERHEAD
+    }
+
     /// Seconds elapsed since the entry was stored.
     pub fn age(&self, now: Instant) -> u32 {
         u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Fixed bytes per cached entry besides its reply: the `Entry` and its
+/// `Arc`, the node (key inline), the table slot.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + std::mem::size_of::<Node>() + 8;
+
+/// Size limits (`[cache] max_entries`, `max_bytes`, `max_reply_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_entries: u64,
+    /// Bytes all entries hold at most ([`Entry::footprint`]).
+    pub max_bytes: u64,
+    /// A reply longer than this is answered but not cached.
+    pub max_reply_bytes: usize,
+}
+
+impl Limits {
+    /// `max_entries` entries; bytes bounded only by the entry count.
+    pub fn entries(max_entries: u64) -> Self {
+        Self { max_entries, max_bytes: u64::MAX, max_reply_bytes: usize::from(u16::MAX) }
     }
 }
 
@@ -218,6 +263,7 @@ pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
     ttl: TtlPolicy,
+    max_reply_bytes: usize,
 }
 
 /// Shards (a power of two): enough that workers rarely meet on one lock.
@@ -250,7 +296,11 @@ struct Shard {
     table: hashbrown::HashTable<u32>,
     nodes: Vec<Node>,
     hand: usize,
+    /// Most nodes.
     cap: usize,
+    /// Sum of the nodes' [`Entry::footprint`], and its most.
+    bytes: usize,
+    byte_cap: usize,
 }
 
 impl Shard {
@@ -261,24 +311,42 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
+    /// Stores `entry` under `key`, evicting (CLOCK) until both the node
+    /// count and the byte budget have room. An entry bigger than the
+    /// whole budget is not stored.
     fn insert(&mut self, hash: u64, key: &KeyRef<'_>, entry: Arc<Entry>, now: Instant) {
-        if let Some(n) = self.find(hash, key).and_then(|i| self.nodes.get_mut(i)) {
-            n.entry = entry;
+        let size = entry.footprint();
+        if size > self.byte_cap {
             return;
         }
-        let node = Node { hash, key: NodeKey::of(key), entry, visited: false };
-        if self.nodes.len() < self.cap {
-            let Ok(i) = u32::try_from(self.nodes.len()) else { return };
-            self.nodes.push(node);
-            let nodes = &self.nodes;
-            self.table.insert_unique(hash, i, |&j| nodes.get(j as usize).map_or(0, |n| n.hash));
+        if let Some(i) = self.find(hash, key) {
+            if let Some(n) = self.nodes.get_mut(i) {
+                self.bytes = self.bytes.saturating_sub(n.entry.footprint()) + size;
+                n.entry = entry;
+            }
+            while self.bytes > self.byte_cap && self.evict(now) {}
             return;
         }
+        while (self.nodes.len() >= self.cap || self.bytes + size > self.byte_cap) && self.evict(now) {}
+        if self.nodes.len() >= self.cap || self.bytes + size > self.byte_cap {
+            return;
+        }
+        let Ok(i) = u32::try_from(self.nodes.len()) else { return };
+        self.bytes += size;
+        self.nodes.push(Node { hash, key: NodeKey::of(key), entry, visited: false });
+        let nodes = &self.nodes;
+        self.table.insert_unique(hash, i, |&j| nodes.get(j as usize).map_or(0, |n| n.hash));
+    }
+
+    /// Evicts one node chosen by CLOCK (the first unvisited or expired one
+    /// from the hand on; at most two sweeps, the first clears every bit it
+    /// passes). The last node moves into its place. False when empty.
+    fn evict(&mut self, now: Instant) -> bool {
         let len = self.nodes.len();
         if len == 0 {
-            return;
+            return false;
         }
-        // CLOCK: at most two sweeps (the first clears every bit it passes)
+        let mut victim = self.hand % len;
         for _ in 0..2 * len {
             let h = self.hand % len;
             self.hand = (h + 1) % len;
@@ -287,23 +355,38 @@ impl Shard {
                 n.visited = false;
                 continue;
             }
-            let old_hash = n.hash;
-            if let Ok(e) = self.table.find_entry(old_hash, |&j| j as usize == h) {
-                e.remove();
-            }
-            *n = node;
-            let Ok(i) = u32::try_from(h) else { return };
-            let nodes = &self.nodes;
-            self.table.insert_unique(hash, i, |&j| nodes.get(j as usize).map_or(0, |n| n.hash));
-            return;
+            victim = h;
+            break;
         }
+        let Some(old_hash) = self.nodes.get(victim).map(|n| n.hash) else { return false };
+        if let Ok(e) = self.table.find_entry(old_hash, |&j| j as usize == victim) {
+            e.remove();
+        }
+        let gone = self.nodes.swap_remove(victim);
+        self.bytes = self.bytes.saturating_sub(gone.entry.footprint());
+        // the node that was last now sits at `victim`: repoint its slot
+        if let Some(moved) = self.nodes.get(victim) {
+            let last = self.nodes.len();
+            if let (Ok(e), Ok(v)) = (self.table.find_entry(moved.hash, |&j| j as usize == last), u32::try_from(victim)) {
+                *e.into_mut() = v;
+            }
+        }
+        self.hand = victim;
+        true
     }
 }
 
 impl Cache {
     /// A cache of at most `max_entries` answers (at least one per shard).
     pub fn new(max_entries: u64, ttl: TtlPolicy) -> Self {
-        let per_shard = usize::try_from(max_entries.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX).max(1);
+        Self::with_limits(Limits::entries(max_entries), ttl)
+    }
+
+    /// A cache within `limits` (each shard gets a sixteenth of the entry
+    /// count and of the bytes, at least one entry).
+    pub fn with_limits(limits: Limits, ttl: TtlPolicy) -> Self {
+        let per_shard = usize::try_from(limits.max_entries.div_ceil(SHARDS as u64)).unwrap_or(usize::MAX).max(1);
+        let bytes_per_shard = usize::try_from(limits.max_bytes / SHARDS as u64).unwrap_or(usize::MAX);
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -311,10 +394,12 @@ impl Cache {
                     nodes: Vec::new(),
                     hand: 0,
                     cap: per_shard,
+                    bytes: 0,
+                    byte_cap: bytes_per_shard,
                 })
             })
             .collect();
-        Self { shards, hasher: foldhash::fast::RandomState::default(), ttl }
+        Self { shards, hasher: foldhash::fast::RandomState::default(), ttl, max_reply_bytes: limits.max_reply_bytes }
     }
 
     fn shard(&self, key: &KeyRef<'_>) -> (u64, Option<&Mutex<Shard>>) {
@@ -450,14 +535,15 @@ impl Cache {
 
     /// Makes an entry of the upstream reply `reply` to the question of
     /// `key` and stores it if it is cacheable (NOERROR or NXDOMAIN; not
-    /// SERVFAIL), with its TTL clamped. Returns the entry whether or not it
+    /// SERVFAIL; at most `max_reply_bytes`), with its TTL clamped (and
+    /// every record's TTL lowered to it). Returns the entry whether or not it
     /// was stored (TTL 0 then), and whether it was. Cost: no copy of the
     /// reply or of the key's name beyond the node's; one lock and table
     /// insert when stored.
     pub fn insert(&self, key: &Key, reply: Reply, now: Instant) -> (Arc<Entry>, bool) {
-        let ttl = self.ttl_for(&reply.scan).unwrap_or(0);
+        let ttl = if reply.bytes.len() > self.max_reply_bytes { 0 } else { self.ttl_for(&reply.scan).unwrap_or(0) };
         let entry = Arc::new(Entry {
-            wire: Wire::from_reply(reply),
+            wire: Wire::from_reply(reply, ttl),
             answer: OnceLock::new(),
             stored: now,
             ttl,
@@ -488,6 +574,12 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the entries hold ([`Entry::footprint`]); like [`Cache::len`],
+    /// for a scrape.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().map_or(0, |s| s.bytes as u64)).sum()
     }
 
     fn ttl_for(&self, s: &super::wire::Scan) -> Option<u32> {
@@ -583,6 +675,46 @@ mod tests {
         }
         assert!(c.len() <= 64, "{}", c.len());
         assert!(c.get(&key("n9999.example."), now).is_some(), "the newest entry is held");
+    }
+
+    #[test]
+    fn byte_budget_is_a_hard_bound_and_big_replies_are_not_kept() {
+        let limits = Limits { max_entries: 100_000, max_bytes: 64 * 1024, max_reply_bytes: 600 };
+        let c = Cache::with_limits(limits, ttl());
+        let now = Instant::now();
+        for i in 0..5_000 {
+            put(&c, &format!("n{i}.example."), 300, now);
+            assert!(c.bytes() <= 64 * 1024, "after {i}: {} bytes", c.bytes());
+        }
+        assert!(c.len() > 50, "the budget holds many small entries: {}", c.len());
+        assert_eq!(c.bytes(), c.shards.iter().map(|s| s.lock().unwrap().nodes.iter().map(|n| n.entry.footprint() as u64).sum::<u64>()).sum::<u64>());
+        assert!(c.get(&key("n4999.example."), now).is_some(), "the newest entry is held");
+        // every surviving node is reachable through the table (eviction moved nodes)
+        for s in c.shards.iter() {
+            let s = s.lock().unwrap();
+            for (i, n) in s.nodes.iter().enumerate() {
+                assert_eq!(s.table.find(n.hash, |&j| j as usize == i).copied(), Some(i as u32));
+            }
+        }
+        // a reply over max_reply_bytes: answered, not stored
+        let big = Answer {
+            answers: (0..40).map(|k| Record::from_rdata(Name::from_ascii("big.example.").unwrap(), 300, RData::A(A::new(192, 0, 2, k)))).collect(),
+            ..answer("big.example.", 300)
+        };
+        let (e, cached) = c.insert_answer(&key("big.example."), &Name::from_ascii("big.example.").unwrap(), &big, now).unwrap();
+        assert!(!cached && e.wire.bytes.len() > 600);
+        assert!(c.get(&key("big.example."), now).is_none());
+    }
+
+    #[test]
+    fn served_ttls_never_exceed_the_clamped_entry_ttl() {
+        let c = Cache::new(100, TtlPolicy { min_ttl: 0, max_ttl: 60, max_negative_ttl: 3600 });
+        let now = Instant::now();
+        let (e, _) = c.insert_answer(&key("long.example."), &Name::from_ascii("long.example.").unwrap(), &answer("long.example.", 86_400), now).unwrap();
+        assert_eq!(e.ttl, 60);
+        assert_eq!(e.answer().answers[0].ttl, 60, "the record's TTL is lowered to what the entry has left");
+        let off = usize::from(e.wire.ttl_offsets[0]);
+        assert_eq!(u32::from_be_bytes(e.wire.bytes[off..off + 4].try_into().unwrap()), 60);
     }
 
     #[test]

@@ -1,19 +1,24 @@
-//! The upstream forwarder: UDP queries from a pool of sockets (each on its
-//! own random port, replaced after `udp_socket_queries` queries) with random
-//! IDs, or one fresh socket per query when the pool size is 0; TCP when the
-//! answer is truncated; failover across servers within one overall deadline.
+//! The upstream forwarder: UDP queries from a pool of sockets per upstream
+//! server (each connected to that server from its own random port, replaced
+//! after `udp_socket_queries` queries or `udp_socket_lifetime_ms`, whichever
+//! comes first) with random IDs, or one fresh socket per query when the pool
+//! size is 0; TCP when the answer is truncated; failover across servers
+//! within one overall deadline.
 //!
 //! The pool: a socket per slot, one reader task per socket that hands each
-//! reply to the query waiting for that ID (if it came from the server that
-//! query was sent to); the waiting query then checks the question. Opening a
+//! reply to the query waiting for that ID (the kernel already dropped any
+//! datagram not from the server the socket is connected to); the waiting
+//! query then checks the question. Opening a
 //! socket per query costs about 7 system calls (socket, bind, connect, epoll
 //! add/del, close) and a fresh 64 KiB buffer; the pool costs one `send_to`
 //! and one `recv_from` per query, and less in a [`Forwarder::batch`] (the
 //! UDP fast path's misses of one `recvmmsg`): one `sendmmsg` for all of
 //! them on one socket, their replies read with `recvmmsg`. Spoofing
-//! resistance: 16 bits of ID, the port of a random one of `udp_sockets`
-//! sockets (per query, or per batch), sockets moving to new random ports as
-//! they are used, and the exact question must match.
+//! resistance per attempt: 16 bits of ID, the socket's random source port
+//! (~14.8 bits on Linux's default ephemeral range of 28,232 ports; sockets
+//! live seconds, not hours, so a port learnt is soon useless), the source
+//! address and port of the server (the socket is connected), and the exact
+//! question, letters' case included (0x20: one bit per letter of the name).
 //!
 //! Why our own forwarder rather than `hickory_resolver::Resolver`: its
 //! `lookup` API returns records without the upstream's rcode, authority
@@ -55,9 +60,9 @@ pub struct Forwarder {
     /// Milliseconds since `epoch` of the last answer from any server.
     last_ok_ms: AtomicU64,
     epoch: Instant,
-    /// Pooled UDP sockets per address family; `None` = a socket per query.
-    pool4: Option<Pool>,
-    pool6: Option<Pool>,
+    /// Pooled UDP sockets per server, same order as `servers`; empty = a
+    /// socket per query.
+    pools: Vec<Pool>,
     /// This forwarder, for the tasks it spawns (reader, sweeper, TCP retry).
     me: Weak<Forwarder>,
     /// Whether the sweeper of timed-out callback queries runs.
@@ -78,10 +83,14 @@ pub struct Forwarder {
 /// `max_waiters`, `case_randomization`).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
-    /// Sockets per address family; 0 = a fresh socket per query.
+    /// Sockets per upstream server; 0 = a fresh socket per query.
     pub sockets: usize,
     /// Queries per socket before it is replaced by one on a new random port.
     pub queries_per_socket: u32,
+    /// Age at which a socket is replaced by one on a new random port (at
+    /// its next use), however few queries it sent: a quiet node's ports
+    /// change as often as a busy one's.
+    pub socket_lifetime: Duration,
     /// Clients one upstream query in flight answers at most (`[upstream] max_waiters`).
     pub max_waiters: usize,
     /// Randomise the case of the question sent upstream (0x20).
@@ -90,7 +99,13 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { sockets: 64, queries_per_socket: 2_000, max_waiters: 1_000, case_randomization: true }
+        Self {
+            sockets: 64,
+            queries_per_socket: 2_000,
+            socket_lifetime: Duration::from_secs(5),
+            max_waiters: 1_000,
+            case_randomization: true,
+        }
     }
 }
 
@@ -157,15 +172,12 @@ impl Forwarder {
         metrics: &Arc<Metrics>,
     ) -> Arc<Self> {
         let handles = servers.iter().map(|s| metrics.upstream(&s.to_string())).collect();
-        let make_pool = |v6: bool| {
-            (pool.sockets > 0 && servers.iter().any(|s| s.is_ipv6() == v6)).then(|| Pool::new(v6, pool, timeout))
-        };
-        let (pool4, pool6) = (make_pool(false), make_pool(true));
+        let pools =
+            if pool.sockets > 0 { servers.iter().map(|&s| Pool::new(s, pool, timeout)).collect() } else { Vec::new() };
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             sweeper: AtomicBool::new(false),
-            pool4,
-            pool6,
+            pools,
             servers,
             timeout,
             inflight: Semaphore::new(max_inflight),
@@ -364,7 +376,7 @@ impl Forwarder {
                 return fallback.ok_or(ResolveError::Timeout(self.timeout));
             };
             let Some(&server) = self.servers.get(i) else { continue };
-            let result = match self.pool_for(server) {
+            let result = match self.pools.get(i) {
                 Some(p) => query_pooled(p, self, server, &q, case, until).await,
                 None => query_server(self, server, &q, case, until).await,
             };
@@ -380,10 +392,6 @@ impl Forwarder {
                 Judged::Failed => {}
             }
         }
-    }
-
-    fn pool_for(&self, server: SocketAddr) -> Option<&Pool> {
-        if server.is_ipv6() { self.pool6.as_ref() } else { self.pool4.as_ref() }
     }
 
     /// Records one attempt's result against server `i` (metrics, preferred
@@ -436,7 +444,7 @@ impl Forwarder {
             self.note_health(false);
             return done(Err(ResolveError::NoServers));
         }
-        if self.servers.iter().any(|s| self.pool_for(*s).is_none()) {
+        if self.pools.len() != self.servers.len() {
             let Some(me) = self.me.upgrade() else { return done(Err(ResolveError::NoServers)) };
             tokio::spawn(async move {
                 let q = Question { wire: &question, dnssec_ok, checking_disabled };
@@ -498,8 +506,7 @@ impl Forwarder {
     fn flush_batch(&self) {
         let (mut queued, headers) = SEND_BATCH.with_borrow_mut(|b| {
             b.active = false;
-            b.lease4 = None;
-            b.lease6 = None;
+            b.leases.clear();
             (std::mem::take(&mut b.queued), b.headers.take())
         });
         let mut headers = headers.unwrap_or_default();
@@ -539,12 +546,11 @@ impl Forwarder {
     /// Sends `cq` to the next server its plan allows, or finishes it.
     fn try_next(&self, mut cq: Box<CallbackQuery>, now: Instant) {
         while let Some((i, until)) = cq.attempts.next(now, cq.fallback.is_some()) {
-            let Some(pool) = self.servers.get(i).and_then(|s| self.pool_for(*s).map(|p| (p, *s))) else { continue };
-            let (pool, server) = pool;
+            let Some(pool) = self.pools.get(i) else { continue };
             cq.server = i;
             cq.started = now;
             cq.until = until;
-            match pool.send_callback(server, cq, self.me.clone()) {
+            match pool.send_callback(cq, self.me.clone()) {
                 Ok(()) => return,
                 Err((back, e)) => {
                     cq = back;
@@ -626,7 +632,7 @@ impl Forwarder {
                 every.tick().await;
                 let Some(f) = me.upgrade() else { return };
                 let now = Instant::now();
-                for pool in [f.pool4.as_ref(), f.pool6.as_ref()].into_iter().flatten() {
+                for pool in &f.pools {
                     let retired: Vec<Arc<PoolSock>> =
                         pool.retired.lock().map(|r| r.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default();
                     for ps in pool.slots.iter().filter_map(|s| s.load_full()).chain(retired) {
@@ -647,9 +653,8 @@ struct SendBatch {
     /// through): another forwarder's queries (tests run several servers on
     /// one runtime) are not queued.
     owner: *const Forwarder,
-    /// The socket the batch's queries use, per address family.
-    lease4: Option<Arc<PoolSock>>,
-    lease6: Option<Arc<PoolSock>>,
+    /// The socket the batch's queries to each server use.
+    leases: Vec<Arc<PoolSock>>,
     queued: Vec<QueuedQuery>,
     headers: Option<crate::outbox::SendHeaders>,
 }
@@ -671,7 +676,7 @@ struct QueuedQuery {
 
 thread_local! {
     static SEND_BATCH: RefCell<SendBatch> = const {
-        RefCell::new(SendBatch { active: false, owner: std::ptr::null(), lease4: None, lease6: None, queued: Vec::new(), headers: None })
+        RefCell::new(SendBatch { active: false, owner: std::ptr::null(), leases: Vec::new(), queued: Vec::new(), headers: None })
     };
 }
 
@@ -885,9 +890,14 @@ enum Waiter {
 /// Query ID → (server asked, who waits).
 type Pending = HashMap<u16, (SocketAddr, Waiter), foldhash::fast::RandomState>;
 
-/// One pooled socket: its reader task delivers replies by ID.
+/// One pooled socket, connected to its server: its reader task delivers
+/// replies by ID.
 struct PoolSock {
     sock: UdpSocket,
+    /// The server the socket is connected to.
+    server: SocketAddr,
+    /// When it was opened (replaced once `Pool::lifetime` old).
+    born: Instant,
     /// Queries waiting for a reply: ID → (server asked, where to deliver).
     /// A few replies per ID are queued: a spoofed reply with the right ID
     /// must not crowd out the real one that follows it.
@@ -901,66 +911,84 @@ struct PoolSock {
 /// Replies queued per waiting query (the rest are dropped).
 const REPLIES_PER_QUERY: usize = 4;
 
-/// Sockets of one address family.
+/// Sockets connected to one server.
 struct Pool {
-    v6: bool,
+    server: SocketAddr,
     slots: Vec<arc_swap::ArcSwapOption<PoolSock>>,
     /// Replaced sockets whose readers still linger (the sweeper reads them too).
     retired: Mutex<Vec<Weak<PoolSock>>>,
     queries_per_socket: u32,
+    lifetime: Duration,
     linger: Duration,
 }
 
 impl Pool {
-    fn new(v6: bool, cfg: PoolConfig, linger: Duration) -> Self {
+    fn new(server: SocketAddr, cfg: PoolConfig, linger: Duration) -> Self {
         Self {
-            v6,
+            server,
             slots: (0..cfg.sockets).map(|_| arc_swap::ArcSwapOption::empty()).collect(),
             retired: Mutex::new(Vec::new()),
             queries_per_socket: cfg.queries_per_socket,
+            lifetime: cfg.socket_lifetime,
             linger,
         }
+    }
+
+    /// Whether `s` may send one more query (counted): under its query
+    /// budget and younger than the pool's socket lifetime.
+    fn usable(&self, s: &PoolSock, now: Instant) -> bool {
+        s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket
+            && now.saturating_duration_since(s.born) < self.lifetime
     }
 
     /// A socket of a random slot, opened (or replaced, once used up) on
     /// demand. Must run inside the tokio runtime (spawns the reader).
     fn lease(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
         let owner = Weak::as_ptr(fwd);
+        let now = Instant::now();
         let reused = SEND_BATCH.with_borrow(|b| {
-            let held = if self.v6 { &b.lease6 } else { &b.lease4 };
-            held.as_ref().filter(|_| b.open_for(owner)).map(Arc::clone)
+            b.leases.iter().find(|s| s.server == self.server).filter(|_| b.open_for(owner)).map(Arc::clone)
         });
         if let Some(s) = reused {
-            if s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket {
+            if self.usable(&s, now) {
                 return Ok(s);
             }
         }
-        let s = self.lease_slot(fwd)?;
+        let s = self.lease_slot(fwd, now)?;
         SEND_BATCH.with_borrow_mut(|b| {
             if b.open_for(owner) {
-                *(if self.v6 { &mut b.lease6 } else { &mut b.lease4 }) = Some(Arc::clone(&s));
+                b.leases.retain(|held| held.server != self.server);
+                b.leases.push(Arc::clone(&s));
             }
         });
         Ok(s)
     }
 
     /// [`Pool::lease`] of a random slot.
-    fn lease_slot(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
+    fn lease_slot(&self, fwd: &Weak<Forwarder>, now: Instant) -> std::io::Result<Arc<PoolSock>> {
         let n = self.slots.len().max(1);
         let slot = self.slots.get(rand::random_range(0..n)).ok_or_else(|| std::io::Error::other("empty pool"))?;
         if let Some(s) = slot.load_full() {
-            if s.uses.fetch_add(1, Ordering::Relaxed) < self.queries_per_socket {
+            if self.usable(&s, now) {
                 return Ok(s);
             }
         }
-        let bind: SocketAddr =
-            if self.v6 { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+        let bind: SocketAddr = if self.server.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
         let std_sock = std::net::UdpSocket::bind(bind)?;
+        // connected: the kernel drops every datagram that is not from the
+        // server's address and port before we read it
+        std_sock.connect(self.server)?;
         std_sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(std_sock)?;
         crate::outbox::dont_fragment(&sock); // queries are small
         let fresh = Arc::new(PoolSock {
             sock,
+            server: self.server,
+            born: now,
             pending: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
             uses: AtomicU32::new(1),
             retired: Notify::new(),
@@ -977,10 +1005,9 @@ impl Pool {
     }
 
     /// Registers `cq` under a fresh random ID on a leased socket and sends
-    /// its query to `server` without waiting. On failure `cq` comes back.
+    /// its query to the pool's server without waiting. On failure `cq` comes back.
     fn send_callback(
         &self,
-        server: SocketAddr,
         cq: Box<CallbackQuery>,
         fwd: Weak<Forwarder>,
     ) -> Result<(), (Box<CallbackQuery>, AttemptError)> {
@@ -988,6 +1015,7 @@ impl Pool {
             Ok(ps) => ps,
             Err(e) => return Err((cq, AttemptError::Io(e))),
         };
+        let server = self.server;
         {
             let Ok(mut p) = ps.pending.lock() else { return Err((cq, poisoned())) };
             let id = match free_id(&p) {
@@ -1240,7 +1268,7 @@ async fn query_pooled(
     let ps = pool.lease(&fwd.me)?;
     let (reg, mut rx) = Registration::new(&ps, server)?;
     let packet = wire::query(q.wire, reg.id, q.checking_disabled, q.dnssec_ok);
-    ps.sock.send_to(&packet, server).await?;
+    ps.sock.send(&packet).await?; // connected to `server`
     let mut wrong_case = false;
     loop {
         let bytes = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {

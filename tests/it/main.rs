@@ -2,6 +2,7 @@
 //! upstream on loopback, queries over the wire.
 
 mod blocking;
+mod cache;
 mod contrib;
 mod differential;
 mod formats;

@@ -247,3 +247,65 @@ async fn a_dropped_leader_releases_its_waiters() {
     assert_eq!(m.answers.first().map(|r| r.data.clone()), Some(RData::A(std::net::Ipv4Addr::from(HONEST).into())));
     srv.shutdown().await;
 }
+
+/// An upstream that answers every A query with `HONEST` (case preserved)
+/// and records the source port of each query.
+async fn port_recording_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<u16>>>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up = sock.local_addr().unwrap();
+    let ports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p2 = ports.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, src)) = sock.recv_from(&mut buf).await else { return };
+            let Some(question) = question_of(&buf[..n]).map(<[u8]>::to_vec) else { continue };
+            p2.lock().unwrap().push(src.port());
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            let _ = sock.send_to(&reply(id, &question, HONEST), src).await;
+        }
+    });
+    (up, ports)
+}
+
+/// The remote address of the local UDP socket on 127.0.0.1:`port`, from
+/// /proc/net/udp (`None`: no such socket). 0.0.0.0:0 means unconnected.
+fn udp_peer(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace().skip(1);
+        let local = f.next()?;
+        let remote = f.next()?;
+        let p = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+        (p == port).then(|| remote.to_owned())
+    })
+}
+
+/// Pooled upstream sockets are connected to their server (the kernel drops
+/// replies from any other address or port before qalqan reads them) and
+/// move to a new random port once `udp_socket_lifetime_ms` old, even on a
+/// node that sent a single query meanwhile: a port learnt is soon useless.
+#[tokio::test]
+async fn upstream_sockets_are_connected_and_replaced_on_a_timer() {
+    let (up, ports) = port_recording_upstream().await;
+    let cfg = config(up, "", "")
+        .replace("timeout_ms = 1000", "timeout_ms = 1000\nudp_sockets = 1\nudp_socket_lifetime_ms = 300\ncase_randomization = false");
+    let srv = TestServer::start(&cfg).await;
+    for name in ["p1.ports.example.", "p2.ports.example."] {
+        let m = udp(srv.addr, name, RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    }
+    let first = ports.lock().unwrap().clone();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0], first[1], "one socket (udp_sockets = 1), younger than its lifetime: the same port");
+    // the socket is connected to the upstream: its peer in the kernel's table
+    let peer = udp_peer(first[0]).expect("the pooled socket is open");
+    let want = format!("0100007F:{:04X}", up.port());
+    assert_eq!(peer, want, "connected to {up}, not open to anyone (0.0.0.0:0)");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m = udp(srv.addr, "p3.ports.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let all = ports.lock().unwrap().clone();
+    assert_ne!(all[2], all[0], "older than udp_socket_lifetime_ms: a new socket, a new port");
+    srv.shutdown().await;
+}
