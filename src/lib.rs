@@ -219,6 +219,10 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),
+        outsiders: server::handler::Outsiders {
+            drop: cfg.outside_acl_drop,
+            refused: server::ratelimit::Budget::new(cfg.outside_acl_refused_qps),
+        },
     });
     Handler { shared }
 }

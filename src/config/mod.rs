@@ -127,6 +127,10 @@ pub struct Config {
     pub path: String,
     pub listen: Vec<SocketAddr>,
     pub allow_clients: Vec<ipnet::IpNet>,
+    /// `[server] outside_acl = "drop"`: UDP queries from outside the ACL get no reply.
+    pub outside_acl_drop: bool,
+    /// `[server] outside_acl_refused_qps`.
+    pub outside_acl_refused_qps: u32,
     pub tcp_idle_timeout: Duration,
     pub max_udp_payload: u16,
     pub max_inflight: usize,
@@ -312,6 +316,11 @@ impl Config {
         if l.ipv6_prefix > 128 {
             return Err(invalid("limits.ipv6_prefix", "must be 0..=128".into()));
         }
+        let outside_acl_drop = match raw.server.outside_acl.as_str() {
+            "refused" => false,
+            "drop" => true,
+            other => return Err(invalid("server.outside_acl", format!("`{other}`: use \"refused\" or \"drop\""))),
+        };
         let drop = match l.action.as_str() {
             "refused" => false,
             "drop" => true,
@@ -387,6 +396,8 @@ impl Config {
             path: path.to_owned(),
             listen,
             allow_clients,
+            outside_acl_drop,
+            outside_acl_refused_qps: raw.server.outside_acl_refused_qps,
             tcp_idle_timeout: Duration::from_millis(raw.server.tcp_idle_timeout_ms),
             max_udp_payload: raw.server.max_udp_payload,
             max_inflight: raw.server.max_inflight,

@@ -182,6 +182,18 @@ pub struct RawServer {
     /// A TCP connection is closed after answering this many queries.
     #[serde(default = "default_tcp_max_queries")]
     pub tcp_max_queries: u32,
+    /// What a UDP query from outside `allow_clients` gets: "refused"
+    /// (REFUSED, within `outside_acl_refused_qps`; dropped past it) or "drop".
+    #[serde(default = "default_limit_action")]
+    pub outside_acl: String,
+    /// REFUSED replies per second to clients outside the ACL, all of them
+    /// together (spoofed floods must not make us a reflector).
+    #[serde(default = "default_outside_acl_refused_qps")]
+    pub outside_acl_refused_qps: u32,
+}
+
+fn default_outside_acl_refused_qps() -> u32 {
+    100
 }
 
 fn default_tcp_max_lifetime_ms() -> u64 {
@@ -227,6 +239,8 @@ impl Default for RawServer {
             max_tcp_per_client: default_max_tcp_per_client(),
             tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
             tcp_max_queries: default_tcp_max_queries(),
+            outside_acl: default_limit_action(),
+            outside_acl_refused_qps: default_outside_acl_refused_qps(),
         }
     }
 }

@@ -4,10 +4,13 @@
 //! template, cache hits by copying the cached answer, all of them sent in
 //! one `sendmmsg`. Cache misses are forwarded from here too, the batch's
 //! queries together ([`crate::resolve::forward::Forwarder::batch`]); the
-//! upstream socket's reader completes them. Everything else (unusual
-//! packets, other actions, ACL refusals, EDNS options we do not handle,
-//! rate limiting, blocked-query logging, CNAME-blocked answers) is handed
-//! to the hickory path unchanged, which answers it on the same socket.
+//! upstream socket's reader completes them. Clients outside the ACL are
+//! answered here too, before any parsing beyond the header: dropped, or
+//! REFUSED within a global budget (`[server] outside_acl`); so is the
+//! per-client rate limit, and blocked queries are logged from here.
+//! Everything else (unusual packets, other actions, EDNS options we do not
+//! handle, CNAME-blocked answers) is handed to the hickory path unchanged,
+//! which answers it on the same socket.
 //!
 //! One source of truth: the fast path reads the same `Policy` snapshot, the
 //! same cache and the same metrics as the hickory path; the differential
@@ -43,6 +46,8 @@ pub enum Fast {
     Reply(Vec<u8>, Outcome),
     /// Hand to the hickory path.
     Slow,
+    /// No reply (a client outside the ACL, or rate limited with `drop`).
+    Drop,
     /// Not cached: forward it from the fast path ([`start_miss`]).
     Miss(MissQuery),
 }
@@ -285,30 +290,92 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 /// (name, then CNAME chain and addresses) and stamped with the generation.
 fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     let mut qname = NameBuf::new();
-    match take(s, packet, src, &mut qname) {
-        Some(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, now),
-        None => Fast::Slow,
+    match take(s, packet, src, now, &mut qname) {
+        Taken::Query(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, src, now),
+        Taken::Slow => Fast::Slow,
+        Taken::Reply(r, o) => Fast::Reply(r, o),
+        Taken::Drop => Fast::Drop,
     }
 }
 
-/// The parsed query when the fast path may answer `packet` from `src`
-/// (no rate limit configured, the ACL allows the client, [`parse`] takes it).
-fn take<'p>(s: &Shared, packet: &'p [u8], src: SocketAddr, qname: &mut NameBuf) -> Option<Simple<'p>> {
-    if s.rate_limit.is_some() || !s.acl.allows(src.ip()) {
-        return None;
+/// What [`take`] made of a datagram.
+enum Taken<'p> {
+    /// A simple query from a client the fast path serves.
+    Query(Simple<'p>),
+    /// For the hickory path.
+    Slow,
+    /// Answered already (a client outside the ACL, or rate limited).
+    Reply(Vec<u8>, Outcome),
+    /// No reply (counted as [`Outcome::Dropped`]).
+    Drop,
+}
+
+/// The gate every datagram passes first. A client outside the ACL never
+/// reaches the hickory path (no task, no decode; a NOTIFY from a list's
+/// primary excepted): dropped, or REFUSED within the global
+/// `outside_acl_refused_qps` budget. A client inside it: the per-client
+/// rate limit, checked once per query that [`parse`] takes (the rest go
+/// to the hickory path, which checks it for them), then the query.
+/// Cost for an allowed client: the ACL lookup, [`parse`], and one token
+/// bucket when `[limits]` is on.
+fn take<'p>(s: &Shared, packet: &'p [u8], src: SocketAddr, now: Instant, qname: &mut NameBuf) -> Taken<'p> {
+    if !s.acl.allows(src.ip()) {
+        return outsider(s, packet, src, now, qname);
     }
-    parse(packet, qname)
+    let Some(q) = parse(packet, qname) else { return Taken::Slow };
+    if let Some((rl, drop)) = &s.rate_limit {
+        if rl.check(src.ip(), now) == super::ratelimit::Decision::Limit {
+            s.metrics.rate_limited.inc();
+            if *drop {
+                return Taken::Drop;
+            }
+            let ede = (respond::EDE_PROHIBITED, &["rate limited"][..]);
+            return Taken::Reply(blocked_reply(&q, 5, None, Some(ede), s.max_udp_payload), Outcome::Refused);
+        }
+    }
+    Taken::Query(q)
+}
+
+/// [`take`] for a client outside the ACL. Never answers a response (QR
+/// set) or anything shorter than a header; REFUSED echoes the question of
+/// a simple query, else it is the header alone.
+fn outsider<'p>(s: &Shared, packet: &'p [u8], src: SocketAddr, now: Instant, qname: &mut NameBuf) -> Taken<'p> {
+    let Some(flags) = u16_at(packet, 2) else { return Taken::Drop };
+    if flags & 0x8000 != 0 {
+        return Taken::Drop;
+    }
+    if (flags >> 11) & 0xf == 4 && s.is_notify_primary(src.ip()) {
+        return Taken::Slow; // the handler checks zone and source (and TSIG)
+    }
+    if s.outsiders.drop || !s.outsiders.refused.take(now) {
+        return Taken::Drop;
+    }
+    let reply = match parse(packet, qname) {
+        Some(q) => blocked_reply(&q, 5, None, Some((respond::EDE_PROHIBITED, &["client not in allow_clients"])), s.max_udp_payload),
+        None => {
+            // ID, opcode and RD kept; QR, RA, REFUSED; no sections
+            let mut h = packet.get(..12).map(<[u8]>::to_vec).unwrap_or_default();
+            if h.len() < 12 {
+                return Taken::Drop;
+            }
+            let f = (flags & 0x7900) | 0x8000 | 0x0080 | 5;
+            h[2..4].copy_from_slice(&f.to_be_bytes());
+            h[4..12].fill(0);
+            h
+        }
+    };
+    Taken::Reply(reply, Outcome::Refused)
 }
 
 /// [`answer_with`] for a query [`take`] parsed.
 /// `name` is the query name `take` read ([`NameBuf::as_name`] checks the
 /// text is UTF-8: once per query).
-fn answer_parsed(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], now: Instant) -> Fast {
+fn answer_parsed(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     let (dnssec_ok, _) = q.payload(s.max_udp_payload);
     let cached = s.cache.get_ref(&q.key_ref(name, dnssec_ok), now);
     let f = match cached.as_deref().and_then(|entry| passed_reply(s, policy, q, entry, now)) {
         Some(f) => f,
-        None => decide(s, policy, q, name, packet, now, cached),
+        None => decide(s, policy, q, name, packet, src, now, cached),
     };
     // the batch loop counts its hits once per batch instead
     if matches!(f, Fast::Reply(_, Outcome::Cached)) {
@@ -331,13 +398,20 @@ fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now:
 
 /// [`answer_parsed`] once the cache was asked (`cached`: its live entry, if
 /// any, that has not passed this policy generation): the policy decides.
-fn decide(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], now: Instant, cached: Option<Arc<Entry>>) -> Fast {
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    s: &Shared,
+    policy: &Policy,
+    q: &Simple<'_>,
+    name: NameRef<'_>,
+    packet: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    cached: Option<Arc<Entry>>,
+) -> Fast {
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let verdict = policy.check_name(name);
     if let Verdict::Blocked(hit) = verdict {
-        if s.blocked_log.is_some() {
-            return Fast::Slow;
-        }
         let (rcode, soa) = match policy.answer(&hit) {
             PolicyAnswer::Nxdomain => (3u8, true),
             PolicyAnswer::Nodata => (0, true),
@@ -354,6 +428,7 @@ fn decide(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet
         };
         let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
+        s.log_blocked(policy, &hit, name.as_str(), q.qtype, true, src.ip());
         if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
             c.inc();
         }
@@ -593,7 +668,7 @@ impl IoHeaders {
 
 /// A datagram of a batch: the packet, its source and, if the fast path may
 /// answer it ([`take`]), the parsed query.
-type Datagram<'p> = (&'p [u8], SocketAddr, Option<Simple<'p>>);
+type Datagram<'p> = (&'p [u8], SocketAddr, Taken<'p>);
 
 /// Runs the fast path as a task on the runtime that also runs the hickory
 /// handler, so handing a datagram to the slow path is a task spawn on the
@@ -682,9 +757,10 @@ pub async fn run_async(
             if *len > BUF - 1 {
                 continue;
             }
-            *d = Some((packet, *src, take(&shared, packet, *src, name)));
+            *d = Some((packet, *src, take(&shared, packet, *src, now, name)));
         }
-        let datagrams = datagrams.get(..n).unwrap_or(&[]);
+        let datagrams = datagrams.get_mut(..n).unwrap_or(&mut []);
+        let mut dropped = 0u64;
         // The cache keys of every datagram the fast path may answer, all
         // looked up at once (their misses overlap: `Cache::get_batch`); a hit
         // that already passed this policy is answered right there. Their
@@ -694,7 +770,7 @@ pub async fn run_async(
         let mut keys: [Option<KeyRef<'_>>; BATCH] = [None; BATCH];
         let mut ahead: [Option<(NameRef<'_>, u64)>; BATCH] = [None; BATCH];
         for (((d, name), k), a) in datagrams.iter().zip(names.iter()).zip(keys.iter_mut()).zip(ahead.iter_mut()) {
-            if let Some((_, _, Some(q))) = d {
+            if let Some((_, _, Taken::Query(q))) = d {
                 let name = name.as_name();
                 *k = Some(q.key_ref(name, q.payload(shared.max_udp_payload).0));
                 *a = Some((name, policy.index.name_hash(name)));
@@ -708,7 +784,7 @@ pub async fn run_async(
         looked.clear();
         looked.resize_with(n, || None);
         shared.cache.get_batch(keys.get(..n).unwrap_or(&[]), now, &mut looked, |i, entry| {
-            let (_, _, Some(q)) = datagrams.get(i)?.as_ref()? else { return None };
+            let (_, _, Taken::Query(q)) = datagrams.get(i)?.as_ref()? else { return None };
             passed_reply(&shared, &policy, q, entry, now).map(|f| match f {
                 Fast::Reply(r, _) => Some(r),
                 _ => None,
@@ -721,13 +797,17 @@ pub async fn run_async(
         }
         // the misses of this batch go upstream together (one socket, one sendmmsg)
         shared.forwarder.batch(|| {
-            for ((d, a), l) in datagrams.iter().zip(ahead.iter()).zip(looked.iter_mut()) {
+            for ((d, a), l) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()) {
                 let Some((packet, src, q)) = d else { continue };
                 let decided = match (q, a, l.take()) {
                     (_, _, Some(Lookup::Done(Some(r)))) => Fast::Reply(r, Outcome::Cached),
                     (_, _, Some(Lookup::Done(None))) => Fast::Slow,
-                    (Some(q), Some((name, _)), Some(Lookup::Entry(e))) => decide(&shared, &policy, q, *name, packet, now, Some(e)),
-                    (Some(q), Some((name, _)), Some(Lookup::Miss)) => decide(&shared, &policy, q, *name, packet, now, None),
+                    (Taken::Query(q), Some((name, _)), Some(Lookup::Entry(e))) => {
+                        decide(&shared, &policy, q, *name, packet, *src, now, Some(e))
+                    }
+                    (Taken::Query(q), Some((name, _)), Some(Lookup::Miss)) => decide(&shared, &policy, q, *name, packet, *src, now, None),
+                    (Taken::Reply(r, o), _, _) => Fast::Reply(std::mem::take(r), *o),
+                    (Taken::Drop, _, _) => Fast::Drop,
                     _ => Fast::Slow,
                 };
                 match decided {
@@ -743,9 +823,13 @@ pub async fn run_async(
                         let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
                         reply_later(&sock, src, async move { super::wire::handle_bytes(&handler, &bytes, src).await });
                     }
+                    Fast::Drop => dropped += 1,
                 }
             }
         });
+        if dropped > 0 {
+            shared.metrics.observe_n(Protocol::Udp, Outcome::Dropped, now.elapsed(), dropped);
+        }
         drop(policy);
         if replies.is_empty() {
             continue;

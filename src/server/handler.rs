@@ -1,12 +1,16 @@
 //! The query path. One `handle_request` runs these steps in order:
 //!
-//! 1. opcode ≠ QUERY → NOTIMP; EDNS version > 0 → BADVERS; qdcount ≠ 1 → FORMERR
-//! 2. ACL: clients outside `allow_clients` → REFUSED + EDE 18 (before any work)
+//! 1. ACL: clients outside `allow_clients` → REFUSED + EDE 18 before any
+//!    other reply (a NOTIFY from a configured primary excepted); on UDP the
+//!    fast path already dropped or refused them (`[server] outside_acl`)
+//! 2. opcode ≠ QUERY → NOTIMP; EDNS version > 0 → BADVERS; qdcount ≠ 1 →
+//!    FORMERR; then the per-client rate limit (`[limits]`)
 //! 3. in-flight cap: past `max_inflight` → SERVFAIL at once (no queueing)
 //! 4. name normalised once into a `QName`
 //! 5. policy (one `Arc<Policy>` snapshot for the whole query) — before the
 //!    cache, so a list change applies to cached names too
 //! 6. cache, else upstream (then the answer is cached)
+//!    (qtype ANY: the RFC 8482 minimal answer, one synthesized HINFO, instead)
 //! 7. CNAME targets and answer addresses of the answer checked against the
 //!    same policy snapshot (CNAME cloaking), unless the name was allowlisted
 //! 8. reply with a fresh OPT record and RA set
@@ -50,6 +54,47 @@ pub struct Shared {
     pub blocked_counters: Vec<prometheus::IntCounter>,
     /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
+    /// What UDP clients outside the ACL get.
+    pub outsiders: Outsiders,
+}
+
+/// `[server] outside_acl`, `outside_acl_refused_qps`.
+pub struct Outsiders {
+    /// No reply at all.
+    pub drop: bool,
+    /// Otherwise REFUSED, within this budget (then dropped).
+    pub refused: super::ratelimit::Budget,
+}
+
+impl Shared {
+    /// Whether `ip` is the primary of a list's zone (its NOTIFY may come
+    /// from outside `allow_clients`). Cost: a scan of the axfr lists.
+    pub fn is_notify_primary(&self, ip: IpAddr) -> bool {
+        self.notify_targets.get().is_some_and(|ts| ts.iter().any(|t| t.primary == ip))
+    }
+
+    /// Writes a blocked query to the blocked-query log, if one is configured.
+    #[allow(clippy::too_many_arguments)]
+    pub fn log_blocked(&self, policy: &Policy, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: IpAddr) {
+        let Some(log) = &self.blocked_log else { return };
+        let list = policy.list(hit);
+        let (code, _) = policy.ede_parts(hit);
+        log.log(
+            crate::querylog::Record {
+                time: crate::querylog::rfc3339(std::time::SystemTime::now()),
+                client: String::new(),
+                protocol: if udp { "udp" } else { "tcp" },
+                qname: qname.to_owned(),
+                qtype: qtype.to_string(),
+                list: list.map(|l| l.name.clone()).unwrap_or_default(),
+                rule: format!("{}:{}", list.map(|l| l.source.as_str()).unwrap_or("?"), policy.index.rule_line(hit.rule)),
+                decision: policy.index.decision(hit.rule).map(str::to_owned),
+                action: policy.answer(hit).as_str(),
+                ede: code,
+            },
+            client,
+        );
+    }
 }
 
 /// An `axfr://` list that a NOTIFY from `primary` for `zone` refreshes.
@@ -64,6 +109,9 @@ pub struct NotifyTarget {
 pub struct Handler {
     pub shared: Arc<Shared>,
 }
+
+/// TTL of the RFC 8482 HINFO that answers ANY.
+const RFC8482_TTL: u32 = 3600;
 
 /// A reply ready to encode.
 struct Reply {
@@ -133,6 +181,17 @@ impl Handler {
             m.response_code = rcode;
             m
         };
+        if !s.acl.allows(request.src().ip())
+            && !(request.metadata.op_code == OpCode::Notify && s.is_notify_primary(request.src().ip()))
+        {
+            if let Some(e) = edns.as_mut() {
+                respond::add_ede(e, respond::EDE_PROHIBITED, "client not in allow_clients");
+            }
+            tracing::debug!(client = %request.src().ip(), "refused by ACL");
+            let mut r = simple(meta_for(ResponseCode::Refused), edns);
+            r.no_question = question_has_pointer(request.as_slice());
+            return (Some(r), Outcome::Refused);
+        }
         if question_has_pointer(request.as_slice()) {
             let mut r = simple(meta_for(ResponseCode::FormErr), edns);
             r.no_question = true;
@@ -146,13 +205,6 @@ impl Handler {
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return (Some(simple(meta_for(ResponseCode::BADVERS), edns)), Outcome::Formerr);
-        }
-        if !s.acl.allows(request.src().ip()) {
-            if let Some(e) = edns.as_mut() {
-                respond::add_ede(e, respond::EDE_PROHIBITED, "client not in allow_clients");
-            }
-            tracing::debug!(client = %request.src().ip(), "refused by ACL");
-            return (Some(simple(meta_for(ResponseCode::Refused), edns)), Outcome::Refused);
         }
         if let Some((rl, drop)) = &s.rate_limit {
             if rl.check(request.src().ip(), Instant::now()) == super::ratelimit::Decision::Limit {
@@ -183,6 +235,18 @@ impl Handler {
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
             return self.blocked(request, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+        }
+        if qtype == RecordType::ANY {
+            // RFC 8482 §4.2: one synthesized HINFO, not every record we
+            // could find (ANY is the amplifier's favourite question)
+            let hinfo = Record::from_rdata(
+                qname_wire.clone(),
+                RFC8482_TTL,
+                hickory_proto::rr::RData::HINFO(hickory_proto::rr::rdata::HINFO::new("RFC8482".into(), String::new())),
+            );
+            let mut r = simple(meta_for(ResponseCode::NoError), edns);
+            r.answers.push(hinfo);
+            return (Some(r), Outcome::Forwarded);
         }
 
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
@@ -293,28 +357,8 @@ impl Handler {
         }
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
-        if let Some(log) = &s.blocked_log {
-            let list = policy.list(hit);
-            log.log(
-                crate::querylog::Record {
-                    time: crate::querylog::rfc3339(std::time::SystemTime::now()),
-                    client: String::new(),
-                    protocol: if request.protocol() == hickory_server::net::xfer::Protocol::Udp { "udp" } else { "tcp" },
-                    qname: qname_text.as_str().to_owned(),
-                    qtype: qtype.to_string(),
-                    list: list.map(|l| l.name.clone()).unwrap_or_default(),
-                    rule: format!(
-                        "{}:{}",
-                        list.map(|l| l.source.as_str()).unwrap_or("?"),
-                        policy.index.rule_line(hit.rule)
-                    ),
-                    decision: policy.index.decision(hit.rule).map(str::to_owned),
-                    action: answer.as_str(),
-                    ede: code,
-                },
-                request.src().ip(),
-            );
-        }
+        let udp = request.protocol() == hickory_server::net::xfer::Protocol::Udp;
+        s.log_blocked(policy, hit, qname_text.as_str(), qtype, udp, request.src().ip());
         if answer == PolicyAnswer::Drop {
             return (None, Outcome::Dropped);
         }

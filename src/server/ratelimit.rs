@@ -4,9 +4,15 @@
 //!
 //! 64 mutex-protected shards keyed by the prefix; a shard that reaches its
 //! share of `max_tracked` first forgets idle buckets (full ones), then, if
-//! still full, the whole shard (a flood of spoofed sources must not grow
-//! memory without bound). Cost per query: one hash, one uncontended lock,
-//! a few float operations.
+//! still full, its least recently used eighth (a flood of spoofed sources
+//! must not grow memory without bound, nor reset the buckets of the
+//! clients that are being limited: they are the recently used ones).
+//! Cost per query: one hash, one uncontended lock, a few float operations;
+//! a full shard's eviction is O(shard) once per eighth of a shard of new
+//! prefixes.
+//!
+//! [`Budget`]: one global replies-per-second budget (REFUSED to clients
+//! outside the ACL), one atomic operation per use.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -83,7 +89,7 @@ impl RateLimiter {
             let (qps, burst) = (self.qps, self.burst);
             map.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * qps < burst);
             if map.len() >= self.per_shard {
-                map.clear();
+                evict_least_recent(&mut map, self.per_shard / 8);
             }
         }
         let b = map.entry(key).or_insert(Bucket { tokens: self.burst, last: now });
@@ -95,6 +101,60 @@ impl RateLimiter {
             Decision::Allow
         } else {
             Decision::Limit
+        }
+    }
+}
+
+/// Removes the (at least) `n` buckets used longest ago.
+fn evict_least_recent(map: &mut HashMap<u128, Bucket>, n: usize) {
+    let mut lasts: Vec<Instant> = map.values().map(|b| b.last).collect();
+    let n = n.clamp(1, lasts.len().max(1));
+    if lasts.is_empty() {
+        return;
+    }
+    let cut = *lasts.select_nth_unstable(n - 1).1;
+    map.retain(|_, b| b.last > cut);
+}
+
+/// A shared budget of `per_second` uses per wall-clock second (of the
+/// process's clock), across all threads: what the UDP fast path spends on
+/// REFUSED replies to clients outside the ACL, so spoofed floods cannot
+/// turn the resolver into a reflector. Cost: one atomic load and one
+/// compare-exchange per use.
+pub struct Budget {
+    per_second: u32,
+    epoch: Instant,
+    /// (second since `epoch`) << 32 | uses in that second.
+    state: std::sync::atomic::AtomicU64,
+}
+
+impl Budget {
+    pub fn new(per_second: u32) -> Self {
+        Self { per_second, epoch: Instant::now(), state: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Takes one use at `now`; false once this second's are spent.
+    pub fn take(&self, now: Instant) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sec = now.saturating_duration_since(self.epoch).as_secs() & 0xffff_ffff;
+        let mut cur = self.state.load(Relaxed);
+        loop {
+            let (s, used) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if s == sec {
+                if used >= u64::from(self.per_second) {
+                    return false;
+                }
+                cur + 1
+            } else {
+                if self.per_second == 0 {
+                    return false;
+                }
+                sec << 32 | 1
+            };
+            match self.state.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
         }
     }
 }
@@ -124,6 +184,33 @@ mod tests {
             rl.check(v6a, t0);
         }
         assert_eq!(rl.check(v6b, t0), Decision::Limit, "same /56");
+    }
+
+    #[test]
+    fn a_flood_of_new_prefixes_does_not_reset_a_limited_client() {
+        let rl = RateLimiter::new(1.0, 2.0, 24, 56, 64 * 16);
+        let t0 = Instant::now();
+        let abuser: IpAddr = "198.51.100.7".parse().unwrap();
+        // the abuser spends its burst, then keeps asking through a flood of
+        // spoofed sources that fills every shard many times over
+        assert_eq!(rl.check(abuser, t0), Decision::Allow);
+        assert_eq!(rl.check(abuser, t0), Decision::Allow);
+        for i in 0..20_000u32 {
+            let t = t0 + std::time::Duration::from_micros(u64::from(i));
+            rl.check(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8))), t);
+            if i % 500 == 0 {
+                assert_eq!(rl.check(abuser, t), Decision::Limit, "flood #{i} reset the abuser's bucket");
+            }
+        }
+    }
+
+    #[test]
+    fn budget_spends_per_second() {
+        let b = Budget::new(3);
+        let t0 = Instant::now();
+        assert_eq!((0..5).filter(|_| b.take(t0)).count(), 3);
+        assert!(b.take(t0 + std::time::Duration::from_secs(1)), "a new second, a new budget");
+        assert!(!Budget::new(0).take(t0));
     }
 
     #[test]

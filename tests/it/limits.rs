@@ -172,3 +172,93 @@ async fn idle_tcp_connections_make_room_when_slots_run_low() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     srv.shutdown().await;
 }
+
+/// Replies to `packets` sent at once from one socket, collected for `wait`.
+async fn replies_to(server: std::net::SocketAddr, packets: &[Vec<u8>], wait: std::time::Duration) -> Vec<Vec<u8>> {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for p in packets {
+        s.send_to(p, server).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65535];
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, s.recv_from(&mut buf)).await {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+/// Clients outside the ACL are answered in the UDP fast path: REFUSED (with
+/// EDE 18) within the global `outside_acl_refused_qps`, silence past it; a
+/// packet that is not a simple query gets a bare REFUSED header, never
+/// FORMERR or NOTIMP, and a response (QR set) gets nothing; with
+/// `outside_acl = "drop"` nothing at all. No upstream query ever.
+#[tokio::test]
+async fn outsiders_get_budgeted_refused_or_nothing_never_formerr() {
+    use std::time::Duration;
+    let up = Upstream::start().await;
+    let cfg = config(up.addr, "", "")
+        .replace(r#"allow_clients = ["127.0.0.0/8"]"#, "allow_clients = [\"10.0.0.0/8\"]\noutside_acl_refused_qps = 5");
+    let srv = TestServer::start(&cfg).await;
+    // a flood of 40 queries: at most this second's 5 (and the next second's, if the flood straddles one)
+    let flood: Vec<Vec<u8>> = (0..40).map(|i| query_bytes(&format!("f{i}.example."), RecordType::A, EDNS).1).collect();
+    let got = replies_to(srv.addr, &flood, Duration::from_millis(600)).await;
+    assert!((1..=10).contains(&got.len()), "budgeted: {} replies to 40", got.len());
+    let m = hickory_proto::op::Message::from_vec(&got[0]).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(ede(&m).first().map(|e| e.0), Some(18));
+    // once the budget refilled: odd packets
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, q) = query_bytes("odd.example.", RecordType::A, EDNS);
+    let mut bad_opcode = q.clone();
+    bad_opcode[2] = (bad_opcode[2] & 0x87) | (2 << 3); // opcode STATUS: NOTIMP for an insider
+    let mut trailing = q.clone();
+    trailing.extend_from_slice(b"junk"); // FORMERR or hickory's decode for an insider
+    let mut response = q.clone();
+    response[2] |= 0x80;
+    for (what, p) in [("opcode 2", &bad_opcode), ("trailing bytes", &trailing)] {
+        let r = udp_raw(srv.addr, p, Duration::from_millis(500)).await.unwrap_or_else(|| panic!("{what}: REFUSED within budget"));
+        assert_eq!((r[0], r[1]), (p[0], p[1]), "{what}: the ID");
+        assert_eq!(r[3] & 0x0f, 5, "{what}: REFUSED, not FORMERR/NOTIMP");
+        assert_eq!(&r[4..12], &[0; 8], "{what}: a bare header");
+    }
+    assert!(udp_raw(srv.addr, &response, Duration::from_millis(300)).await.is_none(), "a response is never answered");
+    assert!(udp_raw(srv.addr, &q[..8], Duration::from_millis(300)).await.is_none(), "nor a short packet");
+    assert_eq!(up.count(), 0);
+    srv.shutdown().await;
+    let cfg = config(up.addr, "", "").replace(r#"allow_clients = ["127.0.0.0/8"]"#, "allow_clients = [\"10.0.0.0/8\"]\noutside_acl = \"drop\"");
+    let srv = TestServer::start(&cfg).await;
+    assert!(udp_raw(srv.addr, &q, Duration::from_millis(400)).await.is_none(), "outside_acl = drop");
+    srv.shutdown().await;
+}
+
+/// `[limits]` with the blocked-query log on: limited clients are refused,
+/// the others are served (blocked names included, and logged), both in the
+/// UDP fast path and over TCP; the limiter counts every query once.
+#[tokio::test]
+async fn rate_limit_and_blocked_log_work_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "block.txt", "bad.example\n");
+    let log = dir.path().join("blocked.jsonl");
+    let up = Upstream::start().await;
+    let extra = format!("[limits]\nper_client_qps = 1\nburst = 4\n[log]\nblocked = \"{}\"\n", log.display());
+    let lists = format!("[[lists]]\nname = \"b\"\nsource = \"{list}\"\n");
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    let mut codes = Vec::new();
+    for name in ["bad.example.", "ok.example.", "bad.example.", "ok.example.", "bad.example.", "ok.example."] {
+        codes.push(udp(srv.addr, name, RecordType::A, EDNS).await.unwrap().metadata.response_code);
+    }
+    use ResponseCode::*;
+    assert_eq!(codes, vec![NXDomain, NoError, NXDomain, NoError, Refused, Refused], "4 served, then limited");
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || async {
+            std::fs::read_to_string(&log).map(|t| t.lines().filter(|l| l.contains("\"qname\":\"bad.example\"")).count() == 2).unwrap_or(false)
+        })
+        .await,
+        "both served blocked queries logged, the limited one not: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    let metrics = http_get(srv.http, "/metrics").await.1;
+    assert_eq!(sample(&metrics, "qalqan_rate_limited_total"), 2.0, "each query counted once");
+    srv.shutdown().await;
+}

@@ -334,3 +334,27 @@ async fn upstream_that_cannot_be_sent_to_fails_over_at_once() {
     assert!(took < Duration::from_millis(400), "failed over after {took:?}");
     srv.shutdown().await;
 }
+
+/// RFC 8482: ANY gets one synthesized HINFO ("RFC8482"), never the records
+/// upstream would list (the amplifier's question); a blocked name stays
+/// blocked for ANY too.
+#[tokio::test]
+async fn any_gets_the_rfc_8482_minimal_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "block.txt", "bad.example\n");
+    let up = Upstream::start().await;
+    up.set("many.example.", RecordType::A, Canned::Answer(vec![a("many.example.", 300, "198.51.100.1")]));
+    let srv = TestServer::start(&config(up.addr, &format!("[[lists]]\nname = \"b\"\nsource = \"{list}\"\n"), "")).await;
+    for m in [udp(srv.addr, "many.example.", RecordType::ANY, EDNS).await.unwrap(), tcp(srv.addr, "many.example.", RecordType::ANY, EDNS).await] {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1, "{m:?}");
+        match &m.answers[0].data {
+            RData::HINFO(h) => assert_eq!((&h.cpu[..], &h.os[..]), (&b"RFC8482"[..], &b""[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(up.count(), 0, "ANY is not asked upstream");
+    let m = udp(srv.addr, "bad.example.", RecordType::ANY, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    srv.shutdown().await;
+}
