@@ -47,6 +47,8 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    /// `qalqan_tcp_connections_open`.
+    pub tcp_open: IntGauge,
     pub list_rules: IntGaugeVec,
     pub list_reloads: IntCounterVec,
     pub list_last_success: IntGaugeVec,
@@ -130,6 +132,8 @@ impl Metrics {
         registry.register(Box::new(cache_entries.clone()))?;
         let cache_bytes = IntGauge::new("qalqan_cache_bytes", "Bytes the reply cache holds (replies and bookkeeping; [cache] max_bytes bounds it)")?;
         registry.register(Box::new(cache_bytes.clone()))?;
+        let tcp_open = IntGauge::new("qalqan_tcp_connections_open", "DNS-over-TCP connections open now")?;
+        registry.register(Box::new(tcp_open.clone()))?;
         let list_rules = IntGaugeVec::new(Opts::new("qalqan_list_rules", "Rules in force, by list"), &["list"])?;
         registry.register(Box::new(list_rules.clone()))?;
         let list_reloads = IntCounterVec::new(
@@ -196,6 +200,7 @@ impl Metrics {
             cache_misses,
             cache_entries,
             cache_bytes,
+            tcp_open,
             list_rules,
             list_reloads,
             list_last_success,

@@ -96,11 +96,14 @@ pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, s
         let (handler, per_client, stop, pressure) = (handler.clone(), Arc::clone(&per_client), stop.clone(), Arc::clone(&pressure));
         tracker.spawn(async move {
             let _permit = permit;
+            let open = &handler.shared.metrics.tcp_open;
+            open.inc();
             let deadline = tokio::time::Instant::now() + limits.lifetime;
             tokio::select! {
                 _ = connection(stream, peer, &handler, limits, &pressure, stop) => {}
                 _ = tokio::time::sleep_until(deadline) => tracing::debug!(%peer, "TCP connection closed: tcp_max_lifetime_ms"),
             }
+            open.dec();
             let mut m = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(n) = m.get_mut(&prefix) {
                 *n = n.saturating_sub(1);

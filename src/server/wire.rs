@@ -56,6 +56,9 @@ pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> O
 pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, udp: bool) -> Option<Vec<u8>> {
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None; // never answer a response, not even with FORMERR (reply loops)
+    }
     let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
     let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(r) => r,

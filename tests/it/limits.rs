@@ -48,7 +48,8 @@ async fn tcp_connections_per_client_are_capped() {
     let n = tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "the third connection is closed at once");
     drop((a, b));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let m = &srv.metrics;
+    assert!(eventually(std::time::Duration::from_secs(2), || async { m.tcp_open.get() == 0 }).await, "the two closed");
     // slots free again: a query over TCP works
     let m = tcp(srv.addr, "x.example.", RecordType::A, EDNS).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -161,7 +162,8 @@ async fn idle_tcp_connections_make_room_when_slots_run_low() {
     for _ in 0..3 {
         idle.push(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
     }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let m = &srv.metrics;
+    assert!(eventually(std::time::Duration::from_secs(2), || async { m.tcp_open.get() == 3 }).await, "three open");
     // the fourth takes the last slot: the idle ones are told to go
     let _fourth = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     for c in &mut idle {

@@ -1,5 +1,7 @@
-//! Bad packets: FORMERR when a header can be read, silence otherwise; the
-//! server keeps answering afterwards.
+//! Bad packets: a reply (FORMERR, NOTIMP, BADVERS …) with the packet's ID
+//! whenever a header can be read and it is a query; silence for anything
+//! shorter than a header and for responses (QR set). Each case below says
+//! which of the two it expects; the server keeps answering afterwards.
 
 use std::time::Duration;
 
@@ -48,18 +50,17 @@ async fn malformed_packets_never_break_the_server() {
     assert_eq!(rcode_of(&r), 1, "qdcount 2 → FORMERR");
     still_answers(&srv).await;
 
-    // a compression pointer loop in the question name
+    // a compression pointer loop in the question name: FORMERR, no question echoed
     let looped = [0x00, 0x07, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1];
-    if let Some(r) = udp_raw(srv.addr, &looped, wait).await {
-        assert_eq!(rcode_of(&r), 1);
-    }
+    let r = udp_raw(srv.addr, &looped, wait).await.expect("FORMERR for a pointer loop");
+    assert_eq!((&r[..2], rcode_of(&r)), (&[0x00, 0x07][..], 1));
+    assert_eq!(&r[4..6], &[0, 0], "the looping question is not echoed");
     still_answers(&srv).await;
 
-    // truncated question
+    // truncated question: FORMERR
     let (_, q) = query_bytes("truncated.example.", RecordType::A, PLAIN);
-    if let Some(r) = udp_raw(srv.addr, &q[..q.len() - 3], wait).await {
-        assert_eq!(rcode_of(&r), 1);
-    }
+    let r = udp_raw(srv.addr, &q[..q.len() - 3], wait).await.expect("FORMERR for a cut question");
+    assert_eq!((&r[..2], rcode_of(&r)), (&q[..2], 1));
     still_answers(&srv).await;
 
     // a response sent as a query: ignored
@@ -84,11 +85,42 @@ async fn malformed_packets_never_break_the_server() {
     assert_eq!(u16::from(m.metadata.response_code), 16, "BADVERS");
     still_answers(&srv).await;
 
-    // random garbage of many sizes
-    for len in [12usize, 13, 17, 31, 64, 200, 512, 1500] {
-        let junk: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
-        let _ = udp_raw(srv.addr, &junk, Duration::from_millis(100)).await;
+    // random garbage of many sizes. Dropped (no reply) may be exactly:
+    // anything with QR set (a response: answering it could start a loop
+    // with another server). Every other packet of 12 bytes or more has a
+    // header, so it gets a reply with its ID (FORMERR, NOTIMP, BADVERS,
+    // REFUSED, or an answer if the bytes happen to make a query).
+    let packets: Vec<Vec<u8>> = (0..400u16)
+        .map(|round| {
+            let len = [12usize, 13, 17, 31, 64, 200, 512, 1500][usize::from(round) % 8];
+            let mut junk: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+            junk[..2].copy_from_slice(&round.to_be_bytes()); // a distinct ID each
+            if round % 2 == 0 {
+                junk[2] &= 0x7f; // half of them queries for sure
+            }
+            junk
+        })
+        .collect();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut replied = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 65535];
+    for chunk in packets.chunks(50) {
+        for p in chunk {
+            sock.send_to(p, srv.addr).await.unwrap();
+        }
+        // every reply to this chunk, until the socket is quiet for 300 ms
+        while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await {
+            let r = &buf[..n];
+            let id = u16::from_be_bytes([r[0], r[1]]);
+            let sent = packets.get(usize::from(id)).expect("the reply carries a packet's ID");
+            assert!(sent[2] & 0x80 == 0, "a response got a reply: {sent:02x?}");
+            assert!(r[2] & 0x80 != 0, "QR set in the reply");
+            replied.insert(id);
+        }
     }
+    let silent_queries: Vec<&Vec<u8>> =
+        packets.iter().enumerate().filter(|(i, p)| p[2] & 0x80 == 0 && !replied.contains(&(*i as u16))).map(|(_, p)| p).collect();
+    assert!(silent_queries.is_empty(), "queries with a header got no reply: {silent_queries:02x?}");
     still_answers(&srv).await;
     srv.shutdown().await;
 }

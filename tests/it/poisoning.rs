@@ -236,7 +236,8 @@ async fn a_dropped_leader_releases_its_waiters() {
         let mut buf = [0u8; 512];
         let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await;
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = count.clone();
+    assert!(eventually(Duration::from_secs(2), || async { c.load(Ordering::SeqCst) == 1 }).await, "the leader asked upstream");
     // a waiter on the fast path: answered (SERVFAIL) when the leader goes
     let m = udp(addr, "gone.example.", RecordType::A, EDNS).await.expect("the waiter is answered");
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);

@@ -70,12 +70,12 @@ async fn file_reloads_atomically_and_keeps_last_good() {
     // 3. garbage: over the bad-line budget → rejected, old list in force
     let garbage: String = (0..100).map(|i| format!("not a domain {i}\n")).collect();
     replace(dir.path(), "reg.txt", &format!("{body}{garbage}"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(eventually(Duration::from_secs(5), || async { errors_of(&srv) == 1.0 }).await, "the garbage version was rejected");
     assert_eq!(rcode(addr, "inplace.test.").await, ResponseCode::NXDomain, "old list still enforced");
 
     // 4. empty / truncated file: shrink gate rejects it
     replace(dir.path(), "reg.txt", "# nothing\n");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(eventually(Duration::from_secs(5), || async { errors_of(&srv) == 2.0 }).await, "the empty version was rejected");
     assert_eq!(rcode(addr, "keep5.test.").await, ResponseCode::NXDomain, "old list still enforced");
     assert_eq!(rcode(addr, "new.test.").await, ResponseCode::NXDomain);
     let errors = srv.metrics.encode();
@@ -130,4 +130,9 @@ async fn cached_answers_are_rechecked_after_a_reload() {
     assert_eq!(rcode(addr, "direct.example.").await, ResponseCode::NoError);
     assert_eq!(up.count(), asked);
     srv.shutdown().await;
+}
+
+/// Rejected reloads of the list `reg` so far.
+fn errors_of(srv: &TestServer) -> f64 {
+    sample(&srv.metrics.encode(), r#"qalqan_list_reloads_total{list="reg",result="error"}"#)
 }
