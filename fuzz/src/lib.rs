@@ -227,12 +227,19 @@ fn run_fast_path(env: &PacketEnv, request: &[u8], src: SocketAddr) {
                 check_reply(request, &reply);
             }
         }
-        Fast::Slow => {}
+        // handed to the hickory path (checked above), or no reply at all
+        Fast::Slow | Fast::Drop => {}
     }
 }
 
 /// The reply invariants (panics when one is broken).
 pub fn check_reply(request: &[u8], reply: &[u8]) {
+    assert!(
+        request.get(2).is_some_and(|f| f & 0x80 == 0),
+        "a reply to a response (QR set), or to less than a header\nrequest {}\nreply {}",
+        hex(request),
+        hex(reply)
+    );
     let msg = match Message::from_vec(reply) {
         Ok(m) => m,
         Err(_) if skip_known_bugs() && question_has_pointer(request) => return,
