@@ -70,13 +70,25 @@ fn tool(name: &str) -> PathBuf {
     }
 }
 
-fn knotd_installed() -> bool {
-    Command::new(tool("knotd"))
+/// Whether this is a CI run (`CI` set and not `false`/`0`, as in
+/// tests/it/support.rs): then a missing tool fails the test.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether `name` runs; when not, a loud skip, or a failure under CI.
+fn have(name: &str, package: &str) -> bool {
+    let ok = Command::new(tool(name))
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!in_ci(), "CI=true: `{name}` is not installed (tests/run.sh installs {package})");
+        eprintln!("SKIPPING: `{name}` not installed (apt-get install {package})");
+    }
+    ok
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.
@@ -114,7 +126,11 @@ fn start_knot_with(ip: &str, port: u16, notify_port: Option<u16>) -> Knot {
     let d = dir.path().display();
     let conf = dir.path().join("knot.conf");
     let (remote, notify) = match notify_port {
-        Some(q) => (format!("remote:\n  - id: qalqan\n    address: 127.0.0.1@{q}\n    via: {ip}\n"), "    notify: qalqan\n"),
+        // Knot signs its NOTIFY with the key, and checks qalqan's signed reply
+        Some(q) => (
+            format!("remote:\n  - id: qalqan\n    address: 127.0.0.1@{q}\n    via: {ip}\n    key: qalqan-key\n"),
+            "    notify: qalqan\n",
+        ),
         None => (String::new(), ""),
     };
     let config = format!(
@@ -189,11 +205,7 @@ fn cname(owner: &str, target: &str) -> Record {
 
 #[tokio::test]
 async fn transfers_from_knot() {
-    if !knotd_installed() {
-        if std::env::var_os("CI").is_some() {
-            panic!("knotd not installed (CI is set): apt-get install -y knot");
-        }
-        eprintln!("skipping: knotd not installed");
+    if !have("knotd", "knot") {
         return;
     }
     let knot = start_knot();
@@ -291,15 +303,20 @@ async fn transfers_from_knot() {
 }
 
 /// Knot on 127.0.0.2 (so a NOTIFY's source tells the primary apart from the
-/// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`.
-fn start_knot_notifying(qalqan_port: u16) -> Knot {
+/// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`
+/// when given.
+fn start_knot_on_2(qalqan_port: Option<u16>) -> Knot {
     let port = loop {
         let p = free_port();
         if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
             break p;
         }
     };
-    start_knot_with("127.0.0.2", port, Some(qalqan_port))
+    start_knot_with("127.0.0.2", port, qalqan_port)
+}
+
+fn start_knot_notifying(qalqan_port: u16) -> Knot {
+    start_knot_on_2(Some(qalqan_port))
 }
 
 async fn rcode(server: SocketAddr, name: &str) -> Option<hickory_proto::op::ResponseCode> {
@@ -320,9 +337,7 @@ fn rand_id() -> u16 {
 
 #[tokio::test]
 async fn resolver_follows_knot_by_axfr_notify_and_ixfr() {
-    if !knotd_installed() {
-        assert!(std::env::var_os("CI").is_none(), "knotd is required in CI (tests/run.sh installs knot)");
-        eprintln!("skipping: knotd not installed");
+    if !have("knotd", "knot") {
         return;
     }
     // qalqan's sockets first: knot must know where to send NOTIFY
@@ -417,4 +432,162 @@ refresh_s = 3600
     assert_eq!(rcode(qaddr, "added.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// qalqan serving one `axfr://` RPZ list from `primary` with the test key,
+/// with its /metrics endpoint; stopped (and joined) by `stop`.
+struct Qalqan {
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), qalqan::StartError>>,
+    _state: tempfile::TempDir,
+}
+
+impl Qalqan {
+    async fn start(primary: SocketAddr, refresh_s: u32) -> Qalqan {
+        let (udp, tcp) = loop {
+            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+                break (u, t);
+            }
+        };
+        let addr = udp.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = http.local_addr().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let toml = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["127.0.0.1:9"]
+timeout_ms = 300
+[state]
+dir = "{}"
+[[lists]]
+name = "rpz"
+source = "axfr://{primary}/rpz.test"
+format = "rpz"
+tsig = "hmac-sha256:qalqan-key:{SECRET}"
+refresh_s = {refresh_s}
+"#,
+            state.path().display(),
+        );
+        let app = qalqan::App::from_toml_str(&toml).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sockets = qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http);
+        let task = tokio::spawn(qalqan::serve(app, sockets, stop.clone()));
+        Qalqan { addr, metrics, stop, task, _state: state }
+    }
+
+    /// Sum of the samples of `series` (a metric name with a label prefix).
+    async fn metric(&self, series: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.unwrap().unwrap();
+        body.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `name` over the wire until it answers `want` (an observable
+    /// event, no fixed sleep), or fails after `within` with `why`.
+    async fn until(&self, name: &str, want: ResponseCode, within: Duration, why: &dyn Fn() -> String) {
+        let t0 = Instant::now();
+        while rcode(self.addr, name).await != Some(want) {
+            assert!(t0.elapsed() < within, "{name} not {want} within {within:?}: {}", why());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+use hickory_proto::op::ResponseCode;
+
+/// `kdig` sends a NOTIFY for rpz.test to qalqan from `from`, signed with
+/// `key` (kdig's `-y` form) if given, with its clock shifted by `skew`
+/// (libfaketime's `-f` offset, e.g. `-400s`) if given. Returns kdig's
+/// output: header status and TSIG pseudosection.
+/// Run off the runtime thread: qalqan serves on it meanwhile.
+async fn kdig_notify(qalqan: SocketAddr, from: &str, key: Option<&str>, skew: Option<&str>) -> String {
+    let mut cmd = match skew {
+        Some(s) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", s, "kdig"]);
+            c
+        }
+        None => Command::new("kdig"),
+    };
+    cmd.args(["-b", from, "-p", &qalqan.port().to_string(), "+notcp", "+tsig", "+retry=0", "+time=3"]);
+    if let Some(k) = key {
+        cmd.args(["-y", k]);
+    }
+    cmd.arg(format!("@{}", qalqan.ip())).args(["rpz.test", "NOTIFY"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A NOTIFY for a list with `tsig` counts only when signed with the list's
+/// key, checked against an independent signer: every NOTIFY here is signed
+/// (or not) by Knot's `kdig -y`, the clock-skew one by kdig under
+/// libfaketime. Refused ones trigger no refresh: the zone changed on Knot,
+/// yet qalqan neither asks (no reload counted) nor enforces the new rule,
+/// until a correctly signed NOTIFY from the primary's address arrives.
+/// Fails on the code before NOTIFY verification: the unsigned NOTIFY from
+/// the primary's address was accepted (NOERROR) and triggered the IXFR.
+#[tokio::test]
+async fn notify_needs_the_lists_tsig_key() {
+    if !have("knotd", "knot") || !have("kdig", "knot-dnsutils") || !have("faketime", "faketime") {
+        return;
+    }
+    let knot = start_knot_on_2(None);
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    wait_for_serial(&knot, &zone, 1).await;
+    let q = Qalqan::start(knot.addr, 3600).await;
+    q.until("bad.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    // the zone moves on at Knot, which does not NOTIFY (no `notify:` here)
+    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 2).await;
+    let reloads = q.metric("qalqan_list_reloads_total{list=\"rpz\"").await;
+
+    let good = format!("hmac-sha256:qalqan-key:{SECRET}");
+    let wrong_secret = format!("hmac-sha256:qalqan-key:{OTHER_SECRET}");
+    let wrong_name = format!("hmac-sha256:other-key:{SECRET}");
+    // (case, source address, key, clock skew, status kdig shows: the rcode,
+    // or for NOTAUTH the TSIG error, which kdig prints in its place)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+    let refused: &[Case] = &[
+        ("unsigned, from the primary", "127.0.0.2", None, None, "REFUSED"),
+        ("wrong secret", "127.0.0.2", Some(&wrong_secret), None, "BADSIG"),
+        ("wrong key name", "127.0.0.2", Some(&wrong_name), None, "BADKEY"),
+        ("signed 400 s in the past", "127.0.0.2", Some(&good), Some("-400s"), "BADTIME"),
+        ("signed 400 s in the future", "127.0.0.2", Some(&good), Some("+400s"), "BADTIME"),
+        ("good key, not from the primary", "127.0.0.1", Some(&good), None, "REFUSED"),
+    ];
+    for (case, from, key, skew, status) in refused {
+        let out = kdig_notify(q.addr, from, *key, *skew).await;
+        assert!(out.contains(&format!("status: {status};")), "case `{case}`: kdig said\n{out}");
+    }
+    // none of them made qalqan ask Knot: no reload of any result, rule not enforced
+    assert_eq!(q.metric("qalqan_list_reloads_total{list=\"rpz\"").await, reloads, "a refused NOTIFY triggered a refresh");
+    assert_ne!(rcode(q.addr, "added.example.").await, Some(ResponseCode::NXDomain), "a refused NOTIFY triggered a transfer");
+
+    // signed by kdig with the list's key, from the primary: accepted, and
+    // kdig verified our signed reply (it warns when it cannot)
+    let out = kdig_notify(q.addr, "127.0.0.2", Some(&good), None).await;
+    assert!(out.contains("status: NOERROR"), "kdig said\n{out}");
+    assert!(!out.to_ascii_lowercase().contains("warning"), "kdig did not accept the reply's TSIG:\n{out}");
+    q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    assert!(q.metric("qalqan_list_reloads_total{list=\"rpz\"").await > reloads);
+    q.shutdown().await;
 }
