@@ -399,8 +399,11 @@ refresh_s = 3600
         assert_eq!(r.metadata.response_code, hickory_proto::op::ResponseCode::Refused);
     }
 
-    // change the zone: knot reloads, NOTIFYs qalqan, qalqan IXFRs
-    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    // change the zone: one rule DELETED (bad.example; its wildcard stays),
+    // one added; knot reloads, NOTIFYs qalqan (signed), qalqan IXFRs
+    let v2 = zone_file(2, "added.example CNAME .\n").replace("\nbad.example CNAME .\n", "\n");
+    assert!(!v2.contains("\nbad.example CNAME") && v2.contains("*.bad.example CNAME"));
+    std::fs::write(knot.zone_path(), &v2).unwrap();
     knot.knotc(&["zone-reload", "rpz.test"]);
     let t0 = Instant::now();
     loop {
@@ -410,8 +413,23 @@ refresh_s = 3600
         assert!(t0.elapsed() < Duration::from_secs(5), "NOTIFY + IXFR not applied within 5 s; knot log:\n{}", knot.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
-    assert!(knot.log().contains("notify"), "knot sent a NOTIFY:\n{}", knot.log());
+    // the deleted rule no longer blocks (the name goes upstream, which is
+    // down: SERVFAIL), the rules around it still do
+    let unblocked = rcode(qaddr, "bad.example.").await;
+    assert!(matches!(unblocked, Some(r) if r != hickory_proto::op::ResponseCode::NXDomain), "deleted rule still enforced: {unblocked:?}");
+    assert_eq!(rcode(qaddr, "x.bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "wildcard kept");
+    assert_eq!(rcode(qaddr, "host17.blocked-domain-number-17.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
+    // and it came as an IXFR, by Knot's own account: one outgoing IXFR
+    // 1 -> 2, no AXFR after the first, no fallback to AXFR
+    let log = knot.log();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains("started")).count();
+    assert_eq!(lines("IXFR, outgoing"), 1, "expected one outgoing IXFR in knot's log:\n{log}");
+    assert!(log.lines().any(|l| l.contains("IXFR, outgoing") && l.contains("serial 1 -> 2")), "{log}");
+    assert_eq!(lines("AXFR, outgoing"), 1, "only the initial AXFR:\n{log}");
+    assert!(!log.to_ascii_lowercase().contains("fallback"), "{log}");
+    // knot sent a signed NOTIFY and accepted qalqan's signed reply
+    assert!(log.lines().any(|l| l.contains("notify, outgoing") && l.contains("serial 2")), "{log}");
+    assert!(!log.lines().any(|l| l.contains("notify, outgoing") && (l.contains("failed") || l.contains("TSIG"))) , "{log}");
     stop.cancel();
     task.await.unwrap().unwrap();
 
@@ -430,6 +448,7 @@ refresh_s = 3600
     let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rcode(qaddr, "added.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
+    assert_ne!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "the deletion was persisted");
     stop.cancel();
     task.await.unwrap().unwrap();
 }
