@@ -30,12 +30,44 @@ struct Knot {
 
 impl Drop for Knot {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 impl Knot {
+    /// Rewrites knot.conf with `edit` and has knotd reload it.
+    fn reconfigure(&self, edit: impl FnOnce(String) -> String) {
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let new = edit(conf.clone());
+        assert_ne!(conf, new, "the edit changed nothing");
+        std::fs::write(&self.conf, new).unwrap();
+        self.knotc(&["reload"]);
+    }
+
+    /// Stops knotd and starts it again on the same config and storage;
+    /// with `skew`, under libfaketime's clock offset (e.g. `+400s`).
+    fn restart(&mut self, skew: Option<&str>) {
+        self.stop();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("knotd.log")).unwrap();
+        let mut cmd = match skew {
+            Some(s) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", s]).arg(tool("knotd"));
+                c
+            }
+            None => Command::new(tool("knotd")),
+        };
+        self.child = cmd.arg("-c").arg(&self.conf).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    }
+
+    /// `knotc stop`, then reap: under `faketime` the child is the wrapper,
+    /// and killing it would leave knotd running.
+    fn stop(&mut self) {
+        let _ = Command::new(tool("knotc")).arg("-c").arg(&self.conf).arg("stop").output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn zone_path(&self) -> PathBuf {
         self.dir.path().join("rpz.test.zone")
     }
@@ -608,5 +640,235 @@ async fn notify_needs_the_lists_tsig_key() {
     assert!(!out.to_ascii_lowercase().contains("warning"), "kdig did not accept the reply's TSIG:\n{out}");
     q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
     assert!(q.metric("qalqan_list_reloads_total{list=\"rpz\"").await > reloads);
+    q.shutdown().await;
+}
+
+/// What the relay in front of Knot does to a transfer's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mangle {
+    Pass,
+    /// Cut the MAC of the first message's TSIG to 16 bytes.
+    TruncateMac,
+    /// Drop the TSIG record of the last message (of several).
+    StripLastTsig,
+}
+
+/// A TCP relay on 127.0.0.1 in front of Knot: SOA queries pass untouched,
+/// AXFR/IXFR answers are collected whole (the transfer ends at the opening
+/// SOA's 2nd appearance for AXFR, 3rd for IXFR) and mangled per `mode`.
+/// Every MAC it forwards was made by Knot; the relay never signs.
+struct Relay {
+    addr: SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<Mangle>>,
+    /// (mode, messages in the transfer) of every mangled transfer.
+    done: std::sync::Arc<std::sync::Mutex<Vec<(Mangle, usize)>>>,
+}
+
+async fn read_msg(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+async fn write_msg(s: &mut tokio::net::TcpStream, m: &[u8]) -> Option<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut framed = u16::try_from(m.len()).ok()?.to_be_bytes().to_vec();
+    framed.extend_from_slice(m);
+    s.write_all(&framed).await.ok()
+}
+
+fn mangle(raw: &[u8], f: impl FnOnce(&mut Vec<Record>)) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::from_vec(raw).unwrap();
+    assert!(matches!(m.additionals.last().map(|r| &r.data), Some(RData::TSIG(_))), "Knot signed this message");
+    f(&mut m.additionals);
+    m.to_vec().unwrap()
+}
+
+impl Relay {
+    async fn start(knot: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(Mangle::Pass));
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, d) = (mode.clone(), done.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Relay::serve(client, knot, m.clone(), d.clone()));
+            }
+        });
+        Relay { addr, mode, done }
+    }
+
+    fn set(&self, m: Mangle) {
+        *self.mode.lock().unwrap() = m;
+    }
+
+    async fn serve(
+        mut client: tokio::net::TcpStream,
+        knot: SocketAddr,
+        mode: std::sync::Arc<std::sync::Mutex<Mangle>>,
+        done: std::sync::Arc<std::sync::Mutex<Vec<(Mangle, usize)>>>,
+    ) {
+        use hickory_proto::rr::RecordType;
+        let Some(req) = read_msg(&mut client).await else { return };
+        let Ok(mut up) = tokio::net::TcpStream::connect(knot).await else { return };
+        write_msg(&mut up, &req).await;
+        let qtype = hickory_proto::op::Message::from_vec(&req).unwrap().queries[0].query_type();
+        let ends_at = match qtype {
+            RecordType::AXFR => 2,
+            RecordType::IXFR => 3,
+            _ => 1, // one message
+        };
+        let mut msgs = Vec::new();
+        let mut soas = 0;
+        let mut opening = None;
+        while let Some(m) = read_msg(&mut up).await {
+            let parsed = hickory_proto::op::Message::from_vec(&m).unwrap();
+            let single_soa = parsed.answers.len() == 1 && msgs.is_empty();
+            for r in &parsed.answers {
+                if let RData::SOA(s) = &r.data {
+                    let o = *opening.get_or_insert(s.serial);
+                    soas += usize::from(s.serial == o);
+                }
+            }
+            let rcode = parsed.metadata.response_code;
+            msgs.push(m);
+            // an IXFR answered with the current SOA alone: up to date
+            if ends_at == 1 || soas >= ends_at || rcode != ResponseCode::NoError || (single_soa && qtype == RecordType::IXFR) {
+                break;
+            }
+        }
+        let mode = *mode.lock().unwrap();
+        if ends_at > 1 && mode != Mangle::Pass && msgs.len() > 1 {
+            match mode {
+                Mangle::TruncateMac => {
+                    msgs[0] = mangle(&msgs[0], |ar| {
+                        if let Some(RData::TSIG(t)) = ar.last_mut().map(|r| &mut r.data) {
+                            t.mac.truncate(16);
+                        }
+                    })
+                }
+                Mangle::StripLastTsig => {
+                    let last = msgs.len() - 1;
+                    msgs[last] = mangle(&msgs[last], |ar| {
+                        ar.pop();
+                    })
+                }
+                Mangle::Pass => {}
+            }
+            done.lock().unwrap().push((mode, msgs.len()));
+        }
+        for m in &msgs {
+            if write_msg(&mut client, m).await.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Log lines qalqan writes at warn and above, captured for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// TSIG failures at each step of a refresh: every one fails it, and the
+/// list qalqan enforces stays the last good one (old rule blocks, the new
+/// one does not). Who signed and who judged, per case:
+///
+/// - truncated MAC: Knot signed the IXFR; a relay cut the first message's
+///   MAC to 16 bytes; qalqan's verifier refuses it.
+/// - unsigned last message: Knot signed every message of a multi-message
+///   IXFR; the relay dropped the last one's TSIG; qalqan refuses it.
+/// - wrong secret / wrong key name: Knot reconfigured with another secret /
+///   another key name; Knot rejects qalqan's signed request (BADSIG /
+///   BADKEY) at the SOA check that starts each refresh, and qalqan reports
+///   that. (transfers_from_knot checks the same at the transfer itself.)
+/// - clock skew: knotd restarted under libfaketime 400 s ahead, beyond the
+///   300 s fudge; Knot answers BADTIME. Our own time check on an answer is
+///   tested in-process (axfr.rs `tsig_time_is_checked_against_our_fudge_not_the_primarys`,
+///   our signer) and against kdig under faketime (notify_needs_the_lists_tsig_key).
+///
+/// After all that, Knot fixed and relaying cleanly, the update arrives.
+#[tokio::test]
+async fn tsig_failures_keep_the_last_list() {
+    if !have("knotd", "knot") || !have("faketime", "faketime") {
+        return;
+    }
+    let log = Captured::default();
+    let w = log.clone();
+    let sub = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
+    // current-thread runtime: qalqan's tasks log on this thread
+    let _guard = tracing::subscriber::set_default(sub);
+
+    let mut knot = start_knot();
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    wait_for_serial(&knot, &zone, 1).await;
+    let relay = Relay::start(knot.addr).await;
+    let q = Qalqan::start(relay.addr, 1).await;
+    q.until("bad.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    // serial 2 adds a rule and enough records that the IXFR takes several messages
+    let mut extra = String::from("added.example CNAME .\n");
+    for i in 0..3000 {
+        extra.push_str(&format!("more{i}.second-batch-of-blocked-names-{i}.example CNAME .\n"));
+    }
+    std::fs::write(knot.zone_path(), zone_file(2, &extra)).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 2).await;
+
+    let errors = "qalqan_list_reloads_total{list=\"rpz\",result=\"error\"}";
+    // Waits until two more refreshes failed (the first may have started
+    // before the change), then checks the reason and the list in force.
+    let failed_with = async |knot: &Knot, case: &str, reason: &str| {
+        let before = q.metric(errors).await;
+        let t0 = Instant::now();
+        while q.metric(errors).await < before + 2.0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "case `{case}`: refreshes did not fail; log:\n{}\nknot:\n{}", log.text(), knot.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = log.text();
+        let last = text.lines().rev().find(|l| l.contains("list source failed")).unwrap_or_default().to_owned();
+        assert!(last.contains(reason), "case `{case}`: last failure is not `{reason}`:\n{last}");
+        assert_eq!(rcode(q.addr, "bad.example.").await, Some(ResponseCode::NXDomain), "case `{case}`: last good list dropped");
+        assert_ne!(rcode(q.addr, "added.example.").await, Some(ResponseCode::NXDomain), "case `{case}`: bad transfer applied");
+    };
+
+    relay.set(Mangle::TruncateMac);
+    failed_with(&knot, "truncated MAC", "MAC of 16 bytes").await;
+    relay.set(Mangle::StripLastTsig);
+    failed_with(&knot, "unsigned last message", "last message of the answer is not signed").await;
+    relay.set(Mangle::Pass);
+    let done = relay.done.lock().unwrap().clone();
+    assert!(done.iter().any(|(m, n)| *m == Mangle::TruncateMac && *n > 1), "{done:?}");
+    assert!(done.iter().any(|(m, n)| *m == Mangle::StripLastTsig && *n > 1), "the IXFR was one message: {done:?}");
+
+    knot.reconfigure(|c| c.replace(SECRET, OTHER_SECRET));
+    failed_with(&knot, "wrong secret", "BADSIG").await;
+    knot.reconfigure(|c| c.replace(OTHER_SECRET, SECRET).replace("qalqan-key", "other-key"));
+    failed_with(&knot, "wrong key name", "BADKEY").await;
+    knot.reconfigure(|c| c.replace("other-key", "qalqan-key"));
+    knot.restart(Some("+400s"));
+    failed_with(&knot, "clock 400 s ahead", "BADTIME").await;
+
+    // the same Knot with its clock right: the update arrives
+    knot.restart(None);
+    q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(20), &|| format!("{}\n{}", log.text(), knot.log())).await;
     q.shutdown().await;
 }
