@@ -332,7 +332,17 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
             }
             refreshers.insert(i, Arc::clone(&now));
             if let Ok(zone) = name::QName::parse(zone) {
-                notify_targets.push(server::handler::NotifyTarget { zone, primary: primary.ip(), refresh: Arc::clone(&now) });
+                // config checked the key; were it unparsable here, no target
+                // (every NOTIFY refused) rather than one accepting unsigned ones
+                match lc.tsig.as_deref().map(lists::source::TsigKey::parse).transpose() {
+                    Ok(tsig) => notify_targets.push(server::notify::NotifyTarget {
+                        zone,
+                        primary: primary.ip(),
+                        tsig,
+                        refresh: Arc::clone(&now),
+                    }),
+                    Err(e) => tracing::warn!(list = %lc.name, error = %e, "NOTIFY disabled for this list"),
+                }
             }
             source_tasks.push(lists::zone_sync::spawn(Arc::clone(&app.lists), i, state, now, sources_stop.clone()));
         }

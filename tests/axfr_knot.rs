@@ -30,12 +30,44 @@ struct Knot {
 
 impl Drop for Knot {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 impl Knot {
+    /// Rewrites knot.conf with `edit` and has knotd reload it.
+    fn reconfigure(&self, edit: impl FnOnce(String) -> String) {
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let new = edit(conf.clone());
+        assert_ne!(conf, new, "the edit changed nothing");
+        std::fs::write(&self.conf, new).unwrap();
+        self.knotc(&["reload"]);
+    }
+
+    /// Stops knotd and starts it again on the same config and storage;
+    /// with `skew`, under libfaketime's clock offset (e.g. `+400s`).
+    fn restart(&mut self, skew: Option<&str>) {
+        self.stop();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("knotd.log")).unwrap();
+        let mut cmd = match skew {
+            Some(s) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", s]).arg(tool("knotd"));
+                c
+            }
+            None => Command::new(tool("knotd")),
+        };
+        self.child = cmd.arg("-c").arg(&self.conf).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    }
+
+    /// `knotc stop`, then reap: under `faketime` the child is the wrapper,
+    /// and killing it would leave knotd running.
+    fn stop(&mut self) {
+        let _ = Command::new(tool("knotc")).arg("-c").arg(&self.conf).arg("stop").output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn zone_path(&self) -> PathBuf {
         self.dir.path().join("rpz.test.zone")
     }
@@ -70,13 +102,25 @@ fn tool(name: &str) -> PathBuf {
     }
 }
 
-fn knotd_installed() -> bool {
-    Command::new(tool("knotd"))
+/// Whether this is a CI run (`CI` set and not `false`/`0`, as in
+/// tests/it/support.rs): then a missing tool fails the test.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether `name` runs; when not, a loud skip, or a failure under CI.
+fn have(name: &str, package: &str) -> bool {
+    let ok = Command::new(tool(name))
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!in_ci(), "CI=true: `{name}` is not installed (tests/run.sh installs {package})");
+        eprintln!("SKIPPING: `{name}` not installed (apt-get install {package})");
+    }
+    ok
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.
@@ -114,7 +158,11 @@ fn start_knot_with(ip: &str, port: u16, notify_port: Option<u16>) -> Knot {
     let d = dir.path().display();
     let conf = dir.path().join("knot.conf");
     let (remote, notify) = match notify_port {
-        Some(q) => (format!("remote:\n  - id: qalqan\n    address: 127.0.0.1@{q}\n    via: {ip}\n"), "    notify: qalqan\n"),
+        // Knot signs its NOTIFY with the key, and checks qalqan's signed reply
+        Some(q) => (
+            format!("remote:\n  - id: qalqan\n    address: 127.0.0.1@{q}\n    via: {ip}\n    key: qalqan-key\n"),
+            "    notify: qalqan\n",
+        ),
         None => (String::new(), ""),
     };
     let config = format!(
@@ -189,11 +237,7 @@ fn cname(owner: &str, target: &str) -> Record {
 
 #[tokio::test]
 async fn transfers_from_knot() {
-    if !knotd_installed() {
-        if std::env::var_os("CI").is_some() {
-            panic!("knotd not installed (CI is set): apt-get install -y knot");
-        }
-        eprintln!("skipping: knotd not installed");
+    if !have("knotd", "knot") {
         return;
     }
     let knot = start_knot();
@@ -291,15 +335,20 @@ async fn transfers_from_knot() {
 }
 
 /// Knot on 127.0.0.2 (so a NOTIFY's source tells the primary apart from the
-/// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`.
-fn start_knot_notifying(qalqan_port: u16) -> Knot {
+/// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`
+/// when given.
+fn start_knot_on_2(qalqan_port: Option<u16>) -> Knot {
     let port = loop {
         let p = free_port();
         if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
             break p;
         }
     };
-    start_knot_with("127.0.0.2", port, Some(qalqan_port))
+    start_knot_with("127.0.0.2", port, qalqan_port)
+}
+
+fn start_knot_notifying(qalqan_port: u16) -> Knot {
+    start_knot_on_2(Some(qalqan_port))
 }
 
 async fn rcode(server: SocketAddr, name: &str) -> Option<hickory_proto::op::ResponseCode> {
@@ -320,9 +369,7 @@ fn rand_id() -> u16 {
 
 #[tokio::test]
 async fn resolver_follows_knot_by_axfr_notify_and_ixfr() {
-    if !knotd_installed() {
-        assert!(std::env::var_os("CI").is_none(), "knotd is required in CI (tests/run.sh installs knot)");
-        eprintln!("skipping: knotd not installed");
+    if !have("knotd", "knot") {
         return;
     }
     // qalqan's sockets first: knot must know where to send NOTIFY
@@ -384,8 +431,11 @@ refresh_s = 3600
         assert_eq!(r.metadata.response_code, hickory_proto::op::ResponseCode::Refused);
     }
 
-    // change the zone: knot reloads, NOTIFYs qalqan, qalqan IXFRs
-    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    // change the zone: one rule DELETED (bad.example; its wildcard stays),
+    // one added; knot reloads, NOTIFYs qalqan (signed), qalqan IXFRs
+    let v2 = zone_file(2, "added.example CNAME .\n").replace("\nbad.example CNAME .\n", "\n");
+    assert!(!v2.contains("\nbad.example CNAME") && v2.contains("*.bad.example CNAME"));
+    std::fs::write(knot.zone_path(), &v2).unwrap();
     knot.knotc(&["zone-reload", "rpz.test"]);
     let t0 = Instant::now();
     loop {
@@ -395,8 +445,23 @@ refresh_s = 3600
         assert!(t0.elapsed() < Duration::from_secs(5), "NOTIFY + IXFR not applied within 5 s; knot log:\n{}", knot.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
-    assert!(knot.log().contains("notify"), "knot sent a NOTIFY:\n{}", knot.log());
+    // the deleted rule no longer blocks (the name goes upstream, which is
+    // down: SERVFAIL), the rules around it still do
+    let unblocked = rcode(qaddr, "bad.example.").await;
+    assert!(matches!(unblocked, Some(r) if r != hickory_proto::op::ResponseCode::NXDomain), "deleted rule still enforced: {unblocked:?}");
+    assert_eq!(rcode(qaddr, "x.bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "wildcard kept");
+    assert_eq!(rcode(qaddr, "host17.blocked-domain-number-17.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
+    // and it came as an IXFR, by Knot's own account: one outgoing IXFR
+    // 1 -> 2, no AXFR after the first, no fallback to AXFR
+    let log = knot.log();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains("started")).count();
+    assert_eq!(lines("IXFR, outgoing"), 1, "expected one outgoing IXFR in knot's log:\n{log}");
+    assert!(log.lines().any(|l| l.contains("IXFR, outgoing") && l.contains("serial 1 -> 2")), "{log}");
+    assert_eq!(lines("AXFR, outgoing"), 1, "only the initial AXFR:\n{log}");
+    assert!(!log.to_ascii_lowercase().contains("fallback"), "{log}");
+    // knot sent a signed NOTIFY and accepted qalqan's signed reply
+    assert!(log.lines().any(|l| l.contains("notify, outgoing") && l.contains("serial 2")), "{log}");
+    assert!(!log.lines().any(|l| l.contains("notify, outgoing") && (l.contains("failed") || l.contains("TSIG"))) , "{log}");
     stop.cancel();
     task.await.unwrap().unwrap();
 
@@ -415,6 +480,395 @@ refresh_s = 3600
     let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rcode(qaddr, "added.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain));
+    assert_ne!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "the deletion was persisted");
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// qalqan serving one `axfr://` RPZ list from `primary` with the test key,
+/// with its /metrics endpoint; stopped (and joined) by `stop`.
+struct Qalqan {
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), qalqan::StartError>>,
+    _state: tempfile::TempDir,
+}
+
+impl Qalqan {
+    async fn start(primary: SocketAddr, refresh_s: u32) -> Qalqan {
+        let (udp, tcp) = loop {
+            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+                break (u, t);
+            }
+        };
+        let addr = udp.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = http.local_addr().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let toml = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["127.0.0.1:9"]
+timeout_ms = 300
+[state]
+dir = "{}"
+[[lists]]
+name = "rpz"
+source = "axfr://{primary}/rpz.test"
+format = "rpz"
+tsig = "hmac-sha256:qalqan-key:{SECRET}"
+refresh_s = {refresh_s}
+"#,
+            state.path().display(),
+        );
+        let app = qalqan::App::from_toml_str(&toml).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sockets = qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http);
+        let task = tokio::spawn(qalqan::serve(app, sockets, stop.clone()));
+        Qalqan { addr, metrics, stop, task, _state: state }
+    }
+
+    /// Sum of the samples of `series` (a metric name with a label prefix).
+    async fn metric(&self, series: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.unwrap().unwrap();
+        body.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `name` over the wire until it answers `want` (an observable
+    /// event, no fixed sleep), or fails after `within` with `why`.
+    async fn until(&self, name: &str, want: ResponseCode, within: Duration, why: &dyn Fn() -> String) {
+        let t0 = Instant::now();
+        while rcode(self.addr, name).await != Some(want) {
+            assert!(t0.elapsed() < within, "{name} not {want} within {within:?}: {}", why());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+use hickory_proto::op::ResponseCode;
+
+/// `kdig` sends a NOTIFY for rpz.test to qalqan from `from`, signed with
+/// `key` (kdig's `-y` form) if given, with its clock shifted by `skew`
+/// (libfaketime's `-f` offset, e.g. `-400s`) if given. Returns kdig's
+/// output: header status and TSIG pseudosection.
+/// Run off the runtime thread: qalqan serves on it meanwhile.
+async fn kdig_notify(qalqan: SocketAddr, from: &str, key: Option<&str>, skew: Option<&str>) -> String {
+    let mut cmd = match skew {
+        Some(s) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", s, "kdig"]);
+            c
+        }
+        None => Command::new("kdig"),
+    };
+    cmd.args(["-b", from, "-p", &qalqan.port().to_string(), "+notcp", "+tsig", "+retry=0", "+time=3"]);
+    if let Some(k) = key {
+        cmd.args(["-y", k]);
+    }
+    cmd.arg(format!("@{}", qalqan.ip())).args(["rpz.test", "NOTIFY"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A NOTIFY for a list with `tsig` counts only when signed with the list's
+/// key, checked against an independent signer: every NOTIFY here is signed
+/// (or not) by Knot's `kdig -y`, the clock-skew one by kdig under
+/// libfaketime. Refused ones trigger no refresh: the zone changed on Knot,
+/// yet qalqan neither asks (no reload counted) nor enforces the new rule,
+/// until a correctly signed NOTIFY from the primary's address arrives.
+/// Fails on the code before NOTIFY verification: the unsigned NOTIFY from
+/// the primary's address was accepted (NOERROR) and triggered the IXFR.
+#[tokio::test]
+async fn notify_needs_the_lists_tsig_key() {
+    if !have("knotd", "knot") || !have("kdig", "knot-dnsutils") || !have("faketime", "faketime") {
+        return;
+    }
+    let knot = start_knot_on_2(None);
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    wait_for_serial(&knot, &zone, 1).await;
+    let q = Qalqan::start(knot.addr, 3600).await;
+    q.until("bad.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    // the zone moves on at Knot, which does not NOTIFY (no `notify:` here)
+    std::fs::write(knot.zone_path(), zone_file(2, "added.example CNAME .\n")).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 2).await;
+    let reloads = q.metric("qalqan_list_reloads_total{list=\"rpz\"").await;
+
+    let good = format!("hmac-sha256:qalqan-key:{SECRET}");
+    let wrong_secret = format!("hmac-sha256:qalqan-key:{OTHER_SECRET}");
+    let wrong_name = format!("hmac-sha256:other-key:{SECRET}");
+    // (case, source address, key, clock skew, status kdig shows: the rcode,
+    // or for NOTAUTH the TSIG error, which kdig prints in its place)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+    let refused: &[Case] = &[
+        ("unsigned, from the primary", "127.0.0.2", None, None, "REFUSED"),
+        ("wrong secret", "127.0.0.2", Some(&wrong_secret), None, "BADSIG"),
+        ("wrong key name", "127.0.0.2", Some(&wrong_name), None, "BADKEY"),
+        ("signed 400 s in the past", "127.0.0.2", Some(&good), Some("-400s"), "BADTIME"),
+        ("signed 400 s in the future", "127.0.0.2", Some(&good), Some("+400s"), "BADTIME"),
+        ("good key, not from the primary", "127.0.0.1", Some(&good), None, "REFUSED"),
+    ];
+    for (case, from, key, skew, status) in refused {
+        let out = kdig_notify(q.addr, from, *key, *skew).await;
+        assert!(out.contains(&format!("status: {status};")), "case `{case}`: kdig said\n{out}");
+    }
+    // none of them made qalqan ask Knot: no reload of any result, rule not enforced
+    assert_eq!(q.metric("qalqan_list_reloads_total{list=\"rpz\"").await, reloads, "a refused NOTIFY triggered a refresh");
+    assert_ne!(rcode(q.addr, "added.example.").await, Some(ResponseCode::NXDomain), "a refused NOTIFY triggered a transfer");
+
+    // signed by kdig with the list's key, from the primary: accepted, and
+    // kdig verified our signed reply (it warns when it cannot)
+    let out = kdig_notify(q.addr, "127.0.0.2", Some(&good), None).await;
+    assert!(out.contains("status: NOERROR"), "kdig said\n{out}");
+    assert!(!out.to_ascii_lowercase().contains("warning"), "kdig did not accept the reply's TSIG:\n{out}");
+    q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    assert!(q.metric("qalqan_list_reloads_total{list=\"rpz\"").await > reloads);
+    q.shutdown().await;
+}
+
+/// What the relay in front of Knot does to a transfer's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mangle {
+    Pass,
+    /// Cut the MAC of the first message's TSIG to 16 bytes.
+    TruncateMac,
+    /// Drop the TSIG record of the last message (of several).
+    StripLastTsig,
+}
+
+/// A TCP relay on 127.0.0.1 in front of Knot: SOA queries pass untouched,
+/// AXFR/IXFR answers are collected whole (the transfer ends at the opening
+/// SOA's 2nd appearance for AXFR, 3rd for IXFR) and mangled per `mode`.
+/// Every MAC it forwards was made by Knot; the relay never signs.
+struct Relay {
+    addr: SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<Mangle>>,
+    /// (mode, messages in the transfer) of every mangled transfer.
+    done: std::sync::Arc<std::sync::Mutex<Vec<(Mangle, usize)>>>,
+}
+
+async fn read_msg(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+async fn write_msg(s: &mut tokio::net::TcpStream, m: &[u8]) -> Option<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut framed = u16::try_from(m.len()).ok()?.to_be_bytes().to_vec();
+    framed.extend_from_slice(m);
+    s.write_all(&framed).await.ok()
+}
+
+fn mangle(raw: &[u8], f: impl FnOnce(&mut Vec<Record>)) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::from_vec(raw).unwrap();
+    assert!(matches!(m.additionals.last().map(|r| &r.data), Some(RData::TSIG(_))), "Knot signed this message");
+    f(&mut m.additionals);
+    m.to_vec().unwrap()
+}
+
+impl Relay {
+    async fn start(knot: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(Mangle::Pass));
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, d) = (mode.clone(), done.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Relay::serve(client, knot, m.clone(), d.clone()));
+            }
+        });
+        Relay { addr, mode, done }
+    }
+
+    fn set(&self, m: Mangle) {
+        *self.mode.lock().unwrap() = m;
+    }
+
+    async fn serve(
+        mut client: tokio::net::TcpStream,
+        knot: SocketAddr,
+        mode: std::sync::Arc<std::sync::Mutex<Mangle>>,
+        done: std::sync::Arc<std::sync::Mutex<Vec<(Mangle, usize)>>>,
+    ) {
+        use hickory_proto::rr::RecordType;
+        let Some(req) = read_msg(&mut client).await else { return };
+        let Ok(mut up) = tokio::net::TcpStream::connect(knot).await else { return };
+        write_msg(&mut up, &req).await;
+        let qtype = hickory_proto::op::Message::from_vec(&req).unwrap().queries[0].query_type();
+        let ends_at = match qtype {
+            RecordType::AXFR => 2,
+            RecordType::IXFR => 3,
+            _ => 1, // one message
+        };
+        let mut msgs = Vec::new();
+        let mut soas = 0;
+        let mut opening = None;
+        while let Some(m) = read_msg(&mut up).await {
+            let parsed = hickory_proto::op::Message::from_vec(&m).unwrap();
+            let single_soa = parsed.answers.len() == 1 && msgs.is_empty();
+            for r in &parsed.answers {
+                if let RData::SOA(s) = &r.data {
+                    let o = *opening.get_or_insert(s.serial);
+                    soas += usize::from(s.serial == o);
+                }
+            }
+            let rcode = parsed.metadata.response_code;
+            msgs.push(m);
+            // an IXFR answered with the current SOA alone: up to date
+            if ends_at == 1 || soas >= ends_at || rcode != ResponseCode::NoError || (single_soa && qtype == RecordType::IXFR) {
+                break;
+            }
+        }
+        let mode = *mode.lock().unwrap();
+        if ends_at > 1 && mode != Mangle::Pass && msgs.len() > 1 {
+            match mode {
+                Mangle::TruncateMac => {
+                    msgs[0] = mangle(&msgs[0], |ar| {
+                        if let Some(RData::TSIG(t)) = ar.last_mut().map(|r| &mut r.data) {
+                            t.mac.truncate(16);
+                        }
+                    })
+                }
+                Mangle::StripLastTsig => {
+                    let last = msgs.len() - 1;
+                    msgs[last] = mangle(&msgs[last], |ar| {
+                        ar.pop();
+                    })
+                }
+                Mangle::Pass => {}
+            }
+            done.lock().unwrap().push((mode, msgs.len()));
+        }
+        for m in &msgs {
+            if write_msg(&mut client, m).await.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Log lines qalqan writes at warn and above, captured for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// TSIG failures at each step of a refresh: every one fails it, and the
+/// list qalqan enforces stays the last good one (old rule blocks, the new
+/// one does not). Who signed and who judged, per case:
+///
+/// - truncated MAC: Knot signed the IXFR; a relay cut the first message's
+///   MAC to 16 bytes; qalqan's verifier refuses it.
+/// - unsigned last message: Knot signed every message of a multi-message
+///   IXFR; the relay dropped the last one's TSIG; qalqan refuses it.
+/// - wrong secret / wrong key name: Knot reconfigured with another secret /
+///   another key name; Knot rejects qalqan's signed request (BADSIG /
+///   BADKEY) at the SOA check that starts each refresh, and qalqan reports
+///   that. (transfers_from_knot checks the same at the transfer itself.)
+/// - clock skew: knotd restarted under libfaketime 400 s ahead, beyond the
+///   300 s fudge; Knot answers BADTIME. Our own time check on an answer is
+///   tested in-process (axfr.rs `tsig_time_is_checked_against_our_fudge_not_the_primarys`,
+///   our signer) and against kdig under faketime (notify_needs_the_lists_tsig_key).
+///
+/// After all that, Knot fixed and relaying cleanly, the update arrives.
+#[tokio::test]
+async fn tsig_failures_keep_the_last_list() {
+    if !have("knotd", "knot") || !have("faketime", "faketime") {
+        return;
+    }
+    let log = Captured::default();
+    let w = log.clone();
+    let sub = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
+    // current-thread runtime: qalqan's tasks log on this thread
+    let _guard = tracing::subscriber::set_default(sub);
+
+    let mut knot = start_knot();
+    let zone = Name::from_ascii("rpz.test.").unwrap();
+    wait_for_serial(&knot, &zone, 1).await;
+    let relay = Relay::start(knot.addr).await;
+    let q = Qalqan::start(relay.addr, 1).await;
+    q.until("bad.example.", ResponseCode::NXDomain, Duration::from_secs(10), &|| knot.log()).await;
+    // serial 2 adds a rule and enough records that the IXFR takes several messages
+    let mut extra = String::from("added.example CNAME .\n");
+    for i in 0..3000 {
+        extra.push_str(&format!("more{i}.second-batch-of-blocked-names-{i}.example CNAME .\n"));
+    }
+    std::fs::write(knot.zone_path(), zone_file(2, &extra)).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 2).await;
+
+    let errors = "qalqan_list_reloads_total{list=\"rpz\",result=\"error\"}";
+    // Waits until two more refreshes failed (the first may have started
+    // before the change), then checks the reason and the list in force.
+    let failed_with = async |knot: &Knot, case: &str, reason: &str| {
+        let before = q.metric(errors).await;
+        let t0 = Instant::now();
+        while q.metric(errors).await < before + 2.0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "case `{case}`: refreshes did not fail; log:\n{}\nknot:\n{}", log.text(), knot.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = log.text();
+        let last = text.lines().rev().find(|l| l.contains("list source failed")).unwrap_or_default().to_owned();
+        assert!(last.contains(reason), "case `{case}`: last failure is not `{reason}`:\n{last}");
+        assert_eq!(rcode(q.addr, "bad.example.").await, Some(ResponseCode::NXDomain), "case `{case}`: last good list dropped");
+        assert_ne!(rcode(q.addr, "added.example.").await, Some(ResponseCode::NXDomain), "case `{case}`: bad transfer applied");
+    };
+
+    relay.set(Mangle::TruncateMac);
+    failed_with(&knot, "truncated MAC", "MAC of 16 bytes").await;
+    relay.set(Mangle::StripLastTsig);
+    failed_with(&knot, "unsigned last message", "last message of the answer is not signed").await;
+    relay.set(Mangle::Pass);
+    let done = relay.done.lock().unwrap().clone();
+    assert!(done.iter().any(|(m, n)| *m == Mangle::TruncateMac && *n > 1), "{done:?}");
+    assert!(done.iter().any(|(m, n)| *m == Mangle::StripLastTsig && *n > 1), "the IXFR was one message: {done:?}");
+
+    knot.reconfigure(|c| c.replace(SECRET, OTHER_SECRET));
+    failed_with(&knot, "wrong secret", "BADSIG").await;
+    knot.reconfigure(|c| c.replace(OTHER_SECRET, SECRET).replace("qalqan-key", "other-key"));
+    failed_with(&knot, "wrong key name", "BADKEY").await;
+    knot.reconfigure(|c| c.replace("other-key", "qalqan-key"));
+    knot.restart(Some("+400s"));
+    failed_with(&knot, "clock 400 s ahead", "BADTIME").await;
+
+    // the same Knot with its clock right: the update arrives
+    knot.restart(None);
+    q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(20), &|| format!("{}\n{}", log.text(), knot.log())).await;
+    q.shutdown().await;
 }

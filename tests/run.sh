@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls exactly this).
-# Installs what the tests need on Debian (dig/kdig for interop checks, dnsperf),
+# Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
+# zone-transfer primary, faketime for TSIG clock skew, promtool),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v knotd >/dev/null 2>&1 || need+=(knot)
+# clock-skewed TSIG signers (kdig under libfaketime) in tests/axfr_knot.rs
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -362,6 +362,10 @@ impl Config {
             if l.tsig.is_some() && !matches!(origin, SourceKind::Axfr { .. }) {
                 return Err(invalid(&key("tsig"), "only axfr:// sources use TSIG".into()));
             }
+            if let Some(t) = &l.tsig {
+                // checked here, not at first use: NOTIFY verification needs it too
+                crate::lists::source::TsigKey::parse(t).map_err(|e| invalid(&key("tsig"), e.to_string()))?;
+            }
             if !(0.0..=1.0).contains(&l.max_bad_share) {
                 return Err(invalid(&key("max_bad_share"), "must be between 0 and 1".into()));
             }
@@ -508,6 +512,20 @@ mod tests {
             .to_string();
         assert!(err.contains("q.toml: line 3"), "{err}");
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    /// A key that does not parse fails the config, naming it, rather than
+    /// the first transfer (NOTIFY checks need the key from the start).
+    #[test]
+    fn bad_tsig_key_is_a_config_error() {
+        let list = |tsig: &str| {
+            format!("[[lists]]\nname = \"rpz\"\nsource = \"axfr://192.0.2.1:53/rpz.test\"\nformat = \"rpz\"\ntsig = \"{tsig}\"\n")
+        };
+        Config::from_toml_str(&list("hmac-sha256:k:c2VjcmV0"), "q.toml").unwrap();
+        for bad in ["hmac-md5:k:c2VjcmV0", "hmac-sha256:k:not base64!", "c2VjcmV0"] {
+            let err = Config::from_toml_str(&list(bad), "q.toml").unwrap_err().to_string();
+            assert!(err.contains("lists[0].tsig"), "`{bad}`: {err}");
+        }
     }
 
     #[test]

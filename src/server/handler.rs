@@ -15,7 +15,6 @@
 //!    same policy snapshot (CNAME cloaking), unless the name was allowlisted
 //! 8. reply with a fresh OPT record and RA set
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +27,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
 
 use super::acl::Acl;
+use super::notify::{NotifyTarget, ReplyTsig};
 use super::respond;
 use crate::metrics::{Metrics, Outcome};
 use crate::name::QName;
@@ -97,13 +97,6 @@ impl Shared {
     }
 }
 
-/// An `axfr://` list that a NOTIFY from `primary` for `zone` refreshes.
-pub struct NotifyTarget {
-    pub zone: QName,
-    pub primary: IpAddr,
-    pub refresh: Arc<tokio::sync::Notify>,
-}
-
 /// The hickory `RequestHandler` for qalqan.
 #[derive(Clone)]
 pub struct Handler {
@@ -122,6 +115,8 @@ struct Reply {
     edns: Option<Edns>,
     /// Leave the question out (it could not be echoed safely).
     no_question: bool,
+    /// TSIG for a NOTIFY reply (`notify.rs`); `None` everywhere else.
+    tsig: Option<ReplyTsig>,
 }
 
 #[async_trait::async_trait]
@@ -308,35 +303,26 @@ impl Handler {
             additionals: aged(&a.additionals),
             edns,
             no_question: false,
+            tsig: None,
         };
         (Some(reply), outcome)
     }
 
-    /// RFC 1996 NOTIFY: accepted (NOERROR, AA) only for a configured zone
-    /// from its primary's address; the zone's source then refreshes at once.
+    /// RFC 1996 NOTIFY: `notify::decide` says whether it counts (zone,
+    /// primary address, TSIG) and wakes the list's refresh if it does.
     fn notify(&self, request: &Request, edns: Option<Edns>) -> (Option<Reply>, Outcome) {
         let mut meta = Metadata::response_from_request(&request.metadata);
         let zone = request.queries.queries().first().and_then(|q| {
             let n: Name = q.name().clone().into();
             QName::from_labels(n.iter()).ok()
         });
-        let src = request.src().ip();
-        let target = self.shared.notify_targets.get().and_then(|ts| {
-            ts.iter().find(|t| Some(&t.zone) == zone.as_ref() && t.primary == src)
-        });
-        match target {
-            Some(t) => {
-                tracing::info!(zone = %t.zone, primary = %src, "NOTIFY accepted; refreshing");
-                t.refresh.notify_one();
-                meta.authoritative = true;
-                (Some(simple(meta, edns)), Outcome::Forwarded)
-            }
-            None => {
-                tracing::debug!(?zone, %src, "NOTIFY refused: not a configured zone from its primary");
-                meta.response_code = ResponseCode::Refused;
-                (Some(simple(meta, edns)), Outcome::Refused)
-            }
-        }
+        let targets = self.shared.notify_targets.get().map(Vec::as_slice).unwrap_or_default();
+        let d = super::notify::decide(targets, zone.as_ref(), request.src().ip(), request.as_slice(), unix_now());
+        meta.response_code = d.rcode;
+        meta.authoritative = d.accepted;
+        let mut reply = simple(meta, edns);
+        reply.tsig = d.tsig;
+        (Some(reply), if d.accepted { Outcome::Forwarded } else { Outcome::Refused })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -368,7 +354,7 @@ impl Handler {
         let soa_owner = soa_owner(policy, hit, qname);
         let ttl = s.sinkhole.ttl;
         let mut reply =
-            Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false };
+            Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false, tsig: None };
         match answer {
             PolicyAnswer::Nxdomain => {
                 reply.meta.response_code = ResponseCode::NXDomain;
@@ -445,7 +431,7 @@ fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
 }
 
 fn simple(meta: Metadata, edns: Option<Edns>) -> Reply {
-    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false }
+    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false, tsig: None }
 }
 
 fn header_info(mut meta: Metadata) -> ResponseInfo {
@@ -465,8 +451,27 @@ async fn send<R: ResponseHandler>(request: &Request, response: &mut R, reply: Re
         (Some(e), false) => e,
         _ => &request.queries,
     };
-    let builder = MessageResponseBuilder::new(queries, reply.edns.as_ref());
-    let msg = builder.build(meta, reply.answers.iter(), reply.authorities.iter(), std::iter::empty(), reply.additionals.iter());
+    let build = || {
+        MessageResponseBuilder::new(queries, reply.edns.as_ref()).build(
+            meta,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        )
+    };
+    let mut msg = build();
+    if let Some(tsig) = reply.tsig {
+        // the MAC covers the reply as encoded without its TSIG record,
+        // which hickory then emits last (after the OPT record)
+        let unsigned = tsig.needs_reply_bytes().then(|| {
+            let mut buf = Vec::with_capacity(512);
+            build().destructive_emit(&mut hickory_proto::serialize::binary::BinEncoder::new(&mut buf)).ok().map(|_| buf)
+        });
+        if let Some(record) = tsig.record(unsigned.flatten().as_deref(), unix_now()) {
+            msg.set_signature(Box::new(record));
+        }
+    }
     match response.send_response(msg).await {
         Ok(info) => info,
         Err(e) => {
@@ -476,4 +481,8 @@ async fn send<R: ResponseHandler>(request: &Request, response: &mut R, reply: Re
             header_info(m)
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

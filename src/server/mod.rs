@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod fast;
 pub mod handler;
+pub mod notify;
 pub mod ratelimit;
 pub mod respond;
 pub mod tcp;

@@ -626,28 +626,7 @@ impl<'k> TsigVerifier<'k> {
                 sig.rdata.time
             )));
         }
-        // The message as it was before the TSIG was added: original ID,
-        // one additional record fewer, bytes up to the TSIG record.
-        let mut header: [u8; HEADER_LEN] = buf
-            .get(..HEADER_LEN)
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| malformed("short header"))?;
-        let arcount = reply
-            .header
-            .counts
-            .additionals
-            .checked_sub(1)
-            .ok_or_else(|| malformed("TSIG not counted"))?;
-        // Constant indices into our own [u8; 12]: checked at compile time.
-        let [id_hi, id_lo] = sig.rdata.oid.to_be_bytes();
-        let [ar_hi, ar_lo] = arcount.to_be_bytes();
-        header[0] = id_hi;
-        header[1] = id_lo;
-        header[10] = ar_hi;
-        header[11] = ar_lo;
-        let body = buf
-            .get(HEADER_LEN..sig.start)
-            .ok_or_else(|| malformed("TSIG record inside the header"))?;
+        let (header, body) = unsigned_parts(buf, reply, sig)?;
         let prior_len = u16::try_from(self.prior_mac.len()).map_err(|_| AxfrError::Tsig("MAC too long".into()))?;
 
         let mut mac = hmac_of(self.key)?;
@@ -678,6 +657,164 @@ impl<'k> TsigVerifier<'k> {
         }
         Ok(())
     }
+}
+
+// ------------------------------------------------- signed requests (NOTIFY)
+
+/// Why a request that had to carry the list's TSIG key was not accepted.
+///
+/// [`RequestTsigError::tsig_error`] gives the RFC 8945 error to answer
+/// with (in a NOTAUTH reply); `Unsigned` and `Malformed` have none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestTsigError {
+    #[error("not signed")]
+    Unsigned,
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("signed with key `{0}` (hmac-sha256 key of the list expected)")]
+    BadKey(Name),
+    #[error("MAC of {0} bytes (truncated MACs are not accepted)")]
+    BadTrunc(usize),
+    #[error("bad MAC")]
+    BadSig,
+    /// The MAC is good; `request` is what a signed BADTIME reply needs.
+    #[error("signed at {signed}, now is {now}: outside the {FUDGE} s fudge")]
+    BadTime { signed: u64, now: u64, request: SignedRequest },
+}
+
+impl RequestTsigError {
+    /// The TSIG error code for the reply, if this is a TSIG error at all.
+    pub fn tsig_error(&self) -> Option<TsigError> {
+        match self {
+            Self::Unsigned | Self::Malformed(_) => None,
+            Self::BadKey(_) => Some(TsigError::BadKey),
+            Self::BadTrunc(_) => Some(TsigError::BadTrunc),
+            Self::BadSig => Some(TsigError::BadSig),
+            Self::BadTime { .. } => Some(TsigError::BadTime),
+        }
+    }
+}
+
+/// A request whose TSIG checked out: what signing the reply needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRequest {
+    /// The request MAC: the reply's MAC covers it (RFC 8945 §5.3).
+    pub mac: Vec<u8>,
+    /// The request's original ID, echoed in the reply's TSIG.
+    pub original_id: u16,
+}
+
+/// Checks the TSIG of one request message `raw` (as received) against
+/// `key` at time `now` (seconds since the epoch), as RFC 8945 §5.2 orders
+/// it: key and algorithm, MAC length, MAC, then time (our 300 s fudge, or
+/// the signer's if smaller).
+///
+/// Cost: one decode of the message and one HMAC over it. Never panics on
+/// any input; a message that does not decode is `Malformed`.
+pub fn verify_request(raw: &[u8], key: &TsigKey, now: u64) -> Result<SignedRequest, RequestTsigError> {
+    let bad = |e: AxfrError| RequestTsigError::Malformed(e.to_string());
+    let msg = decode(raw).map_err(bad)?;
+    let Some(sig) = &msg.tsig else { return Err(RequestTsigError::Unsigned) };
+    if sig.key != key.name || sig.rdata.algorithm != TsigAlgorithm::HmacSha256 {
+        return Err(RequestTsigError::BadKey(sig.key.clone()));
+    }
+    if sig.rdata.mac.len() != MAC_LEN {
+        return Err(RequestTsigError::BadTrunc(sig.rdata.mac.len()));
+    }
+    let (header, body) = unsigned_parts(raw, &msg, sig).map_err(bad)?;
+    let mut mac = hmac_of(key).map_err(bad)?;
+    mac.update(&header);
+    mac.update(body);
+    mac.update(&tsig_variables(&sig.rdata, &sig.key).map_err(bad)?);
+    mac.verify_slice(&sig.rdata.mac).map_err(|_| RequestTsigError::BadSig)?;
+    let request = SignedRequest { mac: sig.rdata.mac.clone(), original_id: sig.rdata.oid };
+    if now.abs_diff(sig.rdata.time) > u64::from(sig.rdata.fudge.min(FUDGE)) {
+        return Err(RequestTsigError::BadTime { signed: sig.rdata.time, now, request });
+    }
+    Ok(request)
+}
+
+/// The TSIG record for a reply to a verified request: `unsigned` is the
+/// reply encoded without it. With `error` (BADTIME), the record carries the
+/// error and our time in Other Data, and is still signed (RFC 8945 §5.3.2).
+pub fn sign_reply(
+    unsigned: &[u8],
+    key: &TsigKey,
+    request: &SignedRequest,
+    now: u64,
+    error: Option<TsigError>,
+) -> Result<Record<TSIG>, AxfrError> {
+    let other = match error {
+        // the 48-bit time: the low six bytes (constant indices, fixed array)
+        Some(TsigError::BadTime) => {
+            let t = now.to_be_bytes();
+            vec![t[2], t[3], t[4], t[5], t[6], t[7]]
+        }
+        _ => Vec::new(),
+    };
+    let stub = TSIG::new(TsigAlgorithm::HmacSha256, now, FUDGE, Vec::new(), request.original_id, error, other);
+    let len = u16::try_from(request.mac.len()).map_err(|_| AxfrError::Tsig("MAC too long".into()))?;
+    let mut mac = hmac_of(key)?;
+    mac.update(&len.to_be_bytes());
+    mac.update(&request.mac);
+    mac.update(unsigned);
+    mac.update(&tsig_variables(&stub, &key.name)?);
+    let mac = mac.finalize().into_bytes().to_vec();
+    Ok(make_tsig_record(key.name.clone(), stub.set_mac(mac)))
+}
+
+/// The unsigned TSIG record of an error reply (BADKEY, BADSIG, BADTRUNC):
+/// empty MAC, as RFC 8945 §5.3.2 requires for key and MAC errors.
+pub fn unsigned_error_record(key_name: Name, original_id: u16, now: u64, error: TsigError) -> Record<TSIG> {
+    make_tsig_record(
+        key_name,
+        TSIG::new(TsigAlgorithm::HmacSha256, now, FUDGE, Vec::new(), original_id, Some(error), Vec::new()),
+    )
+}
+
+/// Signs `msg` as a request with `key` at `now` and encodes it: how a
+/// primary signs its NOTIFY (for tests of the verifying side).
+pub fn sign_request(mut msg: Message, key: &TsigKey, now: u64) -> Result<Vec<u8>, AxfrError> {
+    sign_message(&mut msg, key, now, None)?;
+    msg.to_vec().map_err(malformed)
+}
+
+/// Whether `unsigned` with `record` attached verifies as a response to a
+/// request whose MAC was `request_mac` (tests of the NOTIFY reply).
+#[cfg(test)]
+pub(crate) fn reply_verifies(unsigned: &[u8], record: &Record<TSIG>, key: &TsigKey, request_mac: &[u8]) -> bool {
+    let Ok(mut msg) = Message::from_vec(unsigned) else { return false };
+    msg.signature = Some(Box::new(record.clone()));
+    let Ok(buf) = msg.to_vec() else { return false };
+    let Ok(reply) = decode(&buf) else { return false };
+    TsigVerifier::new(key, request_mac.to_vec()).check(&buf, &reply, record.data.time).is_ok()
+}
+
+/// The original ID of a request's TSIG, if it has one (for error replies).
+pub fn request_tsig_id(raw: &[u8]) -> Option<(Name, u16)> {
+    let msg = decode(raw).ok()?;
+    msg.tsig.map(|t| (t.key, t.rdata.oid))
+}
+
+/// The message as it was before its TSIG was added (RFC 8945 §4.3.1):
+/// the header with the original ID and one additional record fewer, and
+/// the bytes between the header and the TSIG record.
+fn unsigned_parts<'b>(buf: &'b [u8], msg: &Reply, sig: &SignedPart) -> Result<([u8; HEADER_LEN], &'b [u8]), AxfrError> {
+    let mut header: [u8; HEADER_LEN] = buf
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| malformed("short header"))?;
+    let arcount = msg.header.counts.additionals.checked_sub(1).ok_or_else(|| malformed("TSIG not counted"))?;
+    // Constant indices into our own [u8; 12]: checked at compile time.
+    let [id_hi, id_lo] = sig.rdata.oid.to_be_bytes();
+    let [ar_hi, ar_lo] = arcount.to_be_bytes();
+    header[0] = id_hi;
+    header[1] = id_lo;
+    header[10] = ar_hi;
+    header[11] = ar_lo;
+    let body = buf.get(HEADER_LEN..sig.start).ok_or_else(|| malformed("TSIG record inside the header"))?;
+    Ok((header, body))
 }
 
 // ---------------------------------------------------------------- framing

@@ -3,4 +3,7 @@
 
 pub mod axfr;
 
-pub use axfr::{soa_serial, to_zone_text, transfer, AxfrError, Limits, Transfer, TsigKey};
+pub use axfr::{
+    request_tsig_id, sign_reply, sign_request, soa_serial, to_zone_text, transfer, unsigned_error_record, verify_request, AxfrError, Limits,
+    RequestTsigError, SignedRequest, Transfer, TsigKey,
+};
