@@ -717,7 +717,7 @@ impl Relay {
         let Ok(mut up) = tokio::net::TcpStream::connect(knot).await else { return };
         write_msg(&mut up, &req).await;
         let qtype = hickory_proto::op::Message::from_vec(&req).unwrap().queries[0].query_type();
-        let ends_at = match qtype {
+        let mut ends_at = match qtype {
             RecordType::AXFR => 2,
             RecordType::IXFR => 3,
             _ => 1, // one message
@@ -733,6 +733,11 @@ impl Relay {
                     let o = *opening.get_or_insert(s.serial);
                     soas += usize::from(s.serial == o);
                 }
+            }
+            // an IXFR answered AXFR-style (Knot without a journal for the
+            // asked serial, e.g. after a restart): opening and closing SOA only
+            if qtype == RecordType::IXFR && msgs.is_empty() && parsed.answers.get(1).is_some_and(|r| !matches!(r.data, RData::SOA(_))) {
+                ends_at = 2;
             }
             let rcode = parsed.metadata.response_code;
             msgs.push(m);

@@ -69,13 +69,13 @@ pub struct Outsiders {
 impl Shared {
     /// Whether `ip` is the primary of a list's zone (its NOTIFY may come
     /// from outside `allow_clients`). Cost: a scan of the axfr lists.
-    pub fn is_notify_primary(&self, ip: IpAddr) -> bool {
+    pub fn is_notify_primary(&self, ip: std::net::IpAddr) -> bool {
         self.notify_targets.get().is_some_and(|ts| ts.iter().any(|t| t.primary == ip))
     }
 
     /// Writes a blocked query to the blocked-query log, if one is configured.
     #[allow(clippy::too_many_arguments)]
-    pub fn log_blocked(&self, policy: &Policy, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: IpAddr) {
+    pub fn log_blocked(&self, policy: &Policy, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: std::net::IpAddr) {
         let Some(log) = &self.blocked_log else { return };
         let list = policy.list(hit);
         let (code, _) = policy.ede_parts(hit);
