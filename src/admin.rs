@@ -244,7 +244,7 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
         let base = admin.bodies.lock().ok().and_then(|b| b.get(&i).cloned());
         let base = match base {
             Some(b) => b,
-            None => match admin.lists.configs().get(i).map(|c| c.1.clone()).and_then(|p| std::fs::read(p).ok()) {
+            None => match admin.lists.configs().get(i).and_then(|c| c.1.clone()).and_then(|p| std::fs::read(p).ok()) {
                 Some(b) => Arc::new(b),
                 None if prev_state.is_none() => Arc::new(Vec::new()),
                 None => return err(StatusCode::CONFLICT, "no base version to patch (set [state] dir); PUT the full list"),

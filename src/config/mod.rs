@@ -373,6 +373,26 @@ impl Config {
                 ip_rules: l.ip_rules,
             });
         }
+        if raw.state.dir.is_none() {
+            if let Some(l) = lists.iter().find(|l| l.origin == SourceKind::Push) {
+                return Err(invalid(
+                    "state.dir",
+                    format!(
+                        "list `{}` has source = \"push\": a state directory is required, so that replay protection \
+                         (the last accepted version) and the last pushed list survive a restart",
+                        l.name
+                    ),
+                ));
+            }
+            if admin.as_ref().is_some_and(|a| !a.regulator_keys.is_empty()) {
+                return Err(invalid(
+                    "state.dir",
+                    "admin.regulator_keys is set: a state directory is required, so that the accepted versions \
+                     survive a restart (replay protection)"
+                        .into(),
+                ));
+            }
+        }
         Ok(Config {
             path: path.to_owned(),
             listen,
@@ -416,11 +436,14 @@ impl Config {
         })
     }
 
-    /// Path of a list source on disk (file lists) or of its persisted copy.
-    pub fn list_path(&self, list: &ListConfig) -> PathBuf {
+    /// Path of a list source on disk (file lists) or of its persisted copy
+    /// in `[state] dir` (remote lists). `None` for a remote list when no
+    /// state directory is configured: a remote list is never read from the
+    /// working directory.
+    pub fn list_path(&self, list: &ListConfig) -> Option<PathBuf> {
         match &list.origin {
-            SourceKind::File(p) => p.clone(),
-            _ => self.state_dir.clone().unwrap_or_default().join(format!("{}.list", list.name)),
+            SourceKind::File(p) => Some(p.clone()),
+            _ => self.state_dir.as_ref().map(|d| d.join(format!("{}.list", list.name))),
         }
     }
 }
@@ -504,6 +527,28 @@ mod tests {
         assert_eq!(Config::from_toml_str("[server]\nreload_nice = 0\n", "q.toml").unwrap().reload_nice, 0);
         let err = Config::from_toml_str("[server]\nreload_nice = -5\n", "q.toml").unwrap_err().to_string();
         assert!(err.contains("server.reload_nice") && err.contains("-5"), "{err}");
+    }
+
+    /// Replay protection and the last pushed list must survive a restart,
+    /// so push lists and regulator keys need `[state] dir`.
+    #[test]
+    fn push_lists_and_regulator_keys_need_a_state_dir() {
+        let push = "[[lists]]\nname = \"regpush\"\nsource = \"push\"\n";
+        let err = Config::from_toml_str(push, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("state.dir") && err.contains("regpush"), "{err}");
+        assert!(Config::from_toml_str(&format!("[state]\ndir = \"/var/lib/q\"\n{push}"), "q.toml").is_ok());
+        let keys = "[admin]\nlisten = \"127.0.0.1:8053\"\ntoken_file = \"t\"\n\
+                    regulator_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
+        let err = Config::from_toml_str(keys, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("state.dir") && err.contains("regulator_keys"), "{err}");
+    }
+
+    /// Without a state directory a remote list has no persisted copy at
+    /// all: never `./NAME.list` in the working directory.
+    #[test]
+    fn remote_lists_have_no_path_without_a_state_dir() {
+        let c = Config::from_toml_str("[[lists]]\nname = \"web\"\nsource = \"https://example.test/l\"\n", "q.toml").unwrap();
+        assert_eq!(c.list_path(&c.lists[0]), None);
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub struct Incoming {
 
 /// Lists and the policy built from them.
 pub struct Lists {
-    configs: Vec<(ListConfig, PathBuf)>,
+    /// Each list and where it is read from: its file, or its persisted
+    /// copy in the state directory (`None`: a remote list without one).
+    configs: Vec<(ListConfig, Option<PathBuf>)>,
     states: Mutex<Vec<Option<ListState>>>,
     /// Content version of the last rejected source of each list: not retried.
     failed: Mutex<Vec<Option<String>>>,
@@ -158,7 +160,7 @@ pub struct ReloadReport {
 }
 
 impl Lists {
-    pub fn new(configs: Vec<(ListConfig, PathBuf)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
+    pub fn new(configs: Vec<(ListConfig, Option<PathBuf>)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
         let n = configs.len();
         Self {
             configs,
@@ -182,7 +184,7 @@ impl Lists {
         self
     }
 
-    pub fn configs(&self) -> &[(ListConfig, PathBuf)] {
+    pub fn configs(&self) -> &[(ListConfig, Option<PathBuf>)] {
         &self.configs
     }
 
@@ -218,6 +220,10 @@ impl Lists {
         let mut batch = Vec::new();
         let mut errors = Vec::new();
         for (i, (cfg, path)) in self.configs.iter().enumerate() {
+            let Some(path) = path else {
+                tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
+                continue;
+            };
             match (&cfg.origin, std::fs::read(path)) {
                 (SourceKind::File(_), Ok(bytes)) => {
                     batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false })
@@ -250,7 +256,8 @@ impl Lists {
         let mut batch = Vec::new();
         let mut report = ReloadReport::default();
         for (i, (cfg, path)) in self.configs.iter().enumerate() {
-            if which.is_some_and(|w| !w.contains(&i)) || !matches!(cfg.origin, SourceKind::File(_)) {
+            let (SourceKind::File(_), Some(path)) = (&cfg.origin, path) else { continue };
+            if which.is_some_and(|w| !w.contains(&i)) {
                 continue;
             }
             match std::fs::read(path) {
@@ -510,7 +517,7 @@ mod tests {
     /// reader still held it at the swap; nothing of it is kept.
     #[test]
     fn a_replaced_policy_is_freed_once_its_last_reader_lets_go() {
-        let toml = "[[lists]]\nname = \"pushed\"\nsource = \"push\"\nformat = \"domains\"\n";
+        let toml = "[state]\ndir = \"/nonexistent\"\n[[lists]]\nname = \"pushed\"\nsource = \"push\"\nformat = \"domains\"\n";
         let config = crate::config::Config::from_toml_str(toml, "test.toml").unwrap();
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None);

@@ -5,6 +5,7 @@ mod blocking;
 mod contrib;
 mod differential;
 mod formats;
+mod integrity;
 mod fuzz_regressions;
 mod observability;
 mod limits;
