@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls exactly this).
-# Installs what the tests need on Debian (dig/kdig for interop checks, dnsperf),
+# Installs what the tests need on Debian (dig/kdig for interop checks, openssl for
+# Ed25519 signatures made independently of ours, dnsperf),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v knotd >/dev/null 2>&1 || need+=(knot)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -118,6 +118,8 @@ pub struct AdminConfig {
     pub regulator_keys: Vec<[u8; 32]>,
     pub require_signature: bool,
     pub max_body_bytes: u64,
+    /// Largest difference between a signed request's timestamp and our clock.
+    pub signature_max_age: Duration,
 }
 
 /// The checked configuration.
@@ -280,6 +282,9 @@ impl Config {
                     keys.push(key);
                 }
                 let require_signature = a.require_signature.unwrap_or(!keys.is_empty());
+                if a.signature_max_age_s == 0 || a.signature_max_age_s > 86_400 {
+                    return Err(invalid("admin.signature_max_age_s", "must be between 1 and 86400".into()));
+                }
                 if require_signature && keys.is_empty() {
                     return Err(invalid("admin.require_signature", "true, but no regulator_keys are configured".into()));
                 }
@@ -289,6 +294,7 @@ impl Config {
                     regulator_keys: keys,
                     require_signature,
                     max_body_bytes: a.max_body_bytes,
+                    signature_max_age: Duration::from_secs(a.signature_max_age_s),
                 })
             }
         };

@@ -98,6 +98,14 @@ pub struct RawAdmin {
     /// Largest request body (bytes).
     #[serde(default = "default_admin_body")]
     pub max_body_bytes: u64,
+    /// A signed request's `X-Qalqan-Timestamp` may differ from our clock by
+    /// at most this many seconds (either way).
+    #[serde(default = "default_signature_max_age_s")]
+    pub signature_max_age_s: u64,
+}
+
+fn default_signature_max_age_s() -> u64 {
+    300
 }
 
 fn default_admin_body() -> u64 {

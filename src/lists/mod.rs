@@ -6,6 +6,8 @@ pub mod http;
 pub mod parse;
 pub mod source;
 pub mod publish;
+pub mod push;
+pub mod state;
 pub mod watch;
 pub mod zone_sync;
 

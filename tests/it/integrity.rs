@@ -45,3 +45,202 @@ async fn remote_list_never_reads_the_working_directory() {
     let e = r.expect_err("the planted ./NAME.list must not stand in for the source").to_string();
     assert!(e.contains(&name), "{e}");
 }
+
+use crate::sources::{admin_config, body, TOKEN};
+
+const PUSH_LIST: &str = "[[lists]]\nname = \"reg\"\nsource = \"push\"\n";
+
+fn json_u64(resp: &str, key: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(resp).ok()?.get(key)?.as_u64()
+}
+
+/// Two pushes of the same version at once: the version check runs under
+/// the update lock, so exactly one is accepted and the others hear 409.
+#[tokio::test]
+async fn concurrent_pushes_of_one_version_accept_exactly_one() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(&config(up.addr, PUSH_LIST, &admin_config(dir.path(), &[]))).await;
+    // big enough that a build takes a while, so the pushes overlap
+    let big = |tag: usize| -> String { (0..40_000).map(|n| format!("n{n}-{tag}.test\n")).collect() };
+    let mut tasks = Vec::new();
+    for tag in 0..6 {
+        let (adm, b) = (srv.admin, big(tag));
+        tasks.push(tokio::spawn(async move {
+            http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &[("X-Qalqan-Version", "1".into())], b.as_bytes()).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().0);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 409, 409, 409, 409, 409], "exactly one push of version 1 is accepted");
+    srv.shutdown().await;
+}
+
+/// A push whose body equals the list in force still advances the accepted
+/// version, so replaying an older version afterwards is refused; a body
+/// rejected once (shrink gate, bad lines) is refused again, never 200.
+#[tokio::test]
+async fn equal_pushes_advance_the_version_and_rejected_bodies_never_get_200() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(&config(up.addr, PUSH_LIST, &admin_config(dir.path(), &[]))).await;
+    let adm = srv.admin;
+    let put = |v: u64, b: String| async move {
+        http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &[("X-Qalqan-Version", v.to_string())], b.as_bytes()).await
+    };
+    let b = body(&["same.test"]);
+    assert_eq!(put(1, b.clone()).await.0, 200);
+    let (s, resp) = put(3, b.clone()).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(json_u64(&resp, "push_version"), Some(3), "{resp}");
+    let (s, resp) = put(2, body(&["older.test"])).await;
+    assert_eq!(s, 409, "version 2 after version 3 (same body) is a replay: {resp}");
+    assert_eq!(rcode(srv.addr, "older.test.").await, ResponseCode::NoError);
+
+    // shrink gate: refused, and refused again when sent again
+    for v in [4, 5] {
+        let (s, resp) = put(v, "only.test\n".into()).await;
+        assert_eq!(s, 422, "v{v}: {resp}");
+    }
+    // too many bad lines: refused both times
+    let garbage: String = (0..100).map(|i| format!("not a domain {i}\n")).collect();
+    for v in [6, 7] {
+        let (s, resp) = put(v, format!("{b}{garbage}")).await;
+        assert_eq!(s, 422, "v{v}: {resp}");
+    }
+    assert_eq!(rcode(srv.addr, "same.test.").await, ResponseCode::NXDomain);
+    assert_eq!(rcode(srv.addr, "only.test.").await, ResponseCode::NoError);
+    srv.shutdown().await;
+}
+
+/// The v2 signed message binds list, method, version, base and time:
+/// a signature for list A pushed to list B, a PUT signature reused for a
+/// PATCH, a stale timestamp and the old v1 format are all refused (403);
+/// `?force=1` needs a signature too. Signatures by `openssl`.
+#[tokio::test]
+async fn signatures_bind_list_method_base_and_time() {
+    let Some(key) = OpensslKey::generate() else { return };
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lists = "[[lists]]\nname = \"lista\"\nsource = \"push\"\n[[lists]]\nname = \"listb\"\nsource = \"push\"\n";
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[key.public_b64()]))).await;
+    let adm = srv.admin;
+    let headers = |v: u64, base: Option<u64>, ts: u64, sig: String| {
+        let mut h = vec![("X-Qalqan-Version", v.to_string()), ("X-Qalqan-Timestamp", ts.to_string()), ("X-Qalqan-Signature", sig)];
+        if let Some(b) = base {
+            h.push(("X-Qalqan-Base-Version", b.to_string()));
+        }
+        h
+    };
+    let b = body(&["a.test"]);
+    let now = unix_now();
+    let sig_a1 = key.sign(&v2_message("PUT", "lista", "1", None, now, b.as_bytes()));
+    // cross-list replay: list A's signature pushed to list B
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/listb", Some(TOKEN), &headers(1, None, now, sig_a1.clone()), b.as_bytes()).await;
+    assert_eq!(s, 403, "{resp}");
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/lista", Some(TOKEN), &headers(1, None, now, sig_a1), b.as_bytes()).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(rcode(srv.addr, "a.test.").await, ResponseCode::NXDomain);
+
+    // cross-method replay: a PUT signature reused for a PATCH
+    let patch = b"+patched.test\n";
+    let put_sig = key.sign(&v2_message("PUT", "lista", "2", None, now, patch));
+    let (s, resp) = http_req(adm, "PATCH", "/v1/lists/lista", Some(TOKEN), &headers(2, Some(1), now, put_sig), patch).await;
+    assert_eq!(s, 403, "{resp}");
+    // a PATCH signed for another base version
+    let wrong_base = key.sign(&v2_message("PATCH", "lista", "2", Some(0), now, patch));
+    let (s, resp) = http_req(adm, "PATCH", "/v1/lists/lista", Some(TOKEN), &headers(2, Some(1), now, wrong_base), patch).await;
+    assert_eq!(s, 403, "{resp}");
+    let good = key.sign(&v2_message("PATCH", "lista", "2", Some(1), now, patch));
+    let (s, resp) = http_req(adm, "PATCH", "/v1/lists/lista", Some(TOKEN), &headers(2, Some(1), now, good), patch).await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(rcode(srv.addr, "patched.test.").await, ResponseCode::NXDomain);
+
+    // outside the 300 s window: refused with the reason
+    let old = now - 1000;
+    let stale = key.sign(&v2_message("PUT", "lista", "9", None, old, b.as_bytes()));
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/lista", Some(TOKEN), &headers(9, None, old, stale), b.as_bytes()).await;
+    assert_eq!(s, 403, "{resp}");
+    assert!(resp.contains("X-Qalqan-Timestamp"), "{resp}");
+
+    // the old v1 format: a clear 403
+    let mut v1 = b"qalqan-list-v1\nlista\n9\n".to_vec();
+    v1.extend_from_slice(b.as_bytes());
+    let h = [("X-Qalqan-Version", "9".to_owned()), ("X-Qalqan-Signature", key.sign(&v1))];
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/lista", Some(TOKEN), &h, b.as_bytes()).await;
+    assert_eq!(s, 403, "{resp}");
+    assert!(resp.contains("qalqan-list-v1"), "{resp}");
+
+    // force=1 needs a signature over POST, the name and the version in force
+    let (s, resp) = http_req(adm, "POST", "/v1/lists/lista/reload?force=1", Some(TOKEN), &[], b"").await;
+    assert_eq!(s, 403, "{resp}");
+    let (_, all) = http_req(adm, "GET", "/v1/lists", Some(TOKEN), &[], b"").await;
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    let in_force = all["lists"][0]["version"].as_str().unwrap().to_owned();
+    let for_b = key.sign(&v2_message("POST", "listb", &in_force, None, now, b""));
+    let h = [("X-Qalqan-Timestamp", now.to_string()), ("X-Qalqan-Signature", for_b)];
+    assert_eq!(http_req(adm, "POST", "/v1/lists/lista/reload?force=1", Some(TOKEN), &h, b"").await.0, 403, "signed for another list");
+    let sig = key.sign(&v2_message("POST", "lista", &in_force, None, now, b""));
+    let h = [("X-Qalqan-Timestamp", now.to_string()), ("X-Qalqan-Signature", sig)];
+    let (s, resp) = http_req(adm, "POST", "/v1/lists/lista/reload?force=1", Some(TOKEN), &h, b"").await;
+    assert_eq!(s, 200, "{resp}");
+    srv.shutdown().await;
+}
+
+/// The state directory: files 0600, a symlink planted at a temporary name
+/// is not followed, and a persisted push is re-verified on load: a
+/// tampered copy (list and journal rewritten, signature kept) is not served.
+#[tokio::test]
+async fn persisted_pushes_are_private_unfollowed_and_reverified() {
+    use base64::Engine as _;
+    let Some(key) = OpensslKey::generate() else { return };
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    for planted in ["reg.tmp", "reg.list.tmp", "reg.push.json.tmp", "reg.meta.tmp", "reg.meta.json.tmp"] {
+        std::os::unix::fs::symlink(&victim, state.join(planted)).unwrap();
+    }
+    let cfg = config(up.addr, PUSH_LIST, &admin_config(dir.path(), &[key.public_b64()]));
+    let srv = TestServer::start(&cfg).await;
+    let b = body(&["kept.test"]);
+    let ts = unix_now();
+    let sig = key.sign(&v2_message("PUT", "reg", "1", None, ts, b.as_bytes()));
+    let h = [("X-Qalqan-Version", "1".to_owned()), ("X-Qalqan-Timestamp", ts.to_string()), ("X-Qalqan-Signature", sig)];
+    let (s, resp) = http_req(srv.admin, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await;
+    assert_eq!(s, 200, "{resp}");
+    srv.shutdown().await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched", "a planted symlink was followed");
+    for f in std::fs::read_dir(&state).unwrap() {
+        let f = f.unwrap();
+        let meta = std::fs::symlink_metadata(f.path()).unwrap();
+        if meta.is_file() {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", f.path().display());
+        }
+    }
+
+    // untouched: served again after a restart
+    let srv = TestServer::start(&cfg).await;
+    assert_eq!(rcode(srv.addr, "kept.test.").await, ResponseCode::NXDomain);
+    srv.shutdown().await;
+
+    // tampered: the list and the journal's body rewritten, the signature kept
+    let evil = body(&["kept.test", "evil.test"]);
+    std::fs::write(state.join("reg.list"), &evil).unwrap();
+    let jpath = state.join("reg.push.json");
+    if let Ok(text) = std::fs::read_to_string(&jpath) {
+        let mut j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        j["entries"][0]["body"] = base64::engine::general_purpose::STANDARD.encode(evil.as_bytes()).into();
+        std::fs::write(&jpath, j.to_string()).unwrap();
+    }
+    let srv = TestServer::start(&cfg).await;
+    assert_eq!(rcode(srv.addr, "evil.test.").await, ResponseCode::NoError, "a tampered copy was served");
+    assert_eq!(rcode(srv.addr, "kept.test.").await, ResponseCode::NoError);
+    assert_eq!(http_get(srv.http, "/readyz").await.0, 503, "the list has no version until the next push");
+    srv.shutdown().await;
+}

@@ -15,5 +15,5 @@ mod process;
 mod registry;
 mod reload;
 mod resolving;
-mod sources;
+pub mod sources;
 mod support;

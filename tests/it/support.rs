@@ -467,3 +467,75 @@ pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPING: {} not found (a clone outside the workspace has no ../shared/data)", path.display());
     None
 }
+
+/// An Ed25519 key made and used by the `openssl` command-line tool: an
+/// implementation independent of the ed25519-dalek that verifies.
+pub struct OpensslKey {
+    dir: tempfile::TempDir,
+    pem: std::path::PathBuf,
+}
+
+impl OpensslKey {
+    /// A new key, or `None` (after a loud SKIPPING line) when `openssl` is
+    /// not installed; under `CI=true` a missing `openssl` fails the test.
+    pub fn generate() -> Option<OpensslKey> {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("k.pem");
+        match std::process::Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&pem).output() {
+            Ok(o) => assert!(o.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => {
+                assert!(!in_ci(), "CI=true: openssl is needed for the Ed25519 interop tests ({e}); tests/run.sh installs it");
+                eprintln!("SKIPPING: openssl not found ({e}); the Ed25519 interop test did not run");
+                return None;
+            }
+        }
+        Some(OpensslKey { dir, pem })
+    }
+
+    /// The raw 32-byte public key, base64 (the `regulator_keys` form).
+    pub fn public_b64(&self) -> String {
+        use base64::Engine as _;
+        let o = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&self.pem)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&o.stderr));
+        base64::engine::general_purpose::STANDARD.encode(&o.stdout[o.stdout.len() - 32..])
+    }
+
+    /// The 64-byte Ed25519 signature of `msg` (`openssl pkeyutl -sign -rawin`).
+    pub fn sign_raw(&self, msg: &[u8]) -> Vec<u8> {
+        let m = self.dir.path().join("msg");
+        std::fs::write(&m, msg).unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+            .arg(&self.pem)
+            .arg("-in")
+            .arg(&m)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl pkeyutl: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout.len(), 64);
+        o.stdout
+    }
+
+    /// [`OpensslKey::sign_raw`], base64.
+    pub fn sign(&self, msg: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.sign_raw(msg))
+    }
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The v2 signed message of a push (README "Push API").
+pub fn v2_message(method: &str, name: &str, version: &str, base: Option<u64>, ts: u64, body: &[u8]) -> Vec<u8> {
+    let base = base.map_or_else(|| "-".to_owned(), |b| b.to_string());
+    let mut m = format!("qalqan-list-v2\n{method}\n{name}\n{version}\n{base}\n{ts}\n").into_bytes();
+    m.extend_from_slice(body);
+    m
+}
