@@ -46,6 +46,32 @@ pub struct ListConfig {
     pub tsig: Option<String>,
     /// `ip_rules =` as written (see [`IpRules`]); `None` when unset.
     pub ip_rules: Option<IpRules>,
+    /// Which redirects a pull follows (http sources).
+    pub redirects: Redirects,
+    /// URL of the detached signature every pulled version needs (`signature = "required"`).
+    pub signature_url: Option<String>,
+}
+
+/// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Redirects {
+    /// None: a redirect is an error.
+    None,
+    /// Only to the same scheme, host and port.
+    SameOrigin,
+    /// To another host too, but never from https to http (http targets
+    /// need `allow_insecure`).
+    AnyHost,
+}
+
+/// Whether pulled versions need a detached signature (`signature =`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullSignature {
+    #[default]
+    None,
+    Required,
 }
 
 /// What a list's addresses do (`ip_rules =` in `[[lists]]`).
@@ -361,6 +387,35 @@ impl Config {
             if l.timeout_ms == 0 {
                 return Err(invalid(&key("timeout_ms"), "must be at least 1".into()));
             }
+            let is_http = matches!(origin, SourceKind::Http(_));
+            if l.source.starts_with("http://") && !l.allow_insecure {
+                return Err(invalid(
+                    &key("source"),
+                    format!("list `{}`: plain http:// can be read and changed on the way; use https://, or set allow_insecure = true", l.name),
+                ));
+            }
+            if !is_http && (l.allow_insecure || l.signature != PullSignature::None || l.signature_url.is_some()) {
+                return Err(invalid(&key("source"), format!("list `{}`: allow_insecure and signature are for http(s):// sources", l.name)));
+            }
+            let signature_url = match (l.signature, &l.signature_url) {
+                (PullSignature::None, Some(_)) => {
+                    return Err(invalid(&key("signature_url"), format!("list `{}`: set signature = \"required\" too", l.name)))
+                }
+                (PullSignature::None, None) => None,
+                (PullSignature::Required, u) => {
+                    if !admin.as_ref().is_some_and(|a| !a.regulator_keys.is_empty()) {
+                        return Err(invalid(
+                            &key("signature"),
+                            format!("list `{}`: signature = \"required\" needs [admin] regulator_keys to verify with", l.name),
+                        ));
+                    }
+                    let u = u.clone().unwrap_or_else(|| format!("{}.sig", l.source));
+                    if !(u.starts_with("https://") || (l.allow_insecure && u.starts_with("http://"))) {
+                        return Err(invalid(&key("signature_url"), format!("list `{}`: `{u}` must be https:// (or http:// with allow_insecure)", l.name)));
+                    }
+                    Some(u)
+                }
+            };
             lists.push(ListConfig {
                 name: l.name,
                 source: l.source,
@@ -377,6 +432,8 @@ impl Config {
                 max_rules: l.max_rules,
                 tsig: l.tsig,
                 ip_rules: l.ip_rules,
+                redirects: l.redirects,
+                signature_url,
             });
         }
         if raw.state.dir.is_none() {
@@ -547,6 +604,18 @@ mod tests {
                     regulator_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
         let err = Config::from_toml_str(keys, "q.toml").unwrap_err().to_string();
         assert!(err.contains("state.dir") && err.contains("regulator_keys"), "{err}");
+    }
+
+    /// Plain http:// needs allow_insecure; a required pull signature needs keys.
+    #[test]
+    fn pulled_lists_are_https_unless_allowed_and_signatures_need_keys() {
+        let http = "[[lists]]\nname = \"plainweb\"\nsource = \"http://example.test/l\"\n";
+        let err = Config::from_toml_str(http, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("plainweb") && err.contains("allow_insecure"), "{err}");
+        assert!(Config::from_toml_str(&format!("{http}allow_insecure = true\n"), "q.toml").is_ok());
+        let signed = "[[lists]]\nname = \"sweb\"\nsource = \"https://example.test/l\"\nsignature = \"required\"\n";
+        let err = Config::from_toml_str(signed, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("sweb") && err.contains("regulator_keys"), "{err}");
     }
 
     /// Without a state directory a remote list has no persisted copy at

@@ -235,6 +235,11 @@ impl Lists {
         self
     }
 
+    /// The regulator keys (`[admin] regulator_keys`): pushes and required pull signatures.
+    pub fn signature_keys(&self) -> Vec<[u8; 32]> {
+        self.signatures.keys.clone()
+    }
+
     /// The version in force of push list `i` (journal and bytes).
     pub fn pushed(&self, i: usize) -> Option<PushHead> {
         self.pushed.lock().ok().and_then(|p| p.get(i).cloned().flatten())

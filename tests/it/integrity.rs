@@ -38,7 +38,7 @@ async fn remote_list_never_reads_the_working_directory() {
     drop(dead);
     let up = Upstream::start().await;
     let lists = format!(
-        "[[lists]]\nname = \"{name}\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\ntimeout_ms = 500\n"
+        "[[lists]]\nname = \"{name}\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\nallow_insecure = true\ntimeout_ms = 500\n"
     );
     let srv = TestServer::start(&config(up.addr, &lists, "")).await;
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
@@ -242,5 +242,69 @@ async fn persisted_pushes_are_private_unfollowed_and_reverified() {
     assert_eq!(rcode(srv.addr, "evil.test.").await, ResponseCode::NoError, "a tampered copy was served");
     assert_eq!(rcode(srv.addr, "kept.test.").await, ResponseCode::NoError);
     assert_eq!(http_get(srv.http, "/readyz").await.0, 503, "the list has no version until the next push");
+    srv.shutdown().await;
+}
+
+/// Pulls follow a redirect within the origin, and refuse one to another
+/// host or port (reqwest alone followed any): the start fails naming the
+/// list instead of loading the other host's list.
+#[tokio::test]
+async fn pulls_refuse_redirects_to_another_origin() {
+    let up = Upstream::start().await;
+    let other = ListServer::start(&body(&["foreign.test"])).await;
+    let web = ListServer::start("").await;
+    web.route("/list.txt", HttpReply::ok(body(&["moved.test"]).as_bytes()));
+    web.route("/old", HttpReply::redirect("/list.txt"));
+    web.route("/away", HttpReply::redirect(&format!("http://{}/list.txt", other.addr)));
+    let list = |name: &str, path: &str| {
+        format!("[[lists]]\nname = \"{name}\"\nsource = \"http://{}{path}\"\nallow_insecure = true\ntimeout_ms = 2000\n", web.addr)
+    };
+    let srv = TestServer::start(&config(up.addr, &list("moved", "/old"), "")).await;
+    assert_eq!(rcode(srv.addr, "moved.test.").await, ResponseCode::NXDomain, "same-origin redirect followed");
+    srv.shutdown().await;
+
+    let srv = TestServer::start(&config(up.addr, &list("away", "/away"), "")).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.expect("the start must fail, not serve").unwrap();
+    let e = r.expect_err("a redirect to another origin must not be followed").to_string();
+    assert!(e.contains("away") && e.contains("redirect"), "{e}");
+    assert_eq!(other.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the other host was never asked");
+}
+
+/// `signature = "required"`: a pulled version is accepted only with a
+/// detached Ed25519 signature (made by openssl) at `<url>.sig`; a bad or
+/// missing one keeps the last good list.
+#[tokio::test]
+async fn pulled_lists_with_required_signatures_keep_the_last_good_version() {
+    let Some(key) = OpensslKey::generate() else { return };
+    let pull_msg = |b: &str| [b"qalqan-pull-v1\n".as_slice(), b.as_bytes()].concat();
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = body(&["first.test"]);
+    let web = ListServer::start("").await;
+    web.route("/list.txt", HttpReply::ok(v1.as_bytes()));
+    web.route("/list.txt.sig", HttpReply::ok(key.sign(&pull_msg(&v1)).as_bytes()));
+    let lists = format!(
+        "[[lists]]\nname = \"signedweb\"\nsource = \"http://{}/list.txt\"\nallow_insecure = true\nsignature = \"required\"\nrefresh_s = 1\n",
+        web.addr
+    );
+    let srv = TestServer::start(&config(up.addr, &lists, &admin_config(dir.path(), &[key.public_b64()]))).await;
+    assert_eq!(rcode(srv.addr, "first.test.").await, ResponseCode::NXDomain);
+
+    // a new version with the old version's signature: refused
+    let v2 = body(&["first.test", "second.test"]);
+    web.route("/list.txt", HttpReply::ok(v2.as_bytes()));
+    let before = web.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let reqs = web.requests.clone();
+    assert!(eventually(Duration::from_secs(5), || { let r = reqs.clone(); async move { r.load(std::sync::atomic::Ordering::SeqCst) >= before + 4 } }).await);
+    assert_eq!(rcode(srv.addr, "second.test.").await, ResponseCode::NoError, "bad signature: last good list kept");
+    // no signature at all: refused
+    web.route("/list.txt.sig", HttpReply { status: 404, ..HttpReply::ok(b"") });
+    let before = web.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(5), || { let r = reqs.clone(); async move { r.load(std::sync::atomic::Ordering::SeqCst) >= before + 4 } }).await);
+    assert_eq!(rcode(srv.addr, "second.test.").await, ResponseCode::NoError, "missing signature: last good list kept");
+    assert_eq!(rcode(srv.addr, "first.test.").await, ResponseCode::NXDomain);
+    // the raw 64-byte form, valid: accepted
+    web.route("/list.txt.sig", HttpReply::ok(&key.sign_raw(&pull_msg(&v2))));
+    assert!(eventually(Duration::from_secs(5), || async { rcode(srv.addr, "second.test.").await == ResponseCode::NXDomain }).await);
     srv.shutdown().await;
 }

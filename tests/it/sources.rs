@@ -56,7 +56,7 @@ async fn http_source_pulls_updates_and_keeps_last_good() {
     let web = ListServer::start(&body(&["first.test"])).await;
     let state = tempfile::tempdir().unwrap();
     let extra = format!("[state]\ndir = \"{}\"\n", state.path().display());
-    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://{}/list.txt\"\nrefresh_s = 1\n", web.addr);
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://{}/list.txt\"\nallow_insecure = true\nrefresh_s = 1\n", web.addr);
     let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
     let addr = srv.addr;
     assert!(blocked_within(addr, "first.test.", 3).await, "fetched before ready");
@@ -110,7 +110,7 @@ async fn http_source_unreachable_at_start_without_copy_fails_naming_the_list() {
     let port = dead.local_addr().unwrap().port();
     drop(dead);
     let up = Upstream::start().await;
-    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\ntimeout_ms = 500\n");
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\nallow_insecure = true\ntimeout_ms = 500\n");
     let srv = TestServer::start(&config(up.addr, &lists, "")).await;
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
     let e = r.expect_err("start must fail").to_string();
