@@ -156,7 +156,7 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
             let s = snapshot.get(i).cloned().flatten();
             serde_json::json!({
                 "list": c.name,
-                "source": c.source,
+                "source": crate::lists::http::redact_url(&c.source),
                 "version": s.as_ref().map(|s| s.version.clone()),
                 "rules": s.as_ref().map(|s| s.rules),
                 "who": s.as_ref().map(|s| s.meta.who.clone()),

@@ -271,7 +271,8 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
         .ok()
         .and_then(|n| qalqan::name::QName::parse(&n).ok())
         .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid name"))?;
-    let ex = qalqan::policy::explain::explain(&policy, &qname, &qalqan::diag::read_line);
+    let reader = qalqan::diag::file_line_reader(app.config.lists.iter());
+    let ex = qalqan::policy::explain::explain(&policy, &qname, &reader);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
 }

@@ -403,7 +403,7 @@ impl Config {
                 }
                 (PullSignature::None, None) => None,
                 (PullSignature::Required, u) => {
-                    if !admin.as_ref().is_some_and(|a| !a.regulator_keys.is_empty()) {
+                    if admin.as_ref().is_none_or(|a| a.regulator_keys.is_empty()) {
                         return Err(invalid(
                             &key("signature"),
                             format!("list `{}`: signature = \"required\" needs [admin] regulator_keys to verify with", l.name),

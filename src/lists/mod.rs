@@ -309,7 +309,8 @@ fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
         .iter()
         .map(|c| ListInfo {
             name: c.name.clone(),
-            source: c.source.clone(),
+            // shown by /explain and in logs: credentials in a URL never are
+            source: http::redact_url(&c.source),
             format: c.format,
             kind: c.kind,
             action: c.action,

@@ -308,3 +308,57 @@ async fn pulled_lists_with_required_signatures_keep_the_last_good_version() {
     assert!(eventually(Duration::from_secs(5), || async { rcode(srv.addr, "second.test.").await == ResponseCode::NXDomain }).await);
     srv.shutdown().await;
 }
+
+/// `/lists`, `/explain` and `GET /v1/lists` never show a URL's credentials
+/// (userinfo, token=… and other secret query parameters).
+#[tokio::test]
+async fn operator_endpoints_redact_credentials_in_urls() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = ListServer::start(&body(&["listed.test"])).await;
+    let lists = format!(
+        "[[lists]]\nname = \"web\"\nsource = \"http://operator:pw-SECRET1@{}/list.txt?token=tok-SECRET2&key=k-SECRET3&format=plain\"\nallow_insecure = true\n",
+        web.addr
+    );
+    let srv = TestServer::start(&config(up.addr, &lists, &admin_config(dir.path(), &[]))).await;
+    let http = srv.http;
+    assert!(eventually(Duration::from_secs(5), || async move { http_get(http, "/lists").await.1.contains("rules=") }).await);
+    let (s, l) = http_get(srv.http, "/lists").await;
+    assert_eq!(s, 200);
+    let (_, ex) = http_get(srv.http, "/explain?name=listed.test").await;
+    assert!(ex.contains("blocked"), "{ex} {l}");
+    let (_, api) = http_req(srv.admin, "GET", "/v1/lists", Some(TOKEN), &[], b"").await;
+    for shown in [&l, &ex, &api] {
+        assert!(shown.contains("REDACTED") && shown.contains("format=plain"), "{shown}");
+        for secret in ["SECRET1", "SECRET2", "SECRET3", "operator"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+    }
+    srv.shutdown().await;
+}
+
+/// `/explain` shows the rule as written only for file lists: a push list's
+/// `source = "push"` is not a path, and `./push` in the working directory
+/// is never read for it.
+#[tokio::test]
+async fn explain_never_reads_a_remote_lists_source_as_a_file() {
+    let planted = std::env::current_dir().unwrap().join("push");
+    std::fs::write(&planted, "PLANTED-LINE\n".repeat(200)).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = Rm(planted);
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(&config(up.addr, PUSH_LIST, &admin_config(dir.path(), &[]))).await;
+    let (s, resp) = http_req(srv.admin, "PUT", "/v1/lists/reg", Some(TOKEN), &[], body(&["pushed.test"]).as_bytes()).await;
+    assert_eq!(s, 200, "{resp}");
+    let (s, ex) = http_get(srv.http, "/explain?name=pushed.test").await;
+    assert_eq!(s, 200);
+    assert!(ex.contains("blocked") && ex.contains("reg"), "{ex}");
+    assert!(!ex.contains("PLANTED"), "./push was read: {ex}");
+    srv.shutdown().await;
+}
