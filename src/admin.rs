@@ -8,12 +8,25 @@
 //! - `GET /v1/lists`: every list's version, rules and source.
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (missing or wrong: 401,
-//! nothing changes). Pushed bodies may carry `X-Qalqan-Version: N` (must grow:
-//! an older or equal version is a replay, 409) and
-//! `X-Qalqan-Signature: BASE64` — an Ed25519 signature by one of
-//! `regulator_keys` over `qalqan-list-v1\n{name}\n{version}\n{body}`;
-//! with `require_signature` (the default when keys are configured) an
-//! unsigned or badly signed push is refused (403).
+//! nothing changes). Pushed bodies carry `X-Qalqan-Version: N` (N ≥ 1, must
+//! grow: an older or equal version is a replay, 409; checked under the
+//! update lock, see [`Lists::offer_push`]); a PATCH may name the version it
+//! applies to in `X-Qalqan-Base-Version` (409 if another is in force).
+//!
+//! Signed requests carry `X-Qalqan-Signature: BASE64` (Ed25519 by one of
+//! `regulator_keys`) and `X-Qalqan-Timestamp: UNIX_SECONDS` (within
+//! `signature_max_age_s` of our clock, default 300) over the
+//! `qalqan-list-v2` message defined in [`crate::lists::push`]:
+//!
+//! ```text
+//! qalqan-list-v2\n{METHOD}\n{name}\n{version}\n{base or -}\n{timestamp}\n{body}
+//! ```
+//!
+//! With `require_signature` (the default when keys are configured) an
+//! unsigned or badly signed push is refused (403 with the reason; the old
+//! `qalqan-list-v1` format is named as such), and with keys `?force=1` needs
+//! a POST signature whose `{version}` is the list's content version in force.
+//! A body the gate rejects is 422, every time it is sent; never 200.
 
 use std::path::Path;
 use std::sync::Arc;
