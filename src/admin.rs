@@ -8,19 +8,30 @@
 //! - `GET /v1/lists`: every list's version, rules and source.
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (missing or wrong: 401,
-//! nothing changes). Pushed bodies may carry `X-Qalqan-Version: N` (must grow:
-//! an older or equal version is a replay, 409) and
-//! `X-Qalqan-Signature: BASE64` — an Ed25519 signature by one of
-//! `regulator_keys` over `qalqan-list-v1\n{name}\n{version}\n{body}`;
-//! with `require_signature` (the default when keys are configured) an
-//! unsigned or badly signed push is refused (403).
+//! nothing changes). Pushed bodies carry `X-Qalqan-Version: N` (N ≥ 1, must
+//! grow: an older or equal version is a replay, 409; checked under the
+//! update lock, see [`Lists::offer_push`]); a PATCH may name the version it
+//! applies to in `X-Qalqan-Base-Version` (409 if another is in force).
+//!
+//! Signed requests carry `X-Qalqan-Signature: BASE64` (Ed25519 by one of
+//! `regulator_keys`) and `X-Qalqan-Timestamp: UNIX_SECONDS` (within
+//! `signature_max_age_s` of our clock, default 300) over the
+//! `qalqan-list-v2` message defined in [`crate::lists::push`]:
+//!
+//! ```text
+//! qalqan-list-v2\n{METHOD}\n{name}\n{version}\n{base or -}\n{timestamp}\n{body}
+//! ```
+//!
+//! With `require_signature` (the default when keys are configured) an
+//! unsigned or badly signed push is refused (403 with the reason; the old
+//! `qalqan-list-v1` format is named as such), and with keys `?force=1` needs
+//! a POST signature whose `{version}` is the list's content version in force.
+//! A body the gate rejects is 422, every time it is sent; never 200.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming as Body};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,8 +39,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminConfig, SourceKind};
-use crate::lists::publish::{Incoming, Lists};
-use crate::lists::SourceMeta;
+use crate::lists::publish::{Lists, PushRefused};
+use crate::lists::push::{self, PushEntry, PushMethod};
 
 /// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,15 +79,13 @@ pub struct Admin {
     pub lists: Arc<Lists>,
     pub config: AdminConfig,
     token: String,
-    /// Last accepted body of each push list (the base of PATCH).
-    bodies: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
     /// Asks a source task (http, axfr) to refresh now.
     pub refresh: Box<dyn Fn(usize) -> bool + Send + Sync>,
 }
 
 impl Admin {
     pub fn new(lists: Arc<Lists>, config: AdminConfig, token: String, refresh: Box<dyn Fn(usize) -> bool + Send + Sync>) -> Self {
-        Self { lists, config, token, bodies: Mutex::new(HashMap::new()), refresh }
+        Self { lists, config, token, refresh }
     }
 }
 
@@ -126,32 +135,7 @@ async fn handle(admin: &Admin, req: Request<Body>, peer: std::net::SocketAddr) -
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["v1", "lists"]) => list_all(admin),
         (m @ (Method::PUT | Method::PATCH), ["v1", "lists", name]) => push(admin, m, name, req, peer).await,
-        (Method::POST, ["v1", "lists", name, "reload"]) => {
-            let Some(i) = admin.lists.position(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
-            if req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "force=1" || kv == "force=true")) {
-                admin.lists.force_next(i);
-                tracing::info!(target: "qalqan::audit", list = %name, %peer, "shrink gate skipped for the next version (force)");
-            }
-            let origin = admin.lists.configs().get(i).map(|c| c.0.origin.clone());
-            match origin {
-                Some(SourceKind::File(_)) => {
-                    let lists = Arc::clone(&admin.lists);
-                    let report = lists.reload(Some(vec![i])).await;
-                    if let Some(e) = report.failed.first() {
-                        return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
-                    }
-                    state_json(admin, i)
-                }
-                Some(SourceKind::Push) => state_json(admin, i),
-                _ => {
-                    if (admin.refresh)(i) {
-                        json(StatusCode::ACCEPTED, serde_json::json!({ "list": name, "refresh": "started" }))
-                    } else {
-                        err(StatusCode::SERVICE_UNAVAILABLE, "source task not running")
-                    }
-                }
-            }
-        }
+        (Method::POST, ["v1", "lists", name, "reload"]) => reload(admin, name, req, peer).await,
         _ => err(StatusCode::NOT_FOUND, "try GET /v1/lists, PUT|PATCH /v1/lists/{name}, POST /v1/lists/{name}/reload"),
     }
 }
@@ -185,7 +169,7 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
             let s = snapshot.get(i).cloned().flatten();
             serde_json::json!({
                 "list": c.name,
-                "source": c.source,
+                "source": crate::lists::http::redact_url(&c.source),
                 "version": s.as_ref().map(|s| s.version.clone()),
                 "rules": s.as_ref().map(|s| s.rules),
                 "who": s.as_ref().map(|s| s.meta.who.clone()),
@@ -195,11 +179,98 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
     json(StatusCode::OK, serde_json::json!({ "generation": admin.lists.policy.load().generation, "lists": items }))
 }
 
-/// The signed message: `qalqan-list-v1\n{name}\n{version}\n{body}`.
-pub fn signed_message(name: &str, version: u64, body: &[u8]) -> Vec<u8> {
-    let mut m = format!("qalqan-list-v1\n{name}\n{version}\n").into_bytes();
-    m.extend_from_slice(body);
-    m
+/// Seconds since the UNIX epoch by our clock.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What a signed request says about itself (see [`push::signed_message`]).
+struct Claim<'a> {
+    method: PushMethod,
+    name: &'a str,
+    version: &'a str,
+    base: Option<u64>,
+    timestamp: Option<&'a str>,
+}
+
+/// Checks a signed request: the timestamp within `signature_max_age`, the
+/// v2 signature over it; returns the timestamp, or why it was refused
+/// (answered 403 with this text; a v1 signature is named as such).
+fn check_signed(admin: &Admin, claim: &Claim<'_>, signature: &str, body: &[u8]) -> Result<u64, String> {
+    let Claim { method, name, version, base, timestamp } = *claim;
+    let keys = &admin.config.regulator_keys;
+    let old_format = || {
+        version.parse::<u64>().is_ok_and(|v| push::verify(keys, &push::signed_message_v1(name, v, body), signature.as_bytes()))
+    };
+    let Some(ts) = timestamp else {
+        if old_format() {
+            return Err("the signature is in the old qalqan-list-v1 format, which is no longer accepted: \
+                        sign qalqan-list-v2 (method, name, version, base version, timestamp) and send X-Qalqan-Timestamp"
+                .into());
+        }
+        return Err("X-Qalqan-Timestamp (UNIX seconds) is required with X-Qalqan-Signature".into());
+    };
+    let ts: u64 = ts.trim().parse().map_err(|_| "X-Qalqan-Timestamp must be UNIX seconds (a whole number)".to_owned())?;
+    let max = admin.config.signature_max_age.as_secs();
+    let now = now_unix();
+    if now.abs_diff(ts) > max {
+        return Err(format!("X-Qalqan-Timestamp {ts} is more than {max} s from our clock ({now}): expired or replayed"));
+    }
+    if push::verify(keys, &push::signed_message(method, name, version, base, ts, body), signature.as_bytes()) {
+        return Ok(ts);
+    }
+    if old_format() {
+        return Err("the signature is in the old qalqan-list-v1 format, which is no longer accepted: sign qalqan-list-v2".into());
+    }
+    Err(format!(
+        "signature does not verify against any regulator key (signed message: {}\\n{}\\n{name}\\n{version}\\n{}\\n{ts}\\nBODY)",
+        push::SIGNED_TAG,
+        method.as_str(),
+        base.map_or_else(|| "-".to_owned(), |b| b.to_string())
+    ))
+}
+
+/// `POST /v1/lists/{name}/reload`.
+async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
+    let Some(i) = admin.lists.position(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
+    if req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "force=1" || kv == "force=true")) {
+        if !admin.config.regulator_keys.is_empty() {
+            // skipping the shrink gate lets a near-empty version through:
+            // with regulator keys that takes the regulator's signature
+            let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let Some(sig) = header("x-qalqan-signature") else {
+                tracing::warn!(target: "qalqan::audit", list = %name, %peer, "force refused: unsigned");
+                return err(StatusCode::FORBIDDEN, "force=1 needs X-Qalqan-Signature when regulator keys are configured");
+            };
+            let version = admin.lists.state(i).map_or_else(|| "-".to_owned(), |s| s.version);
+            let ts = header("x-qalqan-timestamp");
+            if let Err(reason) = check_signed(admin, &Claim { method: PushMethod::Post, name, version: &version, base: None, timestamp: ts.as_deref() }, &sig, b"") {
+                tracing::warn!(target: "qalqan::audit", list = %name, %peer, %reason, "force refused");
+                return err(StatusCode::FORBIDDEN, reason);
+            }
+        }
+        admin.lists.force_next(i);
+        tracing::info!(target: "qalqan::audit", list = %name, %peer, "shrink gate skipped for the next version (force)");
+    }
+    let origin = admin.lists.configs().get(i).map(|c| c.0.origin.clone());
+    match origin {
+        Some(SourceKind::File(_)) => {
+            let lists = Arc::clone(&admin.lists);
+            let report = lists.reload(Some(vec![i])).await;
+            if let Some(e) = report.failed.first() {
+                return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+            }
+            state_json(admin, i)
+        }
+        Some(SourceKind::Push) => state_json(admin, i),
+        _ => {
+            if (admin.refresh)(i) {
+                json(StatusCode::ACCEPTED, serde_json::json!({ "list": name, "refresh": "started" }))
+            } else {
+                err(StatusCode::SERVICE_UNAVAILABLE, "source task not running")
+            }
+        }
+    }
 }
 
 async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
@@ -207,116 +278,70 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
     if admin.lists.configs().get(i).map(|c| &c.0.origin) != Some(&SourceKind::Push) {
         return err(StatusCode::CONFLICT, format!("list `{name}` is not a push list (source = \"push\")"));
     }
+    let pmethod = if method == Method::PATCH { PushMethod::Patch } else { PushMethod::Put };
     let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let version_hdr = header("x-qalqan-version");
+    let base_hdr = header("x-qalqan-base-version");
     let signature = header("x-qalqan-signature");
+    let timestamp = header("x-qalqan-timestamp");
     let body = match Limited::new(req.into_body(), usize::try_from(admin.config.max_body_bytes).unwrap_or(usize::MAX)).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return err(StatusCode::PAYLOAD_TOO_LARGE, format!("body: {e}")),
     };
-    let prev_state = admin.lists.state(i);
-    let prev_version = prev_state.as_ref().and_then(|s| s.meta.push_version).unwrap_or(0);
-    let version = match version_hdr {
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(v) => v,
-            Err(_) => return err(StatusCode::BAD_REQUEST, "X-Qalqan-Version must be a whole number"),
-        },
-        None if admin.config.require_signature => {
+    let version = match version_hdr.as_deref().map(|v| v.trim().parse::<u64>()) {
+        Some(Ok(v)) if v > 0 => Some(v),
+        Some(_) => return err(StatusCode::BAD_REQUEST, "X-Qalqan-Version must be a whole number ≥ 1"),
+        None if admin.config.require_signature || signature.is_some() => {
             return err(StatusCode::BAD_REQUEST, "X-Qalqan-Version is required with signatures")
         }
-        None => prev_version + 1,
+        None => None,
     };
-    if version <= prev_version {
-        tracing::warn!(target: "qalqan::audit", list = %name, %peer, version, prev_version, "push refused: replayed or old version");
-        return err(StatusCode::CONFLICT, format!("version {version} is not newer than {prev_version} (replay?)"));
-    }
-    match (&signature, admin.config.require_signature) {
-        (Some(sig), _) => {
-            if !verify(&admin.config.regulator_keys, &signed_message(name, version, &body), sig) {
-                tracing::warn!(target: "qalqan::audit", list = %name, %peer, version, "push refused: bad signature");
-                return err(StatusCode::FORBIDDEN, "signature does not verify against any regulator key");
+    let base = match base_hdr.as_deref().map(|v| v.trim().parse::<u64>()) {
+        Some(Ok(b)) if pmethod == PushMethod::Patch => Some(b),
+        Some(Ok(_)) => return err(StatusCode::BAD_REQUEST, "X-Qalqan-Base-Version is for PATCH only"),
+        Some(Err(_)) => return err(StatusCode::BAD_REQUEST, "X-Qalqan-Base-Version must be a whole number"),
+        None if pmethod == PushMethod::Patch && signature.is_some() => {
+            return err(StatusCode::BAD_REQUEST, "a signed PATCH needs X-Qalqan-Base-Version (the version it applies to)")
+        }
+        None => None,
+    };
+    let signed_at = match (&signature, version) {
+        (Some(sig), Some(v)) => {
+            let version = v.to_string();
+            let claim = Claim { method: pmethod, name, version: &version, base, timestamp: timestamp.as_deref() };
+            match check_signed(admin, &claim, sig, &body) {
+                Ok(ts) => Some(ts),
+                Err(reason) => {
+                    tracing::warn!(target: "qalqan::audit", list = %name, %peer, version = v, %reason, "push refused: signature");
+                    return err(StatusCode::FORBIDDEN, reason);
+                }
             }
         }
-        (None, true) => return err(StatusCode::FORBIDDEN, "X-Qalqan-Signature is required"),
-        (None, false) => {}
-    }
-    let full: Vec<u8> = if method == Method::PATCH {
-        let base = admin.bodies.lock().ok().and_then(|b| b.get(&i).cloned());
-        let base = match base {
-            Some(b) => b,
-            None => match admin.lists.configs().get(i).map(|c| c.1.clone()).and_then(|p| std::fs::read(p).ok()) {
-                Some(b) => Arc::new(b),
-                None if prev_state.is_none() => Arc::new(Vec::new()),
-                None => return err(StatusCode::CONFLICT, "no base version to patch (set [state] dir); PUT the full list"),
-            },
-        };
-        match apply_patch(&base, &body) {
-            Ok(b) => b,
-            Err(e) => return err(StatusCode::BAD_REQUEST, e),
-        }
-    } else {
-        body.to_vec()
+        (None, _) if admin.config.require_signature => return err(StatusCode::FORBIDDEN, "X-Qalqan-Signature is required"),
+        _ => None,
     };
-    let meta = SourceMeta {
-        push_version: Some(version),
-        who: format!("push {} from {peer}{}", method, if signature.is_some() { " (signed)" } else { "" }),
-        ..Default::default()
+    let who = format!("push {method} from {peer}{}", if signature.is_some() { " (signed)" } else { "" });
+    let entry = PushEntry {
+        method: pmethod,
+        // 0: an unsigned push without a version takes the next one (assigned under the update lock)
+        version: version.unwrap_or(0),
+        base_version: base,
+        timestamp: signed_at,
+        signature,
+        body: body.to_vec(),
     };
-    let lists = Arc::clone(&admin.lists);
-    let kept = Arc::new(full.clone());
-    match lists.offer_async(Incoming { list: i, bytes: full, meta, force: false }).await {
-        Ok(_) => {
-            if let Ok(mut b) = admin.bodies.lock() {
-                b.insert(i, kept);
-            }
-            state_json(admin, i)
+    match Arc::clone(&admin.lists).offer_push_async(i, entry, who).await {
+        Ok(_) => state_json(admin, i),
+        Err(e) => {
+            let status = match &e {
+                PushRefused::Stale { .. } | PushRefused::Base { .. } | PushRefused::NoBase | PushRefused::JournalFull { .. } => {
+                    StatusCode::CONFLICT
+                }
+                PushRefused::Patch(_) => StatusCode::BAD_REQUEST,
+                PushRefused::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            tracing::warn!(target: "qalqan::audit", list = %name, %peer, error = %e, "push refused");
+            err(status, e.to_string())
         }
-        Err(e) => err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-    }
-}
-
-fn verify(keys: &[[u8; 32]], message: &[u8], sig_b64: &str) -> bool {
-    let Ok(sig_bytes) = base64::engine::general_purpose::STANDARD.decode(sig_b64.trim()) else { return false };
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig_bytes) else { return false };
-    keys.iter().any(|k| {
-        ed25519_dalek::VerifyingKey::from_bytes(k).is_ok_and(|vk| vk.verify_strict(message, &sig).is_ok())
-    })
-}
-
-/// Applies `+LINE` / `-LINE` lines to `base` (other lines: error).
-pub fn apply_patch(base: &[u8], patch: &[u8]) -> Result<Vec<u8>, String> {
-    let base = std::str::from_utf8(base).map_err(|_| "the base version is not UTF-8; PUT the full list".to_owned())?;
-    let patch = std::str::from_utf8(patch).map_err(|_| "the patch is not UTF-8".to_owned())?;
-    let mut lines: Vec<String> = base.lines().map(str::to_owned).collect();
-    for (n, l) in patch.lines().enumerate() {
-        if l.trim().is_empty() {
-            continue;
-        }
-        if let Some(add) = l.strip_prefix('+') {
-            lines.push(add.to_owned());
-        } else if let Some(del) = l.strip_prefix('-') {
-            let before = lines.len();
-            lines.retain(|x| x.trim() != del.trim());
-            if lines.len() == before {
-                tracing::debug!(line = n + 1, "patch removes a line that is not there");
-            }
-        } else {
-            return Err(format!("patch line {}: must start with + or -", n + 1));
-        }
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    Ok(out.into_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patch_adds_and_removes() {
-        let got = apply_patch(b"a.test\nb.test\n", b"+c.test\n-a.test\n").unwrap();
-        assert_eq!(String::from_utf8(got).unwrap(), "b.test\nc.test\n");
-        assert!(apply_patch(b"", b"x.test\n").is_err());
     }
 }

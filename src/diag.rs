@@ -4,9 +4,11 @@
 //!
 //! HTTP/1.1 only, one small task per connection, bounded by `MAX_CONNS`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{ListConfig, SourceKind};
+use crate::lists::http::redact_url;
 use crate::lists::publish::Lists;
 use crate::metrics::Metrics;
 use crate::name::QName;
@@ -41,7 +45,7 @@ pub struct DiagState {
 pub async fn serve(listener: TcpListener, state: Arc<DiagState>, stop: CancellationToken) {
     let handler = move |req, _peer| {
         let state = Arc::clone(&state);
-        async move { route(&state, req) }
+        async move { route(&state, req).await }
     };
     serve_http("metrics", listener, Some(MAX_CONNS), Duration::from_secs(5), handler, stop).await;
 }
@@ -109,7 +113,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -145,7 +149,7 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                             l.rules,
                             l.bad_lines,
                             l.version,
-                            state.lists.configs().get(i).map(|c| c.0.source.as_str()).unwrap_or("?"),
+                            state.lists.configs().get(i).map_or_else(|| "?".to_owned(), |c| redact_url(&c.0.source)),
                             l.addresses
                         );
                     }
@@ -168,14 +172,34 @@ fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             match parsed {
                 None => text(StatusCode::BAD_REQUEST, "usage: /explain?name=NAME (a valid host name)\n".into()),
                 Some(q) => {
+                    // the verdict comes from the published policy; only the
+                    // rule's text is re-read, from file lists only, and off
+                    // the worker threads (a list file can be hundreds of MB)
                     let policy = state.lists.policy.load_full();
-                    let ex = crate::policy::explain::explain(&policy, &q, &read_line);
-                    text(StatusCode::OK, format!("{ex}\n"))
+                    let reader = file_line_reader(state.lists.configs().iter().map(|(c, _)| c));
+                    match tokio::task::spawn_blocking(move || crate::policy::explain::explain(&policy, &q, &reader)).await {
+                        Ok(ex) => text(StatusCode::OK, format!("{ex}\n")),
+                        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("explain failed: {e}\n")),
+                    }
                 }
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /lists /explain?name=\n".into()),
     }
+}
+
+/// A `read_line` for [`crate::policy::explain::explain`] that re-reads only
+/// lists with a file source (by their source as written): never a remote
+/// list's `source` string taken as a path (`push`, a URL). Keyed by the
+/// source as [`crate::policy::ListInfo`] shows it (redacted). Blocking.
+pub fn file_line_reader<'a>(lists: impl Iterator<Item = &'a ListConfig>) -> impl Fn(&str, u32) -> Option<String> + Send + 'static {
+    let files: HashMap<String, PathBuf> = lists
+        .filter_map(|c| match &c.origin {
+            SourceKind::File(p) => Some((redact_url(&c.source), p.clone())),
+            _ => None,
+        })
+        .collect();
+    move |source, line| files.get(source).and_then(|p| read_line(&p.to_string_lossy(), line))
 }
 
 /// Re-reads line `line` of a file source (for "the rule as written"), as

@@ -73,8 +73,16 @@ impl App {
     /// Loads every list of `config`. Blocking (reads and compiles lists).
     pub fn new(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
-        let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, PathBuf)>>();
-        let lists = Arc::new(Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone()).with_reload_nice(config.reload_nice));
+        let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, Option<PathBuf>)>>();
+        let signatures = config.admin.as_ref().map_or_else(Default::default, |a| lists::push::SignaturePolicy {
+            keys: a.regulator_keys.clone(),
+            required: a.require_signature,
+        });
+        let lists = Arc::new(
+            Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone())
+                .with_reload_nice(config.reload_nice)
+                .with_signatures(signatures),
+        );
         lists.load_initial().map_err(StartError::Lists)?;
         Ok(Self { config, lists, metrics })
     }

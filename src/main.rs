@@ -144,11 +144,13 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     let mut active = 0usize;
     for l in &config.lists {
-        let file = config.list_path(l);
-        if l.origin.is_remote() && !file.exists() {
-            println!("{}: {}: remote source with no persisted copy; fetched when the server starts", l.name, l.source);
-            continue;
-        }
+        let file = match config.list_path(l) {
+            Some(f) if !l.origin.is_remote() || f.exists() => f,
+            _ => {
+                println!("{}: {}: remote source with no persisted copy; fetched when the server starts", l.name, l.source);
+                continue;
+            }
+        };
         match qalqan::lists::load(l, &file) {
             Ok(loaded) => {
                 let p = &loaded.parsed;
@@ -225,11 +227,13 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
         if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == qalqan::policy::ListKind::Allow) {
             continue;
         }
-        let file = config.list_path(l);
-        if l.origin.is_remote() && !file.exists() {
-            eprintln!("{}: {}: remote source with no persisted copy; nothing to export", l.name, l.source);
-            continue;
-        }
+        let file = match config.list_path(l) {
+            Some(f) if !l.origin.is_remote() || f.exists() => f,
+            _ => {
+                eprintln!("{}: {}: remote source with no persisted copy; nothing to export", l.name, l.source);
+                continue;
+            }
+        };
         let loaded = qalqan::lists::load(l, &file)?;
         for e in loaded.parsed.entries {
             if let Rule::Ip { net, decision } = e.rule {
@@ -267,7 +271,8 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
         .ok()
         .and_then(|n| qalqan::name::QName::parse(&n).ok())
         .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid name"))?;
-    let ex = qalqan::policy::explain::explain(&policy, &qname, &qalqan::diag::read_line);
+    let reader = qalqan::diag::file_line_reader(app.config.lists.iter());
+    let ex = qalqan::policy::explain::explain(&policy, &qname, &reader);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
-# zone-transfer primary, faketime for TSIG clock skew, promtool),
+# zone-transfer primary, faketime for TSIG clock skew, openssl for Ed25519
+# signatures made independently of ours, promtool),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v knotd >/dev/null 2>&1 || need+=(knot)
 # clock-skewed TSIG signers (kdig under libfaketime) in tests/axfr_knot.rs
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

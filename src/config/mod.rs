@@ -46,6 +46,32 @@ pub struct ListConfig {
     pub tsig: Option<String>,
     /// `ip_rules =` as written (see [`IpRules`]); `None` when unset.
     pub ip_rules: Option<IpRules>,
+    /// Which redirects a pull follows (http sources).
+    pub redirects: Redirects,
+    /// URL of the detached signature every pulled version needs (`signature = "required"`).
+    pub signature_url: Option<String>,
+}
+
+/// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Redirects {
+    /// None: a redirect is an error.
+    None,
+    /// Only to the same scheme, host and port.
+    SameOrigin,
+    /// To another host too, but never from https to http (http targets
+    /// need `allow_insecure`).
+    AnyHost,
+}
+
+/// Whether pulled versions need a detached signature (`signature =`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullSignature {
+    #[default]
+    None,
+    Required,
 }
 
 /// What a list's addresses do (`ip_rules =` in `[[lists]]`).
@@ -118,6 +144,8 @@ pub struct AdminConfig {
     pub regulator_keys: Vec<[u8; 32]>,
     pub require_signature: bool,
     pub max_body_bytes: u64,
+    /// Largest difference between a signed request's timestamp and our clock.
+    pub signature_max_age: Duration,
 }
 
 /// The checked configuration.
@@ -294,6 +322,9 @@ impl Config {
                     keys.push(key);
                 }
                 let require_signature = a.require_signature.unwrap_or(!keys.is_empty());
+                if a.signature_max_age_s == 0 || a.signature_max_age_s > 86_400 {
+                    return Err(invalid("admin.signature_max_age_s", "must be between 1 and 86400".into()));
+                }
                 if require_signature && keys.is_empty() {
                     return Err(invalid("admin.require_signature", "true, but no regulator_keys are configured".into()));
                 }
@@ -303,6 +334,7 @@ impl Config {
                     regulator_keys: keys,
                     require_signature,
                     max_body_bytes: a.max_body_bytes,
+                    signature_max_age: Duration::from_secs(a.signature_max_age_s),
                 })
             }
         };
@@ -378,6 +410,35 @@ impl Config {
             if l.timeout_ms == 0 {
                 return Err(invalid(&key("timeout_ms"), "must be at least 1".into()));
             }
+            let is_http = matches!(origin, SourceKind::Http(_));
+            if l.source.starts_with("http://") && !l.allow_insecure {
+                return Err(invalid(
+                    &key("source"),
+                    format!("list `{}`: plain http:// can be read and changed on the way; use https://, or set allow_insecure = true", l.name),
+                ));
+            }
+            if !is_http && (l.allow_insecure || l.signature != PullSignature::None || l.signature_url.is_some()) {
+                return Err(invalid(&key("source"), format!("list `{}`: allow_insecure and signature are for http(s):// sources", l.name)));
+            }
+            let signature_url = match (l.signature, &l.signature_url) {
+                (PullSignature::None, Some(_)) => {
+                    return Err(invalid(&key("signature_url"), format!("list `{}`: set signature = \"required\" too", l.name)))
+                }
+                (PullSignature::None, None) => None,
+                (PullSignature::Required, u) => {
+                    if admin.as_ref().is_none_or(|a| a.regulator_keys.is_empty()) {
+                        return Err(invalid(
+                            &key("signature"),
+                            format!("list `{}`: signature = \"required\" needs [admin] regulator_keys to verify with", l.name),
+                        ));
+                    }
+                    let u = u.clone().unwrap_or_else(|| format!("{}.sig", l.source));
+                    if !(u.starts_with("https://") || (l.allow_insecure && u.starts_with("http://"))) {
+                        return Err(invalid(&key("signature_url"), format!("list `{}`: `{u}` must be https:// (or http:// with allow_insecure)", l.name)));
+                    }
+                    Some(u)
+                }
+            };
             lists.push(ListConfig {
                 name: l.name,
                 source: l.source,
@@ -394,7 +455,29 @@ impl Config {
                 max_rules: l.max_rules,
                 tsig: l.tsig,
                 ip_rules: l.ip_rules,
+                redirects: l.redirects,
+                signature_url,
             });
+        }
+        if raw.state.dir.is_none() {
+            if let Some(l) = lists.iter().find(|l| l.origin == SourceKind::Push) {
+                return Err(invalid(
+                    "state.dir",
+                    format!(
+                        "list `{}` has source = \"push\": a state directory is required, so that replay protection \
+                         (the last accepted version) and the last pushed list survive a restart",
+                        l.name
+                    ),
+                ));
+            }
+            if admin.as_ref().is_some_and(|a| !a.regulator_keys.is_empty()) {
+                return Err(invalid(
+                    "state.dir",
+                    "admin.regulator_keys is set: a state directory is required, so that the accepted versions \
+                     survive a restart (replay protection)"
+                        .into(),
+                ));
+            }
         }
         Ok(Config {
             path: path.to_owned(),
@@ -444,11 +527,14 @@ impl Config {
         })
     }
 
-    /// Path of a list source on disk (file lists) or of its persisted copy.
-    pub fn list_path(&self, list: &ListConfig) -> PathBuf {
+    /// Path of a list source on disk (file lists) or of its persisted copy
+    /// in `[state] dir` (remote lists). `None` for a remote list when no
+    /// state directory is configured: a remote list is never read from the
+    /// working directory.
+    pub fn list_path(&self, list: &ListConfig) -> Option<PathBuf> {
         match &list.origin {
-            SourceKind::File(p) => p.clone(),
-            _ => self.state_dir.clone().unwrap_or_default().join(format!("{}.list", list.name)),
+            SourceKind::File(p) => Some(p.clone()),
+            _ => self.state_dir.as_ref().map(|d| d.join(format!("{}.list", list.name))),
         }
     }
 }
@@ -546,6 +632,40 @@ mod tests {
         assert_eq!(Config::from_toml_str("[server]\nreload_nice = 0\n", "q.toml").unwrap().reload_nice, 0);
         let err = Config::from_toml_str("[server]\nreload_nice = -5\n", "q.toml").unwrap_err().to_string();
         assert!(err.contains("server.reload_nice") && err.contains("-5"), "{err}");
+    }
+
+    /// Replay protection and the last pushed list must survive a restart,
+    /// so push lists and regulator keys need `[state] dir`.
+    #[test]
+    fn push_lists_and_regulator_keys_need_a_state_dir() {
+        let push = "[[lists]]\nname = \"regpush\"\nsource = \"push\"\n";
+        let err = Config::from_toml_str(push, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("state.dir") && err.contains("regpush"), "{err}");
+        assert!(Config::from_toml_str(&format!("[state]\ndir = \"/var/lib/q\"\n{push}"), "q.toml").is_ok());
+        let keys = "[admin]\nlisten = \"127.0.0.1:8053\"\ntoken_file = \"t\"\n\
+                    regulator_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
+        let err = Config::from_toml_str(keys, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("state.dir") && err.contains("regulator_keys"), "{err}");
+    }
+
+    /// Plain http:// needs allow_insecure; a required pull signature needs keys.
+    #[test]
+    fn pulled_lists_are_https_unless_allowed_and_signatures_need_keys() {
+        let http = "[[lists]]\nname = \"plainweb\"\nsource = \"http://example.test/l\"\n";
+        let err = Config::from_toml_str(http, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("plainweb") && err.contains("allow_insecure"), "{err}");
+        assert!(Config::from_toml_str(&format!("{http}allow_insecure = true\n"), "q.toml").is_ok());
+        let signed = "[[lists]]\nname = \"sweb\"\nsource = \"https://example.test/l\"\nsignature = \"required\"\n";
+        let err = Config::from_toml_str(signed, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("sweb") && err.contains("regulator_keys"), "{err}");
+    }
+
+    /// Without a state directory a remote list has no persisted copy at
+    /// all: never `./NAME.list` in the working directory.
+    #[test]
+    fn remote_lists_have_no_path_without_a_state_dir() {
+        let c = Config::from_toml_str("[[lists]]\nname = \"web\"\nsource = \"https://example.test/l\"\n", "q.toml").unwrap();
+        assert_eq!(c.list_path(&c.lists[0]), None);
     }
 
     #[test]

@@ -98,6 +98,14 @@ pub struct RawAdmin {
     /// Largest request body (bytes).
     #[serde(default = "default_admin_body")]
     pub max_body_bytes: u64,
+    /// A signed request's `X-Qalqan-Timestamp` may differ from our clock by
+    /// at most this many seconds (either way).
+    #[serde(default = "default_signature_max_age_s")]
+    pub signature_max_age_s: u64,
+}
+
+fn default_signature_max_age_s() -> u64 {
+    300
 }
 
 fn default_admin_body() -> u64 {
@@ -450,6 +458,25 @@ pub struct RawList {
     /// for a firewall) or `"answer"` (block any answer carrying one). Unset,
     /// RPZ `rpz-ip` triggers are enforced; `"ignore"` turns them off too.
     pub ip_rules: Option<crate::config::IpRules>,
+    /// Allow a plain `http://` source (default: https only; config error otherwise).
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// Which HTTP redirects a pull follows: "same-origin" (default: same
+    /// scheme, host and port), "none", or "any-host" (another host, never
+    /// from https to http).
+    #[serde(default = "default_redirects")]
+    pub redirects: crate::config::Redirects,
+    /// "required": every pulled version needs a detached Ed25519 signature
+    /// by one of `[admin] regulator_keys`, fetched from `signature_url`;
+    /// "none" (default): no signature is fetched.
+    #[serde(default)]
+    pub signature: crate::config::PullSignature,
+    /// Where the signature of a pulled list is (default: the list URL + ".sig").
+    pub signature_url: Option<String>,
+}
+
+fn default_redirects() -> crate::config::Redirects {
+    crate::config::Redirects::SameOrigin
 }
 
 fn default_max_shrink() -> f64 {

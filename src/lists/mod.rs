@@ -6,6 +6,8 @@ pub mod http;
 pub mod parse;
 pub mod source;
 pub mod publish;
+pub mod push;
+pub mod state;
 pub mod watch;
 pub mod zone_sync;
 
@@ -307,7 +309,8 @@ fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
         .iter()
         .map(|c| ListInfo {
             name: c.name.clone(),
-            source: c.source.clone(),
+            // shown by /explain and in logs: credentials in a URL never are
+            source: http::redact_url(&c.source),
             format: c.format,
             kind: c.kind,
             action: c.action,

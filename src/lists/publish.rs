@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::{build_with, gate, ListState, LoadError, SourceMeta};
+use super::push::{apply_patch, Journal, PushEntry, PushMethod, SignaturePolicy};
+use super::{build_with, gate, state as files, ListState, LoadError, SourceMeta};
 use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -119,6 +120,17 @@ fn retire(old: Arc<Policy>) -> bool {
     reaper().is_some_and(|tx| tx.send(old).is_ok())
 }
 
+/// Hands a replaced policy to the reaper, or runs [`AFTER_BUILD`] here when
+/// nothing was replaced: only after the update lock is released, with the
+/// build's temporaries freed, so that AFTER_BUILD covers them too.
+fn after_build(replaced: Option<Arc<Policy>>) {
+    if !replaced.is_some_and(retire) {
+        if let Some(f) = AFTER_BUILD.get() {
+            f();
+        }
+    }
+}
+
 /// One offered version of one list.
 #[derive(Debug)]
 pub struct Incoming {
@@ -132,10 +144,17 @@ pub struct Incoming {
 
 /// Lists and the policy built from them.
 pub struct Lists {
-    configs: Vec<(ListConfig, PathBuf)>,
+    /// Each list and where it is read from: its file, or its persisted
+    /// copy in the state directory (`None`: a remote list without one).
+    configs: Vec<(ListConfig, Option<PathBuf>)>,
     states: Mutex<Vec<Option<ListState>>>,
-    /// Content version of the last rejected source of each list: not retried.
-    failed: Mutex<Vec<Option<String>>>,
+    /// Content version of the last rejected source of each list, and why:
+    /// not retried, and refused again with that reason.
+    failed: Mutex<Vec<Option<(String, String)>>>,
+    /// Push lists: the pushes that make up the version in force, and its bytes (the base of PATCH).
+    pushed: Mutex<Vec<Option<PushHead>>>,
+    /// Signature rules for pushes, also applied to persisted pushes on load.
+    signatures: SignaturePolicy,
     /// One-shot shrink overrides requested through the admin API.
     force_next: Mutex<Vec<bool>>,
     pub policy: Arc<ArcSwap<Policy>>,
@@ -148,6 +167,30 @@ pub struct Lists {
     reload_nice: i32,
 }
 
+/// The version in force of a push list: its journal and its bytes.
+#[derive(Debug, Clone)]
+pub struct PushHead {
+    pub journal: Journal,
+    pub body: Arc<Vec<u8>>,
+}
+
+/// Why a push was refused (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum PushRefused {
+    #[error("version {version} is not newer than {current} (replay?)")]
+    Stale { version: u64, current: u64 },
+    #[error("the patch applies to version {base}, but version {current} is in force")]
+    Base { base: u64, current: u64 },
+    #[error("no base version to patch; PUT the full list")]
+    NoBase,
+    #[error("{0}")]
+    Patch(String),
+    #[error("the journal of PATCHes since the last PUT would exceed {limit} bytes; PUT the full list")]
+    JournalFull { limit: u64 },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
 /// What a reload did.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
@@ -158,12 +201,14 @@ pub struct ReloadReport {
 }
 
 impl Lists {
-    pub fn new(configs: Vec<(ListConfig, PathBuf)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
+    pub fn new(configs: Vec<(ListConfig, Option<PathBuf>)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
         let n = configs.len();
         Self {
             configs,
             states: Mutex::new(vec![None; n]),
             failed: Mutex::new(vec![None; n]),
+            pushed: Mutex::new(vec![None; n]),
+            signatures: SignaturePolicy::default(),
             force_next: Mutex::new(vec![false; n]),
             policy: Arc::new(ArcSwap::from_pointee(Policy::empty())),
             generation: AtomicU64::new(0),
@@ -182,7 +227,25 @@ impl Lists {
         self
     }
 
-    pub fn configs(&self) -> &[(ListConfig, PathBuf)] {
+    /// Sets the signature rules of pushes (`[admin] regulator_keys`,
+    /// `require_signature`); persisted pushes are checked against them on load.
+    #[must_use]
+    pub fn with_signatures(mut self, signatures: SignaturePolicy) -> Self {
+        self.signatures = signatures;
+        self
+    }
+
+    /// The regulator keys (`[admin] regulator_keys`): pushes and required pull signatures.
+    pub fn signature_keys(&self) -> Vec<[u8; 32]> {
+        self.signatures.keys.clone()
+    }
+
+    /// The version in force of push list `i` (journal and bytes).
+    pub fn pushed(&self, i: usize) -> Option<PushHead> {
+        self.pushed.lock().ok().and_then(|p| p.get(i).cloned().flatten())
+    }
+
+    pub fn configs(&self) -> &[(ListConfig, Option<PathBuf>)] {
         &self.configs
     }
 
@@ -217,14 +280,48 @@ impl Lists {
     pub fn load_initial(&self) -> Result<(), Vec<LoadError>> {
         let mut batch = Vec::new();
         let mut errors = Vec::new();
+        let mut heads = Vec::new();
         for (i, (cfg, path)) in self.configs.iter().enumerate() {
-            match (&cfg.origin, std::fs::read(path)) {
+            let Some(path) = path else {
+                tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
+                continue;
+            };
+            if cfg.origin == SourceKind::Push {
+                match self.load_pushed(cfg, path) {
+                    Ok(Some(head)) => {
+                        let meta = SourceMeta {
+                            push_version: head.journal.version(),
+                            who: format!("persisted push {} (re-verified)", path.display()),
+                            ..Default::default()
+                        };
+                        tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
+                        batch.push(Incoming { list: i, bytes: head.body.to_vec(), meta, force: false });
+                        heads.push((i, head));
+                    }
+                    Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
+                    Err(reason) => tracing::error!(
+                        list = %cfg.name,
+                        dir = %path.parent().unwrap_or(path).display(),
+                        %reason,
+                        "persisted push REJECTED (tampered, torn or unsigned): not served; push the list again"
+                    ),
+                }
+                continue;
+            }
+            let read = if cfg.origin.is_remote() { files::read(path) } else { std::fs::read(path) };
+            match (&cfg.origin, read) {
                 (SourceKind::File(_), Ok(bytes)) => {
                     batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false })
                 }
                 (SourceKind::File(_), Err(source)) => {
                     errors.push(LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source })
                 }
+                (_, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => tracing::error!(
+                    list = %cfg.name,
+                    path = %path.display(),
+                    error = %e,
+                    "persisted copy REJECTED (a symlink or not a regular file?): not served; waiting for the source"
+                ),
                 (_, Ok(bytes)) => {
                     let mut meta = self.read_meta(cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
@@ -238,6 +335,14 @@ impl Lists {
             return Err(errors);
         }
         let report = self.apply(batch);
+        if let Ok(mut p) = self.pushed.lock() {
+            for (i, head) in heads {
+                let accepted = self.configs.get(i).is_some_and(|(c, _)| report.changed.contains(&c.name));
+                if let (true, Some(slot)) = (accepted, p.get_mut(i)) {
+                    *slot = Some(head);
+                }
+            }
+        }
         if report.failed.is_empty() {
             Ok(())
         } else {
@@ -250,7 +355,8 @@ impl Lists {
         let mut batch = Vec::new();
         let mut report = ReloadReport::default();
         for (i, (cfg, path)) in self.configs.iter().enumerate() {
-            if which.is_some_and(|w| !w.contains(&i)) || !matches!(cfg.origin, SourceKind::File(_)) {
+            let (SourceKind::File(_), Some(path)) = (&cfg.origin, path) else { continue };
+            if which.is_some_and(|w| !w.contains(&i)) {
                 continue;
             }
             match std::fs::read(path) {
@@ -334,20 +440,16 @@ impl Lists {
     /// gated; a rejected version's index is dropped unpublished. Remote lists
     /// are persisted after the publish.
     pub fn apply(&self, batch: Vec<Incoming>) -> ReloadReport {
-        // retired only now, with the build's temporaries freed, so that the
-        // reaper's AFTER_BUILD (after the old policy is gone) covers them too
-        let (report, replaced) = self.apply_inner(batch);
-        if !replaced.is_some_and(retire) {
-            if let Some(f) = AFTER_BUILD.get() {
-                f();
-            }
-        }
+        let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (report, replaced) = self.apply_locked(batch);
+        drop(guard);
+        after_build(replaced);
         report
     }
 
-    /// The report, and the policy a publish replaced.
-    fn apply_inner(&self, batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
-        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// [`Lists::apply`] with the update lock held by the caller: the
+    /// report, and the policy a publish replaced.
+    fn apply_locked(&self, batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
         let mut to_persist: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -368,8 +470,15 @@ impl Lists {
             let failed_before = self.failed.lock().ok().and_then(|f| f.get(i).cloned().flatten());
             let forced = inc.force
                 || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
-            if prev.as_ref().is_some_and(|p| p.version == version) || (!forced && failed_before.as_deref() == Some(&version)) {
+            if prev.as_ref().is_some_and(|p| p.version == version) {
                 report.unchanged.push(cfg.name.clone());
+                continue;
+            }
+            if let (false, Some((_, reason))) = (forced, failed_before.as_ref().filter(|(v, _)| *v == version)) {
+                // refused again (not rebuilt, not counted twice): a caller
+                // offering it must hear that it was not accepted
+                let reason = format!("same content as the version rejected before ({reason})");
+                report.failed.push(LoadError::Rejected { list: cfg.name.clone(), reason });
                 continue;
             }
             let base = working.as_ref().unwrap_or(&published.index);
@@ -378,7 +487,7 @@ impl Lists {
                 .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
-                    *slot = if result.is_err() { Some(version.clone()) } else { None };
+                    *slot = result.as_ref().err().map(|e| (version.clone(), e.to_string()));
                 }
             }
             match result {
@@ -456,33 +565,151 @@ impl Lists {
     }
 
     fn read_meta(&self, cfg: &ListConfig) -> Option<SourceMeta> {
-        let text = std::fs::read_to_string(self.meta_path(cfg)?).ok()?;
-        serde_json::from_str(&text).ok()
+        let bytes = files::read(&self.meta_path(cfg)?).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Writes the accepted bytes and their metadata to the state directory
-    /// (write to a temporary name, fsync, rename).
+    /// (see [`files::write`]: 0600, no symlink followed, fsynced, renamed).
     fn persist(&self, cfg: &ListConfig, bytes: &[u8], meta: &SourceMeta) {
         let Some(dir) = &self.state_dir else { return };
-        let write = |path: &Path, data: &[u8]| -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write as _;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(data)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, path)
-        };
         let list_path = dir.join(format!("{}.list", cfg.name));
-        let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
-        let r = write(&list_path, bytes).and_then(|()| match self.meta_path(cfg) {
-            Some(mp) => write(&mp, &meta_json),
-            None => Ok(()),
-        });
+        let r = files::write(&list_path, bytes).and_then(|()| self.persist_meta(cfg, meta));
         if let Err(e) = r {
             tracing::warn!(list = %cfg.name, dir = %dir.display(), error = %e, "could not persist the list");
+        }
+    }
+
+    fn persist_meta(&self, cfg: &ListConfig, meta: &SourceMeta) -> std::io::Result<()> {
+        match self.meta_path(cfg) {
+            Some(mp) => files::write(&mp, &serde_json::to_vec_pretty(meta).unwrap_or_default()),
+            None => Ok(()),
+        }
+    }
+
+    fn journal_path(&self, cfg: &ListConfig) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join(format!("{}.push.json", cfg.name)))
+    }
+
+    /// Reads back the persisted push of `cfg` and checks it again: the
+    /// journal must parse, open with a PUT, chain its versions, and every
+    /// signature must verify under the current [`SignaturePolicy`]. A copy
+    /// from before journals (`NAME.list` + meta only) counts as one unsigned
+    /// PUT. `Ok(None)`: nothing persisted.
+    fn load_pushed(&self, cfg: &ListConfig, list_path: &Path) -> Result<Option<PushHead>, String> {
+        let Some(jpath) = self.journal_path(cfg) else { return Ok(None) };
+        let journal = match files::read(&jpath) {
+            Ok(bytes) => serde_json::from_slice::<Journal>(&bytes).map_err(|e| format!("{}: not a push journal: {e}", jpath.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match files::read(list_path) {
+                Ok(body) => {
+                    let version = self.read_meta(cfg).and_then(|m| m.push_version).unwrap_or(0);
+                    let put = PushEntry { method: PushMethod::Put, version, base_version: None, timestamp: None, signature: None, body };
+                    Journal { entries: vec![put] }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("{}: {e}", list_path.display())),
+            },
+            Err(e) => return Err(format!("{}: {e}", jpath.display())),
+        };
+        let body = journal.replay(&cfg.name, &self.signatures).map_err(|e| format!("{}: {e}", jpath.display()))?;
+        Ok(Some(PushHead { journal, body: Arc::new(body) }))
+    }
+
+    /// Offers one push to push list `i`: checks its version against the
+    /// version in force, applies a PATCH to the bytes in force, gates and
+    /// publishes — all under the update lock, so two pushes never both pass
+    /// the version check. A push whose result equals the list in force
+    /// still advances the accepted version. The caller has checked the
+    /// signature; the entry is persisted with it (journal, re-verified on load).
+    pub fn offer_push(&self, i: usize, mut entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+        let Some((cfg, _)) = self.configs.get(i) else {
+            return Err(PushRefused::Patch("no such list".into()));
+        };
+        let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_force = self.state(i);
+        let current = in_force.as_ref().and_then(|s| s.meta.push_version).unwrap_or(0);
+        if entry.version == 0 && entry.signature.is_none() {
+            entry.version = current.saturating_add(1); // unsigned push without a version: the next one
+        }
+        if entry.version <= current {
+            return Err(PushRefused::Stale { version: entry.version, current });
+        }
+        let head = self.pushed(i);
+        let (bytes, journal) = match entry.method {
+            PushMethod::Put => (entry.body.clone(), Journal { entries: vec![entry.clone()] }),
+            PushMethod::Patch => {
+                if let Some(base) = entry.base_version.filter(|b| *b != current) {
+                    return Err(PushRefused::Base { base, current });
+                }
+                match head {
+                    Some(h) => {
+                        let limit = cfg.max_bytes.saturating_mul(2);
+                        let size: u64 = h.journal.entries.iter().map(|e| e.body.len() as u64).sum::<u64>() + entry.body.len() as u64;
+                        if size > limit {
+                            return Err(PushRefused::JournalFull { limit });
+                        }
+                        entry.base_version = Some(current);
+                        let bytes = apply_patch(&h.body, &entry.body).map_err(PushRefused::Patch)?;
+                        let mut journal = h.journal;
+                        journal.entries.push(entry.clone());
+                        (bytes, journal)
+                    }
+                    None if in_force.is_none() && entry.base_version.is_none() => {
+                        (apply_patch(b"", &entry.body).map_err(PushRefused::Patch)?, Journal { entries: vec![entry.clone()] })
+                    }
+                    None => return Err(PushRefused::NoBase),
+                }
+            }
+            PushMethod::Post => return Err(PushRefused::Patch("POST does not carry a list".into())),
+        };
+        let meta = SourceMeta { push_version: Some(entry.version), who, ..Default::default() };
+        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false };
+        let body = Arc::new(inc.bytes.clone());
+        let (mut report, replaced) = self.apply_locked(vec![inc]);
+        let result = match report.failed.pop() {
+            Some(e) => Err(PushRefused::Load(e)),
+            None => {
+                // accepted, or equal to the list in force: either way this
+                // version is now the accepted one
+                let mut state = None;
+                if let Ok(mut states) = self.states.lock() {
+                    if let Some(Some(s)) = states.get_mut(i) {
+                        s.meta = meta.clone();
+                        state = Some(s.clone());
+                    }
+                }
+                if let Ok(mut p) = self.pushed.lock() {
+                    if let Some(slot) = p.get_mut(i) {
+                        *slot = Some(PushHead { journal: journal.clone(), body });
+                    }
+                }
+                self.persist_journal(cfg, &journal, &meta);
+                state.ok_or_else(|| {
+                    PushRefused::Load(LoadError::Rejected { list: cfg.name.clone(), reason: "compiling the policy failed".into() })
+                })
+            }
+        };
+        drop(guard);
+        after_build(replaced);
+        result
+    }
+
+    /// Async wrapper: [`Lists::offer_push`] on a build thread ([`on_build_thread`]).
+    pub async fn offer_push_async(self: &Arc<Self>, i: usize, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+        let me = Arc::clone(self);
+        on_build_thread(self.reload_nice, move || me.offer_push(i, entry, who)).await.unwrap_or_else(|e| {
+            Err(PushRefused::Load(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") }))
+        })
+    }
+
+    fn persist_journal(&self, cfg: &ListConfig, journal: &Journal, meta: &SourceMeta) {
+        let Some(path) = self.journal_path(cfg) else { return };
+        let r = serde_json::to_vec(journal)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| files::write(&path, &bytes))
+            .and_then(|()| self.persist_meta(cfg, meta));
+        if let Err(e) = r {
+            tracing::error!(list = %cfg.name, path = %path.display(), error = %e, "could not persist the push: it will not survive a restart");
         }
     }
 }
@@ -510,7 +737,7 @@ mod tests {
     /// reader still held it at the swap; nothing of it is kept.
     #[test]
     fn a_replaced_policy_is_freed_once_its_last_reader_lets_go() {
-        let toml = "[[lists]]\nname = \"pushed\"\nsource = \"push\"\nformat = \"domains\"\n";
+        let toml = "[state]\ndir = \"/nonexistent\"\n[[lists]]\nname = \"pushed\"\nsource = \"push\"\nformat = \"domains\"\n";
         let config = crate::config::Config::from_toml_str(toml, "test.toml").unwrap();
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None);

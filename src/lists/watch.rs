@@ -36,6 +36,7 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
         if cfg.origin.is_remote() {
             continue; // their state-dir copies are written by us
         }
+        let Some(path) = path else { continue };
         let Some(name) = path.file_name() else { continue };
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let Ok(dir) = parent.canonicalize() else { continue };

@@ -69,7 +69,7 @@ fn source_of(lists: &Lists, i: usize) -> Result<Source, LoadError> {
 /// The zone state recovered from the persisted copy of list `i`, if any.
 pub fn from_persisted(lists: &Lists, i: usize) -> Option<ZoneState> {
     let serial = lists.state(i)?.meta.serial?;
-    let path = &lists.configs().get(i)?.1;
+    let path = lists.configs().get(i)?.1.as_ref()?;
     let text = std::fs::read_to_string(path).ok()?;
     let lines = text.lines().filter(|l| !l.starts_with('$') && !l.trim().is_empty()).map(str::to_owned).collect();
     Some(ZoneState { lines, serial })

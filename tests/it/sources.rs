@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use ed25519_dalek::Signer as _;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -40,7 +38,7 @@ fn query_loop(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, failures: Arc<A
     })
 }
 
-fn body(names: &[&str]) -> String {
+pub fn body(names: &[&str]) -> String {
     let mut b = String::from("# served by the test\n");
     for i in 0..50 {
         b.push_str(&format!("base{i}.test\n"));
@@ -58,7 +56,7 @@ async fn http_source_pulls_updates_and_keeps_last_good() {
     let web = ListServer::start(&body(&["first.test"])).await;
     let state = tempfile::tempdir().unwrap();
     let extra = format!("[state]\ndir = \"{}\"\n", state.path().display());
-    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://{}/list.txt\"\nrefresh_s = 1\n", web.addr);
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://{}/list.txt\"\nallow_insecure = true\nrefresh_s = 1\n", web.addr);
     let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
     let addr = srv.addr;
     assert!(blocked_within(addr, "first.test.", 3).await, "fetched before ready");
@@ -112,14 +110,14 @@ async fn http_source_unreachable_at_start_without_copy_fails_naming_the_list() {
     let port = dead.local_addr().unwrap().port();
     drop(dead);
     let up = Upstream::start().await;
-    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\ntimeout_ms = 500\n");
+    let lists = format!("[[lists]]\nname = \"web\"\nsource = \"http://127.0.0.1:{port}/l.txt\"\nallow_insecure = true\ntimeout_ms = 500\n");
     let srv = TestServer::start(&config(up.addr, &lists, "")).await;
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
     let e = r.expect_err("start must fail").to_string();
     assert!(e.contains("web") && e.contains("GET http://127.0.0.1"), "{e}");
 }
 
-fn admin_config(dir: &std::path::Path, keys: &[String]) -> String {
+pub fn admin_config(dir: &std::path::Path, keys: &[String]) -> String {
     let token = dir.join("token");
     std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -132,7 +130,7 @@ fn admin_config(dir: &std::path::Path, keys: &[String]) -> String {
     )
 }
 
-const TOKEN: &str = "s3cret-token-0123456789";
+pub const TOKEN: &str = "s3cret-token-0123456789";
 
 #[tokio::test]
 async fn push_api_needs_the_token_and_patches() {
@@ -181,49 +179,44 @@ async fn push_api_needs_the_token_and_patches() {
 
 #[tokio::test]
 async fn push_signatures_valid_invalid_replayed() {
+    let Some(key) = OpensslKey::generate() else { return };
+    let Some(other) = OpensslKey::generate() else { return };
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
     let lists = "[[lists]]\nname = \"reg\"\nsource = \"push\"\n";
-    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[pubkey]))).await;
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[key.public_b64()]))).await;
     let adm = srv.admin;
     let b = body(&["signed.test"]);
-    let sign = |k: &ed25519_dalek::SigningKey, v: u64, body: &str| {
-        let sig = k.sign(&qalqan::admin::signed_message("reg", v, body.as_bytes()));
-        base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
+    let signed = |k: &OpensslKey, v: u64, body: &str| {
+        let ts = unix_now();
+        let sig = k.sign(&v2_message("PUT", "reg", &v.to_string(), None, ts, body.as_bytes()));
+        vec![("X-Qalqan-Version", v.to_string()), ("X-Qalqan-Timestamp", ts.to_string()), ("X-Qalqan-Signature", sig)]
     };
     // unsigned: refused when keys are configured
     let (s, _) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &[("X-Qalqan-Version", "1".into())], b.as_bytes()).await;
     assert_eq!(s, 403);
     // signed by another key: refused
-    let h = [("X-Qalqan-Version", "1".to_owned()), ("X-Qalqan-Signature", sign(&other, 1, &b))];
-    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 403);
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &signed(&other, 1, &b), b.as_bytes()).await.0, 403);
     // signature over another version: refused
-    let h = [("X-Qalqan-Version", "2".to_owned()), ("X-Qalqan-Signature", sign(&key, 1, &b))];
+    let mut h = signed(&key, 1, &b);
+    h[0].1 = "2".into();
     assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 403);
     assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NoError);
     // valid
-    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
-    let (s, resp) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await;
+    let (s, resp) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &signed(&key, 5, &b), b.as_bytes()).await;
     assert_eq!(s, 200, "{resp}");
     assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
     // replay of an older, validly signed version: refused
     let old = body(&[]);
-    let h = [("X-Qalqan-Version", "4".to_owned()), ("X-Qalqan-Signature", sign(&key, 4, &old))];
-    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, old.as_bytes()).await.0, 409);
-    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
+    assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &signed(&key, 4, &old), old.as_bytes()).await.0, 409);
+    let h = signed(&key, 5, &b);
     assert_eq!(http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 409, "same version again");
     assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
     srv.shutdown().await;
 
     // the pushed version and its number survive a restart (state dir)
-    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[
-        base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()),
-    ]))).await;
+    let srv = TestServer::start(&config(up.addr, lists, &admin_config(dir.path(), &[key.public_b64()]))).await;
     assert_eq!(rcode(srv.addr, "signed.test.").await, ResponseCode::NXDomain);
-    let h = [("X-Qalqan-Version", "5".to_owned()), ("X-Qalqan-Signature", sign(&key, 5, &b))];
     assert_eq!(http_req(srv.admin, "PUT", "/v1/lists/reg", Some(TOKEN), &h, b.as_bytes()).await.0, 409, "replay after restart");
     srv.shutdown().await;
 }

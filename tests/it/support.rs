@@ -347,12 +347,26 @@ pub struct HttpReply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub etag: Option<String>,
+    /// A `Location:` header (for 3xx replies).
+    pub location: Option<String>,
+}
+
+impl HttpReply {
+    pub fn ok(body: &[u8]) -> HttpReply {
+        HttpReply { status: 200, content_type: "text/plain", body: body.to_vec(), etag: None, location: None }
+    }
+
+    pub fn redirect(location: &str) -> HttpReply {
+        HttpReply { status: 302, content_type: "text/plain", body: vec![], etag: None, location: Some(location.to_owned()) }
+    }
 }
 
 /// A tiny HTTP/1.1 list server on 127.0.0.1:0 (answers 304 to a matching If-None-Match).
 pub struct ListServer {
     pub addr: SocketAddr,
     pub reply: Arc<Mutex<HttpReply>>,
+    /// Replies for particular paths (the default `reply` for the rest).
+    pub routes: Arc<Mutex<HashMap<String, HttpReply>>>,
     pub requests: Arc<AtomicUsize>,
     pub not_modified: Arc<AtomicUsize>,
     stop: CancellationToken,
@@ -362,18 +376,19 @@ impl ListServer {
     pub async fn start(body: &str) -> ListServer {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let reply = Arc::new(Mutex::new(HttpReply { status: 200, content_type: "text/plain", body: body.as_bytes().to_vec(), etag: Some("\"v1\"".into()) }));
+        let reply = Arc::new(Mutex::new(HttpReply { status: 200, content_type: "text/plain", body: body.as_bytes().to_vec(), etag: Some("\"v1\"".into()), location: None }));
+        let routes: Arc<Mutex<HashMap<String, HttpReply>>> = Arc::new(Mutex::new(HashMap::new()));
         let requests = Arc::new(AtomicUsize::new(0));
         let not_modified = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let (r, q, nm, s) = (reply.clone(), requests.clone(), not_modified.clone(), stop.clone());
+        let (r, q, nm, s, rt) = (reply.clone(), requests.clone(), not_modified.clone(), stop.clone(), routes.clone());
         tokio::spawn(async move {
             loop {
                 let (mut sock, _) = tokio::select! {
                     _ = s.cancelled() => return,
                     a = l.accept() => match a { Ok(x) => x, Err(_) => continue },
                 };
-                let (r, q, nm) = (r.clone(), q.clone(), nm.clone());
+                let (r, q, nm, rt) = (r.clone(), q.clone(), nm.clone(), rt.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -385,18 +400,21 @@ impl ListServer {
                     }
                     q.fetch_add(1, Ordering::SeqCst);
                     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                    let rep = r.lock().unwrap().clone();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let routed = rt.lock().unwrap().get(&path).cloned();
+                    let rep = routed.unwrap_or_else(|| r.lock().unwrap().clone());
                     let inm = head.lines().find_map(|l| l.strip_prefix("if-none-match:").map(|v| v.trim().to_owned()));
                     let out = if rep.status == 200 && rep.etag.as_ref().map(|e| e.to_ascii_lowercase()) == inm && inm.is_some() {
                         nm.fetch_add(1, Ordering::SeqCst);
                         "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".as_bytes().to_vec()
                     } else {
                         let mut o = format!(
-                            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+                            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}{}\r\n",
                             rep.status,
                             rep.content_type,
                             rep.body.len(),
-                            rep.etag.as_ref().map(|e| format!("ETag: {e}\r\n")).unwrap_or_default()
+                            rep.etag.as_ref().map(|e| format!("ETag: {e}\r\n")).unwrap_or_default(),
+                            rep.location.as_ref().map(|l| format!("Location: {l}\r\n")).unwrap_or_default()
                         )
                         .into_bytes();
                         o.extend_from_slice(&rep.body);
@@ -407,11 +425,16 @@ impl ListServer {
                 });
             }
         });
-        ListServer { addr, reply, requests, not_modified, stop }
+        ListServer { addr, reply, routes, requests, not_modified, stop }
     }
 
     pub fn set(&self, status: u16, content_type: &'static str, body: &str, etag: Option<&str>) {
-        *self.reply.lock().unwrap() = HttpReply { status, content_type, body: body.as_bytes().to_vec(), etag: etag.map(str::to_owned) };
+        *self.reply.lock().unwrap() = HttpReply { status, content_type, body: body.as_bytes().to_vec(), etag: etag.map(str::to_owned), location: None };
+    }
+
+    /// Answers `path` with `reply` from now on.
+    pub fn route(&self, path: &str, reply: HttpReply) {
+        self.routes.lock().unwrap().insert(path.to_owned(), reply);
     }
 
     pub fn stop(&self) {
@@ -466,4 +489,76 @@ pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
     assert!(!in_ci(), "CI=true: {} not found; the real-data tests must run in CI", path.display());
     eprintln!("SKIPPING: {} not found (a clone outside the workspace has no ../shared/data)", path.display());
     None
+}
+
+/// An Ed25519 key made and used by the `openssl` command-line tool: an
+/// implementation independent of the ed25519-dalek that verifies.
+pub struct OpensslKey {
+    dir: tempfile::TempDir,
+    pem: std::path::PathBuf,
+}
+
+impl OpensslKey {
+    /// A new key, or `None` (after a loud SKIPPING line) when `openssl` is
+    /// not installed; under `CI=true` a missing `openssl` fails the test.
+    pub fn generate() -> Option<OpensslKey> {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("k.pem");
+        match std::process::Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&pem).output() {
+            Ok(o) => assert!(o.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => {
+                assert!(!in_ci(), "CI=true: openssl is needed for the Ed25519 interop tests ({e}); tests/run.sh installs it");
+                eprintln!("SKIPPING: openssl not found ({e}); the Ed25519 interop test did not run");
+                return None;
+            }
+        }
+        Some(OpensslKey { dir, pem })
+    }
+
+    /// The raw 32-byte public key, base64 (the `regulator_keys` form).
+    pub fn public_b64(&self) -> String {
+        use base64::Engine as _;
+        let o = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&self.pem)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&o.stderr));
+        base64::engine::general_purpose::STANDARD.encode(&o.stdout[o.stdout.len() - 32..])
+    }
+
+    /// The 64-byte Ed25519 signature of `msg` (`openssl pkeyutl -sign -rawin`).
+    pub fn sign_raw(&self, msg: &[u8]) -> Vec<u8> {
+        let m = self.dir.path().join("msg");
+        std::fs::write(&m, msg).unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+            .arg(&self.pem)
+            .arg("-in")
+            .arg(&m)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl pkeyutl: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout.len(), 64);
+        o.stdout
+    }
+
+    /// [`OpensslKey::sign_raw`], base64.
+    pub fn sign(&self, msg: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.sign_raw(msg))
+    }
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The v2 signed message of a push (README "Push API").
+pub fn v2_message(method: &str, name: &str, version: &str, base: Option<u64>, ts: u64, body: &[u8]) -> Vec<u8> {
+    let base = base.map_or_else(|| "-".to_owned(), |b| b.to_string());
+    let mut m = format!("qalqan-list-v2\n{method}\n{name}\n{version}\n{base}\n{ts}\n").into_bytes();
+    m.extend_from_slice(body);
+    m
 }
