@@ -1,18 +1,29 @@
 //! The blocked-query log: one JSON object per line for every blocked query
 //! (`[log] blocked = "PATH"` or `"stderr"`), with the client address
-//! anonymised as configured. The query path only does a `try_send` into a
-//! bounded queue; a dedicated thread writes. When the writer lags, records
-//! are dropped and counted (`qalqan_blocked_log_dropped_total`), never
-//! waited for. SIGHUP reopens the file (logrotate).
+//! anonymised as configured. The query path hands over an [`Event`]: the
+//! time, the client, the name's bytes and the policy snapshot and hit that
+//! decided, with no formatting (~0.1 µs: a clock read, a reference count,
+//! a copy of the name, a `try_send` into a bounded queue). A dedicated
+//! thread turns events into JSON lines: it wakes every few milliseconds and
+//! drains the queue, so no query ever pays for waking it. When the writer
+//! lags, events are dropped and counted (`qalqan_blocked_log_dropped_total`),
+//! never waited for. SIGHUP reopens the file (logrotate).
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hickory_proto::rr::RecordType;
 use prometheus::IntCounter;
+use smallvec::SmallVec;
+
+use crate::policy::{Hit, Policy};
+
+/// How long the writer sleeps when it found the queue empty.
+const WRITER_NAP: Duration = Duration::from_millis(5);
 
 /// How client addresses appear in the log (`[log] anonymize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -26,21 +37,34 @@ pub enum Anonymize {
     Hash,
 }
 
-/// One blocked query.
+/// One blocked query as the query path hands it over (see the module doc).
+pub struct Event {
+    pub at: SystemTime,
+    pub client: IpAddr,
+    pub udp: bool,
+    /// The normalised query name's text.
+    pub qname: SmallVec<[u8; 64]>,
+    pub qtype: RecordType,
+    /// The policy that decided, and its hit (rule, list).
+    pub policy: Arc<Policy>,
+    pub hit: Hit,
+}
+
+/// One line of the log, as written.
 #[derive(Debug, serde::Serialize)]
-pub struct Record {
+struct Line<'a> {
     /// RFC 3339 UTC, millisecond precision.
-    pub time: String,
-    pub client: String,
-    pub protocol: &'static str,
-    pub qname: String,
-    pub qtype: String,
-    pub list: String,
+    time: &'a str,
+    client: &'a str,
+    protocol: &'static str,
+    qname: &'a str,
+    qtype: &'a str,
+    list: &'a str,
     /// `FILE:LINE` of the deciding rule.
-    pub rule: String,
-    pub decision: Option<String>,
-    pub action: &'static str,
-    pub ede: u16,
+    rule: &'a str,
+    decision: Option<&'a str>,
+    action: &'static str,
+    ede: u16,
 }
 
 /// Where records go.
@@ -52,9 +76,7 @@ pub enum Target {
 
 /// The handle the query path holds.
 pub struct BlockedLog {
-    tx: SyncSender<Record>,
-    anonymize: Anonymize,
-    key: [u8; 32],
+    tx: SyncSender<Event>,
     dropped: IntCounter,
     reopen: Arc<AtomicBool>,
 }
@@ -71,38 +93,46 @@ impl BlockedLog {
         dropped: IntCounter,
     ) -> std::io::Result<Self> {
         let mut out = open(&target)?;
-        let (tx, rx) = sync_channel::<Record>(queue.max(1));
+        let (tx, rx) = sync_channel::<Event>(queue.max(1));
         let reopen = Arc::new(AtomicBool::new(false));
         let reopen_w = Arc::clone(&reopen);
-        std::thread::Builder::new().name("qalqan-blocked-log".into()).spawn(move || loop {
-            let first = match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(r) => Some(r),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
-                }
-            };
-            if reopen_w.swap(false, Ordering::AcqRel) {
-                let _ = out.flush();
-                match open(&target) {
-                    Ok(o) => out = o,
-                    Err(e) => tracing::warn!(error = %e, "reopening the blocked-query log failed; keeping the old handle"),
-                }
-            }
-            let Some(first) = first else { continue };
-            write_record(&mut out, &first);
-            // drain what is queued, then flush once
-            while let Ok(r) = rx.try_recv() {
-                write_record(&mut out, &r);
-            }
-            let _ = out.flush();
-        })?;
         let key = match hash_key {
             Some(k) => blake3::derive_key("qalqan blocked-log client hash v1", k.as_bytes()),
             None => rand::random(),
         };
-        Ok(Self { tx, anonymize, key, dropped, reopen })
+        std::thread::Builder::new().name("qalqan-blocked-log".into()).spawn(move || {
+            let mut fmt = Formatter { anonymize, key, second: u64::MAX, prefix: String::new(), buf: String::new() };
+            loop {
+                if reopen_w.swap(false, Ordering::AcqRel) {
+                    let _ = out.flush();
+                    match open(&target) {
+                        Ok(o) => out = o,
+                        Err(e) => tracing::warn!(error = %e, "reopening the blocked-query log failed; keeping the old handle"),
+                    }
+                }
+                // drain what is queued, flush once, then nap: a sleeping
+                // writer is never woken by the query path (no futex per event)
+                let mut wrote = false;
+                loop {
+                    match rx.try_recv() {
+                        Ok(e) => {
+                            fmt.write(&mut out, &e);
+                            wrote = true;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            let _ = out.flush();
+                            return;
+                        }
+                    }
+                }
+                if wrote {
+                    let _ = out.flush();
+                }
+                std::thread::sleep(WRITER_NAP);
+            }
+        })?;
+        Ok(Self { tx, dropped, reopen })
     }
 
     /// Asks the writer to reopen its file (SIGHUP).
@@ -110,13 +140,60 @@ impl BlockedLog {
         self.reopen.store(true, Ordering::Release);
     }
 
-    /// Queues a record; never blocks. Cost: one formatted address and a
-    /// bounded-channel `try_send`.
-    pub fn log(&self, mut r: Record, client: IpAddr) {
-        r.client = anonymize(client, self.anonymize, &self.key);
-        match self.tx.try_send(r) {
+    /// Queues an event; never blocks. Cost: a bounded-channel `try_send`
+    /// (no wake-up: the writer polls).
+    pub fn log(&self, e: Event) {
+        match self.tx.try_send(e) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}
+
+/// The writer's formatting state: the current second's time text, reused buffers.
+struct Formatter {
+    anonymize: Anonymize,
+    key: [u8; 32],
+    /// The second `prefix` is for (`YYYY-MM-DDTHH:MM:SS`).
+    second: u64,
+    prefix: String,
+    buf: String,
+}
+
+impl Formatter {
+    fn write(&mut self, out: &mut Out, e: &Event) {
+        use std::fmt::Write as _;
+        let d = e.at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if d.as_secs() != self.second {
+            self.second = d.as_secs();
+            self.prefix = rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+            self.prefix.truncate(19);
+        }
+        self.buf.clear();
+        let _ = write!(self.buf, "{}.{:03}Z", self.prefix, d.subsec_millis());
+        let time_end = self.buf.len();
+        self.buf.push_str(&anonymize(e.client, self.anonymize, &self.key));
+        let client_end = self.buf.len();
+        let _ = write!(self.buf, "{}", e.qtype);
+        let qtype_end = self.buf.len();
+        let (policy, hit) = (&e.policy, &e.hit);
+        let list = policy.list(hit);
+        let _ = write!(self.buf, "{}:{}", list.map(|l| l.source.as_str()).unwrap_or("?"), policy.index.rule_line(hit.rule));
+        let b = &self.buf;
+        let line = Line {
+            time: b.get(..time_end).unwrap_or(""),
+            client: b.get(time_end..client_end).unwrap_or(""),
+            protocol: if e.udp { "udp" } else { "tcp" },
+            qname: std::str::from_utf8(&e.qname).unwrap_or("?"),
+            qtype: b.get(client_end..qtype_end).unwrap_or(""),
+            list: list.map(|l| l.name.as_str()).unwrap_or(""),
+            rule: b.get(qtype_end..).unwrap_or(""),
+            decision: policy.index.decision(hit.rule),
+            action: policy.answer(hit).as_str(),
+            ede: policy.ede_parts(hit).0,
+        };
+        if serde_json::to_writer(&mut *out, &line).is_ok() {
+            let _ = out.write_all(b"\n");
         }
     }
 }
@@ -130,13 +207,6 @@ fn open(target: &Target) -> std::io::Result<Out> {
             std::fs::OpenOptions::new().create(true).append(true).open(p)?,
         )),
     })
-}
-
-fn write_record(out: &mut Out, r: &Record) {
-    if let Ok(mut line) = serde_json::to_vec(r) {
-        line.push(b'\n');
-        let _ = out.write_all(&line);
-    }
 }
 
 /// The client address as logged.

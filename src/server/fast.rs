@@ -288,7 +288,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 /// with 100k or 1M rules. Everything else is decided by the policy: a
 /// blocked name is answered from the template; a cached answer is checked
 /// (name, then CNAME chain and addresses) and stamped with the generation.
-fn answer_with(s: &Shared, policy: &Policy, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
+fn answer_with(s: &Shared, policy: &Arc<Policy>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     let mut qname = NameBuf::new();
     match take(s, packet, src, now, &mut qname) {
         Taken::Query(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, src, now),
@@ -370,7 +370,7 @@ fn outsider<'p>(s: &Shared, packet: &'p [u8], src: SocketAddr, now: Instant, qna
 /// [`answer_with`] for a query [`take`] parsed.
 /// `name` is the query name `take` read ([`NameBuf::as_name`] checks the
 /// text is UTF-8: once per query).
-fn answer_parsed(s: &Shared, policy: &Policy, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
+fn answer_parsed(s: &Shared, policy: &Arc<Policy>, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     let (dnssec_ok, _) = q.payload(s.max_udp_payload);
     let cached = s.cache.get_ref(&q.key_ref(name, dnssec_ok), now);
     let f = match cached.as_deref().and_then(|entry| passed_reply(s, policy, q, entry, now)) {
@@ -401,7 +401,7 @@ fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now:
 #[allow(clippy::too_many_arguments)]
 fn decide(
     s: &Shared,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     q: &Simple<'_>,
     name: NameRef<'_>,
     packet: &[u8],

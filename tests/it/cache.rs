@@ -22,7 +22,7 @@ async fn served_ttl_is_at_most_what_the_cache_entry_has_left() {
         let over_tcp = tcp(srv.addr, "long.ttl.example.", qtype, EDNS).await;
         for (what, m) in [("forwarded", &first), ("cached", &cached), ("tcp", &over_tcp)] {
             let ttl = m.answers.first().map(|r| r.ttl);
-            assert!(matches!(ttl, Some(t) if t <= 60 && t >= 58), "{qtype} {what}: ttl {ttl:?}");
+            assert!(matches!(ttl, Some(t) if (58..=60).contains(&t)), "{qtype} {what}: ttl {ttl:?}");
         }
     }
     assert_eq!(up.count(), 2, "one upstream query per type");
@@ -61,7 +61,7 @@ async fn byte_budget_and_reply_size_cap_hold_over_the_wire() {
     let bytes = sample(&metrics, "qalqan_cache_bytes");
     let entries = sample(&metrics, "qalqan_cache_entries");
     assert!(bytes > 0.0 && bytes <= 32768.0, "cache bytes {bytes}");
-    assert!(entries >= 5.0 && entries < 200.0, "the budget holds some, not all 200: {entries}");
+    assert!((5.0..200.0).contains(&entries), "the budget holds some, not all 200: {entries}");
     // the newest entry is held: answered without asking upstream
     let before = up.count();
     let m = tcp(srv.addr, "n199.fill.example.", RecordType::TXT, EDNS).await;

@@ -80,16 +80,18 @@ async fn http_source_pulls_updates_and_keeps_last_good() {
         (200, "text/plain", String::new()),
         (200, "text/plain", "# only a comment now\n".to_owned()),
     ] {
+        let before = web_errors(&srv);
         web.set(status, ctype, &b, Some("\"bad\""));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(eventually(Duration::from_secs(5), || async { web_errors(&srv) > before }).await, "{status} {ctype} {b:?} rejected");
         assert_eq!(rcode(addr, "second.test.").await, ResponseCode::NXDomain, "kept after {status} {ctype} {b:?}");
     }
     let m = http_get(srv.http, "/metrics").await.1;
     assert!(sample(&m, r#"qalqan_list_reloads_total{list="web",result="error"}"#) >= 5.0, "{m}");
 
     // the source goes away: still enforced
+    let before = web_errors(&srv);
     web.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(eventually(Duration::from_secs(5), || async { web_errors(&srv) > before }).await, "the failed pull is counted");
     assert_eq!(rcode(addr, "second.test.").await, ResponseCode::NXDomain);
     stop.store(true, Ordering::SeqCst);
     let sent = looper.await.unwrap();
@@ -231,4 +233,9 @@ async fn admin_refuses_a_token_file_others_can_read() {
     let r = tokio::time::timeout(Duration::from_secs(5), srv.task).await.unwrap().unwrap();
     let e = r.expect_err("must refuse").to_string();
     assert!(e.contains("chmod 600"), "{e}");
+}
+
+/// Failed pulls of the list `web` so far.
+fn web_errors(srv: &TestServer) -> f64 {
+    sample(&srv.metrics.encode(), r#"qalqan_list_reloads_total{list="web",result="error"}"#)
 }
