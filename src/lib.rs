@@ -16,6 +16,8 @@ pub mod policy;
 pub mod querylog;
 pub mod resolve;
 pub mod server;
+pub mod sys;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,12 +145,12 @@ impl Sockets {
                 // SO_REUSEPORT socket of the same user already has (the kernel
                 // lets them share it): pick the port without it first
                 let want = if addr.port() == 0 && workers > 1 {
-                    let probe = bind_udp(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+                    let probe = sys::udp::bind(addr, false).map_err(|source| StartError::Bind { addr, source })?;
                     probe.local_addr().map_err(|source| StartError::Bind { addr, source })?
                 } else {
                     addr
                 };
-                let u = match bind_udp(want, workers > 1) {
+                let u = match sys::udp::bind(want, workers > 1) {
                     Ok(u) => u,
                     Err(_) if want != addr && tries > 0 => continue,
                     Err(source) => return Err(StartError::Bind { addr, source }),
@@ -159,7 +161,7 @@ impl Sockets {
                         tcp.push(t);
                         udp.push(u);
                         for _ in 1..workers {
-                            udp.push(bind_udp(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?);
+                            udp.push(sys::udp::bind(bound, true).map_err(|source| StartError::Bind { addr: bound, source })?);
                         }
                         break;
                     }
@@ -177,19 +179,8 @@ impl Sockets {
     }
 }
 
-/// A non-blocking UDP socket on `addr`, with `SO_REUSEPORT` if `reuse_port`.
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
-}
-
 /// The query handler for `app`, forwarding to `upstreams` (no sockets: the
-/// server, the fuzz targets and `server::wire` use it).
+/// server, the fuzz targets and `server::slow` use it).
 pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<Arc<querylog::BlockedLog>>) -> Handler {
     let cfg = &app.config;
     let forwarder = Forwarder::new(
@@ -280,7 +271,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let forwarder = Arc::clone(&shared.forwarder);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     for s in &sockets.udp {
-        if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(cfg.udp_recv_buffer_bytes) {
+        if let Err(e) = sys::udp::set_recv_buffer(s, cfg.udp_recv_buffer_bytes) {
             tracing::warn!(error = %e, "could not set the UDP receive buffer size");
         }
     }
@@ -398,7 +389,8 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         lifetime: cfg.tcp_max_lifetime,
         max_queries: cfg.tcp_max_queries,
     };
-    server::run(handler, cfg.fast_path, tcp_limits, sockets.udp, sockets.tcp, cfg.drain_timeout, stop.clone(), move || {
+    let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp };
+    server::run(handler, listeners, tcp_limits, cfg.drain_timeout, stop.clone(), move || {
         ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
     })

@@ -202,11 +202,11 @@ pub fn source_for(control: u8) -> SocketAddr {
     SocketAddr::new(ip, 5353)
 }
 
-/// Runs `request` from `src` through `server::wire::handle_bytes` and checks
+/// Runs `request` from `src` through `server::slow::handle_bytes` and checks
 /// the reply: it decodes, carries the request's ID and is a response.
 pub fn run_packet(request: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     let env = packet_env();
-    let reply = env.rt.block_on(qalqan::server::wire::handle_bytes(&env.handler, request, src));
+    let reply = env.rt.block_on(qalqan::server::slow::handle_bytes(&env.handler, request, src));
     if let Some(reply) = &reply {
         check_reply(request, reply);
     }
@@ -362,7 +362,8 @@ pub fn hex(b: &[u8]) -> String {
 /// scan, `Reply::accept` (with hickory's re-encoding of odd shapes), the cache entry, the CNAME/address
 /// walk and the entry's lazy decode into records.
 pub fn fuzz_upstream_reply(data: &[u8]) {
-    use qalqan::resolve::wire::{answers, each_chain_item, ChainItem};
+    use qalqan::wire::query::answers;
+    use qalqan::wire::scan::{each_chain_item, ChainItem};
     use qalqan::resolve::Reply;
     let question = b"\x03www\x07example\x00\x00\x01\x00\x01";
     let id = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));

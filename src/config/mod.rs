@@ -164,7 +164,6 @@ pub struct Config {
     pub max_inflight: usize,
     pub drain_timeout: Duration,
     pub threads: Option<usize>,
-    pub fast_path: bool,
     pub udp_recv_buffer_bytes: usize,
     /// Nice value of the list-build thread of a reload (0..=19).
     pub reload_nice: i32,
@@ -348,6 +347,12 @@ impl Config {
         if l.ipv6_prefix > 128 {
             return Err(invalid("limits.ipv6_prefix", "must be 0..=128".into()));
         }
+        if !raw.server.fast_path {
+            return Err(invalid(
+                "server.fast_path",
+                "`false` is no longer supported: UDP is always served by the batched fast path (remove the key)".into(),
+            ));
+        }
         let outside_acl_drop = match raw.server.outside_acl.as_str() {
             "refused" => false,
             "drop" => true,
@@ -490,7 +495,6 @@ impl Config {
             max_inflight: raw.server.max_inflight,
             drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
             threads: raw.server.threads,
-            fast_path: raw.server.fast_path,
             udp_recv_buffer_bytes: raw.server.udp_recv_buffer_bytes,
             reload_nice: raw.server.reload_nice,
             max_tcp_connections: raw.server.max_tcp_connections.max(1),
@@ -612,6 +616,15 @@ mod tests {
             let err = Config::from_toml_str(&list(bad), "q.toml").unwrap_err().to_string();
             assert!(err.contains("lists[0].tsig"), "`{bad}`: {err}");
         }
+    }
+
+    /// `fast_path = false` (the hickory-server UDP loop) was removed: a
+    /// config asking for it is refused with the reason, not silently changed.
+    #[test]
+    fn fast_path_false_is_refused_true_accepted() {
+        let err = Config::from_toml_str("[server]\nfast_path = false\n", "q.toml").unwrap_err().to_string();
+        assert!(err.contains("server.fast_path") && err.contains("no longer supported"), "{err}");
+        Config::from_toml_str("[server]\nfast_path = true\n", "q.toml").unwrap();
     }
 
     #[test]

@@ -166,7 +166,9 @@ pub struct RawServer {
     pub drain_timeout_ms: u64,
     /// Worker threads; omitted = one per core.
     pub threads: Option<usize>,
-    /// Answer blocked names and cache hits on UDP in a batched fast path.
+    /// Accepted as `true` only: UDP is always served by the batched fast
+    /// path (the hickory-server UDP loop behind `false` was removed; it had
+    /// none of the fast path's outsider budget and was never tested).
     #[serde(default = "default_fast_path")]
     pub fast_path: bool,
     /// SO_RCVBUF of UDP sockets: bursts and CPU stalls are absorbed here

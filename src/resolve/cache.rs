@@ -582,7 +582,7 @@ impl Cache {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.bytes as u64)).sum()
     }
 
-    fn ttl_for(&self, s: &super::wire::Scan) -> Option<u32> {
+    fn ttl_for(&self, s: &crate::wire::scan::Scan) -> Option<u32> {
         // RFC 2308 §5: negative answers for min(SOA TTL, SOA MINIMUM); no SOA: do not cache.
         let negative = || {
             s.negative_ttl.map(|t| t.clamp(self.ttl.min_ttl.min(self.ttl.max_negative_ttl), self.ttl.max_negative_ttl))

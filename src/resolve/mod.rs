@@ -3,7 +3,8 @@
 
 pub mod cache;
 pub mod forward;
-pub mod wire;
+
+use crate::wire::{self, scan};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
@@ -38,21 +39,21 @@ impl Answer {
 }
 
 /// An upstream reply as bytes, in the form the cache keeps: one question,
-/// no OPT record, rcode in 4 bits; with what [`wire::scan`] found in it.
+/// no OPT record, rcode in 4 bits; with what [`scan::scan`] found in it.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub bytes: Vec<u8>,
-    pub scan: wire::Scan,
+    pub scan: scan::Scan,
 }
 
 impl Reply {
     /// An upstream reply (already matched to our question by
-    /// [`wire::answers`]) in cache form: its OPT record cut off the end.
+    /// [`crate::wire::query::answers`]) in cache form: its OPT record cut off the end.
     /// The rare shapes a cut cannot fix (OPT not last, extended rcode) are
     /// decoded and encoded again by hickory. `None`: malformed.
     /// Cost: one pass over the bytes; no copy when the OPT is last or absent.
     pub fn accept(mut bytes: Vec<u8>) -> Option<Reply> {
-        let Some(mut scan) = wire::scan(&bytes) else {
+        let Some(mut scan) = scan::scan(&bytes) else {
             let m = Message::from_vec(&bytes).ok()?;
             let q = m.queries.first()?.clone();
             return Self::from_answer(q.name(), q.query_type(), q.query_class(), &Answer::from_message(m));
@@ -82,7 +83,7 @@ impl Reply {
         m.insert_authorities(answer.authorities.clone());
         m.insert_additionals(answer.additionals.clone());
         let bytes = m.to_vec().ok()?;
-        let scan = wire::scan(&bytes)?;
+        let scan = scan::scan(&bytes)?;
         Some(Reply { bytes, scan })
     }
 

@@ -34,7 +34,7 @@ use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
 use crate::resolve::cache::{Cache, Key, Wire};
 use crate::resolve::forward::{Forwarder, Question};
-use crate::resolve::wire::{each_chain_item, ChainItem};
+use crate::wire::scan::{each_chain_item, ChainItem};
 use crate::resolve::ResolveError;
 
 /// Everything the query path reads.
@@ -127,37 +127,6 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Whether the first question name of a raw message uses a compression
-/// pointer. In a query that is always invalid (there is no earlier name to
-/// point to), and hickory echoes question bytes verbatim, so such a pointer
-/// would point into our reply's header: answer FORMERR without a question.
-fn question_has_pointer(raw: &[u8]) -> bool {
-    let qdcount = raw.get(4..6).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or(0);
-    let mut i = 12usize;
-    for _ in 0..qdcount {
-        loop {
-            let Some(&len) = raw.get(i) else { return false };
-            if len == 0 {
-                i += 1;
-                break;
-            }
-            if len & 0xc0 != 0 {
-                // a pointer into the header breaks our reply; one to an
-                // earlier question name (offset ≥ 12) is echoed safely
-                let target = raw.get(i + 1).map(|&lo| (usize::from(len & 0x3f) << 8) | usize::from(lo));
-                if target.is_none_or(|t| t < 12) {
-                    return true;
-                }
-                i += 2;
-                break;
-            }
-            i += 1 + usize::from(len);
-        }
-        i += 4; // type, class
-    }
-    false
-}
-
 impl Handler {
     /// Runs the steps; `None` = send nothing (drop).
     async fn decide(&self, request: &Request) -> (Option<Reply>, Outcome) {
@@ -177,10 +146,10 @@ impl Handler {
             }
             tracing::debug!(client = %request.src().ip(), "refused by ACL");
             let mut r = simple(meta_for(ResponseCode::Refused), edns);
-            r.no_question = question_has_pointer(request.as_slice());
+            r.no_question = crate::wire::name::question_has_pointer(request.as_slice());
             return (Some(r), Outcome::Refused);
         }
-        if question_has_pointer(request.as_slice()) {
+        if crate::wire::name::question_has_pointer(request.as_slice()) {
             let mut r = simple(meta_for(ResponseCode::FormErr), edns);
             r.no_question = true;
             return (Some(r), Outcome::Formerr);

@@ -10,10 +10,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use crate::lists::parse::LocalData;
 use crate::policy::Sinkhole;
 
-/// RFC 8914 option code.
-pub const EDE_OPTION: u16 = 15;
-/// RFC 8914 INFO-CODE 18, Prohibited.
-pub const EDE_PROHIBITED: u16 = 18;
+pub use crate::wire::opt::{EDE_OPTION, EDE_PROHIBITED};
 
 /// The OPT record for a reply to a request that had `req` (RFC 6891 §6.1.1):
 /// version 0, our payload size `min(max(req, 512), cap)`, DO mirrored.
@@ -44,16 +41,19 @@ pub fn fqdn(text: &str) -> Option<Name> {
 }
 
 /// The SOA put in the authority section of blocked negative answers so that
-/// clients cache them for the sinkhole TTL (RFC 2308 §3).
+/// clients cache them for the sinkhole TTL (RFC 2308 §3); the template is
+/// [`crate::wire::soa`]'s, as the fast path writes it.
 pub fn blocked_soa(owner: &Name, ttl: u32) -> Record {
+    use crate::wire::soa::{MNAME, RNAME, TIMERS};
     static NAMES: std::sync::OnceLock<(Name, Name)> = std::sync::OnceLock::new();
     let (mname, rname) = NAMES.get_or_init(|| {
         (
-            Name::from_ascii("qalqan.invalid.").unwrap_or_else(|_| Name::root()),
-            Name::from_ascii("hostmaster.qalqan.invalid.").unwrap_or_else(|_| Name::root()),
+            Name::from_ascii(MNAME).unwrap_or_else(|_| Name::root()),
+            Name::from_ascii(RNAME).unwrap_or_else(|_| Name::root()),
         )
     });
-    let soa = SOA::new(mname.clone(), rname.clone(), 1, 3600, 600, 86_400, ttl);
+    let [serial, refresh, retry, expire] = TIMERS;
+    let soa = SOA::new(mname.clone(), rname.clone(), serial, refresh as i32, retry as i32, expire as i32, ttl);
     Record::from_rdata(owner.clone(), ttl, RData::SOA(soa))
 }
 

@@ -147,7 +147,7 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let Some(reply) = super::wire::handle_bytes_on(handler, &msg, peer, false).await else { continue };
+        let Some(reply) = super::slow::handle_bytes_on(handler, &msg, peer, false).await else { continue };
         let Ok(rlen) = u16::try_from(reply.len()) else { return };
         let mut out = Vec::with_capacity(reply.len() + 2);
         out.extend_from_slice(&rlen.to_be_bytes());

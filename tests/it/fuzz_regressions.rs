@@ -1,7 +1,7 @@
 //! Replays the fuzz findings under `tests/data/fuzz-regressions/` (and a
 //! built-in set of tricky requests) through the fuzz targets' own code
 //! (`fuzz/src/lib.rs`, compiled into this test: one set of invariants):
-//! the hickory path (`server::wire::handle_bytes` on the real handler with
+//! the hickory path (`server::slow::handle_bytes` on the real handler with
 //! lists of every kind), the UDP fast path (`server::fast::answer` with a
 //! seeded cache, and `fast::miss` on a miss), the upstream-reply path (the
 //! byte scan, `Reply::accept`, a cache entry, the CNAME/address walk, the

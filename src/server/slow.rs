@@ -1,6 +1,8 @@
-//! Bytes in, bytes out: one request through the same steps the server takes
-//! (hickory's decode, its FORMERR/drop rules, then our handler), without
-//! sockets. Used by the fuzz targets and the differential tests.
+//! The slow path: one request as bytes through hickory's decode, its
+//! FORMERR/drop rules and our handler, reply as bytes. What the UDP fast
+//! path hands over (anything it does not answer itself) and what every TCP
+//! query goes through; the fuzz targets and the differential tests call it
+//! the same way.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,148 +1,15 @@
-//! DNS messages as bytes: the query we send upstream, and one pass over an
-//! upstream reply that finds everything the forwarder, the cache and the
-//! CNAME check need (rcode, flags, TTL offsets, negative TTL, CNAME targets,
-//! addresses) without decoding records into hickory types.
-//!
-//! Why: decoding every upstream reply into `Record`s and encoding it again
-//! for the cache was ~12 % of a cache miss's CPU (`perf`, benches/e2e/profile.sh
-//! miss), and the decoded records tripled a cache entry's memory. The hickory
-//! path still gets records: `cache::Entry::answer` decodes them on first use.
+//! One pass over an upstream reply that finds everything the forwarder,
+//! the cache and the CNAME check need (rcode, flags, TTL offsets, negative
+//! TTL, CNAME targets, addresses) without decoding records into hickory
+//! types.
 
 use std::net::IpAddr;
 
-use smallvec::SmallVec;
-
+use super::header::{self, LEN as HEADER};
+use super::name::{name_labels, skip_name};
+use super::rtype::{A as TYPE_A, AAAA as TYPE_AAAA, CNAME as TYPE_CNAME, OPT as TYPE_OPT, SOA as TYPE_SOA};
+use super::{u16_at, u32_at};
 use crate::name::QName;
-
-/// Payload size we advertise upstream (DNS flag day 2020).
-pub const UPSTREAM_PAYLOAD: u16 = 1232;
-/// Header length.
-const HEADER: usize = 12;
-
-/// The big-endian u16 at `i`, if the bytes reach that far.
-pub(crate) fn u16_at(p: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]))
-}
-
-fn u32_at(p: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([*p.get(i)?, *p.get(i + 1)?, *p.get(i + 2)?, *p.get(i + 3)?]))
-}
-
-/// The upstream query for `question` (name as uncompressed labels, type,
-/// class): RD, CD as asked, one OPT advertising [`UPSTREAM_PAYLOAD`] with DO
-/// as asked, no options. Cost: one allocation of `question.len() + 23` bytes.
-pub fn query(question: &[u8], id: u16, checking_disabled: bool, dnssec_ok: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + question.len() + 11);
-    out.extend_from_slice(&id.to_be_bytes());
-    out.push(0x01); // RD
-    out.push(if checking_disabled { 0x10 } else { 0 });
-    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
-    out.extend_from_slice(question);
-    out.push(0);
-    out.extend_from_slice(&41u16.to_be_bytes());
-    out.extend_from_slice(&UPSTREAM_PAYLOAD.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
-}
-
-/// Whether `reply` is a response to our query `id` for `question`: same ID,
-/// QR set, opcode QUERY, exactly one question equal to ours (the name
-/// case-insensitively, as RFC 4343 wants; type and class exactly).
-/// Cost: O(question length), no allocation.
-pub fn answers(reply: &[u8], id: u16, question: &[u8]) -> bool {
-    let (Some(rid), Some(flags), Some(qd)) = (u16_at(reply, 0), u16_at(reply, 2), u16_at(reply, 4)) else {
-        return false;
-    };
-    if rid != id || flags & 0x8000 == 0 || (flags >> 11) & 0xf != 0 || qd != 1 || question.len() < 5 {
-        return false;
-    }
-    let Some(got) = reply.get(HEADER..HEADER + question.len()) else { return false };
-    let split = question.len() - 4;
-    got[..split].eq_ignore_ascii_case(&question[..split]) && got[split..] == question[split..]
-}
-
-/// A datagram that did not fit our receive buffer, cut to its header and
-/// first question with TC set and no records: the reply "too big, ask over
-/// TCP" it amounts to (RFC 1035 §4.2.1; we advertise
-/// [`UPSTREAM_PAYLOAD`], so an upstream that sends more broke the limit).
-/// `None` when not even the question is there. Cost: O(question).
-pub fn cut_to_question(p: &[u8]) -> Option<Vec<u8>> {
-    if u16_at(p, 4)? == 0 {
-        return None;
-    }
-    let end = skip_name(p, HEADER)? + 4;
-    let mut out = p.get(..end)?.to_vec();
-    *out.get_mut(2)? |= 0x02; // TC
-    out.get_mut(4..12)?.copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    Some(out)
-}
-
-/// End of the name starting at `i` (labels, optionally ending in a pointer).
-/// Checks label lengths and that the name stays inside `p`; does not follow
-/// pointers. Cost: O(name length).
-pub fn skip_name(p: &[u8], mut i: usize) -> Option<usize> {
-    let mut total = 0usize;
-    loop {
-        let len = *p.get(i)?;
-        match len & 0xc0 {
-            0 if len == 0 => return Some(i + 1),
-            0 => {
-                total += 1 + usize::from(len);
-                if total > 255 {
-                    return None;
-                }
-                i += 1 + usize::from(len);
-            }
-            0xc0 => {
-                p.get(i + 1)?;
-                return Some(i + 2);
-            }
-            _ => return None,
-        }
-    }
-}
-
-/// The labels of the (possibly compressed) name at `i`, following at most
-/// 32 pointers, each strictly backwards. `None` on loops, bad labels or a
-/// name longer than 255 bytes. Cost: O(name length), no allocation up to
-/// 16 labels.
-pub fn name_labels(p: &[u8], mut i: usize) -> Option<SmallVec<[&[u8]; 16]>> {
-    let mut labels = SmallVec::new();
-    let mut hops = 0;
-    let mut total = 0usize;
-    loop {
-        let len = *p.get(i)?;
-        match len & 0xc0 {
-            0 if len == 0 => return Some(labels),
-            0 => {
-                let len = usize::from(len);
-                labels.push(p.get(i + 1..i + 1 + len)?);
-                total += 1 + len;
-                if total > 255 {
-                    return None;
-                }
-                i += 1 + len;
-            }
-            0xc0 => {
-                let target = (usize::from(len & 0x3f) << 8) | usize::from(*p.get(i + 1)?);
-                hops += 1;
-                if target >= i || hops > 32 {
-                    return None;
-                }
-                i = target;
-            }
-            _ => return None,
-        }
-    }
-}
-
-const TYPE_A: u16 = 1;
-const TYPE_CNAME: u16 = 5;
-const TYPE_SOA: u16 = 6;
-const TYPE_AAAA: u16 = 28;
-const TYPE_OPT: u16 = 41;
 
 /// What one pass over a reply found. Offsets are into the scanned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,9 +57,9 @@ pub fn scan(p: &[u8]) -> Option<Scan> {
     let question_end = u16::try_from(i).ok()?;
     let records = usize::from(an) + usize::from(ns) + usize::from(ar);
     let mut s = Scan {
-        rcode: (flags & 0x0f) as u8,
-        truncated: flags & 0x0200 != 0,
-        authentic_data: flags & 0x0020 != 0,
+        rcode: header::rcode(flags),
+        truncated: flags & header::TC != 0,
+        authentic_data: flags & header::AD != 0,
         question_end,
         answers: an,
         ttl_offsets: Vec::with_capacity(records),
@@ -295,6 +162,7 @@ pub fn each_chain_item<T>(p: &[u8], question_end: u16, answers: u16, mut f: impl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::query::{answers, query, UPSTREAM_PAYLOAD};
     use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};

@@ -1,0 +1,71 @@
+//! Attempts outside the pool: over TCP (a truncated reply), and over a
+//! fresh UDP socket per query (`udp_sockets = 0`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{matching_reply, AttemptError, CaseCheck, Forwarder, Question};
+use crate::resolve::Reply;
+use crate::wire::query as upstream;
+
+pub(super) async fn query_server(
+    fwd: &Forwarder,
+    server: SocketAddr,
+    q: &Question<'_>,
+    case: CaseCheck,
+    deadline: Instant,
+) -> Result<Reply, AttemptError> {
+    let id: u16 = rand::random();
+    let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
+    let bind: SocketAddr = if server.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(server).await?;
+    sock.send(&packet).await?;
+    let mut buf = vec![0u8; 65535];
+    let mut wrong_case = false;
+    loop {
+        let n = match tokio::time::timeout_at(deadline.into(), sock.recv(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(fwd.attempt_ran_out(server, wrong_case)),
+        };
+        let Some(bytes) = buf.get(..n) else { continue };
+        let Some(reply) = matching_reply(bytes.to_vec(), id, q.wire, case, server).take(&mut wrong_case) else { continue };
+        if reply.scan.truncated {
+            return query_tcp(server, q, deadline).await;
+        }
+        return Ok(reply);
+    }
+}
+
+pub(super) async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
+    let fut = async {
+        let id: u16 = rand::random();
+        let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
+        let len = u16::try_from(packet.len()).map_err(|_| AttemptError::Encode("query too long".into()))?;
+        let mut stream = TcpStream::connect(server).await?;
+        let mut framed = Vec::with_capacity(packet.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&packet);
+        stream.write_all(&framed).await?;
+        loop {
+            let mut lenb = [0u8; 2];
+            stream.read_exact(&mut lenb).await?;
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
+            stream.read_exact(&mut buf).await?;
+            if upstream::answers(&buf, id, q.wire) {
+                return Reply::accept(buf).ok_or(AttemptError::Malformed);
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(AttemptError::Timeout),
+    }
+}

@@ -1,0 +1,171 @@
+//! Forwarding a cache miss from the fast path: no task of its own; the
+//! forwarder's reader task finishes it when the upstream reply arrives.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use hickory_proto::rr::RecordType;
+use hickory_server::net::xfer::Protocol;
+
+use super::parse::{parse, Simple};
+use super::reply::{blocked_reply, from_wire};
+use crate::metrics::Outcome;
+use crate::name::NameBuf;
+use crate::policy::Verdict;
+use crate::resolve::cache::Key;
+use crate::resolve::Reply;
+use crate::server::handler::{chain_block, Shared};
+
+/// A query the fast path forwards: a copy of its packet, what `parse` found
+/// in it and its cache key, kept until the upstream reply arrives.
+pub struct MissQuery {
+    pub(super) packet: Box<[u8]>,
+    pub(super) id: u16,
+    pub(super) rd: bool,
+    pub(super) cd: bool,
+    pub(super) ad: bool,
+    pub(super) qtype: RecordType,
+    pub(super) edns: Option<(u16, bool)>,
+    pub(super) question_len: usize,
+    pub(super) key: Key,
+    /// The policy generation under which the fast path found the name not
+    /// blocked, and whether an allow rule matched: the reply is checked
+    /// again only if a reload came in between (at 1M rules each check is a
+    /// few cold cache lines).
+    pub(super) checked: Option<(u64, bool)>,
+}
+
+impl MissQuery {
+    pub(super) fn new(q: &Simple<'_>, packet: &[u8], key: Key, checked: Option<(u64, bool)>) -> Self {
+        Self {
+            packet: packet.into(),
+            id: q.id,
+            rd: q.rd,
+            cd: q.cd,
+            ad: q.ad,
+            qtype: q.qtype,
+            edns: q.edns,
+            question_len: q.question.len(),
+            key,
+            checked,
+        }
+    }
+
+    /// From a packet the fast path would forward (`None`: it would not).
+    pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
+        let mut qname = NameBuf::new();
+        let q = parse(packet, &mut qname)?;
+        let key = q.key(qname.as_name(), q.payload(max_udp_payload).0);
+        Some(Self::new(&q, packet, key, None))
+    }
+
+    /// The parsed query again, borrowing the packet copy.
+    pub(super) fn view(&self) -> Simple<'_> {
+        Simple {
+            id: self.id,
+            rd: self.rd,
+            cd: self.cd,
+            ad: self.ad,
+            question: self.packet.get(12..12 + self.question_len).unwrap_or(&[]),
+            qtype: self.qtype,
+            edns: self.edns,
+        }
+    }
+}
+
+/// Answers a cache miss from the fast path: the same forwarder, cache and
+/// policy as the hickory path, without decoding the query into a hickory
+/// `Request`, and without a task of its own: the forwarder's reader task
+/// runs the rest (`finish_miss`) when the upstream reply arrives, and hands
+/// the reply to `deliver`. `deliver(Err(packet))` means "give it to the
+/// hickory path": a name the policy blocks by now, a CNAME/address in the answer
+/// that a list blocks (the answer is cached first, so the hickory path
+/// answers it from the cache), a reply that needs truncation, a packet that
+/// does not parse. `start` is when the query was read (for the latency
+/// histogram). Cost: two small copies (packet, question) and one boxed
+/// callback; no task, channel or timer.
+pub fn start_miss(h: &crate::server::handler::Handler, mq: MissQuery, start: Instant, deliver: Deliver) {
+    let s = &*h.shared;
+    let Ok(permit) = s.inflight.try_acquire() else {
+        tracing::debug!("in-flight limit reached");
+        s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
+        return deliver(Ok(blocked_reply(&mq.view(), 2, None, None, s.max_udp_payload)));
+    };
+    permit.forget(); // given back when the forwarder is done
+    s.metrics.cache_misses.inc();
+    let question = Box::<[u8]>::from(mq.view().question);
+    let (dnssec_ok, cd) = (mq.key.dnssec_ok, mq.cd);
+    let handler = h.clone();
+    s.forwarder.resolve_then(
+        question,
+        dnssec_ok,
+        cd,
+        Box::new(move |r| {
+            handler.shared.inflight.add_permits(1);
+            finish_miss(&handler.shared, mq, start, r, deliver);
+        }),
+    );
+}
+
+/// Where a forwarded miss's reply goes; `Err(packet)`: the query, for the hickory path.
+pub type Deliver = Box<dyn FnOnce(Result<Vec<u8>, Box<[u8]>>) + Send>;
+
+/// The reply to a forwarded miss once the forwarder is done (see [`start_miss`]).
+fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate::resolve::ResolveError>, deliver: Deliver) {
+    let q = mq.view();
+    let reply = match r {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(name = %mq.key.name, error = %e, "upstream failed");
+            s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
+            return deliver(Ok(blocked_reply(&q, 2, None, None, s.max_udp_payload)));
+        }
+    };
+    let payload = q.payload(s.max_udp_payload).1;
+    let now = Instant::now();
+    let policy = s.policy.load();
+    // (blocked, allowed) under the policy now in force
+    let (blocked, allowed) = match mq.checked {
+        Some((generation, allowed)) if generation == policy.generation => (false, allowed),
+        _ => match policy.check(&mq.key.name) {
+            Verdict::Blocked(_) => (true, false),
+            Verdict::Allowed(_) => (false, true),
+            Verdict::Pass => (false, false),
+        },
+    };
+    let (entry, _cached) = s.cache.insert(&mq.key, reply, now);
+    let chain_blocked = blocked || (!allowed && chain_block(&policy, &entry.wire).is_some());
+    if !chain_blocked {
+        entry.set_passed(policy.generation);
+    }
+    // chain-blocked: the hickory path builds the blocked answer from the
+    // cache entry (an uncacheable cloaked answer, TTL 0, is asked for again:
+    // rare); not cacheable (TTL 0, SERVFAIL or REFUSED from every server, …):
+    // answered as it came, like the hickory path does
+    let ad = entry.wire.authentic_data && (mq.key.dnssec_ok || q.ad);
+    match (!chain_blocked).then(|| from_wire(&q, &entry.wire, 0, ad, payload)).flatten() {
+        Some(reply) => {
+            s.metrics.observe(Protocol::Udp, Outcome::Forwarded, now.saturating_duration_since(start));
+            deliver(Ok(reply));
+        }
+        None => {
+            tracing::debug!(name = %mq.key.name, qtype = %mq.qtype, chain_blocked, "forwarded answer left to the hickory path");
+            deliver(Err(mq.packet));
+        }
+    }
+}
+
+/// [`start_miss`] awaited: the reply to send, or the hickory path's.
+pub async fn miss(s: &Shared, handler: &crate::server::handler::Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let Some(mq) = MissQuery::parse(packet, s.max_udp_payload) else {
+        return crate::server::slow::handle_bytes(handler, packet, src).await;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    start_miss(handler, mq, Instant::now(), Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.await {
+        Ok(Ok(reply)) => Some(reply),
+        _ => crate::server::slow::handle_bytes(handler, packet, src).await,
+    }
+}

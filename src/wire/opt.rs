@@ -1,0 +1,63 @@
+//! The OPT pseudo-record (RFC 6891) as we write it: root owner, version 0,
+//! our UDP payload size, the DO bit, and at most one Extended DNS Error
+//! option (RFC 8914). Every OPT qalqan writes as bytes comes from here (the
+//! hickory path's comes from `server::respond::reply_edns`, with the same
+//! rules).
+
+use super::{put16, rtype};
+
+/// RFC 8914 option code.
+pub const EDE_OPTION: u16 = 15;
+/// RFC 8914 INFO-CODE 18, Prohibited.
+pub const EDE_PROHIBITED: u16 = 18;
+
+/// Appends an OPT record: `payload`, DO as given, and the EDE option
+/// `(INFO-CODE, EXTRA-TEXT pieces)` if any (pieces concatenated; a text
+/// too long for one option is left out, the code kept). The caller counts
+/// it in ARCOUNT. Cost: no allocation beyond `out`'s growth.
+pub fn write(out: &mut Vec<u8>, payload: u16, dnssec_ok: bool, ede: Option<(u16, &[&str])>) {
+    out.push(0); // root
+    put16(out, rtype::OPT);
+    put16(out, payload);
+    out.extend_from_slice(&[0, 0]); // extended rcode, version
+    put16(out, if dnssec_ok { 0x8000 } else { 0 });
+    match ede {
+        Some((code, parts)) => {
+            let text_len: usize = parts.iter().map(|p| p.len()).sum();
+            let (len, keep) = match u16::try_from(2 + text_len) {
+                Ok(l) if l < u16::MAX - 4 => (l, true),
+                _ => (2, false),
+            };
+            put16(out, len + 4); // RDLENGTH
+            put16(out, EDE_OPTION);
+            put16(out, len);
+            put16(out, code);
+            if keep {
+                for p in parts {
+                    out.extend_from_slice(p.as_bytes());
+                }
+            }
+        }
+        None => put16(out, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_opt_decodes_with_its_ede() {
+        use hickory_proto::op::{Message, MessageType, OpCode};
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query).to_vec().unwrap();
+        m[11] = 1; // ARCOUNT
+        write(&mut m, 1232, true, Some((18, &["blocked by list ", "reg"])));
+        let got = Message::from_vec(&m).unwrap();
+        let e = got.edns.unwrap();
+        assert_eq!((e.max_payload(), e.flags().dnssec_ok, e.version()), (1232, true, 0));
+        let opt = e.options().as_ref().iter().find(|(c, _)| u16::from(*c) == EDE_OPTION).map(|(_, o)| o.clone());
+        let Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, data)) = opt else { panic!("{opt:?}") };
+        assert_eq!(&data[..2], &18u16.to_be_bytes());
+        assert_eq!(&data[2..], b"blocked by list reg");
+    }
+}
