@@ -52,8 +52,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no upstream servers: {0}")]
-    Upstream(String),
+    #[error("no upstream servers configured and /etc/resolv.conf unreadable")]
+    SystemResolvers(#[source] hickory_resolver::net::NetError),
+    #[error("no upstream servers: /etc/resolv.conf lists no nameservers")]
+    NoUpstreams,
     #[error("blocked-query log: {0}")]
     BlockedLog(#[source] std::io::Error),
     #[error(transparent)]
@@ -231,9 +233,9 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
 pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
     let cfg = &app.config;
     let upstreams = if cfg.upstreams.is_empty() {
-        let s = Forwarder::system_servers().map_err(StartError::Upstream)?;
+        let s = Forwarder::system_servers().map_err(StartError::SystemResolvers)?;
         if s.is_empty() {
-            return Err(StartError::Upstream("/etc/resolv.conf lists no nameservers".into()));
+            return Err(StartError::NoUpstreams);
         }
         s
     } else {

@@ -340,8 +340,8 @@ impl Forwarder {
     }
 
     /// The servers of /etc/resolv.conf (port 53 unless it says otherwise).
-    pub fn system_servers() -> Result<Vec<SocketAddr>, String> {
-        let (config, _opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| e.to_string())?;
+    pub fn system_servers() -> Result<Vec<SocketAddr>, hickory_resolver::net::NetError> {
+        let (config, _opts) = hickory_resolver::system_conf::read_system_conf()?;
         let mut out: Vec<SocketAddr> = Vec::new();
         for ns in config.name_servers() {
             let addr = SocketAddr::new(ns.ip, 53);
@@ -522,8 +522,8 @@ enum AttemptError {
     Timeout,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("encoding query: {0}")]
-    Encode(String),
+    #[error("query longer than a TCP message")]
+    QueryTooLong,
     #[error("malformed reply")]
     Malformed,
     /// A reply that matched but for the case of the name we randomised:

@@ -48,7 +48,7 @@ pub(super) async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: In
     let fut = async {
         let id: u16 = rand::random();
         let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
-        let len = u16::try_from(packet.len()).map_err(|_| AttemptError::Encode("query too long".into()))?;
+        let len = u16::try_from(packet.len()).map_err(|_| AttemptError::QueryTooLong)?;
         let mut stream = TcpStream::connect(server).await?;
         let mut framed = Vec::with_capacity(packet.len() + 2);
         framed.extend_from_slice(&len.to_be_bytes());
