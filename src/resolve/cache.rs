@@ -559,8 +559,10 @@ impl Cache {
         (entry, ttl > 0)
     }
 
-    /// [`Cache::insert`] for an answer in records (tests, fuzzing): encoded
+    /// [`Cache::insert`] for an answer in records (tests, benches, fuzzing;
+    /// feature `testing`): encoded
     /// by hickory as the reply to `qname` first. `None` if it cannot be.
+    #[cfg(any(test, feature = "testing"))]
     pub fn insert_answer(&self, key: &Key, qname: &hickory_proto::rr::Name, answer: &Answer, now: Instant) -> Option<(Arc<Entry>, bool)> {
         let reply = Reply::from_answer(qname, key.qtype, key.qclass, answer)?;
         Some(self.insert(key, reply, now))

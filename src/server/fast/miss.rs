@@ -1,16 +1,14 @@
 //! Forwarding a cache miss from the fast path: no task of its own; the
 //! forwarder's reader task finishes it when the upstream reply arrives.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use hickory_proto::rr::RecordType;
 use hickory_server::net::xfer::Protocol;
 
-use super::parse::{parse, Simple};
+use super::parse::Simple;
 use super::reply::{blocked_reply, from_wire};
 use crate::metrics::Outcome;
-use crate::name::NameBuf;
 use crate::policy::Verdict;
 use crate::resolve::cache::Key;
 use crate::resolve::Reply;
@@ -52,9 +50,10 @@ impl MissQuery {
     }
 
     /// From a packet the fast path would forward (`None`: it would not).
+    #[cfg(any(test, feature = "testing"))]
     pub fn parse(packet: &[u8], max_udp_payload: u16) -> Option<Self> {
-        let mut qname = NameBuf::new();
-        let q = parse(packet, &mut qname)?;
+        let mut qname = crate::name::NameBuf::new();
+        let q = super::parse::parse(packet, &mut qname)?;
         let key = q.key(qname.as_name(), q.payload(max_udp_payload).0);
         Some(Self::new(&q, packet, key, None))
     }
@@ -156,7 +155,8 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
 }
 
 /// [`start_miss`] awaited: the reply to send, or the hickory path's.
-pub async fn miss(s: &Shared, handler: &crate::server::handler::Handler, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+#[cfg(any(test, feature = "testing"))]
+pub async fn miss(s: &Shared, handler: &crate::server::handler::Handler, packet: &[u8], src: std::net::SocketAddr) -> Option<Vec<u8>> {
     let Some(mq) = MissQuery::parse(packet, s.max_udp_payload) else {
         return crate::server::slow::handle_bytes(handler, packet, src).await;
     };

@@ -30,13 +30,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::Outcome;
-use crate::name::{NameBuf, NameRef};
+use crate::name::NameRef;
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::Entry;
 
 use super::handler::{chain_block, Shared};
-pub use miss::{miss, start_miss, Deliver, MissQuery};
-use parse::{take, Simple, Taken};
+#[cfg(any(test, feature = "testing"))]
+pub use miss::miss;
+pub use miss::{start_miss, Deliver, MissQuery};
+use parse::Simple;
 use reply::{blocked_reply, from_wire};
 pub use run::run_async;
 
@@ -57,6 +59,7 @@ pub enum Fast {
 /// `now` is when the datagram's batch was read; the caller records the
 /// reply's latency (`Fast::Reply`'s outcome) once the batch is sent, so the
 /// fast path reads the clock once per batch, not twice per query.
+#[cfg(any(test, feature = "testing"))]
 pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     answer_with(s, &s.policy.load(), packet, src, now)
 }
@@ -70,8 +73,10 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 /// with 100k or 1M rules. Everything else is decided by the policy: a
 /// blocked name is answered from the template; a cached answer is checked
 /// (name, then CNAME chain and addresses) and stamped with the generation.
+#[cfg(any(test, feature = "testing"))]
 fn answer_with(s: &Shared, policy: &Arc<Policy>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
-    let mut qname = NameBuf::new();
+    use parse::{take, Taken};
+    let mut qname = crate::name::NameBuf::new();
     match take(s, packet, src, now, &mut qname) {
         Taken::Query(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, src, now),
         Taken::Slow => Fast::Slow,
@@ -81,8 +86,9 @@ fn answer_with(s: &Shared, policy: &Arc<Policy>, packet: &[u8], src: SocketAddr,
 }
 
 /// [`answer_with`] for a query [`take`] parsed.
-/// `name` is the query name `take` read ([`NameBuf::as_name`] checks the
+/// `name` is the query name `take` read ([`crate::name::NameBuf::as_name`] checks the
 /// text is UTF-8: once per query).
+#[cfg(any(test, feature = "testing"))]
 fn answer_parsed(s: &Shared, policy: &Arc<Policy>, q: &Simple<'_>, name: NameRef<'_>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
     let (dnssec_ok, _) = q.payload(s.max_udp_payload);
     let cached = s.cache.get_ref(&q.key_ref(name, dnssec_ok), now);
