@@ -1,7 +1,9 @@
 //! qalqan: a DNS filtering resolver.
 //!
 //! `serve(App, Sockets, CancellationToken)` is the whole server; `main.rs`
-//! and the integration tests both call it with sockets they bound.
+//! and the integration tests both call it with sockets they bound. The
+//! module map and the path of a query and of a list update are in
+//! `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
@@ -15,9 +17,12 @@ pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;
+pub mod serve;
 pub mod server;
 pub mod sys;
 pub mod wire;
+
+pub use serve::serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +30,6 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use config::Config;
 use lists::publish::Lists;
@@ -105,16 +109,25 @@ pub struct Sockets {
     pub metrics: Option<TcpListener>,
     /// The push API listener; when `None`, `serve` binds `admin.listen` itself.
     pub admin: Option<TcpListener>,
+    /// SIGHUPs received by the process (main owns the signal; a new value
+    /// per SIGHUP): every list reloads and the blocked-query log reopens.
+    pub hangup: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Sockets {
     pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
-        Self { udp, tcp, metrics: None, admin: None }
+        Self { udp, tcp, metrics: None, admin: None, hangup: None }
     }
 
     /// With an already bound listener for the push API.
     pub fn with_admin(mut self, l: TcpListener) -> Self {
         self.admin = Some(l);
+        self
+    }
+
+    /// With the process's SIGHUPs (see [`Sockets::hangup`]).
+    pub fn with_hangup(mut self, h: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.hangup = Some(h);
         self
     }
 
@@ -172,7 +185,7 @@ impl Sockets {
                 }
             }
         }
-        Ok(Self { udp, tcp, metrics: None, admin: None })
+        Ok(Self { udp, tcp, metrics: None, admin: None, hangup: None })
     }
 
     /// Local addresses of the UDP sockets.
@@ -228,189 +241,3 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
     Handler { shared }
 }
 
-/// Serves until `stop` is cancelled; logs one line containing `ready` once
-/// every listener is registered.
-pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
-    let cfg = &app.config;
-    let upstreams = if cfg.upstreams.is_empty() {
-        let s = Forwarder::system_servers().map_err(StartError::SystemResolvers)?;
-        if s.is_empty() {
-            return Err(StartError::NoUpstreams);
-        }
-        s
-    } else {
-        cfg.upstreams.clone()
-    };
-    let blocked_log = match &cfg.blocked_log {
-        Some(target) => Some(Arc::new(
-            querylog::BlockedLog::start(
-                target.clone(),
-                cfg.log_anonymize,
-                cfg.log_hash_key.as_deref(),
-                cfg.log_queue,
-                app.metrics.blocked_log_dropped.clone(),
-            )
-            .map_err(StartError::BlockedLog)?,
-        )),
-        None => None,
-    };
-    if let Some(log) = &blocked_log {
-        let log = Arc::clone(log);
-        let stop = stop.clone();
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = hup.recv() => log.reopen(),
-                    }
-                }
-            });
-        }
-    }
-    let handler = build_handler(&app, upstreams.clone(), blocked_log.clone());
-    let shared = Arc::clone(&handler.shared);
-    let forwarder = Arc::clone(&shared.forwarder);
-    let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
-    for s in &sockets.udp {
-        if let Err(e) = sys::udp::set_recv_buffer(s, cfg.udp_recv_buffer_bytes) {
-            tracing::warn!(error = %e, "could not set the UDP receive buffer size");
-        }
-    }
-    let metrics_listener = match (sockets.metrics, cfg.metrics_listen) {
-        (Some(l), _) => Some(l),
-        (None, Some(addr)) => Some(diag::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
-        (None, None) => None,
-    };
-    let shared_for_len = Arc::clone(&shared);
-    let diag_state = Arc::new(diag::DiagState {
-        metrics: Arc::clone(&app.metrics),
-        lists: Arc::clone(&app.lists),
-        forwarder: Some(Arc::clone(&forwarder)),
-        cache_size: Box::new(move || (shared_for_len.cache.len(), shared_for_len.cache.bytes())),
-        serving: std::sync::atomic::AtomicBool::new(false),
-    });
-    let http_stop = CancellationToken::new();
-    let http_task = metrics_listener.map(|l| {
-        if let Ok(a) = l.local_addr() {
-            tracing::info!(addr = %a, "metrics endpoint listening");
-        }
-        tokio::spawn(diag::serve(l, Arc::clone(&diag_state), http_stop.clone()))
-    });
-    // remote sources: a list with no version yet is fetched before `ready`;
-    // one served from its persisted copy is refreshed in the background
-    let sources_stop = stop.child_token();
-    let mut source_tasks = Vec::new();
-    let mut refreshers: std::collections::HashMap<usize, Arc<tokio::sync::Notify>> = std::collections::HashMap::new();
-    let http_client = lists::http::client()?;
-    let mut notify_targets = Vec::new();
-    for (i, (lc, _)) in app.lists.configs().iter().enumerate() {
-        if let config::SourceKind::Http(_) = &lc.origin {
-            let pending = app.lists.state(i).is_none();
-            if pending {
-                lists::http::refresh(&app.lists, &http_client, i).await?;
-            }
-            let now = Arc::new(tokio::sync::Notify::new());
-            refreshers.insert(i, Arc::clone(&now));
-            source_tasks.push(lists::http::spawn(
-                Arc::clone(&app.lists),
-                http_client.clone(),
-                i,
-                now,
-                !pending,
-                sources_stop.clone(),
-            ));
-        }
-        if let config::SourceKind::Axfr { primary, zone } = &lc.origin {
-            let mut state = lists::zone_sync::from_persisted(&app.lists, i);
-            let from_copy = state.is_some();
-            if app.lists.state(i).is_none() {
-                lists::zone_sync::sync(&app.lists, i, &mut state).await?;
-            }
-            let now = Arc::new(tokio::sync::Notify::new());
-            if from_copy {
-                now.notify_one(); // catch up with the primary at once
-            }
-            refreshers.insert(i, Arc::clone(&now));
-            if let Ok(zone) = name::QName::parse(zone) {
-                // config checked the key; were it unparsable here, no target
-                // (every NOTIFY refused) rather than one accepting unsigned ones
-                match lc.tsig.as_deref().map(lists::source::TsigKey::parse).transpose() {
-                    Ok(tsig) => notify_targets.push(server::notify::NotifyTarget {
-                        zone,
-                        primary: primary.ip(),
-                        tsig,
-                        refresh: Arc::clone(&now),
-                    }),
-                    Err(e) => tracing::warn!(list = %lc.name, error = %e, "NOTIFY disabled for this list"),
-                }
-            }
-            source_tasks.push(lists::zone_sync::spawn(Arc::clone(&app.lists), i, state, now, sources_stop.clone()));
-        }
-        if lc.origin == config::SourceKind::Push && app.lists.state(i).is_none() {
-            tracing::warn!(list = %lc.name, "push list has no version yet: not enforced until the first push (/readyz stays 503)");
-        }
-    }
-    let _ = shared.notify_targets.set(notify_targets);
-    let admin_task = match (&cfg.admin, sockets.admin) {
-        (Some(acfg), listener) => {
-            let token = admin::read_token(&acfg.token_file)?;
-            let listener = match listener {
-                Some(l) => l,
-                None => TcpListener::bind(acfg.listen).await.map_err(|source| StartError::Bind { addr: acfg.listen, source })?,
-            };
-            if let Ok(a) = listener.local_addr() {
-                tracing::info!(addr = %a, signatures = acfg.require_signature, "push API listening");
-            }
-            let refreshers = refreshers.clone();
-            let adm = Arc::new(admin::Admin::new(
-                Arc::clone(&app.lists),
-                acfg.clone(),
-                token,
-                Box::new(move |i| match refreshers.get(&i) {
-                    Some(n) => {
-                        n.notify_one();
-                        true
-                    }
-                    None => false,
-                }),
-            ));
-            Some(tokio::spawn(admin::serve(listener, adm, http_stop.clone())))
-        }
-        (None, _) => None,
-    };
-    let watch_stop = stop.child_token();
-    let watcher = lists::watch::spawn(Arc::clone(&app.lists), watch_stop.clone())?;
-    let rules = app.lists.policy.load().index.len();
-    let nlists = cfg.lists.len();
-    let ready_state = Arc::clone(&diag_state);
-    let tcp_limits = server::tcp::TcpLimits {
-        idle: cfg.tcp_idle_timeout,
-        max_total: cfg.max_tcp_connections,
-        max_per_client: cfg.max_tcp_per_client,
-        lifetime: cfg.tcp_max_lifetime,
-        max_queries: cfg.tcp_max_queries,
-    };
-    let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp };
-    server::run(handler, listeners, tcp_limits, cfg.drain_timeout, stop.clone(), move || {
-        ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
-        tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
-    })
-    .await;
-    watch_stop.cancel();
-    let _ = watcher.await;
-    sources_stop.cancel();
-    for t in source_tasks {
-        let _ = t.await;
-    }
-    // HTTP last, so a final scrape sees the drain
-    http_stop.cancel();
-    if let Some(t) = admin_task {
-        let _ = t.await;
-    }
-    if let Some(t) = http_task {
-        let _ = t.await;
-    }
-    tracing::info!("stopped");
-    Ok(())
-}

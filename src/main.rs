@@ -115,7 +115,21 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let rt = rt.build().context("starting the runtime")?;
     rt.block_on(async move {
         let listen = config.listen.clone();
-        let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?;
+        // main owns the signals: SIGTERM/SIGINT stop, SIGHUP is broadcast
+        // (every list reloads, the blocked-query log reopens)
+        let (hup_tx, hup_rx) = tokio::sync::watch::channel(0u64);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP");
+                        hup_tx.send_modify(|n| *n += 1);
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
+        }
+        let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
         let app = tokio::task::spawn_blocking(move || qalqan::App::new(config)).await.context("loading lists")??;
         let stop = CancellationToken::new();
         let signals = stop.clone();

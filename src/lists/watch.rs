@@ -1,6 +1,7 @@
 //! Reload triggers: `notify` on the parent directory of every file list
 //! (editors and `mv` deploys replace the inode, so a watch on the file itself
-//! goes quiet), debounced; and SIGHUP, which reloads every list.
+//! goes quiet), debounced; and SIGHUP (received by `main`, handed in as a
+//! watch channel), which reloads every list.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,12 @@ use super::publish::Lists;
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Starts the watcher task. Returns the task handle; it ends on `stop`.
-pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+/// `sighup` changes on every SIGHUP (`None`: no signals, e.g. in tests).
+pub fn spawn(
+    lists: Arc<Lists>,
+    sighup: Option<tokio::sync::watch::Receiver<u64>>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -46,7 +52,7 @@ pub fn spawn(lists: Arc<Lists>, stop: CancellationToken) -> Result<tokio::task::
     for d in &dirs {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
     }
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = sighup;
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropped (and stopped) when the task ends
         loop {
@@ -107,11 +113,14 @@ async fn reload_all(lists: &Arc<Lists>, why: &'static str) {
     tracing::info!(changed = report.changed.len(), failed = report.failed.len(), "SIGHUP reload done");
 }
 
-/// The next SIGHUP (never, when the handler could not be installed).
-async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+/// The next SIGHUP (never, without a signal channel or once it closed).
+async fn hangup(hup: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     match hup.as_mut() {
         Some(h) => {
-            h.recv().await;
+            if h.changed().await.is_err() {
+                *hup = None;
+                std::future::pending::<()>().await;
+            }
         }
         None => std::future::pending().await,
     }

@@ -253,3 +253,42 @@ async fn two_workers_answer_bursts_of_cache_hits_from_many_clients() {
         c.await.unwrap();
     }
 }
+
+/// SIGHUP, which `main` owns and broadcasts: the blocked-query log is
+/// reopened (logrotate moved it away: later lines go to a new file at the
+/// configured path).
+#[tokio::test]
+async fn sighup_reopens_the_blocked_log() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "l.txt", "first.test\n");
+    let log = dir.path().join("blocked.jsonl");
+    let cfg = dir.path().join("q.toml");
+    let extra = format!("[log]\nblocked = \"{}\"\n", log.display());
+    std::fs::write(&cfg, config(up.addr, &format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n"), &extra)).unwrap();
+    let (child, port) = spawn_server(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rcode = |n: &'static str| async move { udp(addr, n, hickory_proto::rr::RecordType::A, EDNS).await.unwrap().metadata.response_code };
+    assert_eq!(rcode("first.test.").await, ResponseCode::NXDomain);
+    let lines_in = |p: std::path::PathBuf| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+    let (l1, l2) = (log.clone(), log.clone());
+    assert!(eventually(Duration::from_secs(3), || { let l = l1.clone(); async move { lines_in(l) == 1 } }).await, "first line logged");
+    // logrotate: move the file away, then SIGHUP
+    let rotated = dir.path().join("blocked.jsonl.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    // the reopen happens on the writer's next pass; keep asking until the new file has the line
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let l = l2.clone();
+            async move {
+                let _ = udp(addr, "again.first.test.", hickory_proto::rr::RecordType::A, EDNS).await;
+                lines_in(l) >= 1
+            }
+        })
+        .await,
+        "after SIGHUP the log is written at its configured path again"
+    );
+    assert!(lines_in(rotated.clone()) >= 1, "the rotated file keeps its line");
+    drop(child);
+}

@@ -1,0 +1,243 @@
+//! The server as a composition of named parts, started in order and
+//! stopped in reverse: upstreams, the blocked-query log, the query handler,
+//! the operator HTTP endpoint, the list sources (pulls, zone transfers),
+//! the push API, the file watcher, then DNS itself until `stop`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceKind};
+use crate::lists::publish::Lists;
+use crate::resolve::forward::Forwarder;
+use crate::server::notify::NotifyTarget;
+use crate::{admin, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
+
+/// Serves until `stop` is cancelled; logs one line containing `ready` once
+/// every listener is registered.
+pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
+    let cfg = &app.config;
+    let upstreams = upstreams(cfg)?;
+    let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
+    let handler = build_handler(&app, upstreams.clone(), blocked_log);
+    let shared = Arc::clone(&handler.shared);
+    let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
+    for s in &sockets.udp {
+        if let Err(e) = sys::udp::set_recv_buffer(s, cfg.udp_recv_buffer_bytes) {
+            tracing::warn!(error = %e, "could not set the UDP receive buffer size");
+        }
+    }
+    let http_stop = CancellationToken::new();
+    let (diag_state, http_task) = http_endpoint(&app, &shared, sockets.metrics, &http_stop).await?;
+    let sources_stop = stop.child_token();
+    let mut sources = Sources::spawn(&app.lists, &sources_stop).await?;
+    let _ = shared.notify_targets.set(std::mem::take(&mut sources.notify_targets));
+    let admin_task = push_api(&app, sockets.admin, sources.refreshers.clone(), &http_stop).await?;
+    let watch_stop = stop.child_token();
+    let watcher = lists::watch::spawn(Arc::clone(&app.lists), sockets.hangup, watch_stop.clone())?;
+
+    let rules = app.lists.policy.load().index.len();
+    let nlists = cfg.lists.len();
+    let tcp_limits = server::tcp::TcpLimits {
+        idle: cfg.tcp_idle_timeout,
+        max_total: cfg.max_tcp_connections,
+        max_per_client: cfg.max_tcp_per_client,
+        lifetime: cfg.tcp_max_lifetime,
+        max_queries: cfg.tcp_max_queries,
+    };
+    let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp };
+    let ready_state = Arc::clone(&diag_state);
+    server::run(handler, listeners, tcp_limits, cfg.drain_timeout, stop.clone(), move || {
+        ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(listen = ?listen, upstreams = ?upstreams, lists = nlists, rules, "ready");
+    })
+    .await;
+
+    watch_stop.cancel();
+    let _ = watcher.await;
+    sources_stop.cancel();
+    sources.join().await;
+    // HTTP last, so a final scrape sees the drain
+    http_stop.cancel();
+    for t in [admin_task, http_task].into_iter().flatten() {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The configured upstreams, or the nameservers of /etc/resolv.conf.
+fn upstreams(cfg: &Config) -> Result<Vec<SocketAddr>, StartError> {
+    if !cfg.upstreams.is_empty() {
+        return Ok(cfg.upstreams.clone());
+    }
+    let s = Forwarder::system_servers().map_err(StartError::SystemResolvers)?;
+    if s.is_empty() {
+        return Err(StartError::NoUpstreams);
+    }
+    Ok(s)
+}
+
+/// The blocked-query log if configured, reopened on every SIGHUP.
+fn blocked_log(app: &App, hangup: Option<watch::Receiver<u64>>, stop: &CancellationToken) -> Result<Option<Arc<querylog::BlockedLog>>, StartError> {
+    let cfg = &app.config;
+    let Some(target) = &cfg.blocked_log else { return Ok(None) };
+    let log = Arc::new(
+        querylog::BlockedLog::start(
+            target.clone(),
+            cfg.log_anonymize,
+            cfg.log_hash_key.as_deref(),
+            cfg.log_queue,
+            app.metrics.blocked_log_dropped.clone(),
+        )
+        .map_err(StartError::BlockedLog)?,
+    );
+    if let Some(mut hup) = hangup {
+        let (log, stop) = (Arc::clone(&log), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = hup.changed() => match r {
+                        Ok(()) => log.reopen(),
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+    }
+    Ok(Some(log))
+}
+
+/// The operator HTTP endpoint (/metrics, /readyz, /lists, /explain), if
+/// configured or handed in; its state is returned either way (`serving`
+/// flips when DNS is up).
+async fn http_endpoint(
+    app: &App,
+    shared: &Arc<server::handler::Shared>,
+    listener: Option<TcpListener>,
+    stop: &CancellationToken,
+) -> Result<(Arc<diag::DiagState>, Option<JoinHandle<()>>), StartError> {
+    let listener = match (listener, app.config.metrics_listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(diag::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+        (None, None) => None,
+    };
+    let for_size = Arc::clone(shared);
+    let state = Arc::new(diag::DiagState {
+        metrics: Arc::clone(&app.metrics),
+        lists: Arc::clone(&app.lists),
+        forwarder: Some(Arc::clone(&shared.forwarder)),
+        cache_size: Box::new(move || (for_size.cache.len(), for_size.cache.bytes())),
+        serving: std::sync::atomic::AtomicBool::new(false),
+    });
+    let task = listener.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(addr = %a, "metrics endpoint listening");
+        }
+        tokio::spawn(diag::serve(l, Arc::clone(&state), stop.clone()))
+    });
+    Ok((state, task))
+}
+
+/// The remote list sources' tasks: `http(s)://` pulls and `axfr://` zone
+/// transfers. A list with no version yet is fetched before this returns
+/// (so before `ready`); one served from its persisted copy is refreshed in
+/// the background.
+struct Sources {
+    tasks: Vec<JoinHandle<()>>,
+    /// Per list index: wakes its source to refresh now (push API `reload`, NOTIFY).
+    refreshers: HashMap<usize, Arc<Notify>>,
+    /// The zones whose primaries may NOTIFY us.
+    notify_targets: Vec<NotifyTarget>,
+}
+
+impl Sources {
+    async fn spawn(all: &Arc<Lists>, stop: &CancellationToken) -> Result<Sources, StartError> {
+        let mut s = Sources { tasks: Vec::new(), refreshers: HashMap::new(), notify_targets: Vec::new() };
+        let http_client = lists::http::client()?;
+        for (i, (lc, _)) in all.configs().iter().enumerate() {
+            match &lc.origin {
+                SourceKind::Http(_) => {
+                    let pending = all.state(i).is_none();
+                    if pending {
+                        lists::http::refresh(all, &http_client, i).await?;
+                    }
+                    let now = s.refresher(i);
+                    s.tasks.push(lists::http::spawn(Arc::clone(all), http_client.clone(), i, now, !pending, stop.clone()));
+                }
+                SourceKind::Axfr { primary, zone } => {
+                    let mut state = lists::zone_sync::from_persisted(all, i);
+                    let from_copy = state.is_some();
+                    if all.state(i).is_none() {
+                        lists::zone_sync::sync(all, i, &mut state).await?;
+                    }
+                    let now = s.refresher(i);
+                    if from_copy {
+                        now.notify_one(); // catch up with the primary at once
+                    }
+                    if let Ok(zone) = name::QName::parse(zone) {
+                        // config checked the key; were it unparsable here, no target
+                        // (every NOTIFY refused) rather than one accepting unsigned ones
+                        match lc.tsig.as_deref().map(lists::source::TsigKey::parse).transpose() {
+                            Ok(tsig) => s.notify_targets.push(NotifyTarget { zone, primary: primary.ip(), tsig, refresh: Arc::clone(&now) }),
+                            Err(e) => tracing::warn!(list = %lc.name, error = %e, "NOTIFY disabled for this list"),
+                        }
+                    }
+                    s.tasks.push(lists::zone_sync::spawn(Arc::clone(all), i, state, now, stop.clone()));
+                }
+                SourceKind::Push if all.state(i).is_none() => {
+                    tracing::warn!(list = %lc.name, "push list has no version yet: not enforced until the first push (/readyz stays 503)");
+                }
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    fn refresher(&mut self, i: usize) -> Arc<Notify> {
+        Arc::clone(self.refreshers.entry(i).or_insert_with(|| Arc::new(Notify::new())))
+    }
+
+    async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The push API, if `[admin]` is configured.
+async fn push_api(
+    app: &App,
+    listener: Option<TcpListener>,
+    refreshers: HashMap<usize, Arc<Notify>>,
+    stop: &CancellationToken,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    let Some(acfg) = &app.config.admin else { return Ok(None) };
+    let token = admin::read_token(&acfg.token_file)?;
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(acfg.listen).await.map_err(|source| StartError::Bind { addr: acfg.listen, source })?,
+    };
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!(addr = %a, signatures = acfg.require_signature, "push API listening");
+    }
+    let adm = Arc::new(admin::Admin::new(
+        Arc::clone(&app.lists),
+        acfg.clone(),
+        token,
+        Box::new(move |i| match refreshers.get(&i) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }),
+    ));
+    Ok(Some(tokio::spawn(admin::serve(listener, adm, stop.clone()))))
+}
