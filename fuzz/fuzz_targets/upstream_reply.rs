@@ -1,5 +1,5 @@
 #![no_main]
-//! An upstream reply as the forwarder takes it in: `resolve::wire` and `Reply::accept`, the cache entry made
+//! An upstream reply as the forwarder takes it in: `wire::query`, `wire::scan` and `Reply::accept`, the cache entry made
 //! of it, its CNAME/address walk and its lazy decode. Never panics; what is accepted has in-bounds TTL offsets.
 use libfuzzer_sys::fuzz_target;
 
