@@ -652,7 +652,14 @@ mod docs_tests {
             .enumerate()
             .find(|(_, (_, _, h))| h.contains(&format!("`[{table}]`")) || h.contains(&format!("`[[{table}]]`")))?;
         let end = heads[pos + 1..].iter().find(|(_, l, _)| *l <= level).map_or(usize::MAX, |(i, _, _)| *i);
-        Some(text.lines().enumerate().filter(|(i, _)| (start..end).contains(i)).map(|(_, l)| l).collect::<Vec<_>>().join("\n"))
+        Some(
+            text.lines()
+                .enumerate()
+                .filter(|(i, _)| (start..end).contains(i))
+                .map(|(_, l)| l)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
     }
 
     /// `(table, key)` of every key of [`every_key_set`].
@@ -672,7 +679,9 @@ mod docs_tests {
             let documented = if table.is_empty() {
                 CONFIGURATION_MD.contains(&format!("`{key}`"))
             } else {
-                section(CONFIGURATION_MD, table).is_some_and(|s| s.contains(&format!("`{key}`")))
+                // a row of the table's key table: | `key` | default | meaning |
+                section(CONFIGURATION_MD, table)
+                    .is_some_and(|s| s.lines().any(|l| l.starts_with(&format!("| `{key}` |"))))
             };
             if !documented {
                 missing.push(if table.is_empty() { key.clone() } else { format!("{table}.{key}") });
@@ -680,7 +689,7 @@ mod docs_tests {
         }
         assert!(
             missing.is_empty(),
-            "config keys not documented in docs/configuration.md (each needs `key` in the section headed `[table]`): {}",
+            "config keys not documented in docs/configuration.md (each needs a row `| KEY | default | meaning |`, KEY in backticks, in the section headed `[table]`): {}",
             missing.join(", ")
         );
     }
@@ -702,7 +711,11 @@ mod docs_tests {
                 }
             }
         }
-        assert!(unknown.is_empty(), "docs/configuration.md documents keys the config does not have: {}", unknown.join(", "));
+        assert!(
+            unknown.is_empty(),
+            "docs/configuration.md documents keys the config does not have: {}",
+            unknown.join(", ")
+        );
     }
 
     /// GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to `-`.
