@@ -26,7 +26,7 @@ use crate::policy::{Hit, Policy};
 const WRITER_NAP: Duration = Duration::from_millis(5);
 
 /// How client addresses appear in the log (`[log] anonymize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Anonymize {
     /// As seen.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README "Run the tests"; .ci/run calls exactly this).
+# The test command (README "Two commands"; .ci/run calls exactly this).
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
 # zone-transfer primary, faketime for TSIG clock skew, openssl for Ed25519
 # signatures made independently of ours, promtool),

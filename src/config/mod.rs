@@ -53,7 +53,7 @@ pub struct ListConfig {
 }
 
 /// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Redirects {
     /// None: a redirect is an error.
@@ -66,7 +66,7 @@ pub enum Redirects {
 }
 
 /// Whether pulled versions need a detached signature (`signature =`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PullSignature {
     #[default]
@@ -82,7 +82,7 @@ pub enum PullSignature {
 /// hosting). So listed addresses are not answer rules unless the list says
 /// so. RPZ `rpz-ip` triggers are answer rules by definition and are
 /// enforced unless the list says `"ignore"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpRules {
     /// Listed addresses are counted and exported (`qalqan export --ips`), not enforced.

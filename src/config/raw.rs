@@ -1,12 +1,12 @@
 //! Serde structs that mirror the config file exactly. Unknown keys are
 //! rejected by name (`deny_unknown_fields`); defaults live here.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lists::parse::Format;
 use crate::policy::{Action, ListKind};
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct RawConfig {
     pub lists: Vec<RawList>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Sustained queries per second per client prefix; omitted or 0 = no limit.
@@ -76,14 +76,14 @@ fn default_max_tracked() -> usize {
     1_000_000
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     /// Where the last good version of every remote (http, push, axfr) list is kept.
     pub dir: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `ip:port` of the push API.
@@ -112,7 +112,7 @@ fn default_admin_body() -> u64 {
     256 << 20
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// `"PATH"` or `"stderr"`: where blocked queries are logged as JSON lines; omitted = off.
@@ -139,14 +139,14 @@ fn default_log_queue() -> usize {
     10_000
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     /// `ip:port` of the HTTP endpoint (/metrics, /healthz, /readyz); omitted = off.
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     #[serde(default = "default_listen")]
@@ -271,7 +271,7 @@ fn default_drain_timeout_ms() -> u64 {
     5_000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// `ip` or `ip:port`; omitted = the nameservers of /etc/resolv.conf.
@@ -345,7 +345,7 @@ fn default_upstream_inflight() -> usize {
     10_000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     #[serde(default = "default_max_entries")]
@@ -394,7 +394,7 @@ fn default_max_negative_ttl() -> u32 {
     3_600
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSinkhole {
     #[serde(default = "default_a")]
@@ -421,7 +421,7 @@ fn default_sinkhole_ttl() -> u32 {
     300
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawList {
     pub name: String,
@@ -511,4 +511,312 @@ fn default_ede() -> u16 {
 }
 fn default_max_bad_share() -> f64 {
     0.01
+}
+
+/// The config reference (`docs/configuration.md`) against the structs above,
+/// and the relative links of the Markdown docs against the tree.
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+    use crate::config::{IpRules, PullSignature, Redirects};
+
+    const CONFIGURATION_MD: &str = include_str!("../../docs/configuration.md");
+
+    /// Every key set: each struct is written out field by field (no
+    /// `..Default::default()`), so a new field does not compile here until it
+    /// is given a value, and every `Option` is `Some` so that it serializes.
+    fn every_key_set() -> RawConfig {
+        RawConfig {
+            server: RawServer {
+                listen: default_listen(),
+                allow_clients: Some(vec!["127.0.0.0/8".to_owned()]),
+                tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+                max_udp_payload: default_max_udp_payload(),
+                max_inflight: default_max_inflight(),
+                drain_timeout_ms: default_drain_timeout_ms(),
+                threads: Some(2),
+                fast_path: default_fast_path(),
+                udp_recv_buffer_bytes: default_udp_recv_buffer(),
+                reload_nice: default_reload_nice(),
+                max_tcp_connections: default_max_tcp(),
+                max_tcp_per_client: default_max_tcp_per_client(),
+                tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
+                tcp_max_queries: default_tcp_max_queries(),
+                outside_acl: default_limit_action(),
+                outside_acl_refused_qps: default_outside_acl_refused_qps(),
+            },
+            upstream: RawUpstream {
+                servers: Some(vec!["127.0.0.1:5300".to_owned()]),
+                timeout_ms: default_timeout_ms(),
+                max_inflight: default_upstream_inflight(),
+                udp_sockets: default_udp_sockets(),
+                udp_socket_queries: default_udp_socket_queries(),
+                udp_socket_lifetime_ms: default_udp_socket_lifetime_ms(),
+                max_waiters: default_max_waiters(),
+                case_randomization: true,
+            },
+            cache: RawCache {
+                max_entries: default_max_entries(),
+                max_bytes: default_cache_max_bytes(),
+                max_reply_bytes: default_cache_max_reply_bytes(),
+                min_ttl: 0,
+                max_ttl: default_max_ttl(),
+                max_negative_ttl: default_max_negative_ttl(),
+            },
+            sinkhole: RawSinkhole { a: default_a(), aaaa: default_aaaa(), ttl: default_sinkhole_ttl() },
+            metrics: RawMetrics { listen: Some("127.0.0.1:9153".to_owned()) },
+            log: RawLog {
+                blocked: Some("stderr".to_owned()),
+                anonymize: default_anonymize(),
+                hash_key: Some("key".to_owned()),
+                queue: default_log_queue(),
+            },
+            state: RawState { dir: Some("/var/lib/qalqan".to_owned()) },
+            limits: RawLimits {
+                per_client_qps: 200.0,
+                burst: Some(400.0),
+                ipv4_prefix: default_v4_prefix(),
+                ipv6_prefix: default_v6_prefix(),
+                action: default_limit_action(),
+                max_tracked_clients: default_max_tracked(),
+            },
+            admin: Some(RawAdmin {
+                listen: "127.0.0.1:8053".to_owned(),
+                token_file: "/etc/qalqan/admin.token".to_owned(),
+                regulator_keys: vec!["BASE64".to_owned()],
+                require_signature: Some(true),
+                max_body_bytes: default_admin_body(),
+                signature_max_age_s: default_signature_max_age_s(),
+            }),
+            lists: vec![RawList {
+                name: "regulator".to_owned(),
+                source: "https://lists.example/regulator.txt".to_owned(),
+                format: default_format(),
+                kind: default_kind(),
+                action: default_action(),
+                ede: default_ede(),
+                max_bad_share: default_max_bad_share(),
+                max_shrink: default_max_shrink(),
+                refresh_s: default_refresh_s(),
+                timeout_ms: default_fetch_timeout_ms(),
+                max_bytes: default_max_bytes(),
+                max_rules: default_max_rules(),
+                tsig: Some("hmac-sha256:NAME:BASE64".to_owned()),
+                ip_rules: Some(IpRules::Ignore),
+                allow_insecure: false,
+                redirects: Redirects::SameOrigin,
+                signature: PullSignature::Required,
+                signature_url: Some("https://lists.example/regulator.txt.sig".to_owned()),
+            }],
+        }
+    }
+
+    /// `(table, key)` for every key below `table` (`""` at the top level);
+    /// an array of tables (`[[lists]]`) is a table whose name is the array's.
+    fn keys(table: &str, value: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in value {
+            let path = if table.is_empty() { k.clone() } else { format!("{table}.{k}") };
+            match v {
+                toml::Value::Table(t) => keys(&path, t, out),
+                toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table) => {
+                    for t in a.iter().filter_map(toml::Value::as_table) {
+                        keys(&path, t, out);
+                    }
+                }
+                _ => out.push((table.to_owned(), k.clone())),
+            }
+        }
+    }
+
+    /// Heading lines outside fenced code blocks: `(line index, level, text)`.
+    fn headings(text: &str) -> Vec<(usize, usize, &str)> {
+        let mut fenced = false;
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                let level = line.bytes().take_while(|&b| b == b'#').count();
+                if line[level..].starts_with(' ') {
+                    out.push((i, level, line[level..].trim()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The text of the section whose heading names `` `[table]` `` or
+    /// `` `[[table]]` ``, up to the next heading of the same or a higher level.
+    fn section(text: &str, table: &str) -> Option<String> {
+        let heads = headings(text);
+        let (pos, &(start, level, _)) = heads
+            .iter()
+            .enumerate()
+            .find(|(_, (_, _, h))| h.contains(&format!("`[{table}]`")) || h.contains(&format!("`[[{table}]]`")))?;
+        let end = heads[pos + 1..].iter().find(|(_, l, _)| *l <= level).map_or(usize::MAX, |(i, _, _)| *i);
+        Some(
+            text.lines()
+                .enumerate()
+                .filter(|(i, _)| (start..end).contains(i))
+                .map(|(_, l)| l)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    /// `(table, key)` of every key of [`every_key_set`].
+    fn every_key() -> Vec<(String, String)> {
+        let value = toml::Value::try_from(every_key_set()).expect("the raw config serializes");
+        let mut all = Vec::new();
+        keys("", value.as_table().expect("a table"), &mut all);
+        all
+    }
+
+    #[test]
+    fn every_config_key_is_documented_in_its_section() {
+        let all = every_key();
+        assert!(all.len() > 60, "expected every key, got {}: {all:?}", all.len());
+        let mut missing = Vec::new();
+        for (table, key) in &all {
+            let documented = if table.is_empty() {
+                CONFIGURATION_MD.contains(&format!("`{key}`"))
+            } else {
+                // a row of the table's key table: | `key` | default | meaning |
+                section(CONFIGURATION_MD, table)
+                    .is_some_and(|s| s.lines().any(|l| l.starts_with(&format!("| `{key}` |"))))
+            };
+            if !documented {
+                missing.push(if table.is_empty() { key.clone() } else { format!("{table}.{key}") });
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "config keys not documented in docs/configuration.md (each needs a row `| KEY | default | meaning |`, KEY in backticks, in the section headed `[table]`): {}",
+            missing.join(", ")
+        );
+    }
+
+    #[test]
+    fn documented_config_keys_exist() {
+        let all = every_key();
+        let mut tables: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let mut unknown = Vec::new();
+        for table in tables {
+            let Some(text) = section(CONFIGURATION_MD, table) else { continue };
+            // first cell of each table row: `| `key` | default | meaning |`
+            for row in text.lines().filter(|l| l.starts_with("| `")) {
+                let key = row[3..].split('`').next().unwrap_or("");
+                if !all.iter().any(|(t, k)| t == table && k == key) {
+                    unknown.push(format!("{table}.{key}"));
+                }
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "docs/configuration.md documents keys the config does not have: {}",
+            unknown.join(", ")
+        );
+    }
+
+    /// GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to `-`.
+    fn slug(heading: &str) -> String {
+        heading
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect()
+    }
+
+    /// Anchors of a Markdown file's headings (repeats get `-1`, `-2`, …).
+    fn anchors(text: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, _, h) in headings(text) {
+            let base = slug(h);
+            let mut a = base.clone();
+            let mut n = 0;
+            while out.contains(&a) {
+                n += 1;
+                a = format!("{base}-{n}");
+            }
+            out.push(a);
+        }
+        out
+    }
+
+    /// Targets of inline links `[text](target)` outside code blocks and code spans.
+    fn link_targets(text: &str) -> Vec<String> {
+        let mut fenced = false;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                continue;
+            }
+            // drop code spans: every other piece between backticks
+            let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+            let mut rest = prose.as_str();
+            while let Some(at) = rest.find("](") {
+                let after = &rest[at + 2..];
+                let Some(end) = after.find(')') else { break };
+                out.push(after[..end].to_owned());
+                rest = &after[end..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn relative_links_in_the_docs_resolve() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("README.md"), root.join("benches/RESULTS.md")];
+        let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+            .expect("docs/ exists")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md"))
+            .collect();
+        docs.sort();
+        files.extend(docs);
+        let mut broken = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("readable");
+            let shown = file.strip_prefix(root).unwrap_or(file).display().to_string();
+            for target in link_targets(&text) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, fragment) = target.split_once('#').unwrap_or((target.as_str(), ""));
+                let resolved = if path.is_empty() { file.clone() } else { file.parent().unwrap_or(root).join(path) };
+                if !resolved.exists() {
+                    broken.push(format!("{shown}: {target} (no such file)"));
+                    continue;
+                }
+                if !fragment.is_empty() {
+                    if resolved.extension().is_none_or(|x| x != "md") {
+                        broken.push(format!("{shown}: {target} (anchor into a file that is not Markdown)"));
+                        continue;
+                    }
+                    let linked = std::fs::read_to_string(&resolved).expect("readable");
+                    if !anchors(&linked).iter().any(|a| a == fragment) {
+                        broken.push(format!("{shown}: {target} (no heading with that anchor)"));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "broken relative links:\n{}", broken.join("\n"));
+    }
+
+    #[test]
+    fn anchors_follow_github() {
+        assert_eq!(slug("Addresses in lists (`ip_rules`)"), "addresses-in-lists-ip_rules");
+        assert_eq!(slug("HTTP endpoint (`[metrics] listen`)"), "http-endpoint-metrics-listen");
+        assert_eq!(slug("Harness, 2026-12-02 15:20 and 15:32 (a48d152)"), "harness-2026-12-02-1520-and-1532-a48d152");
+        assert_eq!(anchors("# A\n## A\n```\n# not a heading\n```\n"), ["a", "a-1"]);
+        assert_eq!(link_targets("[a](x.md) `[b](y.md)` [c](z.md#h)"), ["x.md", "z.md#h"]);
+    }
 }

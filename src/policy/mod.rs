@@ -13,7 +13,7 @@ use crate::name::QName;
 pub use index::{Hit, Index, RuleId, RuleOverride};
 
 /// How a blocked name is answered (`action =` in `[[lists]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// NXDOMAIN with a synthesized SOA.
@@ -29,7 +29,7 @@ pub enum Action {
 }
 
 /// Whether a list blocks or allows (`kind =`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListKind {
     Block,

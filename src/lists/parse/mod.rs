@@ -25,7 +25,7 @@ mod real_data_tests;
 pub const KEPT_ERRORS: usize = 20;
 
 /// The list formats qalqan reads (`format =` in `[[lists]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Domains,
