@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;
+pub mod rules;
 pub mod server;
 
 use std::net::SocketAddr;

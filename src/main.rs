@@ -15,7 +15,7 @@ use qalqan::config::Config;
 /// page faults). mimalloc's thread-local free lists avoid that.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use qalqan::lists::parse::{Rule, RuleAction, Scope};
+use qalqan::rules::{ListKind, Rule, RuleAction, Scope};
 
 const DEFAULT_CONFIG: &str = "config/qalqan.toml";
 
@@ -224,7 +224,7 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
     // first decision seen for each distinct prefix, lists in config order
     let mut seen: std::collections::BTreeMap<ipnet::IpNet, Option<String>> = std::collections::BTreeMap::new();
     for l in &config.lists {
-        if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == qalqan::policy::ListKind::Allow) {
+        if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == ListKind::Allow) {
             continue;
         }
         let file = match config.list_path(l) {

@@ -3,8 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::lists::parse::Format;
-use crate::policy::{Action, ListKind};
+use crate::rules::{Action, Format, ListKind};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
