@@ -92,7 +92,7 @@ fn init_logging() {
         .init();
 }
 
-/// Returns memory freed by a list build to the OS (see `AFTER_BUILD`).
+/// Returns memory freed by a list build to the OS (see `Lists::with_after_build`).
 fn release_freed_memory() {
     // SAFETY: mi_collect only walks and purges mimalloc's own free pages and
     // is safe to call from any thread at any time (mimalloc API contract).
@@ -104,7 +104,6 @@ fn release_freed_memory() {
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
-    let _ = qalqan::lists::publish::AFTER_BUILD.set(release_freed_memory);
     let config = Config::from_file(path)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -116,7 +115,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let listen = config.listen.clone();
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?;
-        let app = tokio::task::spawn_blocking(move || qalqan::App::new(config)).await.context("loading lists")??;
+        let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
