@@ -11,9 +11,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use qalqan::lists::parse::{Entry, Rule, RuleAction, Scope};
 use qalqan::name::QName;
 use qalqan::policy::index::{Index, ListInput};
+use qalqan::rules::{Entry, Rule, RuleAction, Scope};
 
 fn real_names() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/domains/hagezi-light-domains.txt");

@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use qalqan::lists::parse::{parse, Format};
+use qalqan::lists::parse::parse;
+use qalqan::rules::Format;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;
+pub mod rules;
 pub mod serve;
 pub mod server;
 pub mod sys;
@@ -80,17 +81,29 @@ pub struct App {
 impl App {
     /// Loads every list of `config`. Blocking (reads and compiles lists).
     pub fn new(config: Config) -> Result<Self, StartError> {
+        Self::load(config, None)
+    }
+
+    /// [`App::new`], running `after_build` after every list build, the
+    /// first load included (see [`Lists::with_after_build`]).
+    pub fn with_after_build(config: Config, after_build: fn()) -> Result<Self, StartError> {
+        Self::load(config, Some(after_build))
+    }
+
+    fn load(config: Config, after_build: Option<fn()>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, Option<PathBuf>)>>();
         let signatures = config.admin.as_ref().map_or_else(Default::default, |a| lists::push::SignaturePolicy {
             keys: a.regulator_keys.clone(),
             required: a.require_signature,
         });
-        let lists = Arc::new(
-            Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone())
-                .with_reload_nice(config.reload_nice)
-                .with_signatures(signatures),
-        );
+        let mut lists = Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone())
+            .with_reload_nice(config.reload_nice)
+            .with_signatures(signatures);
+        if let Some(f) = after_build {
+            lists = lists.with_after_build(f);
+        }
+        let lists = Arc::new(lists);
         lists.load_initial().map_err(StartError::Lists)?;
         Ok(Self { config, lists, metrics })
     }

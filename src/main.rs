@@ -15,7 +15,7 @@ use qalqan::config::Config;
 /// page faults). mimalloc's thread-local free lists avoid that.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use qalqan::lists::parse::{Rule, RuleAction, Scope};
+use qalqan::rules::{ListKind, Rule, RuleAction, Scope};
 
 const DEFAULT_CONFIG: &str = "config/qalqan.toml";
 
@@ -92,7 +92,7 @@ fn init_logging() {
         .init();
 }
 
-/// Returns memory freed by a list build to the OS (see `AFTER_BUILD`).
+/// Returns memory freed by a list build to the OS (see `Lists::with_after_build`).
 fn release_freed_memory() {
     // SAFETY: mi_collect only walks and purges mimalloc's own free pages and
     // is safe to call from any thread at any time (mimalloc API contract).
@@ -104,7 +104,6 @@ fn release_freed_memory() {
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
-    let _ = qalqan::lists::publish::AFTER_BUILD.set(release_freed_memory);
     let config = Config::from_file(path)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -130,7 +129,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
         }
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
-        let app = tokio::task::spawn_blocking(move || qalqan::App::new(config)).await.context("loading lists")??;
+        let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
@@ -238,7 +237,7 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
     // first decision seen for each distinct prefix, lists in config order
     let mut seen: std::collections::BTreeMap<ipnet::IpNet, Option<String>> = std::collections::BTreeMap::new();
     for l in &config.lists {
-        if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == qalqan::policy::ListKind::Allow) {
+        if only.is_some_and(|n| n != l.name) || (only.is_none() && l.kind == ListKind::Allow) {
             continue;
         }
         let file = match config.list_path(l) {

@@ -1,7 +1,7 @@
 #![no_main]
 //! `qalqan::lists::parse::parse(Format::Rpz, ..)`: never panics, counters agree.
 use libfuzzer_sys::fuzz_target;
-use qalqan::lists::parse::Format;
+use qalqan::rules::Format;
 
 fuzz_target!(|data: &[u8]| {
     qalqan_fuzz::check_parse(Format::Rpz, data);

@@ -7,9 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType};
-use qalqan::lists::parse::{parse, Entry, Format, Rule};
+use qalqan::lists::parse::parse;
 use qalqan::name::QName;
 use qalqan::policy::index::{Index, ListInput};
+use qalqan::rules::{Entry, Format, Rule};
 use qalqan::server::handler::Handler;
 
 /// The seven list formats, in the order the `compile` target's first byte picks them.

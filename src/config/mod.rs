@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::lists::parse::Format;
-use crate::policy::{Action, ListKind, Sinkhole};
+use crate::policy::Sinkhole;
+use crate::rules::{Action, Format, ListKind, Rule};
 
 /// A config problem.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +94,7 @@ pub enum IpRules {
 impl ListConfig {
     /// Whether `rule` takes part in the policy: `false` only for an address
     /// rule this list does not enforce (see [`IpRules`]).
-    pub fn enforces(&self, rule: &crate::lists::parse::Rule) -> bool {
-        use crate::lists::parse::Rule;
+    pub fn enforces(&self, rule: &Rule) -> bool {
         match rule {
             Rule::Ip { .. } => self.ip_rules == Some(IpRules::Answer),
             Rule::AnswerIp { .. } => self.ip_rules != Some(IpRules::Ignore),
@@ -242,7 +241,7 @@ impl Config {
             .unwrap_or_else(|| vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]);
         let mut allow_clients = Vec::new();
         for (i, a) in allow_raw.iter().enumerate() {
-            let net = crate::lists::parse::parse_ip_net(a).ok_or_else(|| {
+            let net = crate::rules::parse_ip_net(a).ok_or_else(|| {
                 invalid(&format!("server.allow_clients[{i}]"), format!("`{a}` is not an address or prefix"))
             })?;
             allow_clients.push(net.trunc());

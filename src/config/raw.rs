@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lists::parse::Format;
-use crate::policy::{Action, ListKind};
+use crate::rules::{Action, Format, ListKind};
 
 #[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,8 @@ use std::time::SystemTime;
 
 use crate::config::ListConfig;
 use crate::policy::index::{BuildError, Builder};
-use crate::policy::{Index, ListInfo, ListKind, Policy};
+use crate::policy::{Index, ListInfo, Policy};
+use crate::rules::{Entry, ListKind, Rule};
 use parse::{ParseError, ParseOutput};
 
 /// What is remembered about the version of a list in force (its rules
@@ -63,8 +64,8 @@ pub struct AddressCounter {
 
 impl AddressCounter {
     /// Notes `rule` if it is an address rule; `enforced` says whether the list enforces it.
-    pub fn note(&mut self, rule: &parse::Rule, enforced: bool) {
-        if let parse::Rule::Ip { net, .. } | parse::Rule::AnswerIp { net, .. } = rule {
+    pub fn note(&mut self, rule: &Rule, enforced: bool) {
+        if let Rule::Ip { net, .. } | Rule::AnswerIp { net, .. } = rule {
             self.listed.insert(net.trunc());
             if enforced {
                 self.enforced.insert(net.trunc());
@@ -257,7 +258,7 @@ pub fn build_with(
     let mut failed: Option<BuildError> = None;
     let mut addresses = AddressCounter::default();
     let stats = {
-        let mut sink = |e: parse::Entry| {
+        let mut sink = |e: Entry| {
             let enforced = cfg.enforces(&e.rule);
             addresses.note(&e.rule, enforced);
             if failed.is_none() && enforced {

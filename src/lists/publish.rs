@@ -7,7 +7,7 @@
 //! persisted in the state directory after every accepted version.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -18,50 +18,81 @@ use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
-/// Called after every policy build (published or rejected), once the
-/// build's temporaries and, for a published one, the policy it replaced are
-/// freed: on the updating thread, or on the reaper thread (see [`retire`]). The
-/// binary sets it to return the allocator's freed pages to the OS: a list
-/// build allocates and frees about as much again as the index it produces.
-pub static AFTER_BUILD: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// How long [`retire`] waits for the last query to let go of a replaced
+/// How long the reaper waits for the last query to let go of a replaced
 /// policy before dropping its own reference anyway (a hickory-path query
 /// holds the policy it started with until its upstream answers: at most
 /// the upstream timeout).
 const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The reaper thread's inbox (started on first use), or `None` if the
-/// thread could not be started.
-fn reaper() -> Option<&'static std::sync::mpsc::Sender<Arc<Policy>>> {
-    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Arc<Policy>>>> = std::sync::OnceLock::new();
-    REAPER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Arc<Policy>>();
-            let spawned = std::thread::Builder::new().name("qalqan-reaper".into()).spawn(move || {
-                for old in rx {
-                    let until = std::time::Instant::now() + RETIRE_WAIT;
-                    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    let t = std::time::Instant::now();
-                    let generation = old.generation;
-                    drop(old);
-                    if let Some(f) = AFTER_BUILD.get() {
-                        f();
-                    }
-                    tracing::debug!(generation, took_us = t.elapsed().as_micros(), "replaced policy freed (and AFTER_BUILD run)");
+/// A thread that frees replaced policies, then runs the after-build hook
+/// ([`Lists::with_after_build`]). Without it the last query of the old
+/// generation (usually a fast-path batch, whose guard the swap turned into
+/// a reference) freed the old index on the serving thread: at 1M rules
+/// ~55 MB in a few large blocks, returned to the OS there. The reaper waits
+/// (polling every millisecond, up to [`RETIRE_WAIT`]) until it holds the
+/// only reference, then drops it and runs the hook.
+///
+/// Owned by [`Lists`], started on its first publish that replaces a
+/// policy; dropping it stops the thread and joins it.
+struct Reaper {
+    inbox: Option<std::sync::mpsc::Sender<Arc<Policy>>>,
+    /// Set on drop: stop waiting for readers, drop what is queued, exit.
+    stopping: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    /// Starts the thread; `None` (logged) if it cannot be started.
+    fn start(after_build: Option<fn()>) -> Option<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Policy>>();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stopping);
+        let spawned = std::thread::Builder::new().name("qalqan-reaper".into()).spawn(move || {
+            for old in rx {
+                let until = std::time::Instant::now() + RETIRE_WAIT;
+                while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-            });
-            match spawned {
-                Ok(_) => Some(tx),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no reaper thread: replaced policies are freed by their last user");
-                    None
+                let t = std::time::Instant::now();
+                let generation = old.generation;
+                drop(old);
+                if let Some(f) = after_build {
+                    f();
                 }
+                tracing::debug!(generation, took_us = t.elapsed().as_micros(), "replaced policy freed (and after_build run)");
             }
-        })
-        .as_ref()
+        });
+        match spawned {
+            Ok(thread) => Some(Self { inbox: Some(tx), stopping, thread: Some(thread) }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no reaper thread: replaced policies are freed by their last user");
+                None
+            }
+        }
+    }
+
+    /// Queues `old`; gives it back if the thread is gone.
+    fn send(&self, old: Arc<Policy>) -> Result<(), Arc<Policy>> {
+        match &self.inbox {
+            Some(tx) => tx.send(old).map_err(|e| e.0),
+            None => Err(old),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    /// Stops the thread: what it still holds is dropped at once (a reader
+    /// still holding a policy then frees it), the hook runs for each, and
+    /// the thread is joined, so none outlives its [`Lists`].
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.inbox = None; // disconnects: the thread's loop ends once the queue is empty
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::warn!("the reaper thread panicked");
+            }
+        }
+    }
 }
 
 /// Runs a list build `f` on a thread of its own, named `qalqan-build`, at nice
@@ -107,30 +138,6 @@ pub async fn on_build_thread<T: Send + 'static>(
     }
 }
 
-/// Frees a replaced policy on a thread of its own, not on whichever thread
-/// lets go of it last. Without this the last query of the old generation
-/// (usually a fast-path batch, whose guard the swap turned into a
-/// reference) freed the old index on the serving thread: at 1M rules ~55 MB
-/// in a few large blocks, returned to the OS there. The reaper waits
-/// (polling every millisecond, up to [`RETIRE_WAIT`]) until it holds the
-/// only reference, then drops it and runs [`AFTER_BUILD`]. Returns whether
-/// the reaper took it; if not, the policy is dropped here.
-fn retire(old: Arc<Policy>) -> bool {
-    // a send fails only if the reaper is gone; the policy then drops here
-    reaper().is_some_and(|tx| tx.send(old).is_ok())
-}
-
-/// Hands a replaced policy to the reaper, or runs [`AFTER_BUILD`] here when
-/// nothing was replaced: only after the update lock is released, with the
-/// build's temporaries freed, so that AFTER_BUILD covers them too.
-fn after_build(replaced: Option<Arc<Policy>>) {
-    if !replaced.is_some_and(retire) {
-        if let Some(f) = AFTER_BUILD.get() {
-            f();
-        }
-    }
-}
-
 /// One offered version of one list.
 #[derive(Debug)]
 pub struct Incoming {
@@ -165,6 +172,11 @@ pub struct Lists {
     lock: Mutex<()>,
     /// Nice value of the threads that build reloads ([`on_build_thread`]).
     reload_nice: i32,
+    /// Run after every build (see [`Lists::with_after_build`]).
+    after_build: Option<fn()>,
+    /// Frees replaced policies; started on first use (`None` inside: it
+    /// could not be started, and replaced policies drop where they are).
+    reaper: std::sync::OnceLock<Option<Reaper>>,
 }
 
 /// The version in force of a push list: its journal and its bytes.
@@ -216,7 +228,22 @@ impl Lists {
             state_dir,
             lock: Mutex::new(()),
             reload_nice: 0,
+            after_build: None,
+            reaper: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets a function run after every policy build (published or
+    /// rejected), once the build's temporaries and, for a published one,
+    /// the policy it replaced are freed: on the updating thread, or on the
+    /// reaper thread that frees replaced policies off the serving threads. The binary uses it to return the
+    /// allocator's freed pages to the OS: a list build allocates and frees
+    /// about as much again as the index it produces. Set it before the
+    /// first load, which it then covers too.
+    #[must_use]
+    pub fn with_after_build(mut self, f: fn()) -> Self {
+        self.after_build = Some(f);
+        self
     }
 
     /// Sets the nice value at which reloads are built (see
@@ -428,6 +455,24 @@ impl Lists {
         tracing::warn!(error = %e, "list source failed; keeping last good version");
     }
 
+    /// Hands a replaced policy to the reaper, or runs the after-build hook
+    /// here when nothing was replaced (or the reaper is gone, the policy then
+    /// dropped here): only after the update lock is released, with the
+    /// build's temporaries freed, so that the hook covers them too.
+    fn finish_build(&self, replaced: Option<Arc<Policy>>) {
+        if let Some(old) = replaced {
+            let reaper = self.reaper.get_or_init(|| Reaper::start(self.after_build));
+            match reaper.as_ref().map(|r| r.send(old)) {
+                Some(Ok(())) => return,
+                Some(Err(old)) => drop(old),
+                None => {}
+            }
+        }
+        if let Some(f) = self.after_build {
+            f();
+        }
+    }
+
     fn reject(&self, cfg: &ListConfig, e: LoadError, report: &mut ReloadReport) {
         self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e, "list rejected; keeping last good version");
@@ -443,7 +488,7 @@ impl Lists {
         let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (report, replaced) = self.apply_locked(batch);
         drop(guard);
-        after_build(replaced);
+        self.finish_build(replaced);
         report
     }
 
@@ -690,7 +735,7 @@ impl Lists {
             }
         };
         drop(guard);
-        after_build(replaced);
+        self.finish_build(replaced);
         result
     }
 
@@ -757,5 +802,35 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(gone.upgrade().is_none(), "the replaced policy was never freed");
+    }
+
+    /// The after-build hook runs once per build, after the policy a publish
+    /// replaced is freed; the reaper thread belongs to its `Lists` and is
+    /// gone (joined, its queue handled) when the `Lists` is dropped.
+    #[test]
+    fn after_build_runs_per_build_and_the_reaper_stops_with_its_lists() {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn count() {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        }
+        let toml = "[state]\ndir = \"/nonexistent\"\n[[lists]]\nname = \"pushed\"\nsource = \"push\"\nformat = \"domains\"\n";
+        let config = crate::config::Config::from_toml_str(toml, "test.toml").unwrap();
+        let specs = config.lists.iter().map(|l| (l.clone(), None)).collect();
+        let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None).with_after_build(count);
+        let offer = |body: &str| {
+            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true };
+            lists.offer(inc).map(|s| s.rules).unwrap()
+        };
+        // replaces the empty policy: the hook runs on the reaper thread
+        assert_eq!(offer("a.example\n"), 1);
+        // a reader holds generation 1 past the drop of `lists`: the reaper
+        // must not wait out RETIRE_WAIT for it
+        let reader = lists.policy.load_full();
+        assert_eq!(offer("a.example\nb.example\n"), 2);
+        let started = std::time::Instant::now();
+        drop(lists);
+        assert!(started.elapsed() < RETIRE_WAIT / 2, "dropping the lists waited for a reader");
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2, "one hook run per build, all done when the lists are dropped");
+        assert_eq!(reader.index.len(), 1, "the reader's policy stays usable");
     }
 }

@@ -19,8 +19,8 @@ use std::hash::BuildHasher;
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::iptable::{IpRule, IpTable};
-use crate::lists::parse::{LocalData, Rule, RuleAction, Scope};
 use crate::name::{NameRef, QName};
+use crate::rules::{Entry, LocalData, Rule, RuleAction, Scope};
 
 /// A rule of an [`Index`] (the offset of its record in the store); stable
 /// for the life of one compiled policy.
@@ -267,7 +267,7 @@ pub struct Hit {
 pub struct ListInput<'a> {
     /// Whether the list as a whole is an allowlist (`kind = "allow"`).
     pub allow: bool,
-    pub entries: &'a [crate::lists::parse::Entry],
+    pub entries: &'a [Entry],
 }
 
 /// Why a policy could not be compiled.
@@ -356,7 +356,7 @@ impl Builder {
     /// Adds the parsed entries of the list at config position `list`.
     ///
     /// Cost: O(entries + name bytes), one hash insert per name rule.
-    pub fn add_list(&mut self, list: u16, allow: bool, entries: &[crate::lists::parse::Entry]) -> Result<(), BuildError> {
+    pub fn add_list(&mut self, list: u16, allow: bool, entries: &[Entry]) -> Result<(), BuildError> {
         for entry in entries {
             self.add_entry(list, allow, entry)?;
         }
@@ -364,7 +364,7 @@ impl Builder {
     }
 
     /// Adds one parsed entry of the list at config position `list`.
-    pub fn add_entry(&mut self, list: u16, allow: bool, entry: &crate::lists::parse::Entry) -> Result<(), BuildError> {
+    pub fn add_entry(&mut self, list: u16, allow: bool, entry: &Entry) -> Result<(), BuildError> {
         let allow_bit = if allow { ALLOW } else { 0 };
         {
             match &entry.rule {
@@ -848,7 +848,6 @@ pub fn is_important(index: &Index, id: RuleId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lists::parse::Entry;
 
     fn name_rule(name: &str, scope: Scope, line: u32) -> Entry {
         Entry {

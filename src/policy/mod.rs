@@ -8,33 +8,9 @@ pub mod iptable;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::lists::parse::{Format, LocalData};
 use crate::name::QName;
+use crate::rules::{Action, Format, ListKind, LocalData};
 pub use index::{Hit, Index, RuleId, RuleOverride};
-
-/// How a blocked name is answered (`action =` in `[[lists]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// NXDOMAIN with a synthesized SOA.
-    Nxdomain,
-    /// NOERROR with no answer (NODATA) and a synthesized SOA.
-    Nodata,
-    /// A/AAAA answered with the `[sinkhole]` addresses; NODATA for other types.
-    Sinkhole,
-    /// REFUSED.
-    Refused,
-    /// No answer at all.
-    Drop,
-}
-
-/// Whether a list blocks or allows (`kind =`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListKind {
-    Block,
-    Allow,
-}
 
 /// What the policy knows about one configured list.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use hickory_proto::op::Edns;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::lists::parse::LocalData;
 use crate::policy::Sinkhole;
+use crate::rules::LocalData;
 
 pub use crate::wire::opt::{EDE_OPTION, EDE_PROHIBITED};
 

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real server on 127.0.0.1 port 0, a real
 //! upstream on loopback, queries over the wire.
 
+mod arch;
 mod blocking;
 mod cache;
 mod contrib;

@@ -1,0 +1,131 @@
+//! The rule vocabulary: list formats, what a list does (`kind`, `action`)
+//! and the rules a parsed list is made of. Pure data, shared by the layers
+//! that read lists (`lists`), compile and query them (`policy`), configure
+//! them (`config`) and answer with them (`server`).
+//!
+//! A leaf: imports nothing from the crate, so none of those layers has to
+//! import another to agree on what a rule is.
+
+use std::net::IpAddr;
+
+/// The list formats qalqan reads (`format =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Domains,
+    Hosts,
+    Adblock,
+    Rpz,
+    Urls,
+    RegistryCsv,
+    Keywords,
+}
+
+/// Whether a list blocks or allows (`kind =`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Block,
+    Allow,
+}
+
+/// How a blocked name is answered (`action =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// NXDOMAIN with a synthesized SOA.
+    Nxdomain,
+    /// NOERROR with no answer (NODATA) and a synthesized SOA.
+    Nodata,
+    /// A/AAAA answered with the `[sinkhole]` addresses; NODATA for other types.
+    Sinkhole,
+    /// REFUSED.
+    Refused,
+    /// No answer at all.
+    Drop,
+}
+
+/// Which names a name rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The name itself and every name below it (`domains`, `hosts`, `||name^`).
+    Subtree,
+    /// Only the name itself (`|name^`, RPZ `name CNAME .`, URL hosts with a path).
+    Exact,
+    /// Only names strictly below it (RPZ `*.name CNAME .`, `*.name` wildcards).
+    Below,
+}
+
+/// A record of RPZ local data (`name A 192.0.2.1`, `name TXT "..."`, `name CNAME target.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalData {
+    A(std::net::Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    /// Target name, normalised, no trailing dot.
+    Cname(String),
+    Txt(String),
+}
+
+/// What a rule asks for. `List` defers to the list's configured `kind`/`action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Use the list's configured kind and action (most formats).
+    List,
+    /// An exception: never block this name (adblock `@@`, RPZ `rpz-passthru.`).
+    Allow,
+    /// RPZ `CNAME .`
+    Nxdomain,
+    /// RPZ `CNAME *.`
+    Nodata,
+    /// RPZ `CNAME rpz-drop.`
+    Drop,
+    /// RPZ local data: answer with these records.
+    Local(Vec<LocalData>),
+}
+
+/// One rule parsed from one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based line number in the source.
+    pub line: u32,
+    pub rule: Rule,
+}
+
+/// The rule itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Name {
+        /// Normalised: lowercase A-labels, no trailing dot (see [`crate::name::normalize`]).
+        name: String,
+        scope: Scope,
+        action: RuleAction,
+        /// adblock `$important`: beats `@@` exceptions.
+        important: bool,
+        /// Registry decision id / authority, when the source carries one.
+        decision: Option<String>,
+    },
+    /// A listed address: a registry IP column, an IP-literal URL host, an
+    /// adblock `1.2.3.4^`. It records where a resource lived, not a decision
+    /// to block every name that resolves there: an answer-IP rule only when
+    /// the list says `ip_rules = "answer"`; otherwise counted and exported
+    /// (`qalqan export --ips`) for a firewall.
+    Ip { net: ipnet::IpNet, decision: Option<String> },
+    /// An explicit answer-address trigger (RPZ `rpz-ip`): a response any of
+    /// whose A/AAAA records lies in `net` gets `action` (most specific
+    /// prefix wins). Enforced unless the list says `ip_rules = "ignore"`.
+    AnswerIp { net: ipnet::IpNet, action: RuleAction },
+    /// A substring matched against the whole query name.
+    Keyword(String),
+    /// A whole-name regular expression (adblock `/re/`).
+    Regex(String),
+}
+
+/// Parses an IP address or CIDR prefix (`192.0.2.1`, `2001:db8::/32`): the
+/// address syntax of [`Rule::Ip`] rules, also used for `allow_clients`.
+pub fn parse_ip_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Some(net);
+    }
+    s.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
