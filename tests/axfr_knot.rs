@@ -278,6 +278,14 @@ async fn transfers_from_knot() {
         5 + BULK,
         "4 rules, `ns A` as local data, {BULK} bulk"
     );
+    // qalqan itself hands the records to the parser as records: the same
+    // rules (a record's line is its index; the text's line 1 is `$ORIGIN`)
+    let mut direct = qalqan::lists::parse::ParseOutput::default();
+    qalqan::lists::parse::rpz::parse_records("rpz.test", &zone, records, &mut direct);
+    assert_eq!(direct.bad_lines, 0, "{:?}", direct.errors);
+    let shifted: Vec<_> = parsed.entries.iter().map(|e| (e.line - 1, e.rule.clone())).collect();
+    let direct: Vec<_> = direct.entries.iter().map(|e| (e.line, e.rule.clone())).collect();
+    assert_eq!(direct, shifted);
 
     // Tighter limits are enforced on a real transfer too.
     let small = Limits {
@@ -462,6 +470,36 @@ refresh_s = 3600
     // knot sent a signed NOTIFY and accepted qalqan's signed reply
     assert!(log.lines().any(|l| l.contains("notify, outgoing") && l.contains("serial 2")), "{log}");
     assert!(!log.lines().any(|l| l.contains("notify, outgoing") && (l.contains("failed") || l.contains("TSIG"))) , "{log}");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // the zone changes while qalqan is down; restarted, it carries on from
+    // the persisted records with an IXFR 2 -> 3, not a whole new AXFR
+    assert!(state.path().join("rpz.records").exists());
+    let v3 = zone_file(3, "added.example CNAME .\nthird.example CNAME .\n").replace("\nbad.example CNAME .\n", "\n");
+    std::fs::write(knot.zone_path(), &v3).unwrap();
+    knot.knotc(&["zone-reload", "rpz.test"]);
+    wait_for_serial(&knot, &zone, 3).await;
+    let app = qalqan::App::from_toml_str(&toml).unwrap();
+    let (udp, tcp) = loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            break (u, t);
+        }
+    };
+    let qaddr = udp.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+    let t0 = Instant::now();
+    while rcode(qaddr, "third.example.").await != Some(hickory_proto::op::ResponseCode::NXDomain) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "IXFR after restart not applied within 5 s; knot log:\n{}", knot.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(rcode(qaddr, "bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "the deletion survived the restart");
+    let log = knot.log();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains("started")).count();
+    assert!(log.lines().any(|l| l.contains("IXFR, outgoing") && l.contains("serial 2 -> 3")), "{log}");
+    assert_eq!(lines("AXFR, outgoing"), 1, "no AXFR after the restart:\n{log}");
     stop.cancel();
     task.await.unwrap().unwrap();
 

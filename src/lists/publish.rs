@@ -140,6 +140,9 @@ pub struct Incoming {
     pub meta: SourceMeta,
     /// Skip the shrink gate for this version (operator override).
     pub force: bool,
+    /// Parse this instead of `bytes` (a zone transfer's records); `bytes`
+    /// is still what is hashed, size-checked and persisted.
+    pub records: Option<super::RecordParser>,
 }
 
 /// Lists and the policy built from them.
@@ -295,7 +298,7 @@ impl Lists {
                             ..Default::default()
                         };
                         tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
-                        batch.push(Incoming { list: i, bytes: head.body.to_vec(), meta, force: false });
+                        batch.push(Incoming { list: i, bytes: head.body.to_vec(), meta, force: false, records: None });
                         heads.push((i, head));
                     }
                     Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
@@ -311,7 +314,7 @@ impl Lists {
             let read = if cfg.origin.is_remote() { files::read(path) } else { std::fs::read(path) };
             match (&cfg.origin, read) {
                 (SourceKind::File(_), Ok(bytes)) => {
-                    batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false })
+                    batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false, records: None })
                 }
                 (SourceKind::File(_), Err(source)) => {
                     errors.push(LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source })
@@ -326,7 +329,7 @@ impl Lists {
                     let mut meta = self.read_meta(cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
-                    batch.push(Incoming { list: i, bytes, meta, force: false });
+                    batch.push(Incoming { list: i, bytes, meta, force: false, records: None });
                 }
                 (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
             }
@@ -365,6 +368,7 @@ impl Lists {
                     bytes,
                     meta: SourceMeta { who: "file".into(), ..Default::default() },
                     force: false,
+                    records: None,
                 }),
                 Err(source) => {
                     let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
@@ -482,7 +486,7 @@ impl Lists {
                 continue;
             }
             let base = working.as_ref().unwrap_or(&published.index);
-            let result = build_with(&configs, base, i, &inc.bytes)
+            let result = build_with(&configs, base, i, &inc.bytes, inc.records.as_ref())
                 .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
                 .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
@@ -663,7 +667,7 @@ impl Lists {
             PushMethod::Post => return Err(PushRefused::Patch("POST does not carry a list".into())),
         };
         let meta = SourceMeta { push_version: Some(entry.version), who, ..Default::default() };
-        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false };
+        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false, records: None };
         let body = Arc::new(inc.bytes.clone());
         let (mut report, replaced) = self.apply_locked(vec![inc]);
         let result = match report.failed.pop() {
@@ -742,7 +746,7 @@ mod tests {
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None);
         let offer = |body: &str| {
-            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true };
+            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
             lists.offer(inc).map(|s| s.rules).unwrap()
         };
         assert_eq!(offer("a.example\n"), 1);

@@ -10,7 +10,7 @@
 //!   `server/notify.rs`);
 //! - `message`: one DNS message on the wire: query building, TCP
 //!   framing, decoding a reply in one pass;
-//! - `zone_text`: records as zone-file lines, for the RPZ text parser.
+//! - `zone_text`: records as zone-file lines, for the persisted copy.
 //!
 //! Our own reader over TCP, not hickory's `Client::zone_transfer` (STYLE
 //! §4.8: it can run over UDP and has lost records after an SOA-only first

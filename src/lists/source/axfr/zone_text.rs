@@ -1,12 +1,15 @@
-//! Records as zone-file lines: how a transferred zone reaches qalqan's own
-//! RPZ text parser, and the persisted copy of it.
+//! Records as zone-file lines: the persisted copy of a transferred zone
+//! (read back at start, by `qalqan check` and `qalqan export` as any RPZ
+//! file). Nothing parses this text on the transfer path: the records go
+//! to the RPZ parser as records (`lists::parse::rpz::parse_records`).
 
 use std::fmt::Write as _;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Renders records as zone-file lines ("owner TTL IN TYPE rdata"), in the
-/// order given, for feeding qalqan's own RPZ text parser.
+/// order given: the persisted copy of a transferred zone, which qalqan's own
+/// RPZ text parser reads back like any zone file.
 ///
 /// First line `$ORIGIN origin.`; every owner and every name in rdata is
 /// absolute with a trailing dot (so `CNAME .`, `CNAME *.` and
