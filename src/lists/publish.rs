@@ -414,6 +414,17 @@ impl Lists {
         })
     }
 
+    /// [`Lists::offer_async`] for a version that is itself costly to put
+    /// together (a zone transfer's records decoded and written out as the
+    /// text to persist): `make` runs on the build thread too, not on the
+    /// async thread that called.
+    pub async fn offer_made(self: &Arc<Self>, make: impl FnOnce() -> Incoming + Send + 'static) -> Result<ListState, LoadError> {
+        let me = Arc::clone(self);
+        on_build_thread(self.reload_nice, move || me.offer(make())).await.unwrap_or_else(|e| {
+            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
+        })
+    }
+
     /// Marks a source check that found nothing new (HTTP 304, same serial):
     /// the list is fresh, so its last-success time moves on.
     pub fn touch(&self, i: usize) {

@@ -21,6 +21,7 @@
 //! A transferred zone comes as records, not text: [`parse_records`] reads
 //! them with the same rules, without writing them out as zone text first.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -414,7 +415,7 @@ impl State {
 /// CAA value) can change how the next record is read.
 ///
 /// Cost: O(records); one `String` per owner name, one per rule. No I/O.
-pub fn parse_records<'r>(file: &str, origin: &Name, records: impl IntoIterator<Item = &'r Record>, out: &mut ParseOutput) {
+pub fn parse_records<R: Borrow<Record>>(file: &str, origin: &Name, records: impl IntoIterator<Item = R>, out: &mut ParseOutput) {
     let mut st = State::default();
     match st.absolute(&absolute_text(origin)) {
         Ok(o) => st.origin = o,
@@ -424,7 +425,7 @@ pub fn parse_records<'r>(file: &str, origin: &Name, records: impl IntoIterator<I
     for record in records {
         n = n.saturating_add(1);
         out.lines = n;
-        st.record_of(file, n, record, out);
+        st.record_of(file, n, record.borrow(), out);
     }
     for e in std::mem::take(&mut st.locals) {
         out.push(e.line, e.rule);

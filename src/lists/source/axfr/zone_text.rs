@@ -3,6 +3,7 @@
 //! file). Nothing parses this text on the transfer path: the records go
 //! to the RPZ parser as records (`lists::parse::rpz::parse_records`).
 
+use std::borrow::Borrow;
 use std::fmt::Write as _;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -18,11 +19,12 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 /// and `\` escaped and other non-printable bytes as `\DDD`. Types with no
 /// presentation form here are written as RFC 3597 `TYPEnnn \# len hex`.
 /// Cost: O(total record size), one `String`.
-pub fn to_zone_text<'r>(origin: &Name, records: impl IntoIterator<Item = &'r Record>) -> String {
+pub fn to_zone_text<R: Borrow<Record>>(origin: &Name, records: impl IntoIterator<Item = R>) -> String {
     let records = records.into_iter();
     let mut out = String::with_capacity(records.size_hint().0.saturating_mul(48).saturating_add(64));
     let _ = writeln!(out, "$ORIGIN {}", abs(origin));
     for r in records {
+        let r = r.borrow();
         let _ = write!(out, "{} {} {} ", abs(&r.name), r.ttl, r.dns_class);
         write_type_and_rdata(&mut out, r);
         out.push('\n');
