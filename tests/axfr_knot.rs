@@ -278,6 +278,14 @@ async fn transfers_from_knot() {
         5 + BULK,
         "4 rules, `ns A` as local data, {BULK} bulk"
     );
+    // qalqan itself hands the records to the parser as records: the same
+    // rules (a record's line is its index; the text's line 1 is `$ORIGIN`)
+    let mut direct = qalqan::lists::parse::ParseOutput::default();
+    qalqan::lists::parse::rpz::parse_records("rpz.test", &zone, records, &mut direct);
+    assert_eq!(direct.bad_lines, 0, "{:?}", direct.errors);
+    let shifted: Vec<_> = parsed.entries.iter().map(|e| (e.line - 1, e.rule.clone())).collect();
+    let direct: Vec<_> = direct.entries.iter().map(|e| (e.line, e.rule.clone())).collect();
+    assert_eq!(direct, shifted);
 
     // Tighter limits are enforced on a real transfer too.
     let small = Limits {
@@ -468,6 +476,7 @@ refresh_s = 3600
     // restart with the primary gone: the persisted zone is enforced
     drop(knot);
     assert!(state.path().join("rpz.list").exists());
+    assert!(state.path().join("rpz.records").exists());
     let app = qalqan::App::from_toml_str(&toml).unwrap();
     let (udp, tcp) = loop {
         let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -245,7 +245,7 @@ pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: usize) -> 
             lists.touch(i);
             Ok(())
         }
-        Ok(Some((bytes, meta))) => lists.offer_async(Incoming { list: i, bytes, meta, force: false }).await.map(|_| ()),
+        Ok(Some((bytes, meta))) => lists.offer_async(Incoming { list: i, bytes, meta, force: false, records: None }).await.map(|_| ()),
         Err(e) => {
             lists.source_failed(&e);
             Err(e)

@@ -230,9 +230,31 @@ pub fn gate(cfg: &ListConfig, prev: Option<&ListState>, p: &ParseOutput<'_>, for
     Ok(())
 }
 
+/// How to parse a version that its source holds as more than bytes: a
+/// zone transfer keeps its records and hands them to the RPZ parser as
+/// records (`zone_sync`). Called with the list's source (for positions) and
+/// the output to fill; [`build_with`] calls it instead of the text parser.
+#[derive(Clone)]
+pub struct RecordParser(std::sync::Arc<ParseFn>);
+
+type ParseFn = dyn Fn(&str, &mut ParseOutput<'_>) + Send + Sync;
+
+impl RecordParser {
+    pub fn new(parse: impl Fn(&str, &mut ParseOutput<'_>) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(parse))
+    }
+}
+
+impl std::fmt::Debug for RecordParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordParser")
+    }
+}
+
 /// Parses a new version of list `i` straight into a new index, carrying
 /// every other list's rules over from `base`. Returns the index and the
-/// parse statistics (no per-rule entries are ever collected).
+/// parse statistics (no per-rule entries are ever collected). With
+/// `records`, the rules come from it; `bytes` then only sizes the tables.
 ///
 /// Cost: O(rules of the other lists + bytes of this one); peak memory is
 /// the old index plus the new one.
@@ -241,6 +263,7 @@ pub fn build_with(
     base: &Index,
     i: usize,
     bytes: &[u8],
+    records: Option<&RecordParser>,
 ) -> Result<(Index, ParseOutput<'static>, AddressStats), BuildError> {
     let cfg = configs.get(i).ok_or(BuildError::TooManyLists)?;
     let pos = u16::try_from(i).map_err(|_| BuildError::TooManyLists)?;
@@ -268,7 +291,10 @@ pub fn build_with(
             }
         };
         let mut out = ParseOutput::streaming(&mut sink);
-        parse::parse_into(cfg.format, &cfg.source, bytes, &mut out);
+        match records {
+            Some(RecordParser(parse_records)) => parse_records(&cfg.source, &mut out),
+            None => parse::parse_into(cfg.format, &cfg.source, bytes, &mut out),
+        }
         out.into_stats()
     };
     if let Some(e) = failed {

@@ -147,6 +147,9 @@ pub struct Incoming {
     pub meta: SourceMeta,
     /// Skip the shrink gate for this version (operator override).
     pub force: bool,
+    /// Parse this instead of `bytes` (a zone transfer's records); `bytes`
+    /// is still what is hashed, size-checked and persisted.
+    pub records: Option<super::RecordParser>,
 }
 
 /// Lists and the policy built from them.
@@ -322,7 +325,7 @@ impl Lists {
                             ..Default::default()
                         };
                         tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
-                        batch.push(Incoming { list: i, bytes: head.body.to_vec(), meta, force: false });
+                        batch.push(Incoming { list: i, bytes: head.body.to_vec(), meta, force: false, records: None });
                         heads.push((i, head));
                     }
                     Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
@@ -338,7 +341,7 @@ impl Lists {
             let read = if cfg.origin.is_remote() { files::read(path) } else { std::fs::read(path) };
             match (&cfg.origin, read) {
                 (SourceKind::File(_), Ok(bytes)) => {
-                    batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false })
+                    batch.push(Incoming { list: i, bytes, meta: SourceMeta { who: "file".into(), ..Default::default() }, force: false, records: None })
                 }
                 (SourceKind::File(_), Err(source)) => {
                     errors.push(LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source })
@@ -353,7 +356,7 @@ impl Lists {
                     let mut meta = self.read_meta(cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
-                    batch.push(Incoming { list: i, bytes, meta, force: false });
+                    batch.push(Incoming { list: i, bytes, meta, force: false, records: None });
                 }
                 (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
             }
@@ -392,6 +395,7 @@ impl Lists {
                     bytes,
                     meta: SourceMeta { who: "file".into(), ..Default::default() },
                     force: false,
+                    records: None,
                 }),
                 Err(source) => {
                     let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
@@ -433,6 +437,17 @@ impl Lists {
     pub async fn offer_async(self: &Arc<Self>, inc: Incoming) -> Result<ListState, LoadError> {
         let me = Arc::clone(self);
         on_build_thread(self.reload_nice, move || me.offer(inc)).await.unwrap_or_else(|e| {
+            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
+        })
+    }
+
+    /// [`Lists::offer_async`] for a version that is itself costly to put
+    /// together (a zone transfer's records decoded and written out as the
+    /// text to persist): `make` runs on the build thread too, not on the
+    /// async thread that called.
+    pub async fn offer_made(self: &Arc<Self>, make: impl FnOnce() -> Incoming + Send + 'static) -> Result<ListState, LoadError> {
+        let me = Arc::clone(self);
+        on_build_thread(self.reload_nice, move || me.offer(make())).await.unwrap_or_else(|e| {
             Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
         })
     }
@@ -527,7 +542,7 @@ impl Lists {
                 continue;
             }
             let base = working.as_ref().unwrap_or(&published.index);
-            let result = build_with(&configs, base, i, &inc.bytes)
+            let result = build_with(&configs, base, i, &inc.bytes, inc.records.as_ref())
                 .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
                 .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
@@ -708,7 +723,7 @@ impl Lists {
             PushMethod::Post => return Err(PushRefused::Patch("POST does not carry a list".into())),
         };
         let meta = SourceMeta { push_version: Some(entry.version), who, ..Default::default() };
-        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false };
+        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false, records: None };
         let body = Arc::new(inc.bytes.clone());
         let (mut report, replaced) = self.apply_locked(vec![inc]);
         let result = match report.failed.pop() {
@@ -787,7 +802,7 @@ mod tests {
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None);
         let offer = |body: &str| {
-            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true };
+            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
             lists.offer(inc).map(|s| s.rules).unwrap()
         };
         assert_eq!(offer("a.example\n"), 1);

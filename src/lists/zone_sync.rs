@@ -1,43 +1,101 @@
 //! `axfr://HOST:PORT/ZONE` RPZ sources: AXFR at start, then IXFR when the
 //! primary's SOA serial moves on (checked every `refresh_s`) or when it sends
 //! a NOTIFY (accepted on the DNS listener only from the primary's address).
-//! The zone is kept as its set of record lines; the text of that set goes
-//! through the same RPZ parser and update gate as every other list.
+//! The zone is kept as its records; they go to the RPZ parser as records
+//! (`rpz::parse_records`, no zone text in between) and through the same
+//! update gate as every other list. The accepted zone is persisted twice:
+//! as zone-file text (`NAME.list`, read back at start, by `qalqan check` and
+//! `export` like any RPZ file) and as its records (`NAME.records`), so that
+//! after a restart an IXFR can carry on from the persisted serial.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use tokio_util::sync::CancellationToken;
 
+use super::parse::rpz;
 use super::publish::{Incoming, Lists};
 use super::source::{soa_serial, to_zone_text, transfer, Limits, Transfer, TsigKey};
-use super::{LoadError, SourceMeta};
+use super::{LoadError, RecordParser, SourceMeta};
 use crate::config::SourceKind;
 
-/// The zone as last accepted: one line per record, and its serial.
+/// The zone as last accepted: its records and its serial.
+///
+/// Records are kept in their wire form (see [`identity`]), one copy shared
+/// by both maps, and decoded when the zone is parsed or written out: the
+/// zone is held for the life of the process, an update is rare, and its
+/// decoded records live only while the update is built. Measured
+/// (RSS, 200k CNAME records with 45-byte owners): 192 bytes a record, where
+/// hickory `Record`s (272 bytes each, the owner on the heap) took 733 and
+/// the zone-text lines this replaced 138.
 pub struct ZoneState {
-    lines: BTreeSet<String>,
+    /// Every record but the SOA, in the order they came (AXFR order, then
+    /// each IXFR addition at the end); the order is the "line" of a rule.
+    /// Shared with the update that decodes them and with the write of
+    /// `NAME.records`; copied only if one still holds them when the next
+    /// transfer changes them.
+    records: Arc<BTreeMap<u64, Arc<[u8]>>>,
+    /// Where each record is in `records`, by its identity.
+    ids: HashMap<Arc<[u8]>, u64>,
+    next: u64,
     serial: u32,
+}
+
+impl ZoneState {
+    fn new(serial: u32) -> Self {
+        Self { records: Arc::default(), ids: HashMap::new(), next: 0, serial }
+    }
+
+    /// Adds `record` at the end, unless the zone has it already.
+    fn insert(&mut self, record: &Record) {
+        let id = identity(record);
+        if self.ids.contains_key(&id) {
+            return;
+        }
+        let at = self.next;
+        self.next += 1;
+        Arc::make_mut(&mut self.records).insert(at, Arc::clone(&id));
+        self.ids.insert(id, at);
+    }
+
+    /// Removes `record` (an IXFR deletion), if the zone has it.
+    fn remove(&mut self, record: &Record) {
+        if let Some(at) = self.ids.remove(&identity(record)) {
+            Arc::make_mut(&mut self.records).remove(&at);
+        }
+    }
+}
+
+/// What makes two records the same record for an IXFR deletion: owner
+/// (letter case kept), type, class, TTL and data, as uncompressed wire
+/// bytes. The zone-text lines this replaces were compared the same way
+/// (whole lines, TTL and case included), so a deletion removes exactly
+/// what it removed before. Cost: one small allocation.
+fn identity(record: &Record) -> Arc<[u8]> {
+    let mut buf = Vec::with_capacity(64);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    match record.emit(&mut enc) {
+        Ok(()) => buf.into(),
+        // a record hickory decoded always encodes again; should one not,
+        // it is still told apart from every other (and never deleted)
+        Err(_) => format!("{record:?}").into_bytes().into(),
+    }
+}
+
+/// The records of a zone, decoded from their wire form, in order. A record
+/// that does not decode (it was encoded by [`identity`], so none) is left out.
+fn decoded(records: &BTreeMap<u64, Arc<[u8]>>) -> impl Iterator<Item = Record> + '_ {
+    records.values().filter_map(|wire| Record::read(&mut BinDecoder::new(wire)).ok())
 }
 
 /// RFC 1982 serial arithmetic: whether `a` is newer than `b`.
 pub fn serial_newer(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < (1 << 31)
-}
-
-fn render(origin: &Name, records: &[Record]) -> Vec<String> {
-    to_zone_text(origin, records).lines().skip(1).map(str::to_owned).collect()
-}
-
-fn zone_text(origin: &Name, lines: &BTreeSet<String>) -> Vec<u8> {
-    let mut out = format!("$ORIGIN {}\n", origin.to_ascii());
-    for l in lines {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out.into_bytes()
 }
 
 struct Source {
@@ -66,13 +124,77 @@ fn source_of(lists: &Lists, i: usize) -> Result<Source, LoadError> {
     Ok(Source { primary: *primary, zone, tsig, limits })
 }
 
-/// The zone state recovered from the persisted copy of list `i`, if any.
+/// First bytes of a `NAME.records` file (format version 1: then the serial,
+/// 4 bytes big-endian, then each record as a 2-byte big-endian length and
+/// its uncompressed wire form).
+const RECORDS_MAGIC: &[u8] = b"qalqan-zone-records 1\n";
+
+/// `NAME.records` next to the persisted copy `NAME.list` of list `i`.
+fn records_path(lists: &Lists, i: usize) -> Option<PathBuf> {
+    lists.configs().get(i)?.1.as_ref().map(|p| p.with_extension("records"))
+}
+
+fn encode_records(serial: u32, records: &BTreeMap<u64, Arc<[u8]>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORDS_MAGIC.len() + 4 + records.len().saturating_mul(64));
+    out.extend_from_slice(RECORDS_MAGIC);
+    out.extend_from_slice(&serial.to_be_bytes());
+    for wire in records.values() {
+        // a record longer than 65535 bytes cannot have come in a message
+        let Ok(len) = u16::try_from(wire.len()) else { continue };
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(wire);
+    }
+    out
+}
+
+fn decode_records(bytes: &[u8]) -> Option<ZoneState> {
+    let rest = bytes.strip_prefix(RECORDS_MAGIC)?;
+    let (serial, mut rest) = rest.split_first_chunk::<4>()?;
+    let mut st = ZoneState::new(u32::from_be_bytes(*serial));
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let (wire, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+        let mut d = BinDecoder::new(wire);
+        let record = Record::read(&mut d).ok()?;
+        if !d.is_empty() {
+            return None;
+        }
+        st.insert(&record);
+        rest = tail;
+    }
+    Some(st)
+}
+
+/// Writes the records of the accepted zone to `NAME.records` (0600, renamed
+/// into place: see `lists::state::write`), off the async threads.
+async fn save(lists: &Lists, i: usize, st: &ZoneState) {
+    let Some(path) = records_path(lists, i) else { return };
+    let shown = path.display().to_string();
+    let (serial, records) = (st.serial, Arc::clone(&st.records));
+    let written = tokio::task::spawn_blocking(move || super::state::write(&path, &encode_records(serial, &records))).await;
+    if let Some(e) = written.map_err(|e| e.to_string()).and_then(|w| w.map_err(|e| e.to_string())).err() {
+        tracing::warn!(path = %shown, error = %e, "could not persist the zone's records: after a restart the zone is transferred whole");
+    }
+}
+
+/// The zone state recovered from `NAME.records`, if any, and only if it
+/// holds exactly the version in force (the persisted copy loaded at start):
+/// otherwise the next transfer is a full one.
 pub fn from_persisted(lists: &Lists, i: usize) -> Option<ZoneState> {
-    let serial = lists.state(i)?.meta.serial?;
-    let path = lists.configs().get(i)?.1.as_ref()?;
-    let text = std::fs::read_to_string(path).ok()?;
-    let lines = text.lines().filter(|l| !l.starts_with('$') && !l.trim().is_empty()).map(str::to_owned).collect();
-    Some(ZoneState { lines, serial })
+    let in_force = lists.state(i)?;
+    in_force.meta.serial?;
+    let path = records_path(lists, i)?;
+    let bytes = super::state::read(&path).ok()?;
+    let Some(st) = decode_records(&bytes) else {
+        tracing::warn!(path = %path.display(), "persisted zone records unreadable: the next transfer is a full one");
+        return None;
+    };
+    let zone = source_of(lists, i).ok()?.zone;
+    if super::content_version(to_zone_text(&zone, decoded(&st.records)).as_bytes()) != in_force.version {
+        tracing::info!(path = %path.display(), "persisted zone records are not the version in force: the next transfer is a full one");
+        return None;
+    }
+    Some(st)
 }
 
 /// Brings list `i` up to date with its primary and offers the result.
@@ -95,8 +217,11 @@ pub async fn sync(lists: &Arc<Lists>, i: usize, state: &mut Option<ZoneState>) -
             return Ok(());
         }
         Transfer::Full { serial, records } => {
-            let records: Vec<Record> = records.into_iter().filter(|r| r.record_type() != RecordType::SOA).collect();
-            *state = Some(ZoneState { lines: render(&src.zone, &records).into_iter().collect(), serial });
+            let mut st = ZoneState::new(serial);
+            for r in records.iter().filter(|r| r.record_type() != RecordType::SOA) {
+                st.insert(r);
+            }
+            *state = Some(st);
             (serial, "AXFR")
         }
         Transfer::Incremental { serial, diffs, .. } => {
@@ -104,11 +229,11 @@ pub async fn sync(lists: &Arc<Lists>, i: usize, state: &mut Option<ZoneState>) -
                 return Err(LoadError::Fetch { list: name, reason: "incremental transfer without a base zone".into() });
             };
             for (deleted, added) in diffs {
-                for l in render(&src.zone, &deleted) {
-                    st.lines.remove(&l);
+                for r in &deleted {
+                    st.remove(r);
                 }
-                for l in render(&src.zone, &added) {
-                    st.lines.insert(l);
+                for r in &added {
+                    st.insert(r);
                 }
             }
             st.serial = serial;
@@ -117,9 +242,21 @@ pub async fn sync(lists: &Arc<Lists>, i: usize, state: &mut Option<ZoneState>) -
     };
     let Some(st) = state.as_ref() else { return Ok(()) };
     let meta = SourceMeta { serial: Some(serial), who: format!("{kind} {} from {}", src.zone, src.primary), ..Default::default() };
-    let bytes = zone_text(&src.zone, &st.lines);
-    match lists.offer_async(Incoming { list: i, bytes, meta, force: false }).await {
-        Ok(_) => Ok(()),
+    let (origin, wire) = (src.zone.clone(), Arc::clone(&st.records));
+    // on the build thread: decode once; the text is what is persisted and
+    // hashed (the version), the rules come from the records themselves
+    let make = move || {
+        let records: Arc<Vec<Record>> = Arc::new(decoded(&wire).collect());
+        drop(wire);
+        let bytes = to_zone_text(&origin, records.iter()).into_bytes();
+        let parser = RecordParser::new(move |file, out| rpz::parse_records(file, &origin, records.iter(), out));
+        Incoming { list: i, bytes, meta, force: false, records: Some(parser) }
+    };
+    match lists.offer_made(make).await {
+        Ok(_) => {
+            save(lists, i, st).await;
+            Ok(())
+        }
         Err(e) => {
             // the zone moved on but its version was not accepted: start over
             // from a full transfer next time
@@ -151,4 +288,102 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::RData;
+
+    fn cname(owner: &str, target: &str, ttl: u32) -> Record {
+        let name = |s: &str| Name::from_ascii(s).unwrap();
+        Record::from_rdata(name(&format!("{owner}.rpz.test.")), ttl, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn owners(st: &ZoneState) -> Vec<String> {
+        decoded(&st.records).map(|r| format!("{} {}", r.name, r.ttl)).collect()
+    }
+
+    /// IXFR deletions match a record as the zone-text lines did: owner
+    /// (case kept), TTL, class, type and data; a duplicate is kept once;
+    /// a record added again goes to the end.
+    #[test]
+    fn ixfr_deletions_match_whole_records() {
+        let mut st = ZoneState::new(1);
+        st.insert(&cname("a", ".", 300));
+        st.insert(&cname("b", ".", 300));
+        st.insert(&cname("a", ".", 300));
+        assert_eq!(owners(&st), ["a.rpz.test. 300", "b.rpz.test. 300"]);
+        for other in [cname("a", ".", 60), cname("A", ".", 300), cname("a", "*.", 300)] {
+            st.remove(&other);
+        }
+        assert_eq!(owners(&st).len(), 2, "only the very same record is deleted");
+        st.remove(&cname("a", ".", 300));
+        assert_eq!(owners(&st), ["b.rpz.test. 300"]);
+        st.insert(&cname("a", ".", 300));
+        assert_eq!(owners(&st), ["b.rpz.test. 300", "a.rpz.test. 300"]);
+    }
+
+    /// A build still holding the records sees them as they were.
+    #[test]
+    fn a_build_keeps_its_records_while_the_zone_moves_on() {
+        let mut st = ZoneState::new(1);
+        st.insert(&cname("a", ".", 300));
+        let held = Arc::clone(&st.records);
+        st.remove(&cname("a", ".", 300));
+        st.insert(&cname("b", ".", 300));
+        assert_eq!(held.len(), 1);
+        assert_eq!(owners(&st), ["b.rpz.test. 300"]);
+    }
+
+    /// After a restart the records are used only when they are the version
+    /// in force (the persisted copy that was loaded); then an IXFR can carry
+    /// on from their serial. Records of another version mean a full transfer.
+    #[test]
+    fn persisted_records_resume_only_the_version_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[state]\ndir = \"{}\"\n[[lists]]\nname = \"rpz\"\nsource = \"axfr://127.0.0.1:53/rpz.test\"\nformat = \"rpz\"\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_toml_str(&toml, "test.toml").unwrap();
+        let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
+        let lists = Lists::new(specs, Arc::new(crate::metrics::Metrics::new().unwrap()), Some(dir.path().to_owned()));
+        let zone = Name::from_ascii("rpz.test.").unwrap();
+        let mut st = ZoneState::new(5);
+        st.insert(&cname("a", ".", 300));
+        st.insert(&cname("b", "rpz-passthru.", 300));
+        let bytes = to_zone_text(&zone, decoded(&st.records)).into_bytes();
+        let meta = SourceMeta { serial: Some(5), ..Default::default() };
+        assert_eq!(lists.offer(Incoming { list: 0, bytes, meta, force: false, records: None }).unwrap().rules, 2);
+        assert!(from_persisted(&lists, 0).is_none(), "no NAME.records yet");
+        let path = records_path(&lists, 0).unwrap();
+        assert_eq!(path, dir.path().join("rpz.records"));
+        super::super::state::write(&path, &encode_records(st.serial, &st.records)).unwrap();
+        let back = from_persisted(&lists, 0).unwrap();
+        assert_eq!((back.serial, owners(&back)), (5, owners(&st)));
+        st.remove(&cname("b", "rpz-passthru.", 300));
+        super::super::state::write(&path, &encode_records(6, &st.records)).unwrap();
+        assert!(from_persisted(&lists, 0).is_none(), "records of another version");
+    }
+
+    #[test]
+    fn persisted_records_round_trip() {
+        let mut st = ZoneState::new(7);
+        st.insert(&cname("x", "rpz-passthru.", 300));
+        st.insert(&Record::from_rdata(Name::from_ascii("Y.rpz.test.").unwrap(), 5, RData::A(A::new(192, 0, 2, 1))));
+        st.insert(&cname("z", ".", 300));
+        st.remove(&cname("x", "rpz-passthru.", 300));
+        let bytes = encode_records(st.serial, &st.records);
+        let back = decode_records(&bytes).unwrap();
+        assert_eq!(back.serial, 7);
+        let all = |s: &ZoneState| decoded(&s.records).map(|r| (r.name.to_ascii(), r.ttl, r.data)).collect::<Vec<_>>();
+        assert_eq!(all(&back), all(&st));
+        assert_eq!(back.ids.len(), 2);
+        // anything torn or foreign is no state at all
+        for bad in [&bytes[..bytes.len() - 1], &bytes[..RECORDS_MAGIC.len() + 2], b"$ORIGIN rpz.test.\n".as_slice()] {
+            assert!(decode_records(bad).is_none());
+        }
+    }
 }

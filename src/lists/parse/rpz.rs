@@ -17,9 +17,15 @@
 //! `48.zz.db8.2001.rpz-ip`) become [`Rule::AnswerIp`] with the same
 //! actions. `rpz-nsdname`, `rpz-nsip`, `rpz-client-ip` triggers and
 //! `rpz-tcp-only.` are counted as unsupported.
+//!
+//! A transferred zone comes as records, not text: [`parse_records`] reads
+//! them with the same rules, without writing them out as zone text first.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{for_each_line, push_rule, LocalData, ParseErrorKind, ParseOutput, Rule, RuleAction, Scope};
 
@@ -388,6 +394,154 @@ impl State {
             (None, None) => raw.to_owned(),
         };
         crate::name::normalize(&full).map(Some)
+    }
+}
+
+/// Parses the records of a transferred zone (AXFR, or the zone an IXFR
+/// brought up to date; SOA included or not) straight from hickory's
+/// records, with the same result as [`parse`] over the same records written
+/// as zone-file lines (`lists::source::to_zone_text`): the same rules,
+/// actions and local data (merged per trigger, emitted last), the same
+/// unsupported constructs and the same bad records. `origin` is the zone's
+/// apex, as `$ORIGIN` is for a file.
+///
+/// Positions: a record's "line" is its 1-based index in `records`; the
+/// column is always 1 (a record has no columns). `out.lines` counts records.
+///
+/// Where the two differ on purpose: TXT strings are taken as their bytes
+/// (UTF-8, invalid sequences replaced), where the text parser reads a
+/// `\DDD` escape as the three digits; and rdata of types qalqan ignores is
+/// never looked at, so no presentation-format quirk (a `;` or `(` inside a
+/// CAA value) can change how the next record is read.
+///
+/// Cost: O(records); one `String` per owner name, one per rule. No I/O.
+pub fn parse_records<R: Borrow<Record>>(file: &str, origin: &Name, records: impl IntoIterator<Item = R>, out: &mut ParseOutput) {
+    let mut st = State::default();
+    match st.absolute(&absolute_text(origin)) {
+        Ok(o) => st.origin = o,
+        Err(e) => out.error(file, 0, 1, ParseErrorKind::Name(e)),
+    }
+    let mut n = 0u32;
+    for record in records {
+        n = n.saturating_add(1);
+        out.lines = n;
+        st.record_of(file, n, record.borrow(), out);
+    }
+    for e in std::mem::take(&mut st.locals) {
+        out.push(e.line, e.rule);
+    }
+}
+
+/// A name as an absolute ASCII text with its trailing dot (`.` for the
+/// root): what a zone file written by `to_zone_text` holds for it.
+fn absolute_text(name: &Name) -> String {
+    let mut s = name.to_ascii();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+/// The type of `record` as the text parser would see it: its mnemonic, or
+/// `TYPEnnn` for a record whose data hickory did not decode (written in
+/// the RFC 3597 generic form, which the text parser does not accept).
+fn type_text(record: &Record) -> String {
+    let rtype = record.record_type();
+    match (&record.data, rtype) {
+        (RData::Unknown { .. } | RData::Update0(_), _) | (_, RecordType::Unknown(_)) => format!("TYPE{}", u16::from(rtype)),
+        _ => rtype.to_string().to_ascii_uppercase(),
+    }
+}
+
+impl State {
+    /// One transferred record: [`State::record`] for a record that is
+    /// already split into owner, class, type and data.
+    fn record_of(&mut self, file: &str, n: u32, record: &Record, out: &mut ParseOutput) {
+        let err = |out: &mut ParseOutput, msg: String| out.error(file, n, 1, ParseErrorKind::Other(msg));
+        let owner = self.relative_owner(&absolute_text(&record.name));
+        // the text parser skips IN, CH and HS and reads any other class as the type
+        let class = record.dns_class.to_string();
+        if !CLASSES.iter().any(|c| class.eq_ignore_ascii_case(c)) {
+            return err(out, format!("unknown record type `{class}`"));
+        }
+        let rtype = type_text(record);
+        if owner.is_empty() {
+            match rtype.as_str() {
+                "SOA" | "NS" => {}
+                "CNAME" | "A" | "AAAA" | "TXT" => out.unsupported("rpz record at the zone apex"),
+                t if OTHER_TYPES.contains(&t) => out.unsupported("rpz record at the zone apex"),
+                _ => err(out, format!("unknown record type `{rtype}`")),
+            }
+            return;
+        }
+        let known_type = matches!(rtype.as_str(), "CNAME" | "A" | "AAAA" | "TXT" | "SOA" | "NS")
+            || OTHER_TYPES.contains(&rtype.as_str());
+        if !known_type {
+            return err(out, format!("unknown record type `{rtype}`"));
+        }
+        let trigger = if let Some(encoded) = owner.strip_suffix(".rpz-ip") {
+            match rpz_ip_net(encoded) {
+                Ok(net) => Trigger::Ip(net),
+                Err(msg) => return err(out, format!("rpz-ip trigger `{owner}`: {msg}")),
+            }
+        } else {
+            if let Some(label) = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l)) {
+                out.unsupported(&format!("{label} trigger"));
+                return;
+            }
+            let (raw_name, scope) = match owner.strip_prefix("*.") {
+                Some(rest) => (rest, Scope::Below),
+                None => (owner.as_str(), Scope::Exact),
+            };
+            match crate::name::normalize(raw_name) {
+                Ok(name) => Trigger::Name(name, scope),
+                Err(e) => return out.error(file, n, 1, ParseErrorKind::Name(e)),
+            }
+        };
+        let data = match (rtype.as_str(), &record.data) {
+            ("CNAME", RData::CNAME(target)) => {
+                let t = absolute_text(&target.0).to_ascii_lowercase();
+                let bare = t.strip_suffix('.').unwrap_or(&t);
+                let action = match bare {
+                    "" if t == "." => RuleAction::Nxdomain,
+                    "*" => RuleAction::Nodata,
+                    "rpz-passthru" => RuleAction::Allow,
+                    "rpz-drop" => RuleAction::Drop,
+                    "rpz-tcp-only" => {
+                        out.unsupported("rpz-tcp-only action");
+                        return;
+                    }
+                    _ if bare.starts_with("*.") => {
+                        out.unsupported("rpz wildcard CNAME target");
+                        return;
+                    }
+                    _ => match self.absolute(&t) {
+                        // legacy passthru: CNAME to the trigger's own name
+                        Ok(Some(target_name)) if matches!(&trigger, Trigger::Name(name, _) if *name == target_name) => {
+                            RuleAction::Allow
+                        }
+                        Ok(Some(target_name)) => {
+                            return self.push_local(out, n, trigger, LocalData::Cname(target_name));
+                        }
+                        Ok(None) => return err(out, "CNAME to the root is written `.`".into()),
+                        Err(e) => return out.error(file, n, 1, ParseErrorKind::Name(e)),
+                    },
+                };
+                push_rule(out, n, trigger.rule(action));
+                return;
+            }
+            ("A", RData::A(a)) => LocalData::A(a.0),
+            ("AAAA", RData::AAAA(a)) => LocalData::Aaaa(a.0),
+            ("TXT", RData::TXT(txt)) => {
+                let bytes: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                LocalData::Txt(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            (other, _) => {
+                out.unsupported(&format!("rpz {other} record"));
+                return;
+            }
+        };
+        self.push_local(out, n, trigger, data);
     }
 }
 
