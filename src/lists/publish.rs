@@ -833,7 +833,7 @@ mod tests {
         let specs = config.lists.iter().map(|l| (l.clone(), None)).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None).with_after_build(count);
         let offer = |body: &str| {
-            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true };
+            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
             lists.offer(inc).map(|s| s.rules).unwrap()
         };
         // replaces the empty policy: the hook runs on the reaper thread
