@@ -184,7 +184,7 @@ impl Sources {
                     if let Ok(zone) = name::QName::parse(zone) {
                         // config checked the key; were it unparsable here, no target
                         // (every NOTIFY refused) rather than one accepting unsigned ones
-                        match lc.tsig.as_deref().map(lists::source::TsigKey::parse).transpose() {
+                        match lc.tsig.as_deref().map(crate::keys::TsigKey::parse).transpose() {
                             Ok(tsig) => s.notify_targets.push(NotifyTarget { zone, primary: primary.ip(), tsig, refresh: Arc::clone(&now) }),
                             Err(e) => tracing::warn!(list = %lc.name, error = %e, "NOTIFY disabled for this list"),
                         }

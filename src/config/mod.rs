@@ -400,7 +400,7 @@ impl Config {
             }
             if let Some(t) = &l.tsig {
                 // checked here, not at first use: NOTIFY verification needs it too
-                crate::lists::source::TsigKey::parse(t).map_err(|e| invalid(&key("tsig"), e.to_string()))?;
+                crate::keys::TsigKey::parse(t).map_err(|e| invalid(&key("tsig"), e.to_string()))?;
             }
             if !(0.0..=1.0).contains(&l.max_bad_share) {
                 return Err(invalid(&key("max_bad_share"), "must be between 0 and 1".into()));

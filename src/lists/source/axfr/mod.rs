@@ -110,6 +110,8 @@ pub enum AxfrError {
     Malformed(String),
     #[error("TSIG: {0}")]
     Tsig(String),
+    #[error("TSIG key: {0}")]
+    Key(#[from] crate::keys::KeyError),
     #[error("transfer exceeds the record or byte limit")]
     TooLarge,
     #[error("the primary closed the connection before the transfer ended")]

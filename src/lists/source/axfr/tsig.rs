@@ -3,7 +3,6 @@
 //! over multi-message transfers, our own fudge), and the request side that
 //! `server/notify.rs` needs to check a signed NOTIFY and sign its reply.
 
-use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::Message;
@@ -25,69 +24,7 @@ const MAC_LEN: usize = 32;
 /// RFC 8945 §5.3.1: at most 99 unsigned messages between two signed ones.
 const MAX_UNSIGNED_RUN: u32 = 99;
 
-/// A TSIG key, as given to `kdig -y`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TsigKey {
-    /// Key name, fully qualified, lowercase.
-    pub name: Name,
-    /// Always `"hmac-sha256"` (the only algorithm supported).
-    pub algorithm: String,
-    pub secret: Vec<u8>,
-}
-
-impl fmt::Debug for TsigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsigKey")
-            .field("name", &self.name)
-            .field("algorithm", &self.algorithm)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl TsigKey {
-    /// Parses the `kdig -y` form `hmac-sha256:NAME:BASE64SECRET` (the
-    /// algorithm may be left out, as kdig allows: `NAME:BASE64SECRET`).
-    ///
-    /// Fails with [`AxfrError::Tsig`] on another algorithm, a bad name, a
-    /// secret that is not base64, or an empty secret.
-    pub fn parse(s: &str) -> Result<Self, AxfrError> {
-        let parts: Vec<&str> = s.trim().split(':').collect();
-        let (alg, name, secret) = match parts.as_slice() {
-            [alg, name, secret] => (*alg, *name, *secret),
-            [name, secret] => ("hmac-sha256", *name, *secret),
-            _ => {
-                return Err(AxfrError::Tsig(
-                    "key must look like `hmac-sha256:NAME:BASE64SECRET`".into(),
-                ))
-            }
-        };
-        let algorithm = alg.to_ascii_lowercase();
-        if algorithm != "hmac-sha256" {
-            return Err(AxfrError::Tsig(format!(
-                "algorithm `{alg}` is not supported (only hmac-sha256)"
-            )));
-        }
-        let mut key_name = Name::from_ascii(name).map_err(|e| AxfrError::Tsig(format!("key name `{name}`: {e}")))?;
-        if key_name.num_labels() == 0 {
-            return Err(AxfrError::Tsig("key name is empty".into()));
-        }
-        key_name.set_fqdn(true);
-        let secret = secret.trim();
-        let secret = data_encoding::BASE64
-            .decode(secret.as_bytes())
-            .or_else(|_| data_encoding::BASE64_NOPAD.decode(secret.as_bytes()))
-            .map_err(|e| AxfrError::Tsig(format!("key secret is not base64: {e}")))?;
-        if secret.is_empty() {
-            return Err(AxfrError::Tsig("key secret is empty".into()));
-        }
-        Ok(Self {
-            name: key_name.to_lowercase(),
-            algorithm,
-            secret,
-        })
-    }
-}
+pub use crate::keys::TsigKey;
 
 /// Encodes (and signs, with a key) a request.
 pub(super) fn encode_request(
@@ -609,7 +546,7 @@ mod tests {
             ("four parts", "a:b:c:d"),
         ];
         for (case, s) in bad {
-            assert!(matches!(TsigKey::parse(s), Err(AxfrError::Tsig(_))), "case `{case}`");
+            assert!(matches!(TsigKey::parse(s), Err(crate::keys::KeyError(_))), "case `{case}`");
         }
     }
 }
