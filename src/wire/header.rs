@@ -56,13 +56,13 @@ pub fn reply_flags(rcode: u8, rd: bool, cd: bool, ad: bool) -> u16 {
     f
 }
 
-/// Writes a header: ID, flags and the four section counts.
+/// Writes a header: ID, flags and the four section counts, as one
+/// 12-byte block (one capacity check, one copy).
 pub fn write(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&flags.to_be_bytes());
-    for c in counts {
-        out.extend_from_slice(&c.to_be_bytes());
-    }
+    let [i0, i1] = id.to_be_bytes();
+    let [f0, f1] = flags.to_be_bytes();
+    let [[q0, q1], [a0, a1], [n0, n1], [r0, r1]] = counts.map(u16::to_be_bytes);
+    out.extend_from_slice(&[i0, i1, f0, f1, q0, q1, a0, a1, n0, n1, r0, r1]);
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! hickory path's comes from `server::respond::reply_edns`, with the same
 //! rules).
 
-use super::{put16, rtype};
+use super::rtype;
 
 /// RFC 8914 option code.
 pub const EDE_OPTION: u16 = 15;
@@ -16,11 +16,11 @@ pub const EDE_PROHIBITED: u16 = 18;
 /// too long for one option is left out, the code kept). The caller counts
 /// it in ARCOUNT. Cost: no allocation beyond `out`'s growth.
 pub fn write(out: &mut Vec<u8>, payload: u16, dnssec_ok: bool, ede: Option<(u16, &[&str])>) {
-    out.push(0); // root
-    put16(out, rtype::OPT);
-    put16(out, payload);
-    out.extend_from_slice(&[0, 0]); // extended rcode, version
-    put16(out, if dnssec_ok { 0x8000 } else { 0 });
+    let [t0, t1] = rtype::OPT.to_be_bytes();
+    let [p0, p1] = payload.to_be_bytes();
+    let do_bit = if dnssec_ok { 0x80 } else { 0 };
+    // root owner, OPT, class = payload, extended rcode 0, version 0, flags
+    let fixed = [0, t0, t1, p0, p1, 0, 0, do_bit, 0];
     match ede {
         Some((code, parts)) => {
             let text_len: usize = parts.iter().map(|p| p.len()).sum();
@@ -28,17 +28,22 @@ pub fn write(out: &mut Vec<u8>, payload: u16, dnssec_ok: bool, ede: Option<(u16,
                 Ok(l) if l < u16::MAX - 4 => (l, true),
                 _ => (2, false),
             };
-            put16(out, len + 4); // RDLENGTH
-            put16(out, EDE_OPTION);
-            put16(out, len);
-            put16(out, code);
+            let [d0, d1] = (len + 4).to_be_bytes(); // RDLENGTH
+            let [e0, e1] = EDE_OPTION.to_be_bytes();
+            let [l0, l1] = len.to_be_bytes();
+            let [c0, c1] = code.to_be_bytes();
+            out.extend_from_slice(&fixed);
+            out.extend_from_slice(&[d0, d1, e0, e1, l0, l1, c0, c1]);
             if keep {
                 for p in parts {
                     out.extend_from_slice(p.as_bytes());
                 }
             }
         }
-        None => put16(out, 0),
+        None => {
+            out.extend_from_slice(&fixed);
+            out.extend_from_slice(&[0, 0]);
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) const READ_BUF: usize = 4096;
 thread_local! {
     /// The receive buffers of this thread's readers, borrowed only inside one
     /// synchronous system call (one reader at a time on a thread).
-    static READ_BUFS: RefCell<(Vec<u8>, Vec<crate::sys::udp::Received>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static READ_BUFS: RefCell<(Vec<Vec<u8>>, Vec<crate::sys::udp::Received>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Reads up to [`READ_BATCH`] datagrams waiting on `sock` into `got`
@@ -38,12 +38,12 @@ pub(super) fn read_batch(sock: &UdpSocket, v6: bool, got: &mut Vec<(Vec<u8>, Soc
     let fd = sock.as_raw_fd();
     sock.try_io(tokio::io::Interest::READABLE, || {
         READ_BUFS.with_borrow_mut(|(bytes, meta)| {
-            if bytes.len() != READ_BATCH * READ_BUF {
-                bytes.resize(READ_BATCH * READ_BUF, 0);
+            if bytes.len() != READ_BATCH {
+                bytes.resize_with(READ_BATCH, || vec![0; READ_BUF]);
             }
             meta.clear();
-            let n = crate::sys::udp::recv_batch(fd, v6, bytes.chunks_mut(READ_BUF).take(READ_BATCH), meta)?;
-            for (r, buf) in meta.iter().zip(bytes.chunks(READ_BUF)) {
+            let n = crate::sys::udp::recv_batch(fd, v6, bytes, meta)?;
+            for (r, buf) in meta.iter().zip(bytes.iter()) {
                 let (Some(from), Some(data)) = (r.from, buf.get(..r.len)) else { continue };
                 if r.truncated {
                     if let Some(cut) = upstream::cut_to_question(data) {

@@ -98,7 +98,7 @@ pub async fn run_async(
         }
         got.clear();
         let received = sock.try_io(tokio::io::Interest::READABLE, || {
-            crate::sys::udp::recv_batch(fd, v6, bufs.iter_mut().map(Vec::as_mut_slice), &mut got).map(drop)
+            crate::sys::udp::recv_batch(fd, v6, &mut bufs, &mut got).map(drop)
         });
         match received {
             Ok(()) => {}
