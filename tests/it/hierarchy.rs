@@ -10,7 +10,7 @@
 //! 127.A.B.1  .                 signed; NS ns-root.
 //! 127.A.B.2  test.             signed; DS for signed. and bogus.; NSEC proves the rest insecure
 //! 127.A.B.3  signed.test.      signed: www A/AAAA, chain CNAME hop.insecure.test., *.w A,
-//!                              n0..n200.many A
+//!                              n0..n200.many A, big TXT (2.4 KB: TC over UDP)
 //!            bogus.test.       signed, then www's A changed: its RRSIG no longer matches
 //!            lame.test.        unsigned; ns1 → .4 (lame: REFUSED), ns2 → .3 (good)
 //!            halfdead.test.    unsigned; ns1 → .9 (nothing listens), ns2 → .3 (good)
@@ -196,6 +196,7 @@ impl Hierarchy {
                      chain.signed.test. IN CNAME hop.insecure.test.\n*.w.signed.test. IN A 192.0.2.5\n{}",
                     soa("signed.test.", "ns.signed.test."),
                     (0..=200).map(|i| format!("n{i}.many.signed.test. IN A 192.0.2.8\n")).collect::<String>()
+                        + &(0..12).map(|i| format!("big.signed.test. IN TXT \"{i:02}{}\"\n", "x".repeat(200))).collect::<String>()
                 ),
                 Some(&signed_keys),
             ),
@@ -340,10 +341,20 @@ impl Hierarchy {
     /// Queries `server` has answered so far (`nsd-control stats_noreset`,
     /// `num.queries`): how a test proves a name was never asked.
     pub fn queries(&self, server: &str) -> u64 {
+        self.stat(server, "num.queries")
+    }
+
+    /// TCP queries `server` has answered so far (`num.tcp`).
+    pub fn tcp_queries(&self, server: &str) -> u64 {
+        self.stat(server, "num.tcp")
+    }
+
+    fn stat(&self, server: &str, key: &str) -> u64 {
         let out = Command::new(tool("nsd-control")).arg("-c").arg(self.conf(server)).arg("stats_noreset").output().unwrap();
         assert!(out.status.success(), "nsd-control: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().find_map(|l| l.strip_prefix("num.queries=")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no num.queries in {text}"))
+        let prefix = format!("{key}=");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {key} in {text}"))
     }
 
     /// Stops the NSD of `server` (a dead authority).
