@@ -263,3 +263,72 @@ mod hickory_recursor {
         }
     }
 }
+
+/// `[upstream] mode = "recursive"` through qalqan, over the wire, against
+/// the hierarchy: names resolved from the root (UDP, which the fast path
+/// hands to the hickory path on a miss, and TCP), NXDOMAIN with the zone's
+/// SOA, a blocked name that no authority is ever asked (NSD's counters), and
+/// a CNAME chain that crosses into a blocked name.
+#[tokio::test]
+async fn qalqan_recursive_mode_resolves_from_the_root() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let list = support::write_list(dir.path(), "block.txt", "hop.insecure.test\n");
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+mode = "recursive"
+root_hints = "{hints}"
+timeout_ms = 3000
+[[lists]]
+name = "block"
+source = "{list}"
+"#,
+        hints = h.root_hints().display()
+    );
+    let server = support::TestServer::start(&toml).await;
+
+    // Blocked: answered from the list; not one query reaches any authority.
+    let before: Vec<u64> = ["root", "tld", "leaf", "other"].iter().map(|s| h.queries(s)).collect();
+    let m = support::udp(server.addr, "hop.insecure.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!support::ede(&m).is_empty(), "blocked answer without EDE");
+    let after: Vec<u64> = ["root", "tld", "leaf", "other"].iter().map(|s| h.queries(s)).collect();
+    assert_eq!(before, after, "a blocked name was asked of an authority (root, tld, leaf, other)");
+
+    // Resolved from the root, over UDP and over TCP.
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert!(m.metadata.recursion_available);
+    assert!(m.answers.iter().any(|r| matches!(&r.data, RData::A(a) if a.0 == std::net::Ipv4Addr::new(192, 0, 2, 1))), "{m:?}");
+    let m = support::tcp(server.addr, "www.insecure.test.", RecordType::A, support::EDNS).await;
+    assert!(m.answers.iter().any(|r| matches!(&r.data, RData::A(a) if a.0 == std::net::Ipv4Addr::new(192, 0, 2, 3))), "{m:?}");
+    assert!(h.queries("root") > after[0], "the root was never asked");
+
+    // A cache hit is answered without asking anyone.
+    let before_leaf = h.queries("leaf");
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(h.queries("leaf"), before_leaf, "a cached name was asked again");
+
+    // NXDOMAIN carries the zone's SOA.
+    let m = support::udp(server.addr, "nx.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.authorities.iter().any(|r| r.record_type() == RecordType::SOA && r.name.to_ascii() == "signed.test."), "{m:?}");
+
+    // chain.signed.test. → hop.insecure.test. (blocked) → www.signed.test.: blocked.
+    let m = support::udp(server.addr, "chain.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(m.answers.is_empty(), "the blocked chain leaked: {m:?}");
+
+    // A lame-everywhere delegation: SERVFAIL, promptly.
+    let started = std::time::Instant::now();
+    let m = support::udp(server.addr, "www.dead.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    server.shutdown().await;
+}
