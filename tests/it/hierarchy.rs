@@ -8,10 +8,13 @@
 //!
 //! ```text
 //! 127.A.B.1  .                 signed; NS ns-root.
-//! 127.A.B.2  test.             signed; DS for signed. and bogus.; NSEC proves the rest insecure
+//! 127.A.B.2  test.             signed; DS for signed., bogus., expired., mismatch.;
+//!                              NSEC proves the other delegations insecure
 //! 127.A.B.3  signed.test.      signed: www A/AAAA, chain CNAME hop.insecure.test., *.w A,
 //!                              n0..n200.many A, big TXT (2.4 KB: TC over UDP)
 //!            bogus.test.       signed, then www's A changed: its RRSIG no longer matches
+//!            expired.test.     signed with signatures valid in January 2020 only
+//!            mismatch.test.    signed, but test.'s DS is of another key
 //!            lame.test.        unsigned; ns1 → .4 (lame: REFUSED), ns2 → .3 (good)
 //!            halfdead.test.    unsigned; ns1 → .9 (nothing listens), ns2 → .3 (good)
 //! 127.A.B.4  insecure.test.    unsigned, no DS: www A, hop CNAME www.signed.test., *.w A
@@ -52,7 +55,7 @@ pub struct Addrs {
 pub const SERVERS: [(&str, &[&str]); 4] = [
     ("root", &["."]),
     ("tld", &["test."]),
-    ("leaf", &["signed.test.", "bogus.test.", "lame.test.", "halfdead.test."]),
+    ("leaf", &["signed.test.", "bogus.test.", "expired.test.", "mismatch.test.", "lame.test.", "halfdead.test."]),
     ("other", &["insecure.test."]),
 ];
 
@@ -135,9 +138,16 @@ fn ds(dir: &Path, keys: &Keys) -> String {
     run(dir, "ldns-key2ds", &["-n", "-2", &format!("{}.key", keys.ksk)]).trim().to_string()
 }
 
-fn sign(dir: &Path, file: &str, origin: &str, keys: &Keys) -> String {
+/// Signs `file` into `file.signed`; `validity` = (inception, expiration)
+/// as `YYYYMMDD` (default: now to four weeks on).
+fn sign(dir: &Path, file: &str, origin: &str, keys: &Keys, validity: Option<(&str, &str)>) -> String {
     let out = format!("{file}.signed");
-    run(dir, "ldns-signzone", &["-f", &out, "-o", origin, file, &keys.ksk, &keys.zsk]);
+    let mut args = vec!["-f", &out, "-o", origin];
+    if let Some((inception, expiration)) = validity {
+        args.extend(["-i", inception, "-e", expiration]);
+    }
+    args.extend([file, &keys.ksk, &keys.zsk]);
+    run(dir, "ldns-signzone", &args);
     out
 }
 
@@ -163,8 +173,12 @@ impl Hierarchy {
         let tld_keys = keygen(d, "test.");
         let signed_keys = keygen(d, "signed.test.");
         let bogus_keys = keygen(d, "bogus.test.");
+        let expired_keys = keygen(d, "expired.test.");
+        let mismatch_keys = keygen(d, "mismatch.test.");
+        // the DS in test. is of a key mismatch.test. is not signed with
+        let mismatch_ds_keys = keygen(d, "mismatch.test.");
 
-        let zones: [(&str, &str, String, Option<&Keys>); 7] = [
+        let zones: [(&str, &str, String, Option<&Keys>); 9] = [
             (
                 "root.zone",
                 ".",
@@ -178,13 +192,17 @@ impl Hierarchy {
                     "{}ns.test. IN A {tld}\n\
                      signed.test. IN NS ns.signed.test.\nns.signed.test. IN A {leaf}\n{}\n\
                      bogus.test. IN NS ns.bogus.test.\nns.bogus.test. IN A {leaf}\n{}\n\
+                     expired.test. IN NS ns.expired.test.\nns.expired.test. IN A {leaf}\n{}\n\
+                     mismatch.test. IN NS ns.mismatch.test.\nns.mismatch.test. IN A {leaf}\n{}\n\
                      insecure.test. IN NS ns.insecure.test.\nns.insecure.test. IN A {other}\n\
                      lame.test. IN NS ns1.lame.test.\nlame.test. IN NS ns2.lame.test.\nns1.lame.test. IN A {other}\nns2.lame.test. IN A {leaf}\n\
                      dead.test. IN NS ns.dead.test.\nns.dead.test. IN A {other}\n\
                      halfdead.test. IN NS ns1.halfdead.test.\nhalfdead.test. IN NS ns2.halfdead.test.\nns1.halfdead.test. IN A {dead}\nns2.halfdead.test. IN A {leaf}\n",
                     soa("test.", "ns.test."),
                     ds(d, &signed_keys),
-                    ds(d, &bogus_keys)
+                    ds(d, &bogus_keys),
+                    ds(d, &expired_keys),
+                    ds(d, &mismatch_ds_keys)
                 ),
                 Some(&tld_keys),
             ),
@@ -205,6 +223,18 @@ impl Hierarchy {
                 "bogus.test.",
                 format!("{}ns.bogus.test. IN A {leaf}\nwww.bogus.test. IN A 192.0.2.66\n", soa("bogus.test.", "ns.bogus.test.")),
                 Some(&bogus_keys),
+            ),
+            (
+                "expired.test.zone",
+                "expired.test.",
+                format!("{}ns.expired.test. IN A {leaf}\nwww.expired.test. IN A 192.0.2.9\n", soa("expired.test.", "ns.expired.test.")),
+                Some(&expired_keys),
+            ),
+            (
+                "mismatch.test.zone",
+                "mismatch.test.",
+                format!("{}ns.mismatch.test. IN A {leaf}\nwww.mismatch.test. IN A 192.0.2.10\n", soa("mismatch.test.", "ns.mismatch.test.")),
+                Some(&mismatch_keys),
             ),
             (
                 "lame.test.zone",
@@ -237,8 +267,10 @@ impl Hierarchy {
         let mut served = std::collections::HashMap::new();
         for (file, origin, text, keys) in &zones {
             std::fs::write(d.join(file), text).unwrap();
+            // expired.test.: signatures valid for January 2020 only
+            let validity = (*origin == "expired.test.").then_some(("20200101", "20200201"));
             let file = match keys {
-                Some(k) => sign(d, file, origin, k),
+                Some(k) => sign(d, file, origin, k, validity),
                 None => file.to_string(),
             };
             served.insert(*origin, file);

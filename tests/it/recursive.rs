@@ -53,7 +53,14 @@ async fn hierarchy_fixture_serves_and_validates() {
     assert!(m.metadata.authoritative && !m.answers.is_empty());
 
     // Offline: the signatures verify, except bogus.test.'s.
-    for (zone, ok) in [("root.zone", true), ("test.zone", true), ("signed.test.zone", true), ("bogus.test.zone", false)] {
+    for (zone, ok) in [
+        ("root.zone", true),
+        ("test.zone", true),
+        ("signed.test.zone", true),
+        ("bogus.test.zone", false),
+        ("expired.test.zone", false),
+        ("mismatch.test.zone", true),
+    ] {
         let out = Command::new("ldns-verify-zone").arg(h.dir().join(format!("{zone}.signed"))).output().unwrap();
         assert_eq!(out.status.success(), ok, "ldns-verify-zone {zone}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
@@ -71,7 +78,14 @@ async fn hierarchy_fixture_serves_and_validates() {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     };
     // drill marks the answer line [T] (trusted chain) or [B] (bogus).
-    for (name, mark) in [("www.signed.test.", "[T] www.signed.test."), ("x.w.signed.test.", "[T] x.w.signed.test."), ("www.bogus.test.", "[B] www.bogus.test.")] {
+    for (name, mark) in [
+        ("www.signed.test.", "[T] www.signed.test."),
+        ("x.w.signed.test.", "[T] x.w.signed.test."),
+        ("www.bogus.test.", "[B] www.bogus.test."),
+        ("www.expired.test.", "[B] www.expired.test."),
+        // signatures fine, no chain from the DS: drill's [S], which a validator treats as bogus
+        ("www.mismatch.test.", "[S] www.mismatch.test."),
+    ] {
         let out = drill(name);
         assert!(out.lines().any(|l| l.starts_with(mark)), "drill {name}: want a line starting `{mark}`:\n{out}");
     }
@@ -171,6 +185,8 @@ mod hickory_recursor {
             ),
             // Bogus comes back as an answer whose records say so: the caller must turn it into SERVFAIL.
             ("broken signature", "www.bogus.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
+            ("expired signatures", "www.expired.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
+            ("DS of another key", "www.mismatch.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
             ("NXDOMAIN", "nx.signed.test.", RecordType::A, "NXDOMAIN soa", "NXDOMAIN soa"),
             ("NODATA", "www.signed.test.", RecordType::MX, "NODATA soa", "NODATA soa"),
         ];
