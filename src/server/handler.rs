@@ -240,7 +240,7 @@ impl Handler {
                     Ok(a) => {
                         // the entry is answered from whether or not it was cacheable
                         let (entry, _cached) = s.cache.insert(&key, a, now);
-                        (entry, 0, Outcome::Forwarded)
+                        (entry, 0, if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded })
                     }
                     Err(e) => {
                         match &e {

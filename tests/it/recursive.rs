@@ -340,6 +340,10 @@ source = "{list}"
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
     assert!(m.answers.is_empty(), "the blocked chain leaked: {m:?}");
 
+    // Counted as resolved from the root.
+    let text = server.metrics.encode();
+    assert!(support::sample(&text, "qalqan_queries_total{outcome=\"recursed\",protocol=\"udp\"}") >= 1.0, "{text}");
+
     // A lame-everywhere delegation: SERVFAIL, promptly.
     let started = std::time::Instant::now();
     let m = support::udp(server.addr, "www.dead.test.", RecordType::A, support::EDNS).await.unwrap();
