@@ -62,6 +62,8 @@ pub enum StartError {
     SystemResolvers(#[source] hickory_resolver::net::NetError),
     #[error("no upstream servers: /etc/resolv.conf lists no nameservers")]
     NoUpstreams,
+    #[error(transparent)]
+    Recursor(#[from] resolve::recurse::RecurseError),
     #[error("blocked-query log: {0}")]
     BlockedLog(#[source] std::io::Error),
     #[error(transparent)]
@@ -208,9 +210,15 @@ impl Sockets {
     }
 }
 
-/// The query handler for `app`, forwarding to `upstreams` (no sockets: the
-/// server, the fuzz targets and `server::slow` use it).
-pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<Arc<querylog::BlockedLog>>) -> Handler {
+/// The query handler for `app`, forwarding to `upstreams`, or resolving
+/// with `recurser` when it is given (no sockets: the server, the fuzz
+/// targets and `server::slow` use it).
+pub fn build_handler(
+    app: &App,
+    upstreams: Vec<SocketAddr>,
+    recurser: Option<Arc<resolve::recurse::Recurser>>,
+    blocked_log: Option<Arc<querylog::BlockedLog>>,
+) -> Handler {
     let cfg = &app.config;
     let forwarder = Forwarder::new(
         upstreams,
@@ -236,6 +244,7 @@ pub fn build_handler(app: &App, upstreams: Vec<SocketAddr>, blocked_log: Option<
             TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
         ),
         forwarder,
+        recurser,
         acl: Acl::new(cfg.allow_clients.clone()),
         sinkhole: cfg.sinkhole.clone(),
         max_udp_payload: cfg.max_udp_payload,

@@ -14,6 +14,8 @@ use prometheus::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Forwarded,
+    /// Resolved from the root (`[upstream] mode = "recursive"`).
+    Recursed,
     Cached,
     Blocked,
     Refused,
@@ -22,8 +24,9 @@ pub enum Outcome {
     Dropped,
 }
 
-const OUTCOMES: [(Outcome, &str); 7] = [
+const OUTCOMES: [(Outcome, &str); 8] = [
     (Outcome::Forwarded, "forwarded"),
+    (Outcome::Recursed, "recursed"),
     (Outcome::Cached, "cached"),
     (Outcome::Blocked, "blocked"),
     (Outcome::Refused, "refused"),

@@ -12,9 +12,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SourceKind, UpstreamMode};
 use crate::lists::publish::Lists;
 use crate::resolve::forward::Forwarder;
+use crate::resolve::recurse::Recurser;
 use crate::server::notify::NotifyTarget;
 use crate::{admin, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
 
@@ -22,9 +23,12 @@ use crate::{admin, build_handler, diag, lists, name, querylog, server, sys, App,
 /// every listener is registered.
 pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Result<(), StartError> {
     let cfg = &app.config;
-    let upstreams = upstreams(cfg)?;
+    let (upstreams, recurser) = match cfg.upstream_mode {
+        UpstreamMode::Forward => (upstreams(cfg)?, None),
+        UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout)?))),
+    };
     let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
-    let handler = build_handler(&app, upstreams.clone(), blocked_log);
+    let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);
     let shared = Arc::clone(&handler.shared);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     for s in &sockets.udp {

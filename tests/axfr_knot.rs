@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::rdata::{CNAME, TSIG};
 use hickory_proto::rr::{Name, RData, Record};
 use qalqan::lists::source::{soa_serial, to_zone_text, transfer, AxfrError, Limits, Transfer, TsigKey};
 
@@ -689,10 +689,14 @@ async fn write_msg(s: &mut tokio::net::TcpStream, m: &[u8]) -> Option<()> {
     s.write_all(&framed).await.ok()
 }
 
-fn mangle(raw: &[u8], f: impl FnOnce(&mut Vec<Record>)) -> Vec<u8> {
+/// Decodes `raw`, lets `f` change its TSIG record, encodes it again. With
+/// DNSSEC support compiled into hickory-proto (the recursor's `dnssec-ring`),
+/// decoding moves the TSIG record out of the additional section into
+/// `Message::signature`, and encoding puts it back last.
+fn mangle(raw: &[u8], f: impl FnOnce(&mut Option<Box<Record<TSIG>>>)) -> Vec<u8> {
     let mut m = hickory_proto::op::Message::from_vec(raw).unwrap();
-    assert!(matches!(m.additionals.last().map(|r| &r.data), Some(RData::TSIG(_))), "Knot signed this message");
-    f(&mut m.additionals);
+    assert!(m.signature.is_some(), "Knot signed this message");
+    f(&mut m.signature);
     m.to_vec().unwrap()
 }
 
@@ -759,16 +763,16 @@ impl Relay {
         if ends_at > 1 && mode != Mangle::Pass && msgs.len() > 1 {
             match mode {
                 Mangle::TruncateMac => {
-                    msgs[0] = mangle(&msgs[0], |ar| {
-                        if let Some(RData::TSIG(t)) = ar.last_mut().map(|r| &mut r.data) {
-                            t.mac.truncate(16);
+                    msgs[0] = mangle(&msgs[0], |sig| {
+                        if let Some(t) = sig {
+                            t.data.mac.truncate(16);
                         }
                     })
                 }
                 Mangle::StripLastTsig => {
                     let last = msgs.len() - 1;
-                    msgs[last] = mangle(&msgs[last], |ar| {
-                        ar.pop();
+                    msgs[last] = mangle(&msgs[last], |sig| {
+                        *sig = None;
                     })
                 }
                 Mangle::Pass => {}

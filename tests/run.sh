@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Two commands"; .ci/run calls exactly this).
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
-# zone-transfer primary, faketime for TSIG clock skew, openssl for Ed25519
+# zone-transfer primary, nsd + ldnsutils for the loopback DNS hierarchy, faketime for TSIG clock skew, openssl for Ed25519
 # signatures made independently of ours, promtool),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
@@ -15,12 +15,23 @@ command -v knotd >/dev/null 2>&1 || need+=(knot)
 # clock-skewed TSIG signers (kdig under libfaketime) in tests/axfr_knot.rs
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# the loopback DNS hierarchy of the recursive-mode tests (tests/it/hierarchy.rs):
+# NSD authorities on 127.x.y.z:53 (needs root or sudo), zones signed with ldns
+command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
+command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "tests/run.sh: installing ${need[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The hierarchy's NSDs and probes bind port 53 on 127.x.y.z: fine as root; otherwise let
+# unprivileged processes bind from port 53 up (Linux >= 4.11), or those tests fail under CI.
+if [ "$(id -u)" -ne 0 ] && [ "$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)" -gt 53 ]; then
+    echo "tests/run.sh: allowing unprivileged binds of port 53 for the DNS hierarchy tests" >&2
+    sudo sysctl -q -w net.ipv4.ip_unprivileged_port_start=53 || echo "tests/run.sh: could not; the hierarchy tests will fail" >&2
 fi
 
 if [ ! -d ../shared/data ]; then

@@ -184,6 +184,11 @@ pub struct Config {
     pub upstream_max_waiters: usize,
     /// `[upstream] case_randomization` (0x20).
     pub upstream_case_randomization: bool,
+    /// `[upstream] mode`.
+    pub upstream_mode: UpstreamMode,
+    /// Recursive mode: the root server addresses from `[upstream] root_hints`;
+    /// empty = the IANA root servers compiled in.
+    pub root_hints: Vec<IpAddr>,
     pub cache_max_entries: u64,
     pub cache_max_bytes: u64,
     pub cache_max_reply_bytes: usize,
@@ -268,6 +273,22 @@ impl Config {
                     .ok_or_else(|| invalid(&format!("upstream.servers[{i}]"), format!("`{s}` is not ip or ip:port")))?;
                 upstreams.push(addr);
             }
+        }
+        let upstream_mode = match raw.upstream.mode.as_str() {
+            "forward" => UpstreamMode::Forward,
+            "recursive" => UpstreamMode::Recursive,
+            other => return Err(invalid("upstream.mode", format!("`{other}` is not \"forward\" or \"recursive\""))),
+        };
+        if upstream_mode == UpstreamMode::Recursive && raw.upstream.servers.is_some() {
+            return Err(invalid("upstream.servers", "not used with mode = \"recursive\"; remove it".into()));
+        }
+        let mut root_hints = Vec::new();
+        if let Some(file) = &raw.upstream.root_hints {
+            if upstream_mode != UpstreamMode::Recursive {
+                return Err(invalid("upstream.root_hints", "only used with mode = \"recursive\"".into()));
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| invalid("upstream.root_hints", format!("reading {file}: {e}")))?;
+            root_hints = parse_root_hints(&text).map_err(|reason| invalid("upstream.root_hints", format!("{file}: {reason}")))?;
         }
         if raw.upstream.timeout_ms == 0 || raw.upstream.timeout_ms > 60_000 {
             return Err(invalid("upstream.timeout_ms", "must be between 1 and 60000".into()));
@@ -508,6 +529,8 @@ impl Config {
             upstream_udp_socket_lifetime: Duration::from_millis(raw.upstream.udp_socket_lifetime_ms),
             upstream_max_waiters: raw.upstream.max_waiters,
             upstream_case_randomization: raw.upstream.case_randomization,
+            upstream_mode,
+            root_hints,
             cache_max_entries: raw.cache.max_entries,
             cache_max_bytes: raw.cache.max_bytes,
             cache_max_reply_bytes: raw.cache.max_reply_bytes,
@@ -582,6 +605,43 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// `1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:53`.
+/// How cache misses are answered (`[upstream] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamMode {
+    /// Forwarded to `[upstream] servers`.
+    #[default]
+    Forward,
+    /// Resolved from the root servers.
+    Recursive,
+}
+
+/// The addresses of the A and AAAA records of a root hints file (zone
+/// format as IANA publishes it: `NAME [TTL] [IN] A|AAAA ADDRESS`, `;`
+/// comments). NS lines and everything else are skipped. Cost: one pass.
+/// Fails on an A/AAAA line whose address does not parse, and on a file
+/// with no address at all.
+pub fn parse_root_hints(text: &str) -> Result<Vec<IpAddr>, String> {
+    let mut addrs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split(';').next().unwrap_or_default();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = fields.iter().position(|f| f.eq_ignore_ascii_case("A") || f.eq_ignore_ascii_case("AAAA")) else {
+            continue;
+        };
+        let v6 = fields.get(at).is_some_and(|f| f.eq_ignore_ascii_case("AAAA"));
+        let ip = fields
+            .get(at + 1)
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .filter(|ip| ip.is_ipv6() == v6)
+            .ok_or_else(|| format!("line {}: not an address record", i + 1))?;
+        addrs.push(ip);
+    }
+    if addrs.is_empty() {
+        return Err("no A or AAAA records".into());
+    }
+    Ok(addrs)
+}
+
 pub fn parse_socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
     let s = s.trim();
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -593,6 +653,58 @@ pub fn parse_socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (case, file text, addresses or error)
+    type HintsCase<'a> = (&'a str, &'a str, Result<Vec<&'a str>, &'a str>);
+
+    #[test]
+    fn root_hints_files() {
+        let cases: &[HintsCase] = &[
+            (
+                "IANA shape",
+                ".  3600000  NS  A.ROOT-SERVERS.NET.\nA.ROOT-SERVERS.NET.  3600000  A  198.41.0.4\nA.ROOT-SERVERS.NET. 3600000 AAAA 2001:503:ba3e::2:30\n",
+                Ok(vec!["198.41.0.4", "2001:503:ba3e::2:30"]),
+            ),
+            ("class and comments", "; header\nns. 60 IN a 127.0.0.1 ; loopback root\n", Ok(vec!["127.0.0.1"])),
+            ("no TTL", "ns. A 10.0.0.1\n", Ok(vec!["10.0.0.1"])),
+            ("bad address", "ns. 60 A 300.1.1.1\n", Err("line 1: not an address record")),
+            ("v6 in an A record", "ns. 60 A ::1\n", Err("line 1: not an address record")),
+            ("no address", ". 60 NS ns.\n", Err("no A or AAAA records")),
+            ("empty", "", Err("no A or AAAA records")),
+        ];
+        for (name, text, want) in cases {
+            let got = parse_root_hints(text).map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
+            let want = want.clone().map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>()).map_err(str::to_owned);
+            assert_eq!(got, want, "case `{name}`");
+        }
+    }
+
+    #[test]
+    fn upstream_mode_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let hints = dir.path().join("root.hints");
+        std::fs::write(&hints, "ns-root. 60 A 127.1.2.3\n").unwrap();
+        let hints = hints.display().to_string();
+        let ok = Config::from_toml_str(&format!("[upstream]\nmode = \"recursive\"\nroot_hints = \"{hints}\"\n"), "q.toml").unwrap();
+        assert_eq!(ok.upstream_mode, UpstreamMode::Recursive);
+        assert_eq!(ok.root_hints, vec!["127.1.2.3".parse::<IpAddr>().unwrap()]);
+        let default = Config::from_toml_str("", "q.toml").unwrap();
+        assert_eq!((default.upstream_mode, default.root_hints.len()), (UpstreamMode::Forward, 0));
+        let errors: &[(&str, &str)] = &[
+            ("[upstream]\nmode = \"stub\"\n", "q.toml: `upstream.mode`: `stub` is not \"forward\" or \"recursive\""),
+            (
+                "[upstream]\nmode = \"recursive\"\nservers = [\"127.0.0.1\"]\n",
+                "q.toml: `upstream.servers`: not used with mode = \"recursive\"; remove it",
+            ),
+            ("[upstream]\nroot_hints = \"x\"\n", "q.toml: `upstream.root_hints`: only used with mode = \"recursive\""),
+        ];
+        for (toml, want) in errors {
+            assert_eq!(Config::from_toml_str(toml, "q.toml").unwrap_err().to_string(), *want);
+        }
+        let missing = Config::from_toml_str("[upstream]\nmode = \"recursive\"\nroot_hints = \"/nonexistent/root.hints\"\n", "q.toml");
+        let missing = missing.unwrap_err().to_string();
+        assert!(missing.starts_with("q.toml: `upstream.root_hints`: reading /nonexistent/root.hints: "), "{missing}");
+    }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {

@@ -305,6 +305,12 @@ pub struct RawUpstream {
     /// with a warning, once an upstream shows it does not preserve case).
     #[serde(default = "default_true")]
     pub case_randomization: bool,
+    /// `"forward"` (to `servers`) or `"recursive"` (from the root, issue #21).
+    #[serde(default = "default_upstream_mode")]
+    pub mode: String,
+    /// Recursive mode: a root hints file (zone format; its A/AAAA records
+    /// are used); omitted = the IANA root servers compiled in.
+    pub root_hints: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -318,8 +324,14 @@ impl Default for RawUpstream {
             udp_socket_lifetime_ms: default_udp_socket_lifetime_ms(),
             max_waiters: default_max_waiters(),
             case_randomization: true,
+            mode: default_upstream_mode(),
+            root_hints: None,
         }
     }
+}
+
+fn default_upstream_mode() -> String {
+    "forward".to_owned()
 }
 
 fn default_udp_sockets() -> usize {
@@ -553,6 +565,8 @@ mod docs_tests {
                 udp_socket_lifetime_ms: default_udp_socket_lifetime_ms(),
                 max_waiters: default_max_waiters(),
                 case_randomization: true,
+                mode: default_upstream_mode(),
+                root_hints: Some("config/root.hints".to_owned()),
             },
             cache: RawCache {
                 max_entries: default_max_entries(),

@@ -1,8 +1,9 @@
-//! Getting answers for names that the policy lets through: the reply cache
-//! and the upstream forwarder.
+//! Getting answers for names that the policy lets through: the reply cache,
+//! the upstream forwarder and, in recursive mode, the recursor.
 
 pub mod cache;
 pub mod forward;
+pub mod recurse;
 
 use crate::wire::{self, scan};
 
@@ -101,4 +102,8 @@ pub enum ResolveError {
     Busy,
     #[error("no upstream servers configured")]
     NoServers,
+    /// Recursive mode: the recursor gave up (lame, unreachable or failing
+    /// authorities, limits); the text is the recursor's reason.
+    #[error("recursion failed: {0}")]
+    Recursion(String),
 }

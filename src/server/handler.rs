@@ -9,7 +9,8 @@
 //! 4. name normalised once into a `QName`
 //! 5. policy (one `Arc<Policy>` snapshot for the whole query) — before the
 //!    cache, so a list change applies to cached names too
-//! 6. cache, else upstream (then the answer is cached)
+//! 6. cache, else upstream: the forwarder, or in recursive mode the
+//!    recursor (then the answer is cached)
 //!    (qtype ANY: the RFC 8482 minimal answer, one synthesized HINFO, instead)
 //! 7. CNAME targets and answer addresses of the answer checked against the
 //!    same policy snapshot (CNAME cloaking), unless the name was allowlisted
@@ -34,6 +35,7 @@ use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
 use crate::resolve::cache::{Cache, Key, Wire};
 use crate::resolve::forward::{Forwarder, Question};
+use crate::resolve::recurse::Recurser;
 use crate::wire::scan::{each_chain_item, ChainItem};
 use crate::resolve::ResolveError;
 
@@ -42,6 +44,9 @@ pub struct Shared {
     pub policy: Arc<ArcSwap<Policy>>,
     pub cache: Cache,
     pub forwarder: Arc<Forwarder>,
+    /// Recursive mode (`[upstream] mode = "recursive"`): misses are resolved
+    /// here instead of by the forwarder (which then has no servers).
+    pub recurser: Option<Arc<Recurser>>,
     pub acl: Acl,
     pub sinkhole: Sinkhole,
     pub max_udp_payload: u16,
@@ -223,13 +228,19 @@ impl Handler {
             }
             None => {
                 s.metrics.cache_misses.inc();
-                let question = question_wire(&qname_wire, qtype, key.qclass);
-                let q = Question { wire: &question, dnssec_ok, checking_disabled: key.checking_disabled };
-                match s.forwarder.resolve(&q).await {
+                let resolved = match &s.recurser {
+                    Some(r) => r.resolve(&qname_wire, qtype, key.qclass).await,
+                    None => {
+                        let question = question_wire(&qname_wire, qtype, key.qclass);
+                        let q = Question { wire: &question, dnssec_ok, checking_disabled: key.checking_disabled };
+                        s.forwarder.resolve(&q).await
+                    }
+                };
+                match resolved {
                     Ok(a) => {
                         // the entry is answered from whether or not it was cacheable
                         let (entry, _cached) = s.cache.insert(&key, a, now);
-                        (entry, 0, Outcome::Forwarded)
+                        (entry, 0, if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded })
                     }
                     Err(e) => {
                         match &e {
