@@ -129,6 +129,66 @@ fn rpz_ip_net(encoded: &str) -> Result<ipnet::IpNet, &'static str> {
     Ok(net)
 }
 
+/// Why a record makes no rule. The text and the record parsers both
+/// decide through [`trigger_of`] and [`State::cname_to`], and report it at
+/// their own position.
+enum Refusal {
+    /// `unknown record type …` (the text parser reports it at the type).
+    UnknownType(String),
+    Unsupported(String),
+    Error(String),
+    Name(crate::name::NameError),
+}
+
+impl Refusal {
+    fn report(self, out: &mut ParseOutput, file: &str, line: u32, col: u32) {
+        match self {
+            Refusal::UnknownType(msg) | Refusal::Error(msg) => out.error(file, line, col, ParseErrorKind::Other(msg)),
+            Refusal::Unsupported(what) => out.unsupported(&what),
+            Refusal::Name(e) => out.error(file, line, col, ParseErrorKind::Name(e)),
+        }
+    }
+}
+
+/// What a CNAME's target makes of its trigger.
+enum CnameTo {
+    Rule(RuleAction),
+    /// Local data: a CNAME to this (absolute, normalised) name.
+    Local(String),
+}
+
+/// The trigger of a record with relative `owner` and type `rtype`
+/// (uppercase; `as_written` for the message); `Ok(None)`: nothing to do
+/// (the apex SOA and NS).
+fn trigger_of(owner: &str, rtype: &str, as_written: &str) -> Result<Option<Trigger>, Refusal> {
+    let known = matches!(rtype, "CNAME" | "A" | "AAAA" | "TXT" | "SOA" | "NS") || OTHER_TYPES.contains(&rtype);
+    let unknown = || Refusal::UnknownType(format!("unknown record type `{as_written}`"));
+    if owner.is_empty() {
+        return match rtype {
+            "SOA" | "NS" => Ok(None),
+            _ if known => Err(Refusal::Unsupported("rpz record at the zone apex".into())),
+            _ => Err(unknown()),
+        };
+    }
+    if !known {
+        return Err(unknown());
+    }
+    if let Some(encoded) = owner.strip_suffix(".rpz-ip") {
+        return match rpz_ip_net(encoded) {
+            Ok(net) => Ok(Some(Trigger::Ip(net))),
+            Err(msg) => Err(Refusal::Error(format!("rpz-ip trigger `{owner}`: {msg}"))),
+        };
+    }
+    if let Some(label) = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l)) {
+        return Err(Refusal::Unsupported(format!("{label} trigger")));
+    }
+    let (raw_name, scope) = match owner.strip_prefix("*.") {
+        Some(rest) => (rest, Scope::Below),
+        None => (owner, Scope::Exact),
+    };
+    crate::name::normalize(raw_name).map(|name| Some(Trigger::Name(name, scope))).map_err(Refusal::Name)
+}
+
 /// Parses a whole RPZ zone. Cost: O(bytes); one `String` per token while a
 /// line is parsed and one per rule.
 pub fn parse(file: &str, bytes: &[u8], out: &mut ParseOutput) {
@@ -235,40 +295,12 @@ impl State {
         let rtype = type_tok.text.to_ascii_uppercase();
         let rdata = toks.get(i + 1..).unwrap_or(&[]);
 
-        if owner.is_empty() {
-            match rtype.as_str() {
-                "SOA" | "NS" => {}
-                "CNAME" | "A" | "AAAA" | "TXT" => out.unsupported("rpz record at the zone apex"),
-                t if OTHER_TYPES.contains(&t) => out.unsupported("rpz record at the zone apex"),
-                _ => err(out, type_tok, format!("unknown record type `{}`", type_tok.text)),
-            }
-            return;
-        }
-
-        // trigger
-        let known_type = matches!(rtype.as_str(), "CNAME" | "A" | "AAAA" | "TXT" | "SOA" | "NS")
-            || OTHER_TYPES.contains(&rtype.as_str());
-        if !known_type {
-            return err(out, type_tok, format!("unknown record type `{}`", type_tok.text));
-        }
-        let trigger = if let Some(encoded) = owner.strip_suffix(".rpz-ip") {
-            match rpz_ip_net(encoded) {
-                Ok(net) => Trigger::Ip(net),
-                Err(msg) => return err(out, first, format!("rpz-ip trigger `{owner}`: {msg}")),
-            }
-        } else {
-            if let Some(label) = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l)) {
-                out.unsupported(&format!("{label} trigger"));
-                return;
-            }
-            let (raw_name, scope) = match owner.strip_prefix("*.") {
-                Some(rest) => (rest, Scope::Below),
-                None => (owner.as_str(), Scope::Exact),
-            };
-            match crate::name::normalize(raw_name) {
-                Ok(name) => Trigger::Name(name, scope),
-                Err(e) => return out.error(file, first.line, first.col, ParseErrorKind::Name(e)),
-            }
+        // trigger (an unknown type reported at the type, the rest at the owner)
+        let trigger = match trigger_of(&owner, &rtype, &type_tok.text) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(r @ Refusal::UnknownType(_)) => return r.report(out, file, type_tok.line, type_tok.col),
+            Err(r) => return r.report(out, file, first.line, first.col),
         };
 
         let one_rdata = |out: &mut ParseOutput| -> Option<&Tok> {
@@ -287,35 +319,11 @@ impl State {
         let data = match rtype.as_str() {
             "CNAME" => {
                 let Some(target) = one_rdata(out) else { return };
-                let t = target.text.to_ascii_lowercase();
-                let bare = t.strip_suffix('.').unwrap_or(&t);
-                let action = match bare {
-                    "" if t == "." => RuleAction::Nxdomain,
-                    "*" => RuleAction::Nodata,
-                    "rpz-passthru" => RuleAction::Allow,
-                    "rpz-drop" => RuleAction::Drop,
-                    "rpz-tcp-only" => {
-                        out.unsupported("rpz-tcp-only action");
-                        return;
-                    }
-                    _ if bare.starts_with("*.") => {
-                        out.unsupported("rpz wildcard CNAME target");
-                        return;
-                    }
-                    _ => match self.absolute(&t) {
-                        // legacy passthru: CNAME to the trigger's own name
-                        Ok(Some(target_name)) if matches!(&trigger, Trigger::Name(name, _) if *name == target_name) => {
-                            RuleAction::Allow
-                        }
-                        Ok(Some(target_name)) => {
-                            return self.push_local(out, n, trigger, LocalData::Cname(target_name));
-                        }
-                        Ok(None) => return err(out, target, "CNAME to the root is written `.`".into()),
-                        Err(e) => return out.error(file, target.line, target.col, ParseErrorKind::Name(e)),
-                    },
+                return match self.cname_to(&target.text.to_ascii_lowercase(), &trigger) {
+                    Ok(CnameTo::Rule(action)) => push_rule(out, n, trigger.rule(action)),
+                    Ok(CnameTo::Local(name)) => self.push_local(out, n, trigger, LocalData::Cname(name)),
+                    Err(r) => r.report(out, file, target.line, target.col),
                 };
-                push_rule(out, n, trigger.rule(action));
-                return;
             }
             "A" => {
                 let Some(t) = one_rdata(out) else { return };
@@ -343,6 +351,29 @@ impl State {
             }
         };
         self.push_local(out, n, trigger, data);
+    }
+
+    /// The action of a CNAME to `t` (lowercase, as written) for `trigger`:
+    /// `.` NXDOMAIN, `*.` NODATA, `rpz-passthru.` (or the trigger's own
+    /// name) allow, `rpz-drop.` drop, any other name local data.
+    fn cname_to(&self, t: &str, trigger: &Trigger) -> Result<CnameTo, Refusal> {
+        let bare = t.strip_suffix('.').unwrap_or(t);
+        let action = match bare {
+            "" if t == "." => RuleAction::Nxdomain,
+            "*" => RuleAction::Nodata,
+            "rpz-passthru" => RuleAction::Allow,
+            "rpz-drop" => RuleAction::Drop,
+            "rpz-tcp-only" => return Err(Refusal::Unsupported("rpz-tcp-only action".into())),
+            _ if bare.starts_with("*.") => return Err(Refusal::Unsupported("rpz wildcard CNAME target".into())),
+            _ => match self.absolute(t) {
+                // legacy passthru: CNAME to the trigger's own name
+                Ok(Some(target)) if matches!(trigger, Trigger::Name(name, _) if *name == target) => RuleAction::Allow,
+                Ok(Some(target)) => return Ok(CnameTo::Local(target)),
+                Ok(None) => return Err(Refusal::Error("CNAME to the root is written `.`".into())),
+                Err(e) => return Err(Refusal::Name(e)),
+            },
+        };
+        Ok(CnameTo::Rule(action))
     }
 
     /// Adds local data, merged into the entry for the same trigger if there is one.
@@ -465,70 +496,18 @@ impl State {
             return err(out, format!("unknown record type `{class}`"));
         }
         let rtype = type_text(record);
-        if owner.is_empty() {
-            match rtype.as_str() {
-                "SOA" | "NS" => {}
-                "CNAME" | "A" | "AAAA" | "TXT" => out.unsupported("rpz record at the zone apex"),
-                t if OTHER_TYPES.contains(&t) => out.unsupported("rpz record at the zone apex"),
-                _ => err(out, format!("unknown record type `{rtype}`")),
-            }
-            return;
-        }
-        let known_type = matches!(rtype.as_str(), "CNAME" | "A" | "AAAA" | "TXT" | "SOA" | "NS")
-            || OTHER_TYPES.contains(&rtype.as_str());
-        if !known_type {
-            return err(out, format!("unknown record type `{rtype}`"));
-        }
-        let trigger = if let Some(encoded) = owner.strip_suffix(".rpz-ip") {
-            match rpz_ip_net(encoded) {
-                Ok(net) => Trigger::Ip(net),
-                Err(msg) => return err(out, format!("rpz-ip trigger `{owner}`: {msg}")),
-            }
-        } else {
-            if let Some(label) = owner.split('.').find(|l| UNSUPPORTED_TRIGGERS.contains(l)) {
-                out.unsupported(&format!("{label} trigger"));
-                return;
-            }
-            let (raw_name, scope) = match owner.strip_prefix("*.") {
-                Some(rest) => (rest, Scope::Below),
-                None => (owner.as_str(), Scope::Exact),
-            };
-            match crate::name::normalize(raw_name) {
-                Ok(name) => Trigger::Name(name, scope),
-                Err(e) => return out.error(file, n, 1, ParseErrorKind::Name(e)),
-            }
+        let trigger = match trigger_of(&owner, &rtype, &rtype) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(r) => return r.report(out, file, n, 1),
         };
         let data = match (rtype.as_str(), &record.data) {
             ("CNAME", RData::CNAME(target)) => {
-                let t = absolute_text(&target.0).to_ascii_lowercase();
-                let bare = t.strip_suffix('.').unwrap_or(&t);
-                let action = match bare {
-                    "" if t == "." => RuleAction::Nxdomain,
-                    "*" => RuleAction::Nodata,
-                    "rpz-passthru" => RuleAction::Allow,
-                    "rpz-drop" => RuleAction::Drop,
-                    "rpz-tcp-only" => {
-                        out.unsupported("rpz-tcp-only action");
-                        return;
-                    }
-                    _ if bare.starts_with("*.") => {
-                        out.unsupported("rpz wildcard CNAME target");
-                        return;
-                    }
-                    _ => match self.absolute(&t) {
-                        // legacy passthru: CNAME to the trigger's own name
-                        Ok(Some(target_name)) if matches!(&trigger, Trigger::Name(name, _) if *name == target_name) => {
-                            RuleAction::Allow
-                        }
-                        Ok(Some(target_name)) => {
-                            return self.push_local(out, n, trigger, LocalData::Cname(target_name));
-                        }
-                        Ok(None) => return err(out, "CNAME to the root is written `.`".into()),
-                        Err(e) => return out.error(file, n, 1, ParseErrorKind::Name(e)),
-                    },
+                return match self.cname_to(&absolute_text(&target.0).to_ascii_lowercase(), &trigger) {
+                    Ok(CnameTo::Rule(action)) => push_rule(out, n, trigger.rule(action)),
+                    Ok(CnameTo::Local(name)) => self.push_local(out, n, trigger, LocalData::Cname(name)),
+                    Err(r) => r.report(out, file, n, 1),
                 };
-                push_rule(out, n, trigger.rule(action));
-                return;
             }
             ("A", RData::A(a)) => LocalData::A(a.0),
             ("AAAA", RData::AAAA(a)) => LocalData::Aaaa(a.0),
