@@ -52,6 +52,18 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// A non-blocking UDP socket on a random port of the wildcard address of
+/// `server`'s family, connected to `server`: the kernel drops every
+/// datagram that is not from the server's address and port before it is read.
+pub fn connected(server: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any: SocketAddr =
+        if server.is_ipv6() { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(server)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
 /// `SO_RCVBUF` (the kernel caps it at `net.core.rmem_max`).
 pub fn set_recv_buffer(sock: &UdpSocket, bytes: usize) -> std::io::Result<()> {
     socket2::SockRef::from(sock).set_recv_buffer_size(bytes)

@@ -112,17 +112,7 @@ impl Pool {
                 return Ok(s);
             }
         }
-        let bind: SocketAddr = if self.server.is_ipv6() {
-            SocketAddr::from(([0u16; 8], 0))
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        };
-        let std_sock = std::net::UdpSocket::bind(bind)?;
-        // connected: the kernel drops every datagram that is not from the
-        // server's address and port before we read it
-        std_sock.connect(self.server)?;
-        std_sock.set_nonblocking(true)?;
-        let sock = UdpSocket::from_std(std_sock)?;
+        let sock = crate::sys::udp::connected(self.server)?;
         crate::sys::udp::dont_fragment(&sock); // queries are small
         let fresh = Arc::new(PoolSock {
             sock,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use super::{matching_reply, AttemptError, CaseCheck, Forwarder, Question};
 use crate::resolve::Reply;
@@ -20,13 +20,7 @@ pub(super) async fn query_server(
 ) -> Result<Reply, AttemptError> {
     let id: u16 = rand::random();
     let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
-    let bind: SocketAddr = if server.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let sock = UdpSocket::bind(bind).await?;
-    sock.connect(server).await?;
+    let sock = crate::sys::udp::connected(server)?;
     sock.send(&packet).await?;
     let mut buf = vec![0u8; 65535];
     let mut wrong_case = false;
