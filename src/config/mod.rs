@@ -373,16 +373,14 @@ impl Config {
                 "`false` is no longer supported: UDP is always served by the batched fast path (remove the key)".into(),
             ));
         }
-        let outside_acl_drop = match raw.server.outside_acl.as_str() {
-            "refused" => false,
-            "drop" => true,
-            other => return Err(invalid("server.outside_acl", format!("`{other}`: use \"refused\" or \"drop\""))),
+        // "refused" | "drop": whether to drop
+        let drops = |key: &str, value: &str| match value {
+            "refused" => Ok(false),
+            "drop" => Ok(true),
+            other => Err(invalid(key, format!("`{other}`: use \"refused\" or \"drop\""))),
         };
-        let drop = match l.action.as_str() {
-            "refused" => false,
-            "drop" => true,
-            other => return Err(invalid("limits.action", format!("`{other}`: use \"refused\" or \"drop\""))),
-        };
+        let outside_acl_drop = drops("server.outside_acl", &raw.server.outside_acl)?;
+        let drop = drops("limits.action", &l.action)?;
         let rate_limit = (l.per_client_qps > 0.0).then(|| RateLimitConfig {
             qps: l.per_client_qps,
             burst: l.burst.unwrap_or(l.per_client_qps * 2.0).max(1.0),
