@@ -189,6 +189,8 @@ pub struct Config {
     /// Recursive mode: the root server addresses from `[upstream] root_hints`;
     /// empty = the IANA root servers compiled in.
     pub root_hints: Vec<IpAddr>,
+    /// `[recursion]`: the iterator's bounds.
+    pub recursion: crate::resolve::recurse::Limits,
     pub cache_max_entries: u64,
     pub cache_max_bytes: u64,
     pub cache_max_reply_bytes: usize,
@@ -290,6 +292,34 @@ impl Config {
             let text = std::fs::read_to_string(file).map_err(|e| invalid("upstream.root_hints", format!("reading {file}: {e}")))?;
             root_hints = parse_root_hints(&text).map_err(|reason| invalid("upstream.root_hints", format!("{file}: {reason}")))?;
         }
+        let rc = &raw.recursion;
+        if !(10..=30_000).contains(&rc.server_timeout_ms) {
+            return Err(invalid("recursion.server_timeout_ms", "must be between 10 and 30000".into()));
+        }
+        for (key, v, min) in [
+            ("recursion.max_referrals", u64::from(rc.max_referrals), 1),
+            ("recursion.max_cname_chain", u64::from(rc.max_cname_chain), 1),
+            ("recursion.max_queries", u64::from(rc.max_queries), 1),
+            ("recursion.max_depth", u64::from(rc.max_depth), 0),
+            ("recursion.zone_cache_entries", rc.zone_cache_entries as u64, 16),
+            ("recursion.server_cache_entries", rc.server_cache_entries as u64, 16),
+        ] {
+            if v < min {
+                return Err(invalid(key, format!("must be at least {min}")));
+            }
+        }
+        let recursion = crate::resolve::recurse::Limits {
+            server_timeout: Duration::from_millis(rc.server_timeout_ms),
+            max_referrals: rc.max_referrals,
+            max_cname_chain: rc.max_cname_chain,
+            max_queries: rc.max_queries,
+            max_depth: rc.max_depth,
+            qname_minimisation: rc.qname_minimisation,
+            ipv6: rc.ipv6,
+            zone_cache_entries: rc.zone_cache_entries,
+            server_cache_entries: rc.server_cache_entries,
+            max_delegation_ttl: Duration::from_secs(u64::from(raw.cache.max_ttl)),
+        };
         if raw.upstream.timeout_ms == 0 || raw.upstream.timeout_ms > 60_000 {
             return Err(invalid("upstream.timeout_ms", "must be between 1 and 60000".into()));
         }
@@ -521,6 +551,7 @@ impl Config {
             tcp_max_queries: raw.server.tcp_max_queries.max(1),
             upstreams,
             upstream_timeout: Duration::from_millis(raw.upstream.timeout_ms),
+            recursion,
             upstream_max_inflight: raw.upstream.max_inflight,
             upstream_udp_sockets: raw.upstream.udp_sockets,
             upstream_udp_socket_queries: raw.upstream.udp_socket_queries,

@@ -24,9 +24,80 @@ pub struct RawConfig {
     pub state: RawState,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub recursion: RawRecursion,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+/// `[recursion]`: bounds of recursive mode (`[upstream] mode = "recursive"`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecursion {
+    /// Longest wait in milliseconds for one authority before the next is
+    /// asked (servers with a known RTT get four times it plus 50 ms).
+    #[serde(default = "default_server_timeout_ms")]
+    pub server_timeout_ms: u64,
+    /// Referrals followed for one name.
+    #[serde(default = "default_max_referrals")]
+    pub max_referrals: u8,
+    /// CNAMEs followed for one question.
+    #[serde(default = "default_max_cname_chain")]
+    pub max_cname_chain: u8,
+    /// Queries to authorities for one client question, nested lookups included.
+    #[serde(default = "default_max_queries")]
+    pub max_queries: u16,
+    /// Nesting of lookups for glueless name servers' addresses.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u8,
+    /// RFC 9156 QNAME minimisation.
+    #[serde(default = "default_true")]
+    pub qname_minimisation: bool,
+    /// Ask authorities over IPv6 too.
+    #[serde(default = "default_true")]
+    pub ipv6: bool,
+    /// Zone cuts remembered.
+    #[serde(default = "default_zone_cache_entries")]
+    pub zone_cache_entries: usize,
+    /// Authority addresses whose round-trip time is remembered.
+    #[serde(default = "default_zone_cache_entries")]
+    pub server_cache_entries: usize,
+}
+
+impl Default for RawRecursion {
+    fn default() -> Self {
+        Self {
+            server_timeout_ms: default_server_timeout_ms(),
+            max_referrals: default_max_referrals(),
+            max_cname_chain: default_max_cname_chain(),
+            max_queries: default_max_queries(),
+            max_depth: default_max_depth(),
+            qname_minimisation: true,
+            ipv6: true,
+            zone_cache_entries: default_zone_cache_entries(),
+            server_cache_entries: default_zone_cache_entries(),
+        }
+    }
+}
+
+fn default_server_timeout_ms() -> u64 {
+    800
+}
+fn default_max_referrals() -> u8 {
+    30
+}
+fn default_max_cname_chain() -> u8 {
+    12
+}
+fn default_max_queries() -> u16 {
+    64
+}
+fn default_max_depth() -> u8 {
+    4
+}
+fn default_zone_cache_entries() -> usize {
+    100_000
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -559,6 +559,19 @@ impl Cache {
         (entry, ttl > 0)
     }
 
+    /// An entry for `reply` that is answered once and never stored (TTL 0):
+    /// a recursed CNAME chain cut short at a blocked name, which must not
+    /// outlive the policy that cut it.
+    pub fn uncached(reply: Reply, now: Instant) -> Arc<Entry> {
+        Arc::new(Entry {
+            wire: Wire::from_reply(reply, 0),
+            answer: OnceLock::new(),
+            stored: now,
+            ttl: 0,
+            pass_gen: AtomicU64::new(0),
+        })
+    }
+
     /// [`Cache::insert`] for an answer in records (tests, benches, fuzzing;
     /// feature `testing`): encoded
     /// by hickory as the reply to `qname` first. `None` if it cannot be.

@@ -102,8 +102,8 @@ pub enum ResolveError {
     Busy,
     #[error("no upstream servers configured")]
     NoServers,
-    /// Recursive mode: the recursor gave up (lame, unreachable or failing
-    /// authorities, limits); the text is the recursor's reason.
+    /// Recursive mode: the iterator gave up (lame, unreachable or failing
+    /// authorities, a limit).
     #[error("recursion failed: {0}")]
-    Recursion(String),
+    Recursion(recurse::Failure),
 }

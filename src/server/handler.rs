@@ -229,17 +229,27 @@ impl Handler {
             None => {
                 s.metrics.cache_misses.inc();
                 let resolved = match &s.recurser {
-                    Some(r) => r.resolve(&qname_wire, qtype, key.qclass).await,
+                    Some(r) => {
+                        // a CNAME target the policy blocks is never asked of
+                        // an authority (unless the name itself is allowed)
+                        let allowed = matches!(verdict, Verdict::Allowed(_));
+                        let blocked = |n: &Name| {
+                            !allowed
+                                && QName::from_labels(n.iter())
+                                    .is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
+                        };
+                        r.resolve(&qname_wire, qtype, key.qclass, &blocked).await.map(|r| (r.reply, r.cacheable))
+                    }
                     None => {
                         let question = question_wire(&qname_wire, qtype, key.qclass);
                         let q = Question { wire: &question, dnssec_ok, checking_disabled: key.checking_disabled };
-                        s.forwarder.resolve(&q).await
+                        s.forwarder.resolve(&q).await.map(|r| (r, true))
                     }
                 };
                 match resolved {
-                    Ok(a) => {
+                    Ok((a, cacheable)) => {
                         // the entry is answered from whether or not it was cacheable
-                        let (entry, _cached) = s.cache.insert(&key, a, now);
+                        let entry = if cacheable { s.cache.insert(&key, a, now).0 } else { crate::resolve::cache::Cache::uncached(a, now) };
                         (entry, 0, if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded })
                     }
                     Err(e) => {

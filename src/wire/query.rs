@@ -20,6 +20,32 @@ pub fn query(question: &[u8], id: u16, checking_disabled: bool, dnssec_ok: bool)
     out
 }
 
+/// The query we send an authority in recursive mode (RFC 1034 §5.3.3):
+/// RD and CD clear, one OPT advertising [`UPSTREAM_PAYLOAD`] with DO as
+/// asked. Cost: one allocation of `question.len() + 23` bytes.
+pub fn iterative(question: &[u8], id: u16, dnssec_ok: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + question.len() + 11);
+    header::write(&mut out, id, 0, [1, 0, 0, 1]);
+    out.extend_from_slice(question);
+    super::opt::write(&mut out, UPSTREAM_PAYLOAD, dnssec_ok, None);
+    out
+}
+
+/// A question section from a name's labels (uncompressed, case kept), type
+/// and class. Labels longer than 63 bytes cannot come from a parsed name;
+/// they would be cut to 0 rather than panic. Cost: one allocation.
+pub fn question<'a>(labels: impl Iterator<Item = &'a [u8]>, qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for label in labels {
+        out.push(u8::try_from(label.len()).unwrap_or(0));
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&qclass.to_be_bytes());
+    out
+}
+
 /// Whether `reply` is a response to our query `id` for `question`: same ID,
 /// QR set, opcode QUERY, exactly one question equal to ours (the name
 /// case-insensitively, as RFC 4343 wants; type and class exactly).

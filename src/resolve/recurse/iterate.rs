@@ -1,0 +1,250 @@
+//! The walk (RFC 1034 §5.3.3): from the closest known zone cut down to the
+//! name, one referral at a time, asking each zone's servers only for the
+//! next label (RFC 9156), then following the answer's CNAME chain; glueless
+//! name servers are looked up on the way, within one budget per question.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::classify::{classify, Response};
+use super::exchange::{self, ExchangeError};
+use super::zones::Zone;
+use super::{Failure, Limits, Recurser};
+
+/// RFC 9156 §2.3 MAX_MINIMISE_COUNT: minimised queries per name at most;
+/// past it the rest of the name is asked at once.
+const MAX_MINIMISE_COUNT: u8 = 10;
+
+/// The work one client question may cause.
+pub(super) struct Budget {
+    left: u16,
+    max: u16,
+    depth: u8,
+    max_depth: u8,
+    /// Name server names being looked up (a loop guard).
+    stack: Vec<Name>,
+}
+
+impl Budget {
+    pub fn new(limits: &Limits) -> Self {
+        Budget { left: limits.max_queries, max: limits.max_queries, depth: 0, max_depth: limits.max_depth, stack: Vec::new() }
+    }
+
+    fn spend(&mut self) -> Result<(), Failure> {
+        self.left = self.left.checked_sub(1).ok_or(Failure::TooManyQueries(self.max))?;
+        Ok(())
+    }
+}
+
+/// What the walk found for a question.
+pub(super) struct Found {
+    pub rcode: ResponseCode,
+    /// The CNAME chain in order, then the records asked for.
+    pub answers: Vec<Record>,
+    /// The last zone's authority records (its SOA for negative answers).
+    pub authority: Vec<Record>,
+    /// The chain stopped at a target the policy blocks (never asked).
+    pub cut_by_policy: bool,
+}
+
+/// What one name's walk ended in.
+enum One {
+    Answer { records: Vec<Record>, next: Option<Name>, rcode: ResponseCode, authority: Vec<Record> },
+    NxDomain { authority: Vec<Record> },
+    NoData { authority: Vec<Record> },
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Recurser {
+    /// `name`/`qtype` with its CNAME chain followed (across zones, each
+    /// target walked from its own closest cut), each target checked with
+    /// `blocked` before it is asked of anyone.
+    pub(super) fn lookup<'a>(
+        &'a self,
+        name: &'a Name,
+        qtype: RecordType,
+        b: &'a mut Budget,
+        blocked: &'a (dyn Fn(&Name) -> bool + Sync),
+    ) -> Boxed<'a, Result<Found, Failure>> {
+        Box::pin(async move {
+            let mut answers: Vec<Record> = Vec::new();
+            let mut cur = name.clone();
+            let mut seen = vec![name.clone()];
+            for _ in 0..=self.limits.max_cname_chain {
+                match self.lookup_one(&cur, qtype, b).await? {
+                    One::Answer { records, next: None, rcode, authority } => {
+                        answers.extend(records);
+                        return Ok(Found { rcode, answers, authority, cut_by_policy: false });
+                    }
+                    One::Answer { records, next: Some(target), .. } => {
+                        answers.extend(records);
+                        if seen.contains(&target) {
+                            return Err(Failure::ChainLoop(target.to_string()));
+                        }
+                        if blocked(&target) {
+                            return Ok(Found { rcode: ResponseCode::NoError, answers, authority: Vec::new(), cut_by_policy: true });
+                        }
+                        seen.push(target.clone());
+                        cur = target;
+                    }
+                    One::NxDomain { authority } => {
+                        return Ok(Found { rcode: ResponseCode::NXDomain, answers, authority, cut_by_policy: false })
+                    }
+                    One::NoData { authority } => {
+                        return Ok(Found { rcode: ResponseCode::NoError, answers, authority, cut_by_policy: false })
+                    }
+                }
+            }
+            Err(Failure::ChainTooLong(self.limits.max_cname_chain))
+        })
+    }
+
+    /// One name, from its closest known cut down to the servers that hold it.
+    async fn lookup_one(&self, name: &Name, qtype: RecordType, b: &mut Budget) -> Result<One, Failure> {
+        let mut zone = self.zones.closest(name, Instant::now());
+        let total = name.num_labels();
+        let mut minimise = self.limits.qname_minimisation;
+        let mut labels = zone.name.num_labels().saturating_add(1);
+        let mut minimised_asked = 0u8;
+        for _ in 0..self.limits.max_referrals {
+            if minimised_asked >= MAX_MINIMISE_COUNT {
+                minimise = false;
+            }
+            let minimised = minimise && labels < total;
+            let (ask, atype) = if minimised {
+                minimised_asked += 1;
+                // RFC 9156 §2.1: QTYPE A for the minimised names
+                (name.trim_to(usize::from(labels)), RecordType::A)
+            } else {
+                (name.clone(), qtype)
+            };
+            match self.ask_zone(&zone, &ask, atype, b).await? {
+                Response::Referral(d) => {
+                    zone = self.zones.learn(d, Instant::now());
+                    labels = zone.name.num_labels().saturating_add(1);
+                }
+                // the name so far exists below this cut (data or an empty
+                // non-terminal): one label more
+                Response::Answer { .. } | Response::NoData { .. } if minimised => labels = labels.saturating_add(1),
+                // RFC 8020 would end here; like Unbound's relaxed mode, ask
+                // the whole name once more (servers that answer NXDOMAIN for
+                // empty non-terminals exist)
+                Response::NxDomain { .. } if minimised => minimise = false,
+                Response::Answer { records, next, rcode, authority } => return Ok(One::Answer { records, next, rcode, authority }),
+                Response::NxDomain { authority } => return Ok(One::NxDomain { authority }),
+                Response::NoData { authority } => return Ok(One::NoData { authority }),
+                Response::Lame(_) => return Err(Failure::NoServer(zone.name.to_string())),
+            }
+        }
+        Err(Failure::TooManyReferrals(self.limits.max_referrals))
+    }
+
+    /// Asks `zone`'s servers, best first, until one gives a usable reply
+    /// (never [`Response::Lame`]). Glueless servers' addresses are looked up
+    /// when the known ones are used up.
+    async fn ask_zone(&self, zone: &Arc<Zone>, ask: &Name, atype: RecordType, b: &mut Budget) -> Result<Response, Failure> {
+        let mut tried: Vec<IpAddr> = Vec::new();
+        let mut tried_ns: Vec<Name> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let mut addrs: Vec<IpAddr> =
+                zone.addresses(now).into_iter().filter(|ip| !tried.contains(ip) && self.may_ask(*ip)).collect();
+            if addrs.is_empty() {
+                if self.resolve_ns(zone, &mut tried_ns, b).await? {
+                    continue;
+                }
+                return Err(Failure::NoServer(zone.name.to_string()));
+            }
+            self.servers.order(&mut addrs, now);
+            for ip in addrs {
+                tried.push(ip);
+                b.spend()?;
+                let timeout = self.servers.timeout(ip);
+                match exchange::ask(SocketAddr::new(ip, 53), ask, atype, false, timeout).await {
+                    Ok(x) => {
+                        self.servers.answered(ip, x.rtt);
+                        match classify(x.reply, ask, atype, &zone.name) {
+                            Response::Lame(why) => {
+                                tracing::debug!(server = %ip, zone = %zone.name, why, "lame server");
+                                zone.mark_lame(ip, Instant::now());
+                            }
+                            r => return Ok(r),
+                        }
+                    }
+                    Err(ExchangeError::Timeout) => {
+                        tracing::debug!(server = %ip, zone = %zone.name, "authority timed out");
+                        self.servers.timed_out(ip, Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::debug!(server = %ip, zone = %zone.name, error = %e, "authority failed");
+                        self.servers.timed_out(ip, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks up the address of one more of `zone`'s name servers that has
+    /// none yet (glueless delegation). `false`: none left to try.
+    async fn resolve_ns(&self, zone: &Arc<Zone>, tried_ns: &mut Vec<Name>, b: &mut Budget) -> Result<bool, Failure> {
+        for ns in zone.unresolved() {
+            if tried_ns.contains(&ns) {
+                continue;
+            }
+            tried_ns.push(ns.clone());
+            // inside the zone without glue: only the zone itself could say,
+            // and we cannot reach it (a loop otherwise)
+            if zone.name.zone_of(&ns) || b.stack.contains(&ns) {
+                continue;
+            }
+            if b.depth >= b.max_depth {
+                return Err(Failure::TooDeep(b.max_depth));
+            }
+            b.depth += 1;
+            b.stack.push(ns.clone());
+            let mut ips = Vec::new();
+            let mut qtypes = vec![RecordType::A];
+            if self.limits.ipv6 {
+                qtypes.push(RecordType::AAAA);
+            }
+            let mut failure = None;
+            for qtype in qtypes {
+                match self.lookup(&ns, qtype, b, &|_| false).await {
+                    Ok(found) => ips.extend(found.answers.iter().filter_map(|r| match &r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })),
+                    Err(e @ (Failure::TooManyQueries(_) | Failure::TooDeep(_))) => failure = Some(e),
+                    Err(e) => tracing::debug!(ns = %ns, error = %e, "name server address lookup failed"),
+                }
+                if !ips.is_empty() || failure.is_some() {
+                    break;
+                }
+            }
+            b.stack.pop();
+            b.depth -= 1;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            zone.add_addresses(&ns, &ips);
+            if ips.iter().any(|ip| self.may_ask(*ip)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether an authority at `ip` may be asked: not in a denied prefix
+    /// (loopback, private, reserved), IPv6 only when enabled.
+    fn may_ask(&self, ip: IpAddr) -> bool {
+        (self.limits.ipv6 || ip.is_ipv4()) && !self.deny.iter().any(|net| net.contains(&ip))
+    }
+}
