@@ -381,6 +381,16 @@ impl Hierarchy {
         self.stat(server, "num.tcp")
     }
 
+    /// One of `server`'s `nsd-control stats_noreset` counters (e.g.
+    /// `num.type.AAAA`); 0 when NSD has not counted any yet.
+    pub fn stat_or_zero(&self, server: &str, key: &str) -> u64 {
+        let out = Command::new(tool("nsd-control")).arg("-c").arg(self.conf(server)).arg("stats_noreset").output().unwrap();
+        assert!(out.status.success(), "nsd-control: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let prefix = format!("{key}=");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+
     fn stat(&self, server: &str, key: &str) -> u64 {
         let out = Command::new(tool("nsd-control")).arg("-c").arg(self.conf(server)).arg("stats_noreset").output().unwrap();
         assert!(out.status.success(), "nsd-control: {}", String::from_utf8_lossy(&out.stderr));

@@ -382,3 +382,109 @@ async fn qalqan_recursive_identical_misses() {
     assert!(sent <= 4, "20 identical misses sent {sent} queries to the leaf");
     server.shutdown().await;
 }
+
+/// A qalqan in recursive mode on `h`, with `extra` config appended.
+async fn recursive_server(h: &Hierarchy, extra: &str) -> support::TestServer {
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = \"{}\"\ntimeout_ms = 3000\n{extra}",
+        h.root_hints().display()
+    );
+    support::TestServer::start(&toml).await
+}
+
+fn addrs_of(m: &hickory_proto::op::Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The iterator where hickory's recursor failed (docs/recursion.md "What
+/// fails"): a lame server (REFUSED) is skipped for the zone's other one, a
+/// dead server costs one server timeout and then the other one answers,
+/// signed and unsigned wildcards resolve, a 2.4 KB answer comes over TCP,
+/// and a CNAME chain comes back in order.
+#[tokio::test]
+async fn iterator_gets_past_lame_dead_and_big() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let server = recursive_server(&h, "[recursion]\nserver_timeout_ms = 400\n").await;
+    for _ in 0..3 {
+        // every round: ns1.lame.test. refuses; whichever is asked first, the answer comes
+        let m = support::udp(server.addr, &format!("www{}.lame.test.", ""), RecordType::A, support::EDNS).await.unwrap();
+        assert_eq!(addrs_of(&m), ["192.0.2.4"], "{m:?}");
+    }
+    let started = std::time::Instant::now();
+    let m = support::udp(server.addr, "www.halfdead.test.", RecordType::A, support::EDNS).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(addrs_of(&m), ["192.0.2.7"], "{m:?}");
+    assert!(took < std::time::Duration::from_millis(2500), "one dead server cost {took:?}");
+    for (name, want) in [("x.w.signed.test.", "192.0.2.5"), ("deep.x.w.signed.test.", "192.0.2.5"), ("y.w.insecure.test.", "192.0.2.6")] {
+        let m = support::udp(server.addr, name, RecordType::A, support::EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}: {m:?}");
+        assert_eq!(addrs_of(&m), [want], "{name}: {m:?}");
+    }
+    let tcp_before = h.tcp_queries("leaf");
+    let m = support::tcp(server.addr, "big.signed.test.", RecordType::TXT, support::EDNS).await;
+    assert_eq!(m.answers.len(), 12, "{m:?}");
+    assert!(h.tcp_queries("leaf") > tcp_before, "the truncated answer was not asked again over TCP");
+    // hop.insecure.test. → www.signed.test.: two zones, two servers, in order
+    let m = support::udp(server.addr, "hop.insecure.test.", RecordType::A, support::EDNS).await.unwrap();
+    let owners: Vec<String> = m.answers.iter().map(|r| r.name.to_ascii()).collect();
+    assert_eq!(owners, ["hop.insecure.test.", "www.signed.test."], "{m:?}");
+    // NODATA keeps the zone's SOA; the SOA of the right zone
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::TXT, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(m.authorities.iter().any(|r| r.record_type() == RecordType::SOA && r.name.to_ascii() == "signed.test."), "{m:?}");
+    server.shutdown().await;
+}
+
+/// RFC 9156 on the wire: for an AAAA question the root and the TLD are asked
+/// the minimised name with QTYPE A, never the AAAA question itself (NSD's
+/// per-type counters); with `qname_minimisation = false` they see the AAAA.
+#[tokio::test]
+async fn qname_minimisation_is_visible_at_the_authorities() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let server = recursive_server(&h, "").await;
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::AAAA, support::EDNS).await.unwrap();
+    assert_eq!(addrs_of(&m), ["2001:db8::1"], "{m:?}");
+    for s in ["root", "tld"] {
+        assert_eq!(h.stat_or_zero(s, "num.type.AAAA"), 0, "{s} was asked the full AAAA question");
+        assert!(h.stat_or_zero(s, "num.type.A") >= 1, "{s} was not asked at all");
+    }
+    assert_eq!(h.stat_or_zero("leaf", "num.type.AAAA"), 1, "the leaf gets the real question once");
+    server.shutdown().await;
+
+    let server = recursive_server(&h, "[recursion]\nqname_minimisation = false\n").await;
+    support::udp(server.addr, "www.signed.test.", RecordType::AAAA, support::EDNS).await.unwrap();
+    assert!(h.stat_or_zero("root", "num.type.AAAA") >= 1, "without minimisation the root sees the question");
+    server.shutdown().await;
+}
+
+/// Bounded work: a question that needs more authority queries than
+/// `max_queries` is SERVFAIL at once; a CNAME whose target the policy
+/// blocks is never asked of that target's servers.
+#[tokio::test]
+async fn bounded_work_and_blocked_targets_never_asked() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let server = recursive_server(&h, "[recursion]\nmax_queries = 2\n").await;
+    // root, test., signed.test.: three queries from cold
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    server.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let list = support::write_list(dir.path(), "block.txt", "insecure.test\n");
+    let server = recursive_server(&h, &format!("[[lists]]\nname = \"block\"\nsource = \"{}\"\n", list)).await;
+    let other_before = h.queries("other");
+    // chain.signed.test. CNAME hop.insecure.test.: insecure.test. is blocked
+    let m = support::udp(server.addr, "chain.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(!support::ede(&m).is_empty(), "{m:?}");
+    assert_eq!(h.queries("other"), other_before, "the blocked CNAME target's server was asked");
+    server.shutdown().await;
+}
