@@ -1,5 +1,6 @@
-//! Recursive mode groundwork (issue #21): the loopback hierarchy itself
-//! (`hierarchy.rs`), checked over the wire and with ldns' own validators.
+//! Recursive mode (issue #21) over the wire against the loopback hierarchy
+//! (`hierarchy.rs`): the fixture itself, checked with ldns' own tools, then
+//! qalqan resolving from its root.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -91,195 +92,6 @@ async fn hierarchy_fixture_serves_and_validates() {
     }
 }
 
-/// What hickory-resolver's recursor (0.26.3, features `recursor` +
-/// `dnssec-ring`) makes of the hierarchy. These tests pin what it does today,
-/// good and bad, so that a hickory upgrade that changes it shows up here; the
-/// findings and the decision they feed are in docs/recursion.md.
-mod hickory_recursor {
-    use std::net::IpAddr;
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use hickory_proto::dnssec::{Proof, TrustAnchors};
-    use hickory_proto::op::Query;
-    use hickory_proto::rr::{Name, RecordType};
-    use hickory_resolver::net::runtime::TokioRuntimeProvider;
-    use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
-
-    use crate::hierarchy::Hierarchy;
-
-    type R = Recursor<TokioRuntimeProvider>;
-
-    pub fn recursor(h: &Hierarchy, validate: bool) -> R {
-        // Its default deny list holds 127.0.0.0/8: the loopback authorities.
-        let opts = RecursorOptions { deny_server: vec![], ..RecursorOptions::default() };
-        let policy = if validate {
-            let mut cfg = DnssecConfig::default();
-            cfg.trust_anchor = Some(Arc::new(TrustAnchors::from_file(&h.trust_anchor()).unwrap()));
-            DnssecPolicy::ValidateWithStaticKey(cfg)
-        } else {
-            DnssecPolicy::SecurityUnaware
-        };
-        Recursor::new(&[IpAddr::V4(h.addrs.root)], policy, None, opts, TokioRuntimeProvider::default()).unwrap()
-    }
-
-    /// The outcome in one line: `NoError A:secure RRSIG:secure` (the answer
-    /// section, each record with its DNSSEC proof, sorted) or `NXDOMAIN soa`,
-    /// `NODATA soa`, `error: …`; and how long it took.
-    pub async fn ask(r: &R, name: &str, qtype: RecordType) -> (String, Duration) {
-        let started = Instant::now();
-        let q = Query::query(Name::from_ascii(name).unwrap(), qtype);
-        let res = tokio::time::timeout(Duration::from_secs(30), r.resolve(q, Instant::now(), true)).await;
-        let took = started.elapsed();
-        let line = match res {
-            Err(_) => "timeout".to_string(),
-            Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => {
-                let kind = if e.is_nx_domain() { "NXDOMAIN" } else { "NODATA" };
-                format!("{kind}{}", if e.into_soa().is_some() { " soa" } else { "" })
-            }
-            Ok(Err(e)) => format!("error: {e}"),
-            Ok(Ok(m)) => {
-                // Sorted: the validating recursor returns the RRsets of a
-                // CNAME chain in an order that changes from run to run.
-                let mut recs: Vec<String> = m.answers.iter().map(|r| format!("{}:{}", r.record_type(), proof(r.proof))).collect();
-                recs.sort();
-                format!("{:?} {}", m.metadata.response_code, recs.join(" "))
-            }
-        };
-        (line, took)
-    }
-
-    fn proof(p: Proof) -> &'static str {
-        match p {
-            Proof::Secure => "secure",
-            Proof::Insecure => "insecure",
-            Proof::Bogus => "bogus",
-            _ => "indeterminate",
-        }
-    }
-
-    /// Names, validated and not: what works.
-    #[tokio::test]
-    async fn resolves_names_and_proves_them() {
-        let Some(h) = Hierarchy::start().await else { return };
-        let cases: &[(&str, &str, RecordType, &str, &str)] = &[
-            // (case, name, type, validating, non-validating)
-            ("signed A", "www.signed.test.", RecordType::A, "NoError A:secure RRSIG:secure", "NoError A:indeterminate"),
-            ("cached", "www.signed.test.", RecordType::A, "NoError A:secure RRSIG:secure", "NoError A:indeterminate"),
-            ("signed AAAA", "www.signed.test.", RecordType::AAAA, "NoError AAAA:secure RRSIG:secure", "NoError AAAA:indeterminate"),
-            (
-                "CNAME chain across zones and servers",
-                "chain.signed.test.",
-                RecordType::A,
-                "NoError A:secure CNAME:insecure CNAME:secure RRSIG:secure RRSIG:secure",
-                "NoError A:indeterminate CNAME:indeterminate CNAME:indeterminate",
-            ),
-            ("insecure delegation", "www.insecure.test.", RecordType::A, "NoError A:insecure", "NoError A:indeterminate"),
-            // A gap: drill validates this wildcard answer ([T], the fixture test); hickory calls it bogus.
-            (
-                "signed wildcard",
-                "x.w.signed.test.",
-                RecordType::A,
-                "error: net error: DNS error: DNSSEC Negative Record Response for x.w.signed.test. IN A, Bogus",
-                "NoError A:indeterminate",
-            ),
-            // Bogus comes back as an answer whose records say so: the caller must turn it into SERVFAIL.
-            ("broken signature", "www.bogus.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
-            ("expired signatures", "www.expired.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
-            ("DS of another key", "www.mismatch.test.", RecordType::A, "NoError A:bogus RRSIG:indeterminate", "NoError A:indeterminate"),
-            ("NXDOMAIN", "nx.signed.test.", RecordType::A, "NXDOMAIN soa", "NXDOMAIN soa"),
-            ("NODATA", "www.signed.test.", RecordType::MX, "NODATA soa", "NODATA soa"),
-        ];
-        for validate in [true, false] {
-            let r = recursor(&h, validate);
-            for (case, name, qtype, secure, plain) in cases {
-                let (got, took) = ask(&r, name, *qtype).await;
-                eprintln!("validate={validate} {case}: {got} in {took:?}");
-                assert_eq!(got, if validate { *secure } else { *plain }, "case `{case}`, validate={validate}");
-            }
-        }
-    }
-
-    /// What fails: a REFUSED from the first server of a delegation ends the
-    /// whole resolution (`name_server_pool.rs` returns every response error
-    /// but NXDOMAIN at once, without trying the next server), so a
-    /// half-lame delegation fails on a fresh recursor although ns2 serves
-    /// the zone. Every NS lame (dead.test.): an error, quickly.
-    #[tokio::test]
-    async fn lame_delegation_fails_on_first_refused() {
-        let Some(h) = Hierarchy::start().await else { return };
-        let mut failed = 0;
-        for validate in [true, false] {
-            for _ in 0..5 {
-                let r = recursor(&h, validate);
-                let (got, _) = ask(&r, "www.lame.test.", RecordType::A).await;
-                if got.starts_with("error") {
-                    failed += 1;
-                }
-            }
-        }
-        eprintln!("www.lame.test. failed on {failed} of 10 fresh recursors");
-        assert!(failed > 0, "hickory now retries past a lame server: update docs/recursion.md");
-        let r = recursor(&h, true);
-        let (got, took) = ask(&r, "www.dead.test.", RecordType::A).await;
-        assert!(got.contains("Refused"), "{got}");
-        assert!(took < Duration::from_secs(2), "{took:?}");
-    }
-
-    /// A 2.4 KB answer: truncated over UDP (1232-byte EDNS buffer), asked
-    /// again over TCP, validated.
-    #[tokio::test]
-    async fn truncated_answer_is_retried_over_tcp() {
-        let Some(h) = Hierarchy::start().await else { return };
-        let r = recursor(&h, true);
-        let tcp_before = h.tcp_queries("leaf");
-        let (got, _) = ask(&r, "big.signed.test.", RecordType::TXT).await;
-        assert_eq!(got, format!("NoError RRSIG:secure{}", " TXT:secure".repeat(12)));
-        assert!(h.tcp_queries("leaf") > tcp_before, "no TCP query reached the leaf server");
-    }
-
-    /// One NS of two has nothing listening (ICMP port unreachable, which an
-    /// unconnected UDP socket never sees): observed, a fresh recursor waits
-    /// out the whole 5 s request timeout on it and fails, instead of moving
-    /// on to ns2 after one server's timeout.
-    #[tokio::test]
-    async fn dead_server_costs_the_whole_timeout() {
-        let Some(h) = Hierarchy::start().await else { return };
-        let r = recursor(&h, false);
-        let (got, took) = ask(&r, "www.halfdead.test.", RecordType::A).await;
-        eprintln!("www.halfdead.test.: {got} in {took:?}");
-        let fast_answer = got == "NoError A:indeterminate" && took < Duration::from_secs(2);
-        let slow_failure = got.contains("timed out") && took >= Duration::from_secs(4);
-        assert!(fast_answer || slow_failure, "{got} in {took:?}");
-    }
-
-    /// Cost on loopback (debug build, so only the ratios mean something):
-    /// 200 distinct names after one warm-up (every delegation, DNSKEY and DS
-    /// cached), so each is one query to the leaf server: `nN.many.signed.test.`
-    /// (signed, one A each) and `nN.w.insecure.test.` (a wildcard).
-    #[tokio::test]
-    async fn cost_per_cold_name() {
-        let Some(h) = Hierarchy::start().await else { return };
-        for (zone, validate) in [("many.signed.test.", true), ("many.signed.test.", false), ("w.insecure.test.", true), ("w.insecure.test.", false)] {
-            let r = recursor(&h, validate);
-            let (warm, _) = ask(&r, &format!("n200.{zone}"), RecordType::A).await;
-            assert!(warm.starts_with("NoError"), "{warm}");
-            let n = 200;
-            let before = h.queries("leaf") + h.queries("other");
-            let started = Instant::now();
-            for i in 0..n {
-                let (got, _) = ask(&r, &format!("n{i}.{zone}"), RecordType::A).await;
-                assert!(got.starts_with("NoError A:"), "{got}");
-            }
-            let per = started.elapsed() / n;
-            let sent = h.queries("leaf") + h.queries("other") - before;
-            eprintln!("cost: {zone} validate={validate}: {per:?} per cold name (wall, client+servers), {:.1} authority queries per name", sent as f64 / f64::from(n));
-            // Strict QNAME minimisation: an NS query, then the A query, for every new name.
-            assert!(sent <= u64::from(3 * n), "{sent} authority queries for {n} names");
-        }
-    }
-}
-
 /// `[upstream] mode = "recursive"` through qalqan, over the wire, against
 /// the hierarchy: names resolved from the root (UDP, which the fast path
 /// hands to the hickory path on a miss, and TCP), NXDOMAIN with the zone's
@@ -353,10 +165,9 @@ source = "{list}"
     server.shutdown().await;
 }
 
-/// Identical misses at once reach the authority as one resolution (the
-/// forwarder merges them itself; in recursive mode the recursor's lookups
-/// share them): measured 2 leaf queries (QNAME minimisation's NS, then A)
-/// for 20 clients.
+/// Identical misses at once reach the authority as one resolution
+/// (`Recurser` merges questions in flight): 20 clients, at most the
+/// minimised query and the question at the leaf.
 #[tokio::test]
 async fn qalqan_recursive_identical_misses() {
     let Some(h) = Hierarchy::start().await else { return };
