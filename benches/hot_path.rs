@@ -171,7 +171,7 @@ fn cache(c: &mut Criterion) {
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::{rdata::A, DNSClass, Name, RData, Record, RecordType};
     use qalqan::resolve::cache::{Cache, Key, KeyRef, Lookup, TtlPolicy};
-    let cache = Cache::new(200_000, TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600 });
+    let cache = Cache::new(200_000, TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600, stale_max: 0 });
     let now = std::time::Instant::now();
     let mut keys = Vec::new();
     for n in names(100_000) {

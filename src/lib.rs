@@ -241,7 +241,12 @@ pub fn build_handler(
                 max_bytes: cfg.cache_max_bytes,
                 max_reply_bytes: cfg.cache_max_reply_bytes,
             },
-            TtlPolicy { min_ttl: cfg.cache_min_ttl, max_ttl: cfg.cache_max_ttl, max_negative_ttl: cfg.cache_max_negative_ttl },
+            TtlPolicy {
+                min_ttl: cfg.cache_min_ttl,
+                max_ttl: cfg.cache_max_ttl,
+                max_negative_ttl: cfg.cache_max_negative_ttl,
+                stale_max: cfg.cache_stale_max,
+            },
         ),
         forwarder,
         recurser,
@@ -256,6 +261,7 @@ pub fn build_handler(
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),
+        prefetch: cfg.cache_prefetch,
         outsiders: server::handler::Outsiders {
             drop: cfg.outside_acl_drop,
             refused: server::ratelimit::Budget::new(cfg.outside_acl_refused_qps),

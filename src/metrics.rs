@@ -17,6 +17,8 @@ pub enum Outcome {
     /// Resolved from the root (`[upstream] mode = "recursive"`).
     Recursed,
     Cached,
+    /// Answered from an expired entry because resolution failed (RFC 8767).
+    Stale,
     Blocked,
     Refused,
     Servfail,
@@ -24,10 +26,11 @@ pub enum Outcome {
     Dropped,
 }
 
-const OUTCOMES: [(Outcome, &str); 8] = [
+const OUTCOMES: [(Outcome, &str); 9] = [
     (Outcome::Forwarded, "forwarded"),
     (Outcome::Recursed, "recursed"),
     (Outcome::Cached, "cached"),
+    (Outcome::Stale, "stale"),
     (Outcome::Blocked, "blocked"),
     (Outcome::Refused, "refused"),
     (Outcome::Servfail, "servfail"),
@@ -48,6 +51,10 @@ pub struct Metrics {
     blocked_total: IntCounterVec,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// `qalqan_stale_answers_total` (RFC 8767).
+    pub stale_answers: IntCounter,
+    /// `qalqan_prefetches_total`: entries refreshed before they expired.
+    pub prefetches: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
     /// `qalqan_tcp_connections_open`.
@@ -131,6 +138,11 @@ impl Metrics {
         registry.register(Box::new(cache_hits.clone()))?;
         let cache_misses = IntCounter::new("qalqan_cache_misses_total", "Cache look-ups that went upstream")?;
         registry.register(Box::new(cache_misses.clone()))?;
+        let stale_answers =
+            IntCounter::new("qalqan_stale_answers_total", "Answers served from expired cache entries because resolution failed (RFC 8767)")?;
+        registry.register(Box::new(stale_answers.clone()))?;
+        let prefetches = IntCounter::new("qalqan_prefetches_total", "Cache entries refreshed in the background before they expired")?;
+        registry.register(Box::new(prefetches.clone()))?;
         let cache_entries = IntGauge::new("qalqan_cache_entries", "Entries in the reply cache")?;
         registry.register(Box::new(cache_entries.clone()))?;
         let cache_bytes = IntGauge::new("qalqan_cache_bytes", "Bytes the reply cache holds (replies and bookkeeping; [cache] max_bytes bounds it)")?;
@@ -201,6 +213,8 @@ impl Metrics {
             blocked_total,
             cache_hits,
             cache_misses,
+            stale_answers,
+            prefetches,
             cache_entries,
             cache_bytes,
             tcp_open,

@@ -25,7 +25,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let cfg = &app.config;
     let (upstreams, recurser) = match cfg.upstream_mode {
         UpstreamMode::Forward => (upstreams(cfg)?, None),
-        UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout, cfg.recursion.clone())?))),
+        UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout, cfg.recursion.clone(), &app.metrics)?))),
     };
     let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
     let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);

@@ -380,7 +380,7 @@ pub fn fuzz_upstream_reply(data: &[u8]) {
     });
     let cache = qalqan::resolve::cache::Cache::new(
         4,
-        qalqan::resolve::cache::TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600 },
+        qalqan::resolve::cache::TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600, stale_max: 0 },
     );
     let key = qalqan::resolve::cache::Key {
         name: qalqan::name::QName::parse("www.example").expect("fixture"),

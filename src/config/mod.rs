@@ -194,6 +194,11 @@ pub struct Config {
     pub cache_max_entries: u64,
     pub cache_max_bytes: u64,
     pub cache_max_reply_bytes: usize,
+    /// `[cache] serve_stale`: seconds past expiry an entry may be served
+    /// (`stale_max_s`); 0 = never.
+    pub cache_stale_max: u32,
+    /// `[cache] prefetch`.
+    pub cache_prefetch: bool,
     pub cache_min_ttl: u32,
     pub cache_max_ttl: u32,
     pub cache_max_negative_ttl: u32,
@@ -563,6 +568,8 @@ impl Config {
             cache_max_entries: raw.cache.max_entries,
             cache_max_bytes: raw.cache.max_bytes,
             cache_max_reply_bytes: raw.cache.max_reply_bytes,
+            cache_stale_max: if raw.cache.serve_stale { raw.cache.stale_max_s.max(1) } else { 0 },
+            cache_prefetch: raw.cache.prefetch,
             cache_min_ttl: raw.cache.min_ttl,
             cache_max_ttl: raw.cache.max_ttl,
             cache_max_negative_ttl: raw.cache.max_negative_ttl,

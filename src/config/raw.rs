@@ -445,6 +445,21 @@ pub struct RawCache {
     /// Cap for negative answers (RFC 2308 §5 suggests 1–3 hours).
     #[serde(default = "default_max_negative_ttl")]
     pub max_negative_ttl: u32,
+    /// RFC 8767: when the upstreams or authorities fail, answer from an
+    /// expired entry (TTL 30, EDE 3 Stale Answer).
+    #[serde(default)]
+    pub serve_stale: bool,
+    /// Seconds past expiry an entry may still be served stale.
+    #[serde(default = "default_stale_max_s")]
+    pub stale_max_s: u32,
+    /// Refresh an entry that is asked for in the last tenth of its TTL, in
+    /// the background, so popular names never expire.
+    #[serde(default)]
+    pub prefetch: bool,
+}
+
+fn default_stale_max_s() -> u32 {
+    86_400
 }
 
 impl Default for RawCache {
@@ -456,6 +471,9 @@ impl Default for RawCache {
             min_ttl: 0,
             max_ttl: default_max_ttl(),
             max_negative_ttl: default_max_negative_ttl(),
+            serve_stale: false,
+            stale_max_s: default_stale_max_s(),
+            prefetch: false,
         }
     }
 }
@@ -646,6 +664,9 @@ mod docs_tests {
                 min_ttl: 0,
                 max_ttl: default_max_ttl(),
                 max_negative_ttl: default_max_negative_ttl(),
+                serve_stale: true,
+                stale_max_s: default_stale_max_s(),
+                prefetch: true,
             },
             sinkhole: RawSinkhole { a: default_a(), aaaa: default_aaaa(), ttl: default_sinkhole_ttl() },
             metrics: RawMetrics { listen: Some("127.0.0.1:9153".to_owned()) },
@@ -664,6 +685,7 @@ mod docs_tests {
                 action: default_limit_action(),
                 max_tracked_clients: default_max_tracked(),
             },
+            recursion: RawRecursion::default(),
             admin: Some(RawAdmin {
                 listen: "127.0.0.1:8053".to_owned(),
                 token_file: "/etc/qalqan/admin.token".to_owned(),

@@ -111,6 +111,8 @@ pub struct Entry {
     /// probes into a 1M-rule index miss the CPU cache); any publish makes
     /// the next hit check again. See [`Entry::passed`].
     pass_gen: AtomicU64,
+    /// A background refresh of this entry was started ([`Entry::claim_prefetch`]).
+    prefetch: std::sync::atomic::AtomicBool,
 }
 
 /// An answer as a whole reply message, as the upstream sent it: header
@@ -194,6 +196,21 @@ impl Entry {
         self.ttl.checked_sub(age).filter(|&r| r > 0)
     }
 
+    /// Whether this hit should refresh the entry in the background: it is
+    /// in the last tenth of a TTL of at least 10 s, and no refresh was
+    /// started for it yet (the first such hit claims it). Cost: a
+    /// subtraction and compare per hit; the atomic swap only for the hit
+    /// that claims, a relaxed load for the ones after it.
+    pub fn claim_prefetch(&self, now: Instant) -> bool {
+        if self.ttl < 10 {
+            return false;
+        }
+        let Some(left) = self.remaining(now) else { return false };
+        left.saturating_mul(10) <= self.ttl
+            && !self.prefetch.load(Ordering::Relaxed)
+            && !self.prefetch.swap(true, Ordering::Relaxed)
+    }
+
     /// Whether the policy of `generation` was found to let this answer
     /// through ([`Entry::set_passed`]). Cost: one relaxed load.
     pub fn passed(&self, generation: u64) -> bool {
@@ -249,7 +266,13 @@ pub struct TtlPolicy {
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub max_negative_ttl: u32,
+    /// RFC 8767: seconds past expiry [`Cache::get_stale`] still returns an
+    /// entry; 0 = serve-stale off.
+    pub stale_max: u32,
 }
+
+/// The TTL of every record of a stale answer (RFC 8767 §4: 30 seconds).
+pub const STALE_TTL: u32 = 30;
 
 /// The reply cache: `SHARDS` independently locked shards, each a hash table
 /// of indices into a fixed-capacity node array, evicting with CLOCK (second
@@ -433,6 +456,27 @@ impl Cache {
         Some(Arc::clone(&n.entry))
     }
 
+    /// An expired entry for `key` that is still within `stale_max` of its
+    /// expiry (serve-stale, RFC 8767), or a live one. `None` when
+    /// serve-stale is off. Cost: as [`Cache::get`]; only called once
+    /// resolution has failed.
+    pub fn get_stale(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
+        if self.ttl.stale_max == 0 {
+            return None;
+        }
+        let key = key.as_ref();
+        let (hash, shard) = self.shard(&key);
+        let s = shard?.lock().ok()?;
+        let i = s.find(hash, &key)?;
+        let e = &s.nodes.get(i)?.entry;
+        (e.ttl > 0 && e.age(now) <= e.ttl.saturating_add(self.ttl.stale_max)).then(|| Arc::clone(e))
+    }
+
+    /// Whether serve-stale is on.
+    pub fn serves_stale(&self) -> bool {
+        self.ttl.stale_max > 0
+    }
+
     /// [`Cache::get_ref`] for a batch of keys (`None`: nothing to look up):
     /// each shard the keys fall in is locked once, in ascending order (so
     /// batches on several workers cannot deadlock), and all of them are held
@@ -548,6 +592,7 @@ impl Cache {
             stored: now,
             ttl,
             pass_gen: AtomicU64::new(0),
+            prefetch: std::sync::atomic::AtomicBool::new(false),
         });
         if ttl > 0 {
             let key = key.as_ref();
@@ -569,6 +614,7 @@ impl Cache {
             stored: now,
             ttl: 0,
             pass_gen: AtomicU64::new(0),
+            prefetch: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -632,7 +678,7 @@ mod tests {
     }
 
     fn ttl() -> TtlPolicy {
-        TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600 }
+        TtlPolicy { min_ttl: 0, max_ttl: 86_400, max_negative_ttl: 3600, stale_max: 0 }
     }
 
     fn put(c: &Cache, n: &str, ttl: u32, now: Instant) {
@@ -723,7 +769,7 @@ mod tests {
 
     #[test]
     fn served_ttls_never_exceed_the_clamped_entry_ttl() {
-        let c = Cache::new(100, TtlPolicy { min_ttl: 0, max_ttl: 60, max_negative_ttl: 3600 });
+        let c = Cache::new(100, TtlPolicy { min_ttl: 0, max_ttl: 60, max_negative_ttl: 3600, stale_max: 0 });
         let now = Instant::now();
         let (e, _) = c.insert_answer(&key("long.example."), &Name::from_ascii("long.example.").unwrap(), &answer("long.example.", 86_400), now).unwrap();
         assert_eq!(e.ttl, 60);

@@ -33,7 +33,10 @@ use super::respond;
 use crate::metrics::{Metrics, Outcome};
 use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
-use crate::resolve::cache::{Cache, Key, Wire};
+use crate::resolve::cache::{Cache, Key, Wire, STALE_TTL};
+
+/// The `age` a stale answer is given (its TTLs are set to [`STALE_TTL`] instead).
+const STALE_AGE: u32 = 0;
 use crate::resolve::forward::{Forwarder, Question};
 use crate::resolve::recurse::Recurser;
 use crate::wire::scan::{each_chain_item, ChainItem};
@@ -61,6 +64,8 @@ pub struct Shared {
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
     /// What UDP clients outside the ACL get.
     pub outsiders: Outsiders,
+    /// `[cache] prefetch`: hits in an entry's last tenth refresh it.
+    pub prefetch: bool,
 }
 
 /// `[server] outside_acl`, `outside_acl_refused_qps`.
@@ -99,6 +104,49 @@ impl Shared {
 #[derive(Clone)]
 pub struct Handler {
     pub shared: Arc<Shared>,
+}
+
+/// Refreshes the cache entry of `key` in the background (`[cache]
+/// prefetch`): asks the upstreams (or the root) again and stores what
+/// comes back, unless it is a failure. `question` is the question
+/// section as the client sent it. The policy is not asked here: it
+/// checks the new entry when it is served, like any other.
+pub fn prefetch(shared: &Arc<Shared>, key: Key, question: Box<[u8]>) {
+    let shared = Arc::clone(shared);
+    let (name, qtype, qclass) = (respond::fqdn(key.name.as_str()), key.qtype, key.qclass);
+    let (dnssec_ok, cd) = (key.dnssec_ok, key.checking_disabled);
+    let store = move |s: &Shared, reply: crate::resolve::Reply| {
+        if reply.scan.rcode != 2 {
+            s.metrics.prefetches.inc();
+            s.cache.insert(&key, reply, Instant::now());
+        }
+    };
+    match &shared.recurser {
+        None => {
+            let s = Arc::clone(&shared);
+            shared.forwarder.resolve_then(
+                question,
+                dnssec_ok,
+                cd,
+                Box::new(move |r| {
+                    if let Ok(reply) = r {
+                        store(&s, reply);
+                    }
+                }),
+            );
+        }
+        Some(r) => {
+            let r = Arc::clone(r);
+            let Some(name) = name else { return };
+            tokio::spawn(async move {
+                if let Ok(done) = r.resolve(&name, qtype, qclass, &|_| false).await {
+                    if done.cacheable {
+                        store(&shared, done.reply);
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// TTL of the RFC 8482 HINFO that answers ANY.
@@ -224,6 +272,10 @@ impl Handler {
             Some(entry) => {
                 s.metrics.cache_hits.inc();
                 let age = entry.age(now);
+                if s.prefetch && entry.claim_prefetch(now) {
+                    let question = question_wire(&qname_wire, qtype, key.qclass).into_boxed_slice();
+                    prefetch(&self.shared, key.clone(), question);
+                }
                 (entry, age, Outcome::Cached)
             }
             None => {
@@ -246,6 +298,13 @@ impl Handler {
                         s.forwarder.resolve(&q).await.map(|r| (r, true))
                     }
                 };
+                // an upstream's SERVFAIL is a failure too (RFC 8767 §4)
+                let resolved = match resolved {
+                    Ok((a, _)) if a.rcode() == ResponseCode::ServFail && s.cache.serves_stale() => {
+                        Err(ResolveError::Timeout(std::time::Duration::ZERO))
+                    }
+                    other => other,
+                };
                 match resolved {
                     Ok((a, cacheable)) => {
                         // the entry is answered from whether or not it was cacheable
@@ -257,7 +316,14 @@ impl Handler {
                             ResolveError::Timeout(_) => tracing::debug!(name = %key.name, "upstream timeout"),
                             other => tracing::debug!(name = %key.name, error = %other, "upstream failed"),
                         }
-                        return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
+                        // RFC 8767: an expired answer beats no answer
+                        match s.cache.get_stale(&key, now) {
+                            Some(entry) => {
+                                s.metrics.stale_answers.inc();
+                                (entry, STALE_AGE, Outcome::Stale)
+                            }
+                            None => return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail),
+                        }
                     }
                 }
             }
@@ -270,15 +336,19 @@ impl Handler {
         let a = answer.answer();
         let mut meta = meta_for(a.rcode);
         meta.authentic_data = a.authentic_data && (dnssec_ok || request.metadata.authentic_data);
+        let stale = outcome == Outcome::Stale;
         let aged = |rs: &[Record]| -> Vec<Record> {
             rs.iter()
                 .map(|r| {
                     let mut r = r.clone();
-                    r.ttl = r.ttl.saturating_sub(age);
+                    r.ttl = if stale { STALE_TTL } else { r.ttl.saturating_sub(age) };
                     r
                 })
                 .collect()
         };
+        if let (true, Some(e)) = (stale, edns.as_mut()) {
+            respond::add_ede(e, respond::EDE_STALE, "stale answer: the authorities did not answer");
+        }
         let reply = Reply {
             meta,
             answers: aged(&a.answers),

@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use crate::policy::Sinkhole;
 use crate::rules::LocalData;
 
-pub use crate::wire::opt::{EDE_OPTION, EDE_PROHIBITED};
+pub use crate::wire::opt::{EDE_OPTION, EDE_PROHIBITED, EDE_STALE};
 
 /// The OPT record for a reply to a request that had `req` (RFC 6891 §6.1.1):
 /// version 0, our payload size `min(max(req, 512), cap)`, DO mirrored.

@@ -10,6 +10,8 @@ use super::rtype;
 pub const EDE_OPTION: u16 = 15;
 /// RFC 8914 INFO-CODE 18, Prohibited.
 pub const EDE_PROHIBITED: u16 = 18;
+/// RFC 8914 §4.4: Stale Answer (served under RFC 8767).
+pub const EDE_STALE: u16 = 3;
 
 /// Appends an OPT record: `payload`, DO as given, and the EDE option
 /// `(INFO-CODE, EXTRA-TEXT pieces)` if any (pieces concatenated; a text

@@ -299,3 +299,30 @@ async fn bounded_work_and_blocked_targets_never_asked() {
     assert_eq!(h.queries("other"), other_before, "the blocked CNAME target's server was asked");
     server.shutdown().await;
 }
+
+/// Serve-stale in recursive mode: every authority of `signed.test.` stops,
+/// the entry has expired (`max_ttl = 1`), and the client gets the old
+/// answer with TTL 30 and EDE 3 within `server_timeout_ms`-ish, not
+/// SERVFAIL; authorities' replies are counted under
+/// `qalqan_upstream_requests_total{server="authorities"}`.
+#[tokio::test]
+async fn serve_stale_when_every_authority_of_a_zone_is_down() {
+    let Some(mut h) = Hierarchy::start().await else { return };
+    let server =
+        recursive_server(&h, "[cache]\nmax_ttl = 1\nserve_stale = true\n[recursion]\nserver_timeout_ms = 300\n").await;
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(addrs_of(&m), ["192.0.2.1"]);
+    h.stop("leaf");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert_eq!(addrs_of(&m), ["192.0.2.1"], "{m:?}");
+    assert_eq!(m.answers[0].ttl, 30);
+    assert!(support::ede(&m).iter().any(|(c, _)| *c == 3), "{m:?}");
+    let text = server.metrics.encode();
+    assert!(support::sample(&text, "qalqan_upstream_requests_total{result=\"ok\",server=\"authorities\"}") >= 3.0, "{text}");
+    // a stopped server on loopback: ICMP port unreachable (error), elsewhere a timeout
+    let failed = support::sample(&text, "qalqan_upstream_requests_total{result=\"timeout\",server=\"authorities\"}")
+        + support::sample(&text, "qalqan_upstream_requests_total{result=\"error\",server=\"authorities\"}");
+    assert!(failed >= 1.0, "{text}");
+    server.shutdown().await;
+}

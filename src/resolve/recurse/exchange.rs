@@ -30,7 +30,6 @@ pub(super) enum ExchangeError {
 pub(super) struct Exchanged {
     pub reply: Message,
     pub rtt: Duration,
-    pub tcp: bool,
 }
 
 /// Asks `server` for `name`/`qtype` (class IN), DO set when `dnssec_ok`;
@@ -67,10 +66,10 @@ pub(super) async fn ask(
         if truncated {
             let tcp_started = Instant::now();
             let reply = ask_tcp(server, &question, dnssec_ok, timeout).await?;
-            return Ok(Exchanged { reply, rtt: tcp_started.elapsed(), tcp: true });
+            return Ok(Exchanged { reply, rtt: tcp_started.elapsed() });
         }
         let reply = Message::from_vec(bytes).map_err(|_| ExchangeError::Malformed)?;
-        return Ok(Exchanged { reply, rtt: started.elapsed(), tcp: false });
+        return Ok(Exchanged { reply, rtt: started.elapsed() });
     }
 }
 

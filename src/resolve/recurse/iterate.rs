@@ -167,7 +167,14 @@ impl Recurser {
                 tried.push(ip);
                 b.spend()?;
                 let timeout = self.servers.timeout(ip);
-                match exchange::ask(SocketAddr::new(ip, 53), ask, atype, false, timeout).await {
+                let sent = Instant::now();
+                let got = exchange::ask(SocketAddr::new(ip, 53), ask, atype, false, timeout).await;
+                let outcome = match &got {
+                    Ok(x) => Ok(x.reply.metadata.response_code),
+                    Err(e) => Err(matches!(e, ExchangeError::Timeout)),
+                };
+                self.metrics.record(&outcome, sent.elapsed());
+                match got {
                     Ok(x) => {
                         self.servers.answered(ip, x.rtt);
                         match classify(x.reply, ask, atype, &zone.name) {

@@ -150,12 +150,16 @@ pub struct Recurser {
     /// Authorities on loopback, private and reserved addresses are never
     /// asked, except inside a prefix that holds a root from the hints.
     deny: Vec<ipnet::IpNet>,
+    /// Every query to an authority, aggregated under
+    /// `qalqan_upstream_requests_total{server="authorities"}` (one label
+    /// value however many authorities there are).
+    metrics: crate::metrics::UpstreamMetrics,
 }
 
 impl Recurser {
     /// A recursor starting at `roots` (empty = [`IANA_ROOTS`]) that gives up
     /// on a question after `timeout`.
-    pub fn new(roots: &[IpAddr], timeout: Duration, limits: Limits) -> Result<Self, RecurseError> {
+    pub fn new(roots: &[IpAddr], timeout: Duration, limits: Limits, metrics: &crate::metrics::Metrics) -> Result<Self, RecurseError> {
         let roots = if roots.is_empty() { &IANA_ROOTS[..] } else { roots };
         let mut deny: Vec<ipnet::IpNet> = DENY.iter().filter_map(|s| s.parse().ok()).collect();
         deny.retain(|net| !roots.iter().any(|ip| net.contains(ip)));
@@ -170,6 +174,7 @@ impl Recurser {
             timeout,
             inflight: Mutex::new(HashMap::new()),
             deny,
+            metrics: metrics.upstream("authorities"),
         })
     }
 

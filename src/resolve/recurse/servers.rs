@@ -87,6 +87,7 @@ impl Servers {
     }
 
     /// Whether `ip` is backed off now.
+    #[cfg(test)]
     pub fn is_down(&self, ip: IpAddr, now: Instant) -> bool {
         self.map.lock().ok().and_then(|m| m.get(&ip).and_then(|i| i.down_until)).is_some_and(|t| t > now)
     }

@@ -23,7 +23,9 @@ pub(super) struct Zone {
     pub ns: Vec<Name>,
     /// `None`: the root from the hints, kept for ever.
     pub expires: Option<Instant>,
-    /// DS and NSEC/NSEC3 records from the referral (for the validator).
+    /// DS and NSEC/NSEC3 records from the referral (for the validator,
+    /// which is not wired in yet).
+    #[allow(dead_code)]
     pub security: Vec<Record>,
     /// NS name → address: glue, then whatever was resolved for glueless NS.
     addrs: Mutex<Vec<(Name, IpAddr)>>,

@@ -7,7 +7,7 @@ use hickory_proto::rr::RecordType;
 use hickory_server::net::xfer::Protocol;
 
 use super::parse::Simple;
-use super::reply::{blocked_reply, from_wire};
+use super::reply::{blocked_reply, from_wire, stale_from_wire};
 use crate::metrics::Outcome;
 use crate::policy::Verdict;
 use crate::resolve::cache::Key;
@@ -113,9 +113,23 @@ pub type Deliver = Box<dyn FnOnce(Result<Vec<u8>, Box<[u8]>>) + Send>;
 fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate::resolve::ResolveError>, deliver: Deliver) {
     let q = mq.view();
     let reply = match r {
+        // an upstream's SERVFAIL is a failure too (RFC 8767 §4)
+        Ok(r) if r.scan.rcode == 2 && s.cache.serves_stale() => match stale(s, &mq, &q) {
+            Some(reply) => {
+                s.metrics.stale_answers.inc();
+                s.metrics.observe(Protocol::Udp, Outcome::Stale, start.elapsed());
+                return deliver(Ok(reply));
+            }
+            None => r,
+        },
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(name = %mq.key.name, error = %e, "upstream failed");
+            if let Some(reply) = stale(s, &mq, &q) {
+                s.metrics.stale_answers.inc();
+                s.metrics.observe(Protocol::Udp, Outcome::Stale, start.elapsed());
+                return deliver(Ok(reply));
+            }
             s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
             return deliver(Ok(blocked_reply(&q, 2, None, None, s.max_udp_payload)));
         }
@@ -152,6 +166,23 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
             deliver(Err(mq.packet));
         }
     }
+}
+
+/// RFC 8767: a stale answer for a miss whose resolution failed, when
+/// serve-stale is on, an expired entry is within `stale_max_s` and the
+/// policy in force lets it through (name and chain, as for a hit).
+fn stale(s: &Shared, mq: &MissQuery, q: &Simple<'_>) -> Option<Vec<u8>> {
+    let entry = s.cache.get_stale(&mq.key, Instant::now())?;
+    let policy = s.policy.load();
+    let allowed = match policy.check(&mq.key.name) {
+        Verdict::Blocked(_) => return None,
+        Verdict::Allowed(_) => true,
+        Verdict::Pass => false,
+    };
+    if !allowed && chain_block(&policy, &entry.wire).is_some() {
+        return None;
+    }
+    stale_from_wire(q, &entry.wire, q.payload(s.max_udp_payload).1)
 }
 
 /// [`start_miss`] awaited: the reply to send, or the hickory path's.

@@ -2,7 +2,7 @@
 //! cached answer with the client's ID, flags, question and OPT.
 
 use super::parse::Simple;
-use crate::resolve::cache::Wire;
+use crate::resolve::cache::{Wire, STALE_TTL};
 use crate::wire::{self, header, opt};
 
 /// A blocked answer (NXDOMAIN / NODATA with SOA, or REFUSED) built from a
@@ -30,11 +30,31 @@ pub(super) fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, 
 /// question lengths differ. Cost: one allocation and copy of the reply, a
 /// 4-byte write per record; no parsing, no name compression.
 pub(super) fn from_wire(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u16) -> Option<Vec<u8>> {
+    encode(q, w, Ttl::Age(age), ad, payload, None)
+}
+
+/// A stale answer (RFC 8767) from an expired entry: as [`from_wire`] with
+/// every TTL set to [`STALE_TTL`] and EDE 3 (Stale Answer) in the OPT when
+/// the client sent one. Cost: as [`from_wire`].
+pub(super) fn stale_from_wire(q: &Simple<'_>, w: &Wire, payload: u16) -> Option<Vec<u8>> {
+    encode(q, w, Ttl::Fixed(STALE_TTL), false, payload, Some((opt::EDE_STALE, &["stale answer: the upstream did not answer"])))
+}
+
+/// What the TTLs of a reply from the cache become.
+enum Ttl {
+    /// Lowered by the entry's age in seconds.
+    Age(u32),
+    /// Set to this.
+    Fixed(u32),
+}
+
+fn encode(q: &Simple<'_>, w: &Wire, ttl: Ttl, ad: bool, payload: u16, ede: Option<(u16, &[&str])>) -> Option<Vec<u8>> {
     let qe = usize::from(w.question_end);
     if qe != header::LEN + q.question.len() {
         return None;
     }
-    let total = w.bytes.len() + if q.edns.is_some() { 11 } else { 0 };
+    let ede_len = ede.map_or(0, |(_, t)| 6 + t.iter().map(|p| p.len()).sum::<usize>());
+    let total = w.bytes.len() + if q.edns.is_some() { 11 + ede_len } else { 0 };
     if total > usize::from(payload) {
         return None;
     }
@@ -45,18 +65,26 @@ pub(super) fn from_wire(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u
     out.get_mut(0..2)?.copy_from_slice(&q.id.to_be_bytes());
     out.get_mut(2..4)?.copy_from_slice(&flags.to_be_bytes());
     out.get_mut(12..qe)?.copy_from_slice(q.question);
-    if age > 0 {
-        for &off in w.ttl_offsets.iter() {
-            let f = out.get_mut(usize::from(off)..usize::from(off) + 4)?;
-            let ttl = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
-            f.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+    match ttl {
+        Ttl::Age(0) => {}
+        Ttl::Age(age) => {
+            for &off in w.ttl_offsets.iter() {
+                let f = out.get_mut(usize::from(off)..usize::from(off) + 4)?;
+                let ttl = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+                f.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+            }
+        }
+        Ttl::Fixed(t) => {
+            for &off in w.ttl_offsets.iter() {
+                out.get_mut(usize::from(off)..usize::from(off) + 4)?.copy_from_slice(&t.to_be_bytes());
+            }
         }
     }
     if let Some((client_payload, dnssec_ok)) = q.edns {
         let ar = out.get_mut(10..12)?;
         let n = u16::from_be_bytes([ar[0], ar[1]]).checked_add(1)?;
         ar.copy_from_slice(&n.to_be_bytes());
-        opt::write(&mut out, client_payload.max(512).min(payload.max(512)), dnssec_ok, None);
+        opt::write(&mut out, client_payload.max(512).min(payload.max(512)), dnssec_ok, ede);
     }
     Some(out)
 }

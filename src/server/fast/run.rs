@@ -155,13 +155,28 @@ pub async fn run_async(
         }
         looked.clear();
         looked.resize_with(n, || None);
+        // hits in their entry's last tenth: refreshed in the background ([cache] prefetch)
+        let mut refresh = [false; BATCH];
         shared.cache.get_batch(keys.get(..n).unwrap_or(&[]), now, &mut looked, |i, entry| {
+            if shared.prefetch && entry.claim_prefetch(now) {
+                if let Some(f) = refresh.get_mut(i) {
+                    *f = true;
+                }
+            }
             let (_, _, Taken::Query(q)) = datagrams.get(i)?.as_ref()? else { return None };
             passed_reply(&shared, &policy, q, entry, now).map(|f| match f {
                 Fast::Reply(r, _) => Some(r),
                 _ => None,
             })
         });
+        if refresh.contains(&true) {
+            for ((d, a), f) in datagrams.iter().zip(ahead.iter()).zip(refresh.iter()) {
+                if let (true, Some((_, _, Taken::Query(q))), Some((name, _))) = (*f, d, a) {
+                    let (dnssec_ok, _) = q.payload(shared.max_udp_payload);
+                    crate::server::handler::prefetch(&shared, q.key(*name, dnssec_ok), Box::from(q.question));
+                }
+            }
+        }
         for (a, l) in ahead.iter().zip(looked.iter()) {
             if let (Some((_, h)), Some(Lookup::Miss | Lookup::Entry(_))) = (a, l) {
                 policy.index.prefetch_rule(*h);
