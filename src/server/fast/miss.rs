@@ -92,6 +92,9 @@ pub fn start_miss(h: &crate::server::handler::Handler, mq: MissQuery, start: Ins
     };
     permit.forget(); // given back when the forwarder is done
     s.metrics.cache_misses.inc();
+    if let Some(r) = &s.recurser {
+        return start_recursion(h, r, mq, start, deliver);
+    }
     let question = Box::<[u8]>::from(mq.view().question);
     let (dnssec_ok, cd) = (mq.key.dnssec_ok, mq.cd);
     let handler = h.clone();
@@ -104,6 +107,45 @@ pub fn start_miss(h: &crate::server::handler::Handler, mq: MissQuery, start: Ins
             finish_miss(&handler.shared, mq, start, r, deliver);
         }),
     );
+}
+
+/// [`start_miss`] in recursive mode: the iterator runs as a task (it
+/// awaits many authorities), then the reply goes the forwarded reply's way.
+/// A chain the iterator cut at a blocked target is not cacheable: the
+/// hickory path answers it (it blocks it).
+fn start_recursion(
+    h: &crate::server::handler::Handler,
+    r: &std::sync::Arc<crate::resolve::recurse::Recurser>,
+    mq: MissQuery,
+    start: Instant,
+    deliver: Deliver,
+) {
+    let (handler, r) = (h.clone(), std::sync::Arc::clone(r));
+    tokio::spawn(async move {
+        let s = &*handler.shared;
+        // the name as the client wrote it (case kept: the reply echoes it)
+        let labels = crate::wire::name::name_labels(&mq.packet, 12);
+        let name = labels.and_then(|l| hickory_proto::rr::Name::from_labels(l).ok()).map(|mut n| {
+            n.set_fqdn(true);
+            n
+        });
+        let Some(name) = name else {
+            s.inflight.add_permits(1);
+            return deliver(Err(mq.packet));
+        };
+        let policy = s.policy.load_full();
+        let allowed = matches!(mq.checked, Some((g, true)) if g == policy.generation);
+        let blocked = |n: &hickory_proto::rr::Name| {
+            !allowed
+                && crate::name::QName::from_labels(n.iter()).is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
+        };
+        let result = r.resolve(&name, mq.key.qtype, mq.key.qclass, &blocked).await;
+        s.inflight.add_permits(1);
+        match result {
+            Ok(done) if !done.cacheable => deliver(Err(mq.packet)),
+            other => finish_miss(s, mq, start, other.map(|d| d.reply), deliver),
+        }
+    });
 }
 
 /// Where a forwarded miss's reply goes; `Err(packet)`: the query, for the hickory path.
@@ -158,7 +200,8 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
     let ad = entry.wire.authentic_data && (mq.key.dnssec_ok || q.ad);
     match (!chain_blocked).then(|| from_wire(&q, &entry.wire, 0, ad, payload)).flatten() {
         Some(reply) => {
-            s.metrics.observe(Protocol::Udp, Outcome::Forwarded, now.saturating_duration_since(start));
+            let outcome = if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded };
+            s.metrics.observe(Protocol::Udp, outcome, now.saturating_duration_since(start));
             deliver(Ok(reply));
         }
         None => {

@@ -154,10 +154,6 @@ fn decide(
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let Some(entry) = cached else {
-        if s.recurser.is_some() {
-            // recursive mode: misses are resolved on the hickory path for now
-            return Fast::Slow;
-        }
         let checked = Some((policy.generation, matches!(verdict, Verdict::Allowed(_))));
         return Fast::Miss(MissQuery::new(q, packet, q.key(name, dnssec_ok), checked));
     };
