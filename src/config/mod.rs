@@ -324,6 +324,8 @@ impl Config {
             zone_cache_entries: rc.zone_cache_entries,
             server_cache_entries: rc.server_cache_entries,
             max_delegation_ttl: Duration::from_secs(u64::from(raw.cache.max_ttl)),
+            socket_queries: raw.upstream.udp_socket_queries,
+            socket_lifetime: Duration::from_millis(raw.upstream.udp_socket_lifetime_ms),
         };
         if raw.upstream.timeout_ms == 0 || raw.upstream.timeout_ms > 60_000 {
             return Err(invalid("upstream.timeout_ms", "must be between 1 and 60000".into()));

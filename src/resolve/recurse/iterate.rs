@@ -168,7 +168,7 @@ impl Recurser {
                 b.spend()?;
                 let timeout = self.servers.timeout(ip);
                 let sent = Instant::now();
-                let got = exchange::ask(SocketAddr::new(ip, 53), ask, atype, false, timeout).await;
+                let got = exchange::ask(&self.sockets, SocketAddr::new(ip, 53), ask, atype, false, timeout).await;
                 let outcome = match &got {
                     Ok(x) => Ok(x.reply.metadata.response_code),
                     Err(e) => Err(matches!(e, ExchangeError::Timeout)),

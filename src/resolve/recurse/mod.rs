@@ -83,6 +83,11 @@ pub struct Limits {
     pub zone_cache_entries: usize,
     /// Authority addresses whose RTT is remembered.
     pub server_cache_entries: usize,
+    /// A UDP socket to an authority is used for at most this many queries
+    /// (`[upstream] udp_socket_queries`)...
+    pub socket_queries: u32,
+    /// ... and at most this long (`[upstream] udp_socket_lifetime_ms`).
+    pub socket_lifetime: Duration,
     /// Longest time a zone cut is remembered (its NS TTL, at most this).
     pub max_delegation_ttl: Duration,
 }
@@ -99,6 +104,8 @@ impl Default for Limits {
             ipv6: true,
             zone_cache_entries: 100_000,
             server_cache_entries: 100_000,
+            socket_queries: 2000,
+            socket_lifetime: Duration::from_secs(5),
             max_delegation_ttl: Duration::from_secs(86_400),
         }
     }
@@ -145,6 +152,7 @@ pub struct Recurser {
     timeout: Duration,
     servers: servers::Servers,
     zones: zones::Zones,
+    sockets: exchange::Sockets,
     /// Questions being resolved: identical misses wait for one resolution.
     inflight: Mutex<HashMap<Flight, Shared>>,
     /// Authorities on loopback, private and reserved addresses are never
@@ -170,6 +178,7 @@ impl Recurser {
         Ok(Recurser {
             servers: servers::Servers::new(limits.server_cache_entries, limits.server_timeout),
             zones: zones::Zones::new(&roots, limits.zone_cache_entries, limits.max_delegation_ttl),
+            sockets: exchange::Sockets::new(limits.socket_queries, limits.socket_lifetime, IDLE_SERVERS),
             limits,
             timeout,
             inflight: Mutex::new(HashMap::new()),
@@ -259,6 +268,9 @@ impl Recurser {
         self.zones.len()
     }
 }
+
+/// Authority addresses with idle sockets kept at most (up to 8 sockets each).
+const IDLE_SERVERS: usize = 1024;
 
 /// Prefixes authorities are never asked on (unless a root hint is inside).
 const DENY: &[&str] = &[
