@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::publish::{Incoming, Lists};
 use super::{LoadError, SourceMeta};
 use crate::config::{ListConfig, Redirects, SourceKind};
+use crate::rules::ListId;
 
 /// Redirect hops a pull follows at most.
 pub const MAX_REDIRECTS: usize = 5;
@@ -236,8 +237,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Fetches list `i` and offers the result; returns whether the list is in
 /// force after it (fetched now, or already had a version).
-pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: usize) -> Result<(), LoadError> {
-    let Some((cfg, _)) = lists.configs().get(i) else { return Ok(()) };
+pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: ListId) -> Result<(), LoadError> {
+    let Some(cfg) = lists.config(i) else { return Ok(()) };
     let prev = lists.state(i).map(|s| s.meta);
     match fetch(client, cfg, prev.as_ref(), &lists.signature_keys()).await {
         Ok(None) => {
@@ -258,13 +259,13 @@ pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: usize) -> 
 pub fn spawn(
     lists: Arc<Lists>,
     client: reqwest::Client,
-    i: usize,
+    i: ListId,
     now: Arc<tokio::sync::Notify>,
     immediately: bool,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let every = lists.configs().get(i).map(|c| c.0.refresh).unwrap_or(Duration::from_secs(300));
+        let every = lists.config(i).map(|c| c.refresh).unwrap_or(Duration::from_secs(300));
         let mut first = immediately;
         loop {
             if !first {

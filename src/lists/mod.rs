@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use crate::config::ListConfig;
 use crate::policy::index::{BuildError, Builder};
 use crate::policy::{Index, ListInfo, Policy};
-use crate::rules::{Entry, ListKind, Rule};
+use crate::rules::{Entry, ListId, ListKind, Rule};
 use parse::{ParseError, ParseOutput};
 
 /// What is remembered about the version of a list in force (its rules
@@ -251,7 +251,7 @@ impl std::fmt::Debug for RecordParser {
     }
 }
 
-/// Parses a new version of list `i` straight into a new index, carrying
+/// Parses a new version of list `id` straight into a new index, carrying
 /// every other list's rules over from `base`. Returns the index and the
 /// parse statistics (no per-rule entries are ever collected). With
 /// `records`, the rules come from it; `bytes` then only sizes the tables.
@@ -261,14 +261,13 @@ impl std::fmt::Debug for RecordParser {
 pub fn build_with(
     configs: &[ListConfig],
     base: &Index,
-    i: usize,
+    id: ListId,
     bytes: &[u8],
     records: Option<&RecordParser>,
 ) -> Result<(Index, ParseOutput<'static>, AddressStats), BuildError> {
-    let cfg = configs.get(i).ok_or(BuildError::TooManyLists)?;
-    let pos = u16::try_from(i).map_err(|_| BuildError::TooManyLists)?;
+    let cfg = configs.get(id.index()).ok_or(BuildError::TooManyLists)?;
     let allow = cfg.kind == ListKind::Allow;
-    let kept = base.len().saturating_sub(base.list_rules(pos));
+    let kept = base.len().saturating_sub(base.list_rules(id));
     // size hints: one rule a line (exact for a domains list; hosts lines
     // with several names make the table grow, which is only slower). A
     // guess from the byte count was off by 1.8x on the harness's 1M list
@@ -277,7 +276,7 @@ pub fn build_with(
     let new_rules = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
     let kept_bytes = base.arena_len().saturating_mul(kept) / base.len().max(1);
     let mut b = Builder::with_capacity(kept + new_rules, kept_bytes + bytes.len() + new_rules * 12);
-    b.carry(base, |l| l != pos)?;
+    b.carry(base, |l| l != id)?;
     let mut failed: Option<BuildError> = None;
     let mut addresses = AddressCounter::default();
     let stats = {
@@ -285,7 +284,7 @@ pub fn build_with(
             let enforced = cfg.enforces(&e.rule);
             addresses.note(&e.rule, enforced);
             if failed.is_none() && enforced {
-                if let Err(err) = b.add_entry(pos, allow, &e) {
+                if let Err(err) = b.add_entry(id, allow, &e) {
                     failed = Some(err);
                 }
             }

@@ -148,7 +148,7 @@ fn decide(
         let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
         s.log_blocked(policy, &hit, name.as_str(), q.qtype, true, src.ip());
-        if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+        if let Some(c) = s.blocked_counters.get(hit.list.index()) {
             c.inc();
         }
         return Fast::Reply(reply, Outcome::Blocked);
