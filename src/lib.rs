@@ -14,7 +14,6 @@ pub mod keys;
 pub mod lists;
 pub mod metrics;
 pub mod name;
-pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;

@@ -3,7 +3,7 @@
 //! cases right there: blocked names (nxdomain, nodata, refused) from a
 //! template, cache hits by copying the cached answer, all of them sent in
 //! one `sendmmsg`. Cache misses are forwarded from here too, the batch's
-//! queries together ([`crate::resolve::forward::Forwarder::batch`]); the
+//! queries together (the send batch, [`crate::sys::outbox::batch`]); the
 //! upstream socket's reader completes them. Clients outside the ACL are
 //! answered here too, before any parsing beyond the header: dropped, or
 //! REFUSED within a global budget (`[server] outside_acl`); so is the
