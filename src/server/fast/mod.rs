@@ -16,10 +16,13 @@
 //! same cache and the same metrics as the hickory path; the differential
 //! integration test compares both paths' answers over many names.
 //!
-//! Files: [`parse`] (the gate every datagram passes, and the query parser),
-//! this file (deciding one query: cache, policy), [`reply`] (reply bytes),
-//! [`miss`] (forwarding a cache miss from here), [`run`] (the socket loop).
+//! Files, each importing only the ones after it: [`run`] (the socket
+//! loop), this file (deciding one query: cache, policy), [`miss`]
+//! (forwarding a cache miss from here), [`gate`] (the gate every datagram
+//! passes: ACL, rate limit), [`reply`] (reply bytes), [`parse`] (the query
+//! parser).
 
+mod gate;
 mod miss;
 mod parse;
 mod reply;
@@ -75,7 +78,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 /// (name, then CNAME chain and addresses) and stamped with the generation.
 #[cfg(any(test, feature = "testing"))]
 fn answer_with(s: &Shared, policy: &Arc<Policy>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
-    use parse::{take, Taken};
+    use gate::{take, Taken};
     let mut qname = crate::name::NameBuf::new();
     match take(s, packet, src, now, &mut qname) {
         Taken::Query(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, src, now),

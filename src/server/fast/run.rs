@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use hickory_server::net::xfer::Protocol;
 
+use super::gate::{take, Taken};
 use super::miss::start_miss;
-use super::parse::{take, Taken};
 use super::{decide, passed_reply, Fast};
 use crate::metrics::Outcome;
 use crate::name::{NameBuf, NameRef};

@@ -4,13 +4,12 @@
 //! where it starts, EDNS rcode) with the checks every reply must pass.
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TSIG;
+use hickory_proto::rr::rdata::tsig::{TsigError, TSIG};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tsig::tsig_error_name;
 use super::{malformed, AxfrError};
 
 pub(super) const HEADER_LEN: usize = 12;
@@ -162,4 +161,15 @@ pub(super) fn check_reply(reply: &Reply, id: u16, zone: &Name, qtype: RecordType
         }
     }
     Ok(())
+}
+
+/// The TSIG error a primary answered with, in words an operator can act on.
+pub(super) fn tsig_error_name(err: TsigError) -> String {
+    match err {
+        TsigError::BadSig => "BADSIG (wrong secret?)".into(),
+        TsigError::BadKey => "BADKEY (key name or algorithm unknown to the primary)".into(),
+        TsigError::BadTime => "BADTIME (clocks differ by more than the fudge)".into(),
+        TsigError::BadTrunc => "BADTRUNC".into(),
+        TsigError::Unknown(code) => format!("TSIG error {code}"),
+    }
 }

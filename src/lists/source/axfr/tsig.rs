@@ -48,17 +48,6 @@ pub(super) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The TSIG error a primary answered with, in words an operator can act on.
-pub(super) fn tsig_error_name(err: TsigError) -> String {
-    match err {
-        TsigError::BadSig => "BADSIG (wrong secret?)".into(),
-        TsigError::BadKey => "BADKEY (key name or algorithm unknown to the primary)".into(),
-        TsigError::BadTime => "BADTIME (clocks differ by more than the fudge)".into(),
-        TsigError::BadTrunc => "BADTRUNC".into(),
-        TsigError::Unknown(code) => format!("TSIG error {code}"),
-    }
-}
-
 fn hmac_of(key: &TsigKey) -> Result<HmacSha256, AxfrError> {
     HmacSha256::new_from_slice(&key.secret).map_err(|_| AxfrError::Tsig("unusable key secret".into()))
 }
