@@ -46,7 +46,7 @@ use crate::rules::ListId;
 /// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin token file {path}: {source}")]
+    #[error("admin token file {path}: cannot read")]
     TokenRead {
         path: String,
         #[source]
@@ -257,7 +257,7 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
             let lists = Arc::clone(&admin.lists);
             let report = lists.reload(Some(vec![i])).await;
             if let Some(e) = report.failed.first() {
-                return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+                return err(StatusCode::UNPROCESSABLE_ENTITY, e.chain().to_string());
             }
             state_json(admin, i)
         }
@@ -339,8 +339,9 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
                 PushRefused::Patch(_) => StatusCode::BAD_REQUEST,
                 PushRefused::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
+            let e = crate::lists::ErrorChain(&e).to_string();
             tracing::warn!(target: "qalqan::audit", list = %name, %peer, error = %e, "push refused");
-            err(status, e.to_string())
+            err(status, e)
         }
     }
 }

@@ -215,7 +215,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 ok = false;
-                println!("{e}");
+                println!("{}", e.chain());
             }
         }
     }

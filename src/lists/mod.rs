@@ -141,10 +141,71 @@ pub enum LoadError {
     Shrink { list: String, old: usize, new: usize, max_shrink: f64 },
     #[error("{list}: {what} over the limit ({size} > {limit})")]
     TooLarge { list: String, what: &'static str, size: u64, limit: u64 },
+    /// The source answered, but not with a list (HTTP status, HTML, an
+    /// empty body, a refused redirect, a bad signature): `reason` says how.
     #[error("{list}: {reason}")]
     Fetch { list: String, reason: String },
+    /// The HTTP request itself failed (connect, TLS, timeout, body).
+    #[error("{list}: GET {url}")]
+    Http {
+        list: String,
+        /// Credentials redacted.
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A zone transfer (or its SOA probe) failed.
+    #[error("{list}: {zone} from {primary}")]
+    Transfer {
+        list: String,
+        zone: String,
+        primary: std::net::SocketAddr,
+        #[source]
+        source: source::AxfrError,
+    },
+    /// A value of the list's config that its source needs does not parse
+    /// (config checking normally refuses it first).
+    #[error("{list}: {what}")]
+    Config {
+        list: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The new version parsed but could not be compiled into the policy.
+    #[error("{list}: compiling")]
+    Compile {
+        list: String,
+        #[source]
+        source: BuildError,
+    },
+    /// The thread that builds updates failed (see `publish::on_build_thread`).
+    #[error("{list}: update task failed")]
+    BuildThread {
+        list: String,
+        #[source]
+        source: publish::BuildThreadError,
+    },
     #[error("{list}: {reason}")]
     Rejected { list: String, reason: String },
+}
+
+/// An error and every cause below it, `a: b: c` (what `main` prints with
+/// `{:#}`), for logs and API answers: error types keep each cause in
+/// `#[source]` and never repeat it in their own text, so a plain `{e}`
+/// would drop it.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 impl LoadError {
@@ -156,8 +217,18 @@ impl LoadError {
             | LoadError::Shrink { list, .. }
             | LoadError::TooLarge { list, .. }
             | LoadError::Fetch { list, .. }
+            | LoadError::Http { list, .. }
+            | LoadError::Transfer { list, .. }
+            | LoadError::Config { list, .. }
+            | LoadError::Compile { list, .. }
+            | LoadError::BuildThread { list, .. }
             | LoadError::Rejected { list, .. } => list,
         }
+    }
+
+    /// This error with its causes, for logs and answers ([`ErrorChain`]).
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
     }
 
     /// The stage that failed (a bounded label value).
@@ -165,8 +236,12 @@ impl LoadError {
         match self {
             LoadError::Source { .. } => "source",
             LoadError::TooManyErrors { .. } => "parse",
-            LoadError::Shrink { .. } | LoadError::TooLarge { .. } | LoadError::Rejected { .. } => "validate",
-            LoadError::Fetch { .. } => "source",
+            LoadError::Shrink { .. }
+            | LoadError::TooLarge { .. }
+            | LoadError::Rejected { .. }
+            | LoadError::Compile { .. }
+            | LoadError::BuildThread { .. } => "validate",
+            LoadError::Fetch { .. } | LoadError::Http { .. } | LoadError::Transfer { .. } | LoadError::Config { .. } => "source",
         }
     }
 }
@@ -343,4 +418,45 @@ fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
             ede: c.ede,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message says what failed; the cause is the source, shown once
+    /// by the chain (and not at all by the bare message).
+    #[test]
+    fn a_load_error_shows_each_cause_once_in_its_chain() {
+        let gone = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases: &[(&str, LoadError, &str, &str)] = &[
+            (
+                "file",
+                LoadError::Source { list: "ads".into(), path: "/x".into(), source: gone() },
+                "ads: reading /x",
+                "ads: reading /x: gone",
+            ),
+            (
+                "compile",
+                LoadError::Compile { list: "ads".into(), source: BuildError::TooManyRules },
+                "ads: compiling",
+                "ads: compiling: too many rules (more than 4 G)",
+            ),
+            (
+                "transfer",
+                LoadError::Transfer {
+                    list: "rpz".into(),
+                    zone: "rpz.test.".into(),
+                    primary: "192.0.2.1:53".parse().unwrap(),
+                    source: source::AxfrError::Io(gone()),
+                },
+                "rpz: rpz.test. from 192.0.2.1:53",
+                "rpz: rpz.test. from 192.0.2.1:53: talking to the primary: gone",
+            ),
+        ];
+        for (name, e, message, chain) in cases {
+            assert_eq!(e.to_string(), *message, "case `{name}`");
+            assert_eq!(e.chain().to_string(), *chain, "case `{name}`");
+        }
+    }
 }

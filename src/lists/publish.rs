@@ -114,7 +114,7 @@ impl Drop for Reaper {
 pub async fn on_build_thread<T: Send + 'static>(
     nice: i32,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, BuildThreadError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let f = Arc::new(Mutex::new(Some(f)));
     let g = Arc::clone(&f);
@@ -130,13 +130,26 @@ pub async fn on_build_thread<T: Send + 'static>(
         }
     });
     match spawned {
-        Ok(_) => rx.await.map_err(|_| "the build thread ended without a result".to_string()),
+        Ok(_) => rx.await.map_err(|_| BuildThreadError::NoResult),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a build thread; building on the blocking pool");
-            let job = f.lock().ok().and_then(|mut j| j.take()).ok_or("build job lost")?;
-            tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string())
+            let job = f.lock().ok().and_then(|mut j| j.take()).ok_or(BuildThreadError::Lost)?;
+            tokio::task::spawn_blocking(job).await.map_err(BuildThreadError::Pool)
         }
     }
+}
+
+/// Why [`on_build_thread`] has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildThreadError {
+    /// The build panicked on its thread.
+    #[error("the build thread ended without a result")]
+    NoResult,
+    #[error("the build job was lost")]
+    Lost,
+    /// No thread could be started, and the blocking pool's task failed.
+    #[error("the build task on the blocking pool failed")]
+    Pool(#[source] tokio::task::JoinError),
 }
 
 /// One offered version of one list.
@@ -427,7 +440,7 @@ impl Lists {
         match on_build_thread(self.reload_nice, move || me.reload_files(which.as_deref())).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "reload task failed; keeping the current policy");
+                tracing::error!(error = %super::ErrorChain(&e), "reload task failed; keeping the current policy");
                 ReloadReport::default()
             }
         }
@@ -449,9 +462,10 @@ impl Lists {
     /// Async wrapper: [`Lists::offer`] on a build thread ([`on_build_thread`]).
     pub async fn offer_async(self: &Arc<Self>, inc: Incoming) -> Result<ListState, LoadError> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer(inc)).await.unwrap_or_else(|e| {
-            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
-        })
+        let list = self.config(inc.list).map(|c| c.name.clone()).unwrap_or_default();
+        on_build_thread(self.reload_nice, move || me.offer(inc))
+            .await
+            .unwrap_or_else(|source| Err(LoadError::BuildThread { list, source }))
     }
 
     /// [`Lists::offer_async`] for a version that is itself costly to put
@@ -460,9 +474,9 @@ impl Lists {
     /// async thread that called.
     pub async fn offer_made(self: &Arc<Self>, make: impl FnOnce() -> Incoming + Send + 'static) -> Result<ListState, LoadError> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer(make())).await.unwrap_or_else(|e| {
-            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
-        })
+        on_build_thread(self.reload_nice, move || me.offer(make()))
+            .await
+            .unwrap_or_else(|source| Err(LoadError::BuildThread { list: String::new(), source }))
     }
 
     /// Marks a source check that found nothing new (HTTP 304, same serial):
@@ -480,7 +494,7 @@ impl Lists {
         if let Some((cfg, _)) = self.configs.iter().find(|(c, _)| c.name == e.list()) {
             self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         }
-        tracing::warn!(error = %e, "list source failed; keeping last good version");
+        tracing::warn!(error = %e.chain(), "list source failed; keeping last good version");
     }
 
     /// Hands a replaced policy to the reaper, or runs the after-build hook
@@ -503,7 +517,7 @@ impl Lists {
 
     fn reject(&self, cfg: &ListConfig, e: LoadError, report: &mut ReloadReport) {
         self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
-        tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e, "list rejected; keeping last good version");
+        tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e.chain(), "list rejected; keeping last good version");
         report.failed.push(e);
     }
 
@@ -556,11 +570,11 @@ impl Lists {
             }
             let base = working.as_ref().unwrap_or(&published.index);
             let result = build_with(&configs, base, id, &inc.bytes, inc.records.as_ref())
-                .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
+                .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
                 .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
-                    *slot = result.as_ref().err().map(|e| (version.clone(), e.to_string()));
+                    *slot = result.as_ref().err().map(|e| (version.clone(), e.chain().to_string()));
                 }
             }
             match result {
@@ -770,9 +784,10 @@ impl Lists {
     /// Async wrapper: [`Lists::offer_push`] on a build thread ([`on_build_thread`]).
     pub async fn offer_push_async(self: &Arc<Self>, id: ListId, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer_push(id, entry, who)).await.unwrap_or_else(|e| {
-            Err(PushRefused::Load(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") }))
-        })
+        let list = self.config(id).map(|c| c.name.clone()).unwrap_or_default();
+        on_build_thread(self.reload_nice, move || me.offer_push(id, entry, who))
+            .await
+            .unwrap_or_else(|source| Err(PushRefused::Load(LoadError::BuildThread { list, source })))
     }
 
     fn persist_journal(&self, cfg: &ListConfig, journal: &Journal, meta: &SourceMeta) {

@@ -112,9 +112,10 @@ fn source_of(lists: &Lists, i: ListId) -> Result<Source, LoadError> {
     };
     let fail = |reason: String| LoadError::Fetch { list: cfg.name.clone(), reason };
     let SourceKind::Axfr { primary, zone } = &cfg.origin else { return Err(fail("not an axfr source".into())) };
-    let zone = Name::from_ascii(format!("{zone}.")).map_err(|e| fail(format!("zone {zone}: {e}")))?;
+    let config = |what: String, e: Box<dyn std::error::Error + Send + Sync>| LoadError::Config { list: cfg.name.clone(), what, source: e };
+    let zone = Name::from_ascii(format!("{zone}.")).map_err(|e| config(format!("zone {zone}"), e.into()))?;
     let tsig = match &cfg.tsig {
-        Some(t) => Some(TsigKey::parse(t).map_err(|e| fail(format!("tsig: {e}")))?),
+        Some(t) => Some(TsigKey::parse(t).map_err(|e| config("tsig".into(), e.into()))?),
         None => None,
     };
     let limits = Limits {
@@ -202,7 +203,12 @@ pub fn from_persisted(lists: &Lists, i: ListId) -> Option<ZoneState> {
 pub async fn sync(lists: &Arc<Lists>, i: ListId, state: &mut Option<ZoneState>) -> Result<(), LoadError> {
     let src = source_of(lists, i)?;
     let name = lists.config(i).map(|c| c.name.clone()).unwrap_or_default();
-    let fail = |e: super::source::AxfrError| LoadError::Fetch { list: name.clone(), reason: format!("{} from {}: {e}", src.zone, src.primary) };
+    let fail = |source: super::source::AxfrError| LoadError::Transfer {
+        list: name.clone(),
+        zone: src.zone.to_string(),
+        primary: src.primary,
+        source,
+    };
     if let Some(st) = state.as_ref() {
         let serial = soa_serial(src.primary, &src.zone, src.tsig.as_ref(), src.limits.timeout).await.map_err(&fail)?;
         if !serial_newer(serial, st.serial) {

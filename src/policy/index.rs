@@ -269,9 +269,9 @@ pub enum BuildError {
     TooManyRules,
     #[error("pattern arena over 4 GiB")]
     ArenaFull,
-    #[error("keyword automaton: {0}")]
+    #[error("keyword automaton")]
     Keywords(#[from] aho_corasick::BuildError),
-    #[error("regex set: {0}")]
+    #[error("regex set")]
     Regex(#[from] regex::Error),
     #[error("too many lists (more than {})", ListId::MAX_LISTS)]
     TooManyLists,

@@ -522,7 +522,7 @@ impl Attempts {
 enum AttemptError {
     #[error("timed out")]
     Timeout,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("query longer than a TCP message")]
     QueryTooLong,
