@@ -99,18 +99,18 @@ impl Drop for Reaper {
 /// Runs a list build `f` on a thread of its own, named `qalqan-build`, at nice
 /// value `nice` (Linux: per thread), and awaits its result.
 ///
-/// Why: a 1M-rule build takes about 0.5 s of CPU. On the tokio blocking pool
-/// at the workers' priority it shares a core with a query worker as an equal,
-/// and the scheduler hands it whole slices (4 ms ticks): measured with
-/// `benches/e2e/reload-latency.sh` (QUERIES=mixed, 20k qps, worker and build
-/// on one CPU) the worst latency of a reload round was 15.8–45.8 ms (median of
-/// 5 rounds; up to 58 ms) against 4–6 ms without a reload. At nice 19 the
-/// worker preempts the build at every wakeup: 5.4–6.0 ms, within the noise of
-/// rounds without a reload, for builds about 15 % longer. A thread of its own
-/// because an unprivileged process cannot lower a thread's nice value back,
-/// so a pool thread would stay low for whatever it runs next. Cost: one thread
-/// start (tens of µs) per reload. If the thread cannot be started the build
-/// runs on the blocking pool as before.
+/// Why: a large build (`compile/1m_rules` in `benches/hot_path.rs`) is a
+/// long stretch of CPU. On the tokio blocking pool at the workers' priority
+/// it shares a core with a query worker as an equal, and the scheduler hands
+/// it whole slices, which the worst query latency of a reload shows; at
+/// nice 19 the worker preempts the build at every wakeup, and the worst
+/// latency stays that of rounds without a reload, for a somewhat longer
+/// build (`benches/e2e/reload-latency.sh` measures both; its runs are in
+/// `benches/RESULTS.md`, "Reload latency and build priority"). A thread of
+/// its own because an unprivileged process cannot lower a thread's nice
+/// value back, so a pool thread would stay low for whatever it runs next.
+/// Cost: one thread start per reload. If the thread cannot be started the
+/// build runs on the blocking pool as before.
 pub async fn on_build_thread<T: Send + 'static>(
     nice: i32,
     f: impl FnOnce() -> T + Send + 'static,
