@@ -161,7 +161,7 @@ pub enum LoadError {
         zone: String,
         primary: std::net::SocketAddr,
         #[source]
-        source: source::AxfrError,
+        source: Box<source::AxfrError>,
     },
     /// A value of the list's config that its source needs does not parse
     /// (config checking normally refuses it first).
@@ -448,7 +448,7 @@ mod tests {
                     list: "rpz".into(),
                     zone: "rpz.test.".into(),
                     primary: "192.0.2.1:53".parse().unwrap(),
-                    source: source::AxfrError::Io(gone()),
+                    source: Box::new(source::AxfrError::Io(gone())),
                 },
                 "rpz: rpz.test. from 192.0.2.1:53",
                 "rpz: rpz.test. from 192.0.2.1:53: talking to the primary: gone",

@@ -207,7 +207,7 @@ pub async fn sync(lists: &Arc<Lists>, i: ListId, state: &mut Option<ZoneState>) 
         list: name.clone(),
         zone: src.zone.to_string(),
         primary: src.primary,
-        source,
+        source: Box::new(source),
     };
     if let Some(st) = state.as_ref() {
         let serial = soa_serial(src.primary, &src.zone, src.tsig.as_ref(), src.limits.timeout).await.map_err(&fail)?;

@@ -110,8 +110,7 @@ fn top_level_modules_form_no_cycle() {
 #[test]
 fn files_inside_a_module_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    // module path of the folder -> (sibling -> siblings it imports, with sites)
-    let mut folders: BTreeMap<Vec<String>, BTreeMap<String, BTreeMap<String, Vec<String>>>> = BTreeMap::new();
+    let mut folders: BTreeMap<Vec<String>, Siblings> = BTreeMap::new();
     let files = rust_files(&src);
     for file in &files {
         let rel = file.strip_prefix(&src).unwrap_or(file);
@@ -149,6 +148,10 @@ fn files_inside_a_module_form_no_cycle() {
     assert!(report.is_empty(), "{report}");
     assert!(folders.get(&vec!["resolve".to_owned(), "forward".to_owned()]).is_some_and(|c| c.len() > 3), "folders not found: {:?}", folders.keys());
 }
+
+/// The files and folders of one folder: each, with the siblings it imports
+/// and where (`src/FILE:LINE path`).
+type Siblings = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 
 /// Every file under `src/` opens with a `//!` line saying what it is for,
 /// so that a newcomer can tell a file's one job from its first line.
