@@ -41,11 +41,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AdminConfig, SourceKind};
 use crate::lists::publish::{Lists, PushRefused};
 use crate::lists::push::{self, PushEntry, PushMethod};
+use crate::rules::ListId;
 
 /// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin token file {path}: {source}")]
+    #[error("admin token file {path}: cannot read")]
     TokenRead {
         path: String,
         #[source]
@@ -80,11 +81,11 @@ pub struct Admin {
     pub config: AdminConfig,
     token: String,
     /// Asks a source task (http, axfr) to refresh now.
-    pub refresh: Box<dyn Fn(usize) -> bool + Send + Sync>,
+    pub refresh: Box<dyn Fn(ListId) -> bool + Send + Sync>,
 }
 
 impl Admin {
-    pub fn new(lists: Arc<Lists>, config: AdminConfig, token: String, refresh: Box<dyn Fn(usize) -> bool + Send + Sync>) -> Self {
+    pub fn new(lists: Arc<Lists>, config: AdminConfig, token: String, refresh: Box<dyn Fn(ListId) -> bool + Send + Sync>) -> Self {
         Self { lists, config, token, refresh }
     }
 }
@@ -140,8 +141,8 @@ async fn handle(admin: &Admin, req: Request<Body>, peer: std::net::SocketAddr) -
     }
 }
 
-fn state_json(admin: &Admin, i: usize) -> Response<Full<Bytes>> {
-    let name = admin.lists.configs().get(i).map(|c| c.0.name.clone()).unwrap_or_default();
+fn state_json(admin: &Admin, i: ListId) -> Response<Full<Bytes>> {
+    let name = admin.lists.config(i).map(|c| c.name.clone()).unwrap_or_default();
     match admin.lists.state(i) {
         Some(s) => json(
             StatusCode::OK,
@@ -162,11 +163,9 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
     let snapshot = admin.lists.snapshot();
     let items: Vec<serde_json::Value> = admin
         .lists
-        .configs()
-        .iter()
-        .enumerate()
-        .map(|(i, (c, _))| {
-            let s = snapshot.get(i).cloned().flatten();
+        .each()
+        .map(|(i, c, _)| {
+            let s = snapshot.get(i.index()).cloned().flatten();
             serde_json::json!({
                 "list": c.name,
                 "source": crate::lists::http::redact_url(&c.source),
@@ -232,7 +231,7 @@ fn check_signed(admin: &Admin, claim: &Claim<'_>, signature: &str, body: &[u8]) 
 
 /// `POST /v1/lists/{name}/reload`.
 async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
-    let Some(i) = admin.lists.position(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
+    let Some(i) = admin.lists.id_of(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
     if req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "force=1" || kv == "force=true")) {
         if !admin.config.regulator_keys.is_empty() {
             // skipping the shrink gate lets a near-empty version through:
@@ -252,13 +251,13 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
         admin.lists.force_next(i);
         tracing::info!(target: "qalqan::audit", list = %name, %peer, "shrink gate skipped for the next version (force)");
     }
-    let origin = admin.lists.configs().get(i).map(|c| c.0.origin.clone());
+    let origin = admin.lists.config(i).map(|c| c.origin.clone());
     match origin {
         Some(SourceKind::File(_)) => {
             let lists = Arc::clone(&admin.lists);
             let report = lists.reload(Some(vec![i])).await;
             if let Some(e) = report.failed.first() {
-                return err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+                return err(StatusCode::UNPROCESSABLE_ENTITY, e.chain().to_string());
             }
             state_json(admin, i)
         }
@@ -274,8 +273,8 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
 }
 
 async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
-    let Some(i) = admin.lists.position(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
-    if admin.lists.configs().get(i).map(|c| &c.0.origin) != Some(&SourceKind::Push) {
+    let Some(i) = admin.lists.id_of(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
+    if admin.lists.config(i).map(|c| &c.origin) != Some(&SourceKind::Push) {
         return err(StatusCode::CONFLICT, format!("list `{name}` is not a push list (source = \"push\")"));
     }
     let pmethod = if method == Method::PATCH { PushMethod::Patch } else { PushMethod::Put };
@@ -340,8 +339,9 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
                 PushRefused::Patch(_) => StatusCode::BAD_REQUEST,
                 PushRefused::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
+            let e = crate::lists::ErrorChain(&e).to_string();
             tracing::warn!(target: "qalqan::audit", list = %name, %peer, error = %e, "push refused");
-            err(status, e.to_string())
+            err(status, e)
         }
     }
 }

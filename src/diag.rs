@@ -138,8 +138,8 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
             let mut out = String::new();
             let policy = state.lists.policy.load();
             let _ = writeln!(out, "generation {}", policy.generation);
-            for (i, l) in state.lists.snapshot().iter().enumerate() {
-                let name = state.lists.configs().get(i).map(|c| c.0.name.as_str()).unwrap_or("?");
+            for ((_, cfg, _), l) in state.lists.each().zip(state.lists.snapshot()) {
+                let name = &cfg.name;
                 match l {
                     Some(l) => {
                         let at = l.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -149,7 +149,7 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                             l.rules,
                             l.bad_lines,
                             l.version,
-                            state.lists.configs().get(i).map_or_else(|| "?".to_owned(), |c| redact_url(&c.0.source)),
+                            redact_url(&cfg.source),
                             l.addresses
                         );
                     }
@@ -225,8 +225,8 @@ fn readiness(state: &DiagState) -> (bool, String) {
         return (false, "not ready: DNS listeners not serving yet\n".into());
     }
     let snapshot = state.lists.snapshot();
-    if let Some(i) = snapshot.iter().position(Option::is_none) {
-        let name = state.lists.configs().get(i).map(|c| c.0.name.clone()).unwrap_or_default();
+    if let Some((_, cfg, _)) = state.lists.each().zip(&snapshot).find(|(_, s)| s.is_none()).map(|(l, _)| l) {
+        let name = &cfg.name;
         return (false, format!("not ready: list {name} not loaded\n"));
     }
     if let Some(f) = &state.forwarder {

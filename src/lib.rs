@@ -14,7 +14,6 @@ pub mod keys;
 pub mod lists;
 pub mod metrics;
 pub mod name;
-pub mod outbox;
 pub mod policy;
 pub mod querylog;
 pub mod resolve;
@@ -46,11 +45,11 @@ use server::handler::{Handler, Shared};
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("list {0}")]
+    #[error(transparent)]
     List(#[from] lists::LoadError),
-    #[error("{} lists failed to load; first: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    #[error("{} lists failed to load; first: {}", .0.len(), .0.first().map(|e| e.chain().to_string()).unwrap_or_default())]
     Lists(Vec<lists::LoadError>),
-    #[error("metrics: {0}")]
+    #[error("metrics registry")]
     Metrics(#[from] prometheus::Error),
     #[error("binding {addr}")]
     Bind {
@@ -64,13 +63,13 @@ pub enum StartError {
     NoUpstreams,
     #[error(transparent)]
     Recursor(#[from] resolve::recurse::RecurseError),
-    #[error("blocked-query log: {0}")]
+    #[error("opening the blocked-query log")]
     BlockedLog(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
-    #[error("HTTP client: {0}")]
+    #[error("HTTP client")]
     Http(#[from] reqwest::Error),
-    #[error("file watcher: {0}")]
+    #[error("file watcher")]
     Watch(#[from] notify::Error),
 }
 

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use qalqan::config::Config;
 
 /// mimalloc instead of glibc malloc: the query path allocates small short-lived
-/// buffers on tokio worker threads, where glibc's per-thread arenas showed up
-/// as ~17 % of a miss's CPU in `perf` (malloc/free, heap growth with mprotect,
-/// page faults). mimalloc's thread-local free lists avoid that.
+/// buffers on tokio worker threads, where glibc's per-thread arenas stood out
+/// in a profile of the miss workload (`benches/e2e/profile.sh miss`: malloc/free,
+/// heap growth with mprotect, page faults). mimalloc's thread-local free lists
+/// avoid that.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use qalqan::rules::{ListKind, Rule, RuleAction, Scope};
@@ -215,7 +216,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 ok = false;
-                println!("{e}");
+                println!("{}", e.chain());
             }
         }
     }

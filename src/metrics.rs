@@ -260,7 +260,8 @@ impl Metrics {
     }
 
     /// Counts one answered query. Cost: two relaxed atomic adds and one
-    /// histogram bucket search (16 buckets).
+    /// histogram bucket search (16 buckets); `metrics/observe` in
+    /// `benches/hot_path.rs`.
     pub fn observe(&self, protocol: Protocol, outcome: Outcome, took: Duration) {
         let p = usize::from(protocol != Protocol::Udp);
         let o = outcome_index(outcome);
@@ -304,13 +305,15 @@ impl Metrics {
     }
 
     /// Counts a block by `list` (a configured list name: bounded label set).
-    /// Costs a label lookup: the query path uses [`Metrics::blocked_handles`].
+    /// Costs a label lookup (`metrics/blocked_by_list` in
+    /// `benches/hot_path.rs`): the query path uses [`Metrics::blocked_handles`].
     pub fn blocked(&self, list: &str) {
         self.blocked_total.with_label_values(&[list]).inc();
     }
 
     /// One pre-resolved `qalqan_blocked_total{list}` handle per configured
-    /// list, by list position (the query path indexes it: no lookup, no lock).
+    /// list, in config order (the query path indexes it with the hit's list
+    /// id: no lookup, no lock).
     pub fn blocked_handles(&self, lists: &[String]) -> Vec<IntCounter> {
         lists.iter().map(|l| self.blocked_total.with_label_values(&[l])).collect()
     }

@@ -47,7 +47,7 @@ impl QName {
     /// fails on empty labels, over-long labels or names, and on bytes outside
     /// printable ASCII (hickory escapes binary labels as `\DDD`, which this
     /// accepts as ordinary characters, so such names still match nothing but
-    /// never panic).
+    /// never panic). Measured by `qname_parse` in `benches/hot_path.rs`.
     pub fn parse(name: &str) -> Result<Self, NameError> {
         let trimmed = name.strip_suffix('.').unwrap_or(name);
         if trimmed.is_empty() {
@@ -364,9 +364,10 @@ fn normalize_general(name: &str) -> Result<String, NameError> {
 /// bad characters, bad lengths), which [`normalize_general`] decides and
 /// explains. Cost: branch-free passes the compiler vectorises (the bytes,
 /// then adjacent pairs for an empty label), a split at the dots only for a
-/// name longer than one label may be, and the lowercase copy; at a million
-/// names the general path's per-byte branches were a quarter of a reload.
-/// (One scalar pass that did all of it at once was slower than these.)
+/// name longer than one label may be, and the lowercase copy; the general
+/// path's per-byte branches were a large share of a reload (`parse/*` in
+/// `benches/lists.rs` measures this path). (One scalar pass that did all of
+/// it at once was slower than these.)
 fn normalize_plain(name: &str) -> Option<String> {
     let bytes = name.as_bytes();
     let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else { return None };

@@ -2,7 +2,7 @@
 //! (`[log] blocked = "PATH"` or `"stderr"`), with the client address
 //! anonymised as configured. The query path hands over an [`Event`]: the
 //! time, the client, the name's bytes and the policy snapshot and hit that
-//! decided, with no formatting (~0.1 µs: a clock read, a reference count,
+//! decided, with no formatting (cost: a clock read, a reference count,
 //! a copy of the name, a `try_send` into a bounded queue). A dedicated
 //! thread turns events into JSON lines: it wakes every few milliseconds and
 //! drains the queue, so no query ever pays for waking it. When the writer

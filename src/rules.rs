@@ -1,5 +1,5 @@
-//! The rule vocabulary: list formats, what a list does (`kind`, `action`)
-//! and the rules a parsed list is made of. Pure data, shared by the layers
+//! The rule vocabulary: which list (`ListId`), list formats, what a list
+//! does (`kind`, `action`) and the rules a parsed list is made of. Pure data, shared by the layers
 //! that read lists (`lists`), compile and query them (`policy`), configure
 //! them (`config`) and answer with them (`server`).
 //!
@@ -7,6 +7,58 @@
 //! import another to agree on what a rule is.
 
 use std::net::IpAddr;
+
+/// One configured list: its position in `[[lists]]`. Config order is also
+/// precedence (the earliest list decides), so ids compare in that order.
+/// The one way a list is named inside qalqan; its name (`ListConfig::name`)
+/// is the operator's key, turned into an id once where a request names it.
+///
+/// Two bytes, `Copy`, no indirection: a compiled rule stores it and every
+/// policy hit carries it. At most [`ListId::MAX_LISTS`] lists.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListId(u16);
+
+impl ListId {
+    /// How many lists a configuration may have (`u16::MAX` itself is kept
+    /// free as a "no list" value for the matcher).
+    pub const MAX_LISTS: usize = u16::MAX as usize;
+
+    /// The list at `[[lists]]` position `i`; `None` past [`ListId::MAX_LISTS`].
+    #[inline]
+    pub fn from_index(i: usize) -> Option<Self> {
+        u16::try_from(i).ok().filter(|&n| n != u16::MAX).map(ListId)
+    }
+
+    /// The id as stored in a rule record.
+    #[inline]
+    pub const fn from_raw(n: u16) -> Self {
+        ListId(n)
+    }
+
+    /// The `[[lists]]` position, for indexing per-list tables.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The two bytes a rule record stores.
+    #[inline]
+    pub const fn raw(self) -> u16 {
+        self.0
+    }
+
+    /// The ids of `n` lists, in config order (at most [`ListId::MAX_LISTS`]).
+    pub fn all(n: usize) -> impl Iterator<Item = ListId> {
+        (0..n.min(Self::MAX_LISTS)).filter_map(Self::from_index)
+    }
+}
+
+impl std::fmt::Display for ListId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "list #{}", self.0)
+    }
+}
 
 /// The list formats qalqan reads (`format =` in `[[lists]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

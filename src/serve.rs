@@ -16,6 +16,7 @@ use crate::config::{Config, SourceKind, UpstreamMode};
 use crate::lists::publish::Lists;
 use crate::resolve::forward::Forwarder;
 use crate::resolve::recurse::Recurser;
+use crate::rules::ListId;
 use crate::server::notify::NotifyTarget;
 use crate::{admin, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
 
@@ -155,8 +156,8 @@ async fn http_endpoint(
 /// the background.
 struct Sources {
     tasks: Vec<JoinHandle<()>>,
-    /// Per list index: wakes its source to refresh now (push API `reload`, NOTIFY).
-    refreshers: HashMap<usize, Arc<Notify>>,
+    /// Per list: wakes its source to refresh now (push API `reload`, NOTIFY).
+    refreshers: HashMap<ListId, Arc<Notify>>,
     /// The zones whose primaries may NOTIFY us.
     notify_targets: Vec<NotifyTarget>,
 }
@@ -165,7 +166,7 @@ impl Sources {
     async fn spawn(all: &Arc<Lists>, stop: &CancellationToken) -> Result<Sources, StartError> {
         let mut s = Sources { tasks: Vec::new(), refreshers: HashMap::new(), notify_targets: Vec::new() };
         let http_client = lists::http::client()?;
-        for (i, (lc, _)) in all.configs().iter().enumerate() {
+        for (i, lc, _) in all.each() {
             match &lc.origin {
                 SourceKind::Http(_) => {
                     let pending = all.state(i).is_none();
@@ -204,7 +205,7 @@ impl Sources {
         Ok(s)
     }
 
-    fn refresher(&mut self, i: usize) -> Arc<Notify> {
+    fn refresher(&mut self, i: ListId) -> Arc<Notify> {
         Arc::clone(self.refreshers.entry(i).or_insert_with(|| Arc::new(Notify::new())))
     }
 
@@ -219,7 +220,7 @@ impl Sources {
 async fn push_api(
     app: &App,
     listener: Option<TcpListener>,
-    refreshers: HashMap<usize, Arc<Notify>>,
+    refreshers: HashMap<ListId, Arc<Notify>>,
     stop: &CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, StartError> {
     let Some(acfg) = &app.config.admin else { return Ok(None) };

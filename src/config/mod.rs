@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::policy::Sinkhole;
-use crate::rules::{Action, Format, ListKind, Rule};
+use crate::rules::{Action, Format, ListId, ListKind, Rule};
 
 /// A config problem.
 #[derive(Debug, thiserror::Error)]
@@ -435,6 +435,9 @@ impl Config {
             ),
             None => None,
         };
+        if raw.lists.len() > ListId::MAX_LISTS {
+            return Err(invalid("lists", format!("{} lists; at most {} are supported", raw.lists.len(), ListId::MAX_LISTS)));
+        }
         let mut lists: Vec<ListConfig> = Vec::new();
         for (i, l) in raw.lists.into_iter().enumerate() {
             let key = |k: &str| format!("lists[{i}].{k}");

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::publish::{Incoming, Lists};
 use super::{LoadError, SourceMeta};
 use crate::config::{ListConfig, Redirects, SourceKind};
+use crate::rules::ListId;
 
 /// Redirect hops a pull follows at most.
 pub const MAX_REDIRECTS: usize = 5;
@@ -78,15 +79,21 @@ async fn get(
     cfg: &ListConfig,
     url: &str,
     headers: &[(reqwest::header::HeaderName, String)],
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, LoadError> {
+    let fail = |reason: String| LoadError::Fetch { list: cfg.name.clone(), reason };
     let insecure_ok = url.starts_with("http://");
-    let mut at = reqwest::Url::parse(url).map_err(|e| format!("`{}`: {e}", redact_url(url)))?;
+    let mut at = reqwest::Url::parse(url).map_err(|e| LoadError::Config {
+        list: cfg.name.clone(),
+        what: format!("URL `{}`", redact_url(url)),
+        source: e.into(),
+    })?;
     for _ in 0..=MAX_REDIRECTS {
         let mut req = client.get(at.clone()).timeout(cfg.timeout);
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| format!("GET {}: {}", redact_url(at.as_str()), error_chain(&e)))?;
+        let shown = redact_url(at.as_str());
+        let resp = req.send().await.map_err(|source| LoadError::Http { list: cfg.name.clone(), url: shown.clone(), source })?;
         if !resp.status().is_redirection() || resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
@@ -94,12 +101,12 @@ async fn get(
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| format!("GET {}: HTTP {} without a Location", redact_url(at.as_str()), resp.status()))?;
-        let next = at.join(location).map_err(|e| format!("GET {}: bad Location: {e}", redact_url(at.as_str())))?;
-        redirect_allowed(cfg, insecure_ok, &at, &next).map_err(|e| format!("GET {}: {e}", redact_url(at.as_str())))?;
+            .ok_or_else(|| fail(format!("GET {shown}: HTTP {} without a Location", resp.status())))?;
+        let next = at.join(location).map_err(|_| fail(format!("GET {shown}: Location `{location}` is not a URL")))?;
+        redirect_allowed(cfg, insecure_ok, &at, &next).map_err(|e| fail(format!("GET {shown}: {e}")))?;
         at = next;
     }
-    Err(format!("GET {}: more than {MAX_REDIRECTS} redirects", redact_url(url)))
+    Err(fail(format!("GET {}: more than {MAX_REDIRECTS} redirects", redact_url(url))))
 }
 
 /// `url` with its credentials hidden: the userinfo (`user:pass@`) and the
@@ -131,12 +138,19 @@ pub fn redact_url(url: &str) -> String {
     u.to_string()
 }
 
+/// Why [`read_capped`] has no body.
+enum Capped {
+    /// Over the limit at this many bytes.
+    TooLarge(u64),
+    Body(reqwest::Error),
+}
+
 /// Reads at most `limit` bytes of a body; more is an error.
-async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, (u64, String)> {
+async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, Capped> {
     let mut body: Vec<u8> = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| (0, format!("body: {}", error_chain(&e))))? {
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Body)? {
         if (body.len() + chunk.len()) as u64 > limit {
-            return Err(((body.len() + chunk.len()) as u64, String::new()));
+            return Err(Capped::TooLarge((body.len() + chunk.len()) as u64));
         }
         body.extend_from_slice(&chunk);
     }
@@ -144,19 +158,21 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
 }
 
 /// Fetches the detached signature of list `cfg` and checks it over `body`.
-async fn check_signature(client: &reqwest::Client, cfg: &ListConfig, keys: &[[u8; 32]], sig_url: &str, body: &[u8]) -> Result<(), String> {
+async fn check_signature(client: &reqwest::Client, cfg: &ListConfig, keys: &[[u8; 32]], sig_url: &str, body: &[u8]) -> Result<(), LoadError> {
     let shown = redact_url(sig_url);
-    let resp = get(client, cfg, sig_url, &[]).await.map_err(|e| format!("signature: {e}"))?;
+    let fail = |reason: String| LoadError::Fetch { list: cfg.name.clone(), reason };
+    let resp = get(client, cfg, sig_url, &[]).await?;
     if !resp.status().is_success() {
-        return Err(format!("signature: GET {shown}: HTTP {}", resp.status()));
+        return Err(fail(format!("signature: GET {shown}: HTTP {}", resp.status())));
     }
-    let sig = read_capped(resp, MAX_SIGNATURE_BYTES).await.map_err(|(size, e)| {
-        if e.is_empty() { format!("signature: GET {shown}: over {MAX_SIGNATURE_BYTES} bytes ({size})") } else { format!("signature: GET {shown}: {e}") }
+    let sig = read_capped(resp, MAX_SIGNATURE_BYTES).await.map_err(|e| match e {
+        Capped::TooLarge(size) => fail(format!("signature: GET {shown}: over {MAX_SIGNATURE_BYTES} bytes ({size})")),
+        Capped::Body(source) => LoadError::Http { list: cfg.name.clone(), url: shown.clone(), source },
     })?;
     if super::push::verify(keys, &pull_signed_message(body), &sig) {
         Ok(())
     } else {
-        Err(format!("signature from {shown} does not verify against any regulator key (signed message: {PULL_SIGNED_TAG}\\nBODY)"))
+        Err(fail(format!("signature from {shown} does not verify against any regulator key (signed message: {PULL_SIGNED_TAG}\\nBODY)")))
     }
 }
 
@@ -182,7 +198,7 @@ pub async fn fetch(
             headers.push((reqwest::header::IF_MODIFIED_SINCE, lm.clone()));
         }
     }
-    let resp = get(client, cfg, url, &headers).await.map_err(fail)?;
+    let resp = get(client, cfg, url, &headers).await?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(None);
@@ -203,12 +219,9 @@ pub async fn fetch(
         who: format!("http {shown}"),
         ..Default::default()
     };
-    let body = read_capped(resp, cfg.max_bytes).await.map_err(|(size, e)| {
-        if e.is_empty() {
-            LoadError::TooLarge { list: cfg.name.clone(), what: "HTTP body bytes", size, limit: cfg.max_bytes }
-        } else {
-            fail(format!("GET {shown}: {e}"))
-        }
+    let body = read_capped(resp, cfg.max_bytes).await.map_err(|e| match e {
+        Capped::TooLarge(size) => LoadError::TooLarge { list: cfg.name.clone(), what: "HTTP body bytes", size, limit: cfg.max_bytes },
+        Capped::Body(source) => LoadError::Http { list: cfg.name.clone(), url: shown.clone(), source },
     })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(fail(format!("GET {shown}: empty body")));
@@ -218,26 +231,15 @@ pub async fn fetch(
         return Err(fail(format!("GET {shown}: an HTML page where a list was expected")));
     }
     if let Some(sig_url) = &cfg.signature_url {
-        check_signature(client, cfg, keys, sig_url, &body).await.map_err(fail)?;
+        check_signature(client, cfg, keys, sig_url, &body).await?;
     }
     Ok(Some((body, meta)))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Fetches list `i` and offers the result; returns whether the list is in
 /// force after it (fetched now, or already had a version).
-pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: usize) -> Result<(), LoadError> {
-    let Some((cfg, _)) = lists.configs().get(i) else { return Ok(()) };
+pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: ListId) -> Result<(), LoadError> {
+    let Some(cfg) = lists.config(i) else { return Ok(()) };
     let prev = lists.state(i).map(|s| s.meta);
     match fetch(client, cfg, prev.as_ref(), &lists.signature_keys()).await {
         Ok(None) => {
@@ -258,13 +260,13 @@ pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: usize) -> 
 pub fn spawn(
     lists: Arc<Lists>,
     client: reqwest::Client,
-    i: usize,
+    i: ListId,
     now: Arc<tokio::sync::Notify>,
     immediately: bool,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let every = lists.configs().get(i).map(|c| c.0.refresh).unwrap_or(Duration::from_secs(300));
+        let every = lists.config(i).map(|c| c.refresh).unwrap_or(Duration::from_secs(300));
         let mut first = immediately;
         loop {
             if !first {

@@ -17,6 +17,7 @@ use super::{build_with, gate, state as files, ListState, LoadError, SourceMeta};
 use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::rules::ListId;
 
 /// How long the reaper waits for the last query to let go of a replaced
 /// policy before dropping its own reference anyway (a hickory-path query
@@ -98,22 +99,22 @@ impl Drop for Reaper {
 /// Runs a list build `f` on a thread of its own, named `qalqan-build`, at nice
 /// value `nice` (Linux: per thread), and awaits its result.
 ///
-/// Why: a 1M-rule build takes about 0.5 s of CPU. On the tokio blocking pool
-/// at the workers' priority it shares a core with a query worker as an equal,
-/// and the scheduler hands it whole slices (4 ms ticks): measured with
-/// `benches/e2e/reload-latency.sh` (QUERIES=mixed, 20k qps, worker and build
-/// on one CPU) the worst latency of a reload round was 15.8–45.8 ms (median of
-/// 5 rounds; up to 58 ms) against 4–6 ms without a reload. At nice 19 the
-/// worker preempts the build at every wakeup: 5.4–6.0 ms, within the noise of
-/// rounds without a reload, for builds about 15 % longer. A thread of its own
-/// because an unprivileged process cannot lower a thread's nice value back,
-/// so a pool thread would stay low for whatever it runs next. Cost: one thread
-/// start (tens of µs) per reload. If the thread cannot be started the build
-/// runs on the blocking pool as before.
+/// Why: a large build (`compile/1m_rules` in `benches/hot_path.rs`) is a
+/// long stretch of CPU. On the tokio blocking pool at the workers' priority
+/// it shares a core with a query worker as an equal, and the scheduler hands
+/// it whole slices, which the worst query latency of a reload shows; at
+/// nice 19 the worker preempts the build at every wakeup, and the worst
+/// latency stays that of rounds without a reload, for a somewhat longer
+/// build (`benches/e2e/reload-latency.sh` measures both; its runs are in
+/// `benches/RESULTS.md`, "Reload latency and build priority"). A thread of
+/// its own because an unprivileged process cannot lower a thread's nice
+/// value back, so a pool thread would stay low for whatever it runs next.
+/// Cost: one thread start per reload. If the thread cannot be started the
+/// build runs on the blocking pool as before.
 pub async fn on_build_thread<T: Send + 'static>(
     nice: i32,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, BuildThreadError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let f = Arc::new(Mutex::new(Some(f)));
     let g = Arc::clone(&f);
@@ -129,20 +130,33 @@ pub async fn on_build_thread<T: Send + 'static>(
         }
     });
     match spawned {
-        Ok(_) => rx.await.map_err(|_| "the build thread ended without a result".to_string()),
+        Ok(_) => rx.await.map_err(|_| BuildThreadError::NoResult),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a build thread; building on the blocking pool");
-            let job = f.lock().ok().and_then(|mut j| j.take()).ok_or("build job lost")?;
-            tokio::task::spawn_blocking(job).await.map_err(|e| e.to_string())
+            let job = f.lock().ok().and_then(|mut j| j.take()).ok_or(BuildThreadError::Lost)?;
+            tokio::task::spawn_blocking(job).await.map_err(BuildThreadError::Pool)
         }
     }
+}
+
+/// Why [`on_build_thread`] has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildThreadError {
+    /// The build panicked on its thread.
+    #[error("the build thread ended without a result")]
+    NoResult,
+    #[error("the build job was lost")]
+    Lost,
+    /// No thread could be started, and the blocking pool's task failed.
+    #[error("the build task on the blocking pool failed")]
+    Pool(#[source] tokio::task::JoinError),
 }
 
 /// One offered version of one list.
 #[derive(Debug)]
 pub struct Incoming {
-    /// Position of the list in the config.
-    pub list: usize,
+    /// Which list.
+    pub list: ListId,
     pub bytes: Vec<u8>,
     pub meta: SourceMeta,
     /// Skip the shrink gate for this version (operator override).
@@ -270,18 +284,30 @@ impl Lists {
         self.signatures.keys.clone()
     }
 
-    /// The version in force of push list `i` (journal and bytes).
-    pub fn pushed(&self, i: usize) -> Option<PushHead> {
-        self.pushed.lock().ok().and_then(|p| p.get(i).cloned().flatten())
+    /// The version in force of push list `id` (journal and bytes).
+    pub fn pushed(&self, id: ListId) -> Option<PushHead> {
+        self.pushed.lock().ok().and_then(|p| p.get(id.index()).cloned().flatten())
     }
 
     pub fn configs(&self) -> &[(ListConfig, Option<PathBuf>)] {
         &self.configs
     }
 
-    /// Position of the list called `name`.
-    pub fn position(&self, name: &str) -> Option<usize> {
-        self.configs.iter().position(|(c, _)| c.name == name)
+    /// Every list with its id, config and file (its own, or its persisted
+    /// copy), in config order.
+    pub fn each(&self) -> impl Iterator<Item = (ListId, &ListConfig, Option<&Path>)> + '_ {
+        ListId::all(self.configs.len()).zip(&self.configs).map(|(id, (c, p))| (id, c, p.as_deref()))
+    }
+
+    /// The config of list `id`.
+    pub fn config(&self, id: ListId) -> Option<&ListConfig> {
+        self.configs.get(id.index()).map(|(c, _)| c)
+    }
+
+    /// The list called `name` (the operator's key: the admin API and the
+    /// command line name lists, everything past them uses the id).
+    pub fn id_of(&self, name: &str) -> Option<ListId> {
+        self.each().find(|(_, c, _)| c.name == name).map(|(id, _, _)| id)
     }
 
     /// The version in force of every list (None where a list has none yet).
@@ -289,15 +315,15 @@ impl Lists {
         self.states.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// The version in force of list `i`.
-    pub fn state(&self, i: usize) -> Option<ListState> {
-        self.states.lock().ok().and_then(|s| s.get(i).cloned().flatten())
+    /// The version in force of list `id`.
+    pub fn state(&self, id: ListId) -> Option<ListState> {
+        self.states.lock().ok().and_then(|s| s.get(id.index()).cloned().flatten())
     }
 
-    /// Lets the next version of list `i` skip the shrink gate.
-    pub fn force_next(&self, i: usize) {
+    /// Lets the next version of list `id` skip the shrink gate.
+    pub fn force_next(&self, id: ListId) {
         if let Ok(mut f) = self.force_next.lock() {
-            if let Some(slot) = f.get_mut(i) {
+            if let Some(slot) = f.get_mut(id.index()) {
                 *slot = true;
             }
         }
@@ -311,7 +337,7 @@ impl Lists {
         let mut batch = Vec::new();
         let mut errors = Vec::new();
         let mut heads = Vec::new();
-        for (i, (cfg, path)) in self.configs.iter().enumerate() {
+        for (i, cfg, path) in self.each() {
             let Some(path) = path else {
                 tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
                 continue;
@@ -367,8 +393,8 @@ impl Lists {
         let report = self.apply(batch);
         if let Ok(mut p) = self.pushed.lock() {
             for (i, head) in heads {
-                let accepted = self.configs.get(i).is_some_and(|(c, _)| report.changed.contains(&c.name));
-                if let (true, Some(slot)) = (accepted, p.get_mut(i)) {
+                let accepted = self.config(i).is_some_and(|c| report.changed.contains(&c.name));
+                if let (true, Some(slot)) = (accepted, p.get_mut(i.index())) {
                     *slot = Some(head);
                 }
             }
@@ -381,10 +407,10 @@ impl Lists {
     }
 
     /// Re-reads the file lists at `which` (None = every file list).
-    pub fn reload_files(&self, which: Option<&[usize]>) -> ReloadReport {
+    pub fn reload_files(&self, which: Option<&[ListId]>) -> ReloadReport {
         let mut batch = Vec::new();
         let mut report = ReloadReport::default();
-        for (i, (cfg, path)) in self.configs.iter().enumerate() {
+        for (i, cfg, path) in self.each() {
             let (SourceKind::File(_), Some(path)) = (&cfg.origin, path) else { continue };
             if which.is_some_and(|w| !w.contains(&i)) {
                 continue;
@@ -409,12 +435,12 @@ impl Lists {
     }
 
     /// Async wrapper: [`Lists::reload_files`] on a build thread ([`on_build_thread`]).
-    pub async fn reload(self: &Arc<Self>, which: Option<Vec<usize>>) -> ReloadReport {
+    pub async fn reload(self: &Arc<Self>, which: Option<Vec<ListId>>) -> ReloadReport {
         let me = Arc::clone(self);
         match on_build_thread(self.reload_nice, move || me.reload_files(which.as_deref())).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "reload task failed; keeping the current policy");
+                tracing::error!(error = %super::ErrorChain(&e), "reload task failed; keeping the current policy");
                 ReloadReport::default()
             }
         }
@@ -428,7 +454,7 @@ impl Lists {
             return Err(e);
         }
         self.state(i).ok_or_else(|| LoadError::Rejected {
-            list: self.configs.get(i).map(|c| c.0.name.clone()).unwrap_or_default(),
+            list: self.config(i).map(|c| c.name.clone()).unwrap_or_default(),
             reason: "compiling the policy failed".into(),
         })
     }
@@ -436,9 +462,10 @@ impl Lists {
     /// Async wrapper: [`Lists::offer`] on a build thread ([`on_build_thread`]).
     pub async fn offer_async(self: &Arc<Self>, inc: Incoming) -> Result<ListState, LoadError> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer(inc)).await.unwrap_or_else(|e| {
-            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
-        })
+        let list = self.config(inc.list).map(|c| c.name.clone()).unwrap_or_default();
+        on_build_thread(self.reload_nice, move || me.offer(inc))
+            .await
+            .unwrap_or_else(|source| Err(LoadError::BuildThread { list, source }))
     }
 
     /// [`Lists::offer_async`] for a version that is itself costly to put
@@ -447,15 +474,15 @@ impl Lists {
     /// async thread that called.
     pub async fn offer_made(self: &Arc<Self>, make: impl FnOnce() -> Incoming + Send + 'static) -> Result<ListState, LoadError> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer(make())).await.unwrap_or_else(|e| {
-            Err(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") })
-        })
+        on_build_thread(self.reload_nice, move || me.offer(make()))
+            .await
+            .unwrap_or_else(|source| Err(LoadError::BuildThread { list: String::new(), source }))
     }
 
     /// Marks a source check that found nothing new (HTTP 304, same serial):
     /// the list is fresh, so its last-success time moves on.
-    pub fn touch(&self, i: usize) {
-        if let Some((cfg, _)) = self.configs.get(i) {
+    pub fn touch(&self, id: ListId) {
+        if let Some(cfg) = self.config(id) {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             self.metrics.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(now).unwrap_or(i64::MAX));
             self.metrics.list_reloads.with_label_values(&[&cfg.name, "unchanged"]).inc();
@@ -467,7 +494,7 @@ impl Lists {
         if let Some((cfg, _)) = self.configs.iter().find(|(c, _)| c.name == e.list()) {
             self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         }
-        tracing::warn!(error = %e, "list source failed; keeping last good version");
+        tracing::warn!(error = %e.chain(), "list source failed; keeping last good version");
     }
 
     /// Hands a replaced policy to the reaper, or runs the after-build hook
@@ -490,7 +517,7 @@ impl Lists {
 
     fn reject(&self, cfg: &ListConfig, e: LoadError, report: &mut ReloadReport) {
         self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
-        tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e, "list rejected; keeping last good version");
+        tracing::warn!(list = %cfg.name, stage = e.stage(), error = %e.chain(), "list rejected; keeping last good version");
         report.failed.push(e);
     }
 
@@ -512,14 +539,14 @@ impl Lists {
     fn apply_locked(&self, batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
-        let mut to_persist: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut to_persist: Vec<(ListId, Vec<u8>)> = Vec::new();
         let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
         let published = self.policy.load_full();
         let mut working: Option<crate::policy::Index> = None;
         let started = std::time::Instant::now();
         for inc in batch {
-            let i = inc.list;
-            let Some((cfg, _)) = self.configs.get(i) else { continue };
+            let id = inc.list;
+            let (Some(cfg), i) = (self.config(id), id.index()) else { continue };
             let prev = states.get(i).and_then(Clone::clone);
             if inc.bytes.len() as u64 > cfg.max_bytes {
                 let e = LoadError::TooLarge { list: cfg.name.clone(), what: "source bytes", size: inc.bytes.len() as u64, limit: cfg.max_bytes };
@@ -542,12 +569,12 @@ impl Lists {
                 continue;
             }
             let base = working.as_ref().unwrap_or(&published.index);
-            let result = build_with(&configs, base, i, &inc.bytes, inc.records.as_ref())
-                .map_err(|e| LoadError::Rejected { list: cfg.name.clone(), reason: format!("compiling: {e}") })
+            let result = build_with(&configs, base, id, &inc.bytes, inc.records.as_ref())
+                .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
                 .and_then(|(index, stats, addrs)| gate(cfg, prev.as_ref(), &stats, forced).map(|()| (index, stats, addrs)));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
-                    *slot = result.as_ref().err().map(|e| (version.clone(), e.to_string()));
+                    *slot = result.as_ref().err().map(|e| (version.clone(), e.chain().to_string()));
                 }
             }
             match result {
@@ -579,7 +606,7 @@ impl Lists {
                         *slot = Some(state);
                     }
                     if cfg.origin.is_remote() && !inc.bytes.is_empty() {
-                        to_persist.push((i, inc.bytes));
+                        to_persist.push((id, inc.bytes));
                     }
                     working = Some(index);
                     report.changed.push(cfg.name.clone());
@@ -595,8 +622,8 @@ impl Lists {
         let replaced = self.policy.swap(Arc::new(policy));
         self.metrics.policy_build.observe(started.elapsed().as_secs_f64());
         self.generation.store(generation, Ordering::Relaxed);
-        for (i, state) in states.iter().enumerate() {
-            let (Some(state), Some((cfg, _))) = (state, self.configs.get(i)) else { continue };
+        for ((_, cfg, _), state) in self.each().zip(&states) {
+            let Some(state) = state else { continue };
             let m = &self.metrics;
             m.list_rules.with_label_values(&[&cfg.name]).set(i64::try_from(state.rules).unwrap_or(i64::MAX));
             let ts = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -607,8 +634,8 @@ impl Lists {
             self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
         }
         self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        for (i, bytes) in &to_persist {
-            if let (Some((cfg, _)), Some(Some(state))) = (self.configs.get(*i), states.get(*i)) {
+        for (id, bytes) in &to_persist {
+            if let (Some(cfg), Some(Some(state))) = (self.config(*id), states.get(id.index())) {
                 self.persist(cfg, bytes, &state.meta);
             }
         }
@@ -675,18 +702,18 @@ impl Lists {
         Ok(Some(PushHead { journal, body: Arc::new(body) }))
     }
 
-    /// Offers one push to push list `i`: checks its version against the
+    /// Offers one push to push list `id`: checks its version against the
     /// version in force, applies a PATCH to the bytes in force, gates and
     /// publishes — all under the update lock, so two pushes never both pass
     /// the version check. A push whose result equals the list in force
     /// still advances the accepted version. The caller has checked the
     /// signature; the entry is persisted with it (journal, re-verified on load).
-    pub fn offer_push(&self, i: usize, mut entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
-        let Some((cfg, _)) = self.configs.get(i) else {
+    pub fn offer_push(&self, id: ListId, mut entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+        let Some(cfg) = self.config(id) else {
             return Err(PushRefused::Patch("no such list".into()));
         };
         let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let in_force = self.state(i);
+        let in_force = self.state(id);
         let current = in_force.as_ref().and_then(|s| s.meta.push_version).unwrap_or(0);
         if entry.version == 0 && entry.signature.is_none() {
             entry.version = current.saturating_add(1); // unsigned push without a version: the next one
@@ -694,7 +721,7 @@ impl Lists {
         if entry.version <= current {
             return Err(PushRefused::Stale { version: entry.version, current });
         }
-        let head = self.pushed(i);
+        let head = self.pushed(id);
         let (bytes, journal) = match entry.method {
             PushMethod::Put => (entry.body.clone(), Journal { entries: vec![entry.clone()] }),
             PushMethod::Patch => {
@@ -723,7 +750,7 @@ impl Lists {
             PushMethod::Post => return Err(PushRefused::Patch("POST does not carry a list".into())),
         };
         let meta = SourceMeta { push_version: Some(entry.version), who, ..Default::default() };
-        let inc = Incoming { list: i, bytes, meta: meta.clone(), force: false, records: None };
+        let inc = Incoming { list: id, bytes, meta: meta.clone(), force: false, records: None };
         let body = Arc::new(inc.bytes.clone());
         let (mut report, replaced) = self.apply_locked(vec![inc]);
         let result = match report.failed.pop() {
@@ -733,13 +760,13 @@ impl Lists {
                 // version is now the accepted one
                 let mut state = None;
                 if let Ok(mut states) = self.states.lock() {
-                    if let Some(Some(s)) = states.get_mut(i) {
+                    if let Some(Some(s)) = states.get_mut(id.index()) {
                         s.meta = meta.clone();
                         state = Some(s.clone());
                     }
                 }
                 if let Ok(mut p) = self.pushed.lock() {
-                    if let Some(slot) = p.get_mut(i) {
+                    if let Some(slot) = p.get_mut(id.index()) {
                         *slot = Some(PushHead { journal: journal.clone(), body });
                     }
                 }
@@ -755,11 +782,12 @@ impl Lists {
     }
 
     /// Async wrapper: [`Lists::offer_push`] on a build thread ([`on_build_thread`]).
-    pub async fn offer_push_async(self: &Arc<Self>, i: usize, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+    pub async fn offer_push_async(self: &Arc<Self>, id: ListId, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
         let me = Arc::clone(self);
-        on_build_thread(self.reload_nice, move || me.offer_push(i, entry, who)).await.unwrap_or_else(|e| {
-            Err(PushRefused::Load(LoadError::Rejected { list: String::new(), reason: format!("update task failed: {e}") }))
-        })
+        let list = self.config(id).map(|c| c.name.clone()).unwrap_or_default();
+        on_build_thread(self.reload_nice, move || me.offer_push(id, entry, who))
+            .await
+            .unwrap_or_else(|source| Err(PushRefused::Load(LoadError::BuildThread { list, source })))
     }
 
     fn persist_journal(&self, cfg: &ListConfig, journal: &Journal, meta: &SourceMeta) {
@@ -802,7 +830,7 @@ mod tests {
         let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None);
         let offer = |body: &str| {
-            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
+            let inc = Incoming { list: ListId::from_raw(0), bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
             lists.offer(inc).map(|s| s.rules).unwrap()
         };
         assert_eq!(offer("a.example\n"), 1);
@@ -833,7 +861,7 @@ mod tests {
         let specs = config.lists.iter().map(|l| (l.clone(), None)).collect();
         let lists = Lists::new(specs, Arc::new(Metrics::new().unwrap()), None).with_after_build(count);
         let offer = |body: &str| {
-            let inc = Incoming { list: 0, bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
+            let inc = Incoming { list: ListId::from_raw(0), bytes: body.as_bytes().to_vec(), meta: SourceMeta::default(), force: true, records: None };
             lists.offer(inc).map(|s| s.rules).unwrap()
         };
         // replaces the empty policy: the hook runs on the reaper thread

@@ -12,6 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
 use super::publish::Lists;
+use crate::rules::ListId;
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -35,10 +36,10 @@ pub fn spawn(
             }
         }
     })?;
-    // (list index, canonical parent dir, file name)
-    let mut targets: Vec<(usize, PathBuf, std::ffi::OsString)> = Vec::new();
+    // (list, canonical parent dir, file name)
+    let mut targets: Vec<(ListId, PathBuf, std::ffi::OsString)> = Vec::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for (i, (cfg, path)) in lists.configs().iter().enumerate() {
+    for (i, cfg, path) in lists.each() {
         if cfg.origin.is_remote() {
             continue; // their state-dir copies are written by us
         }
@@ -56,7 +57,7 @@ pub fn spawn(
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropped (and stopped) when the task ends
         loop {
-            let mut dirty: BTreeSet<usize> = BTreeSet::new();
+            let mut dirty: BTreeSet<ListId> = BTreeSet::new();
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = hangup(&mut hup) => {
@@ -99,7 +100,7 @@ pub fn spawn(
                 reload_all(&lists, "SIGHUP while list files were settling: reloading every list now").await;
                 continue;
             }
-            let which: Vec<usize> = dirty.into_iter().collect();
+            let which: Vec<ListId> = dirty.into_iter().collect();
             tracing::debug!(?which, "list files changed");
             lists.reload(Some(which)).await;
         }
@@ -127,7 +128,7 @@ async fn hangup(hup: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 }
 
 /// Marks the lists whose file is `p`; returns whether any matched.
-fn mark(targets: &[(usize, PathBuf, std::ffi::OsString)], p: &Path, dirty: &mut BTreeSet<usize>) -> bool {
+fn mark(targets: &[(ListId, PathBuf, std::ffi::OsString)], p: &Path, dirty: &mut BTreeSet<ListId>) -> bool {
     let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { return false };
     let mut hit = false;
     for (i, dir, file) in targets {

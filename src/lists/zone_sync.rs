@@ -22,6 +22,7 @@ use super::publish::{Incoming, Lists};
 use super::source::{soa_serial, to_zone_text, transfer, Limits, Transfer, TsigKey};
 use super::{LoadError, RecordParser, SourceMeta};
 use crate::config::SourceKind;
+use crate::rules::ListId;
 
 /// The zone as last accepted: its records and its serial.
 ///
@@ -105,15 +106,16 @@ struct Source {
     limits: Limits,
 }
 
-fn source_of(lists: &Lists, i: usize) -> Result<Source, LoadError> {
-    let Some((cfg, _)) = lists.configs().get(i) else {
+fn source_of(lists: &Lists, i: ListId) -> Result<Source, LoadError> {
+    let Some(cfg) = lists.config(i) else {
         return Err(LoadError::Fetch { list: String::new(), reason: "no such list".into() });
     };
     let fail = |reason: String| LoadError::Fetch { list: cfg.name.clone(), reason };
     let SourceKind::Axfr { primary, zone } = &cfg.origin else { return Err(fail("not an axfr source".into())) };
-    let zone = Name::from_ascii(format!("{zone}.")).map_err(|e| fail(format!("zone {zone}: {e}")))?;
+    let config = |what: String, e: Box<dyn std::error::Error + Send + Sync>| LoadError::Config { list: cfg.name.clone(), what, source: e };
+    let zone = Name::from_ascii(format!("{zone}.")).map_err(|e| config(format!("zone {zone}"), e.into()))?;
     let tsig = match &cfg.tsig {
-        Some(t) => Some(TsigKey::parse(t).map_err(|e| fail(format!("tsig: {e}")))?),
+        Some(t) => Some(TsigKey::parse(t).map_err(|e| config("tsig".into(), e.into()))?),
         None => None,
     };
     let limits = Limits {
@@ -130,8 +132,8 @@ fn source_of(lists: &Lists, i: usize) -> Result<Source, LoadError> {
 const RECORDS_MAGIC: &[u8] = b"qalqan-zone-records 1\n";
 
 /// `NAME.records` next to the persisted copy `NAME.list` of list `i`.
-fn records_path(lists: &Lists, i: usize) -> Option<PathBuf> {
-    lists.configs().get(i)?.1.as_ref().map(|p| p.with_extension("records"))
+fn records_path(lists: &Lists, i: ListId) -> Option<PathBuf> {
+    lists.configs().get(i.index())?.1.as_ref().map(|p| p.with_extension("records"))
 }
 
 fn encode_records(serial: u32, records: &BTreeMap<u64, Arc<[u8]>>) -> Vec<u8> {
@@ -167,7 +169,7 @@ fn decode_records(bytes: &[u8]) -> Option<ZoneState> {
 
 /// Writes the records of the accepted zone to `NAME.records` (0600, renamed
 /// into place: see `lists::state::write`), off the async threads.
-async fn save(lists: &Lists, i: usize, st: &ZoneState) {
+async fn save(lists: &Lists, i: ListId, st: &ZoneState) {
     let Some(path) = records_path(lists, i) else { return };
     let shown = path.display().to_string();
     let (serial, records) = (st.serial, Arc::clone(&st.records));
@@ -180,7 +182,7 @@ async fn save(lists: &Lists, i: usize, st: &ZoneState) {
 /// The zone state recovered from `NAME.records`, if any, and only if it
 /// holds exactly the version in force (the persisted copy loaded at start):
 /// otherwise the next transfer is a full one.
-pub fn from_persisted(lists: &Lists, i: usize) -> Option<ZoneState> {
+pub fn from_persisted(lists: &Lists, i: ListId) -> Option<ZoneState> {
     let in_force = lists.state(i)?;
     in_force.meta.serial?;
     let path = records_path(lists, i)?;
@@ -198,10 +200,15 @@ pub fn from_persisted(lists: &Lists, i: usize) -> Option<ZoneState> {
 }
 
 /// Brings list `i` up to date with its primary and offers the result.
-pub async fn sync(lists: &Arc<Lists>, i: usize, state: &mut Option<ZoneState>) -> Result<(), LoadError> {
+pub async fn sync(lists: &Arc<Lists>, i: ListId, state: &mut Option<ZoneState>) -> Result<(), LoadError> {
     let src = source_of(lists, i)?;
-    let name = lists.configs().get(i).map(|c| c.0.name.clone()).unwrap_or_default();
-    let fail = |e: super::source::AxfrError| LoadError::Fetch { list: name.clone(), reason: format!("{} from {}: {e}", src.zone, src.primary) };
+    let name = lists.config(i).map(|c| c.name.clone()).unwrap_or_default();
+    let fail = |source: super::source::AxfrError| LoadError::Transfer {
+        list: name.clone(),
+        zone: src.zone.to_string(),
+        primary: src.primary,
+        source: Box::new(source),
+    };
     if let Some(st) = state.as_ref() {
         let serial = soa_serial(src.primary, &src.zone, src.tsig.as_ref(), src.limits.timeout).await.map_err(&fail)?;
         if !serial_newer(serial, st.serial) {
@@ -270,18 +277,18 @@ pub async fn sync(lists: &Arc<Lists>, i: usize, state: &mut Option<ZoneState>) -
 /// `now` is notified (NOTIFY from the primary, admin reload).
 pub fn spawn(
     lists: Arc<Lists>,
-    i: usize,
+    i: ListId,
     mut state: Option<ZoneState>,
     now: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let every = lists.configs().get(i).map(|c| c.0.refresh).unwrap_or(Duration::from_secs(300));
+        let every = lists.config(i).map(|c| c.refresh).unwrap_or(Duration::from_secs(300));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
-                _ = now.notified() => tracing::debug!(list = i, "zone refresh requested"),
+                _ = now.notified() => tracing::debug!(list = %i, "zone refresh requested"),
             }
             if let Err(e) = sync(&lists, i, &mut state).await {
                 lists.source_failed(&e);
@@ -356,16 +363,16 @@ mod tests {
         st.insert(&cname("b", "rpz-passthru.", 300));
         let bytes = to_zone_text(&zone, decoded(&st.records)).into_bytes();
         let meta = SourceMeta { serial: Some(5), ..Default::default() };
-        assert_eq!(lists.offer(Incoming { list: 0, bytes, meta, force: false, records: None }).unwrap().rules, 2);
-        assert!(from_persisted(&lists, 0).is_none(), "no NAME.records yet");
-        let path = records_path(&lists, 0).unwrap();
+        assert_eq!(lists.offer(Incoming { list: ListId::from_raw(0), bytes, meta, force: false, records: None }).unwrap().rules, 2);
+        assert!(from_persisted(&lists, ListId::from_raw(0)).is_none(), "no NAME.records yet");
+        let path = records_path(&lists, ListId::from_raw(0)).unwrap();
         assert_eq!(path, dir.path().join("rpz.records"));
         super::super::state::write(&path, &encode_records(st.serial, &st.records)).unwrap();
-        let back = from_persisted(&lists, 0).unwrap();
+        let back = from_persisted(&lists, ListId::from_raw(0)).unwrap();
         assert_eq!((back.serial, owners(&back)), (5, owners(&st)));
         st.remove(&cname("b", "rpz-passthru.", 300));
         super::super::state::write(&path, &encode_records(6, &st.records)).unwrap();
-        assert!(from_persisted(&lists, 0).is_none(), "records of another version");
+        assert!(from_persisted(&lists, ListId::from_raw(0)).is_none(), "records of another version");
     }
 
     #[test]

@@ -18,13 +18,14 @@ use std::hash::BuildHasher;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::hit::{Hit, RuleId};
 use super::iptable::{IpRule, IpTable};
 use crate::name::{NameRef, QName};
-use crate::rules::{Entry, LocalData, Rule, RuleAction, Scope};
+use crate::rules::{Entry, ListId, LocalData, Rule, RuleAction, Scope};
 
-/// A rule of an [`Index`] (the offset of its record in the store); stable
-/// for the life of one compiled policy.
-pub type RuleId = u32;
+/// The "no list" value of [`Index::first_block_list`] (no valid
+/// [`ListId`] has it: see [`ListId::MAX_LISTS`]).
+const NO_LIST: ListId = ListId::from_raw(u16::MAX);
 
 const NONE: u32 = u32::MAX;
 
@@ -79,8 +80,8 @@ struct RuleRec {
     line: u32,
     /// Next rule with the same name (chain), or NONE.
     next: u32,
-    /// Position of the list in config order.
-    list: u16,
+    /// The list, by position in config order.
+    list: ListId,
     text_len: u8,
     bits: u8,
 }
@@ -94,7 +95,7 @@ impl RuleRec {
         Some(RuleRec {
             bits: h[0],
             text_len: h[1],
-            list: u16::from_le_bytes([h[2], h[3]]),
+            list: ListId::from_raw(u16::from_le_bytes([h[2], h[3]])),
             line: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
             next: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
         })
@@ -103,7 +104,7 @@ impl RuleRec {
     fn write(&self, out: &mut Vec<u8>) {
         out.push(self.bits);
         out.push(self.text_len);
-        out.extend_from_slice(&self.list.to_le_bytes());
+        out.extend_from_slice(&self.list.raw().to_le_bytes());
         out.extend_from_slice(&self.line.to_le_bytes());
         out.extend_from_slice(&self.next.to_le_bytes());
     }
@@ -224,8 +225,8 @@ impl Table {
     }
 
     /// Sizes the table to [`LOAD_BUILT`] for the keys it holds, unless it is
-    /// within a quarter of that already (a rehash of a million rules costs
-    /// ~100 ms of the load).
+    /// within a quarter of that already (a rehash touches every rule: a
+    /// sizeable part of a build, `compile/1m_rules` in `benches/hot_path.rs`).
     fn fit(&mut self, rehash: impl Fn(u32) -> u64) {
         let want = Self::slots_for(self.len);
         let n = self.slots.len();
@@ -254,15 +255,6 @@ impl Table {
     }
 }
 
-/// A matching rule and how it matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
-    pub rule: RuleId,
-    pub list: u16,
-    /// Labels between the query name and the rule's name (0 = the name itself).
-    pub depth: u8,
-}
-
 /// Input to [`Index::build`]: the entries of one list.
 pub struct ListInput<'a> {
     /// Whether the list as a whole is an allowlist (`kind = "allow"`).
@@ -277,11 +269,11 @@ pub enum BuildError {
     TooManyRules,
     #[error("pattern arena over 4 GiB")]
     ArenaFull,
-    #[error("keyword automaton: {0}")]
+    #[error("keyword automaton")]
     Keywords(#[from] aho_corasick::BuildError),
-    #[error("regex set: {0}")]
+    #[error("regex set")]
     Regex(#[from] regex::Error),
-    #[error("too many lists (more than 65535)")]
+    #[error("too many lists (more than {})", ListId::MAX_LISTS)]
     TooManyLists,
 }
 
@@ -311,8 +303,8 @@ pub struct Index {
     /// aside); without them the suffix walk stops at the first hit of the
     /// first block list.
     has_allow: bool,
-    /// The earliest list position that has block rules.
-    first_block_list: u16,
+    /// The earliest list that has block rules ([`NO_LIST`]: none).
+    first_block_list: ListId,
 }
 
 // Non-name rules use scope value 3 and say their kind in the action bits.
@@ -353,18 +345,18 @@ impl Builder {
         }
     }
 
-    /// Adds the parsed entries of the list at config position `list`.
+    /// Adds the parsed entries of `list`.
     ///
     /// Cost: O(entries + name bytes), one hash insert per name rule.
-    pub fn add_list(&mut self, list: u16, allow: bool, entries: &[Entry]) -> Result<(), BuildError> {
+    pub fn add_list(&mut self, list: ListId, allow: bool, entries: &[Entry]) -> Result<(), BuildError> {
         for entry in entries {
             self.add_entry(list, allow, entry)?;
         }
         Ok(())
     }
 
-    /// Adds one parsed entry of the list at config position `list`.
-    pub fn add_entry(&mut self, list: u16, allow: bool, entry: &Entry) -> Result<(), BuildError> {
+    /// Adds one parsed entry of `list`.
+    pub fn add_entry(&mut self, list: ListId, allow: bool, entry: &Entry) -> Result<(), BuildError> {
         let allow_bit = if allow { ALLOW } else { 0 };
         {
             match &entry.rule {
@@ -405,9 +397,9 @@ impl Builder {
         Ok(())
     }
 
-    /// Copies every rule of `old` whose list position satisfies `keep`,
+    /// Copies every rule of `old` whose list satisfies `keep`,
     /// in their original order. Cost: O(kept rules), no parsing.
-    pub fn carry(&mut self, old: &Index, keep: impl Fn(u16) -> bool) -> Result<(), BuildError> {
+    pub fn carry(&mut self, old: &Index, keep: impl Fn(ListId) -> bool) -> Result<(), BuildError> {
         let regex_of: std::collections::HashMap<RuleId, &str> = old
             .regexes
             .as_ref()
@@ -441,7 +433,7 @@ impl Builder {
         &mut self,
         text: &str,
         line: u32,
-        list: u16,
+        list: ListId,
         bits: u8,
         decision: Option<&str>,
         local: Option<Vec<LocalData>>,
@@ -456,7 +448,7 @@ impl Builder {
         RuleRec { line, next: NONE, list, text_len: u8::try_from(text.len()).unwrap_or(0), bits }.write(&mut idx.store);
         idx.store.extend_from_slice(text.as_bytes());
         idx.count += 1;
-        let li = usize::from(list);
+        let li = list.index();
         if idx.per_list.len() <= li {
             idx.per_list.resize(li + 1, 0);
         }
@@ -608,15 +600,15 @@ impl Index {
         let total: usize = lists.iter().map(|l| l.entries.len()).sum();
         let mut b = Builder::with_capacity(total, total.saturating_mul(20));
         for (pos, l) in lists.iter().enumerate() {
-            let pos = u16::try_from(pos).map_err(|_| BuildError::TooManyLists)?;
-            b.add_list(pos, l.allow, l.entries)?;
+            let list = ListId::from_index(pos).ok_or(BuildError::TooManyLists)?;
+            b.add_list(list, l.allow, l.entries)?;
         }
         b.finish()
     }
 
-    /// Rules of the list at config position `list`.
-    pub fn list_rules(&self, list: u16) -> usize {
-        self.per_list.get(usize::from(list)).copied().unwrap_or(0)
+    /// Rules of `list`.
+    pub fn list_rules(&self, list: ListId) -> usize {
+        self.per_list.get(list.index()).copied().unwrap_or(0)
     }
 
     /// Bytes of rule records (a size hint for rebuilding).
@@ -657,7 +649,7 @@ impl Index {
             locals: hashbrown::HashMap::with_hasher(hasher),
             per_list: Vec::new(),
             has_allow: false,
-            first_block_list: u16::MAX,
+            first_block_list: NO_LIST,
         }
     }
 
@@ -667,7 +659,9 @@ impl Index {
     /// compares at most a few arena strings), a chain walk per matching
     /// name, then one aho-corasick scan when keyword rules exist and one
     /// regex-set scan when regex rules exist. No allocation without regex
-    /// rules (the regex set allocates its match set).
+    /// rules (the regex set allocates its match set). Measured by
+    /// `policy_check_*` (warm), `policy_check_cold_*` and `keyword_1000` in
+    /// `benches/hot_path.rs`.
     ///
     /// Block precedence: the earliest list in config order; within a list the
     /// most specific name (exact beats wildcard within one RPZ zone).
@@ -765,7 +759,8 @@ impl Index {
     /// prefix, then the first rule.
     ///
     /// Cost: one binary search over the flattened ranges ([`IpTable`]:
-    /// ≈ 18 comparisons at 100k prefixes); no allocation.
+    /// ≈ 18 comparisons at 100k prefixes); no allocation
+    /// (`answer_ip_100k/check_ip` in `benches/hot_path.rs`).
     #[inline]
     pub fn check_ip(&self, ip: std::net::IpAddr) -> (Option<Hit>, Option<Hit>) {
         let d = self.ip_table.lookup(ip);
@@ -849,6 +844,10 @@ pub fn is_important(index: &Index, id: RuleId) -> bool {
 mod tests {
     use super::*;
 
+    const L0: ListId = ListId::from_raw(0);
+    const L1: ListId = ListId::from_raw(1);
+    const L2: ListId = ListId::from_raw(2);
+
     fn name_rule(name: &str, scope: Scope, line: u32) -> Entry {
         Entry {
             line,
@@ -875,7 +874,7 @@ mod tests {
         let names: Vec<String> = (0..20_000).map(|i| format!("n{:x}-{i}.example{}.com", rand() % 100_000, i % 7)).collect();
         let entries: Vec<Entry> = names.iter().enumerate().map(|(i, n)| name_rule(n, Scope::Exact, i as u32 + 1)).collect();
         let mut b = Builder::with_capacity(10, 10);
-        b.add_list(0, false, &entries).unwrap();
+        b.add_list(L0, false, &entries).unwrap();
         let idx = b.finish().unwrap();
         assert_eq!(idx.len(), names.len());
         assert!(idx.table.len as f64 <= idx.table.slots.len() as f64 * LOAD_BUILT + 1.0);
@@ -896,26 +895,26 @@ mod tests {
     #[test]
     fn chains_scopes_and_carry() {
         let mut b = Builder::with_capacity(4, 64);
-        b.add_list(0, false, &[name_rule("below.test", Scope::Below, 1), name_rule("both.test", Scope::Exact, 2)]).unwrap();
-        b.add_list(1, false, &[name_rule("both.test", Scope::Subtree, 7)]).unwrap();
-        b.add_list(2, true, &[name_rule("both.test", Scope::Subtree, 9)]).unwrap();
+        b.add_list(L0, false, &[name_rule("below.test", Scope::Below, 1), name_rule("both.test", Scope::Exact, 2)]).unwrap();
+        b.add_list(L1, false, &[name_rule("both.test", Scope::Subtree, 7)]).unwrap();
+        b.add_list(L2, true, &[name_rule("both.test", Scope::Subtree, 9)]).unwrap();
         let idx = b.finish().unwrap();
         let check = |idx: &Index| {
             let (allow, block) = idx.check(&q("both.test"));
             let block = block.unwrap();
-            assert_eq!((block.list, idx.rule_line(block.rule)), (0, 2));
-            assert_eq!(allow.map(|a| a.list), Some(2));
+            assert_eq!((block.list, idx.rule_line(block.rule)), (L0, 2));
+            assert_eq!(allow.map(|a| a.list), Some(L2));
             let (_, block) = idx.check(&q("x.both.test"));
-            assert_eq!(block.map(|b| (b.list, b.depth)), Some((1, 1)), "exact rule of list 0 must not match below");
+            assert_eq!(block.map(|b| (b.list, b.depth)), Some((L1, 1)), "exact rule of list 0 must not match below");
             assert_eq!(idx.check(&q("below.test")).1, None);
-            assert_eq!(idx.check(&q("a.below.test")).1.map(|b| b.list), Some(0));
+            assert_eq!(idx.check(&q("a.below.test")).1.map(|b| b.list), Some(L0));
         };
         check(&idx);
         let mut c = Builder::with_capacity(1, 1);
-        c.carry(&idx, |l| l != 1).unwrap();
+        c.carry(&idx, |l| l != L1).unwrap();
         let carried = c.finish().unwrap();
         assert_eq!(carried.len(), 3);
-        assert_eq!(carried.list_rules(1), 0);
+        assert_eq!(carried.list_rules(L1), 0);
         assert_eq!(carried.check(&q("x.both.test")).1, None);
         let mut d = Builder::with_capacity(1, 1);
         d.carry(&idx, |_| true).unwrap();

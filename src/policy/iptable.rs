@@ -14,14 +14,15 @@
 
 use std::net::IpAddr;
 
-use super::index::{Hit, RuleId};
+use super::hit::{Hit, RuleId};
+use crate::rules::ListId;
 
 /// One answer-address rule, as handed to [`IpTable::build`].
 #[derive(Debug, Clone, Copy)]
 pub struct IpRule {
     pub net: ipnet::IpNet,
     pub rule: RuleId,
-    pub list: u16,
+    pub list: ListId,
     pub allow: bool,
 }
 
@@ -77,7 +78,7 @@ struct Span<K> {
     last: K,
     len: u8,
     rule: RuleId,
-    list: u16,
+    list: ListId,
     allow: bool,
 }
 
@@ -233,14 +234,14 @@ mod tests {
     use super::*;
 
     fn rule(net: &str, rule: RuleId, list: u16, allow: bool) -> IpRule {
-        IpRule { net: net.parse().unwrap(), rule, list, allow }
+        IpRule { net: net.parse().unwrap(), rule, list: ListId::from_raw(list), allow }
     }
 
     /// The definition: every rule covering the address, earliest list, then
     /// longest prefix, then first rule.
     fn model(rules: &[IpRule], ip: IpAddr) -> Decided {
         let mut d = Decided::default();
-        let mut best: [Option<(u16, std::cmp::Reverse<u8>, RuleId)>; 2] = [None, None];
+        let mut best: [Option<(ListId, std::cmp::Reverse<u8>, RuleId)>; 2] = [None, None];
         for r in rules {
             let ip = match ip {
                 IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -321,7 +322,7 @@ mod tests {
                 let v6 = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(r as u16)), 112 + len % 17)
                     .unwrap()
                     .trunc();
-                let list = (r >> 40) as u16 % 3;
+                let list = ListId::from_raw((r >> 40) as u16 % 3);
                 let allow = (r >> 50) % 5 == 0;
                 rules.push(IpRule { net: net.into(), rule: i * 2, list, allow });
                 rules.push(IpRule { net: v6.into(), rule: i * 2 + 1, list, allow });

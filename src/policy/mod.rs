@@ -3,14 +3,16 @@
 //! `Arc<Policy>` for the whole of one query.
 
 pub mod explain;
+pub mod hit;
 pub mod index;
 pub mod iptable;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::name::QName;
-use crate::rules::{Action, Format, ListKind, LocalData};
-pub use index::{Hit, Index, RuleId, RuleOverride};
+use crate::rules::{Action, Format, ListId, ListKind, LocalData};
+pub use hit::{Hit, RuleId};
+pub use index::{Index, RuleOverride};
 
 /// What the policy knows about one configured list.
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ pub enum Verdict {
 /// One compiled generation of every list.
 pub struct Policy {
     pub index: Index,
+    /// Indexed by [`ListId::index`].
     pub lists: Vec<ListInfo>,
     /// Increments with every publish.
     pub generation: u64,
@@ -104,7 +107,12 @@ impl Policy {
 
     /// The list a hit came from.
     pub fn list(&self, hit: &Hit) -> Option<&ListInfo> {
-        self.lists.get(usize::from(hit.list))
+        self.list_info(hit.list)
+    }
+
+    /// What this policy knows of `list`.
+    pub fn list_info(&self, list: ListId) -> Option<&ListInfo> {
+        self.lists.get(list.index())
     }
 
     /// How to answer a blocked hit: the rule's own action (RPZ) or its list's.

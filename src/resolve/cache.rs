@@ -75,8 +75,9 @@ impl Hash for KeyRef<'_> {
 
 /// A cache node's copy of its key, compared on every hit: the name's text
 /// inline for names up to 48 bytes (most), so that the node's own cache
-/// line holds it, not a separate allocation (one cache miss fewer per hit,
-/// at 80k cached names on the shared machine a miss is ~0.15 µs).
+/// line holds it, not a separate allocation: one dependent cache miss fewer
+/// per cold hit (`cache_hit_cold_100k/get_ref` in `benches/hot_path.rs`
+/// measures a cold hit).
 #[derive(Debug)]
 struct NodeKey {
     name: SmallVec<[u8; 48]>,
@@ -279,9 +280,10 @@ pub const STALE_TTL: u32 = 30;
 /// chance): a hit sets the node's `visited` bit; when a full shard needs room
 /// the hand sweeps the array, clearing set bits and evicting the first node
 /// that is unvisited or expired. Expired entries are not returned and are the
-/// first to go. Why not moka: `perf` showed its per-operation bookkeeping
-/// (key hashing several times, frequency sketch, write log, timer wheel) at
-/// ~10 % of a cache miss's CPU and several hundred bytes per entry.
+/// first to go. Why not moka: its per-operation bookkeeping (key hashing
+/// several times, frequency sketch, write log, timer wheel) stood out in a
+/// profile of the miss workload (`benches/e2e/profile.sh miss`), and it
+/// costs several hundred bytes per entry.
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
@@ -440,7 +442,8 @@ impl Cache {
     }
 
     /// A live entry for `key`. Cost: one hash of the key, one uncontended
-    /// lock, one table probe and a key compare; no allocation.
+    /// lock, one table probe and a key compare; no allocation
+    /// (`cache_hit_cold_100k/get_ref` in `benches/hot_path.rs`).
     pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
         self.get_ref(&key.as_ref(), now)
     }
@@ -495,7 +498,8 @@ impl Cache {
     ///
     /// Cost: per key one hash, one table probe and key compare; one lock and
     /// unlock per distinct shard; no allocation beyond `on_hit`'s. The locks
-    /// are held for the whole batch's lookups (a few hundred ns).
+    /// are held for the whole batch's lookups (`cache_hit_cold_100k/get_batch_*`
+    /// in `benches/hot_path.rs` measures a batch).
     pub fn get_batch<T>(
         &self,
         keys: &[Option<KeyRef<'_>>],

@@ -58,7 +58,7 @@ pub struct Shared {
     pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
     /// Per-client limiter and whether limited queries are dropped.
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
-    /// `qalqan_blocked_total{list}` by list position.
+    /// `qalqan_blocked_total{list}`, indexed by [`crate::rules::ListId::index`].
     pub blocked_counters: Vec<prometheus::IntCounter>,
     /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
@@ -391,7 +391,7 @@ impl Handler {
         mut edns: Option<Edns>,
     ) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
-        if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+        if let Some(c) = s.blocked_counters.get(hit.list.index()) {
             c.inc();
         }
         let answer = policy.answer(hit);

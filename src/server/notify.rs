@@ -91,7 +91,7 @@ pub fn decide(targets: &[NotifyTarget], zone: Option<&QName>, src: IpAddr, raw: 
         Some(key) => match verify_request(raw, key, now) {
             Ok(request) => Some(ReplyTsig::Sign { key: key.clone(), request, error: None }),
             Err(e) => {
-                tracing::debug!(zone = %t.zone, primary = %src, error = %e, "NOTIFY refused: TSIG");
+                tracing::debug!(zone = %t.zone, primary = %src, error = %crate::lists::ErrorChain(&e), "NOTIFY refused: TSIG");
                 let tsig_error = e.tsig_error();
                 return match e {
                     RequestTsigError::Unsigned => refused(ResponseCode::Refused),

@@ -27,8 +27,9 @@ pub const DONT_FRAGMENT_MAX: u16 = 1400;
 /// stay within [`DONT_FRAGMENT_MAX`]: a bigger one than the link's MTU
 /// would fail to send instead of going out in fragments. It also spares the
 /// kernel the shared IP ID generator per datagram (an atomic datagram has
-/// IP ID 0, RFC 6864): 2.6 % of the blocked workload's samples. Best
-/// effort: a failure is logged and changes nothing else.
+/// IP ID 0, RFC 6864), which showed in a profile of the blocked workload
+/// (`benches/e2e/profile.sh`). Best effort: a failure is logged and changes
+/// nothing else.
 pub fn dont_fragment(sock: &UdpSocket) {
     use rustix::net::sockopt;
     let r = sockopt::set_ip_mtu_discover(sock, sockopt::Ipv4PathMtuDiscovery::PROBE);
@@ -96,8 +97,8 @@ pub struct Received {
 /// `recvmmsg` headers of this thread, per address family, and the
 /// `sendmmsg` headers of [`send_batch`]. Kept: built per call, the header
 /// arrays were pages the allocator retired and re-fetched on every batch, a
-/// quarter of the fast path's user-space instructions on the blocked
-/// workload (callgrind). `MultiHeaders` holds raw pointers, so it cannot
+/// large share of the fast path's user-space instructions on the blocked
+/// workload (`benches/e2e/callgrind-self.py`). `MultiHeaders` holds raw pointers, so it cannot
 /// live in a (`Send`) future; a thread-local is borrowed only inside one
 /// synchronous system call. Receive headers are kept per address family:
 /// the kernel writes the source address's length into a header, and a
@@ -131,7 +132,7 @@ pub fn recv_batch<B: AsMut<[u8]>>(fd: RawFd, v6: bool, bufs: &mut [B], got: &mut
         let slot = if v6 { &mut h.v6 } else { &mut h.v4 };
         let headers = slot.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
         // a plain slice iterator, not `take(n)`: nix zips it with its headers,
-        // and a `Take` there cost ~250 instructions per call (callgrind)
+        // and a `Take` there cost hundreds of instructions per call (callgrind)
         let iovs = iovs.get_mut(..n).unwrap_or_default();
         let res = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(std::io::Error::from)?;
         let before = got.len();

@@ -11,9 +11,9 @@
 //!   negative TTL, CNAME targets, addresses).
 //!
 //! Why bytes: decoding every upstream reply into `Record`s and encoding it
-//! again for the cache was ~12 % of a cache miss's CPU (benches/e2e/profile.sh
-//! miss), and blocked answers built from a template cost a fraction of
-//! hickory's encoder. The hickory path still gets records:
+//! again for the cache stood out in a profile of the miss workload
+//! (`benches/e2e/profile.sh miss`), and a blocked answer built from a
+//! template is a few fixed-size copies where hickory's encoder walks records. The hickory path still gets records:
 //! `cache::Entry::answer` decodes them on first use.
 
 pub mod header;

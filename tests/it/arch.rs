@@ -1,5 +1,6 @@
 //! The top-level modules import each other without a cycle (STYLE §2:
-//! layers only import downward). `main.rs`, `lib.rs` and `serve.rs` (the
+//! layers only import downward), nor do the files inside any module, and
+//! every file says its one job in its first line. `main.rs`, `lib.rs` and `serve.rs` (the
 //! server composed of its parts) are the composition roots and may import
 //! anything; every other file under
 //! `src/` belongs to the top-level module of its first path component.
@@ -99,6 +100,196 @@ fn top_level_modules_form_no_cycle() {
     assert!(report.is_empty(), "top-level modules import each other in a cycle:\n{report}");
 }
 
+/// Inside each module, its files import one another in one direction
+/// (STYLE §2, one job per file): no two sibling files, nor a longer ring of
+/// them, import each other. A sibling is a file `d/x.rs` or a folder `d/x/`
+/// of the same folder `d/`; an import is a `crate::` or `super::` path that
+/// names it (resolved against the importing file's module, inline `mod
+/// tests` included). Items of `d/mod.rs` itself are the module's face and
+/// are not a sibling: a file may use what its `mod.rs` defines.
+#[test]
+fn files_inside_a_module_form_no_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut folders: BTreeMap<Vec<String>, Siblings> = BTreeMap::new();
+    let files = rust_files(&src);
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap_or(file);
+        let Some(module) = module_path(rel) else { continue };
+        let text = std::fs::read_to_string(file).unwrap();
+        // every folder above this file, and the sibling of it the file is in
+        for cut in 0..module.len() {
+            let (folder, node) = (&module[..cut], &module[cut]);
+            let children = folders.entry(folder.to_vec()).or_default();
+            children.entry(node.clone()).or_default();
+            for (line, path) in resolved_paths(&text, &module) {
+                let Some(target) = path.get(cut).filter(|_| path.starts_with(folder)) else { continue };
+                if target != node && sibling_exists(&src, folder, target) {
+                    let site = format!("src/{}:{line} {}", rel.display(), path.join("::"));
+                    children.entry(node.clone()).or_default().entry(target.clone()).or_default().push(site);
+                }
+            }
+        }
+    }
+    let mut report = String::new();
+    for (folder, children) in &folders {
+        let graph: BTreeMap<&str, BTreeSet<&str>> =
+            children.iter().map(|(n, out)| (n.as_str(), out.keys().map(String::as_str).collect())).collect();
+        let shown = if folder.is_empty() { "src".to_owned() } else { format!("src/{}", folder.join("/")) };
+        for scc in cycles(&graph) {
+            report.push_str(&format!("files of {shown} import each other: {}\n", scc.iter().copied().collect::<Vec<_>>().join(", ")));
+            for (from, out) in children.iter().filter(|(n, _)| scc.contains(n.as_str())) {
+                for (to, sites) in out.iter().filter(|(t, _)| scc.contains(t.as_str())) {
+                    report.push_str(&format!("  {from} -> {to}: {}\n", sites.iter().take(3).cloned().collect::<Vec<_>>().join("; ")));
+                }
+            }
+        }
+    }
+    // the top level is `top_level_modules_form_no_cycle`'s (the roots import everything)
+    assert!(report.is_empty(), "{report}");
+    assert!(folders.get(&vec!["resolve".to_owned(), "forward".to_owned()]).is_some_and(|c| c.len() > 3), "folders not found: {:?}", folders.keys());
+}
+
+/// The files and folders of one folder: each, with the siblings it imports
+/// and where (`src/FILE:LINE path`).
+type Siblings = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// Every file under `src/` opens with a `//!` line saying what it is for,
+/// so that a newcomer can tell a file's one job from its first line.
+#[test]
+fn every_file_says_its_job_in_its_first_line() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut missing = Vec::new();
+    for file in rust_files(&src) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let first = text.lines().next().unwrap_or("");
+        let job = first.strip_prefix("//!").map(str::trim).unwrap_or("");
+        if job.split_whitespace().count() < 3 {
+            missing.push(format!("{}: `{first}`", file.strip_prefix(&src).unwrap_or(&file).display()));
+        }
+    }
+    assert!(missing.is_empty(), "files whose first line is not a `//!` saying their job:\n{}", missing.join("\n"));
+}
+
+/// The module path of a file (relative to `src/`): `lists/parse/rpz.rs` →
+/// `[lists, parse, rpz]`, `lists/mod.rs` → `[lists]`; `None` for the roots.
+fn module_path(rel: &Path) -> Option<Vec<String>> {
+    let mut parts: Vec<String> = rel.iter().filter_map(|c| c.to_str()).map(str::to_owned).collect();
+    if parts.len() == 1 && ROOTS.contains(&parts[0].as_str()) {
+        return None;
+    }
+    let last = parts.pop()?;
+    if last != "mod.rs" {
+        parts.push(last.strip_suffix(".rs").unwrap_or(&last).to_owned());
+    }
+    Some(parts)
+}
+
+/// Whether `folder` (a module path) has a file or subfolder `name`.
+fn sibling_exists(src: &Path, folder: &[String], name: &str) -> bool {
+    let dir = folder.iter().fold(src.to_path_buf(), |d, s| d.join(s));
+    name != "mod" && (dir.join(format!("{name}.rs")).is_file() || dir.join(name).is_dir())
+}
+
+/// Every `crate::` and `super::` path in `text` (the file of `module`), as
+/// (line, absolute module path: every segment, groups expanded).
+fn resolved_paths(text: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
+    let toks = tokens(text);
+    let mut out = Vec::new();
+    // (name, brace depth) of every open inline `mod x {`
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut braces = 0usize;
+    let mut i = 0;
+    while let Some((line, tok)) = toks.get(i) {
+        let after_path = i > 0 && matches!(toks.get(i - 1), Some((_, Tok::Path)));
+        match tok {
+            Tok::Open => {
+                braces += 1;
+                if let (Some((_, Tok::Ident(name))), Some((_, Tok::Ident(m)))) = (i.checked_sub(1).and_then(|k| toks.get(k)), i.checked_sub(2).and_then(|k| toks.get(k))) {
+                    if m == "mod" {
+                        inline.push((name.clone(), braces));
+                    }
+                }
+            }
+            Tok::Close => {
+                if inline.last().is_some_and(|(_, b)| *b == braces) {
+                    inline.pop();
+                }
+                braces = braces.saturating_sub(1);
+            }
+            Tok::Ident(w) if (w == "crate" || w == "super") && !after_path && matches!(toks.get(i + 1), Some((_, Tok::Path))) => {
+                let mut base: Vec<String> = module.iter().cloned().chain(inline.iter().map(|(n, _)| n.clone())).collect();
+                let mut j = i;
+                if w == "crate" {
+                    base.clear();
+                    j += 2;
+                } else {
+                    while matches!(toks.get(j), Some((_, Tok::Ident(s))) if s == "super") && matches!(toks.get(j + 1), Some((_, Tok::Path))) {
+                        base.pop();
+                        j += 2;
+                    }
+                }
+                let mut paths = Vec::new();
+                let next = expand_tree(&toks, j, &base, &mut paths);
+                out.extend(paths.into_iter().map(|p| (*line, p)));
+                i = next.max(i + 1);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Expands the path (or `{…}` group) at `toks[at]` below `prefix` into
+/// `out`; returns the index after it. `self` in a group names the prefix.
+fn expand_tree(toks: &[(usize, Tok)], at: usize, prefix: &[String], out: &mut Vec<Vec<String>>) -> usize {
+    let mut path = prefix.to_vec();
+    let mut j = at;
+    loop {
+        match toks.get(j) {
+            Some((_, Tok::Open)) => {
+                j += 1;
+                loop {
+                    match toks.get(j) {
+                        Some((_, Tok::Close)) => return j + 1,
+                        Some((_, Tok::Comma)) => j += 1,
+                        Some((_, Tok::Ident(_) | Tok::Open)) => {
+                            let next = expand_tree(toks, j, &path, out);
+                            // skip what is left of the item (`as x`)
+                            j = next;
+                            while let Some((_, t)) = toks.get(j) {
+                                if matches!(t, Tok::Comma | Tok::Close) {
+                                    break;
+                                }
+                                j += 1;
+                            }
+                        }
+                        Some(_) => j += 1, // `*`
+                        None => return j,
+                    }
+                }
+            }
+            Some((_, Tok::Ident(w))) => {
+                if w != "self" {
+                    path.push(w.clone());
+                }
+                j += 1;
+                if matches!(toks.get(j), Some((_, Tok::Path))) {
+                    j += 1;
+                    continue;
+                }
+                out.push(path);
+                return j;
+            }
+            _ => {
+                out.push(path);
+                return j;
+            }
+        }
+    }
+}
+
 /// The reader itself, on the shapes that occur in `src/`.
 #[test]
 fn import_reader_cases() {
@@ -120,6 +311,24 @@ fn import_reader_cases() {
     ];
     for (name, text, depth, want) in cases {
         let got: Vec<String> = crate_paths(text, *depth).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, *want, "case `{name}`");
+    }
+}
+
+/// The resolver of the file-level test, on the shapes that occur in `src/`.
+#[test]
+fn resolved_path_cases() {
+    let m = |s: &str| s.split("::").map(str::to_owned).collect::<Vec<_>>();
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("sibling", "resolve::forward::pool", "use super::sock::{PoolSock, Waiter};", &["resolve::forward::sock::PoolSock", "resolve::forward::sock::Waiter"]),
+        ("parent item", "resolve::forward::pool", "use super::{matching_reply, Forwarder};", &["resolve::forward::matching_reply", "resolve::forward::Forwarder"]),
+        ("nested group", "lists::publish", "use crate::lists::{parse::{Entry, rpz}, state as files};", &["lists::parse::Entry", "lists::parse::rpz", "lists::state"]),
+        ("self in a group", "server::fast::run", "use super::gate::{self, take};", &["server::fast::gate", "server::fast::gate::take"]),
+        ("test module", "policy::index", "mod tests { use super::*; use super::super::hit::Hit; }", &["policy::index", "policy::hit::Hit"]),
+        ("inline path", "server::fast::run", "fn f() { crate::sys::outbox::batch(|| ()) }", &["sys::outbox::batch"]),
+    ];
+    for (name, module, text, want) in cases {
+        let got: Vec<String> = resolved_paths(text, &m(module)).into_iter().map(|(_, p)| p.join("::")).collect();
         assert_eq!(got, *want, "case `{name}`");
     }
 }

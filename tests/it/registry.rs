@@ -48,7 +48,7 @@ async fn listed_names_are_blocked_and_neighbours_on_listed_addresses_resolve() {
     let up = upstream().await;
     let srv = TestServer::start(&config(up.addr, &lists_toml(&dump.display().to_string(), ""), "")).await;
     // the list and what it says about its addresses
-    let state = srv.lists.state(0).expect("the dump loads");
+    let state = srv.lists.state(qalqan::rules::ListId::from_raw(0)).expect("the dump loads");
     assert_eq!(state.bad_lines, 0);
     assert!(state.addresses.listed > 19_000, "{:?}", state.addresses);
     assert_eq!(state.addresses.enforced, 0);
@@ -89,7 +89,7 @@ async fn ip_rules_answer_blocks_every_name_on_a_listed_address() {
     let up = upstream().await;
     let lists = lists_toml(&dump.display().to_string(), "ip_rules = \"answer\"\n");
     let srv = TestServer::start(&config(up.addr, &lists, "")).await;
-    let state = srv.lists.state(0).expect("the dump loads");
+    let state = srv.lists.state(qalqan::rules::ListId::from_raw(0)).expect("the dump loads");
     assert_eq!(state.addresses.enforced, state.addresses.listed);
     for round in 0..2 {
         for (name, _, decision) in NEIGHBOURS {

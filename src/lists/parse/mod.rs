@@ -191,7 +191,8 @@ pub fn for_each_line(
         return;
     }
     // the whole file checked at once (word at a time), not line by line: a
-    // per-line check was 5.6 % of a 1M-name reload; a file that is not
+    // per-line check showed in a 1M-name reload (`parse/*` in
+    // benches/lists.rs); a file that is not
     // UTF-8 throughout is checked per line, to name the lines that are not
     // (lines found with memchr: `str::split` was slower than the check)
     let text = std::str::from_utf8(bytes).ok();

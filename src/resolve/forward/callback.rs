@@ -1,15 +1,14 @@
 //! Resolutions without a task of their own ([`Forwarder::resolve_then`]):
-//! the pooled socket's reader (or the timeout sweeper) runs each next step;
-//! and the send batch that makes one worker's misses leave in one `sendmmsg`.
+//! the pooled socket's reader (or the timeout sweeper) runs each next step.
+//! The query a step sends joins the thread's send batch when one is open
+//! ([`crate::sys::outbox`]): a worker's misses, or a reader's retries,
+//! leave in one `sendmmsg`.
 
-use std::cell::RefCell;
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::pool::{PoolSock, Waiter};
+use super::sock::{CallbackQuery, PoolSock};
 use super::tcp::query_tcp;
 use super::{merge_key, restore_question, AttemptError, Attempts, CaseCheck, Done, Forwarder, Judged, Question};
 use crate::resolve::{Reply, ResolveError};
@@ -74,67 +73,6 @@ impl Forwarder {
             done,
         });
         self.try_next(cq, now);
-    }
-    /// Runs `f`; the upstream queries that [`Forwarder::resolve_then`] sends
-    /// from inside it on this thread share one pooled socket (per address
-    /// family) and leave together at the end, one `sendmmsg` per run of 32.
-    /// Their replies then arrive on one socket, whose reader takes them in
-    /// one `recvmmsg` and sends the client replies in one `sendmmsg`: on
-    /// the fast path's miss workload, 0.34–0.49 system calls per query against
-    /// 3.4 with one socket per query. A query whose send fails goes on to its
-    /// next server as before. Nested calls join the outer batch.
-    pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
-        let owner: *const Forwarder = self;
-        let outer = SEND_BATCH.with_borrow_mut(|b| {
-            if b.active {
-                return false;
-            }
-            b.active = true;
-            b.owner = owner;
-            true
-        });
-        let _end = outer.then(|| EndBatch { fwd: self }); // not `then_some`: a dropped guard flushes
-        f()
-    }
-    /// Sends the queries queued by the batch that just ended.
-    pub(super) fn flush_batch(&self) {
-        let (mut queued, headers) = SEND_BATCH.with_borrow_mut(|b| {
-            b.active = false;
-            b.leases.clear();
-            (std::mem::take(&mut b.queued), b.headers.take())
-        });
-        let mut headers = headers.unwrap_or_default();
-        // what sendmmsg did not send goes one by one; a query whose send
-        // fails moves on to its next server at once
-        let send_one = |q: &QueuedQuery| {
-            let Err(e) = crate::sys::udp::try_send_to(&q.ps.sock, q.server, &q.bytes) else {
-                return;
-            };
-            let cq = match q.ps.pending.lock() {
-                Ok(mut p) => match p.remove(&q.id) {
-                    Some((_, Waiter::Callback(cq))) => Some(cq),
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            if let Some(cq) = cq {
-                self.on_attempt(cq, Err(AttemptError::Io(e)));
-            }
-        };
-        crate::sys::udp::send_runs(
-            &queued,
-            &mut headers,
-            |a, b| Arc::ptr_eq(&a.ps, &b.ps),
-            |q| (q.ps.sock.as_raw_fd(), q.server, &q.bytes[..]),
-            |i| queued.get(i).into_iter().for_each(send_one),
-        );
-        queued.clear();
-        SEND_BATCH.with_borrow_mut(|b| {
-            b.headers = Some(headers);
-            if b.queued.is_empty() {
-                b.queued = queued; // keep the allocation
-            }
-        });
     }
     /// Sends `cq` to the next server its plan allows, or finishes it.
     pub(super) fn try_next(&self, mut cq: Box<CallbackQuery>, now: Instant) {
@@ -233,70 +171,4 @@ impl Forwarder {
             }
         });
     }
-}
-
-/// The upstream queries of the [`Forwarder::batch`] running on this thread.
-pub(super) struct SendBatch {
-    pub(super) active: bool,
-    /// The forwarder whose batch it is (compared by address, never read
-    /// through): another forwarder's queries (tests run several servers on
-    /// one runtime) are not queued.
-    pub(super) owner: *const Forwarder,
-    /// The socket the batch's queries to each server use.
-    pub(super) leases: Vec<Arc<PoolSock>>,
-    pub(super) queued: Vec<QueuedQuery>,
-    pub(super) headers: Option<crate::sys::udp::SendHeaders>,
-}
-
-impl SendBatch {
-    /// Whether a batch of the forwarder at `fwd` is running on this thread.
-    pub(super) fn open_for(&self, fwd: *const Forwarder) -> bool {
-        self.active && std::ptr::eq(self.owner, fwd)
-    }
-}
-
-/// A query registered on `ps` under `id`, not yet sent.
-pub(super) struct QueuedQuery {
-    pub(super) ps: Arc<PoolSock>,
-    pub(super) server: SocketAddr,
-    pub(super) id: u16,
-    pub(super) bytes: Vec<u8>,
-}
-
-thread_local! {
-    pub(super) static SEND_BATCH: RefCell<SendBatch> = const {
-        RefCell::new(SendBatch { active: false, owner: std::ptr::null(), leases: Vec::new(), queued: Vec::new(), headers: None })
-    };
-}
-
-/// Ends a [`Forwarder::batch`], also when its closure unwinds.
-pub(super) struct EndBatch<'f> {
-    pub(super) fwd: &'f Forwarder,
-}
-
-impl Drop for EndBatch<'_> {
-    fn drop(&mut self) {
-        self.fwd.flush_batch();
-    }
-}
-
-/// A resolution driven by reader tasks ([`Forwarder::resolve_then`]).
-pub(super) struct CallbackQuery {
-    /// The question as sent (random case under 0x20).
-    pub(super) question: Box<[u8]>,
-    /// The question as asked, when `question` differs in case: put back
-    /// into the reply before anyone sees it.
-    pub(super) original: Option<Box<[u8]>>,
-    pub(super) case: CaseCheck,
-    /// The current attempt got a reply that matched but for the case.
-    pub(super) wrong_case: bool,
-    pub(super) dnssec_ok: bool,
-    pub(super) checking_disabled: bool,
-    pub(super) attempts: Attempts,
-    /// The current attempt: server index, start and deadline.
-    pub(super) server: usize,
-    pub(super) started: Instant,
-    pub(super) until: Instant,
-    pub(super) fallback: Option<Reply>,
-    pub(super) done: Done,
 }

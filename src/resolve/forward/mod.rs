@@ -11,7 +11,8 @@
 //! query then checks the question. Opening a
 //! socket per query costs about 7 system calls (socket, bind, connect, epoll
 //! add/del, close) and a fresh 64 KiB buffer; the pool costs one `send_to`
-//! and one `recv_from` per query, and less in a [`Forwarder::batch`] (the
+//! and one `recv_from` per query, and less in a send batch
+//! ([`crate::sys::outbox::batch`]: the
 //! UDP fast path's misses of one `recvmmsg`): one `sendmmsg` for all of
 //! them on one socket, their replies read with `recvmmsg`. Spoofing
 //! resistance per attempt: 16 bits of ID, the socket's random source port
@@ -28,15 +29,17 @@
 //! need. hickory-resolver still reads `/etc/resolv.conf` when no servers are
 //! configured.
 //!
-//! Files: this one (the forwarder: servers, failover, merging identical
-//! misses, 0x20, health), [`callback`] (resolutions without a task of their
-//! own, and the send batch), [`pool`] (the sockets connected to each
-//! server, query IDs), [`reader`] (each pooled socket's reader task),
-//! [`tcp`] (TCP and socket-per-query attempts).
+//! Files, each importing only the ones after it: this one (the forwarder:
+//! servers, failover, merging identical misses, 0x20, health), [`callback`]
+//! (resolutions without a task of their own), [`pool`] (the sockets
+//! connected to each server: leasing, sending), [`reader`] (each pooled
+//! socket's reader task), [`sock`] (one pooled socket and who waits on it,
+//! by query ID), [`tcp`] (TCP and socket-per-query attempts).
 
 mod callback;
 mod pool;
 mod reader;
+mod sock;
 mod tcp;
 
 use std::net::SocketAddr;
@@ -49,7 +52,6 @@ use tokio::sync::Semaphore;
 use super::{Reply, ResolveError};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::wire::query as upstream;
-use callback::CallbackQuery;
 use pool::{query_pooled, Pool};
 use tcp::query_server;
 
@@ -520,7 +522,7 @@ impl Attempts {
 enum AttemptError {
     #[error("timed out")]
     Timeout,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("query longer than a TCP message")]
     QueryTooLong,

@@ -1,6 +1,7 @@
 //! The UDP sockets of one upstream server: each connected to it from its
-//! own random port, replaced by count and by age; query IDs registered per
-//! socket; an attempt that waits for its reply.
+//! own random port, replaced by count and by age, its reader started with
+//! it; sending a query on one (registered under a fresh ID first), and an
+//! attempt that awaits its reply.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,47 +9,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-use super::callback::{CallbackQuery, QueuedQuery, SEND_BATCH};
 use super::reader::read_replies;
+use super::sock::{free_id, poisoned, CallbackQuery, PoolSock, Registration, Waiter};
 use super::tcp::query_tcp;
 use super::{matching_reply, AttemptError, CaseCheck, Forwarder, PoolConfig, Question};
 use crate::resolve::Reply;
+use crate::sys::outbox;
 use crate::wire::query as upstream;
-
-/// Who waits for the reply to a pooled query.
-pub(super) enum Waiter {
-    /// An awaiting [`Forwarder::resolve`]: replies are queued to it.
-    Task(mpsc::Sender<Vec<u8>>),
-    /// A [`Forwarder::resolve_then`] query: the reader takes the next step.
-    Callback(Box<CallbackQuery>),
-}
-
-/// Query ID → (server asked, who waits).
-pub(super) type Pending = HashMap<u16, (SocketAddr, Waiter), foldhash::fast::RandomState>;
-
-/// One pooled socket, connected to its server: its reader task delivers
-/// replies by ID.
-pub(super) struct PoolSock {
-    pub(super) sock: UdpSocket,
-    /// The server the socket is connected to.
-    pub(super) server: SocketAddr,
-    /// When it was opened (replaced once `Pool::lifetime` old).
-    pub(super) born: Instant,
-    /// Queries waiting for a reply: ID → (server asked, where to deliver).
-    /// A few replies per ID are queued: a spoofed reply with the right ID
-    /// must not crowd out the real one that follows it.
-    pub(super) pending: Mutex<Pending>,
-    pub(super) uses: AtomicU32,
-    /// Signalled when the slot replaced this socket: the reader lingers one
-    /// timeout (for queries already sent) and ends, closing the socket.
-    pub(super) retired: Notify,
-}
-
-/// Replies queued per waiting query (the rest are dropped).
-pub(super) const REPLIES_PER_QUERY: usize = 4;
 
 /// Sockets connected to one server.
 pub(super) struct Pool {
@@ -81,25 +50,21 @@ impl Pool {
     }
 
     /// A socket of a random slot, opened (or replaced, once used up) on
-    /// demand. Must run inside the tokio runtime (spawns the reader).
+    /// demand. Inside a send batch ([`outbox::batch`]) the batch keeps the
+    /// socket, and its later queries to this server from this forwarder
+    /// take the same one while it is usable: they leave in one `sendmmsg`
+    /// run, and their replies come back to one reader, read in one
+    /// `recvmmsg`. Must run inside the tokio runtime (spawns the reader).
     pub(super) fn lease(&self, fwd: &Weak<Forwarder>) -> std::io::Result<Arc<PoolSock>> {
-        let owner = Weak::as_ptr(fwd);
         let now = Instant::now();
-        let reused = SEND_BATCH.with_borrow(|b| {
-            b.leases.iter().find(|s| s.server == self.server).filter(|_| b.open_for(owner)).map(Arc::clone)
-        });
-        if let Some(s) = reused {
+        let ours = |s: &PoolSock| s.server == self.server && Weak::ptr_eq(&s.fwd, fwd);
+        if let Some(s) = outbox::kept(ours) {
             if self.usable(&s, now) {
                 return Ok(s);
             }
         }
         let s = self.lease_slot(fwd, now)?;
-        SEND_BATCH.with_borrow_mut(|b| {
-            if b.open_for(owner) {
-                b.leases.retain(|held| held.server != self.server);
-                b.leases.push(Arc::clone(&s));
-            }
-        });
+        outbox::keep(&s, ours);
         Ok(s)
     }
 
@@ -121,6 +86,7 @@ impl Pool {
             pending: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
             uses: AtomicU32::new(1),
             retired: Notify::new(),
+            fwd: fwd.clone(),
         });
         tokio::spawn(read_replies(Arc::clone(&fresh), self.linger, fwd.clone()));
         if let Some(old) = slot.swap(Some(Arc::clone(&fresh))) {
@@ -152,21 +118,14 @@ impl Pool {
                 Err(e) => return Err((cq, e)),
             };
             let bytes = upstream::query(&cq.question, id, cq.checking_disabled, cq.dnssec_ok);
-            let owner = Weak::as_ptr(&fwd);
-            let bytes = match SEND_BATCH.with_borrow_mut(|b| {
-                if b.open_for(owner) {
-                    b.queued.push(QueuedQuery { ps: Arc::clone(&ps), server, id, bytes });
-                    None
-                } else {
-                    Some(bytes)
-                }
-            }) {
-                // registered now, sent when the batch ends (`Forwarder::batch`)
-                None => {
+            let bytes = match outbox::queue(&ps, server, id, bytes) {
+                // registered now, sent when the batch ends (a failed send
+                // then fails this attempt: `PoolSock`'s `Sink::unsent`)
+                Ok(()) => {
                     p.insert(id, (server, Waiter::Callback(cq)));
                     return Ok(());
                 }
-                Some(bytes) => bytes,
+                Err(bytes) => bytes,
             };
             // sent under the lock: the reply cannot overtake the registration.
             // A plain non-blocking send, not tokio's `try_send_to`: that one
@@ -178,63 +137,6 @@ impl Pool {
             p.insert(id, (server, Waiter::Callback(cq)));
         }
         Ok(())
-    }
-}
-
-impl PoolSock {
-    /// Takes the callback queries that `expired` selects out of the table.
-    #[allow(clippy::vec_box)] // each query stays boxed: it moves between tables and tasks
-    pub(super) fn take_callbacks(&self, expired: impl Fn(&CallbackQuery) -> bool) -> Vec<Box<CallbackQuery>> {
-        let Ok(mut p) = self.pending.lock() else { return Vec::new() };
-        let ids: Vec<u16> = p
-            .iter()
-            .filter(|(_, (_, w))| matches!(w, Waiter::Callback(cq) if expired(cq)))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.iter()
-            .filter_map(|id| match p.remove(id) {
-                Some((_, Waiter::Callback(cq))) => Some(cq),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-/// A query's place in a pooled socket's pending table; removed on drop (when
-/// the query times out or its future is dropped).
-pub(super) struct Registration<'a> {
-    pub(super) ps: &'a PoolSock,
-    pub(super) id: u16,
-}
-
-impl Registration<'_> {
-    /// Registers a fresh random ID for a reply from `server`.
-    pub(super) fn new(ps: &PoolSock, server: SocketAddr) -> Result<(Registration<'_>, mpsc::Receiver<Vec<u8>>), AttemptError> {
-        let mut p = ps.pending.lock().map_err(|_| poisoned())?;
-        let id = free_id(&p)?;
-        let (tx, rx) = mpsc::channel(REPLIES_PER_QUERY);
-        p.insert(id, (server, Waiter::Task(tx)));
-        Ok((Registration { ps, id }, rx))
-    }
-}
-
-/// A random query ID not in use on the socket (64 tries).
-pub(super) fn free_id(p: &Pending) -> Result<u16, AttemptError> {
-    (0..64)
-        .map(|_| rand::random::<u16>())
-        .find(|id| !p.contains_key(id))
-        .ok_or_else(|| AttemptError::Io(std::io::Error::other("no free query ID on the socket")))
-}
-
-pub(super) fn poisoned() -> AttemptError {
-    AttemptError::Io(std::io::Error::other("pool lock poisoned"))
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.ps.pending.lock() {
-            p.remove(&self.id);
-        }
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use super::pool::{PoolSock, Waiter};
-use super::{matching_reply, AttemptError, CallbackQuery, Forwarder, Matched};
+use super::sock::{CallbackQuery, PoolSock, Waiter};
+use super::{matching_reply, AttemptError, Forwarder, Matched};
 use crate::resolve::{Reply, ResolveError};
 use crate::wire::query as upstream;
 use crate::wire::u16_at;
@@ -65,8 +65,9 @@ pub(super) fn read_batch(sock: &UdpSocket, v6: bool, got: &mut Vec<(Vec<u8>, Soc
 /// and hands each to the query waiting for its ID, if it came from the
 /// server that query asked: queued to an awaiting task, or, for a callback
 /// query whose question it answers, the next step run right here. The
-/// replies of one read are handled inside one [`outbox::batch`], so the
-/// client replies they complete leave in one `sendmmsg`. Ends one `linger`
+/// replies of one read are handled inside one [`crate::sys::outbox::batch`],
+/// so the client replies they complete (and any retry to a next server)
+/// leave in one `sendmmsg` per socket. Ends one `linger`
 /// after the socket is retired; callback queries still waiting then time out.
 pub(super) async fn read_replies(ps: Arc<PoolSock>, linger: Duration, fwd: Weak<Forwarder>) {
     let v6 = ps.sock.local_addr().is_ok_and(|a| a.is_ipv6());
@@ -92,7 +93,7 @@ pub(super) async fn read_replies(ps: Arc<PoolSock>, linger: Duration, fwd: Weak<
         if got.is_empty() {
             continue;
         }
-        crate::outbox::batch(|| {
+        crate::sys::outbox::batch(|| {
             for (bytes, from) in got.drain(..) {
                 deliver_reply(&ps, &fwd, bytes, from);
             }

@@ -3,7 +3,7 @@
 //! cases right there: blocked names (nxdomain, nodata, refused) from a
 //! template, cache hits by copying the cached answer, all of them sent in
 //! one `sendmmsg`. Cache misses are forwarded from here too, the batch's
-//! queries together ([`crate::resolve::forward::Forwarder::batch`]); the
+//! queries together (the send batch, [`crate::sys::outbox::batch`]); the
 //! upstream socket's reader completes them. Clients outside the ACL are
 //! answered here too, before any parsing beyond the header: dropped, or
 //! REFUSED within a global budget (`[server] outside_acl`); so is the
@@ -16,10 +16,13 @@
 //! same cache and the same metrics as the hickory path; the differential
 //! integration test compares both paths' answers over many names.
 //!
-//! Files: [`parse`] (the gate every datagram passes, and the query parser),
-//! this file (deciding one query: cache, policy), [`reply`] (reply bytes),
-//! [`miss`] (forwarding a cache miss from here), [`run`] (the socket loop).
+//! Files, each importing only the ones after it: [`run`] (the socket
+//! loop), this file (deciding one query: cache, policy), [`miss`]
+//! (forwarding a cache miss from here), [`gate`] (the gate every datagram
+//! passes: ACL, rate limit), [`reply`] (reply bytes), [`parse`] (the query
+//! parser).
 
+mod gate;
 mod miss;
 mod parse;
 mod reply;
@@ -75,7 +78,7 @@ pub fn answer(s: &Shared, packet: &[u8], src: SocketAddr, now: Instant) -> Fast 
 /// (name, then CNAME chain and addresses) and stamped with the generation.
 #[cfg(any(test, feature = "testing"))]
 fn answer_with(s: &Shared, policy: &Arc<Policy>, packet: &[u8], src: SocketAddr, now: Instant) -> Fast {
-    use parse::{take, Taken};
+    use gate::{take, Taken};
     let mut qname = crate::name::NameBuf::new();
     match take(s, packet, src, now, &mut qname) {
         Taken::Query(q) => answer_parsed(s, policy, &q, qname.as_name(), packet, src, now),
@@ -148,7 +151,7 @@ fn decide(
         let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
         s.log_blocked(policy, &hit, name.as_str(), q.qtype, true, src.ip());
-        if let Some(c) = s.blocked_counters.get(usize::from(hit.list)) {
+        if let Some(c) = s.blocked_counters.get(hit.list.index()) {
             c.inc();
         }
         return Fast::Reply(reply, Outcome::Blocked);

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use hickory_server::net::xfer::Protocol;
 
+use super::gate::{take, Taken};
 use super::miss::start_miss;
-use super::parse::{take, Taken};
 use super::{decide, passed_reply, Fast};
 use crate::metrics::Outcome;
 use crate::name::{NameBuf, NameRef};
@@ -40,14 +40,14 @@ fn reply_later(
     });
 }
 
-/// Sends a forwarded miss's reply without waiting ([`crate::outbox::send`]:
+/// Sends a forwarded miss's reply without waiting ([`crate::sys::outbox::send`]:
 /// batched with the other replies the reader's batch completes; a task
 /// waits when the socket's send buffer is full), or hands the query to the hickory path
 /// when there is none. Runs on the forwarder's reader task.
 fn send_or_slow(sock: Arc<tokio::net::UdpSocket>, h: crate::server::handler::Handler, src: SocketAddr, reply: Result<Vec<u8>, Box<[u8]>>) {
     match reply {
         // with the other replies of the reader's batch, in one sendmmsg
-        Ok(r) => crate::outbox::send(&sock, src, r),
+        Ok(r) => crate::sys::outbox::send(&sock, src, r),
         Err(packet) => reply_later(&sock, src, async move { crate::server::slow::handle_bytes(&h, &packet, src).await }),
     }
 }
@@ -182,8 +182,9 @@ pub async fn run_async(
                 policy.index.prefetch_rule(*h);
             }
         }
-        // the misses of this batch go upstream together (one socket, one sendmmsg)
-        shared.forwarder.batch(|| {
+        // the misses of this batch go upstream together (one socket per
+        // server, one sendmmsg): the send batch, `sys::outbox`
+        crate::sys::outbox::batch(|| {
             for ((d, a), l) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()) {
                 let Some((packet, src, q)) = d else { continue };
                 let decided = match (q, a, l.take()) {

@@ -4,13 +4,12 @@
 //! where it starts, EDNS rcode) with the checks every reply must pass.
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TSIG;
+use hickory_proto::rr::rdata::tsig::{TsigError, TSIG};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tsig::tsig_error_name;
 use super::{malformed, AxfrError};
 
 pub(super) const HEADER_LEN: usize = 12;
@@ -84,24 +83,24 @@ pub(super) struct SignedPart {
 /// a record after the TSIG record (which must come last, RFC 8945 §5.1).
 pub(super) fn decode(buf: &[u8]) -> Result<Reply, AxfrError> {
     let mut d = BinDecoder::new(buf);
-    let Header { mut metadata, counts } = Header::read(&mut d).map_err(malformed)?;
+    let Header { mut metadata, counts } = Header::read(&mut d)?;
     let mut questions = Vec::with_capacity(usize::from(counts.queries).min(1));
     for _ in 0..counts.queries {
-        questions.push(Query::read(&mut d).map_err(malformed)?);
+        questions.push(Query::read(&mut d)?);
     }
     // The count is the sender's claim: reserve no more than the bytes can hold
     // (a record is at least 11 bytes).
     let mut answers = Vec::with_capacity(usize::from(counts.answers).min(buf.len() / 11));
     for _ in 0..counts.answers {
-        answers.push(Record::read(&mut d).map_err(malformed)?);
+        answers.push(Record::read(&mut d)?);
     }
     for _ in 0..counts.authorities {
-        Record::read(&mut d).map_err(malformed)?;
+        Record::read(&mut d)?;
     }
     let mut tsig = None;
     for _ in 0..counts.additionals {
         let start = d.index();
-        let record = Record::read(&mut d).map_err(malformed)?;
+        let record = Record::read(&mut d)?;
         if tsig.is_some() {
             return Err(malformed("a record follows the TSIG record"));
         }
@@ -162,4 +161,15 @@ pub(super) fn check_reply(reply: &Reply, id: u16, zone: &Name, qtype: RecordType
         }
     }
     Ok(())
+}
+
+/// The TSIG error a primary answered with, in words an operator can act on.
+pub(super) fn tsig_error_name(err: TsigError) -> String {
+    match err {
+        TsigError::BadSig => "BADSIG (wrong secret?)".into(),
+        TsigError::BadKey => "BADKEY (key name or algorithm unknown to the primary)".into(),
+        TsigError::BadTime => "BADTIME (clocks differ by more than the fudge)".into(),
+        TsigError::BadTrunc => "BADTRUNC".into(),
+        TsigError::Unknown(code) => format!("TSIG error {code}"),
+    }
 }

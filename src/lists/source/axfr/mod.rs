@@ -25,7 +25,6 @@
 //! The whole transfer runs under one deadline ([`Limits::timeout`]); the
 //! record count and the byte count are capped as they arrive.
 
-use std::fmt;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -108,9 +107,15 @@ pub enum AxfrError {
     Refused(ResponseCode),
     #[error("malformed answer from the primary: {0}")]
     Malformed(String),
+    /// hickory could not decode a message of the primary's answer.
+    #[error("undecodable message from the primary")]
+    Decode(#[from] hickory_proto::serialize::binary::DecodeError),
+    /// hickory could not encode our request (or a TSIG record of it).
+    #[error("encoding the request")]
+    Encode(#[source] hickory_proto::ProtoError),
     #[error("TSIG: {0}")]
     Tsig(String),
-    #[error("TSIG key: {0}")]
+    #[error("TSIG key")]
     Key(#[from] crate::keys::KeyError),
     #[error("transfer exceeds the record or byte limit")]
     TooLarge,
@@ -118,6 +123,7 @@ pub enum AxfrError {
     Truncated,
 }
 
-fn malformed(e: impl fmt::Display) -> AxfrError {
-    AxfrError::Malformed(e.to_string())
+/// A reply that decodes but breaks a rule of the protocol: `what` says which.
+fn malformed(what: &str) -> AxfrError {
+    AxfrError::Malformed(what.to_owned())
 }

@@ -32,10 +32,10 @@ pub(super) fn encode_request(
     tsig: Option<&TsigKey>,
 ) -> Result<(Vec<u8>, Option<TsigVerifier<'_>>), AxfrError> {
     match tsig {
-        None => Ok((request.to_vec().map_err(malformed)?, None)),
+        None => Ok((request.to_vec().map_err(AxfrError::Encode)?, None)),
         Some(key) => {
             let mac = sign_message(&mut request, key, now_secs(), None)?;
-            Ok((request.to_vec().map_err(malformed)?, Some(TsigVerifier::new(key, mac))))
+            Ok((request.to_vec().map_err(AxfrError::Encode)?, Some(TsigVerifier::new(key, mac))))
         }
     }
 }
@@ -48,17 +48,6 @@ pub(super) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The TSIG error a primary answered with, in words an operator can act on.
-pub(super) fn tsig_error_name(err: TsigError) -> String {
-    match err {
-        TsigError::BadSig => "BADSIG (wrong secret?)".into(),
-        TsigError::BadKey => "BADKEY (key name or algorithm unknown to the primary)".into(),
-        TsigError::BadTime => "BADTIME (clocks differ by more than the fudge)".into(),
-        TsigError::BadTrunc => "BADTRUNC".into(),
-        TsigError::Unknown(code) => format!("TSIG error {code}"),
-    }
-}
-
 fn hmac_of(key: &TsigKey) -> Result<HmacSha256, AxfrError> {
     HmacSha256::new_from_slice(&key.secret).map_err(|_| AxfrError::Tsig("unusable key secret".into()))
 }
@@ -67,7 +56,7 @@ fn hmac_of(key: &TsigKey) -> Result<HmacSha256, AxfrError> {
 fn tsig_variables(rdata: &TSIG, key_name: &Name) -> Result<Vec<u8>, AxfrError> {
     let mut out = Vec::with_capacity(64);
     let mut enc = BinEncoder::new(&mut out);
-    rdata.emit_tsig_for_mac(&mut enc, key_name).map_err(malformed)?;
+    rdata.emit_tsig_for_mac(&mut enc, key_name).map_err(AxfrError::Encode)?;
     Ok(out)
 }
 
@@ -98,7 +87,7 @@ fn sign_message_with(msg: &mut Message, key: &TsigKey, now: u64, fudge: u16, pri
         None,
         Vec::new(),
     );
-    let body = msg.to_vec().map_err(malformed)?;
+    let body = msg.to_vec().map_err(AxfrError::Encode)?;
     let vars = tsig_variables(&stub, &key.name)?;
     let mut mac = hmac_of(key)?;
     if let Some(prior) = prior_mac {
@@ -217,13 +206,13 @@ impl<'k> TsigVerifier<'k> {
 ///
 /// [`RequestTsigError::tsig_error`] gives the RFC 8945 error to answer
 /// with (in a NOTAUTH reply); `Unsigned` and `Malformed` have none.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestTsigError {
     #[error("not signed")]
     Unsigned,
-    #[error("malformed: {0}")]
-    Malformed(String),
+    #[error("malformed")]
+    Malformed(#[source] AxfrError),
     #[error("signed with key `{0}` (hmac-sha256 key of the list expected)")]
     BadKey(Name),
     #[error("MAC of {0} bytes (truncated MACs are not accepted)")]
@@ -265,7 +254,7 @@ pub struct SignedRequest {
 /// Cost: one decode of the message and one HMAC over it. Never panics on
 /// any input; a message that does not decode is `Malformed`.
 pub fn verify_request(raw: &[u8], key: &TsigKey, now: u64) -> Result<SignedRequest, RequestTsigError> {
-    let bad = |e: AxfrError| RequestTsigError::Malformed(e.to_string());
+    let bad = RequestTsigError::Malformed;
     let msg = decode(raw).map_err(bad)?;
     let Some(sig) = &msg.tsig else { return Err(RequestTsigError::Unsigned) };
     if sig.key != key.name || sig.rdata.algorithm != TsigAlgorithm::HmacSha256 {
@@ -329,7 +318,7 @@ pub fn unsigned_error_record(key_name: Name, original_id: u16, now: u64, error: 
 /// primary signs its NOTIFY (for tests of the verifying side).
 pub fn sign_request(mut msg: Message, key: &TsigKey, now: u64) -> Result<Vec<u8>, AxfrError> {
     sign_message(&mut msg, key, now, None)?;
-    msg.to_vec().map_err(malformed)
+    msg.to_vec().map_err(AxfrError::Encode)
 }
 
 /// Whether `unsigned` with `record` attached verifies as a response to a

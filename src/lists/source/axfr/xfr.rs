@@ -481,7 +481,8 @@ mod tests {
         })
         .await;
         let err = transfer(addr, &zone(), None, None, &limits()).await.unwrap_err();
-        assert!(matches!(err, AxfrError::Malformed(_)), "{err:?}");
+        assert!(matches!(err, AxfrError::Decode(_)), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some(), "hickory's decode error is the cause");
     }
 
     #[tokio::test]
