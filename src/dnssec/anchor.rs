@@ -224,20 +224,23 @@ fn parse_xml(text: &str, now: i64) -> Result<TrustAnchors, (usize, String)> {
         let body = &text[open_end + 1..close];
         pos = close + "</KeyDigest>".len();
         digests += 1;
-        let field = |name: &str| -> Result<&str, (usize, String)> {
-            element(body, name).map(|(_, v)| v).ok_or((line, format!("<KeyDigest> without <{name}>")))
+        // (line of the element, its text)
+        let field = |name: &str| -> Result<(usize, &str), (usize, String)> {
+            element(body, name)
+                .map(|(at, v)| (line_of(text, open_end + 1 + at), v))
+                .ok_or((line, format!("<KeyDigest> without <{name}>")))
         };
         let number = |name: &str| -> Result<u16, (usize, String)> {
-            let v = field(name)?;
-            v.parse().map_err(|_| (line, format!("<{name}> `{v}` is not a number")))
+            let (l, v) = field(name)?;
+            v.parse().map_err(|_| (l, format!("<{name}> `{v}` is not a number")))
         };
         let key_tag = number("KeyTag")?;
         let alg = u8::try_from(number("Algorithm")?).map_err(|_| (line, "<Algorithm> above 255".to_owned()))?;
         let dt = u8::try_from(number("DigestType")?).map_err(|_| (line, "<DigestType> above 255".to_owned()))?;
-        let digest = field("Digest")?;
+        let (digest_line, digest) = field("Digest")?;
         let digest = data_encoding::HEXUPPER_PERMISSIVE
             .decode(digest.as_bytes())
-            .map_err(|e| (line, format!("<Digest> is not hex: {e}")))?;
+            .map_err(|e| (digest_line, format!("<Digest> is not hex: {e}")))?;
         let window = |name: &str| -> Result<Option<i64>, (usize, String)> {
             attribute(tag, name).map(|v| xml_time(v).ok_or((line, format!("{name} `{v}` is not an xsd:dateTime")))).transpose()
         };

@@ -101,7 +101,7 @@ pub enum Trust<'a> {
 
 /// The validated keys of one zone: every zone-flagged, unrevoked DNSKEY of a
 /// supported algorithm in its authenticated DNSKEY RRset (RFC 4035 5.3.1).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneKeys {
     pub zone: Name,
     /// TTL the validated DNSKEY RRset may be kept for.
