@@ -24,6 +24,9 @@ pub enum DenialProof {
     Insecure,
 }
 
+/// (name, salt, iterations, hash): every name is hashed once per NSEC3 parameter set.
+type Hashed = (Name, Vec<u8>, u16, Vec<u8>);
+
 struct Nsec<'a> {
     owner: &'a Name,
     rd: &'a NSEC,
@@ -40,8 +43,7 @@ struct Denials<'a> {
     nsec: Vec<Nsec<'a>>,
     nsec3: Vec<Nsec3<'a>>,
     failure: Option<Bogus>,
-    /// (name, salt, iterations) → hash: every name is hashed once per parameter set
-    cache: std::cell::RefCell<Vec<(Name, Vec<u8>, u16, Vec<u8>)>>,
+    cache: std::cell::RefCell<Vec<Hashed>>,
 }
 
 fn collect<'a>(authority: &'a [Record], keys: &ZoneKeys, now: u32) -> Denials<'a> {

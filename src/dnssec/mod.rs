@@ -183,11 +183,11 @@ fn usable_key(k: &DNSKEY) -> bool {
 /// `signer`, covering its type, labels not above the owner's, inside the
 /// validity window, then one signature verification per (RRSIG, key with the
 /// RRSIG's tag and algorithm) until one verifies.
-fn check_sigs<'k>(
+fn check_sigs(
     rrset: &[&Record],
     rrsigs: &[Record],
     signer: &Name,
-    keys: &[(u16, &'k DNSKEY)],
+    keys: &[(u16, &DNSKEY)],
     now: u32,
 ) -> Result<Verified, Bogus> {
     let Some(first) = rrset.first() else { return Err(Bogus::Other("empty RRset")) };

@@ -81,7 +81,13 @@ fn sign(dir: &Path, zone: &str, alg: &str, opts: &[&str], after: &str) -> Signed
     std::fs::write(dir.join(&file), format!("$ORIGIN {zone}\n$TTL 3600\n{ZONE}")).unwrap();
     let ksk = keygen(dir, alg, zone, true);
     let zsk = keygen(dir, alg, zone, false);
+    // inception an hour back, as real signers do: a test's `now()` taken
+    // before signing is then inside the window
+    let backdated = (now() - 3600).to_string();
     let mut args: Vec<&str> = opts.to_vec();
+    if !opts.contains(&"-i") {
+        args.extend(["-i", backdated.as_str()]);
+    }
     args.extend([file.as_str(), ksk.as_str(), zsk.as_str()]);
     run(dir, "ldns-signzone", &args);
     let mut text = std::fs::read_to_string(dir.join(format!("{file}.signed"))).unwrap();
@@ -148,6 +154,9 @@ impl Signed {
     }
 }
 
+/// (what, qname, `None` for NXDOMAIN or the NODATA type, proof or EDE code)
+type DenialCase = (&'static str, &'static str, Option<RecordType>, Result<DenialProof, u16>);
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -178,7 +187,7 @@ fn nsec_zone_positive_and_negative_answers() {
     // an existing name below the wildcard's parent is no wildcard answer
     assert!(prove_wildcard_answer(&q("w.example.test."), &q("*.w.example.test."), &auth, &keys, t).is_err());
 
-    let cases: &[(&str, &str, Option<RecordType>, Result<DenialProof, u16>)] = &[
+    let cases: &[DenialCase] = &[
         ("nxdomain", "nope.example.test.", None, Ok(DenialProof::Secure)),
         ("nxdomain deep", "a.b.nope.example.test.", None, Ok(DenialProof::Secure)),
         ("nxdomain after the last name (wrap to apex)", "zzz.example.test.", None, Ok(DenialProof::Secure)),
@@ -256,7 +265,7 @@ fn nsec_zone_bogus_cases() {
     assert_eq!(verify_rrset(&www, &[], &keys, t), Err(Bogus::RrsigsMissing));
     assert_eq!(verify_rrset(&www, &z.sigs("ns1.example.test."), &keys, t).map_err(|e| e.ede_code()), Err(10));
     // the clock outside the signatures' window
-    assert_eq!(verify_rrset(&www, &www_sigs, &keys, t - 86400 * 2), Err(Bogus::SignatureNotYetValid));
+    assert_eq!(verify_rrset(&www, &www_sigs, &keys, t - 7200), Err(Bogus::SignatureNotYetValid));
     assert_eq!(verify_rrset(&www, &www_sigs, &keys, t + 86400 * 60), Err(Bogus::SignatureExpired));
     // mixed RRsets are refused, not silently filtered
     let mut mixed = www.clone();
@@ -266,6 +275,39 @@ fn nsec_zone_bogus_cases() {
     let mut doubled = www.clone();
     doubled.extend(www.clone());
     assert!(verify_rrset(&doubled, &www_sigs, &keys, t).is_ok());
+
+    // TTL: the least of the records', the RRSIG's and the original TTL
+    let mut short_sig = www_sigs.clone();
+    short_sig.iter_mut().for_each(|r| r.ttl = 100);
+    assert_eq!(verify_rrset(&www, &short_sig, &keys, t).map(|v| v.ttl), Ok(100));
+    let mut long = www.clone();
+    long.iter_mut().for_each(|r| r.ttl = 86400 * 7);
+    assert_eq!(verify_rrset(&long, &www_sigs, &keys, t).map(|v| v.ttl), Ok(3600), "capped by the original TTL");
+    // an RRSIG whose labels field exceeds the owner's labels is never used
+    let (up, up_sigs) = z.expand("www.example.test.", "test.", RecordType::A);
+    let keys_up = ZoneKeys { zone: Name::root(), ..keys.clone() };
+    let up_sigs: Vec<Record> = up_sigs
+        .into_iter()
+        .map(|mut r| {
+            if let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &r.data {
+                let mut input = sig.input().clone();
+                input.signer_name = Name::root();
+                r.data = RData::DNSSEC(DNSSECRData::RRSIG(hickory_proto::dnssec::rdata::RRSIG::from_sig(input, sig.sig().to_vec())));
+            }
+            r
+        })
+        .collect();
+    assert_eq!(verify_rrset(&up, &up_sigs, &keys_up, t), Err(Bogus::Other("RRSIG labels field exceeds the owner's labels")));
+    // key-tag collision: a different key with the ZSK's tag listed first is
+    // tried, fails, and the real ZSK is tried next
+    let zsk = keys.keys().find(|(_, k)| !k.secure_entry_point()).map(|(t, k)| (t, k.clone())).unwrap();
+    let ksk = keys.keys().find(|(_, k)| k.secure_entry_point()).map(|(_, k)| k.clone()).unwrap();
+    let colliding = ZoneKeys { keys: vec![(zsk.0, ksk.clone()), zsk.clone()], ..keys.clone() };
+    assert!(verify_rrset(&www, &www_sigs, &colliding, t).is_ok());
+    let only_decoy = ZoneKeys { keys: vec![(zsk.0, ksk)], ..keys.clone() };
+    assert_eq!(verify_rrset(&www, &www_sigs, &only_decoy, t), Err(Bogus::Other("signature does not verify")));
+    let no_zsk = ZoneKeys { keys: Vec::new(), ..keys.clone() };
+    assert_eq!(verify_rrset(&www, &www_sigs, &no_zsk, t), Err(Bogus::DnskeyMissing));
 
     let apex = "example.test.";
     let dnskeys = z.rrset(apex, RecordType::DNSKEY);
@@ -354,7 +396,7 @@ fn nsec3_zone() {
     let auth = z.denials();
     assert!(auth.iter().any(|r| r.record_type() == RecordType::NSEC3) && !auth.iter().any(|r| r.record_type() == RecordType::NSEC));
     let q = |s: &str| name(s);
-    let cases: &[(&str, &str, Option<RecordType>, Result<DenialProof, u16>)] = &[
+    let cases: &[DenialCase] = &[
         ("nxdomain", "nope.example.test.", None, Ok(DenialProof::Secure)),
         ("nxdomain deep", "a.b.nope.example.test.", None, Ok(DenialProof::Secure)),
         ("nxdomain of an existing name", "www.example.test.", None, Err(6)),
@@ -565,4 +607,27 @@ fn bogus_reasons_and_codes() {
     }
     assert!(serial_lt(u32::MAX - 5, 5), "serial arithmetic wraps");
     assert!(!serial_lt(5, u32::MAX - 5));
+}
+
+/// The committed bench fixture (`benches/data/dnssec-p256.zone`) validates,
+/// so `dnssec_verify_rrset` measures the success path.
+#[test]
+fn bench_fixture_validates() {
+    let records: Vec<Record> =
+        parse_records(include_str!("../../benches/data/dnssec-p256.zone")).unwrap().into_iter().map(|(_, r)| r).collect();
+    let z = Signed { zone: name("bench.test."), records, ds: Vec::new(), key_file: String::new(), ds_file: String::new() };
+    let ksk: Vec<_> = z
+        .rrset("bench.test.", RecordType::DNSKEY)
+        .into_iter()
+        .filter_map(|r| match r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) if k.secure_entry_point() => Some(k),
+            _ => None,
+        })
+        .collect();
+    let anchor = Anchor { ds: Vec::new(), dnskeys: ksk };
+    let t = now();
+    let keys = verify_dnskeys(&z.zone, &z.rrset("bench.test.", RecordType::DNSKEY), &z.sigs("bench.test."), Trust::Anchor(&anchor), t).unwrap().unwrap();
+    let v = verify_rrset(&z.rrset("www.bench.test.", RecordType::A), &z.sigs("www.bench.test."), &keys, t).unwrap();
+    assert_eq!(v.wildcard, None);
+    assert_eq!(prove_nodata(&name("www.bench.test."), RecordType::AAAA, &z.denials(), &keys, t), Ok(DenialProof::Secure));
 }
