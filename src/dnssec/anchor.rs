@@ -181,7 +181,7 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 /// offset, fractional seconds ignored) in seconds since the epoch.
 fn xml_time(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if !s.is_ascii() || b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let f = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<i64>().ok());

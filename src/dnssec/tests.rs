@@ -631,3 +631,47 @@ fn bench_fixture_validates() {
     assert_eq!(v.wildcard, None);
     assert_eq!(prove_nodata(&name("www.bench.test."), RecordType::AAAA, &z.denials(), &keys, t), Ok(DenialProof::Secure));
 }
+
+/// Junk keys and signatures of every algorithm fail cleanly, never panic.
+#[test]
+fn malformed_keys_and_signatures_do_not_panic() {
+    use hickory_proto::dnssec::rdata::{DNSKEY, RRSIG};
+    use hickory_proto::dnssec::{Algorithm, PublicKeyBuf};
+    let records: Vec<Record> =
+        parse_records(include_str!("../../benches/data/dnssec-p256.zone")).unwrap().into_iter().map(|(_, r)| r).collect();
+    let owner = name("www.bench.test.");
+    let rrset: Vec<Record> = records.iter().filter(|r| r.name == owner && r.record_type() == RecordType::A).cloned().collect();
+    let sig_rec = records.iter().find(|r| r.name == owner && r.record_type() == RecordType::RRSIG).unwrap().clone();
+    let RData::DNSSEC(DNSSECRData::RRSIG(sig)) = &sig_rec.data else { panic!("not an RRSIG") };
+    let t = now();
+    for alg in [5u8, 7, 8, 10, 13, 14, 15, 16, 200] {
+        let alg = Algorithm::from_u8(alg);
+        for len in [0usize, 1, 2, 3, 4, 31, 32, 33, 64, 65, 96, 128, 260] {
+            let key_bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let key = DNSKEY::with_flags(256, PublicKeyBuf::new(key_bytes, alg));
+            let mut input = sig.input().clone();
+            input.algorithm = alg;
+            for sig_len in [0usize, 1, 64, 256] {
+                let mut r = sig_rec.clone();
+                r.data = RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input.clone(), vec![0x5a; sig_len])));
+                let keys = ZoneKeys { zone: name("bench.test."), ttl: 0, keys: vec![(input.key_tag, key.clone())], max_nsec3_iterations: 0 };
+                assert!(verify_rrset(&rrset, &[r], &keys, t).is_err(), "{alg:?} key {len} sig {sig_len}");
+            }
+        }
+    }
+}
+
+/// Every prefix (and a few corruptions) of the anchor formats fails or
+/// parses, never panics.
+#[test]
+fn truncated_and_corrupted_anchor_files_do_not_panic() {
+    let lines = format!(". 172800 IN DNSKEY 257 3 8 ( {KSK_2017} ) ;;state=2\n. IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n");
+    for text in [ROOT_ANCHORS_XML, lines.as_str()] {
+        for cut in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let _ = TrustAnchors::parse(&text[..cut], "f");
+        }
+    }
+    for (from, to) in [("2017-02-02T00:00:00+00:00", "2017-02-02T00:00:00+0é00"), ("<Zone>.</Zone>", "<Zone>é..</Zone>"), ("</KeyDigest>", "")] {
+        let _ = TrustAnchors::parse(&ROOT_ANCHORS_XML.replacen(from, to, 1), "f");
+    }
+}
