@@ -1,7 +1,10 @@
 //! Authenticated denial of existence: NSEC (RFC 4035 3.1.3, 5.4; RFC 6840
-//! 4.1, 4.3) and NSEC3 (RFC 5155 8; RFC 9276). Each NSEC/NSEC3 RRset of the
-//! authority section is verified with the zone's keys first; only verified,
-//! non-wildcard-expanded ones whose owner is in the zone take part.
+//! 4.1, 4.3) and NSEC3 (RFC 5155 8; RFC 9276). Records are picked by what
+//! they claim, then the RRset of each one a proof uses is verified with the
+//! zone's keys (once, within a budget); only verified, non-wildcard-expanded
+//! ones whose owner is in the zone count.
+
+use std::cell::{Cell, RefCell};
 
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, NSEC3};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -24,7 +27,7 @@ pub enum DenialProof {
     Insecure,
 }
 
-/// (name, salt, iterations, hash): every name is hashed once per NSEC3 parameter set.
+/// (name, salt, iterations, hash): every name is hashed once.
 type Hashed = (Name, Vec<u8>, u16, Vec<u8>);
 
 struct Nsec<'a> {
@@ -33,76 +36,127 @@ struct Nsec<'a> {
 }
 
 struct Nsec3<'a> {
+    owner: &'a Name,
     hash: Vec<u8>,
     rd: &'a NSEC3,
 }
 
-/// The verified denial records of `authority`, or the first verification
-/// failure (reported only when no proof can be made without that record).
+/// The denial records of one authority section. Candidates are chosen by
+/// their (unverified) content; a candidate's RRset signature is checked only
+/// when a proof wants to use it, once, and at most
+/// [`ZoneKeys::max_denial_rrsets`] RRsets are checked per call, so a long
+/// authority section of bad signatures costs no more than that.
 struct Denials<'a> {
+    authority: &'a [Record],
+    keys: &'a ZoneKeys,
+    now: u32,
     nsec: Vec<Nsec<'a>>,
+    /// NSEC3 records with the parameters of the first one (RFC 5155 7.1:
+    /// one parameter set per zone); others are ignored
     nsec3: Vec<Nsec3<'a>>,
-    failure: Option<Bogus>,
-    cache: std::cell::RefCell<Vec<Hashed>>,
+    /// the first NSEC3's owner when its iterations exceed the cap
+    over_cap: Option<&'a Name>,
+    checked: RefCell<Vec<(&'a Name, RecordType, bool)>>,
+    failure: RefCell<Option<Bogus>>,
+    budget: Cell<usize>,
+    cache: RefCell<Vec<Hashed>>,
 }
 
-fn collect<'a>(authority: &'a [Record], keys: &ZoneKeys, now: u32) -> Denials<'a> {
-    let mut d = Denials { nsec: Vec::new(), nsec3: Vec::new(), failure: None, cache: Default::default() };
+fn collect<'a>(authority: &'a [Record], keys: &'a ZoneKeys, now: u32) -> Denials<'a> {
+    let mut d = Denials {
+        authority,
+        keys,
+        now,
+        nsec: Vec::new(),
+        nsec3: Vec::new(),
+        over_cap: None,
+        checked: RefCell::new(Vec::new()),
+        failure: RefCell::new(None),
+        budget: Cell::new(keys.max_denial_rrsets()),
+        cache: RefCell::new(Vec::new()),
+    };
     let zone_labels = labels(&keys.zone);
-    let mut seen: Vec<(&Name, RecordType)> = Vec::new();
+    let mut params: Option<(&[u8], u16)> = None;
     for r in authority {
-        let t = r.record_type();
-        if !matches!(t, RecordType::NSEC | RecordType::NSEC3) || !keys.zone.zone_of(&r.name) || seen.contains(&(&r.name, t)) {
+        if !keys.zone.zone_of(&r.name) {
             continue;
         }
-        seen.push((&r.name, t));
-        let rrset: Vec<Record> = authority.iter().filter(|o| o.name == r.name && o.record_type() == t).cloned().collect();
-        match verify_rrset(&rrset, authority, keys, now) {
-            Ok(v) if v.wildcard.is_some() => {
-                d.failure.get_or_insert(Bogus::Other("wildcard-expanded NSEC record"));
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                d.failure.get_or_insert(e);
-                continue;
-            }
-        }
-        for o in authority.iter().filter(|o| o.name == r.name) {
-            match &o.data {
-                RData::DNSSEC(DNSSECRData::NSEC(rd)) => d.nsec.push(Nsec { owner: &o.name, rd }),
-                RData::DNSSEC(DNSSECRData::NSEC3(rd)) => {
-                    // owner: <base32hex hash>.<zone>
-                    if labels(&o.name) != zone_labels + 1 {
-                        continue;
-                    }
-                    let Some(first) = o.name.iter().next() else { continue };
-                    let Ok(hash) = data_encoding::BASE32HEX_NOPAD.decode(&first.to_ascii_uppercase()) else { continue };
-                    if hash.len() != rd.next_hashed_owner_name().len() {
-                        continue;
-                    }
-                    d.nsec3.push(Nsec3 { hash, rd });
+        match &r.data {
+            RData::DNSSEC(DNSSECRData::NSEC(rd)) => d.nsec.push(Nsec { owner: &r.name, rd }),
+            RData::DNSSEC(DNSSECRData::NSEC3(rd)) => {
+                // owner: <base32hex hash>.<zone>
+                if labels(&r.name) != zone_labels + 1 {
+                    continue;
                 }
-                _ => {}
+                let Some(first) = r.name.iter().next() else { continue };
+                let Ok(hash) = data_encoding::BASE32HEX_NOPAD.decode(&first.to_ascii_uppercase()) else { continue };
+                if hash.len() != rd.next_hashed_owner_name().len() {
+                    continue;
+                }
+                let p = *params.get_or_insert((rd.salt(), rd.iterations()));
+                if p != (rd.salt(), rd.iterations()) {
+                    continue;
+                }
+                if rd.iterations() > keys.max_nsec3_iterations() {
+                    d.over_cap.get_or_insert(&r.name);
+                    continue;
+                }
+                d.nsec3.push(Nsec3 { owner: &r.name, hash, rd });
             }
+            _ => {}
         }
     }
     d
 }
 
-impl Denials<'_> {
+impl<'a> Denials<'a> {
     fn fail(&self) -> Bogus {
-        self.failure.clone().unwrap_or(Bogus::NsecMissing)
+        self.failure.borrow().clone().unwrap_or(Bogus::NsecMissing)
     }
 
-    fn too_many_iterations(&self, keys: &ZoneKeys) -> bool {
-        self.nsec3.iter().any(|n| n.rd.iterations() > keys.max_nsec3_iterations())
+    fn note(&self, b: Bogus) {
+        self.failure.borrow_mut().get_or_insert(b);
+    }
+
+    /// The RRset (`owner`, `t`) is signed by the zone (not a wildcard
+    /// expansion). Checked once per call, within the budget.
+    fn signed(&self, owner: &'a Name, t: RecordType) -> bool {
+        if let Some((_, _, ok)) = self.checked.borrow().iter().find(|(o, ty, _)| *o == owner && *ty == t) {
+            return *ok;
+        }
+        let ok = if self.budget.get() == 0 {
+            self.note(Bogus::Other("too many NSEC records to check"));
+            false
+        } else {
+            self.budget.set(self.budget.get() - 1);
+            let rrset: Vec<Record> = self.authority.iter().filter(|r| &r.name == owner && r.record_type() == t).cloned().collect();
+            match verify_rrset(&rrset, self.authority, self.keys, self.now) {
+                Ok(v) if v.wildcard.is_none() => true,
+                Ok(_) => {
+                    self.note(Bogus::Other("wildcard-expanded NSEC record"));
+                    false
+                }
+                Err(e) => {
+                    self.note(e);
+                    false
+                }
+            }
+        };
+        self.checked.borrow_mut().push((owner, t, ok));
+        ok
+    }
+
+    /// NSEC3 iterations above the cap, on a record that is really the zone's:
+    /// the denial is then insecure (RFC 9276 3.2), and nothing is hashed.
+    fn over_cap(&self) -> Option<Result<DenialProof, Bogus>> {
+        let owner = self.over_cap?;
+        Some(if self.nsec3.is_empty() && self.signed(owner, RecordType::NSEC3) { Ok(DenialProof::Insecure) } else { Err(self.fail()) })
     }
 
     // ---- NSEC ----
 
-    fn nsec_matching(&self, name: &Name) -> Option<&Nsec<'_>> {
-        self.nsec.iter().find(|n| n.owner == name)
+    fn nsec_matching(&self, name: &Name) -> Option<&Nsec<'a>> {
+        self.nsec.iter().find(|n| n.owner == name && self.signed(n.owner, RecordType::NSEC))
     }
 
     /// An NSEC proving `name` absent: owner < name < next in canonical order
@@ -110,14 +164,24 @@ impl Denials<'_> {
     /// non-terminal (next not below name), and not the NSEC of a delegation
     /// or DNAME above `name`, which says nothing about names below the cut
     /// (RFC 6840 4.1).
-    fn nsec_covering(&self, name: &Name) -> Option<&Nsec<'_>> {
-        self.nsec.iter().find(|n| nsec_covers(n.owner, n.rd.next_domain_name(), name) && !is_ent(name, n.rd.next_domain_name()) && !ancestor_cut(n.owner, n.rd.type_set(), name))
+    fn nsec_covering(&self, name: &Name) -> Option<&Nsec<'a>> {
+        self.nsec.iter().find(|n| {
+            nsec_covers(n.owner, n.rd.next_domain_name(), name)
+                && !is_ent(name, n.rd.next_domain_name())
+                && !ancestor_cut(n.owner, n.rd.type_set(), name)
+                && self.signed(n.owner, RecordType::NSEC)
+        })
     }
 
     /// An NSEC showing `name` is an empty non-terminal: it falls between
     /// owner and next, and next is below it (RFC 4035 3.1.3.1 note, RFC 4592).
     fn nsec_ent(&self, name: &Name) -> bool {
-        self.nsec.iter().any(|n| nsec_covers(n.owner, n.rd.next_domain_name(), name) && is_ent(name, n.rd.next_domain_name()) && !ancestor_cut(n.owner, n.rd.type_set(), name))
+        self.nsec.iter().any(|n| {
+            nsec_covers(n.owner, n.rd.next_domain_name(), name)
+                && is_ent(name, n.rd.next_domain_name())
+                && !ancestor_cut(n.owner, n.rd.type_set(), name)
+                && self.signed(n.owner, RecordType::NSEC)
+        })
     }
 
     /// The closest encloser an NSEC covering `qname` implies: the longest
@@ -144,22 +208,23 @@ impl Denials<'_> {
         Some(h)
     }
 
-    fn nsec3_matching(&self, name: &Name) -> Option<&Nsec3<'_>> {
-        self.nsec3.iter().find(|n| self.hash(name, n.rd).is_some_and(|h| h == n.hash))
+    fn nsec3_matching(&self, name: &Name) -> Option<&Nsec3<'a>> {
+        let h = self.hash(name, self.nsec3.first()?.rd)?;
+        self.nsec3.iter().find(|n| n.hash == h && self.signed(n.owner, RecordType::NSEC3))
     }
 
-    fn nsec3_covering(&self, name: &Name) -> Option<&Nsec3<'_>> {
+    fn nsec3_covering(&self, name: &Name) -> Option<&Nsec3<'a>> {
+        let h = self.hash(name, self.nsec3.first()?.rd)?;
+        let h = h.as_slice();
         self.nsec3.iter().find(|n| {
-            self.hash(name, n.rd).is_some_and(|h| {
-                let (o, next) = (n.hash.as_slice(), n.rd.next_hashed_owner_name());
-                let h = h.as_slice();
-                if o < next {
-                    o < h && h < next
-                } else {
-                    // the last NSEC3 of the chain wraps (or a one-record chain)
-                    h > o || h < next
-                }
-            })
+            let (o, next) = (n.hash.as_slice(), n.rd.next_hashed_owner_name());
+            let covers = if o < next {
+                o < h && h < next
+            } else {
+                // the last NSEC3 of the chain wraps (or a one-record chain)
+                h > o || h < next
+            };
+            covers && self.signed(n.owner, RecordType::NSEC3)
         })
     }
 
@@ -167,7 +232,7 @@ impl Denials<'_> {
     /// deepest proper ancestor with a matching NSEC3 (not a delegation or
     /// DNAME, which would be the parent side of a cut), and an NSEC3 covering
     /// the next closer name. Returns (closest encloser, covering NSEC3).
-    fn closest_encloser(&self, qname: &Name, zone: &Name) -> Option<(Name, &Nsec3<'_>)> {
+    fn closest_encloser(&self, qname: &Name, zone: &Name) -> Option<(Name, &Nsec3<'a>)> {
         let (q, z) = (labels(qname), labels(zone));
         if q <= z {
             return None;
@@ -247,9 +312,11 @@ fn in_zone(name: &Name, keys: &ZoneKeys) -> Result<(), Bogus> {
 /// a covering NSEC3 for the wildcard). An opt-out NSEC3 over the next closer
 /// name gives [`DenialProof::InsecureOptOut`].
 ///
-/// Cost: one signature verification per NSEC/NSEC3 RRset in `authority`;
-/// with NSEC3, one iterated SHA-1 per ancestor of `qname` below the zone,
-/// per parameter set.
+/// Cost: one signature verification per NSEC/NSEC3 RRset the proof uses
+/// (two or three; never more than [`ZoneKeys::max_denial_rrsets`]), records
+/// that claim nothing about `qname` are not verified; with NSEC3, one
+/// iterated SHA-1 (iterations ≤ [`ZoneKeys::max_nsec3_iterations`]) per
+/// ancestor of `qname` below the zone and per wildcard tried.
 pub fn prove_nxdomain(qname: &Name, authority: &[Record], keys: &ZoneKeys, now: u32) -> Result<DenialProof, Bogus> {
     in_zone(qname, keys)?;
     let d = collect(authority, keys, now);
@@ -268,10 +335,10 @@ pub fn prove_nxdomain(qname: &Name, authority: &[Record], keys: &ZoneKeys, now: 
         }
         return if d.nsec_covering(&wildcard).is_some() { Ok(DenialProof::Secure) } else { Err(d.fail()) };
     }
+    if let Some(r) = d.over_cap() {
+        return r;
+    }
     if !d.nsec3.is_empty() {
-        if d.too_many_iterations(keys) {
-            return Ok(DenialProof::Insecure);
-        }
         if d.nsec3_matching(qname).is_some() {
             return Err(Bogus::Other("NSEC3 shows the name exists"));
         }
@@ -313,10 +380,10 @@ pub fn prove_nodata(qname: &Name, qtype: RecordType, authority: &[Record], keys:
         bitmap_denies(m.rd.type_set(), qtype, &wildcard)?;
         return Ok(DenialProof::Secure);
     }
+    if let Some(r) = d.over_cap() {
+        return r;
+    }
     if !d.nsec3.is_empty() {
-        if d.too_many_iterations(keys) {
-            return Ok(DenialProof::Insecure);
-        }
         if let Some(m) = d.nsec3_matching(qname) {
             bitmap_denies(m.rd.type_set(), qtype, qname)?;
             return Ok(DenialProof::Secure);
@@ -354,10 +421,10 @@ pub fn prove_wildcard_answer(qname: &Name, wildcard: &Name, authority: &[Record]
         let implied = Denials::nsec_closest_encloser(cov, qname);
         return if labels(&implied) <= labels(&ce) { Ok(DenialProof::Secure) } else { Err(d.fail()) };
     }
+    if let Some(r) = d.over_cap() {
+        return r;
+    }
     if !d.nsec3.is_empty() {
-        if d.too_many_iterations(keys) {
-            return Ok(DenialProof::Insecure);
-        }
         let next_closer = qname.trim_to(labels(&ce) + 1);
         let Some(cov) = d.nsec3_covering(&next_closer) else { return Err(d.fail()) };
         return Ok(if cov.rd.opt_out() { DenialProof::InsecureOptOut } else { DenialProof::Secure });
@@ -391,10 +458,10 @@ pub fn prove_no_ds(child: &Name, authority: &[Record], keys: &ZoneKeys, now: u32
         delegation_without_ds(m.rd.type_set())?;
         return Ok(DenialProof::Secure);
     }
+    if let Some(r) = d.over_cap() {
+        return r;
+    }
     if !d.nsec3.is_empty() {
-        if d.too_many_iterations(keys) {
-            return Ok(DenialProof::Insecure);
-        }
         if let Some(m) = d.nsec3_matching(child) {
             delegation_without_ds(m.rd.type_set())?;
             return Ok(DenialProof::Secure);

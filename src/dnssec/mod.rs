@@ -31,6 +31,12 @@ pub use denial::{prove_no_ds, prove_nodata, prove_nxdomain, prove_wildcard_answe
 /// changed with [`ZoneKeys::with_max_nsec3_iterations`].
 pub const MAX_NSEC3_ITERATIONS: u16 = 150;
 
+/// NSEC/NSEC3 RRsets whose signature one denial proof may check (a proof
+/// needs at most three; the rest is margin for records a server adds). Bounds
+/// the work a hostile authority can cause with a long authority section of
+/// bad signatures. Per zone keys: [`ZoneKeys::with_max_denial_rrsets`].
+pub const MAX_DENIAL_RRSETS: usize = 8;
+
 /// Why an answer is bogus. `ede_code` gives the Extended DNS Error (RFC 8914).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bogus {
@@ -108,6 +114,7 @@ pub struct ZoneKeys {
     pub ttl: u32,
     keys: Vec<(u16, DNSKEY)>,
     max_nsec3_iterations: u16,
+    max_denial_rrsets: usize,
 }
 
 impl ZoneKeys {
@@ -125,6 +132,17 @@ impl ZoneKeys {
 
     pub fn max_nsec3_iterations(&self) -> u16 {
         self.max_nsec3_iterations
+    }
+
+    /// A denial proof checks the signatures of at most `max` NSEC/NSEC3
+    /// RRsets, and is bogus when it needs more (default [`MAX_DENIAL_RRSETS`]).
+    pub fn with_max_denial_rrsets(mut self, max: usize) -> Self {
+        self.max_denial_rrsets = max;
+        self
+    }
+
+    pub fn max_denial_rrsets(&self) -> usize {
+        self.max_denial_rrsets
     }
 }
 
@@ -313,7 +331,13 @@ pub fn verify_dnskeys(zone: &Name, dnskeys: &[Record], rrsigs: &[Record], trust:
         return Err(Bogus::DnskeyMissing);
     }
     let v = check_sigs(&set, rrsigs, zone, &entry, now)?;
-    Ok(Some(ZoneKeys { zone: zone.clone(), ttl: v.ttl, keys, max_nsec3_iterations: MAX_NSEC3_ITERATIONS }))
+    Ok(Some(ZoneKeys {
+        zone: zone.clone(),
+        ttl: v.ttl,
+        keys,
+        max_nsec3_iterations: MAX_NSEC3_ITERATIONS,
+        max_denial_rrsets: MAX_DENIAL_RRSETS,
+    }))
 }
 
 /// One RRset (same owner, type, class) checked with the signer zone's keys:

@@ -240,6 +240,24 @@ fn nsec_zone_positive_and_negative_answers() {
         })
         .collect();
     assert_eq!(prove_nxdomain(&q("nope.example.test."), &forged, &keys, t), Err(Bogus::Other("signature does not verify")));
+    // records that claim nothing about the name are never verified: thirty
+    // junk NSECs with bad signatures cost nothing and change nothing
+    let mut flooded: Vec<Record> = Vec::new();
+    let www_nsec = auth.iter().find(|r| r.name == q("www.example.test.") && r.record_type() == RecordType::NSEC).unwrap();
+    let www_nsec_sig = auth.iter().find(|r| r.name == q("www.example.test.") && r.record_type() == RecordType::RRSIG).unwrap();
+    for i in 0..30 {
+        let (owner, next) = (q(&format!("zz{i:02}.example.test.")), q(&format!("zz{:02}.example.test.", i + 1)));
+        let mut r = www_nsec.clone();
+        r.name = owner.clone();
+        r.data = RData::DNSSEC(DNSSECRData::NSEC(hickory_proto::dnssec::rdata::NSEC::new(next, [RecordType::A])));
+        let mut s = www_nsec_sig.clone();
+        s.name = owner;
+        flooded.extend([r, s]);
+    }
+    flooded.extend(auth.iter().cloned());
+    assert_eq!(prove_nxdomain(&q("nope.example.test."), &flooded, &keys.clone().with_max_denial_rrsets(2), t), Ok(DenialProof::Secure));
+    // a proof that needs more verified RRsets than allowed is bogus
+    assert_eq!(prove_nxdomain(&q("nope.example.test."), &auth, &keys.clone().with_max_denial_rrsets(1), t), Err(Bogus::Other("too many NSEC records to check")));
     // names outside the zone are not the zone's to deny
     assert!(prove_nxdomain(&q("nope.other.test."), &auth, &keys, t).is_err());
 }
@@ -654,7 +672,7 @@ fn malformed_keys_and_signatures_do_not_panic() {
             for sig_len in [0usize, 1, 64, 256] {
                 let mut r = sig_rec.clone();
                 r.data = RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input.clone(), vec![0x5a; sig_len])));
-                let keys = ZoneKeys { zone: name("bench.test."), ttl: 0, keys: vec![(input.key_tag, key.clone())], max_nsec3_iterations: 0 };
+                let keys = ZoneKeys { zone: name("bench.test."), ttl: 0, keys: vec![(input.key_tag, key.clone())], max_nsec3_iterations: 0, max_denial_rrsets: 0 };
                 assert!(verify_rrset(&rrset, &[r], &keys, t).is_err(), "{alg:?} key {len} sig {sig_len}");
             }
         }
