@@ -31,6 +31,12 @@ pub use denial::{prove_no_ds, prove_nodata, prove_nxdomain, prove_wildcard_answe
 /// changed with [`ZoneKeys::with_max_nsec3_iterations`].
 pub const MAX_NSEC3_ITERATIONS: u16 = 150;
 
+/// Signature verifications one RRset may cost (RRSIGs × keys sharing a key
+/// tag). A zone's owner can make key tags collide and attach many RRSIGs;
+/// without a bound that multiplies (KeyTrap, CVE-2023-50387). Past it the
+/// RRset is bogus.
+pub const MAX_SIGNATURE_CHECKS: usize = 8;
+
 /// NSEC/NSEC3 RRsets whose signature one denial proof may check (a proof
 /// needs at most three; the rest is margin for records a server adds). Bounds
 /// the work a hostile authority can cause with a long authority section of
@@ -231,6 +237,7 @@ fn check_sigs(
             worst = Some(b);
         }
     };
+    let mut checks = 0usize;
     for (sig_rec, sig) in candidates {
         let input = sig.input();
         if input.num_labels > owner_labels {
@@ -250,6 +257,10 @@ fn check_sigs(
         // hickory asserts (panics) on an unsupported algorithm: never pass one
         for (_, key) in keys.iter().filter(|(tag, k)| *tag == input.key_tag && k.algorithm() == input.algorithm && k.algorithm().is_supported()) {
             tried = true;
+            checks += 1;
+            if checks > MAX_SIGNATURE_CHECKS {
+                return Err(Bogus::Other("too many signatures to check"));
+            }
             if key.verify_rrsig(owner, class, sig, rrset.iter().copied()).is_ok() {
                 let ttl = rrset
                     .iter()
@@ -350,7 +361,7 @@ pub fn verify_dnskeys(zone: &Name, dnskeys: &[Record], rrsigs: &[Record], trust:
 /// for which the caller must get [`prove_wildcard_answer`].
 ///
 /// Cost: one signature verification per RRSIG tried (and per colliding key
-/// tag), plus building the canonical signed data (a sort of the RRset and one
+/// tag), never more than [`MAX_SIGNATURE_CHECKS`] (then bogus), plus building the canonical signed data (a sort of the RRset and one
 /// buffer); RRSIGs failing the cheap checks (signer, type, time, labels) cost
 /// no cryptography. No allocation beyond that buffer and two small vectors.
 pub fn verify_rrset(rrset: &[Record], rrsigs: &[Record], keys: &ZoneKeys, now: u32) -> Result<Verified, Bogus> {

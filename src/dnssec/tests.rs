@@ -324,6 +324,12 @@ fn nsec_zone_bogus_cases() {
     assert!(verify_rrset(&www, &www_sigs, &colliding, t).is_ok());
     let only_decoy = ZoneKeys { keys: vec![(zsk.0, ksk)], ..keys.clone() };
     assert_eq!(verify_rrset(&www, &www_sigs, &only_decoy, t), Err(Bogus::Other("signature does not verify")));
+    // ... but a key tag shared by many keys is a denial of service (KeyTrap):
+    // at most MAX_SIGNATURE_CHECKS verifications, then bogus
+    let mut trap = vec![(zsk.0, only_decoy.keys[0].1.clone()); MAX_SIGNATURE_CHECKS];
+    trap.push(zsk.clone());
+    let trap = ZoneKeys { keys: trap, ..keys.clone() };
+    assert_eq!(verify_rrset(&www, &www_sigs, &trap, t), Err(Bogus::Other("too many signatures to check")));
     let no_zsk = ZoneKeys { keys: Vec::new(), ..keys.clone() };
     assert_eq!(verify_rrset(&www, &www_sigs, &no_zsk, t), Err(Bogus::DnskeyMissing));
 
