@@ -164,6 +164,17 @@ pub struct Verified {
     pub ttl: u32,
 }
 
+/// The DS rdata of `records` (e.g. a verified DS RRset), for [`Trust::Ds`].
+pub fn ds_records(records: &[Record]) -> Vec<DS> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DS(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `a` is before `b` in RFC 1982 serial arithmetic (32 bits).
 fn serial_lt(a: u32, b: u32) -> bool {
     a != b && (b.wrapping_sub(a) as i32) > 0

@@ -94,14 +94,7 @@ fn sign(dir: &Path, zone: &str, alg: &str, opts: &[&str], after: &str) -> Signed
     text.push_str(after);
     let records = parse_records(&text).unwrap_or_else(|e| panic!("{zone} signed: {e}")).into_iter().map(|(_, r)| r).collect();
     let ds_file = std::fs::read_to_string(dir.join(format!("{ksk}.ds"))).unwrap();
-    let ds = parse_records(&ds_file)
-        .unwrap()
-        .into_iter()
-        .filter_map(|(_, r)| match r.data {
-            RData::DNSSEC(DNSSECRData::DS(d)) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let ds = ds_records(&parse_records(&ds_file).unwrap().into_iter().map(|(_, r)| r).collect::<Vec<_>>());
     let key_file = std::fs::read_to_string(dir.join(format!("{ksk}.key"))).unwrap();
     Signed { zone: name(zone), records, ds, key_file, ds_file }
 }
