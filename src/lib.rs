@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod diag;
+pub mod dnssec;
 pub mod keys;
 pub mod lists;
 pub mod metrics;
