@@ -72,6 +72,7 @@ pub struct Metrics {
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     upstream_requests: IntCounterVec,
     upstream_duration: prometheus::HistogramVec,
+    dnssec: IntCounterVec,
 }
 
 /// Metric handles of one upstream server.
@@ -204,6 +205,14 @@ impl Metrics {
             &["server"],
         )?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        let dnssec = IntCounterVec::new(
+            Opts::new("qalqan_dnssec_total", "Recursive answers validated, by result (secure|insecure|bogus|indeterminate)"),
+            &["result"],
+        )?;
+        registry.register(Box::new(dnssec.clone()))?;
+        for r in ["secure", "insecure", "bogus", "indeterminate"] {
+            dnssec.with_label_values(&[r]);
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
@@ -230,6 +239,7 @@ impl Metrics {
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,
             upstream_duration,
+            dnssec,
         })
     }
 
@@ -246,6 +256,11 @@ impl Metrics {
     }
 
     /// Handles for upstream `server` (a configured address: bounded label set).
+    /// `qalqan_dnssec_total{result}` handles: secure, insecure, bogus, indeterminate.
+    pub fn dnssec_results(&self) -> [IntCounter; 4] {
+        ["secure", "insecure", "bogus", "indeterminate"].map(|r| self.dnssec.with_label_values(&[r]))
+    }
+
     pub fn upstream(&self, server: &str) -> UpstreamMetrics {
         let c = |result: &str| self.upstream_requests.with_label_values(&[server, result]);
         UpstreamMetrics {

@@ -9,7 +9,7 @@
 # Prints the median CPU µs/query (user + system of the whole resolver process) per workload and the
 # ratio qalqan/unbound, then each resolver's RSS after MISS_FILL unique names (memory per cached entry).
 # VALIDATE=1 signs the zones (ldns-signzone) and has both resolvers validate with the same trust anchor
-# (once qalqan validates: docs/recursion.md).
+# (qalqan: [dnssec] trust_anchor; Unbound: validator module, trust-anchor-file).
 #
 #   cargo build --release && sudo benches/e2e/recursive.sh      # ROUNDS=5 NAMES=20000 MISS_FILL=0
 #
@@ -32,6 +32,28 @@ soa() { printf '$TTL 86400\n%s IN SOA ns.%s h.invalid. 1 3600 600 86400 3600\n' 
 { soa .; echo ". IN NS ns-root."; echo "ns-root. IN A $net.1"; echo "bench. IN NS ns.bench."; echo "ns.bench. IN A $net.2"; } >"$work/root.zone"
 { soa bench.; echo "bench. IN NS ns.bench."; echo "ns.bench. IN A $net.2"; echo "leaf.bench. IN NS ns.leaf.bench."; echo "ns.leaf.bench. IN A $net.3"; } >"$work/bench.zone"
 { soa leaf.bench.; echo "leaf.bench. IN NS ns.leaf.bench."; echo "ns.leaf.bench. IN A $net.3"; echo "*.leaf.bench. IN A 198.18.7.9"; echo "www.leaf.bench. IN A 198.18.7.10"; } >"$work/leaf.zone"
+
+zonefile() { echo "$work/$1.zone"; }
+if [ -n "${VALIDATE:-}" ]; then
+    # sign leaf, then bench (with the leaf's DS), then the root (with bench's DS); ECDSA P-256
+    (
+        cd "$work"
+        sign() { # ZONE FILE
+            local ksk zsk
+            ksk=$(ldns-keygen -a ECDSAP256SHA256 -k -r /dev/urandom "$1")
+            zsk=$(ldns-keygen -a ECDSAP256SHA256 -r /dev/urandom "$1")
+            ldns-signzone -f "$2.signed" -o "$1" "$2" "$ksk" "$zsk"
+            echo "$ksk"
+        }
+        k=$(sign leaf.bench. leaf.zone)
+        ldns-key2ds -n -2 "$k.key" >>bench.zone
+        k=$(sign bench. bench.zone)
+        ldns-key2ds -n -2 "$k.key" >>root.zone
+        k=$(sign . root.zone)
+        cp "$k.key" root.key
+    )
+    zonefile() { echo "$work/$1.zone.signed"; }
+fi
 
 start_auth() { # N ZONE FILE
     local d="$work/nsd$1"
@@ -61,9 +83,9 @@ CONF
     setsid taskset -c 1 nsd -d -c "$d/nsd.conf" >"$d/out.log" 2>&1 &
     pids+=($!)
 }
-start_auth 1 . "$work/root.zone"
-start_auth 2 bench. "$work/bench.zone"
-start_auth 3 leaf.bench. "$work/leaf.zone"
+start_auth 1 . "$(zonefile root)"
+start_auth 2 bench. "$(zonefile bench)"
+start_auth 3 leaf.bench. "$(zonefile leaf)"
 for n in 1 2 3; do
     for _ in $(seq 50); do dig +short +time=1 +tries=1 @$net.$n www.leaf.bench >/dev/null 2>&1 && break; sleep 0.2; done
 done
@@ -81,6 +103,8 @@ root_hints = "$work/root.hints"
 timeout_ms = 3000
 [recursion]
 ipv6 = false
+[dnssec]
+$(if [ -n "${VALIDATE:-}" ]; then echo "trust_anchor = \"$work/root.key\""; else echo "validate = false"; fi)
 [cache]
 max_entries = 2000000
 max_bytes = 1073741824
@@ -104,7 +128,8 @@ server:
   do-not-query-localhost: no
   access-control: 127.0.0.0/8 allow
   root-hints: "$work/root.hints"
-  module-config: "iterator"
+  module-config: "$(if [ -n "${VALIDATE:-}" ]; then echo "validator iterator"; else echo "iterator"; fi)"
+$(if [ -n "${VALIDATE:-}" ]; then echo "  trust-anchor-file: \"$work/root.key\""; fi)
   qname-minimisation: yes
   msg-cache-size: 512m
   rrset-cache-size: 1024m

@@ -313,7 +313,45 @@ impl Config {
                 return Err(invalid(key, format!("must be at least {min}")));
             }
         }
+        let dnssec = if raw.dnssec.validate {
+            let anchors = match &raw.dnssec.trust_anchor {
+                None => crate::dnssec::TrustAnchors::builtin(),
+                Some(file) => {
+                    let text =
+                        std::fs::read_to_string(file).map_err(|e| invalid("dnssec.trust_anchor", format!("reading {file}: {e}")))?;
+                    let anchors = crate::dnssec::TrustAnchors::parse(&text, file)
+                        .map_err(|e| invalid("dnssec.trust_anchor", e.to_string()))?;
+                    if anchors.is_empty() {
+                        return Err(invalid("dnssec.trust_anchor", format!("{file}: no DS or DNSKEY record")));
+                    }
+                    anchors
+                }
+            };
+            let mut negative = Vec::new();
+            for (i, n) in raw.dnssec.negative_trust_anchors.iter().enumerate() {
+                let name = hickory_proto::rr::Name::from_ascii(n)
+                    .ok()
+                    .map(|mut n| {
+                        n.set_fqdn(true);
+                        n
+                    })
+                    .ok_or_else(|| invalid(&format!("dnssec.negative_trust_anchors[{i}]"), format!("`{n}` is not a domain name")))?;
+                negative.push(name);
+            }
+            if raw.dnssec.max_denial_rrsets == 0 {
+                return Err(invalid("dnssec.max_denial_rrsets", "must be at least 1".into()));
+            }
+            Some(crate::resolve::recurse::DnssecConfig {
+                anchors,
+                negative,
+                max_nsec3_iterations: raw.dnssec.max_nsec3_iterations,
+                max_denial_rrsets: raw.dnssec.max_denial_rrsets,
+            })
+        } else {
+            None
+        };
         let recursion = crate::resolve::recurse::Limits {
+            dnssec,
             server_timeout: Duration::from_millis(rc.server_timeout_ms),
             max_referrals: rc.max_referrals,
             max_cname_chain: rc.max_cname_chain,

@@ -26,9 +26,52 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub recursion: RawRecursion,
+    #[serde(default)]
+    pub dnssec: RawDnssec,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+/// `[dnssec]`: validation in recursive mode.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnssec {
+    /// Validate what the iterator finds (AD on secure answers, SERVFAIL with
+    /// an EDE on bogus ones).
+    #[serde(default = "default_true")]
+    pub validate: bool,
+    /// Trust anchors: RFC 7958 XML, or DS / DNSKEY lines; omitted = the IANA
+    /// root KSKs compiled in.
+    pub trust_anchor: Option<String>,
+    /// RFC 7646: names at and below these are answered without validation.
+    #[serde(default)]
+    pub negative_trust_anchors: Vec<String>,
+    /// NSEC3 iterations above this make a denial insecure (RFC 9276).
+    #[serde(default = "default_max_nsec3_iterations")]
+    pub max_nsec3_iterations: u16,
+    /// NSEC/NSEC3 RRsets whose signatures one denial proof may check.
+    #[serde(default = "default_max_denial_rrsets")]
+    pub max_denial_rrsets: usize,
+}
+
+impl Default for RawDnssec {
+    fn default() -> Self {
+        Self {
+            validate: true,
+            trust_anchor: None,
+            negative_trust_anchors: Vec::new(),
+            max_nsec3_iterations: default_max_nsec3_iterations(),
+            max_denial_rrsets: default_max_denial_rrsets(),
+        }
+    }
+}
+
+fn default_max_nsec3_iterations() -> u16 {
+    150
+}
+fn default_max_denial_rrsets() -> usize {
+    8
 }
 
 /// `[recursion]`: bounds of recursive mode (`[upstream] mode = "recursive"`).
@@ -686,6 +729,13 @@ mod docs_tests {
                 max_tracked_clients: default_max_tracked(),
             },
             recursion: RawRecursion::default(),
+            dnssec: RawDnssec {
+                validate: true,
+                trust_anchor: Some("/etc/qalqan/root.key".to_owned()),
+                negative_trust_anchors: vec!["broken.example".to_owned()],
+                max_nsec3_iterations: default_max_nsec3_iterations(),
+                max_denial_rrsets: default_max_denial_rrsets(),
+            },
             admin: Some(RawAdmin {
                 listen: "127.0.0.1:8053".to_owned(),
                 token_file: "/etc/qalqan/admin.token".to_owned(),

@@ -139,7 +139,7 @@ pub fn prefetch(shared: &Arc<Shared>, key: Key, question: Box<[u8]>) {
             let r = Arc::clone(r);
             let Some(name) = name else { return };
             tokio::spawn(async move {
-                if let Ok(done) = r.resolve(&name, qtype, qclass, &|_| false).await {
+                if let Ok(done) = r.resolve(&name, qtype, qclass, dnssec_ok, cd, &|_| false).await {
                     if done.cacheable {
                         store(&shared, done.reply);
                     }
@@ -290,7 +290,7 @@ impl Handler {
                                 && QName::from_labels(n.iter())
                                     .is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
                         };
-                        r.resolve(&qname_wire, qtype, key.qclass, &blocked).await.map(|r| (r.reply, r.cacheable))
+                        r.resolve(&qname_wire, qtype, key.qclass, dnssec_ok, key.checking_disabled, &blocked).await.map(|r| (r.reply, r.cacheable))
                     }
                     None => {
                         let question = question_wire(&qname_wire, qtype, key.qclass);
@@ -315,6 +315,13 @@ impl Handler {
                         match &e {
                             ResolveError::Timeout(_) => tracing::debug!(name = %key.name, "upstream timeout"),
                             other => tracing::debug!(name = %key.name, error = %other, "upstream failed"),
+                        }
+                        if let ResolveError::Recursion(crate::resolve::recurse::Failure::Bogus(b)) = &e {
+                            // DNSSEC bogus: SERVFAIL saying why (RFC 8914), never a stale answer
+                            if let Some(ed) = edns.as_mut() {
+                                respond::add_ede(ed, b.ede_code(), &b.to_string());
+                            }
+                            return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
                         }
                         // RFC 8767: an expired answer beats no answer
                         match s.cache.get_stale(&key, now) {

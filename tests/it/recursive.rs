@@ -111,11 +111,14 @@ allow_clients = ["127.0.0.0/8"]
 mode = "recursive"
 root_hints = "{hints}"
 timeout_ms = 3000
+[dnssec]
+trust_anchor = "{anchor}"
 [[lists]]
 name = "block"
 source = "{list}"
 "#,
-        hints = h.root_hints().display()
+        hints = h.root_hints().display(),
+        anchor = h.trust_anchor().display()
     );
     let server = support::TestServer::start(&toml).await;
 
@@ -172,8 +175,9 @@ source = "{list}"
 async fn qalqan_recursive_identical_misses() {
     let Some(h) = Hierarchy::start().await else { return };
     let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = \"{}\"\n",
-        h.root_hints().display()
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = \"{}\"\n[dnssec]\ntrust_anchor = \"{}\"\n",
+        h.root_hints().display(),
+        h.trust_anchor().display()
     );
     let server = support::TestServer::start(&toml).await;
     // warm the delegations
@@ -194,11 +198,14 @@ async fn qalqan_recursive_identical_misses() {
     server.shutdown().await;
 }
 
-/// A qalqan in recursive mode on `h`, with `extra` config appended.
+/// A qalqan in recursive mode on `h`, validating with the hierarchy's
+/// trust anchor; `extra` is appended inside the `[dnssec]` table (its own
+/// keys first, then any other tables).
 async fn recursive_server(h: &Hierarchy, extra: &str) -> support::TestServer {
     let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = \"{}\"\ntimeout_ms = 3000\n{extra}",
-        h.root_hints().display()
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nmode = \"recursive\"\nroot_hints = \"{}\"\ntimeout_ms = 3000\n[dnssec]\ntrust_anchor = \"{}\"\n{extra}",
+        h.root_hints().display(),
+        h.trust_anchor().display()
     );
     support::TestServer::start(&toml).await
 }
@@ -324,5 +331,91 @@ async fn serve_stale_when_every_authority_of_a_zone_is_down() {
     let failed = support::sample(&text, "qalqan_upstream_requests_total{result=\"timeout\",server=\"authorities\"}")
         + support::sample(&text, "qalqan_upstream_requests_total{result=\"error\",server=\"authorities\"}");
     assert!(failed >= 1.0, "{text}");
+    server.shutdown().await;
+}
+
+/// A query with the given header bits set in byte 3 (0x20 AD, 0x10 CD).
+async fn udp_flags(server: SocketAddr, qname: &str, qtype: RecordType, opts: support::Q, bits: u8) -> hickory_proto::op::Message {
+    let (_, mut bytes) = support::query_bytes(qname, qtype, opts);
+    bytes[3] |= bits;
+    let raw = support::udp_raw(server, &bytes, std::time::Duration::from_secs(4)).await.expect("no reply");
+    hickory_proto::op::Message::from_vec(&raw).unwrap()
+}
+
+fn rrsigs(m: &hickory_proto::op::Message) -> usize {
+    m.answers.iter().chain(m.authorities.iter()).filter(|r| r.record_type() == RecordType::RRSIG).count()
+}
+
+/// DNSSEC over the wire, from the hierarchy's own trust anchor: AD on
+/// secure answers (positive, wildcard, NXDOMAIN, NODATA) when the client
+/// sets DO or AD, RRSIGs only with DO; no AD under the unsigned delegation
+/// or across a chain that passes through it; the broken signature, the
+/// expired signatures and the DS of another key SERVFAIL with EDE 6, 7 and
+/// 9; CD gets the unvalidated answer; a negative trust anchor turns one
+/// zone's validation off; `qalqan_dnssec_total` counts the results.
+#[tokio::test]
+async fn dnssec_validation_over_the_wire() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let server = recursive_server(&h, "").await;
+    let ad = |m: &hickory_proto::op::Message| m.metadata.authentic_data;
+
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, DO).await.unwrap();
+    assert_eq!(addrs_of(&m), ["192.0.2.1"], "{m:?}");
+    assert!(ad(&m), "secure answer without AD: {m:?}");
+    assert!(rrsigs(&m) >= 1, "DO but no RRSIG: {m:?}");
+    let m = udp_flags(server.addr, "www.signed.test.", RecordType::A, support::EDNS, 0x20).await;
+    assert!(ad(&m) && rrsigs(&m) == 0, "AD asked, no DO: AD without RRSIGs expected: {m:?}");
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, support::EDNS).await.unwrap();
+    assert!(!ad(&m), "neither DO nor AD asked, AD set: {m:?}");
+
+    for (name, qtype, rcode) in [
+        ("x.w.signed.test.", RecordType::A, ResponseCode::NoError),
+        ("nx.signed.test.", RecordType::A, ResponseCode::NXDomain),
+        ("www.signed.test.", RecordType::TXT, ResponseCode::NoError),
+        ("nx.test.", RecordType::A, ResponseCode::NXDomain),
+    ] {
+        let m = support::udp(server.addr, name, qtype, DO).await.unwrap();
+        assert_eq!(m.metadata.response_code, rcode, "{name} {qtype}: {m:?}");
+        assert!(ad(&m), "{name} {qtype}: not secure: {m:?}");
+    }
+
+    for name in ["www.insecure.test.", "www.lame.test.", "chain.signed.test."] {
+        let m = support::udp(server.addr, name, RecordType::A, DO).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}: {m:?}");
+        assert!(!m.answers.is_empty(), "{name}: {m:?}");
+        assert!(!ad(&m), "{name} is under an unsigned delegation, AD set: {m:?}");
+    }
+
+    for (name, code) in [("www.bogus.test.", 6), ("www.expired.test.", 7), ("www.mismatch.test.", 9)] {
+        for round in 0..2 {
+            let m = support::udp(server.addr, name, RecordType::A, DO).await.unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name} round {round}: {m:?}");
+            let edes = support::ede(&m);
+            assert!(edes.iter().any(|(c, _)| *c == code), "{name}: EDE {code} expected, got {edes:?}");
+        }
+        // checking disabled: the data as the zone has it
+        let m = udp_flags(server.addr, name, RecordType::A, DO, 0x10).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name} with CD: {m:?}");
+        assert!(!m.answers.is_empty() && !ad(&m), "{name} with CD: {m:?}");
+    }
+    // over TCP (the hickory path) too
+    let m = support::tcp(server.addr, "www.bogus.test.", RecordType::A, DO).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let m = support::tcp(server.addr, "www.signed.test.", RecordType::AAAA, DO).await;
+    assert!(ad(&m) && addrs_of(&m) == ["2001:db8::1"], "{m:?}");
+
+    let text = server.metrics.encode();
+    assert!(support::sample(&text, "qalqan_dnssec_total{result=\"secure\"}") >= 5.0, "{text}");
+    assert!(support::sample(&text, "qalqan_dnssec_total{result=\"insecure\"}") >= 3.0, "{text}");
+    assert!(support::sample(&text, "qalqan_dnssec_total{result=\"bogus\"}") >= 3.0, "{text}");
+    server.shutdown().await;
+
+    // RFC 7646: bogus.test. under a negative trust anchor is answered, unvalidated
+    let server = recursive_server(&h, "negative_trust_anchors = [\"bogus.test\"]\n").await;
+    let m = support::udp(server.addr, "www.bogus.test.", RecordType::A, DO).await.unwrap();
+    assert_eq!(addrs_of(&m), ["192.0.2.67"], "{m:?}");
+    assert!(!ad(&m));
+    let m = support::udp(server.addr, "www.expired.test.", RecordType::A, DO).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "the anchor covers bogus.test. only: {m:?}");
     server.shutdown().await;
 }

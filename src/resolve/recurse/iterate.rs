@@ -14,6 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::classify::{classify, Response};
 use super::exchange::{self, ExchangeError};
+use super::validate::Security;
 use super::zones::Zone;
 use super::{Failure, Limits, Recurser};
 
@@ -29,11 +30,24 @@ pub(super) struct Budget {
     max_depth: u8,
     /// Name server names being looked up (a loop guard).
     stack: Vec<Name>,
+    /// Set DO on queries to authorities (their RRSIGs and NSEC records).
+    pub dnssec_ok: bool,
+    /// Validate what the walk finds (off for the lookups the validator
+    /// and the name server addresses make themselves).
+    pub validate: bool,
 }
 
 impl Budget {
-    pub fn new(limits: &Limits) -> Self {
-        Budget { left: limits.max_queries, max: limits.max_queries, depth: 0, max_depth: limits.max_depth, stack: Vec::new() }
+    pub fn new(limits: &Limits, dnssec_ok: bool, validate: bool) -> Self {
+        Budget {
+            left: limits.max_queries,
+            max: limits.max_queries,
+            depth: 0,
+            max_depth: limits.max_depth,
+            stack: Vec::new(),
+            dnssec_ok,
+            validate,
+        }
     }
 
     fn spend(&mut self) -> Result<(), Failure> {
@@ -51,16 +65,28 @@ pub(super) struct Found {
     pub authority: Vec<Record>,
     /// The chain stopped at a target the policy blocks (never asked).
     pub cut_by_policy: bool,
+    /// The zone whose servers gave the last answer.
+    pub zone: Name,
+    /// What validation proved ([`Security::Indeterminate`] when it was off).
+    pub security: Security,
 }
 
-/// What one name's walk ended in.
-enum One {
-    Answer { records: Vec<Record>, next: Option<Name>, rcode: ResponseCode, authority: Vec<Record> },
-    NxDomain { authority: Vec<Record> },
-    NoData { authority: Vec<Record> },
+/// What one name's walk ended in, and the zone whose servers said it.
+pub(super) enum One {
+    Answer { records: Vec<Record>, next: Option<Name>, rcode: ResponseCode, authority: Vec<Record>, zone: Name },
+    NxDomain { authority: Vec<Record>, zone: Name },
+    NoData { authority: Vec<Record>, zone: Name },
 }
 
-type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+impl One {
+    pub fn zone(&self) -> &Name {
+        match self {
+            One::Answer { zone, .. } | One::NxDomain { zone, .. } | One::NoData { zone, .. } => zone,
+        }
+    }
+}
+
+pub(super) type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Recurser {
     /// `name`/`qtype` with its CNAME chain followed (across zones, each
@@ -77,28 +103,37 @@ impl Recurser {
             let mut answers: Vec<Record> = Vec::new();
             let mut cur = name.clone();
             let mut seen = vec![name.clone()];
+            let validate = b.validate && self.validator.is_some();
+            let mut security = if validate { Security::Secure } else { Security::Indeterminate };
             for _ in 0..=self.limits.max_cname_chain {
-                match self.lookup_one(&cur, qtype, b).await? {
-                    One::Answer { records, next: None, rcode, authority } => {
+                let one = self.lookup_one(&cur, qtype, b).await?;
+                if validate {
+                    security = security.and(self.validate_one(&one, &cur, qtype, b).await?);
+                }
+                match one {
+                    One::Answer { records, next: None, rcode, authority, zone } => {
                         answers.extend(records);
-                        return Ok(Found { rcode, answers, authority, cut_by_policy: false });
+                        return Ok(Found { rcode, answers, authority, cut_by_policy: false, zone, security });
                     }
-                    One::Answer { records, next: Some(target), .. } => {
+                    One::Answer { records, next: Some(target), zone, .. } => {
                         answers.extend(records);
                         if seen.contains(&target) {
                             return Err(Failure::ChainLoop(target.to_string()));
                         }
                         if blocked(&target) {
-                            return Ok(Found { rcode: ResponseCode::NoError, answers, authority: Vec::new(), cut_by_policy: true });
+                            let rcode = ResponseCode::NoError;
+                            return Ok(Found { rcode, answers, authority: Vec::new(), cut_by_policy: true, zone, security });
                         }
                         seen.push(target.clone());
                         cur = target;
                     }
-                    One::NxDomain { authority } => {
-                        return Ok(Found { rcode: ResponseCode::NXDomain, answers, authority, cut_by_policy: false })
+                    One::NxDomain { authority, zone } => {
+                        let rcode = ResponseCode::NXDomain;
+                        return Ok(Found { rcode, answers, authority, cut_by_policy: false, zone, security });
                     }
-                    One::NoData { authority } => {
-                        return Ok(Found { rcode: ResponseCode::NoError, answers, authority, cut_by_policy: false })
+                    One::NoData { authority, zone } => {
+                        let rcode = ResponseCode::NoError;
+                        return Ok(Found { rcode, answers, authority, cut_by_policy: false, zone, security });
                     }
                 }
             }
@@ -106,9 +141,21 @@ impl Recurser {
         })
     }
 
+    /// [`Recurser::lookup`] without validation and without a policy: the
+    /// lookups validation itself needs (DS, DNSKEY), whose answers it checks
+    /// on its own.
+    pub(super) async fn lookup_unvalidated(&self, name: &Name, qtype: RecordType, b: &mut Budget) -> Result<Found, Failure> {
+        let was = std::mem::replace(&mut b.validate, false);
+        let r = self.lookup(name, qtype, b, &|_| false).await;
+        b.validate = was;
+        r
+    }
+
     /// One name, from its closest known cut down to the servers that hold it.
     async fn lookup_one(&self, name: &Name, qtype: RecordType, b: &mut Budget) -> Result<One, Failure> {
-        let mut zone = self.zones.closest(name, Instant::now());
+        // a DS RRset lives on the parent side of the cut (RFC 4035 §3.1.4.1)
+        let start = if qtype == RecordType::DS && !name.is_root() { name.base_name() } else { name.clone() };
+        let mut zone = self.zones.closest(&start, Instant::now());
         let total = name.num_labels();
         let mut minimise = self.limits.qname_minimisation;
         let mut labels = zone.name.num_labels().saturating_add(1);
@@ -126,6 +173,11 @@ impl Recurser {
                 (name.clone(), qtype)
             };
             match self.ask_zone(&zone, &ask, atype, b).await? {
+                Response::Referral(d) if qtype == RecordType::DS && d.zone == *name => {
+                    // the parent side sent us to the child for its own DS
+                    tracing::debug!(zone = %zone.name, child = %d.zone, "referral instead of the DS RRset");
+                    return Err(Failure::NoServer(zone.name.to_string()));
+                }
                 Response::Referral(d) => {
                     zone = self.zones.learn(d, Instant::now());
                     labels = zone.name.num_labels().saturating_add(1);
@@ -137,9 +189,11 @@ impl Recurser {
                 // the whole name once more (servers that answer NXDOMAIN for
                 // empty non-terminals exist)
                 Response::NxDomain { .. } if minimised => minimise = false,
-                Response::Answer { records, next, rcode, authority } => return Ok(One::Answer { records, next, rcode, authority }),
-                Response::NxDomain { authority } => return Ok(One::NxDomain { authority }),
-                Response::NoData { authority } => return Ok(One::NoData { authority }),
+                Response::Answer { records, next, rcode, authority } => {
+                    return Ok(One::Answer { records, next, rcode, authority, zone: zone.name.clone() })
+                }
+                Response::NxDomain { authority } => return Ok(One::NxDomain { authority, zone: zone.name.clone() }),
+                Response::NoData { authority } => return Ok(One::NoData { authority, zone: zone.name.clone() }),
                 Response::Lame(_) => return Err(Failure::NoServer(zone.name.to_string())),
             }
         }
@@ -168,7 +222,7 @@ impl Recurser {
                 b.spend()?;
                 let timeout = self.servers.timeout(ip);
                 let sent = Instant::now();
-                let got = exchange::ask(&self.sockets, SocketAddr::new(ip, 53), ask, atype, false, timeout).await;
+                let got = exchange::ask(&self.sockets, SocketAddr::new(ip, 53), ask, atype, b.dnssec_ok, timeout).await;
                 let outcome = match &got {
                     Ok(x) => Ok(x.reply.metadata.response_code),
                     Err(e) => Err(matches!(e, ExchangeError::Timeout)),
@@ -223,7 +277,7 @@ impl Recurser {
             }
             let mut failure = None;
             for qtype in qtypes {
-                match self.lookup(&ns, qtype, b, &|_| false).await {
+                match self.lookup_unvalidated(&ns, qtype, b).await {
                     Ok(found) => ips.extend(found.answers.iter().filter_map(|r| match &r.data {
                         RData::A(a) => Some(IpAddr::V4(a.0)),
                         RData::AAAA(a) => Some(IpAddr::V6(a.0)),

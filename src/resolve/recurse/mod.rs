@@ -16,7 +16,10 @@ mod classify;
 mod exchange;
 mod iterate;
 mod servers;
+mod validate;
 mod zones;
+
+pub use validate::Security;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -90,6 +93,8 @@ pub struct Limits {
     pub socket_lifetime: Duration,
     /// Longest time a zone cut is remembered (its NS TTL, at most this).
     pub max_delegation_ttl: Duration,
+    /// `[dnssec]`: validate answers (`None`: never; AD never set).
+    pub dnssec: Option<DnssecConfig>,
 }
 
 impl Default for Limits {
@@ -106,9 +111,23 @@ impl Default for Limits {
             server_cache_entries: 100_000,
             socket_queries: 2000,
             socket_lifetime: Duration::from_secs(5),
+            dnssec: None,
             max_delegation_ttl: Duration::from_secs(86_400),
         }
     }
+}
+
+/// `[dnssec]` for recursive mode.
+#[derive(Debug, Clone)]
+pub struct DnssecConfig {
+    /// The trust anchors (`trust_anchor`, else the root KSKs compiled in).
+    pub anchors: crate::dnssec::TrustAnchors,
+    /// RFC 7646 negative trust anchors: names at and below are not validated.
+    pub negative: Vec<Name>,
+    /// NSEC3 iterations above this make a denial insecure (RFC 9276).
+    pub max_nsec3_iterations: u16,
+    /// NSEC/NSEC3 RRsets one denial proof may check.
+    pub max_denial_rrsets: usize,
 }
 
 /// Why a name could not be resolved from the root.
@@ -130,6 +149,9 @@ pub enum Failure {
     Class,
     #[error("the answer could not be encoded")]
     Encode,
+    /// DNSSEC validation failed: SERVFAIL with this EDE (RFC 8914).
+    #[error("DNSSEC bogus: {0}")]
+    Bogus(crate::dnssec::Bogus),
 }
 
 /// A resolved question: the reply in cache form, and whether it may be
@@ -140,8 +162,8 @@ pub struct Resolved {
     pub cacheable: bool,
 }
 
-/// The key identical misses are merged on.
-type Flight = (Name, RecordType, bool);
+/// The key identical misses are merged on: name, type, DO, CD.
+type Flight = (Name, RecordType, bool, bool);
 type Shared = Arc<tokio::sync::OnceCell<Result<Resolved, ResolveError>>>;
 
 /// Resolves cache misses from the root. One per server, shared by every
@@ -162,6 +184,10 @@ pub struct Recurser {
     /// `qalqan_upstream_requests_total{server="authorities"}` (one label
     /// value however many authorities there are).
     metrics: crate::metrics::UpstreamMetrics,
+    /// `qalqan_dnssec_total{result}`: secure, insecure, bogus, indeterminate.
+    dnssec_results: [prometheus::IntCounter; 4],
+    /// `None`: validation off.
+    validator: Option<validate::Validator>,
 }
 
 impl Recurser {
@@ -175,7 +201,16 @@ impl Recurser {
         if roots.is_empty() {
             return Err(RecurseError::NoRoots);
         }
+        let validator = limits.dnssec.as_ref().map(|d| {
+            let mut v =
+                validate::Validator::new(d.anchors.clone(), d.negative.clone(), limits.zone_cache_entries, limits.max_delegation_ttl);
+            v.max_nsec3_iterations = d.max_nsec3_iterations;
+            v.max_denial_rrsets = d.max_denial_rrsets;
+            v
+        });
         Ok(Recurser {
+            validator,
+            dnssec_results: metrics.dnssec_results(),
             servers: servers::Servers::new(limits.server_cache_entries, limits.server_timeout),
             zones: zones::Zones::new(&roots, limits.zone_cache_entries, limits.max_delegation_ttl),
             sockets: exchange::Sockets::new(limits.socket_queries, limits.socket_lifetime, IDLE_SERVERS),
@@ -194,6 +229,11 @@ impl Recurser {
     /// unasked (the caller's policy check then blocks the answer), and the
     /// reply is not cacheable.
     ///
+    /// With validation on, the answer is validated unless the client set
+    /// CD (`checking_disabled`): AD in the reply when every part is secure,
+    /// [`Failure::Bogus`] when a part is bogus. RRSIGs and NSEC records are
+    /// kept in the reply only when the client set DO (`dnssec_ok`).
+    ///
     /// Identical questions in flight share one resolution. Cost: what the
     /// walk needs (zero queries for known cuts' servers up to `max_queries`),
     /// bounded by `timeout`; the answer encoded once into cache form.
@@ -202,6 +242,8 @@ impl Recurser {
         name: &Name,
         qtype: RecordType,
         qclass: DNSClass,
+        dnssec_ok: bool,
+        checking_disabled: bool,
         blocked: &(dyn Fn(&Name) -> bool + Sync),
     ) -> Result<Resolved, ResolveError> {
         if qclass != DNSClass::IN {
@@ -209,14 +251,14 @@ impl Recurser {
         }
         let mut fqdn = name.clone();
         fqdn.set_fqdn(true);
-        let key: Flight = (fqdn.clone(), qtype, false);
+        let key: Flight = (fqdn.clone(), qtype, dnssec_ok, checking_disabled);
         let cell = match self.inflight.lock() {
             Ok(mut m) => Arc::clone(m.entry(key.clone()).or_default()),
             Err(_) => Shared::default(),
         };
         let result = cell
             .get_or_init(|| async {
-                match tokio::time::timeout(self.timeout, self.resolve_now(&fqdn, qtype, blocked)).await {
+                match tokio::time::timeout(self.timeout, self.resolve_now(&fqdn, qtype, dnssec_ok, checking_disabled, blocked)).await {
                     Err(_) => Err(ResolveError::Timeout(self.timeout)),
                     Ok(r) => r,
                 }
@@ -249,18 +291,61 @@ impl Recurser {
         &self,
         name: &Name,
         qtype: RecordType,
+        dnssec_ok: bool,
+        checking_disabled: bool,
         blocked: &(dyn Fn(&Name) -> bool + Sync),
     ) -> Result<Resolved, ResolveError> {
-        let mut budget = iterate::Budget::new(&self.limits);
-        let found = self.lookup(name, qtype, &mut budget, blocked).await.map_err(ResolveError::Recursion)?;
-        // negative answers carry the zone's SOA (RFC 2308); positive ones
-        // nothing but the answer
-        let negative = found.rcode == ResponseCode::NXDomain || !found.answers.iter().any(|r| r.record_type() == qtype);
-        let authorities =
-            if negative { found.authority.into_iter().filter(|r| r.record_type() == RecordType::SOA).collect() } else { Vec::new() };
-        let answer = Answer { rcode: found.rcode, answers: found.answers, authorities, additionals: Vec::new(), authentic_data: false };
+        let validate = self.validator.is_some() && !checking_disabled;
+        let mut budget = iterate::Budget::new(&self.limits, self.validator.is_some() || dnssec_ok, validate);
+        let found = match self.lookup(name, qtype, &mut budget, blocked).await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Failure::Bogus(b) = &e {
+                    tracing::debug!(%name, %qtype, reason = %b, "DNSSEC bogus");
+                    self.count(None);
+                }
+                return Err(ResolveError::Recursion(e));
+            }
+        };
+        if validate {
+            self.count(Some(found.security));
+        }
+        let secure = validate && found.security == Security::Secure;
+        let dnssec_record = |r: &hickory_proto::rr::Record| {
+            matches!(r.record_type(), RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+        };
+        let mut answers = found.answers;
+        if !dnssec_ok {
+            answers.retain(|r| !dnssec_record(r) || qtype == r.record_type());
+        }
+        // negative answers carry the zone's SOA (RFC 2308), and with DO the
+        // denial's NSEC records and signatures; positive ones nothing but the answer
+        let negative = found.rcode == ResponseCode::NXDomain || !answers.iter().any(|r| r.record_type() == qtype);
+        let authorities = if negative {
+            found
+                .authority
+                .into_iter()
+                .filter(|r| r.record_type() == RecordType::SOA || (dnssec_ok && dnssec_record(r)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let answer = Answer { rcode: found.rcode, answers, authorities, additionals: Vec::new(), authentic_data: secure };
         let reply = Reply::from_answer(name, qtype, DNSClass::IN, &answer).ok_or(ResolveError::Recursion(Failure::Encode))?;
         Ok(Resolved { reply, cacheable: !found.cut_by_policy })
+    }
+
+    /// Counts one validated resolution (`None`: bogus).
+    fn count(&self, security: Option<Security>) {
+        let i = match security {
+            Some(Security::Secure) => 0,
+            Some(Security::Insecure) => 1,
+            None => 2,
+            Some(Security::Indeterminate) => 3,
+        };
+        if let Some(c) = self.dnssec_results.get(i) {
+            c.inc();
+        }
     }
 
     /// Zone cuts remembered (a gauge for the metrics scrape).

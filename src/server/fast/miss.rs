@@ -135,11 +135,29 @@ fn start_recursion(
         };
         let policy = s.policy.load_full();
         let allowed = matches!(mq.checked, Some((g, true)) if g == policy.generation);
+        // answered meanwhile by an identical miss that ran before this task
+        // (one that never had to wait for the network holds no in-flight entry)
+        if let Some(entry) = s.cache.get(&mq.key, Instant::now()) {
+            s.inflight.add_permits(1);
+            let q = mq.view();
+            let ad = entry.wire.authentic_data && (mq.key.dnssec_ok || q.ad);
+            let reply = (allowed || chain_block(&policy, &entry.wire).is_none())
+                .then(|| from_wire(&q, &entry.wire, entry.age(Instant::now()), ad, q.payload(s.max_udp_payload).1))
+                .flatten();
+            return match reply {
+                Some(r) => {
+                    s.metrics.cache_hits.inc();
+                    s.metrics.observe(Protocol::Udp, Outcome::Cached, start.elapsed());
+                    deliver(Ok(r))
+                }
+                None => deliver(Err(mq.packet)),
+            };
+        }
         let blocked = |n: &hickory_proto::rr::Name| {
             !allowed
                 && crate::name::QName::from_labels(n.iter()).is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
         };
-        let result = r.resolve(&name, mq.key.qtype, mq.key.qclass, &blocked).await;
+        let result = r.resolve(&name, mq.key.qtype, mq.key.qclass, mq.key.dnssec_ok, mq.cd, &blocked).await;
         s.inflight.add_permits(1);
         match result {
             Ok(done) if !done.cacheable => deliver(Err(mq.packet)),
@@ -165,6 +183,12 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
             None => r,
         },
         Ok(r) => r,
+        Err(crate::resolve::ResolveError::Recursion(crate::resolve::recurse::Failure::Bogus(b))) => {
+            // DNSSEC bogus: SERVFAIL saying why (RFC 8914), never a stale answer
+            s.metrics.observe(Protocol::Udp, Outcome::Servfail, start.elapsed());
+            let text = b.to_string();
+            return deliver(Ok(blocked_reply(&q, 2, None, Some((b.ede_code(), &[text.as_str()])), s.max_udp_payload)));
+        }
         Err(e) => {
             tracing::debug!(name = %mq.key.name, error = %e, "upstream failed");
             if let Some(reply) = stale(s, &mq, &q) {
