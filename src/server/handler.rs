@@ -8,7 +8,9 @@
 //! 3. in-flight cap: past `max_inflight` → SERVFAIL at once (no queueing)
 //! 4. name normalised once into a `QName`
 //! 5. policy (one `Arc<Policy>` snapshot for the whole query) — before the
-//!    cache, so a list change applies to cached names too
+//!    cache, so a list change applies to cached names too; then the names
+//!    we answer ourselves: DDR's `_dns.resolver.arpa`, the canary domain
+//!    ([`super::ddr`])
 //! 6. cache, else upstream: the forwarder, or in recursive mode the
 //!    recursor (then the answer is cached)
 //!    (qtype ANY: the RFC 8482 minimal answer, one synthesized HINFO, instead)
@@ -30,7 +32,7 @@ use tokio::sync::Semaphore;
 use super::acl::Acl;
 use super::notify::{NotifyTarget, ReplyTsig};
 use super::respond;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, Transport};
 use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
 use crate::resolve::cache::{Cache, Key, Wire};
@@ -61,6 +63,8 @@ pub struct Shared {
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
     /// What UDP clients outside the ACL get.
     pub outsiders: Outsiders,
+    /// DDR and the canary domain (set once at start; unset = neither).
+    pub discovery: std::sync::OnceLock<super::ddr::Discovery>,
 }
 
 /// `[server] outside_acl`, `outside_acl_refused_qps`.
@@ -119,20 +123,26 @@ struct Reply {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+        self.handle_via(request, response, Transport::from(request.protocol())).await
+    }
+}
+
+impl Handler {
+    /// [`RequestHandler::handle_request`] for a request that came over
+    /// `transport` (DoT, DoH and DoQ reach hickory's types as TCP; the
+    /// `protocol` label of the metrics says which it was).
+    pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport) -> ResponseInfo {
         let start = Instant::now();
-        let protocol = request.protocol();
         let (reply, outcome) = self.decide(request).await;
         let info = match reply {
             Some(reply) => send(request, &mut response, reply).await,
             None => header_info(Metadata::response_from_request(&request.metadata)),
         };
-        self.shared.metrics.observe(protocol, outcome, start.elapsed());
+        self.shared.metrics.observe(transport, outcome, start.elapsed());
         info
     }
-}
 
-impl Handler {
     /// Runs the steps; `None` = send nothing (drop).
     async fn decide(&self, request: &Request) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
@@ -197,6 +207,21 @@ impl Handler {
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
             return self.blocked(request, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+        }
+        if let Some(local) = s.discovery.get().and_then(|d| d.answer(qname.as_str(), qtype)) {
+            let r = match local {
+                super::ddr::Local::Records(answers) => {
+                    let mut r = simple(meta_for(ResponseCode::NoError), edns);
+                    r.answers = answers;
+                    r
+                }
+                super::ddr::Local::Nxdomain => {
+                    let mut r = simple(meta_for(ResponseCode::NXDomain), edns);
+                    r.authorities.push(respond::blocked_soa(&qname_wire, s.sinkhole.ttl));
+                    r
+                }
+            };
+            return (Some(r), Outcome::Forwarded);
         }
         if qtype == RecordType::ANY {
             // RFC 8482 §4.2: one synthesized HINFO, not every record we

@@ -9,20 +9,23 @@
 //! answers them in order through the same handler as UDP, and is closed
 //! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::gate::{Gate, Refusal};
 use super::handler::Handler;
+use crate::metrics::Transport;
 
-/// TCP limits (`[server]`).
+pub use super::gate::client_prefix;
+
+/// TCP limits (`[server]`); the encrypted listeners have their own values.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     pub idle: Duration,
@@ -35,26 +38,10 @@ pub struct TcpLimits {
     pub max_queries: u32,
 }
 
-/// The budget a client address counts against: its /24 (IPv4, or an
-/// IPv4-mapped IPv6 address) or its /56 (IPv6, a subscriber's delegation).
-pub fn client_prefix(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => client_prefix(IpAddr::V4(v4)),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & !((1u128 << 72) - 1))),
-        },
-    }
-}
-
 /// Serves `listener` until `stop`; then waits for open connections to finish
 /// the message they are on (they stop reading at once).
 pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, stop: CancellationToken) {
-    let max_total = limits.max_total.max(1);
-    let total = Arc::new(Semaphore::new(max_total));
-    let per_client: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
-    // signalled when slots run low: idle connections close
-    let pressure = Arc::new(Notify::new());
+    let gate = Gate::new(limits.max_total, limits.max_per_client);
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -73,59 +60,49 @@ pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, s
             tracing::debug!(%peer, "TCP connection refused: client not in allow_clients");
             continue; // dropping `stream` closes it
         }
-        let permit = Arc::clone(&total).try_acquire_owned();
-        if total.available_permits() < max_total.div_ceil(10) {
-            pressure.notify_waiters();
-        }
-        let Ok(permit) = permit else {
-            handler.shared.metrics.tcp_refused.inc();
-            tracing::debug!(%peer, "TCP connection refused: max_tcp_connections reached");
-            continue;
-        };
-        let prefix = client_prefix(peer.ip());
-        {
-            let mut m = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = m.entry(prefix).or_insert(0);
-            if *n >= limits.max_per_client {
+        let slot = match gate.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(r) => {
                 handler.shared.metrics.tcp_refused.inc();
-                tracing::debug!(%peer, "TCP connection refused: max_tcp_per_client reached for its prefix");
+                let why = match r {
+                    Refusal::Total => "max_tcp_connections reached",
+                    Refusal::PerClient => "max_tcp_per_client reached for its prefix",
+                };
+                tracing::debug!(%peer, why, "TCP connection refused");
                 continue;
             }
-            *n += 1;
-        }
-        let (handler, per_client, stop, pressure) = (handler.clone(), Arc::clone(&per_client), stop.clone(), Arc::clone(&pressure));
+        };
+        let (handler, stop, gate) = (handler.clone(), stop.clone(), Arc::clone(&gate));
         tracker.spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let open = &handler.shared.metrics.tcp_open;
             open.inc();
+            let _ = stream.set_nodelay(true);
             let deadline = tokio::time::Instant::now() + limits.lifetime;
             tokio::select! {
-                _ = connection(stream, peer, &handler, limits, &pressure, stop) => {}
+                _ = connection(stream, peer, &handler, Transport::Tcp, limits, &gate.pressure, stop) => {}
                 _ = tokio::time::sleep_until(deadline) => tracing::debug!(%peer, "TCP connection closed: tcp_max_lifetime_ms"),
             }
             open.dec();
-            let mut m = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = m.get_mut(&prefix) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&prefix);
-                }
-            }
         });
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// Serves length-prefixed DNS messages (RFC 7766 framing) on `stream` in
+/// order: TCP, and DoT over the TLS stream. Each query must arrive whole
+/// within `limits.idle` of the previous reply (a slowloris is cut); replies
+/// over encrypted transports are padded (RFC 8467).
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     handler: &Handler,
+    transport: Transport,
     limits: TcpLimits,
     pressure: &Notify,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let idle = limits.idle;
     for _ in 0..limits.max_queries {
         let mut len = [0u8; 2];
@@ -147,12 +124,17 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let Some(reply) = super::slow::handle_bytes_on(handler, &msg, peer, false).await else { continue };
+        let Some(reply) = super::slow::handle_bytes_via(handler, &msg, peer, transport).await else { continue };
         let Ok(rlen) = u16::try_from(reply.len()) else { return };
         let mut out = Vec::with_capacity(reply.len() + 2);
         out.extend_from_slice(&rlen.to_be_bytes());
         out.extend_from_slice(&reply);
-        if tokio::time::timeout(idle, stream.write_all(&out)).await.map_or(true, |r| r.is_err()) {
+        // flush: a TLS stream holds what it wrote until then (a no-op on TCP)
+        let sent = tokio::time::timeout(idle, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        });
+        if sent.await.map_or(true, |r| r.is_err()) {
             return;
         }
     }

@@ -154,7 +154,8 @@ fn decide(
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let Some(entry) = cached else {
-        if s.recurser.is_some() {
+        // DDR and the canary are answered on the hickory path (never cached)
+        if s.recurser.is_some() || s.discovery.get().is_some_and(|d| d.takes(name.as_str())) {
             // recursive mode: misses are resolved on the hickory path for now
             return Fast::Slow;
         }
