@@ -262,9 +262,7 @@ fn check_tls(config: &Config, tls: &qalqan::config::TlsConfig) -> bool {
     let name = tls.name.clone().or_else(|| info.first_name().map(ToOwned::to_owned));
     match name {
         Some(n) if info.covers(&n) => {
-            if config.ddr {
-                println!("tls: DDR announces {n}, which the certificate covers");
-            }
+            println!("tls: {} {n}, which the certificate covers", if config.ddr { "DDR announces" } else { "clients verify" });
         }
         Some(n) => {
             println!("tls: error: the certificate's subjectAltName does not cover `{n}` (the name DDR announces and clients verify)");

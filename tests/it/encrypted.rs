@@ -55,7 +55,9 @@ struct Enc {
 }
 
 impl Enc {
-    async fn start(allow: &str) -> Option<Enc> {
+    /// `slow`: the 1 s handshake and 1.5 s idle timeouts of the slowloris
+    /// test; otherwise timeouts a loaded test machine never reaches.
+    async fn start(allow: &str, slow: bool) -> Option<Enc> {
         if !have(&["openssl"]) {
             return None;
         }
@@ -75,8 +77,8 @@ doh_listen = ["127.0.0.1:0"]
 doq_listen = ["127.0.0.1:0"]
 ddr = true
 canary = "nxdomain"
-tls_handshake_timeout_ms = 1000
-tls_idle_timeout_ms = 1500
+tls_handshake_timeout_ms = {handshake}
+tls_idle_timeout_ms = {idle}
 [tls]
 cert = "{d}/fullchain.pem"
 key = "{d}/key.pem"
@@ -90,7 +92,9 @@ format = "domains"
 kind = "block"
 action = "nxdomain"
 "#,
-            up = upstream.addr
+            up = upstream.addr,
+            handshake = if slow { 1000 } else { 10_000 },
+            idle = if slow { 1500 } else { 20_000 },
         );
         let server = TestServer::start(&toml).await;
         // DDR says where the encrypted listeners are
@@ -199,7 +203,7 @@ async fn same_answers_over_every_transport_and_counted_by_protocol() {
     if !have(&["kdig"]) {
         return;
     }
-    let Some(e) = Enc::start("127.0.0.0/8").await else { return };
+    let Some(e) = Enc::start("127.0.0.0/8", false).await else { return };
     // (name, qtype, expected status, expected answer)
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
         ("blocked.test", "A", "NXDOMAIN", None),
@@ -246,7 +250,7 @@ async fn ddr_answer_and_curl_get_post() {
     if !have(&["curl"]) {
         return;
     }
-    let Some(e) = Enc::start("127.0.0.0/8").await else { return };
+    let Some(e) = Enc::start("127.0.0.0/8", false).await else { return };
     let m = udp(e.server.addr, "_dns.resolver.arpa.", RecordType::SVCB, EDNS).await.unwrap();
     let eps = ddr_endpoints(&m);
     assert_eq!(
@@ -262,13 +266,14 @@ async fn ddr_answer_and_curl_get_post() {
     assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
 
     let curl = |args: Vec<String>| async move {
-        let out = tokio::task::spawn_blocking(move || Command::new("curl").args(&args).output().unwrap()).await.unwrap();
-        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let a2 = args.clone();
+        let out = tokio::task::spawn_blocking(move || Command::new("curl").args(&a2).output().unwrap()).await.unwrap();
+        assert!(out.status.success(), "curl {args:?}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
     let base = |e: &Enc| {
         vec![
-            "-s".to_owned(),
+            "-sS".to_owned(),
             "--cacert".into(),
             e.ca().display().to_string(),
             "--resolve".into(),
@@ -426,7 +431,7 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Durat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn certificate_swapped_on_disk_new_handshakes_see_it_open_connections_keep_working() {
-    let Some(e) = Enc::start("127.0.0.0/8").await else { return };
+    let Some(e) = Enc::start("127.0.0.0/8", false).await else { return };
     let old_ca = e.dir.path().join("old-ca.pem");
     std::fs::copy(e.ca(), &old_ca).unwrap();
     let mut open = tls_connect(e.dot, &old_ca, b"dot", "127.0.0.1").await.unwrap();
@@ -467,7 +472,7 @@ async fn certificate_swapped_on_disk_new_handshakes_see_it_open_connections_keep
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_cut_by_handshake_and_idle_timeouts() {
-    let Some(e) = Enc::start("127.0.0.0/8").await else { return };
+    let Some(e) = Enc::start("127.0.0.0/8", true).await else { return };
     // no ClientHello at all: cut by tls_handshake_timeout_ms (1 s)
     let started = Instant::now();
     let mut raw = TcpStream::connect(e.dot).await.unwrap();
@@ -515,7 +520,7 @@ async fn slowloris_cut_by_handshake_and_idle_timeouts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_outside_the_acl_refused_at_accept() {
-    let Some(e) = Enc::start("127.0.0.1/32").await else { return };
+    let Some(e) = Enc::start("127.0.0.1/32", false).await else { return };
     // 127.0.0.2 is loopback too, but outside allow_clients
     for (addr, alpn) in [(e.dot, &b"dot"[..]), (e.doh, &b"h2"[..])] {
         let r = tls_connect(addr, &e.ca(), alpn, "127.0.0.2").await;
@@ -583,4 +588,52 @@ fn key_readable_by_others_is_a_config_error_and_check_reports_the_certificate() 
     let (code, text) = run(NAME);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("does not belong to the certificate"), "{text}");
+}
+
+/// The README's way to switch encrypted DNS on in the shipped config
+/// (uncomment the lines) gives a config `qalqan check` accepts, with the
+/// certificate `contrib/make-test-cert.sh` makes; the shipped config itself
+/// needs no certificate. The example list of public DoH endpoints loads.
+#[test]
+fn shipped_config_with_encrypted_dns_uncommented_checks() {
+    if !have(&["openssl"]) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/qalqan.toml")).unwrap();
+    let plain = qalqan::config::Config::from_toml_str(&shipped, "shipped").unwrap();
+    assert!(plain.tls.is_none() && plain.dot_listen.is_empty() && plain.doh_listen.is_empty() && plain.doq_listen.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    make_cert(&dir.path().join("tls"));
+    // what README's sed does
+    let on: String = shipped
+        .lines()
+        .map(|l| {
+            for key in ["dot_listen", "doh_listen", "doq_listen", "ddr", "canary", "[tls]", "cert = \"config", "key = \"config"] {
+                if let Some(rest) = l.strip_prefix("# ") {
+                    if rest.starts_with(key) {
+                        return rest.replace("config/tls/", &format!("{}/tls/", dir.path().display()));
+                    }
+                }
+            }
+            l.to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = qalqan::config::Config::from_toml_str(&on, "uncommented").unwrap();
+    assert_eq!((cfg.dot_listen.len(), cfg.doh_listen.len(), cfg.doq_listen.len(), cfg.ddr, cfg.canary_nxdomain), (1, 1, 1, true, true));
+    let p = dir.path().join("q.toml");
+    std::fs::write(&p, &on).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qalqan")).args(["check", "--config"]).arg(&p).current_dir(root).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("DDR announces dns.qalqan.test"), "{text}");
+
+    let list = qalqan::config::Config::from_toml_str(
+        "[[lists]]\nname = \"doh-endpoints\"\nsource = \"blocklists/examples/doh-endpoints.txt\"\nformat = \"domains\"\nkind = \"block\"\n",
+        "t",
+    )
+    .unwrap();
+    let l = &list.lists[0];
+    let loaded = qalqan::lists::load(l, &root.join("blocklists/examples/doh-endpoints.txt")).unwrap();
+    assert!(loaded.parsed.entries.len() >= 20 && loaded.parsed.bad_lines == 0);
 }
