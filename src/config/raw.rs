@@ -248,7 +248,7 @@ pub struct RawServer {
     /// Queries in flight at once on one DoH (HTTP/2) or DoQ connection.
     #[serde(default = "default_tls_max_streams")]
     pub tls_max_streams: u32,
-    /// Largest DoH request body (POST) or `dns=` parameter (GET), in bytes.
+    /// Largest DoH request body (POST) or `dns=` parameter (GET), and largest DoQ query, in bytes.
     #[serde(default = "default_doh_max_body")]
     pub doh_max_body_bytes: usize,
 }

@@ -24,6 +24,9 @@ use super::encrypted::{accept, handshake, Activity, Context};
 use super::handler::Handler;
 use crate::metrics::Transport;
 
+/// How long an idle connection may take to say goodbye (GOAWAY) before it is cut.
+const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The path of the DoH endpoint.
 pub const PATH: &str = "/dns-query";
 const DNS_MESSAGE: &str = "application/dns-message";
@@ -81,7 +84,13 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, handler: &H
                 tracing::debug!(%peer, error = %e, "DoH connection ended");
             }
         }
-        _ = activity.idle(limits.idle_timeout) => tracing::debug!(%peer, "DoH connection closed: idle"),
+        _ = activity.idle(limits.idle_timeout) => {
+            // HTTP/2 GOAWAY or HTTP/1.1 close, briefly; a client mid-request
+            // that long (a slowloris) is then cut
+            tracing::debug!(%peer, "DoH connection closed: idle");
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GOODBYE, conn).await;
+        }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limits.idle_timeout, conn).await;

@@ -58,6 +58,11 @@ impl Enc {
     /// `slow`: the 1 s handshake and 1.5 s idle timeouts of the slowloris
     /// test; otherwise timeouts a loaded test machine never reaches.
     async fn start(allow: &str, slow: bool) -> Option<Enc> {
+        Self::start_with(allow, slow, "").await
+    }
+
+    /// `extra`: more `[server]` keys.
+    async fn start_with(allow: &str, slow: bool, extra: &str) -> Option<Enc> {
         if !have(&["openssl"]) {
             return None;
         }
@@ -79,6 +84,7 @@ ddr = true
 canary = "nxdomain"
 tls_handshake_timeout_ms = {handshake}
 tls_idle_timeout_ms = {idle}
+{extra}
 [tls]
 cert = "{d}/fullchain.pem"
 key = "{d}/key.pem"
@@ -307,6 +313,16 @@ async fn ddr_answer_and_curl_get_post() {
         assert_eq!(String::from_utf8_lossy(tail).trim(), "200 application/dns-message", "POST {name}");
         assert_eq!(Message::from_vec(body).unwrap().metadata.response_code, rcode, "POST {name}");
     }
+    // a client without EDNS gets no padding (RFC 8467 pads EDNS replies)
+    let (_, q) = query_bytes("blocked.test.", RecordType::A, PLAIN);
+    let qfile = e.dir.path().join("plain.bin");
+    std::fs::write(&qfile, &q).unwrap();
+    let mut a = base(&e);
+    a.extend(["-H".to_owned(), "content-type: application/dns-message".into(), "--data-binary".into(), format!("@{}", qfile.display()), url.clone()]);
+    let out = curl(a).await;
+    let body = &out[..out.iter().rposition(|&b| b == b'\n').unwrap()];
+    let m = Message::from_vec(body).unwrap();
+    assert!(m.edns.is_none() && body.len() < 468, "plain query: {} bytes, {:?}", body.len(), m.edns);
     // errors: another path, another media type, a body over doh_max_body_bytes (4096)
     let status_of = |extra: Vec<String>, target: String| {
         let mut a = base(&e);
@@ -520,7 +536,7 @@ async fn slowloris_cut_by_handshake_and_idle_timeouts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_outside_the_acl_refused_at_accept() {
-    let Some(e) = Enc::start("127.0.0.1/32", false).await else { return };
+    let Some(e) = Enc::start_with("127.0.0.1/32", false, "max_tls_per_client = 3").await else { return };
     // 127.0.0.2 is loopback too, but outside allow_clients
     for (addr, alpn) in [(e.dot, &b"dot"[..]), (e.doh, &b"h2"[..])] {
         let r = tls_connect(addr, &e.ca(), alpn, "127.0.0.2").await;
@@ -536,7 +552,25 @@ async fn clients_outside_the_acl_refused_at_accept() {
     let mut ok = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.unwrap();
     assert_eq!(dot_query(&mut ok, "allowed.test.").await.metadata.response_code, ResponseCode::NoError);
     assert!(doq_query(e.doq, &e.ca(), "127.0.0.1", "allowed.test.").await.is_ok());
+    // three connections from 127.0.0.1's /24 at most (one DoT is open): the fourth is closed at accept
+    let http = e.server.http;
+    let doq_closed = eventually(Duration::from_secs(5), || async move {
+        http_get(http, "/metrics").await.1.contains("qalqan_encrypted_connections_open{protocol=\"doq\"} 0")
+    })
+    .await;
+    assert!(doq_closed, "the DoQ connection still counts");
+    let _b = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.unwrap();
+    let mut c = tls_connect(e.doh, &e.ca(), b"h2", "127.0.0.1").await.unwrap();
+    assert!(tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.is_err(), "over max_tls_per_client");
+    drop(ok);
+    let again = eventually(Duration::from_secs(3), || async { tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.is_ok() }).await;
+    assert!(again, "a closed connection did not free its place");
+    c.shutdown().await.ok();
     let (_, metrics) = http_get(e.server.http, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("qalqan_encrypted_connections_refused_total{protocol=\"dot\",reason=\"limit\"}") && !l.ends_with(" 0")),
+        "limit refusal not counted:\n{metrics}"
+    );
     for proto in ["dot", "doh", "doq"] {
         let line = format!("qalqan_encrypted_connections_refused_total{{protocol=\"{proto}\",reason=\"acl\"}}");
         assert!(metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")), "{line} not counted:\n{metrics}");
@@ -636,4 +670,50 @@ fn shipped_config_with_encrypted_dns_uncommented_checks() {
     let l = &list.lists[0];
     let loaded = qalqan::lists::load(l, &root.join("blocklists/examples/doh-endpoints.txt")).unwrap();
     assert!(loaded.parsed.entries.len() >= 20 && loaded.parsed.bad_lines == 0);
+}
+
+/// SIGHUP reloads the certificate even when no file event is seen: here the
+/// certificate's directory is reached through a symlink that is swapped to
+/// another directory (the watch follows the old target). Listeners handed
+/// in through `Sockets::with_encrypted`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate() {
+    if !have(&["openssl"]) {
+        return;
+    }
+    let upstream = Upstream::start().await;
+    upstream.set("allowed.test.", RecordType::A, Canned::Answer(vec![a("allowed.test.", 300, "192.0.2.10")]));
+    let dir = tempfile::tempdir().unwrap();
+    make_cert(&dir.path().join("a"));
+    make_cert(&dir.path().join("b"));
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(dir.path().join("a"), &current).unwrap();
+    let c = current.display();
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[tls]\ncert = \"{c}/fullchain.pem\"\nkey = \"{c}/key.pem\"\n[upstream]\nservers = [\"{}\"]\n",
+        upstream.addr
+    );
+    let dot = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dot_addr = dot.local_addr().unwrap();
+    let (hup, hup_rx) = tokio::sync::watch::channel(0u64);
+    let server = TestServer::start_with(&toml, move |s| s.with_encrypted(vec![dot], vec![], vec![]).with_hangup(hup_rx)).await;
+    let ca_a = dir.path().join("a/ca.pem");
+    let ca_b = dir.path().join("b/ca.pem");
+    let up = eventually(Duration::from_secs(5), || async { tls_connect(dot_addr, &ca_a, b"dot", "127.0.0.1").await.is_ok() }).await;
+    assert!(up, "DoT not served");
+    let mut open = tls_connect(dot_addr, &ca_a, b"dot", "127.0.0.1").await.unwrap();
+
+    // swap the directory behind the symlink: no event in the watched directory
+    let tmp = dir.path().join("current.new");
+    std::os::unix::fs::symlink(dir.path().join("b"), &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(tls_connect(dot_addr, &ca_a, b"dot", "127.0.0.1").await.is_ok(), "reloaded without a SIGHUP");
+
+    hup.send_modify(|n| *n += 1);
+    let swapped = eventually(Duration::from_secs(5), || async { tls_connect(dot_addr, &ca_b, b"dot", "127.0.0.1").await.is_ok() }).await;
+    assert!(swapped, "SIGHUP did not reload the certificate");
+    assert_eq!(peer_leaf(&tls_connect(dot_addr, &ca_b, b"dot", "127.0.0.1").await.unwrap()), leaf_on_disk(&dir.path().join("b")));
+    assert_eq!(dot_query(&mut open, "allowed.test.").await.metadata.response_code, ResponseCode::NoError, "open connection dropped");
+    server.shutdown().await;
 }
