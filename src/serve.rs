@@ -54,6 +54,8 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         max_per_client: cfg.max_tcp_per_client,
         lifetime: cfg.tcp_max_lifetime,
         max_queries: cfg.tcp_max_queries,
+        // one query at a time, as before DoT shared this loop
+        pipeline: 1,
     };
     let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp, encrypted };
     let ready_state = Arc::clone(&diag_state);

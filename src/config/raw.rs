@@ -245,7 +245,7 @@ pub struct RawServer {
     /// An encrypted connection is closed this long after it opened.
     #[serde(default = "default_tls_max_lifetime_ms")]
     pub tls_max_lifetime_ms: u64,
-    /// Queries in flight at once on one DoH (HTTP/2) or DoQ connection.
+    /// Queries answered at once on one DoT (pipelined), DoH (HTTP/2) or DoQ connection.
     #[serde(default = "default_tls_max_streams")]
     pub tls_max_streams: u32,
     /// Largest DoH request body (POST) or `dns=` parameter (GET), and largest DoQ query, in bytes.

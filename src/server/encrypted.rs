@@ -10,7 +10,9 @@
 //! neither GET nor HTTP/1.1. Here, as on TCP ([`super::tcp`]), a client
 //! outside `allow_clients` is closed at accept, before any handshake; one
 //! [`Gate`] caps the connections of all encrypted listeners together and per
-//! client prefix; a handshake has `tls_handshake_timeout_ms`; a connection
+//! client prefix; a handshake has `tls_handshake_timeout_ms`; up to
+//! `tls_max_streams` queries of one connection are answered at once (DoT
+//! pipelining, HTTP/2 and QUIC streams); a connection
 //! with no query for `tls_idle_timeout_ms` is closed (a query, or an HTTP
 //! request, must also arrive whole within it: slowloris); a connection
 //! lives at most `tls_max_lifetime_ms`. One [`CertStore`] serves every
@@ -111,6 +113,8 @@ impl Context {
             lifetime: self.limits.max_lifetime,
             // the lifetime bounds a connection; no cap on its query count
             max_queries: u32::MAX,
+            // RFC 7858 §3.3: queries pipelined, answered out of order
+            pipeline: usize::try_from(self.limits.max_streams).unwrap_or(usize::MAX),
         }
     }
 }

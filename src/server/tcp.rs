@@ -7,7 +7,8 @@
 //! waiting idle for their next query are closed first (RFC 7766 §6.2.3).
 //! Each connection reads length-prefixed messages with an idle timeout,
 //! answers them in order through the same handler as UDP, and is closed
-//! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`.
+//! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`. The same
+//! framing loop serves DoT ([`super::encrypted`]), pipelined.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::gate::{Gate, Refusal};
@@ -36,6 +38,8 @@ pub struct TcpLimits {
     pub lifetime: Duration,
     /// A connection is closed after this many queries.
     pub max_queries: u32,
+    /// Queries of one connection answered at once (1: one after the other).
+    pub pipeline: usize,
 }
 
 /// Serves `listener` until `stop`; then waits for open connections to finish
@@ -90,10 +94,13 @@ pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, s
     tracker.wait().await;
 }
 
-/// Serves length-prefixed DNS messages (RFC 7766 framing) on `stream` in
-/// order: TCP, and DoT over the TLS stream. Each query must arrive whole
-/// within `limits.idle` of the previous reply (a slowloris is cut); replies
-/// over encrypted transports are padded (RFC 8467).
+/// Serves length-prefixed DNS messages (RFC 7766 framing) on `stream`: TCP,
+/// and DoT over the TLS stream. Up to `limits.pipeline` queries are answered
+/// at once, replies written as they are ready (RFC 7766 §6.2.1.1 allows any
+/// order; with 1, in order). A query must arrive whole within `limits.idle`
+/// of the previous query or reply (a slowloris is cut); a connection with
+/// nothing in flight closes after `limits.idle`, or at once when slots run
+/// low. On `stop` it reads no more and writes the replies in flight.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -104,38 +111,60 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     stop: CancellationToken,
 ) {
     let idle = limits.idle;
-    for _ in 0..limits.max_queries {
-        let mut len = [0u8; 2];
-        let read = tokio::select! {
-            _ = stop.cancelled() => return,
+    let pipeline = limits.pipeline.max(1);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut inflight: JoinSet<Option<Vec<u8>>> = JoinSet::new();
+    let mut queries = 0u32;
+    let mut done_reading = false;
+    let mut deadline = tokio::time::Instant::now() + idle;
+    loop {
+        // every whole message in the buffer goes to the handler, up to the pipeline
+        while inflight.len() < pipeline && queries < limits.max_queries {
+            let Some(len) = crate::wire::u16_at(&buf, 0).map(usize::from) else { break };
+            let Some(msg) = buf.get(2..2 + len).map(<[u8]>::to_vec) else { break };
+            buf.drain(..2 + len);
+            queries += 1;
+            deadline = tokio::time::Instant::now() + idle;
+            let h = handler.clone();
+            inflight.spawn(async move { super::slow::handle_bytes_via(&h, &msg, peer, transport).await });
+        }
+        if queries >= limits.max_queries {
+            done_reading = true;
+        }
+        if inflight.is_empty() && done_reading {
+            return;
+        }
+        let reading = !done_reading && inflight.len() < pipeline;
+        tokio::select! {
+            _ = stop.cancelled(), if !done_reading => done_reading = true,
             // idle between queries while slots run low: make room
-            _ = pressure.notified() => {
-                tracing::debug!(%peer, "idle TCP connection closed: slots running low");
+            _ = pressure.notified(), if inflight.is_empty() && buf.is_empty() => {
+                tracing::debug!(%peer, protocol = transport.label(), "idle connection closed: slots running low");
                 return;
             }
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
-        };
-        match read {
-            Ok(Ok(_)) => {}
-            _ => return, // idle timeout, EOF or error
-        }
-        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match tokio::time::timeout(idle, stream.read_exact(&mut msg)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let Some(reply) = super::slow::handle_bytes_via(handler, &msg, peer, transport).await else { continue };
-        let Ok(rlen) = u16::try_from(reply.len()) else { return };
-        let mut out = Vec::with_capacity(reply.len() + 2);
-        out.extend_from_slice(&rlen.to_be_bytes());
-        out.extend_from_slice(&reply);
-        // flush: a TLS stream holds what it wrote until then (a no-op on TCP)
-        let sent = tokio::time::timeout(idle, async {
-            stream.write_all(&out).await?;
-            stream.flush().await
-        });
-        if sent.await.map_or(true, |r| r.is_err()) {
-            return;
+            // idle, or a query not whole in time
+            _ = tokio::time::sleep_until(deadline), if inflight.is_empty() => return,
+            r = stream.read_buf(&mut buf), if reading => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    done_reading = true; // EOF or error: answer what is in flight
+                }
+            }
+            Some(joined) = inflight.join_next() => {
+                let Ok(Some(reply)) = joined else { continue }; // no reply (a drop decision)
+                let Ok(rlen) = u16::try_from(reply.len()) else { continue };
+                let mut out = Vec::with_capacity(reply.len() + 2);
+                out.extend_from_slice(&rlen.to_be_bytes());
+                out.extend_from_slice(&reply);
+                // flush: a TLS stream holds what it wrote until then (a no-op on TCP)
+                let sent = tokio::time::timeout(idle, async {
+                    stream.write_all(&out).await?;
+                    stream.flush().await
+                });
+                if sent.await.map_or(true, |r| r.is_err()) {
+                    return;
+                }
+                deadline = tokio::time::Instant::now() + idle;
+            }
         }
     }
 }

@@ -68,6 +68,7 @@ impl Enc {
         }
         let upstream = Upstream::start().await;
         upstream.set("allowed.test.", RecordType::A, Canned::Answer(vec![a("allowed.test.", 300, "192.0.2.10")]));
+        upstream.set("slow.test.", RecordType::A, Canned::Silent);
         let dir = tempfile::tempdir().unwrap();
         make_cert(dir.path());
         let list = write_list(dir.path(), "block.txt", "blocked.test\n");
@@ -716,4 +717,32 @@ async fn sighup_reloads_the_certificate() {
     assert_eq!(peer_leaf(&tls_connect(dot_addr, &ca_b, b"dot", "127.0.0.1").await.unwrap()), leaf_on_disk(&dir.path().join("b")));
     assert_eq!(dot_query(&mut open, "allowed.test.").await.metadata.response_code, ResponseCode::NoError, "open connection dropped");
     server.shutdown().await;
+}
+
+/// DoT queries are pipelined (RFC 7858 §3.3): a query stuck upstream does
+/// not hold up the ones sent after it on the same connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_answers_pipelined_queries_out_of_order() {
+    let Some(e) = Enc::start("127.0.0.0/8", false).await else { return };
+    let mut s = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.unwrap();
+    let (slow_id, slow) = query_bytes("slow.test.", RecordType::A, EDNS);
+    let (fast_id, fast) = query_bytes("blocked.test.", RecordType::A, EDNS);
+    let mut out = Vec::new();
+    for q in [&slow, &fast] {
+        out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        out.extend_from_slice(q);
+    }
+    s.write_all(&out).await.unwrap();
+    s.flush().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len)).await.unwrap().unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf).unwrap();
+        ids.push((m.metadata.id, m.metadata.response_code));
+    }
+    assert_eq!(ids, vec![(fast_id, ResponseCode::NXDomain), (slow_id, ResponseCode::ServFail)]);
+    e.server.shutdown().await;
 }
