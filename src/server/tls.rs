@@ -217,6 +217,9 @@ pub fn server_config(store: &Arc<CertStore>, alpn: &[&[u8]], tls13_only: bool) -
     };
     let mut c = builder.with_no_client_auth().with_cert_resolver(Arc::clone(store) as Arc<dyn ResolvesServerCert>);
     c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    // TLS 1.3 session tickets (keys rotated by rustls every 6 h): a returning
+    // client resumes without the certificate exchange and signature
+    c.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(c)
 }
 
