@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -120,17 +120,17 @@ async fn request(req: Request<Incoming>, peer: SocketAddr, handler: &Handler, li
         }
         Method::POST => {
             let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if !ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(DNS_MESSAGE)) {
+            let is_dns = ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(DNS_MESSAGE));
+            // the body is read (or drained) before any answer: an early reply
+            // while the client still sends resets an HTTP/2 stream, which
+            // some clients report as an error instead of the status
+            let body = read_body(req.into_body(), limits.doh_max_body, limits.idle_timeout).await;
+            if !is_dns {
                 return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "use Content-Type: application/dns-message\n");
             }
-            let body = Limited::new(req.into_body(), limits.doh_max_body);
-            match tokio::time::timeout(limits.idle_timeout, body.collect()).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                    return status(StatusCode::PAYLOAD_TOO_LARGE, "body larger than doh_max_body_bytes\n");
-                }
-                Ok(Err(_)) => return status(StatusCode::BAD_REQUEST, "body not read\n"),
-                Err(_) => return status(StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
+            match body {
+                Ok(b) => b,
+                Err(code) => return status(code, "request body not accepted\n"),
             }
         }
         _ => {
@@ -153,6 +153,38 @@ async fn request(req: Request<Incoming>, peer: SocketAddr, handler: &Handler, li
         r.headers_mut().insert(CACHE_CONTROL, v);
     }
     r
+}
+
+/// Bytes a too large body is still read (and dropped) for, so that the
+/// client sees the 413 rather than a reset.
+const DRAIN: usize = 64 * 1024;
+
+/// The request body, up to `max` bytes, within `idle`. Past `max` the rest
+/// is read and dropped (up to [`DRAIN`] more) and the answer is 413; a body
+/// not received in time is 408, a broken one 400.
+async fn read_body(mut body: Incoming, max: usize, idle: std::time::Duration) -> Result<Bytes, StatusCode> {
+    let deadline = tokio::time::Instant::now() + idle;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Some(data) = frame.data_ref() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= max {
+            buf.extend_from_slice(data);
+        } else if seen > max.saturating_add(DRAIN) {
+            break;
+        }
+    }
+    if seen > max {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// The value of the `dns` parameter of a query string.

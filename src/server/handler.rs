@@ -86,11 +86,17 @@ impl Shared {
     /// configured. Cost: a clock read, a reference count, the name's bytes
     /// copied and a `try_send` (formatting happens on the log's thread).
     pub fn log_blocked(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: std::net::IpAddr) {
+        let protocol = if udp { Transport::Udp } else { Transport::Tcp };
+        self.log_blocked_via(policy, hit, qname, qtype, protocol, client);
+    }
+
+    /// [`Shared::log_blocked`] for a query that came over `protocol`.
+    pub fn log_blocked_via(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, protocol: Transport, client: std::net::IpAddr) {
         let Some(log) = &self.blocked_log else { return };
         log.log(crate::querylog::Event {
             at: std::time::SystemTime::now(),
             client,
-            udp,
+            protocol,
             qname: smallvec::SmallVec::from_slice(qname.as_bytes()),
             qtype,
             policy: Arc::clone(policy),
@@ -134,7 +140,7 @@ impl Handler {
     /// `protocol` label of the metrics says which it was).
     pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport) -> ResponseInfo {
         let start = Instant::now();
-        let (reply, outcome) = self.decide(request).await;
+        let (reply, outcome) = self.decide(request, transport).await;
         let info = match reply {
             Some(reply) => send(request, &mut response, reply).await,
             None => header_info(Metadata::response_from_request(&request.metadata)),
@@ -144,7 +150,7 @@ impl Handler {
     }
 
     /// Runs the steps; `None` = send nothing (drop).
-    async fn decide(&self, request: &Request) -> (Option<Reply>, Outcome) {
+    async fn decide(&self, request: &Request, transport: Transport) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
         let mut edns = respond::reply_edns(request.edns.as_ref(), s.max_udp_payload);
         let meta_for = |rcode: ResponseCode| {
@@ -206,7 +212,7 @@ impl Handler {
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
-            return self.blocked(request, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+            return self.blocked(request, transport, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
         }
         if let Some(local) = s.discovery.get().and_then(|d| d.answer(qname.as_str(), qtype)) {
             let r = match local {
@@ -279,7 +285,7 @@ impl Handler {
         };
         if !matches!(verdict, Verdict::Allowed(_)) {
             if let Some(hit) = chain_block(&policy, &answer.wire) {
-                return self.blocked(request, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+                return self.blocked(request, transport, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
             }
         }
         let a = answer.answer();
@@ -327,6 +333,7 @@ impl Handler {
     fn blocked(
         &self,
         request: &Request,
+        transport: Transport,
         policy: &Arc<Policy>,
         hit: &Hit,
         qname_text: &QName,
@@ -341,8 +348,7 @@ impl Handler {
         }
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
-        let udp = request.protocol() == hickory_server::net::xfer::Protocol::Udp;
-        s.log_blocked(policy, hit, qname_text.as_str(), qtype, udp, request.src().ip());
+        s.log_blocked_via(policy, hit, qname_text.as_str(), qtype, transport, request.src().ip());
         if answer == PolicyAnswer::Drop {
             return (None, Outcome::Dropped);
         }

@@ -92,6 +92,8 @@ key = "{d}/key.pem"
 [upstream]
 servers = ["{up}"]
 timeout_ms = 1000
+[log]
+blocked = "{d}/blocked.jsonl"
 [[lists]]
 name = "block"
 source = "{list}"
@@ -240,6 +242,17 @@ async fn same_answers_over_every_transport_and_counted_by_protocol() {
             assert!(f.ede.iter().any(|l| l.contains("15") && l.contains("block")), "EDE names the list: {:?}", f.ede);
         }
     }
+    // the blocked-query log names the transport
+    let log = e.dir.path().join("blocked.jsonl");
+    let logged = eventually(Duration::from_secs(3), || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            PROTOCOLS.iter().all(|p| text.lines().any(|l| l.contains(&format!("\"protocol\":\"{p}\"")) && l.contains("blocked.test")))
+        }
+    })
+    .await;
+    assert!(logged, "blocked-query log: {}", std::fs::read_to_string(&log).unwrap_or_default());
     let (_, metrics) = http_get(e.server.http, "/metrics").await;
     for proto in PROTOCOLS {
         let n: f64 = metrics
