@@ -493,6 +493,18 @@ async fn certificate_swapped_on_disk_new_handshakes_see_it_open_connections_keep
     assert_eq!(dot_query(&mut open, "blocked.test.").await.metadata.response_code, ResponseCode::NXDomain);
     let (_, metrics) = http_get(e.server.http, "/metrics").await;
     assert!(metrics.contains("qalqan_tls_certificate_reloads_total{result=\"success\"} 2"), "{metrics}");
+    // a broken file is counted and the certificate in use stays
+    let broken = e.dir.path().join("broken.pem");
+    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::rename(&broken, e.dir.path().join("fullchain.pem")).unwrap();
+    let http = e.server.http;
+    let counted = eventually(Duration::from_secs(5), || async move {
+        http_get(http, "/metrics").await.1.lines().any(|l| l.starts_with("qalqan_tls_certificate_reloads_total{result=\"error\"}") && !l.ends_with(" 0"))
+    })
+    .await;
+    assert!(counted, "a broken certificate file was not counted");
+    let still = tls_connect(e.dot, &new_ca, b"dot", "127.0.0.1").await.unwrap();
+    assert_eq!(peer_leaf(&still), new_leaf, "the certificate in use changed");
     let expiry = metrics.lines().find(|l| l.starts_with("qalqan_tls_certificate_expiry_timestamp_seconds ")).unwrap();
     let expiry: i64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
