@@ -72,6 +72,14 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("file watcher")]
     Watch(#[from] notify::Error),
+    #[error("[tls]: {0}")]
+    Tls(#[from] server::tls::TlsError),
+    #[error("encrypted listeners: {0}")]
+    Encrypted(#[from] server::encrypted::EncryptedError),
+    #[error("encrypted listeners were handed in, but the config has no [tls] cert and key")]
+    NoCertificate,
+    #[error("DDR: {0}")]
+    Ddr(String),
 }
 
 /// A configured server with its lists loaded.
@@ -128,11 +136,25 @@ pub struct Sockets {
     /// SIGHUPs received by the process (main owns the signal; a new value
     /// per SIGHUP): every list reloads and the blocked-query log reopens.
     pub hangup: Option<tokio::sync::watch::Receiver<u64>>,
+    /// DoT, DoH and DoQ listeners; when all are empty, `serve` binds
+    /// `[server] dot_listen`, `doh_listen` and `doq_listen` itself.
+    pub dot: Vec<TcpListener>,
+    pub doh: Vec<TcpListener>,
+    pub doq: Vec<std::net::UdpSocket>,
 }
 
 impl Sockets {
     pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
-        Self { udp, tcp, metrics: None, admin: None, hangup: None }
+        Self { udp, tcp, metrics: None, admin: None, hangup: None, dot: Vec::new(), doh: Vec::new(), doq: Vec::new() }
+    }
+
+    /// With already bound DoT, DoH and DoQ listeners (the config's
+    /// `dot_listen`, `doh_listen`, `doq_listen` are then not bound).
+    pub fn with_encrypted(mut self, dot: Vec<TcpListener>, doh: Vec<TcpListener>, doq: Vec<std::net::UdpSocket>) -> Self {
+        self.dot = dot;
+        self.doh = doh;
+        self.doq = doq;
+        self
     }
 
     /// With an already bound listener for the push API.
@@ -201,7 +223,7 @@ impl Sockets {
                 }
             }
         }
-        Ok(Self { udp, tcp, metrics: None, admin: None, hangup: None })
+        Ok(Self::new(udp, tcp))
     }
 
     /// Local addresses of the UDP sockets.
@@ -266,6 +288,7 @@ pub fn build_handler(
             drop: cfg.outside_acl_drop,
             refused: server::ratelimit::Budget::new(cfg.outside_acl_refused_qps),
         },
+        discovery: std::sync::OnceLock::new(),
     });
     Handler { shared }
 }

@@ -221,7 +221,61 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     println!("answer-IP rules active: {active}");
+    if let Some(tls) = &config.tls {
+        ok &= check_tls(&config, tls);
+    }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `qalqan check` for `[tls]`: the key matches the certificate, the
+/// certificate is valid now, covers the name DDR announces, and how long
+/// it has left. Prints one line per finding; `false` on an error.
+fn check_tls(config: &Config, tls: &qalqan::config::TlsConfig) -> bool {
+    let loaded = match qalqan::server::tls::load(&tls.cert, &tls.key) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("tls: {:#}", anyhow::Error::from(e));
+            return false;
+        }
+    };
+    let info = &loaded.info;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let left = info.seconds_left(now);
+    println!(
+        "tls: {}: {}, names [{}], key matches, expires {} ({} days left)",
+        tls.cert.display(),
+        info.subject,
+        info.dns_names.iter().cloned().chain(info.ips.iter().map(ToString::to_string)).collect::<Vec<_>>().join(", "),
+        info.not_after_text,
+        left / 86_400
+    );
+    let mut ok = true;
+    if info.not_before > now {
+        println!("tls: error: the certificate is not valid yet");
+        ok = false;
+    }
+    if left <= 0 {
+        println!("tls: error: the certificate has expired");
+        ok = false;
+    } else if left < 14 * 86_400 {
+        println!("tls: warning: the certificate expires in less than 14 days");
+    }
+    let name = tls.name.clone().or_else(|| info.first_name().map(ToOwned::to_owned));
+    match name {
+        Some(n) if info.covers(&n) => {
+            println!("tls: {} {n}, which the certificate covers", if config.ddr { "DDR announces" } else { "clients verify" });
+        }
+        Some(n) => {
+            println!("tls: error: the certificate's subjectAltName does not cover `{n}` (the name DDR announces and clients verify)");
+            ok = false;
+        }
+        None if config.ddr => {
+            println!("tls: error: ddr = true, but the certificate has no DNS name and [tls] name is unset");
+            ok = false;
+        }
+        None => {}
+    }
+    ok
 }
 
 fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {

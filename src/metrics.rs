@@ -38,6 +38,52 @@ const OUTCOMES: [(Outcome, &str); 9] = [
     (Outcome::Dropped, "dropped"),
 ];
 
+/// The transport a query came over (the `protocol` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Dot,
+    /// DNS over HTTPS (RFC 8484).
+    Doh,
+    /// DNS over QUIC (RFC 9250).
+    Doq,
+}
+
+impl Transport {
+    /// Every transport, in label order.
+    pub const ALL: [Transport; 5] = [Transport::Udp, Transport::Tcp, Transport::Dot, Transport::Doh, Transport::Doq];
+
+    /// The `protocol` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Dot => "dot",
+            Transport::Doh => "doh",
+            Transport::Doq => "doq",
+        }
+    }
+
+    /// Whether replies over it are encrypted (and padded, RFC 8467).
+    pub fn encrypted(self) -> bool {
+        matches!(self, Transport::Dot | Transport::Doh | Transport::Doq)
+    }
+}
+
+impl From<Protocol> for Transport {
+    /// hickory's protocol of a request; our encrypted transports reach
+    /// hickory as `Tcp` and say what they are themselves.
+    fn from(p: Protocol) -> Self {
+        if p == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        }
+    }
+}
+
 fn outcome_index(o: Outcome) -> usize {
     OUTCOMES.iter().position(|(x, _)| *x == o).unwrap_or(0)
 }
@@ -45,7 +91,7 @@ fn outcome_index(o: Outcome) -> usize {
 /// Every metric qalqan exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// [protocol: udp, tcp][outcome]
+    /// [protocol: udp, tcp, dot, doh, doq ([`Transport::ALL`] order)][outcome]
     queries: Vec<Vec<IntCounter>>,
     durations: Vec<Histogram>,
     blocked_total: IntCounterVec,
@@ -73,6 +119,14 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: prometheus::HistogramVec,
     dnssec: IntCounterVec,
+    /// `qalqan_encrypted_connections_open{protocol}` (dot, doh, doq).
+    encrypted_open: IntGaugeVec,
+    /// `qalqan_encrypted_connections_refused_total{protocol,reason}`.
+    encrypted_refused: IntCounterVec,
+    /// `qalqan_tls_certificate_expiry_timestamp_seconds`: notAfter of the certificate in use.
+    pub tls_cert_expiry: IntGauge,
+    /// `qalqan_tls_certificate_reloads_total{result}` (success|error).
+    pub tls_cert_reloads: IntCounterVec,
 }
 
 /// Metric handles of one upstream server.
@@ -113,10 +167,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(queries_vec.clone()))?;
         let mut queries = Vec::new();
-        for proto in ["udp", "tcp"] {
+        for t in Transport::ALL {
             let mut row = Vec::new();
             for (_, name) in OUTCOMES {
-                row.push(queries_vec.get_metric_with_label_values(&[proto, name])?);
+                row.push(queries_vec.get_metric_with_label_values(&[t.label(), name])?);
             }
             queries.push(row);
         }
@@ -213,6 +267,29 @@ impl Metrics {
         for r in ["secure", "insecure", "bogus", "indeterminate"] {
             dnssec.with_label_values(&[r]);
         }
+        let encrypted_open = IntGaugeVec::new(
+            Opts::new("qalqan_encrypted_connections_open", "DoT, DoH and DoQ connections open now, by protocol"),
+            &["protocol"],
+        )?;
+        registry.register(Box::new(encrypted_open.clone()))?;
+        let encrypted_refused = IntCounterVec::new(
+            Opts::new(
+                "qalqan_encrypted_connections_refused_total",
+                "DoT, DoH and DoQ connections closed before serving a query, by protocol and reason (acl|limit|handshake)",
+            ),
+            &["protocol", "reason"],
+        )?;
+        registry.register(Box::new(encrypted_refused.clone()))?;
+        let tls_cert_expiry = IntGauge::new(
+            "qalqan_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the served TLS certificate expires (notAfter); 0 before one is loaded",
+        )?;
+        registry.register(Box::new(tls_cert_expiry.clone()))?;
+        let tls_cert_reloads = IntCounterVec::new(
+            Opts::new("qalqan_tls_certificate_reloads_total", "TLS certificate (re)loads, by result (success|error)"),
+            &["result"],
+        )?;
+        registry.register(Box::new(tls_cert_reloads.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
@@ -240,6 +317,10 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             dnssec,
+            encrypted_open,
+            encrypted_refused,
+            tls_cert_expiry,
+            tls_cert_reloads,
         })
     }
 
@@ -277,8 +358,8 @@ impl Metrics {
     /// Counts one answered query. Cost: two relaxed atomic adds and one
     /// histogram bucket search (16 buckets); `metrics/observe` in
     /// `benches/hot_path.rs`.
-    pub fn observe(&self, protocol: Protocol, outcome: Outcome, took: Duration) {
-        let p = usize::from(protocol != Protocol::Udp);
+    pub fn observe(&self, protocol: impl Into<Transport>, outcome: Outcome, took: Duration) {
+        let p = protocol.into() as usize;
         let o = outcome_index(outcome);
         if let Some(c) = self.queries.get(p).and_then(|row| row.get(o)) {
             c.inc();
@@ -293,11 +374,11 @@ impl Metrics {
     /// Cost: one atomic add for the counter and, for the histogram, `n`
     /// plain adds into a local copy flushed with a few atomic adds (below 4,
     /// `n` ordinary observations: the local copy costs an allocation).
-    pub fn observe_n(&self, protocol: Protocol, outcome: Outcome, took: Duration, n: u64) {
+    pub fn observe_n(&self, protocol: impl Into<Transport>, outcome: Outcome, took: Duration, n: u64) {
         if n == 0 {
             return;
         }
-        let p = usize::from(protocol != Protocol::Udp);
+        let p = protocol.into() as usize;
         let o = outcome_index(outcome);
         if let Some(c) = self.queries.get(p).and_then(|row| row.get(o)) {
             c.inc_by(n);
@@ -317,6 +398,17 @@ impl Metrics {
             }
             local.flush();
         }
+    }
+
+    /// The open-connections gauge of an encrypted transport.
+    pub fn encrypted_open(&self, t: Transport) -> IntGauge {
+        self.encrypted_open.with_label_values(&[t.label()])
+    }
+
+    /// Counts a connection of transport `t` closed before serving:
+    /// `reason` is "acl", "limit" or "handshake".
+    pub fn encrypted_refused(&self, t: Transport, reason: &'static str) {
+        self.encrypted_refused.with_label_values(&[t.label(), reason]).inc();
     }
 
     /// Counts a block by `list` (a configured list name: bounded label set).

@@ -41,7 +41,8 @@ pub enum Anonymize {
 pub struct Event {
     pub at: SystemTime,
     pub client: IpAddr,
-    pub udp: bool,
+    /// The transport the query came over (`protocol` in the log line).
+    pub protocol: crate::metrics::Transport,
     /// The normalised query name's text.
     pub qname: SmallVec<[u8; 64]>,
     pub qtype: RecordType,
@@ -183,7 +184,7 @@ impl Formatter {
         let line = Line {
             time: b.get(..time_end).unwrap_or(""),
             client: b.get(time_end..client_end).unwrap_or(""),
-            protocol: if e.udp { "udp" } else { "tcp" },
+            protocol: e.protocol.label(),
             qname: std::str::from_utf8(&e.qname).unwrap_or("?"),
             qtype: b.get(client_end..qtype_end).unwrap_or(""),
             list: list.map(|l| l.name.as_str()).unwrap_or(""),

@@ -44,6 +44,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let _ = shared.notify_targets.set(std::mem::take(&mut sources.notify_targets));
     let admin_task = push_api(&app, sockets.admin, sources.refreshers.clone(), &http_stop).await?;
     let watch_stop = stop.child_token();
+    let (encrypted, cert_reloader) = encrypted(&app, &shared, (sockets.dot, sockets.doh, sockets.doq), sockets.hangup.clone(), &watch_stop).await?;
     let watcher = lists::watch::spawn(Arc::clone(&app.lists), sockets.hangup, watch_stop.clone())?;
 
     let rules = app.lists.policy.load().index.len();
@@ -54,8 +55,10 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         max_per_client: cfg.max_tcp_per_client,
         lifetime: cfg.tcp_max_lifetime,
         max_queries: cfg.tcp_max_queries,
+        // one query at a time, as before DoT shared this loop
+        pipeline: 1,
     };
-    let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp };
+    let listeners = server::Listeners { udp: sockets.udp, tcp: sockets.tcp, encrypted };
     let ready_state = Arc::clone(&diag_state);
     server::run(handler, listeners, tcp_limits, cfg.drain_timeout, stop.clone(), move || {
         ready_state.serving.store(true, std::sync::atomic::Ordering::Release);
@@ -65,6 +68,9 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
 
     watch_stop.cancel();
     let _ = watcher.await;
+    if let Some(t) = cert_reloader {
+        let _ = t.await;
+    }
     sources_stop.cancel();
     sources.join().await;
     // HTTP last, so a final scrape sees the drain
@@ -74,6 +80,69 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+type EncryptedSockets = (Vec<TcpListener>, Vec<TcpListener>, Vec<std::net::UdpSocket>);
+
+/// The encrypted listeners (handed in, or bound from `[server] dot_listen`,
+/// `doh_listen`, `doq_listen`) with the certificate and its reloader, and the
+/// names answered locally (DDR with those listeners, the canary domain).
+async fn encrypted(
+    app: &App,
+    shared: &Arc<server::handler::Shared>,
+    (mut dot, mut doh, mut doq): EncryptedSockets,
+    hangup: Option<watch::Receiver<u64>>,
+    stop: &CancellationToken,
+) -> Result<(Option<server::encrypted::Encrypted>, Option<JoinHandle<()>>), StartError> {
+    let cfg = &app.config;
+    if dot.is_empty() && doh.is_empty() && doq.is_empty() {
+        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+        for &a in &cfg.dot_listen {
+            dot.push(bind(a).await?);
+        }
+        for &a in &cfg.doh_listen {
+            doh.push(bind(a).await?);
+        }
+        for &a in &cfg.doq_listen {
+            doq.push(std::net::UdpSocket::bind(a).map_err(|source| StartError::Bind { addr: a, source })?);
+        }
+    }
+    if dot.is_empty() && doh.is_empty() && doq.is_empty() {
+        let _ = shared.discovery.set(server::ddr::Discovery::new(None, cfg.canary_nxdomain).map_err(StartError::Ddr)?);
+        return Ok((None, None));
+    }
+    let Some(tls) = &cfg.tls else { return Err(StartError::NoCertificate) };
+    let certs = server::tls::CertStore::open(&tls.cert, &tls.key, Arc::clone(&app.metrics))?;
+    let info = certs.info();
+    let name = tls.name.clone().or_else(|| info.first_name().map(ToOwned::to_owned));
+    if let Some(n) = &name {
+        if !info.covers(n) {
+            tracing::warn!(name = %n, cert = %tls.cert.display(), "the certificate does not cover [tls] name: clients will refuse it");
+        }
+    }
+    let left_days = info.seconds_left(unix_now()) / 86_400;
+    if left_days < 14 {
+        tracing::warn!(cert = %tls.cert.display(), days = left_days, "the TLS certificate expires soon (or has expired)");
+    }
+    let addrs = |l: &[TcpListener]| l.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>();
+    let endpoints = server::ddr::Endpoints { dot: addrs(&dot), doh: addrs(&doh), doq: doq.iter().filter_map(|s| s.local_addr().ok()).collect() };
+    let ddr = if cfg.ddr {
+        let Some(n) = name.as_deref() else {
+            return Err(StartError::Ddr("the certificate has no DNS name to announce: set [tls] name".into()));
+        };
+        Some((n, &endpoints))
+    } else {
+        None
+    };
+    let _ = shared.discovery.set(server::ddr::Discovery::new(ddr, cfg.canary_nxdomain).map_err(StartError::Ddr)?);
+    let ctx = server::encrypted::Context::new(&certs, cfg.encrypted)?;
+    let reloader = server::tls::spawn_reloader(certs, hangup, stop.clone())?;
+    tracing::info!(dot = ?endpoints.dot, doh = ?endpoints.doh, doq = ?endpoints.doq, name = ?name, "encrypted DNS listening");
+    Ok((Some(server::encrypted::Encrypted { dot, doh, doq, ctx }), Some(reloader)))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The configured upstreams, or the nameservers of /etc/resolv.conf.

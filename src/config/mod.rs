@@ -147,6 +147,28 @@ pub struct AdminConfig {
     pub signature_max_age: Duration,
 }
 
+/// `[tls]`: the certificate and key of the encrypted listeners.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    /// Checked at config time: exists, not readable by group or others.
+    pub key: PathBuf,
+    /// The name DDR announces and clients verify (`None`: the certificate's first DNS name).
+    pub name: Option<String>,
+}
+
+/// Limits of the encrypted listeners (`[server] tls_*`, `max_tls_*`, `doh_max_body_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct EncryptedLimits {
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    pub max_lifetime: Duration,
+    pub max_streams: u32,
+    pub doh_max_body: usize,
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -212,6 +234,17 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub admin: Option<AdminConfig>,
     pub rate_limit: Option<RateLimitConfig>,
+    /// `[tls]`, when configured.
+    pub tls: Option<TlsConfig>,
+    /// `[server] dot_listen`, `doh_listen`, `doq_listen`.
+    pub dot_listen: Vec<SocketAddr>,
+    pub doh_listen: Vec<SocketAddr>,
+    pub doq_listen: Vec<SocketAddr>,
+    /// `[server] ddr`.
+    pub ddr: bool,
+    /// `[server] canary = "nxdomain"`.
+    pub canary_nxdomain: bool,
+    pub encrypted: EncryptedLimits,
     pub lists: Vec<ListConfig>,
 }
 
@@ -580,7 +613,68 @@ impl Config {
                 ));
             }
         }
+        let listen_list = |key: &str, list: &[String], port: u16| -> Result<Vec<SocketAddr>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| parse_socket_addr(a, port).ok_or_else(|| invalid(&format!("server.{key}[{i}]"), format!("`{a}` is not ip:port"))))
+                .collect()
+        };
+        let dot_listen = listen_list("dot_listen", &raw.server.dot_listen, 853)?;
+        let doh_listen = listen_list("doh_listen", &raw.server.doh_listen, 443)?;
+        let doq_listen = listen_list("doq_listen", &raw.server.doq_listen, 853)?;
+        let any_encrypted = !(dot_listen.is_empty() && doh_listen.is_empty() && doq_listen.is_empty());
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => {
+                if t.cert.is_empty() {
+                    return Err(invalid("tls.cert", "empty".into()));
+                }
+                check_key_file(Path::new(&t.key)).map_err(|reason| invalid("tls.key", reason))?;
+                if let Some(n) = &t.name {
+                    if crate::name::QName::parse(n.trim_end_matches('.')).is_err() {
+                        return Err(invalid("tls.name", format!("`{n}` is not a host name")));
+                    }
+                }
+                Some(TlsConfig { cert: PathBuf::from(t.cert), key: PathBuf::from(t.key), name: t.name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) })
+            }
+        };
+        if any_encrypted && tls.is_none() {
+            let key = if !dot_listen.is_empty() { "server.dot_listen" } else if !doh_listen.is_empty() { "server.doh_listen" } else { "server.doq_listen" };
+            return Err(invalid(key, "encrypted listeners need a certificate: add [tls] cert and key".into()));
+        }
+        if raw.server.ddr && !any_encrypted {
+            return Err(invalid("server.ddr", "true, but no dot_listen, doh_listen or doq_listen to announce".into()));
+        }
+        let canary_nxdomain = match raw.server.canary.as_str() {
+            "nxdomain" => true,
+            "off" => false,
+            other => return Err(invalid("server.canary", format!("`{other}`: use \"nxdomain\" or \"off\""))),
+        };
+        if raw.server.tls_handshake_timeout_ms == 0 || raw.server.tls_idle_timeout_ms == 0 {
+            let key = if raw.server.tls_handshake_timeout_ms == 0 { "server.tls_handshake_timeout_ms" } else { "server.tls_idle_timeout_ms" };
+            return Err(invalid(key, "must be at least 1".into()));
+        }
+        if raw.server.doh_max_body_bytes < 12 || raw.server.doh_max_body_bytes > 65_535 {
+            return Err(invalid("server.doh_max_body_bytes", "must be between 12 and 65535 (one DNS message)".into()));
+        }
+        let encrypted = EncryptedLimits {
+            handshake_timeout: Duration::from_millis(raw.server.tls_handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(raw.server.tls_idle_timeout_ms),
+            max_connections: raw.server.max_tls_connections.max(1),
+            max_per_client: raw.server.max_tls_per_client.max(1),
+            max_lifetime: Duration::from_millis(raw.server.tls_max_lifetime_ms.max(1)),
+            max_streams: raw.server.tls_max_streams.max(1),
+            doh_max_body: raw.server.doh_max_body_bytes,
+        };
+        let ddr = raw.server.ddr;
         Ok(Config {
+            tls,
+            dot_listen,
+            doh_listen,
+            doq_listen,
+            ddr,
+            canary_nxdomain,
+            encrypted,
             path: path.to_owned(),
             listen,
             allow_clients,
@@ -681,6 +775,18 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
         }
         None => msg,
     }
+}
+
+/// A private key file must exist and be readable by its owner only: a key
+/// readable by group or others is a config error (as `[admin] token_file`).
+fn check_key_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("{} is open to group or others (mode {mode:o}): chmod 600 it", path.display()));
+    }
+    Ok(())
 }
 
 /// `1.2.3.4`, `1.2.3.4:53`, `::1`, `[::1]:53`.

@@ -29,6 +29,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dnssec: RawDnssec,
     pub admin: Option<RawAdmin>,
+    /// Certificate and key of DoT, DoH and DoQ (`[server] dot_listen` …).
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub lists: Vec<RawList>,
 }
@@ -141,6 +143,18 @@ fn default_max_depth() -> u8 {
 }
 fn default_zone_cache_entries() -> usize {
     100_000
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain (leaf first); reloaded on change and on SIGHUP.
+    pub cert: String,
+    /// PEM private key; must not be readable by group or others.
+    pub key: String,
+    /// The name clients verify and DDR announces; omitted = the
+    /// certificate's first DNS name.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -313,6 +327,69 @@ pub struct RawServer {
     /// together (spoofed floods must not make us a reflector).
     #[serde(default = "default_outside_acl_refused_qps")]
     pub outside_acl_refused_qps: u32,
+    /// DNS over TLS (RFC 7858) listeners, `ip:port` (port 853 when omitted); needs `[tls]`.
+    #[serde(default)]
+    pub dot_listen: Vec<String>,
+    /// DNS over HTTPS (RFC 8484) listeners, `ip:port` (443); path /dns-query.
+    #[serde(default)]
+    pub doh_listen: Vec<String>,
+    /// DNS over QUIC (RFC 9250) listeners, `ip:port` (853, UDP).
+    #[serde(default)]
+    pub doq_listen: Vec<String>,
+    /// RFC 9462: answer `_dns.resolver.arpa` SVCB with the encrypted endpoints.
+    #[serde(default)]
+    pub ddr: bool,
+    /// `use-application-dns.net`: "nxdomain" (browsers keep their own DoH
+    /// off) or "off" (resolved like any name).
+    #[serde(default = "default_canary")]
+    pub canary: String,
+    /// A TLS (or QUIC) handshake not done within this long is cut.
+    #[serde(default = "default_tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
+    /// An encrypted connection with no query within this long is closed
+    /// (a query must also arrive whole within it: slowloris).
+    #[serde(default = "default_tls_idle_timeout_ms")]
+    pub tls_idle_timeout_ms: u64,
+    /// DoT, DoH and DoQ connections open at once, all listeners together.
+    #[serde(default = "default_max_tls")]
+    pub max_tls_connections: usize,
+    /// Encrypted connections one client prefix (/24, /56) may hold open.
+    #[serde(default = "default_max_tls_per_client")]
+    pub max_tls_per_client: usize,
+    /// An encrypted connection is closed this long after it opened.
+    #[serde(default = "default_tls_max_lifetime_ms")]
+    pub tls_max_lifetime_ms: u64,
+    /// Queries answered at once on one DoT (pipelined), DoH (HTTP/2) or DoQ connection.
+    #[serde(default = "default_tls_max_streams")]
+    pub tls_max_streams: u32,
+    /// Largest DoH request body (POST) or `dns=` parameter (GET), and largest DoQ query, in bytes.
+    #[serde(default = "default_doh_max_body")]
+    pub doh_max_body_bytes: usize,
+}
+
+fn default_canary() -> String {
+    "off".to_owned()
+}
+fn default_tls_handshake_timeout_ms() -> u64 {
+    5_000
+}
+fn default_tls_idle_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_tls() -> usize {
+    10_000
+}
+fn default_max_tls_per_client() -> usize {
+    20
+}
+fn default_tls_max_lifetime_ms() -> u64 {
+    3_600_000
+}
+fn default_tls_max_streams() -> u32 {
+    100
+}
+fn default_doh_max_body() -> usize {
+    4096
 }
 
 fn default_outside_acl_refused_qps() -> u32 {
@@ -364,6 +441,18 @@ impl Default for RawServer {
             tcp_max_queries: default_tcp_max_queries(),
             outside_acl: default_limit_action(),
             outside_acl_refused_qps: default_outside_acl_refused_qps(),
+            dot_listen: Vec::new(),
+            doh_listen: Vec::new(),
+            doq_listen: Vec::new(),
+            ddr: false,
+            canary: default_canary(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout_ms(),
+            tls_idle_timeout_ms: default_tls_idle_timeout_ms(),
+            max_tls_connections: default_max_tls(),
+            max_tls_per_client: default_max_tls_per_client(),
+            tls_max_lifetime_ms: default_tls_max_lifetime_ms(),
+            tls_max_streams: default_tls_max_streams(),
+            doh_max_body_bytes: default_doh_max_body(),
         }
     }
 }
@@ -687,6 +776,18 @@ mod docs_tests {
                 tcp_max_queries: default_tcp_max_queries(),
                 outside_acl: default_limit_action(),
                 outside_acl_refused_qps: default_outside_acl_refused_qps(),
+                dot_listen: vec!["0.0.0.0:853".to_owned()],
+                doh_listen: vec!["0.0.0.0:443".to_owned()],
+                doq_listen: vec!["0.0.0.0:853".to_owned()],
+                ddr: true,
+                canary: "nxdomain".to_owned(),
+                tls_handshake_timeout_ms: default_tls_handshake_timeout_ms(),
+                tls_idle_timeout_ms: default_tls_idle_timeout_ms(),
+                max_tls_connections: default_max_tls(),
+                max_tls_per_client: default_max_tls_per_client(),
+                tls_max_lifetime_ms: default_tls_max_lifetime_ms(),
+                tls_max_streams: default_tls_max_streams(),
+                doh_max_body_bytes: default_doh_max_body(),
             },
             upstream: RawUpstream {
                 servers: Some(vec!["127.0.0.1:5300".to_owned()]),
@@ -743,6 +844,11 @@ mod docs_tests {
                 require_signature: Some(true),
                 max_body_bytes: default_admin_body(),
                 signature_max_age_s: default_signature_max_age_s(),
+            }),
+            tls: Some(RawTls {
+                cert: "/etc/qalqan/tls/fullchain.pem".to_owned(),
+                key: "/etc/qalqan/tls/key.pem".to_owned(),
+                name: Some("dns.example.net".to_owned()),
             }),
             lists: vec![RawList {
                 name: "regulator".to_owned(),

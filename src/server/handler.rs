@@ -8,7 +8,9 @@
 //! 3. in-flight cap: past `max_inflight` → SERVFAIL at once (no queueing)
 //! 4. name normalised once into a `QName`
 //! 5. policy (one `Arc<Policy>` snapshot for the whole query) — before the
-//!    cache, so a list change applies to cached names too
+//!    cache, so a list change applies to cached names too; then the names
+//!    we answer ourselves: DDR's `_dns.resolver.arpa`, the canary domain
+//!    ([`super::ddr`])
 //! 6. cache, else upstream: the forwarder, or in recursive mode the
 //!    recursor (then the answer is cached)
 //!    (qtype ANY: the RFC 8482 minimal answer, one synthesized HINFO, instead)
@@ -30,7 +32,7 @@ use tokio::sync::Semaphore;
 use super::acl::Acl;
 use super::notify::{NotifyTarget, ReplyTsig};
 use super::respond;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, Transport};
 use crate::name::QName;
 use crate::policy::{Answer as PolicyAnswer, Hit, Policy, Sinkhole, Verdict};
 use crate::resolve::cache::{Cache, Key, Wire, STALE_TTL};
@@ -66,6 +68,8 @@ pub struct Shared {
     pub outsiders: Outsiders,
     /// `[cache] prefetch`: hits in an entry's last tenth refresh it.
     pub prefetch: bool,
+    /// DDR and the canary domain (set once at start; unset = neither).
+    pub discovery: std::sync::OnceLock<super::ddr::Discovery>,
 }
 
 /// `[server] outside_acl`, `outside_acl_refused_qps`.
@@ -87,11 +91,17 @@ impl Shared {
     /// configured. Cost: a clock read, a reference count, the name's bytes
     /// copied and a `try_send` (formatting happens on the log's thread).
     pub fn log_blocked(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: std::net::IpAddr) {
+        let protocol = if udp { Transport::Udp } else { Transport::Tcp };
+        self.log_blocked_via(policy, hit, qname, qtype, protocol, client);
+    }
+
+    /// [`Shared::log_blocked`] for a query that came over `protocol`.
+    pub fn log_blocked_via(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, protocol: Transport, client: std::net::IpAddr) {
         let Some(log) = &self.blocked_log else { return };
         log.log(crate::querylog::Event {
             at: std::time::SystemTime::now(),
             client,
-            udp,
+            protocol,
             qname: smallvec::SmallVec::from_slice(qname.as_bytes()),
             qtype,
             policy: Arc::clone(policy),
@@ -167,22 +177,28 @@ struct Reply {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let start = Instant::now();
-        let protocol = request.protocol();
-        let (reply, outcome) = self.decide(request).await;
-        let info = match reply {
-            Some(reply) => send(request, &mut response, reply).await,
-            None => header_info(Metadata::response_from_request(&request.metadata)),
-        };
-        self.shared.metrics.observe(protocol, outcome, start.elapsed());
-        info
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+        self.handle_via(request, response, Transport::from(request.protocol())).await
     }
 }
 
 impl Handler {
+    /// [`RequestHandler::handle_request`] for a request that came over
+    /// `transport` (DoT, DoH and DoQ reach hickory's types as TCP; the
+    /// `protocol` label of the metrics says which it was).
+    pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport) -> ResponseInfo {
+        let start = Instant::now();
+        let (reply, outcome) = self.decide(request, transport).await;
+        let info = match reply {
+            Some(reply) => send(request, &mut response, reply).await,
+            None => header_info(Metadata::response_from_request(&request.metadata)),
+        };
+        self.shared.metrics.observe(transport, outcome, start.elapsed());
+        info
+    }
+
     /// Runs the steps; `None` = send nothing (drop).
-    async fn decide(&self, request: &Request) -> (Option<Reply>, Outcome) {
+    async fn decide(&self, request: &Request, transport: Transport) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
         let mut edns = respond::reply_edns(request.edns.as_ref(), s.max_udp_payload);
         let meta_for = |rcode: ResponseCode| {
@@ -244,7 +260,22 @@ impl Handler {
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
         if let Verdict::Blocked(hit) = verdict {
-            return self.blocked(request, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+            return self.blocked(request, transport, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+        }
+        if let Some(local) = s.discovery.get().and_then(|d| d.answer(qname.as_str(), qtype)) {
+            let r = match local {
+                super::ddr::Local::Records(answers) => {
+                    let mut r = simple(meta_for(ResponseCode::NoError), edns);
+                    r.answers = answers;
+                    r
+                }
+                super::ddr::Local::Nxdomain => {
+                    let mut r = simple(meta_for(ResponseCode::NXDomain), edns);
+                    r.authorities.push(respond::blocked_soa(&qname_wire, s.sinkhole.ttl));
+                    r
+                }
+            };
+            return (Some(r), Outcome::Forwarded);
         }
         if qtype == RecordType::ANY {
             // RFC 8482 §4.2: one synthesized HINFO, not every record we
@@ -337,7 +368,7 @@ impl Handler {
         };
         if !matches!(verdict, Verdict::Allowed(_)) {
             if let Some(hit) = chain_block(&policy, &answer.wire) {
-                return self.blocked(request, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
+                return self.blocked(request, transport, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
             }
         }
         let a = answer.answer();
@@ -389,6 +420,7 @@ impl Handler {
     fn blocked(
         &self,
         request: &Request,
+        transport: Transport,
         policy: &Arc<Policy>,
         hit: &Hit,
         qname_text: &QName,
@@ -403,8 +435,7 @@ impl Handler {
         }
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
-        let udp = request.protocol() == hickory_server::net::xfer::Protocol::Udp;
-        s.log_blocked(policy, hit, qname_text.as_str(), qtype, udp, request.src().ip());
+        s.log_blocked_via(policy, hit, qname_text.as_str(), qtype, transport, request.src().ip());
         if answer == PolicyAnswer::Drop {
             return (None, Outcome::Dropped);
         }

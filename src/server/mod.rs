@@ -1,16 +1,23 @@
 //! Serving DNS: binds nothing itself; takes bound sockets, runs the UDP
 //! fast path on each UDP socket ([`fast`], which hands what it does not
-//! answer to [`slow`]) and the TCP server on each listener ([`tcp`]), until
+//! answer to [`slow`]), the TCP server on each listener ([`tcp`]) and the
+//! encrypted listeners ([`encrypted`]: DoT, [`doh`], [`doq`]), until
 //! cancelled, then drains. The query steps are [`handler`]'s.
 
 pub mod acl;
+pub mod ddr;
+pub mod doh;
+pub mod doq;
+pub mod encrypted;
 pub mod fast;
+pub mod gate;
 pub mod handler;
 pub mod notify;
 pub mod ratelimit;
 pub mod respond;
 pub mod tcp;
 pub mod slow;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -23,6 +30,8 @@ use handler::Handler;
 pub struct Listeners {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
+    /// DoT, DoH and DoQ, when configured.
+    pub encrypted: Option<encrypted::Encrypted>,
 }
 
 /// Serves DNS on `listeners` until `stop` is cancelled, then stops
@@ -45,6 +54,7 @@ pub async fn run(handler: Handler, listeners: Listeners, tcp_limits: tcp::TcpLim
     for l in listeners.tcp {
         tcp_tasks.push(tokio::spawn(tcp::serve(l, handler.clone(), tcp_limits, stop_serving.clone())));
     }
+    let encrypted_task = listeners.encrypted.map(|e| tokio::spawn(encrypted::serve(e, handler.clone(), drain, stop_serving.clone())));
     ready();
     stop.cancelled().await;
     tracing::info!("shutting down: draining in-flight queries");
@@ -53,7 +63,7 @@ pub async fn run(handler: Handler, listeners: Listeners, tcp_limits: tcp::TcpLim
         let _ = t.await;
     }
     let _ = tokio::time::timeout(drain, async {
-        for t in tcp_tasks {
+        for t in tcp_tasks.into_iter().chain(encrypted_task) {
             let _ = t.await;
         }
     })

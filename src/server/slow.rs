@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use hickory_proto::op::{Header, Message, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
 use super::handler::Handler;
+use crate::metrics::Transport;
 
 /// Captures the encoded reply. `udp`: encode within the reply's EDNS payload
 /// (512 without EDNS), truncating as hickory does for UDP.
@@ -56,6 +56,22 @@ pub async fn handle_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr) -> O
 /// Handles one request that came over UDP (`udp`: replies truncated to the
 /// client's payload size) or TCP.
 pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, udp: bool) -> Option<Vec<u8>> {
+    handle_bytes_via(handler, bytes, src, if udp { Transport::Udp } else { Transport::Tcp }).await
+}
+
+/// Handles one request that came over `transport`. Replies over an
+/// encrypted transport to a client that sent EDNS are padded to a multiple
+/// of 468 bytes (RFC 8467 §4.1).
+pub async fn handle_bytes_via(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    let mut reply = handle_request_bytes(handler, bytes, src, transport).await?;
+    if transport.encrypted() {
+        crate::wire::pad::pad(&mut reply, crate::wire::pad::RESPONSE_BLOCK);
+    }
+    Some(reply)
+}
+
+async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    let udp = transport == Transport::Udp;
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
     if header.metadata.message_type == MessageType::Response {
@@ -75,6 +91,6 @@ pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, u
         return None;
     }
     let cap = Capture(Arc::default(), udp);
-    handler.handle_request::<Capture, TokioTime>(&request, cap.clone()).await;
+    handler.handle_via(&request, cap.clone(), transport).await;
     cap.0.lock().ok().and_then(|mut s| s.take())
 }

@@ -7,22 +7,27 @@
 //! waiting idle for their next query are closed first (RFC 7766 §6.2.3).
 //! Each connection reads length-prefixed messages with an idle timeout,
 //! answers them in order through the same handler as UDP, and is closed
-//! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`.
+//! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`. The same
+//! framing loop serves DoT ([`super::encrypted`]), pipelined.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
+use super::gate::{Gate, Refusal};
 use super::handler::Handler;
+use crate::metrics::Transport;
 
-/// TCP limits (`[server]`).
+pub use super::gate::client_prefix;
+
+/// TCP limits (`[server]`); the encrypted listeners have their own values.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     pub idle: Duration,
@@ -33,28 +38,14 @@ pub struct TcpLimits {
     pub lifetime: Duration,
     /// A connection is closed after this many queries.
     pub max_queries: u32,
-}
-
-/// The budget a client address counts against: its /24 (IPv4, or an
-/// IPv4-mapped IPv6 address) or its /56 (IPv6, a subscriber's delegation).
-pub fn client_prefix(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => client_prefix(IpAddr::V4(v4)),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & !((1u128 << 72) - 1))),
-        },
-    }
+    /// Queries of one connection answered at once (1: one after the other).
+    pub pipeline: usize,
 }
 
 /// Serves `listener` until `stop`; then waits for open connections to finish
 /// the message they are on (they stop reading at once).
 pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, stop: CancellationToken) {
-    let max_total = limits.max_total.max(1);
-    let total = Arc::new(Semaphore::new(max_total));
-    let per_client: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
-    // signalled when slots run low: idle connections close
-    let pressure = Arc::new(Notify::new());
+    let gate = Gate::new(limits.max_total, limits.max_per_client);
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -73,87 +64,107 @@ pub async fn serve(listener: TcpListener, handler: Handler, limits: TcpLimits, s
             tracing::debug!(%peer, "TCP connection refused: client not in allow_clients");
             continue; // dropping `stream` closes it
         }
-        let permit = Arc::clone(&total).try_acquire_owned();
-        if total.available_permits() < max_total.div_ceil(10) {
-            pressure.notify_waiters();
-        }
-        let Ok(permit) = permit else {
-            handler.shared.metrics.tcp_refused.inc();
-            tracing::debug!(%peer, "TCP connection refused: max_tcp_connections reached");
-            continue;
-        };
-        let prefix = client_prefix(peer.ip());
-        {
-            let mut m = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = m.entry(prefix).or_insert(0);
-            if *n >= limits.max_per_client {
+        let slot = match gate.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(r) => {
                 handler.shared.metrics.tcp_refused.inc();
-                tracing::debug!(%peer, "TCP connection refused: max_tcp_per_client reached for its prefix");
+                let why = match r {
+                    Refusal::Total => "max_tcp_connections reached",
+                    Refusal::PerClient => "max_tcp_per_client reached for its prefix",
+                };
+                tracing::debug!(%peer, why, "TCP connection refused");
                 continue;
             }
-            *n += 1;
-        }
-        let (handler, per_client, stop, pressure) = (handler.clone(), Arc::clone(&per_client), stop.clone(), Arc::clone(&pressure));
+        };
+        let (handler, stop, gate) = (handler.clone(), stop.clone(), Arc::clone(&gate));
         tracker.spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let open = &handler.shared.metrics.tcp_open;
             open.inc();
+            let _ = stream.set_nodelay(true);
             let deadline = tokio::time::Instant::now() + limits.lifetime;
             tokio::select! {
-                _ = connection(stream, peer, &handler, limits, &pressure, stop) => {}
+                _ = connection(stream, peer, &handler, Transport::Tcp, limits, &gate.pressure, stop) => {}
                 _ = tokio::time::sleep_until(deadline) => tracing::debug!(%peer, "TCP connection closed: tcp_max_lifetime_ms"),
             }
             open.dec();
-            let mut m = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = m.get_mut(&prefix) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&prefix);
-                }
-            }
         });
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// Serves length-prefixed DNS messages (RFC 7766 framing) on `stream`: TCP,
+/// and DoT over the TLS stream. Up to `limits.pipeline` queries are answered
+/// at once, replies written as they are ready (RFC 7766 §6.2.1.1 allows any
+/// order; with 1, in order). A query must arrive whole within `limits.idle`
+/// of the previous query or reply (a slowloris is cut); a connection with
+/// nothing in flight closes after `limits.idle`, or at once when slots run
+/// low. On `stop` it reads no more and writes the replies in flight.
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     handler: &Handler,
+    transport: Transport,
     limits: TcpLimits,
     pressure: &Notify,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let idle = limits.idle;
-    for _ in 0..limits.max_queries {
-        let mut len = [0u8; 2];
-        let read = tokio::select! {
-            _ = stop.cancelled() => return,
+    let pipeline = limits.pipeline.max(1);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut inflight: JoinSet<Option<Vec<u8>>> = JoinSet::new();
+    let mut queries = 0u32;
+    let mut done_reading = false;
+    let mut deadline = tokio::time::Instant::now() + idle;
+    loop {
+        // every whole message in the buffer goes to the handler, up to the pipeline
+        while inflight.len() < pipeline && queries < limits.max_queries {
+            let Some(len) = crate::wire::u16_at(&buf, 0).map(usize::from) else { break };
+            let Some(msg) = buf.get(2..2 + len).map(<[u8]>::to_vec) else { break };
+            buf.drain(..2 + len);
+            queries += 1;
+            deadline = tokio::time::Instant::now() + idle;
+            let h = handler.clone();
+            inflight.spawn(async move { super::slow::handle_bytes_via(&h, &msg, peer, transport).await });
+        }
+        if queries >= limits.max_queries {
+            done_reading = true;
+        }
+        if inflight.is_empty() && done_reading {
+            return;
+        }
+        let reading = !done_reading && inflight.len() < pipeline;
+        tokio::select! {
+            _ = stop.cancelled(), if !done_reading => done_reading = true,
             // idle between queries while slots run low: make room
-            _ = pressure.notified() => {
-                tracing::debug!(%peer, "idle TCP connection closed: slots running low");
+            _ = pressure.notified(), if inflight.is_empty() && buf.is_empty() => {
+                tracing::debug!(%peer, protocol = transport.label(), "idle connection closed: slots running low");
                 return;
             }
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
-        };
-        match read {
-            Ok(Ok(_)) => {}
-            _ => return, // idle timeout, EOF or error
-        }
-        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match tokio::time::timeout(idle, stream.read_exact(&mut msg)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let Some(reply) = super::slow::handle_bytes_on(handler, &msg, peer, false).await else { continue };
-        let Ok(rlen) = u16::try_from(reply.len()) else { return };
-        let mut out = Vec::with_capacity(reply.len() + 2);
-        out.extend_from_slice(&rlen.to_be_bytes());
-        out.extend_from_slice(&reply);
-        if tokio::time::timeout(idle, stream.write_all(&out)).await.map_or(true, |r| r.is_err()) {
-            return;
+            // idle, or a query not whole in time
+            _ = tokio::time::sleep_until(deadline), if inflight.is_empty() => return,
+            r = stream.read_buf(&mut buf), if reading => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    done_reading = true; // EOF or error: answer what is in flight
+                }
+            }
+            Some(joined) = inflight.join_next() => {
+                let Ok(Some(reply)) = joined else { continue }; // no reply (a drop decision)
+                let Ok(rlen) = u16::try_from(reply.len()) else { continue };
+                let mut out = Vec::with_capacity(reply.len() + 2);
+                out.extend_from_slice(&rlen.to_be_bytes());
+                out.extend_from_slice(&reply);
+                // flush: a TLS stream holds what it wrote until then (a no-op on TCP)
+                let sent = tokio::time::timeout(idle, async {
+                    stream.write_all(&out).await?;
+                    stream.flush().await
+                });
+                if sent.await.map_or(true, |r| r.is_err()) {
+                    return;
+                }
+                deadline = tokio::time::Instant::now() + idle;
+            }
         }
     }
 }

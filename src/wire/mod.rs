@@ -5,6 +5,7 @@
 //! - [`header`]: the 12-byte header's flag bits and a writer;
 //! - [`name`]: walking names on the wire (length, labels, pointers);
 //! - [`opt`]: the OPT record we write (payload, DO, one EDE option);
+//! - [`pad`]: EDNS padding of encrypted replies (RFC 7830, RFC 8467);
 //! - [`soa`]: the SOA template of blocked negative answers;
 //! - [`query`]: the query we send upstream and the reply-matching rule;
 //! - [`scan`]: one pass over an upstream reply (rcode, TTL offsets,
@@ -19,6 +20,7 @@
 pub mod header;
 pub mod name;
 pub mod opt;
+pub mod pad;
 pub mod query;
 pub mod scan;
 pub mod soa;

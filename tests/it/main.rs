@@ -6,6 +6,7 @@ mod blocking;
 mod cache;
 mod contrib;
 mod differential;
+mod encrypted;
 mod formats;
 mod integrity;
 mod fuzz_regressions;

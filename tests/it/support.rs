@@ -184,6 +184,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config_toml: &str) -> TestServer {
+        Self::start_with(config_toml, |s| s).await
+    }
+
+    /// [`TestServer::start`], with `more` adding to the sockets handed in
+    /// (the encrypted listeners, a SIGHUP channel).
+    pub async fn start_with(config_toml: &str, more: impl FnOnce(qalqan::Sockets) -> qalqan::Sockets) -> TestServer {
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -195,7 +201,7 @@ impl TestServer {
         let lists = app.lists.clone();
         let metrics = app.metrics.clone();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http_listener).with_admin(admin_listener),
+        let task = tokio::spawn(qalqan::serve(app, more(qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http_listener).with_admin(admin_listener)),
             stop.clone(),
         ));
         TestServer { addr, http, admin, stop, task, lists, metrics }

@@ -157,6 +157,10 @@ fn decide(
         return Fast::Reply(reply, Outcome::Blocked);
     }
     let Some(entry) = cached else {
+        // DDR and the canary are answered on the hickory path (never cached)
+        if s.discovery.get().is_some_and(|d| d.takes(name.as_str())) {
+            return Fast::Slow;
+        }
         let checked = Some((policy.generation, matches!(verdict, Verdict::Allowed(_))));
         return Fast::Miss(MissQuery::new(q, packet, q.key(name, dnssec_ok), checked));
     };
