@@ -119,27 +119,9 @@ impl Context {
     }
 }
 
-/// Serves every encrypted listener until `stop`; returns once they have
-/// stopped accepting and their connections are done (or `drain` passed).
-pub async fn serve(enc: Encrypted, handler: Handler, drain: Duration, stop: CancellationToken) {
-    let mut tasks = Vec::new();
-    for l in enc.dot {
-        tasks.push(tokio::spawn(serve_dot(l, handler.clone(), Arc::clone(&enc.ctx), stop.clone())));
-    }
-    for l in enc.doh {
-        tasks.push(tokio::spawn(super::doh::serve(l, handler.clone(), Arc::clone(&enc.ctx), stop.clone())));
-    }
-    for s in enc.doq {
-        tasks.push(tokio::spawn(super::doq::serve(s, handler.clone(), Arc::clone(&enc.ctx), drain, stop.clone())));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
 /// Accepts TCP connections for DoT until `stop`, then waits for the open
 /// ones (which stop reading at once).
-async fn serve_dot(listener: TcpListener, handler: Handler, ctx: Arc<Context>, stop: CancellationToken) {
+pub(super) async fn serve_dot(listener: TcpListener, handler: Handler, ctx: Arc<Context>, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     let open = handler.shared.metrics.encrypted_open(Transport::Dot);
     loop {

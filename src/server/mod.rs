@@ -54,7 +54,7 @@ pub async fn run(handler: Handler, listeners: Listeners, tcp_limits: tcp::TcpLim
     for l in listeners.tcp {
         tcp_tasks.push(tokio::spawn(tcp::serve(l, handler.clone(), tcp_limits, stop_serving.clone())));
     }
-    let encrypted_task = listeners.encrypted.map(|e| tokio::spawn(encrypted::serve(e, handler.clone(), drain, stop_serving.clone())));
+    let encrypted_task = listeners.encrypted.map(|e| tokio::spawn(serve_encrypted(e, handler.clone(), drain, stop_serving.clone())));
     ready();
     stop.cancelled().await;
     tracing::info!("shutting down: draining in-flight queries");
@@ -68,4 +68,22 @@ pub async fn run(handler: Handler, listeners: Listeners, tcp_limits: tcp::TcpLim
         }
     })
     .await;
+}
+
+/// Serves every encrypted listener until `stop`; returns once they have
+/// stopped accepting and their connections are done (or `drain` passed).
+async fn serve_encrypted(enc: encrypted::Encrypted, handler: Handler, drain: Duration, stop: CancellationToken) {
+    let mut tasks = Vec::new();
+    for l in enc.dot {
+        tasks.push(tokio::spawn(encrypted::serve_dot(l, handler.clone(), std::sync::Arc::clone(&enc.ctx), stop.clone())));
+    }
+    for l in enc.doh {
+        tasks.push(tokio::spawn(doh::serve(l, handler.clone(), std::sync::Arc::clone(&enc.ctx), stop.clone())));
+    }
+    for s in enc.doq {
+        tasks.push(tokio::spawn(doq::serve(s, handler.clone(), std::sync::Arc::clone(&enc.ctx), drain, stop.clone())));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
 }

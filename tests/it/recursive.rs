@@ -419,3 +419,34 @@ async fn dnssec_validation_over_the_wire() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "the anchor covers bogus.test. only: {m:?}");
     server.shutdown().await;
 }
+
+/// The shipped `config/recursive.toml` as an operator runs it, pointed at
+/// the loopback hierarchy instead of the Internet's root (its two commented
+/// lines, `root_hints` and `trust_anchor`, filled in): blocked names from
+/// the shipped list, secure answers with AD, bogus ones SERVFAIL.
+#[tokio::test]
+async fn shipped_recursive_config_resolves_and_validates() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/recursive.toml")).unwrap();
+    let toml = shipped
+        .replace(
+            "# root_hints = \"/usr/share/dns/root.hints\"",
+            &format!("root_hints = \"{}\"", h.root_hints().display()),
+        )
+        .replace(
+            "# trust_anchor = \"/usr/share/dns/root.key\"",
+            &format!("trust_anchor = \"{}\"", h.trust_anchor().display()),
+        )
+        .replace("ipv6 = true ", "ipv6 = false")
+        .replace("blocklists/", &format!("{}/blocklists/", root.display()));
+    assert!(toml.contains(&h.root_hints().display().to_string()) && toml.contains("trust_anchor = \""), "the shipped config changed shape");
+    let server = support::TestServer::start(&toml).await;
+    let m = support::udp(server.addr, "blocked.qalqan.test.", RecordType::A, DO).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    let m = support::udp(server.addr, "www.signed.test.", RecordType::A, DO).await.unwrap();
+    assert!(m.metadata.authentic_data && addrs_of(&m) == ["192.0.2.1"], "{m:?}");
+    let m = support::udp(server.addr, "www.bogus.test.", RecordType::A, DO).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    server.shutdown().await;
+}

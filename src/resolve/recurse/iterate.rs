@@ -14,9 +14,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::classify::{classify, Response};
 use super::exchange::{self, ExchangeError};
-use super::validate::Security;
 use super::zones::Zone;
-use super::{Failure, Limits, Recurser};
+use super::{Failure, Limits, Recurser, Security};
 
 /// RFC 9156 §2.3 MAX_MINIMISE_COUNT: minimised queries per name at most;
 /// past it the rest of the name is asked at once.

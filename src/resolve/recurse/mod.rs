@@ -19,8 +19,6 @@ mod servers;
 mod validate;
 mod zones;
 
-pub use validate::Security;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -113,6 +111,29 @@ impl Default for Limits {
             socket_lifetime: Duration::from_secs(5),
             dnssec: None,
             max_delegation_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// How far an answer was proven (`qalqan_dnssec_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Every RRset and denial verified up to a trust anchor.
+    Secure,
+    /// Some part lies under a zone proven unsigned (no DS), or under a
+    /// negative trust anchor.
+    Insecure,
+    /// No trust anchor covers it (no validation possible).
+    Indeterminate,
+}
+
+impl Security {
+    /// The weaker of two (a chain is as secure as its weakest link).
+    pub fn and(self, other: Security) -> Security {
+        match (self, other) {
+            (Security::Secure, o) | (o, Security::Secure) => o,
+            (Security::Indeterminate, _) | (_, Security::Indeterminate) => Security::Indeterminate,
+            _ => Security::Insecure,
         }
     }
 }

@@ -13,31 +13,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::iterate::{Boxed, Budget, One};
-use super::{Failure, Recurser};
+use super::{Failure, Recurser, Security};
 use crate::dnssec::{self, Bogus, DenialProof, Trust, TrustAnchors, ZoneKeys};
-
-/// How far an answer was proven (`qalqan_dnssec_total{result}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Every RRset and denial verified up to a trust anchor.
-    Secure,
-    /// Some part lies under a zone proven unsigned (no DS), or under a
-    /// negative trust anchor.
-    Insecure,
-    /// No trust anchor covers it (no validation possible).
-    Indeterminate,
-}
-
-impl Security {
-    /// The weaker of two (a chain is as secure as its weakest link).
-    pub fn and(self, other: Security) -> Security {
-        match (self, other) {
-            (Security::Secure, o) | (o, Security::Secure) => o,
-            (Security::Indeterminate, _) | (_, Security::Indeterminate) => Security::Indeterminate,
-            _ => Security::Insecure,
-        }
-    }
-}
 
 /// What is known of one zone's keys.
 #[derive(Debug, Clone)]
