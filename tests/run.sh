@@ -21,12 +21,18 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # NSD authorities on 127.x.y.z:53 (needs root or sudo), zones signed with ldns
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
+# the reference resolver the recursive-mode tests compare qalqan with on that hierarchy
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "tests/run.sh: installing ${need[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    # the tests start their own unbound and knotd; the packages' services are not needed
+    for svc in unbound knot nsd; do
+        $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    done
 fi
 
 # The hierarchy's NSDs and probes bind port 53 on 127.x.y.z: fine as root; otherwise let

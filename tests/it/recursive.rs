@@ -450,3 +450,98 @@ async fn shipped_recursive_config_resolves_and_validates() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
     server.shutdown().await;
 }
+
+/// The reference: Unbound (iterator + validator, QNAME minimisation, the
+/// same root hints and trust anchor) on the same hierarchy, asked the same
+/// questions as qalqan; rcode, AD and the answer records (owner, type,
+/// data; TTLs aside) must agree. Unbound is what ISPs run today.
+#[tokio::test]
+async fn unbound_on_the_same_hierarchy_agrees() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let bin = ["/usr/sbin/unbound", "/usr/bin/unbound"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(!support::in_ci(), "CI=true: unbound is missing (tests/run.sh installs it)");
+        eprintln!("SKIPPING: unbound is not installed (apt-get install unbound)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.path().join("unbound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  num-threads: 1\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  \
+             pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  verbosity: 0\n  do-ip6: no\n  do-not-query-localhost: no\n  \
+             access-control: 127.0.0.0/8 allow\n  root-hints: \"{hints}\"\n  trust-anchor-file: \"{anchor}\"\n  \
+             module-config: \"validator iterator\"\n  qname-minimisation: yes\n  ede: yes\n  ratelimit: 0\n  \
+             local-zone: \"test.\" nodefault\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.path().display(),
+            hints = h.root_hints().display(),
+            anchor = h.trust_anchor().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unbound: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = support::eventually(std::time::Duration::from_secs(10), || async {
+        support::udp(unbound, "www.insecure.test.", RecordType::A, DO).await.is_some_and(|m| !m.answers.is_empty())
+    })
+    .await;
+    if !up {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("unbound did not come up: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let server = recursive_server(&h, "").await;
+
+    let summary = |m: &hickory_proto::op::Message| {
+        let mut answers: Vec<String> = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() != RecordType::RRSIG)
+            .map(|r| format!("{} {} {}", r.name.to_ascii().to_ascii_lowercase(), r.record_type(), r.data))
+            .collect();
+        answers.sort();
+        format!("{} ad={} {answers:?}", m.metadata.response_code, m.metadata.authentic_data)
+    };
+    let cases = [
+        ("www.signed.test.", RecordType::A),
+        ("www.signed.test.", RecordType::AAAA),
+        ("www.signed.test.", RecordType::TXT),
+        ("nx.signed.test.", RecordType::A),
+        ("x.w.signed.test.", RecordType::A),
+        ("deep.x.w.signed.test.", RecordType::A),
+        ("n42.many.signed.test.", RecordType::A),
+        ("many.signed.test.", RecordType::A),
+        ("nx.test.", RecordType::A),
+        ("www.insecure.test.", RecordType::A),
+        ("y.w.insecure.test.", RecordType::A),
+        ("hop.insecure.test.", RecordType::A),
+        ("chain.signed.test.", RecordType::A),
+        ("www.lame.test.", RecordType::A),
+        ("www.halfdead.test.", RecordType::A),
+        ("www.bogus.test.", RecordType::A),
+        ("www.expired.test.", RecordType::A),
+        ("www.mismatch.test.", RecordType::A),
+        ("www.dead.test.", RecordType::A),
+    ];
+    let mut differ = Vec::new();
+    for (name, qtype) in cases {
+        let ours = support::udp(server.addr, name, qtype, DO).await.map(|m| summary(&m));
+        let theirs = support::udp(unbound, name, qtype, DO).await.map(|m| summary(&m));
+        if ours != theirs {
+            differ.push(format!("{name} {qtype}:\n  qalqan  {ours:?}\n  unbound {theirs:?}"));
+        }
+    }
+    server.shutdown().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(differ.is_empty(), "qalqan and Unbound disagree:\n{}", differ.join("\n"));
+}
