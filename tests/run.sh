@@ -29,10 +29,6 @@ if ((${#need[@]})); then
     echo "tests/run.sh: installing ${need[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-    # the tests start their own unbound and knotd; the packages' services are not needed
-    for svc in unbound knot nsd; do
-        $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
-    done
 fi
 
 # The hierarchy's NSDs and probes bind port 53 on 127.x.y.z: fine as root; otherwise let
