@@ -21,6 +21,11 @@ use super::{Failure, Limits, Recurser, Security};
 /// past it the rest of the name is asked at once.
 const MAX_MINIMISE_COUNT: u8 = 10;
 
+/// How long a name a minimised query found without a cut is trusted to
+/// stay so (Unbound keeps such answers for their negative TTL; a fixed
+/// bound keeps this simple, and a cut made meanwhile only costs a referral).
+const NO_CUT_TTL: u32 = 300;
+
 /// The work one client question may cause.
 pub(super) struct Budget {
     left: u16,
@@ -163,6 +168,10 @@ impl Recurser {
             if minimised_asked >= MAX_MINIMISE_COUNT {
                 minimise = false;
             }
+            // names already found to exist below this cut need no minimised query again
+            while minimise && labels < total && self.zones.is_no_cut(&name.trim_to(usize::from(labels)), Instant::now()) {
+                labels = labels.saturating_add(1);
+            }
             let minimised = minimise && labels < total;
             let (ask, atype) = if minimised {
                 minimised_asked += 1;
@@ -183,7 +192,10 @@ impl Recurser {
                 }
                 // the name so far exists below this cut (data or an empty
                 // non-terminal): one label more
-                Response::Answer { .. } | Response::NoData { .. } if minimised => labels = labels.saturating_add(1),
+                Response::Answer { .. } | Response::NoData { .. } if minimised => {
+                    self.zones.note_no_cut(&ask, NO_CUT_TTL, Instant::now());
+                    labels = labels.saturating_add(1);
+                }
                 // RFC 8020 would end here; like Unbound's relaxed mode, ask
                 // the whole name once more (servers that answer NXDOMAIN for
                 // empty non-terminals exist)

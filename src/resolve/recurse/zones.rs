@@ -85,17 +85,28 @@ impl Zone {
     }
 }
 
-/// The zone cuts learnt, keyed by zone name.
+/// The zone cuts learnt, keyed by zone name; and names known to exist
+/// without a cut (QNAME minimisation need not ask for them again).
 pub(super) struct Zones {
     root: Arc<Zone>,
     map: Mutex<HashMap<Name, Arc<Zone>>>,
+    /// Names a minimised query found to exist (data or an empty
+    /// non-terminal) inside their zone, until when. A wrong entry only costs
+    /// a referral: the parent still holds any cut made later.
+    no_cut: Mutex<HashMap<Name, Instant>>,
     max_entries: usize,
     max_ttl: Duration,
 }
 
 impl Zones {
     pub fn new(roots: &[IpAddr], max_entries: usize, max_ttl: Duration) -> Self {
-        Zones { root: Arc::new(Zone::root(roots)), map: Mutex::new(HashMap::new()), max_entries: max_entries.max(16), max_ttl }
+        Zones {
+            root: Arc::new(Zone::root(roots)),
+            map: Mutex::new(HashMap::new()),
+            no_cut: Mutex::new(HashMap::new()),
+            max_entries: max_entries.max(16),
+            max_ttl,
+        }
     }
 
     /// The deepest zone known at or above `name`. Cost: one hash lookup per
@@ -144,6 +155,28 @@ impl Zones {
         }
         map.insert(zone.name.clone(), Arc::clone(&zone));
         zone
+    }
+
+    /// Remembers that `name` exists without a cut, for `ttl` seconds (capped
+    /// like delegations).
+    pub fn note_no_cut(&self, name: &Name, ttl: u32, now: Instant) {
+        let until = now + Duration::from_secs(u64::from(ttl)).min(self.max_ttl);
+        let Ok(mut m) = self.no_cut.lock() else { return };
+        if m.len() >= self.max_entries {
+            m.retain(|_, t| *t > now);
+            if m.len() >= self.max_entries {
+                let drop: Vec<Name> = m.keys().take(m.len() / 4 + 1).cloned().collect();
+                for k in drop {
+                    m.remove(&k);
+                }
+            }
+        }
+        m.insert(name.clone(), until);
+    }
+
+    /// Whether `name` is known to exist without a cut.
+    pub fn is_no_cut(&self, name: &Name, now: Instant) -> bool {
+        self.no_cut.lock().is_ok_and(|m| m.get(name).is_some_and(|t| *t > now))
     }
 
     pub fn len(&self) -> usize {
