@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod forward;
 pub mod recurse;
+pub mod tcp;
 
 use crate::wire::{self, scan};
 

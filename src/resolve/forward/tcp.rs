@@ -4,9 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::{matching_reply, AttemptError, CaseCheck, Forwarder, Question};
 use crate::resolve::Reply;
 use crate::wire::query as upstream;
@@ -39,24 +36,14 @@ pub(super) async fn query_server(
 }
 
 pub(super) async fn query_tcp(server: SocketAddr, q: &Question<'_>, deadline: Instant) -> Result<Reply, AttemptError> {
+    let id: u16 = rand::random();
+    let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
     let fut = async {
-        let id: u16 = rand::random();
-        let packet = upstream::query(q.wire, id, q.checking_disabled, q.dnssec_ok);
-        let len = u16::try_from(packet.len()).map_err(|_| AttemptError::QueryTooLong)?;
-        let mut stream = TcpStream::connect(server).await?;
-        let mut framed = Vec::with_capacity(packet.len() + 2);
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&packet);
-        stream.write_all(&framed).await?;
-        loop {
-            let mut lenb = [0u8; 2];
-            stream.read_exact(&mut lenb).await?;
-            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
-            stream.read_exact(&mut buf).await?;
-            if upstream::answers(&buf, id, q.wire) {
-                return Reply::accept(buf).ok_or(AttemptError::Malformed);
-            }
-        }
+        let bytes = crate::resolve::tcp::exchange(server, &packet, |b| upstream::answers(b, id, q.wire)).await.map_err(|e| match e {
+            crate::resolve::tcp::TcpError::TooLong => AttemptError::QueryTooLong,
+            crate::resolve::tcp::TcpError::Io(e) => AttemptError::Io(e),
+        })?;
+        Reply::accept(bytes).ok_or(AttemptError::Malformed)
     };
     match tokio::time::timeout_at(deadline.into(), fut).await {
         Ok(r) => r,

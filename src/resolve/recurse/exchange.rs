@@ -13,8 +13,6 @@ use tokio::net::UdpSocket;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::wire::query as wq;
 
@@ -156,24 +154,14 @@ pub(super) async fn ask(
 
 /// The same question over TCP (RFC 7766), one query on a new connection.
 async fn ask_tcp(server: SocketAddr, question: &[u8], dnssec_ok: bool, timeout: Duration) -> Result<Message, ExchangeError> {
+    let id: u16 = rand::random();
+    let packet = wq::iterative(question, id, dnssec_ok);
     let fut = async {
-        let id: u16 = rand::random();
-        let packet = wq::iterative(question, id, dnssec_ok);
-        let len = u16::try_from(packet.len()).map_err(|_| ExchangeError::TooLong)?;
-        let mut stream = TcpStream::connect(server).await?;
-        let mut framed = Vec::with_capacity(packet.len() + 2);
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&packet);
-        stream.write_all(&framed).await?;
-        loop {
-            let mut lenb = [0u8; 2];
-            stream.read_exact(&mut lenb).await?;
-            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
-            stream.read_exact(&mut buf).await?;
-            if wq::answers(&buf, id, question) {
-                return Message::from_vec(&buf).map_err(|_| ExchangeError::Malformed);
-            }
-        }
+        let bytes = crate::resolve::tcp::exchange(server, &packet, |b| wq::answers(b, id, question)).await.map_err(|e| match e {
+            crate::resolve::tcp::TcpError::TooLong => ExchangeError::TooLong,
+            crate::resolve::tcp::TcpError::Io(e) => ExchangeError::Io(e),
+        })?;
+        Message::from_vec(&bytes).map_err(|_| ExchangeError::Malformed)
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
