@@ -79,6 +79,9 @@ pub struct Metrics {
     pub update_enforce: prometheus::HistogramVec,
     /// `qalqan_list_age_seconds{list}`: set from `list_confirmed` at encode.
     list_age: prometheus::GaugeVec,
+    /// `qalqan_list_refresh_seconds{list}`: `refresh_s` of pulled lists
+    /// (http, axfr), what the age alert compares with.
+    pub list_refresh: IntGaugeVec,
     /// Unix time each list's version in force was last confirmed by its source.
     list_confirmed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
     upstream_requests: IntCounterVec,
@@ -222,6 +225,11 @@ impl Metrics {
             &["list"],
         )?;
         registry.register(Box::new(list_age.clone()))?;
+        let list_refresh = IntGaugeVec::new(
+            Opts::new("qalqan_list_refresh_seconds", "Configured refresh_s of a pulled list (http, axfr): how often its source is asked"),
+            &["list"],
+        )?;
+        registry.register(Box::new(list_refresh.clone()))?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "qalqan_upstream_requests_total",
@@ -264,6 +272,7 @@ impl Metrics {
             list_updates,
             update_enforce,
             list_age,
+            list_refresh,
             list_confirmed: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,
             upstream_duration,
@@ -278,6 +287,12 @@ impl Metrics {
             c.insert(list.to_owned(), now);
         }
         self.list_age.with_label_values(&[list]).set(0.0);
+    }
+
+    /// Seconds since the source of `list` last confirmed its version in force.
+    pub fn list_age(&self, list: &str) -> Option<f64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.list_confirmed.lock().ok()?.get(list).map(|at| (now - at).max(0.0))
     }
 
     /// Sets `qalqan_list_version_info{list,version} 1`, removing the old version's series.

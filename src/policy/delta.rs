@@ -11,7 +11,7 @@
 //! of the delta are ranked the way a build orders them — earliest list,
 //! then name rules before keywords before regexes, then the most specific
 //! name, then RPZ local data after other rules of a name, then the earlier
-//! line. `lists/delta.rs` has the property test.
+//! line. The property test is `lists/publish.rs` `delta_property`.
 
 use super::hit::{Hit, RuleId};
 use super::index::Index;
