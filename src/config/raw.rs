@@ -256,9 +256,9 @@ pub struct RawServer {
     /// folded into a fresh base by a full build.
     #[serde(default = "default_delta_merge_share")]
     pub delta_merge_share: f64,
-    /// File lists of at most this many lines keep 8 bytes a line (hash and
-    /// rule count) so that a change of the file is diffed and published as
-    /// a delta; larger ones are rebuilt in full on every change.
+    /// File and HTTP lists of at most this many lines keep 8 bytes a line
+    /// (hash and rule count) so that a new version is diffed and published
+    /// as a delta; larger ones are rebuilt in full on every change.
     #[serde(default = "default_delta_diff_max_lines")]
     pub delta_diff_max_lines: usize,
     /// TCP connections open at once; more are closed at accept.

@@ -217,8 +217,8 @@ pub struct Lists {
     /// Per list: its version in force as edits over its version in the
     /// published base index (`None`: the base has it as it is).
     edits: Mutex<Vec<Option<ListEdits>>>,
-    /// Per file list: the line codes of its version in force, to diff the
-    /// next version against (`None`: not kept, a change is built in full).
+    /// Per file or HTTP list: the line codes of its version in force, to
+    /// diff the next version against (`None`: not kept, a change is built in full).
     codes: Mutex<Vec<Option<Arc<Vec<u64>>>>>,
     /// Deltas are folded into a fresh base past this share of its rules.
     delta_merge_share: f64,
@@ -593,21 +593,46 @@ impl Lists {
     /// ([`Lists::try_delta`]); anything else is built in full, which folds
     /// every pending delta into the new base.
     fn apply_locked(&self, mut batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
-        if batch.len() == 1 {
-            if let Some(inc) = batch.pop() {
-                match self.try_delta(inc) {
-                    Ok(done) => return done,
-                    Err(inc) => batch.push(inc),
+        // a reread of every file list (SIGHUP) offers the unchanged ones too:
+        // set them aside, so that one changed list can still go by delta
+        let mut unchanged = Vec::new();
+        if batch.len() > 1 {
+            let states = self.snapshot();
+            batch.retain(|inc| {
+                let same = states
+                    .get(inc.list.index())
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.version == super::content_version(&inc.bytes));
+                if same {
+                    if let Some(cfg) = self.config(inc.list) {
+                        unchanged.push(cfg.name.clone());
+                        self.metrics.confirm_list(&cfg.name);
+                    }
                 }
-            }
+                !same
+            });
         }
-        self.apply_full(batch)
+        let (mut report, replaced) = match batch.pop() {
+            Some(inc) if batch.is_empty() => match self.try_delta(inc) {
+                Ok(done) => done,
+                Err(inc) => self.apply_full(vec![inc]),
+            },
+            Some(inc) => {
+                batch.push(inc);
+                self.apply_full(batch)
+            }
+            None => (ReloadReport::default(), None),
+        };
+        report.unchanged.extend(unchanged);
+        (report, replaced)
     }
 
     /// The line codes a file change is diffed against, and the edit, if
     /// list `id` keeps them and the change is small enough.
     fn file_edit(&self, cfg: &ListConfig, id: ListId, prev: &ListState, bytes: &[u8]) -> Option<Edit> {
-        let SourceKind::File(_) = cfg.origin else { return None };
+        if !matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) {
+            return None;
+        }
         let line_fn = super::parse::line_parser(cfg.format)?;
         let codes = self.codes.lock().ok()?.get(id.index()).cloned().flatten()?;
         let t = std::time::Instant::now();
@@ -834,7 +859,7 @@ impl Lists {
                 Some(w) => (w, None),
                 None => (&*published.index, published.delta.as_deref()),
             };
-            let codes_up_to = if matches!(cfg.origin, SourceKind::File(_)) { self.diff_max_lines } else { 0 };
+            let codes_up_to = if matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) { self.diff_max_lines } else { 0 };
             let result = build_with(&configs, base, delta, id, &inc.bytes, inc.records.as_ref(), codes_up_to)
                 .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
                 .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
