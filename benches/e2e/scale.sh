@@ -3,7 +3,9 @@
 #
 # 1. A 10M-name domains file: time from start to `ready`, the build's own time (the log's
 #    "policy published ... took_ms"), VmRSS once serving and VmHWM (peak).
-# 2. A 1M-name file list and a 1M-name pushed list side by side: the publish time (log `took_us`)
+# 2. A 1M-name file list and a 1M-name pushed list side by side: the time to enforcement (log
+#    `enforce_us`: update received to the policy swap) and to the end of the publish (`took_us`,
+#    which includes persisting a pushed list)
 #    and `qalqan_update_enforce_seconds` of (a) a file change of 10 names (5 removed, 5 appended:
 #    diffed, published as a delta), (b) a PATCH of 10 names on the pushed list (curl's round trip
 #    too), (c) a file change of 3 % of the lines (over the diff's 1000 edits: a full build), each
@@ -114,14 +116,14 @@ mv "$work/f.tmp" "$work/f.domains"
 kill -HUP $pid
 n=$((n + 1)); wait_log "$work/q.log" 'policy published' $n
 line=$(last_published "$work/q.log")
-echo "(a) file, 10 names: kind=$(field kind "$line") publish took_us=$(field took_us "$line"); urgent-file-3.example: $(rcode urgent-file-3.example.)"
+echo "(a) file, 10 names: kind=$(field kind "$line") enforce_us=$(field enforce_us "$line") publish took_us=$(field took_us "$line"); urgent-file-3.example: $(rcode urgent-file-3.example.)"
 
 # (b) PATCH of 10 names on the pushed list
 patch=$(for i in 1 2 3 4 5; do echo "+urgent-push-$i.example"; done; sed -n '500000p;500001p;500002p;500003p;500004p' "$work/p.domains" | sed 's/^/-/')
 t=$(curl -sf -o /dev/null -w '%{time_total}' -X PATCH "${auth[@]}" --data-binary "$patch" "http://127.0.0.1:$aport/v1/lists/pushed")
 n=$((n + 1)); wait_log "$work/q.log" 'policy published' $n
 line=$(last_published "$work/q.log")
-echo "(b) PATCH, 10 names: kind=$(field kind "$line") publish took_us=$(field took_us "$line"); curl round trip $(echo "$t * 1000" | bc -l | cut -c1-6) ms; urgent-push-2.example: $(rcode urgent-push-2.example.)"
+echo "(b) PATCH, 10 names: kind=$(field kind "$line") enforce_us=$(field enforce_us "$line") publish took_us=$(field took_us "$line"); curl round trip $(echo "$t * 1000" | bc -l | cut -c1-6) ms; urgent-push-2.example: $(rcode urgent-push-2.example.)"
 
 # (c) file: 3 % of the lines changed (a full build)
 awk 'NR % 33 != 5 {print; next} {print "changed-" $0}' "$work/f.domains" >"$work/f.tmp"

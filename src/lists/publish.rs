@@ -785,6 +785,8 @@ impl Lists {
             }
         }
         let replaced = self.policy.swap(Arc::new(policy));
+        // enforced from here on; what follows (metrics, persisting) is not waited for by queries
+        let enforce_us = received.iter().map(|(_, at)| at.elapsed().as_micros() as u64).max().unwrap_or(0);
         self.metrics.policy_build.observe(started.elapsed().as_secs_f64());
         self.generation.store(generation, Ordering::Relaxed);
         for (id, at) in received {
@@ -814,7 +816,16 @@ impl Lists {
         if let Ok(mut cur) = self.states.lock() {
             *cur = states;
         }
-        tracing::info!(generation, rules, kind, delta_size, took_ms = started.elapsed().as_millis() as u64, took_us = started.elapsed().as_micros() as u64, "policy published");
+        tracing::info!(
+            generation,
+            rules,
+            kind,
+            delta_size,
+            enforce_us,
+            took_ms = started.elapsed().as_millis() as u64,
+            took_us = started.elapsed().as_micros() as u64,
+            "policy published"
+        );
         report.generation = Some(generation);
         replaced
     }
