@@ -1,7 +1,8 @@
 //! Hot-path benchmarks: name normalisation, policy match (hit, miss, deep
 //! subtree hit, keyword) at 100k and 1M rules, policy compile, and cache
 //! hits one at a time and batched, and the answer-address check at 100k
-//! prefixes, and one DNSSEC RRset verification (ECDSA P-256).
+//! prefixes, and one DNSSEC RRset verification (ECDSA P-256), and the
+//! policy check and PATCH publish with a delta pending at 1M rules.
 //!
 //! Rules come from `../shared/data/domains/hagezi-light-domains.txt` when it
 //! exists (real names), topped up with synthetic names to reach each size;
@@ -293,5 +294,62 @@ fn dnssec_verify_rrset(c: &mut Criterion) {
     c.bench_function("dnssec_verify_rrset", |b| b.iter(|| dnssec::verify_rrset(black_box(&rrset), black_box(&sigs), &keys, now)));
 }
 
-criterion_group!(benches, normalise, check, keywords, compile, metrics, cache, answer_ip, dnssec_verify_rrset);
+/// Incremental publish at 1M rules (a pushed list): the policy check with
+/// no delta (the one-branch cost), with a pending delta of 10 added and 10
+/// removed names (hit on the base, hit on the delta, miss), and a PATCH of
+/// 10 names published as a delta (adding then removing the same 10, so the
+/// delta stays small across iterations; includes the PATCH's pass over the
+/// 1M-line body and the content hash).
+fn delta(c: &mut Criterion) {
+    use qalqan::lists::publish::Lists;
+    use qalqan::lists::push::{PushEntry, PushMethod};
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[state]\ndir = \"{}\"\n[[lists]]\nname = \"reg\"\nsource = \"push\"\nformat = \"domains\"\nmax_rules = 2000000\nmax_bytes = 200000000\n",
+        dir.path().display()
+    );
+    let config = qalqan::config::Config::from_toml_str(&toml, "bench.toml").unwrap();
+    let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
+    let lists = Lists::new(specs, std::sync::Arc::new(qalqan::metrics::Metrics::new().unwrap()), None);
+    let listed = names(1_000_000);
+    let body = listed.join("\n") + "\n";
+    let entry = |method, body: Vec<u8>| PushEntry { method, version: 0, base_version: None, timestamp: None, signature: None, body };
+    let id = qalqan::rules::ListId::from_raw(0);
+    lists.offer_push(id, entry(PushMethod::Put, body.into_bytes()), "bench".into()).unwrap();
+    let hits: Vec<QName> = listed.iter().step_by(1000).map(|n| QName::parse(n).unwrap()).collect();
+    let misses: Vec<QName> = (0..1000).map(|i| QName::parse(&format!("www.site{i}.popular-example.org")).unwrap()).collect();
+    let added: Vec<QName> = (0..10).map(|i| QName::parse(&format!("urgent{i}.test")).unwrap()).collect();
+    let no_delta = lists.policy.load_full();
+    assert!(no_delta.delta.is_none());
+    let mut patch = String::new();
+    for i in 0..10 {
+        patch.push_str(&format!("+urgent{i}.test\n-{}\n", listed[i * 7919 + 1]));
+    }
+    lists.offer_push(id, entry(PushMethod::Patch, patch.into_bytes()), "bench".into()).unwrap();
+    let with_delta = lists.policy.load_full();
+    assert!(with_delta.delta.is_some());
+    let mut g = c.benchmark_group("policy_delta_1m");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("hit_no_delta", |b| b.iter(|| for q in &hits { black_box(no_delta.check(black_box(q))); }));
+    g.bench_function("miss_no_delta", |b| b.iter(|| for q in &misses { black_box(no_delta.check(black_box(q))); }));
+    g.bench_function("hit_with_delta", |b| b.iter(|| for q in &hits { black_box(with_delta.check(black_box(q))); }));
+    g.bench_function("miss_with_delta", |b| b.iter(|| for q in &misses { black_box(with_delta.check(black_box(q))); }));
+    g.throughput(Throughput::Elements(10));
+    g.bench_function("hit_in_delta", |b| b.iter(|| for q in &added { black_box(with_delta.check(black_box(q))); }));
+    g.finish();
+    let mut g = c.benchmark_group("publish_delta_1m");
+    g.sample_size(20);
+    let mut round = 0u64;
+    g.bench_function("patch_10_names", |b| {
+        b.iter(|| {
+            round += 1;
+            let sign = if round % 2 == 1 { '+' } else { '-' };
+            let patch: String = (0..10).map(|i| format!("{sign}flip{i}.test\n")).collect();
+            lists.offer_push(id, entry(PushMethod::Patch, patch.into_bytes()), "bench".into()).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile, metrics, cache, answer_ip, dnssec_verify_rrset, delta);
 criterion_main!(benches);

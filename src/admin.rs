@@ -170,6 +170,8 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
                 "list": c.name,
                 "source": crate::lists::http::redact_url(&c.source),
                 "version": s.as_ref().map(|s| s.version.clone()),
+                "activated_at": s.as_ref().map(|s| crate::querylog::rfc3339(s.loaded_at)),
+                "age_s": admin.lists.metrics().list_age(&c.name).map(|a| a.round()),
                 "rules": s.as_ref().map(|s| s.rules),
                 "who": s.as_ref().map(|s| s.meta.who.clone()),
             })

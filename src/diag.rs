@@ -143,12 +143,14 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                 match l {
                     Some(l) => {
                         let at = l.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                        let age = state.lists.metrics().list_age(name).map_or_else(|| "-".to_owned(), |a| format!("{a:.0}"));
                         let _ = writeln!(
                             out,
-                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tsource={}\t{}",
+                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}",
                             l.rules,
                             l.bad_lines,
                             l.version,
+                            crate::querylog::rfc3339(l.loaded_at),
                             redact_url(&cfg.source),
                             l.addresses
                         );

@@ -110,6 +110,7 @@ impl App {
         });
         let mut lists = Lists::new(specs, Arc::clone(&metrics), config.state_dir.clone())
             .with_reload_nice(config.reload_nice)
+            .with_delta(config.delta_merge_share, config.delta_diff_max_lines)
             .with_signatures(signatures);
         if let Some(f) = after_build {
             lists = lists.with_after_build(f);

@@ -116,6 +116,20 @@ pub struct Metrics {
     pub tcp_refused: IntCounter,
     list_version: IntGaugeVec,
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// `qalqan_list_updates_total{list,kind}`: published updates, by how
+    /// they were built (`delta`: layered over the base; `full`: a new base).
+    pub list_updates: IntCounterVec,
+    /// `qalqan_update_enforce_seconds{list}`: an update received by its
+    /// channel (file change seen, PATCH/PUT read, transfer done) to its
+    /// policy published.
+    pub update_enforce: prometheus::HistogramVec,
+    /// `qalqan_list_age_seconds{list}`: set from `list_confirmed` at encode.
+    list_age: prometheus::GaugeVec,
+    /// `qalqan_list_refresh_seconds{list}`: `refresh_s` of pulled lists
+    /// (http, axfr), what the age alert compares with.
+    pub list_refresh: IntGaugeVec,
+    /// Unix time each list's version in force was last confirmed by its source.
+    list_confirmed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
     upstream_requests: IntCounterVec,
     upstream_duration: prometheus::HistogramVec,
     dnssec: IntCounterVec,
@@ -244,6 +258,33 @@ impl Metrics {
             &["list", "version"],
         )?;
         registry.register(Box::new(list_version.clone()))?;
+        let list_updates = IntCounterVec::new(
+            Opts::new("qalqan_list_updates_total", "Published list updates, by list and kind (delta: layered over the base index; full: a new base)"),
+            &["list", "kind"],
+        )?;
+        registry.register(Box::new(list_updates.clone()))?;
+        let update_enforce = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "qalqan_update_enforce_seconds",
+                "Time from a list update received by its channel to its policy published (enforced), by list",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["list"],
+        )?;
+        registry.register(Box::new(update_enforce.clone()))?;
+        let list_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "qalqan_list_age_seconds",
+                "Seconds since the source last confirmed the list version in force (a load, a push, an unchanged SOA serial, HTTP 304, an unchanged file), by list",
+            ),
+            &["list"],
+        )?;
+        registry.register(Box::new(list_age.clone()))?;
+        let list_refresh = IntGaugeVec::new(
+            Opts::new("qalqan_list_refresh_seconds", "Configured refresh_s of a pulled list (http, axfr): how often its source is asked"),
+            &["list"],
+        )?;
+        registry.register(Box::new(list_refresh.clone()))?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "qalqan_upstream_requests_total",
@@ -314,6 +355,11 @@ impl Metrics {
             tcp_refused,
             list_version,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            list_updates,
+            update_enforce,
+            list_age,
+            list_refresh,
+            list_confirmed: std::sync::Mutex::new(std::collections::HashMap::new()),
             upstream_requests,
             upstream_duration,
             dnssec,
@@ -322,6 +368,22 @@ impl Metrics {
             tls_cert_expiry,
             tls_cert_reloads,
         })
+    }
+
+    /// Notes that the source of `list` confirmed its version in force now
+    /// (`qalqan_list_age_seconds` counts from here).
+    pub fn confirm_list(&self, list: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        if let Ok(mut c) = self.list_confirmed.lock() {
+            c.insert(list.to_owned(), now);
+        }
+        self.list_age.with_label_values(&[list]).set(0.0);
+    }
+
+    /// Seconds since the source of `list` last confirmed its version in force.
+    pub fn list_age(&self, list: &str) -> Option<f64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.list_confirmed.lock().ok()?.get(list).map(|at| (now - at).max(0.0))
     }
 
     /// Sets `qalqan_list_version_info{list,version} 1`, removing the old version's series.
@@ -427,6 +489,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        if let Ok(c) = self.list_confirmed.lock() {
+            for (list, at) in c.iter() {
+                self.list_age.with_label_values(&[list]).set((now - at).max(0.0));
+            }
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -179,7 +179,7 @@ impl Formatter {
         let qtype_end = self.buf.len();
         let (policy, hit) = (&e.policy, &e.hit);
         let list = policy.list(hit);
-        let _ = write!(self.buf, "{}:{}", list.map(|l| l.source.as_str()).unwrap_or("?"), policy.index.rule_line(hit.rule));
+        let _ = write!(self.buf, "{}:{}", list.map(|l| l.source.as_str()).unwrap_or("?"), policy.rule_line(hit.rule));
         let b = &self.buf;
         let line = Line {
             time: b.get(..time_end).unwrap_or(""),
@@ -189,7 +189,7 @@ impl Formatter {
             qtype: b.get(client_end..qtype_end).unwrap_or(""),
             list: list.map(|l| l.name.as_str()).unwrap_or(""),
             rule: b.get(qtype_end..).unwrap_or(""),
-            decision: policy.index.decision(hit.rule),
+            decision: policy.decision(hit.rule),
             action: policy.answer(hit).as_str(),
             ede: policy.ede_parts(hit).0,
         };

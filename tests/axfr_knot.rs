@@ -414,7 +414,10 @@ refresh_s = 3600
     );
     let app = qalqan::App::from_toml_str(&toml).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = http.local_addr().unwrap();
+    let sockets = qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http);
+    let task = tokio::spawn(qalqan::serve(app, sockets, stop.clone()));
     // the initial AXFR happens before the server answers
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -459,6 +462,29 @@ refresh_s = 3600
     assert!(matches!(unblocked, Some(r) if r != hickory_proto::op::ResponseCode::NXDomain), "deleted rule still enforced: {unblocked:?}");
     assert_eq!(rcode(qaddr, "x.bad.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "wildcard kept");
     assert_eq!(rcode(qaddr, "host17.blocked-domain-number-17.example.").await, Some(hickory_proto::op::ResponseCode::NXDomain), "old rules kept");
+    // the IXFR's records were published as a delta over the AXFR'd base
+    // (one full build: the AXFR; one delta: the IXFR), and /explain names the
+    // added rule by its record's position, after every record of the AXFR
+    let page = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(maddr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.unwrap().unwrap();
+        body
+    };
+    let metrics = page("/metrics").await;
+    let sample = |series: &str| metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(sample(r#"qalqan_list_updates_total{kind="delta",list="rpz"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(r#"qalqan_list_updates_total{kind="full",list="rpz"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(r#"qalqan_update_enforce_seconds_count{list="rpz"}"#), Some(2.0), "{metrics}");
+    assert!(sample(r#"qalqan_list_age_seconds{list="rpz"}"#).is_some_and(|a| a < 60.0), "{metrics}");
+    let explain = page("/explain?name=added.example").await;
+    // every record of the AXFR but the SOA came first (positions 1..=records)
+    let records = zone_file(1, "").lines().filter(|l| [" CNAME ", " A ", " NS "].iter().any(|t| l.contains(t))).count();
+    assert!(explain.contains("blocked") && explain.contains(&format!("rpz.test:{}\n", records + 1)), "{explain}");
+    let lists = page("/lists").await;
+    assert!(lists.contains("activated_at=") && lists.contains("version="), "{lists}");
     // and it came as an IXFR, by Knot's own account: one outgoing IXFR
     // 1 -> 2, no AXFR after the first, no fallback to AXFR
     let log = knot.log();

@@ -188,6 +188,10 @@ pub struct Config {
     pub udp_recv_buffer_bytes: usize,
     /// Nice value of the list-build thread of a reload (0..=19).
     pub reload_nice: i32,
+    /// Deltas are folded into a fresh base past this share of its rules.
+    pub delta_merge_share: f64,
+    /// File lists up to this many lines are diffed on change.
+    pub delta_diff_max_lines: usize,
     pub max_tcp_connections: usize,
     pub max_tcp_per_client: usize,
     pub tcp_max_lifetime: Duration,
@@ -296,6 +300,9 @@ impl Config {
         }
         if raw.server.max_inflight == 0 {
             return Err(invalid("server.max_inflight", "must be at least 1".into()));
+        }
+        if !(raw.server.delta_merge_share.is_finite() && raw.server.delta_merge_share >= 0.0) {
+            return Err(invalid("server.delta_merge_share", format!("{} is not a share (0 = never publish by delta)", raw.server.delta_merge_share)));
         }
         if !(0..=19).contains(&raw.server.reload_nice) {
             return Err(invalid("server.reload_nice", format!("{} is not a nice value in 0..=19", raw.server.reload_nice)));
@@ -687,6 +694,8 @@ impl Config {
             threads: raw.server.threads,
             udp_recv_buffer_bytes: raw.server.udp_recv_buffer_bytes,
             reload_nice: raw.server.reload_nice,
+            delta_merge_share: raw.server.delta_merge_share,
+            delta_diff_max_lines: raw.server.delta_diff_max_lines,
             max_tcp_connections: raw.server.max_tcp_connections.max(1),
             max_tcp_per_client: raw.server.max_tcp_per_client.max(1),
             tcp_max_lifetime: Duration::from_millis(raw.server.tcp_max_lifetime_ms.max(1)),

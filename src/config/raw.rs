@@ -307,6 +307,17 @@ pub struct RawServer {
     /// does not delay queries; 0 builds at the workers' priority.
     #[serde(default = "default_reload_nice")]
     pub reload_nice: i32,
+    /// A list update that adds or removes a few name rules is published as
+    /// a delta over the compiled base; past this share of the base's rules
+    /// (lines removed plus lines added, all lists together) the deltas are
+    /// folded into a fresh base by a full build.
+    #[serde(default = "default_delta_merge_share")]
+    pub delta_merge_share: f64,
+    /// File and HTTP lists of at most this many lines keep 8 bytes a line
+    /// (hash and rule count) so that a new version is diffed and published
+    /// as a delta; larger ones are rebuilt in full on every change.
+    #[serde(default = "default_delta_diff_max_lines")]
+    pub delta_diff_max_lines: usize,
     /// TCP connections open at once; more are closed at accept.
     #[serde(default = "default_max_tcp")]
     pub max_tcp_connections: usize,
@@ -414,6 +425,14 @@ fn default_reload_nice() -> i32 {
     19
 }
 
+fn default_delta_merge_share() -> f64 {
+    0.02
+}
+
+fn default_delta_diff_max_lines() -> usize {
+    2_000_000
+}
+
 fn default_udp_recv_buffer() -> usize {
     4 << 20
 }
@@ -435,6 +454,8 @@ impl Default for RawServer {
             fast_path: default_fast_path(),
             udp_recv_buffer_bytes: default_udp_recv_buffer(),
             reload_nice: default_reload_nice(),
+            delta_merge_share: default_delta_merge_share(),
+            delta_diff_max_lines: default_delta_diff_max_lines(),
             max_tcp_connections: default_max_tcp(),
             max_tcp_per_client: default_max_tcp_per_client(),
             tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),
@@ -770,6 +791,8 @@ mod docs_tests {
                 fast_path: default_fast_path(),
                 udp_recv_buffer_bytes: default_udp_recv_buffer(),
                 reload_nice: default_reload_nice(),
+                delta_merge_share: default_delta_merge_share(),
+                delta_diff_max_lines: default_delta_diff_max_lines(),
                 max_tcp_connections: default_max_tcp(),
                 max_tcp_per_client: default_max_tcp_per_client(),
                 tcp_max_lifetime_ms: default_tcp_max_lifetime_ms(),

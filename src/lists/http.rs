@@ -247,7 +247,7 @@ pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: ListId) ->
             lists.touch(i);
             Ok(())
         }
-        Ok(Some((bytes, meta))) => lists.offer_async(Incoming { list: i, bytes, meta, force: false, records: None }).await.map(|_| ()),
+        Ok(Some((bytes, meta))) => lists.offer_async(Incoming::new(i, bytes, meta)).await.map(|_| ()),
         Err(e) => {
             lists.source_failed(&e);
             Err(e)

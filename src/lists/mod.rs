@@ -7,6 +7,7 @@ pub mod parse;
 pub mod source;
 pub mod publish;
 pub mod push;
+pub mod delta;
 pub mod state;
 pub mod watch;
 pub mod zone_sync;
@@ -16,7 +17,7 @@ use std::time::SystemTime;
 
 use crate::config::ListConfig;
 use crate::policy::index::{BuildError, Builder};
-use crate::policy::{Index, ListInfo, Policy};
+use crate::policy::{Delta, Index, ListInfo, Policy};
 use crate::rules::{Entry, ListId, ListKind, Rule};
 use parse::{ParseError, ParseOutput};
 
@@ -327,22 +328,35 @@ impl std::fmt::Debug for RecordParser {
 }
 
 /// Parses a new version of list `id` straight into a new index, carrying
-/// every other list's rules over from `base`. Returns the index and the
-/// parse statistics (no per-rule entries are ever collected). With
-/// `records`, the rules come from it; `bytes` then only sizes the tables.
+/// every other list's rules over from `base` (with `delta`, the changes
+/// layered over it, folded in: see `Builder::carry_merged`). Returns the
+/// index and the parse statistics (no per-rule entries are ever collected),
+/// and, when `codes_up_to` lines or fewer of a line-by-line format were
+/// read, the per-line codes a later change of the file is diffed against
+/// (`delta::parse_with_codes`). With `records`, the rules come from it;
+/// `bytes` then only sizes the tables.
 ///
 /// Cost: O(rules of the other lists + bytes of this one); peak memory is
 /// the old index plus the new one.
+pub struct Built {
+    pub index: Index,
+    pub stats: ParseOutput<'static>,
+    pub addresses: AddressStats,
+    pub codes: Option<Vec<u64>>,
+}
+
 pub fn build_with(
     configs: &[ListConfig],
     base: &Index,
+    delta: Option<&Delta>,
     id: ListId,
     bytes: &[u8],
     records: Option<&RecordParser>,
-) -> Result<(Index, ParseOutput<'static>, AddressStats), BuildError> {
+    codes_up_to: usize,
+) -> Result<Built, BuildError> {
     let cfg = configs.get(id.index()).ok_or(BuildError::TooManyLists)?;
     let allow = cfg.kind == ListKind::Allow;
-    let kept = base.len().saturating_sub(base.list_rules(id));
+    let kept = base.len().saturating_sub(base.list_rules(id)) + delta.map_or(0, |d| d.added.len());
     // size hints: one rule a line (exact for a domains list; hosts lines
     // with several names make the table grow, which is only slower). A
     // guess from the byte count was off by 1.8x on the harness's 1M list
@@ -351,13 +365,19 @@ pub fn build_with(
     let new_rules = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
     let kept_bytes = base.arena_len().saturating_mul(kept) / base.len().max(1);
     let mut b = Builder::with_capacity(kept + new_rules, kept_bytes + bytes.len() + new_rules * 12);
-    b.carry(base, |l| l != id)?;
+    b.carry_merged(base, delta.map(|d| &d.added), |l| l != id, |l, line| delta.map_or(Some(line), |d| d.current_line(l, line)))?;
     let mut failed: Option<BuildError> = None;
     let mut addresses = AddressCounter::default();
+    let odd = std::cell::Cell::new(false);
+    let line_fn = parse::line_parser(cfg.format).filter(|_| records.is_none() && new_rules <= codes_up_to);
+    let mut codes = None;
     let stats = {
         let mut sink = |e: Entry| {
             let enforced = cfg.enforces(&e.rule);
             addresses.note(&e.rule, enforced);
+            if !delta::name_only(std::slice::from_ref(&e)) {
+                odd.set(true);
+            }
             if failed.is_none() && enforced {
                 if let Err(err) = b.add_entry(id, allow, &e) {
                     failed = Some(err);
@@ -365,21 +385,22 @@ pub fn build_with(
             }
         };
         let mut out = ParseOutput::streaming(&mut sink);
-        match records {
-            Some(RecordParser(parse_records)) => parse_records(&cfg.source, &mut out),
-            None => parse::parse_into(cfg.format, &cfg.source, bytes, &mut out),
+        match (records, line_fn) {
+            (Some(RecordParser(parse_records)), _) => parse_records(&cfg.source, &mut out),
+            (None, Some(f)) => codes = Some(delta::parse_with_codes(f, &cfg.source, bytes, &mut out, &odd)),
+            (None, None) => parse::parse_into(cfg.format, &cfg.source, bytes, &mut out),
         }
         out.into_stats()
     };
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok((b.finish()?, stats, addresses.stats()))
+    Ok(Built { index: b.finish()?, stats, addresses: addresses.stats(), codes })
 }
 
 /// The policy for `index` with the configured lists.
 pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Policy {
-    Policy { index, lists: infos(configs), generation }
+    Policy { index: std::sync::Arc::new(index), delta: None, lists: infos(configs), generation }
 }
 
 /// A stable content id, as 16 hex digits: FNV-1a 64 over the bytes taken
@@ -405,7 +426,7 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
+pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
     configs
         .iter()
         .map(|c| ListInfo {

@@ -39,13 +39,13 @@ pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> O
         decision: None,
     };
     if let Some(hit) = hit {
-        let line = policy.index.rule_line(hit.rule);
+        let line = policy.rule_line(hit.rule);
         if let Some(list) = policy.list(&hit) {
             ex.list = Some(list.name.clone());
             ex.file_line = Some(format!("{}:{}", list.source, line));
             ex.rule_text = read_line(&list.source, line);
         }
-        ex.decision = policy.index.decision(hit.rule).map(str::to_owned);
+        ex.decision = policy.decision(hit.rule).map(str::to_owned);
         if matches!(verdict, Verdict::Blocked(_)) {
             ex.action = Some(policy.answer(&hit).as_str().to_owned());
             ex.ede = Some(policy.ede(&hit).0);

@@ -267,7 +267,7 @@ pub struct ListInput<'a> {
 pub enum BuildError {
     #[error("too many rules (more than 4 G)")]
     TooManyRules,
-    #[error("pattern arena over 4 GiB")]
+    #[error("pattern arena over 2 GiB")]
     ArenaFull,
     #[error("keyword automaton")]
     Keywords(#[from] aho_corasick::BuildError),
@@ -305,6 +305,8 @@ pub struct Index {
     has_allow: bool,
     /// The earliest list that has block rules ([`NO_LIST`]: none).
     first_block_list: ListId,
+    /// Per list position: whether it has rules other than name rules.
+    other_lists: Vec<bool>,
 }
 
 // Non-name rules use scope value 3 and say their kind in the action bits.
@@ -400,32 +402,102 @@ impl Builder {
     /// Copies every rule of `old` whose list satisfies `keep`,
     /// in their original order. Cost: O(kept rules), no parsing.
     pub fn carry(&mut self, old: &Index, keep: impl Fn(ListId) -> bool) -> Result<(), BuildError> {
-        let regex_of: std::collections::HashMap<RuleId, &str> = old
-            .regexes
-            .as_ref()
-            .map(|(_, v)| v.iter().map(|(p, id)| (*id, p.as_str())).collect())
-            .unwrap_or_default();
-        let ip_of: std::collections::HashMap<RuleId, ipnet::IpNet> = old.ips.iter().map(|(n, id)| (*id, *n)).collect();
-        let ip_override = |id: RuleId| old.ip_override.get(&id).copied().unwrap_or(RuleOverride::None);
+        self.carry_merged(old, None, keep, |_, line| Some(line))
+    }
+
+    /// [`Builder::carry`] of a base index with changes layered over it (a
+    /// `policy/delta.rs` `Delta`): every rule of `old` whose list satisfies
+    /// `keep` and for which `line` gives a current line (`None`: the line
+    /// was removed), renumbered to it, with the rules of `added` of the
+    /// same list merged in where their lines fall, so that each list's
+    /// rules come in the order a fresh parse of its current version gives
+    /// (name rules by line, RPZ local data after them). This is how a
+    /// delta is folded back into a fresh base. Cost: O(kept rules + added
+    /// rules), no parsing.
+    pub fn carry_merged(
+        &mut self,
+        old: &Index,
+        added: Option<&Index>,
+        keep: impl Fn(ListId) -> bool,
+        line: impl Fn(ListId, u32) -> Option<u32>,
+    ) -> Result<(), BuildError> {
+        let side_old = Side::of(old);
+        // the added rules by list, in their order (each list's added rules
+        // are in line order: see `Delta`)
+        let mut pending: Vec<std::collections::VecDeque<(RuleId, RuleRec)>> = Vec::new();
+        let side_added = added.map(Side::of);
+        if let Some(a) = added {
+            for (id, rec) in a.records() {
+                if !keep(rec.list) {
+                    continue;
+                }
+                let li = rec.list.index();
+                if pending.len() <= li {
+                    pending.resize_with(li + 1, Default::default);
+                }
+                if let Some(q) = pending.get_mut(li) {
+                    q.push_back((id, rec));
+                }
+            }
+        }
+        let mut last: Option<ListId> = None;
         for (id, rec) in old.records() {
+            if last.is_some_and(|l| l != rec.list) {
+                self.flush_added(added, side_added.as_ref(), &mut pending, last, None)?;
+            }
+            last = Some(rec.list);
             if !keep(rec.list) {
                 continue;
             }
-            let text = std::str::from_utf8(text_at(&old.store, id)).unwrap_or("");
-            let decision = old.decision(id);
-            let local = old.locals.get(&id).cloned();
-            let extra = if rec.bits & SCOPE_MASK == SCOPE_OTHER {
-                match (rec.bits >> ACT_SHIFT) & 0b111 {
-                    KIND_REGEX => regex_of.get(&id).map(|p| Extra::Regex((*p).to_owned())),
-                    KIND_IP => ip_of.get(&id).map(|n| Extra::Ip(*n, ip_override(id))),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            self.push(text, rec.line, rec.list, rec.bits, decision, local, extra)?;
+            let Some(now) = line(rec.list, rec.line) else { continue };
+            let order = (is_local(&rec), now);
+            self.flush_added(added, side_added.as_ref(), &mut pending, Some(rec.list), Some(order))?;
+            self.carry_one(old, &side_old, id, RuleRec { line: now, ..rec })?;
+        }
+        self.flush_added(added, side_added.as_ref(), &mut pending, last, None)?;
+        for li in 0..pending.len() {
+            self.flush_added(added, side_added.as_ref(), &mut pending, ListId::from_index(li), None)?;
         }
         Ok(())
+    }
+
+    /// Pushes the pending added rules of `list` that come before `until`
+    /// (all of them when `None`).
+    fn flush_added(
+        &mut self,
+        added: Option<&Index>,
+        side: Option<&Side<'_>>,
+        pending: &mut [std::collections::VecDeque<(RuleId, RuleRec)>],
+        list: Option<ListId>,
+        until: Option<(bool, u32)>,
+    ) -> Result<(), BuildError> {
+        let (Some(added), Some(side), Some(list)) = (added, side, list) else { return Ok(()) };
+        let Some(q) = pending.get_mut(list.index()) else { return Ok(()) };
+        while let Some(&(id, rec)) = q.front() {
+            if until.is_some_and(|u| (is_local(&rec), rec.line) >= u) {
+                break;
+            }
+            q.pop_front();
+            self.carry_one(added, side, id, rec)?;
+        }
+        Ok(())
+    }
+
+    /// Copies rule `id` of `old` with header `rec` (its line possibly renumbered).
+    fn carry_one(&mut self, old: &Index, side: &Side<'_>, id: RuleId, rec: RuleRec) -> Result<(), BuildError> {
+        let text = std::str::from_utf8(text_at(&old.store, id)).unwrap_or("");
+        let decision = old.decision(id);
+        let local = old.locals.get(&id).cloned();
+        let extra = if rec.bits & SCOPE_MASK == SCOPE_OTHER {
+            match (rec.bits >> ACT_SHIFT) & 0b111 {
+                KIND_REGEX => side.regex_of.get(&id).map(|p| Extra::Regex((*p).to_owned())),
+                KIND_IP => side.ip_of.get(&id).map(|n| Extra::Ip(*n, old.ip_override.get(&id).copied().unwrap_or(RuleOverride::None))),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        self.push(text, rec.line, rec.list, rec.bits, decision, local, extra)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -441,8 +513,10 @@ impl Builder {
     ) -> Result<(), BuildError> {
         let idx = &mut self.idx;
         let text = if text.len() > 255 { "" } else { text };
-        let id = u32::try_from(idx.store.len()).map_err(|_| BuildError::ArenaFull)?;
-        if u32::try_from(idx.store.len() + HDR + text.len()).is_err() {
+        // rule ids stay below 2^31: the top bit tags rules of a delta
+        // (`policy/delta.rs` `DELTA_BIT`)
+        let id = u32::try_from(idx.store.len()).ok().filter(|&i| i < 1 << 31).ok_or(BuildError::ArenaFull)?;
+        if idx.store.len() + HDR + text.len() >= 1 << 31 {
             return Err(BuildError::ArenaFull);
         }
         RuleRec { line, next: NONE, list, text_len: u8::try_from(text.len()).unwrap_or(0), bits }.write(&mut idx.store);
@@ -486,6 +560,12 @@ impl Builder {
             None => {}
         }
         if bits & SCOPE_MASK == SCOPE_OTHER {
+            if idx.other_lists.len() <= li {
+                idx.other_lists.resize(li + 1, false);
+            }
+            if let Some(o) = idx.other_lists.get_mut(li) {
+                *o = true;
+            }
             if (bits >> ACT_SHIFT) & 0b111 == KIND_KEYWORD {
                 self.keywords.push((text.to_owned(), id));
             }
@@ -591,6 +671,30 @@ enum Extra {
     Ip(ipnet::IpNet, RuleOverride),
 }
 
+/// What [`Builder::carry_one`] looks up by rule in an index being copied.
+struct Side<'a> {
+    regex_of: std::collections::HashMap<RuleId, &'a str>,
+    ip_of: std::collections::HashMap<RuleId, ipnet::IpNet>,
+}
+
+impl<'a> Side<'a> {
+    fn of(old: &'a Index) -> Self {
+        let regex_of = old
+            .regexes
+            .as_ref()
+            .map(|(_, v)| v.iter().map(|(p, id)| (*id, p.as_str())).collect())
+            .unwrap_or_default();
+        let ip_of = old.ips.iter().map(|(n, id)| (*id, *n)).collect();
+        Side { regex_of, ip_of }
+    }
+}
+
+/// Whether a record is an RPZ local-data rule (the RPZ parsers add those
+/// after every other rule of the zone, so they come last in a name's chain).
+fn is_local(rec: &RuleRec) -> bool {
+    rec.bits & SCOPE_MASK != SCOPE_OTHER && RuleOverride::from_bits((rec.bits >> ACT_SHIFT) & 0b111) == RuleOverride::Local
+}
+
 impl Index {
     /// Compiles the entries of all lists (in config order) into one index.
     ///
@@ -650,6 +754,7 @@ impl Index {
             per_list: Vec::new(),
             has_allow: false,
             first_block_list: NO_LIST,
+            other_lists: Vec::new(),
         }
     }
 
@@ -705,6 +810,41 @@ impl Index {
 
     /// [`Index::check`] for a borrowed name (same cost, no allocation).
     pub fn check_name(&self, name: NameRef<'_>) -> (Option<Hit>, Option<Hit>) {
+        self.walk::<true>(name, |_, _| true)
+    }
+
+    /// [`Index::check_name`] over the rules for which `keep(list, line)`
+    /// holds (the rules a delta has not removed), without the early stop
+    /// (a delta's rules may still beat what this walk found). Cost: that of
+    /// [`Index::check_name`] with every label probed, plus `keep` for each
+    /// rule that matches.
+    pub fn check_filtered(&self, name: NameRef<'_>, keep: impl Fn(ListId, u32) -> bool) -> (Option<Hit>, Option<Hit>) {
+        self.walk::<false>(name, keep)
+    }
+
+    /// Rank of a rule among the candidates of one list (see
+    /// `policy/delta.rs`): name rules (0) before keywords (1) before regex
+    /// rules (2), then RPZ local data after the other name rules of a name.
+    pub fn order_of(&self, id: RuleId) -> (u8, bool) {
+        match RuleRec::at(&self.store, id) {
+            Some(r) if r.bits & SCOPE_MASK == SCOPE_OTHER => match (r.bits >> ACT_SHIFT) & 0b111 {
+                KIND_KEYWORD => (1, false),
+                KIND_REGEX => (2, false),
+                _ => (3, false),
+            },
+            Some(r) => (0, is_local(&r)),
+            None => (4, false),
+        }
+    }
+
+    /// Whether this index holds rules other than name rules for `list`
+    /// (keywords, regexes, addresses): such lists are never updated by delta.
+    pub fn has_other_rules(&self, list: ListId) -> bool {
+        self.other_lists.get(list.index()).copied().unwrap_or(false)
+    }
+
+    #[inline(always)]
+    fn walk<const EARLY: bool>(&self, name: NameRef<'_>, keep: impl Fn(ListId, u32) -> bool) -> (Option<Hit>, Option<Hit>) {
         let mut allow: Option<Hit> = None;
         let mut block: Option<Hit> = None;
         for (depth, suffix) in name.suffixes().enumerate() {
@@ -721,21 +861,21 @@ impl Index {
                     2 => depth > 0,
                     _ => false,
                 };
-                if applies {
+                if applies && keep(rec.list, rec.line) {
                     let hit = Hit { rule: cur, list: rec.list, depth };
                     consider(&mut allow, &mut block, rec.bits, hit);
                 }
                 cur = rec.next;
             }
             // nothing later in the walk (or in keywords/regexes) can beat this
-            if !self.has_allow && block.is_some_and(|b| b.list == self.first_block_list) {
+            if EARLY && !self.has_allow && block.is_some_and(|b| b.list == self.first_block_list) {
                 return (None, block);
             }
         }
         if let Some((ac, ids)) = &self.keywords {
             if let Ok(Some(m)) = ac.try_find(name.as_str()) {
                 if let Some(&id) = ids.get(m.pattern().as_usize()) {
-                    if let Some(rec) = RuleRec::at(&self.store, id) {
+                    if let Some(rec) = RuleRec::at(&self.store, id).filter(|r| keep(r.list, r.line)) {
                         consider(&mut allow, &mut block, rec.bits, Hit { rule: id, list: rec.list, depth: 0 });
                     }
                 }
@@ -744,7 +884,7 @@ impl Index {
         if let Some((set, ids)) = &self.regexes {
             for m in set.matches(name.as_str()).iter() {
                 if let Some(&(_, id)) = ids.get(m) {
-                    if let Some(rec) = RuleRec::at(&self.store, id) {
+                    if let Some(rec) = RuleRec::at(&self.store, id).filter(|r| keep(r.list, r.line)) {
                         consider(&mut allow, &mut block, rec.bits, Hit { rule: id, list: rec.list, depth: 0 });
                     }
                 }
@@ -775,6 +915,11 @@ impl Index {
     /// The pattern text of a rule (the normalised name for name rules).
     pub fn rule_text(&self, id: RuleId) -> &str {
         std::str::from_utf8(text_at(&self.store, id)).unwrap_or("")
+    }
+
+    /// The list of a rule.
+    pub fn rule_list(&self, id: RuleId) -> Option<ListId> {
+        RuleRec::at(&self.store, id).map(|r| r.list)
     }
 
     /// Source line of a rule.

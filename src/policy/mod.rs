@@ -3,14 +3,17 @@
 //! `Arc<Policy>` for the whole of one query.
 
 pub mod explain;
+pub mod delta;
 pub mod hit;
 pub mod index;
 pub mod iptable;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::name::QName;
 use crate::rules::{Action, Format, ListId, ListKind, LocalData};
+pub use delta::Delta;
 pub use hit::{Hit, RuleId};
 pub use index::{Index, RuleOverride};
 
@@ -72,9 +75,13 @@ pub enum Verdict {
     Blocked(Hit),
 }
 
-/// One compiled generation of every list.
+/// One compiled generation of every list: a base index, shared by the
+/// generations that only add a delta to it, and the delta.
 pub struct Policy {
-    pub index: Index,
+    pub index: Arc<Index>,
+    /// Changes since `index` was compiled (`None`: none; the check is then
+    /// the base's alone, behind one predictable branch).
+    pub delta: Option<Box<Delta>>,
     /// Indexed by [`ListId::index`].
     pub lists: Vec<ListInfo>,
     /// Increments with every publish.
@@ -91,10 +98,48 @@ impl Policy {
     }
 
     /// [`Policy::check`] for a borrowed name (no allocation).
+    ///
+    /// With a delta (see [`Delta::check_name`]) the base walk visits every
+    /// label and the delta index is walked too: about one more hash probe
+    /// per label; without one, a single branch on `delta`.
+    #[inline]
     pub fn check_name(&self, name: crate::name::NameRef<'_>) -> Verdict {
-        let (allow, block) = self.index.check_name(name);
-        resolve(&self.index, allow, block)
+        let (allow, block) = match &self.delta {
+            None => self.index.check_name(name),
+            Some(d) => d.check_name(&self.index, name),
+        };
+        resolve(self, allow, block)
     }
+
+    /// The index a rule of a hit belongs to (base or delta) and its id there.
+    #[inline]
+    fn rule_index(&self, id: RuleId) -> (&Index, RuleId) {
+        match &self.delta {
+            Some(d) => d.resolve(&self.index, id),
+            None => (&self.index, id),
+        }
+    }
+
+    /// The pattern text of a rule (the normalised name for name rules).
+    pub fn rule_text(&self, id: RuleId) -> &str {
+        let (index, id) = self.rule_index(id);
+        index.rule_text(id)
+    }
+
+    /// The line of a rule in the current version of its list.
+    pub fn rule_line(&self, id: RuleId) -> u32 {
+        match &self.delta {
+            Some(d) => d.rule_line(&self.index, id),
+            None => self.index.rule_line(id),
+        }
+    }
+
+    /// The rule's registry decision, if any.
+    pub fn decision(&self, id: RuleId) -> Option<&str> {
+        let (index, id) = self.rule_index(id);
+        index.decision(id)
+    }
+
 
     /// Decides an answer address against IP rules (URL and registry IPs).
     pub fn check_ip(&self, ip: std::net::IpAddr) -> Verdict {
@@ -102,7 +147,7 @@ impl Policy {
             return Verdict::Pass;
         }
         let (allow, block) = self.index.check_ip(ip);
-        resolve(&self.index, allow, block)
+        resolve(self, allow, block)
     }
 
     /// The list a hit came from.
@@ -117,11 +162,12 @@ impl Policy {
 
     /// How to answer a blocked hit: the rule's own action (RPZ) or its list's.
     pub fn answer(&self, hit: &Hit) -> Answer<'_> {
-        match self.index.rule_override(hit.rule) {
+        let (index, id) = self.rule_index(hit.rule);
+        match index.rule_override(id) {
             RuleOverride::Nxdomain => Answer::Nxdomain,
             RuleOverride::Nodata => Answer::Nodata,
             RuleOverride::Drop => Answer::Drop,
-            RuleOverride::Local => match self.index.local_data(hit.rule) {
+            RuleOverride::Local => match index.local_data(id) {
                 Some(data) => Answer::Local(data),
                 None => Answer::Nxdomain,
             },
@@ -147,7 +193,7 @@ impl Policy {
         let list = self.list(hit);
         let code = list.map(|l| l.ede).unwrap_or(15);
         let name = list.map(|l| l.name.as_str()).unwrap_or("?");
-        match self.index.decision(hit.rule) {
+        match self.decision(hit.rule) {
             Some(d) => (code, ["blocked by list ", name, "; decision ", d]),
             None => (code, ["blocked by list ", name, "", ""]),
         }
@@ -155,13 +201,13 @@ impl Policy {
 
     /// An empty policy (no lists): everything passes.
     pub fn empty() -> Self {
-        Self { index: Index::empty(), lists: Vec::new(), generation: 0 }
+        Self { index: Arc::new(Index::empty()), delta: None, lists: Vec::new(), generation: 0 }
     }
 }
 
-fn resolve(index: &Index, allow: Option<Hit>, block: Option<Hit>) -> Verdict {
+fn resolve(policy: &Policy, allow: Option<Hit>, block: Option<Hit>) -> Verdict {
     match (allow, block) {
-        (_, Some(b)) if index::is_important(index, b.rule) => Verdict::Blocked(b),
+        (_, Some(b)) if { let (index, id) = policy.rule_index(b.rule); index::is_important(index, id) } => Verdict::Blocked(b),
         (Some(a), _) => Verdict::Allowed(a),
         (None, Some(b)) => Verdict::Blocked(b),
         (None, None) => Verdict::Pass,

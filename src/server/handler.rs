@@ -512,7 +512,7 @@ fn question_wire(name: &Name, qtype: RecordType, qclass: hickory_proto::rr::DNSC
 /// Owner for the synthesized SOA: the blocking rule's name when it is the
 /// query name or an ancestor of it, else the query name.
 fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
-    let rule = policy.index.rule_text(hit.rule);
+    let rule = policy.rule_text(hit.rule);
     if hit.depth > 0 && !rule.is_empty() {
         // the rule name is the query name minus `depth` leading labels
         let labels = usize::from(qname.num_labels()).saturating_sub(usize::from(hit.depth));

@@ -175,6 +175,23 @@ pub fn parse_into(format: Format, file: &str, bytes: &[u8], out: &mut ParseOutpu
     }
 }
 
+/// The parser of one line of `format`, for formats whose lines parse
+/// each on its own (no state carried from line to line: not RPZ zone text,
+/// not the registry CSV with its header): what an update by delta parses
+/// its added and removed lines with (`lists/delta.rs`).
+pub fn line_parser(format: Format) -> Option<LineFn> {
+    match format {
+        Format::Domains => Some(domains::parse_line),
+        Format::Hosts => Some(hosts::parse_line),
+        Format::Adblock => Some(adblock::parse_line),
+        Format::Urls => Some(urls::parse_line),
+        _ => None,
+    }
+}
+
+/// A parser of one line: file, 1-based line number, the line, the output.
+pub type LineFn = fn(&str, u32, &str, &mut ParseOutput);
+
 fn unreachable_line(_: &str, _: u32, _: &str, _: &mut ParseOutput) {}
 
 /// Calls `f` for every line of `bytes` as UTF-8 (a UTF-8 BOM and `\r` are

@@ -447,15 +447,30 @@ impl State {
 ///
 /// Cost: O(records); one `String` per owner name, one per rule. No I/O.
 pub fn parse_records<R: Borrow<Record>>(file: &str, origin: &Name, records: impl IntoIterator<Item = R>, out: &mut ParseOutput) {
+    let numbered = records.into_iter().scan(0u32, |n, r| {
+        *n = n.saturating_add(1);
+        Some((*n, r))
+    });
+    parse_numbered_records(file, origin, numbered, out);
+}
+
+/// [`parse_records`] with each record's position given (a zone kept by
+/// `lists/zone_sync.rs` numbers its records in the order they came, and
+/// keeps the numbers across IXFRs, so that an update can go by delta):
+/// `out.lines` is the largest position.
+pub fn parse_numbered_records<R: Borrow<Record>>(
+    file: &str,
+    origin: &Name,
+    records: impl IntoIterator<Item = (u32, R)>,
+    out: &mut ParseOutput,
+) {
     let mut st = State::default();
     match st.absolute(&absolute_text(origin)) {
         Ok(o) => st.origin = o,
         Err(e) => out.error(file, 0, 1, ParseErrorKind::Name(e)),
     }
-    let mut n = 0u32;
-    for record in records {
-        n = n.saturating_add(1);
-        out.lines = n;
+    for (n, record) in records {
+        out.lines = out.lines.max(n);
         st.record_of(file, n, record.borrow(), out);
     }
     for e in std::mem::take(&mut st.locals) {

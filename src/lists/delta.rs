@@ -1,0 +1,549 @@
+//! Updates by delta: a list's version in force as edits over the version
+//! compiled into the base index, and the edits each channel hands in (a
+//! PATCH's removed and appended lines, an IXFR's removed and added records,
+//! a changed file's diff against the last version). [`ListEdits::apply`]
+//! takes one update's hunks in O(edits so far + k); [`build_delta`] turns
+//! the edits of every list into the `policy::Delta` published next to the
+//! unchanged base.
+//!
+//! Only name rules travel by delta: an update that adds or removes a
+//! keyword, regex, address or RPZ local-data rule, or a line whose rules are
+//! not known (a bad line of a file), goes through a full build, as does a
+//! list whose base has such rules.
+
+use std::sync::Arc;
+
+use super::parse::{self, ParseOutput};
+use crate::config::ListConfig;
+use crate::policy::delta::{Delta, LineMap};
+use crate::policy::index::{BuildError, Builder};
+use crate::rules::{Entry, ListId, ListKind, Rule, RuleAction};
+
+/// A stretch of a list's current version: base lines kept, or new lines.
+#[derive(Debug, Clone)]
+enum Seg {
+    /// Base lines `start..start + len` (1-based).
+    Base { start: u32, len: u32 },
+    /// `len` new lines and their rules (lines 1-based within the stretch).
+    New { len: u32, entries: Arc<Vec<Entry>> },
+}
+
+impl Seg {
+    fn len(&self) -> u32 {
+        match self {
+            Seg::Base { len, .. } | Seg::New { len, .. } => *len,
+        }
+    }
+
+    /// Lines `from..from + n` of this stretch.
+    fn slice(&self, from: u32, n: u32) -> Seg {
+        match self {
+            Seg::Base { start, .. } => Seg::Base { start: start + from, len: n },
+            Seg::New { entries, .. } => {
+                let inside = entries
+                    .iter()
+                    .filter(|e| e.line > from && e.line <= from + n)
+                    .map(|e| Entry { line: e.line - from, rule: e.rule.clone() })
+                    .collect();
+                Seg::New { len: n, entries: Arc::new(inside) }
+            }
+        }
+    }
+}
+
+/// One change, in the lines of the version in force (0-based): lines
+/// `at..at + del` are replaced by `ins` new lines, whose rules are
+/// `entries` (lines 1-based within the `ins` lines).
+#[derive(Debug, Clone, Default)]
+pub struct Hunk {
+    pub at: u32,
+    pub del: u32,
+    pub ins: u32,
+    pub entries: Vec<Entry>,
+}
+
+/// An update as a channel hands it in: hunks over the version in force,
+/// and what they do to its statistics.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    /// Content version of the version the hunks apply to (16 hex digits):
+    /// the update goes by delta only if that is the version in force.
+    pub from_version: String,
+    /// Lines of that version, as its parse counted them.
+    pub from_lines: u32,
+    /// Sorted by `at`, not overlapping.
+    pub hunks: Vec<Hunk>,
+    /// Rules and bad lines on the removed lines.
+    pub removed_rules: usize,
+    pub removed_bad: u32,
+    /// Bad lines among the added ones (their rules are the hunks' entries).
+    pub added_bad: u32,
+    /// Per-line codes of the new version (file lists, see [`line_codes`]).
+    pub codes: Option<Vec<u64>>,
+}
+
+impl Edit {
+    /// Rules the hunks add.
+    pub fn added_rules(&self) -> usize {
+        self.hunks.iter().map(|h| h.entries.len()).sum()
+    }
+
+    /// Lines of the new version.
+    pub fn to_lines(&self) -> u32 {
+        let del: u32 = self.hunks.iter().map(|h| h.del).sum();
+        let ins: u32 = self.hunks.iter().map(|h| h.ins).sum();
+        self.from_lines.saturating_sub(del).saturating_add(ins)
+    }
+}
+
+/// Whether every entry may travel by delta: name rules with no RPZ local data.
+pub fn name_only(entries: &[Entry]) -> bool {
+    entries.iter().all(|e| matches!(&e.rule, Rule::Name { action, .. } if !matches!(action, RuleAction::Local(_))))
+}
+
+/// A list's version in force over its version in the base index.
+#[derive(Debug, Clone)]
+pub struct ListEdits {
+    segs: Vec<Seg>,
+    /// Lines of the list's version in the base.
+    base_lines: u32,
+}
+
+impl ListEdits {
+    /// No edits over a base version of `base_lines` lines.
+    pub fn identity(base_lines: u32) -> Self {
+        let segs = if base_lines > 0 { vec![Seg::Base { start: 1, len: base_lines }] } else { Vec::new() };
+        Self { segs, base_lines }
+    }
+
+    /// Lines of the current version.
+    pub fn lines(&self) -> u32 {
+        self.segs.iter().map(Seg::len).sum()
+    }
+
+    /// Base lines removed plus new lines: the size of the delta.
+    pub fn size(&self) -> usize {
+        let (mut kept, mut new) = (0u64, 0u64);
+        for s in &self.segs {
+            match s {
+                Seg::Base { len, .. } => kept += u64::from(*len),
+                Seg::New { len, .. } => new += u64::from(*len),
+            }
+        }
+        usize::try_from(u64::from(self.base_lines).saturating_sub(kept) + new).unwrap_or(usize::MAX)
+    }
+
+    /// These edits followed by `hunks` (over the current version); `None`
+    /// when a hunk does not fit it (then the update is built in full).
+    /// Cost: O(stretches + hunks + entries of the split stretches).
+    pub fn apply(&self, hunks: &[Hunk]) -> Option<ListEdits> {
+        let mut src: std::collections::VecDeque<Seg> = self.segs.iter().cloned().collect();
+        let mut out: Vec<Seg> = Vec::with_capacity(self.segs.len() + hunks.len() * 2);
+        let mut cursor = 0u32;
+        // moves (keep) or drops the next `n` lines of `src`
+        let advance = |src: &mut std::collections::VecDeque<Seg>, out: &mut Vec<Seg>, mut n: u32, keep: bool| -> Option<()> {
+            while n > 0 {
+                let seg = src.pop_front()?;
+                let len = seg.len();
+                if len <= n {
+                    n -= len;
+                    if keep {
+                        out.push(seg);
+                    }
+                } else {
+                    if keep {
+                        out.push(seg.slice(0, n));
+                    }
+                    src.push_front(seg.slice(n, len - n));
+                    n = 0;
+                }
+            }
+            Some(())
+        };
+        for h in hunks {
+            let gap = h.at.checked_sub(cursor)?;
+            advance(&mut src, &mut out, gap, true)?;
+            advance(&mut src, &mut out, h.del, false)?;
+            if h.ins > 0 {
+                if h.entries.iter().any(|e| e.line == 0 || e.line > h.ins) {
+                    return None;
+                }
+                out.push(Seg::New { len: h.ins, entries: Arc::new(h.entries.clone()) });
+            }
+            cursor = h.at.checked_add(h.del)?;
+        }
+        out.extend(src);
+        out.retain(|s| s.len() > 0);
+        Some(ListEdits { segs: out, base_lines: self.base_lines })
+    }
+
+    /// The line map of the base lines and the added rules with their current lines.
+    fn layout(&self) -> (LineMap, Vec<Entry>) {
+        let mut runs = Vec::new();
+        let mut added = Vec::new();
+        let mut pos = 0u32;
+        for s in &self.segs {
+            match s {
+                Seg::Base { start, len } => runs.push((*start, pos + 1, *len)),
+                Seg::New { entries, .. } => {
+                    added.extend(entries.iter().map(|e| Entry { line: pos + e.line, rule: e.rule.clone() }));
+                }
+            }
+            pos += s.len();
+        }
+        (LineMap::new(runs), added)
+    }
+}
+
+/// The delta of every list that has edits, over a base built from
+/// `configs`. Cost: O(stretches + added rules) of every list with edits.
+pub fn build_delta(configs: &[ListConfig], edits: &[Option<ListEdits>]) -> Result<Delta, BuildError> {
+    let mut maps = Vec::with_capacity(edits.len());
+    let mut lists = Vec::new();
+    let mut size = 0usize;
+    for (i, e) in edits.iter().enumerate() {
+        match e {
+            Some(e) => {
+                let (map, added) = e.layout();
+                size = size.saturating_add(e.size());
+                maps.push(Some(map));
+                lists.push((i, added));
+            }
+            None => maps.push(None),
+        }
+    }
+    let total: usize = lists.iter().map(|(_, a)| a.len()).sum();
+    let mut b = Builder::with_capacity(total, total.saturating_mul(32));
+    for (i, added) in &lists {
+        let list = ListId::from_index(*i).ok_or(BuildError::TooManyLists)?;
+        let allow = configs.get(*i).is_some_and(|c| c.kind == ListKind::Allow);
+        for e in added {
+            b.add_entry(list, allow, e)?;
+        }
+    }
+    Ok(Delta::new(b.finish()?, maps, size))
+}
+
+/// Code in the low bits of a line code: the rules on the line (0..=13),
+/// or [`UNKNOWN`]: a bad line, one with more rules, or rules that cannot
+/// travel by delta. Removing such a line means a full build.
+const CODE_BITS: u64 = 0xF;
+const UNKNOWN: u64 = 0xF;
+const MAX_COUNTED: usize = 13;
+
+fn line_hash(line: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x51_7cc1_b727_220a).hash_one(line) & !CODE_BITS
+}
+
+/// The lines of `bytes` as the text parsers split them (`parse::for_each_line`:
+/// a BOM and one final newline dropped, `\r` stripped), each as its hash
+/// (the code bits clear). Cost: one pass, one hash per line.
+pub fn line_hashes(bytes: &[u8]) -> Vec<u64> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 24 + 1);
+    let mut start = 0usize;
+    for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+        let line = bytes.get(start..end).unwrap_or(&[]);
+        out.push(line_hash(line.strip_suffix(b"\r").unwrap_or(line)));
+        start = end + 1;
+    }
+    out
+}
+
+/// Parses `bytes` of a line-by-line format into `out` and returns each
+/// line's code: its hash and what it holds (see [`UNKNOWN`]). `odd` is set
+/// by the caller's sink when a rule that cannot travel by delta goes by
+/// (see [`name_only`]). Used by full builds of file lists, so that their
+/// next change can be diffed. Cost: one hash per line on top of the parse.
+pub fn parse_with_codes(
+    line_fn: parse::LineFn,
+    file: &str,
+    bytes: &[u8],
+    out: &mut ParseOutput<'_>,
+    odd: &std::cell::Cell<bool>,
+) -> Vec<u64> {
+    let mut codes: Vec<u64> = Vec::with_capacity(bytes.len() / 24 + 1);
+    let hashes = line_hashes(bytes);
+    let unsupported = |out: &ParseOutput<'_>| out.unsupported.values().map(|&v| u64::from(v)).sum::<u64>();
+    parse::for_each_line(file, bytes, out, |file, n, line, out| {
+        let at = usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(1);
+        while codes.len() < at {
+            codes.push(hashes.get(codes.len()).copied().unwrap_or(0) | UNKNOWN);
+        }
+        let (rules, bad, unsup) = (out.rules, out.bad_lines, if out.unsupported.is_empty() { 0 } else { unsupported(out) });
+        odd.set(false);
+        line_fn(file, n, line, out);
+        let count = out.rules - rules;
+        let unsup_now = if out.unsupported.is_empty() { 0 } else { unsupported(out) };
+        let clean = out.bad_lines == bad && unsup_now == unsup && !odd.get() && count <= MAX_COUNTED;
+        codes.push(hashes.get(at).copied().unwrap_or(0) | if clean { count as u64 } else { UNKNOWN });
+    });
+    while codes.len() < hashes.len() {
+        codes.push(hashes.get(codes.len()).copied().unwrap_or(0) | UNKNOWN);
+    }
+    codes
+}
+
+/// The changes between line sequences `a` and `b` (compared on their
+/// hashes) as `(a_at, a_len, b_at, b_len)` hunks, or `None` if there are
+/// more than `max_edits` line insertions and deletions. Myers' greedy
+/// algorithm after trimming the common head and tail: O((N + M) · D) time
+/// at worst, about O(N + M + D²) for a few scattered edits, O(D²) memory.
+pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
+    let eq = |x: u64, y: u64| x & !CODE_BITS == y & !CODE_BITS;
+    let head = a.iter().zip(b).take_while(|(x, y)| eq(**x, **y)).count();
+    let (a2, b2) = (a.get(head..)?, b.get(head..)?);
+    let tail = a2.iter().rev().zip(b2.iter().rev()).take_while(|(x, y)| eq(**x, **y)).count();
+    let (a2, b2) = (a2.get(..a2.len() - tail)?, b2.get(..b2.len() - tail)?);
+    let (n, m) = (a2.len() as isize, b2.len() as isize);
+    let lim = max_edits.min(a2.len() + b2.len()) as isize;
+    let off = lim + 1;
+    let mut v = vec![0isize; (2 * lim + 3) as usize];
+    let mut trace: Vec<Vec<isize>> = Vec::new();
+    let at = |v: &[isize], k: isize| v.get((k + off) as usize).copied().unwrap_or(0);
+    let mut found = None;
+    'rounds: for d in 0..=lim {
+        trace.push(v.get((off - d) as usize..=(off + d) as usize)?.to_vec());
+        let mut k = -d;
+        while k <= d {
+            let mut x = if k == -d || (k != d && at(&v, k - 1) < at(&v, k + 1)) { at(&v, k + 1) } else { at(&v, k - 1) + 1 };
+            let mut y = x - k;
+            while x < n && y < m && eq(*a2.get(x as usize)?, *b2.get(y as usize)?) {
+                x += 1;
+                y += 1;
+            }
+            *v.get_mut((k + off) as usize)? = x;
+            if x >= n && y >= m {
+                found = Some(d);
+                break 'rounds;
+            }
+            k += 2;
+        }
+    }
+    let dmax = found?;
+    // walk back: ops in reverse, true = deletion of a[x], false = insertion of b[y]
+    let mut ops: Vec<(bool, usize, usize)> = Vec::new();
+    let (mut x, mut y) = (n, m);
+    for d in (1..=dmax).rev() {
+        let t = trace.get(d as usize)?;
+        let tv = |k: isize| t.get((k + d) as usize).copied().unwrap_or(0);
+        let k = x - y;
+        let pk = if k == -d || (k != d && tv(k - 1) < tv(k + 1)) { k + 1 } else { k - 1 };
+        let px = tv(pk);
+        let py = px - pk;
+        while x > px && y > py {
+            x -= 1;
+            y -= 1;
+        }
+        if x == px {
+            ops.push((false, x as usize, py as usize));
+        } else {
+            ops.push((true, px as usize, y as usize));
+        }
+        x = px;
+        y = py;
+    }
+    ops.reverse();
+    let mut hunks: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (del, x, y) in ops {
+        let (ax, by) = (x + head, y + head);
+        match hunks.last_mut() {
+            Some(h) if del && h.0 + h.1 == ax && h.2 + h.3 == by => h.1 += 1,
+            Some(h) if !del && h.0 + h.1 == ax && h.2 + h.3 == by => h.3 += 1,
+            _ if del => hunks.push((ax, 1, by, 0)),
+            _ => hunks.push((ax, 0, by, 1)),
+        }
+    }
+    Some(hunks)
+}
+
+/// The edit that takes a file list from its version in force (line codes
+/// `old`, content version `from_version`) to `new_bytes`, or `None` when a
+/// full build is the way: more than `max_edits` lines changed, a removed
+/// line holds what cannot travel by delta, or an added one does.
+///
+/// Cost: one hash per line of the new file, the diff ([`diff`]), and a
+/// parse of the added lines only.
+pub fn file_edit(
+    line_fn: parse::LineFn,
+    file: &str,
+    from_version: String,
+    old: &[u64],
+    new_bytes: &[u8],
+    max_edits: usize,
+) -> Option<Edit> {
+    let new = line_hashes(new_bytes);
+    let changes = diff(old, &new, max_edits)?;
+    let mut edit = Edit { from_version, from_lines: u32::try_from(old.len()).ok()?, ..Default::default() };
+    let mut codes: Vec<u64> = Vec::with_capacity(new.len());
+    let (mut ai, mut bi) = (0usize, 0usize);
+    // the new version's lines, split as for `line_hashes`
+    let text = new_bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(new_bytes);
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let starts: Vec<usize> = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text).map(|e| e + 1)).collect();
+    let line_of = |i: usize| -> &[u8] {
+        let s = starts.get(i).copied().unwrap_or(text.len());
+        let e = starts.get(i + 1).map(|e| e - 1).unwrap_or(text.len());
+        let l = text.get(s..e).unwrap_or(&[]);
+        l.strip_suffix(b"\r").unwrap_or(l)
+    };
+    for (a_at, a_len, b_at, b_len) in changes {
+        // kept lines before the hunk
+        codes.extend(old.get(ai..a_at)?.iter().copied());
+        for &c in old.get(a_at..a_at + a_len)? {
+            if c & CODE_BITS == UNKNOWN {
+                return None;
+            }
+            edit.removed_rules += (c & CODE_BITS) as usize;
+        }
+        let mut out = ParseOutput::default();
+        let mut entries = Vec::new();
+        for j in 0..b_len {
+            let raw = line_of(b_at + j);
+            let n = u32::try_from(j + 1).ok()?;
+            let before = out.entries.len();
+            let bad_before = out.bad_lines;
+            match std::str::from_utf8(raw) {
+                Ok(line) => line_fn(file, u32::try_from(b_at + j + 1).ok()?, line, &mut out),
+                Err(_) => out.error(file, u32::try_from(b_at + j + 1).ok()?, 1, parse::ParseErrorKind::NotUtf8),
+            }
+            let added = out.entries.get(before..).unwrap_or(&[]);
+            let clean = out.bad_lines == bad_before && name_only(added) && added.len() <= MAX_COUNTED;
+            let code = if clean { added.len() as u64 } else { UNKNOWN };
+            codes.push(new.get(b_at + j).copied().unwrap_or(0) | code);
+            entries.extend(added.iter().map(|e| Entry { line: n, rule: e.rule.clone() }));
+        }
+        if !name_only(&entries) || !out.unsupported.is_empty() {
+            return None;
+        }
+        edit.added_bad += out.bad_lines;
+        edit.hunks.push(Hunk {
+            at: u32::try_from(a_at).ok()?,
+            del: u32::try_from(a_len).ok()?,
+            ins: u32::try_from(b_len).ok()?,
+            entries,
+        });
+        ai = a_at + a_len;
+        bi = b_at + b_len;
+    }
+    codes.extend(old.get(ai..)?.iter().copied());
+    let _ = bi;
+    if codes.len() != new.len() {
+        return None;
+    }
+    edit.codes = Some(codes);
+    Some(edit)
+}
+
+/// Applies a PATCH (`+LINE` appends, `-LINE` removes every line equal to
+/// it after trimming, in the patch's order) to `base`: the new bytes
+/// (exactly what `push::apply_patch` makes) and, when `line_fn` is given
+/// and every changed line may travel by delta, the [`Edit`].
+///
+/// Cost: one pass over the base lines with a set look-up each, plus a parse
+/// of the removed and added lines.
+pub fn patch_edit(
+    line_fn: Option<parse::LineFn>,
+    file: &str,
+    from_version: String,
+    base: &[u8],
+    patch: &[u8],
+) -> Result<(Vec<u8>, Option<Edit>), String> {
+    let base = std::str::from_utf8(base).map_err(|_| "the base version is not UTF-8; PUT the full list".to_owned())?;
+    let patch = std::str::from_utf8(patch).map_err(|_| "the patch is not UTF-8".to_owned())?;
+    let mut removals: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut appended: Vec<Option<&str>> = Vec::new();
+    for (n, l) in patch.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        if let Some(add) = l.strip_prefix('+') {
+            appended.push(Some(add));
+        } else if let Some(del) = l.strip_prefix('-') {
+            let del = del.trim();
+            removals.insert(del);
+            // an earlier append of the same line goes too
+            for a in appended.iter_mut() {
+                if a.is_some_and(|x| x.trim() == del) {
+                    *a = None;
+                }
+            }
+        } else {
+            return Err(format!("patch line {}: must start with + or -", n + 1));
+        }
+    }
+    let mut out = String::with_capacity(base.len() + patch.len());
+    let mut removed: Vec<(u32, &str)> = Vec::new();
+    let mut base_lines = 0u32;
+    for (i, l) in base.lines().enumerate() {
+        base_lines = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if !removals.is_empty() && removals.contains(l.trim()) {
+            removed.push((base_lines, l));
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    let appended: Vec<&str> = appended.into_iter().flatten().collect();
+    for a in &appended {
+        out.push_str(a);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push('\n');
+    }
+    let Some(line_fn) = line_fn else { return Ok((out.into_bytes(), None)) };
+    let edit = (|| {
+        let mut edit = Edit { from_version, from_lines: base_lines, ..Default::default() };
+        for &(n, l) in &removed {
+            let mut probe = ParseOutput::default();
+            line_fn(file, n, l, &mut probe);
+            if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
+                return None;
+            }
+            edit.removed_rules += probe.entries.len();
+            edit.removed_bad += probe.bad_lines;
+            match edit.hunks.last_mut() {
+                Some(h) if h.at + h.del == n - 1 => h.del += 1,
+                _ => edit.hunks.push(Hunk { at: n - 1, del: 1, ins: 0, entries: Vec::new() }),
+            }
+        }
+        if !appended.is_empty() {
+            let mut probe = ParseOutput::default();
+            for (j, a) in appended.iter().enumerate() {
+                line_fn(file, u32::try_from(j + 1).ok()?, a.strip_suffix('\r').unwrap_or(a), &mut probe);
+            }
+            if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
+                return None;
+            }
+            edit.added_bad = probe.bad_lines;
+            let ins = u32::try_from(appended.len()).ok()?;
+            edit.hunks.push(Hunk { at: base_lines, del: 0, ins, entries: probe.entries });
+        }
+        Some(edit)
+    })();
+    Ok((out.into_bytes(), edit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_finds_small_edits() {
+        let a: Vec<u64> = (0..1000u64).map(|i| i << 8).collect();
+        let mut b = a.clone();
+        b.remove(500);
+        b.insert(10, 7 << 8);
+        b.push(9 << 40);
+        let h = diff(&a, &b, 10).unwrap();
+        assert_eq!(h, vec![(10, 0, 10, 1), (500, 1, 501, 0), (1000, 0, 1000, 1)]);
+        assert!(diff(&a, &b, 2).is_none(), "over the edit budget");
+        assert_eq!(diff(&a, &a, 0).unwrap(), vec![]);
+    }
+}
