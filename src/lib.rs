@@ -256,7 +256,21 @@ pub fn build_handler(
         },
         &app.metrics,
     );
+    // forward mode with [dnssec] validate: DO questions go through the validator
+    let validating = match (&recurser, &cfg.recursion.dnssec) {
+        (None, Some(_)) => resolve::recurse::Recurser::forwarding(
+            Arc::clone(&forwarder),
+            cfg.upstream_timeout,
+            cfg.recursion.clone(),
+            &app.metrics,
+        )
+        .map_err(|e| tracing::warn!(error = %e, "forward-mode validation off"))
+        .ok()
+        .map(Arc::new),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
+        validating,
         policy: Arc::clone(&app.lists.policy),
         cache: Cache::with_limits(
             resolve::cache::Limits {

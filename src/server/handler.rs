@@ -52,6 +52,9 @@ pub struct Shared {
     /// Recursive mode (`[upstream] mode = "recursive"`): misses are resolved
     /// here instead of by the forwarder (which then has no servers).
     pub recurser: Option<Arc<Recurser>>,
+    /// Forward mode with `[dnssec] validate`: the validator that resolves
+    /// (through the forwarder) the questions of clients that set DO.
+    pub validating: Option<Arc<Recurser>>,
     pub acl: Acl,
     pub sinkhole: Sinkhole,
     pub max_udp_payload: u16,
@@ -311,7 +314,8 @@ impl Handler {
             }
             None => {
                 s.metrics.cache_misses.inc();
-                let resolved = match &s.recurser {
+                let validating = s.validating.as_ref().filter(|_| dnssec_ok && !key.checking_disabled);
+                let resolved = match s.recurser.as_ref().or(validating) {
                     Some(r) => {
                         // a CNAME target the policy blocks is never asked of
                         // an authority (unless the name itself is allowed)

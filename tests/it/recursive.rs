@@ -466,47 +466,7 @@ async fn shipped_recursive_config_resolves_and_validates() {
 #[tokio::test]
 async fn unbound_on_the_same_hierarchy_agrees() {
     let Some(h) = Hierarchy::start().await else { return };
-    let bin = ["/usr/sbin/unbound", "/usr/bin/unbound"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
-        assert!(!support::in_ci(), "CI=true: unbound is missing (tests/run.sh installs it)");
-        eprintln!("SKIPPING: unbound is not installed (apt-get install unbound)");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = dir.path().join("unbound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n  interface: 127.0.0.1\n  port: {port}\n  num-threads: 1\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  \
-             pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  verbosity: 0\n  do-ip6: no\n  do-not-query-localhost: no\n  \
-             access-control: 127.0.0.0/8 allow\n  root-hints: \"{hints}\"\n  trust-anchor-file: \"{anchor}\"\n  \
-             module-config: \"validator iterator\"\n  qname-minimisation: yes\n  ede: yes\n  ratelimit: 0\n  \
-             local-zone: \"test.\" nodefault\n\
-             remote-control:\n  control-enable: no\n",
-            d = dir.path().display(),
-            hints = h.root_hints().display(),
-            anchor = h.trust_anchor().display()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(bin)
-        .args(["-d", "-c"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let unbound: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = support::eventually(std::time::Duration::from_secs(10), || async {
-        support::udp(unbound, "www.insecure.test.", RecordType::A, DO).await.is_some_and(|m| !m.answers.is_empty())
-    })
-    .await;
-    if !up {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!("unbound did not come up: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let Some((mut child, unbound, _dir)) = start_unbound(&h, true).await else { return };
     let server = recursive_server(&h, "").await;
 
     let summary = |m: &hickory_proto::op::Message| {
@@ -560,4 +520,102 @@ async fn unbound_on_the_same_hierarchy_agrees() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(differ.is_empty(), "qalqan and Unbound disagree:\n{}", differ.join("\n"));
+}
+
+/// Unbound on the hierarchy (same hints and trust anchor; validating or
+/// not), on a free loopback port, answering. `None`: not installed (a
+/// failure under CI).
+async fn start_unbound(h: &Hierarchy, validate: bool) -> Option<(std::process::Child, SocketAddr, tempfile::TempDir)> {
+    let bin = ["/usr/sbin/unbound", "/usr/bin/unbound"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(!support::in_ci(), "CI=true: unbound is missing (tests/run.sh installs it)");
+        eprintln!("SKIPPING: unbound is not installed (apt-get install unbound)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.path().join("unbound.conf");
+    let modules = if validate { "validator iterator" } else { "iterator" };
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  num-threads: 1\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  \
+             pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  verbosity: 0\n  do-ip6: no\n  do-not-query-localhost: no\n  \
+             access-control: 127.0.0.0/8 allow\n  root-hints: \"{hints}\"\n  trust-anchor-file: \"{anchor}\"\n  \
+             module-config: \"{modules}\"\n  qname-minimisation: yes\n  ede: yes\n  ratelimit: 0\n  \
+             local-zone: \"test.\" nodefault\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.path().display(),
+            hints = h.root_hints().display(),
+            anchor = h.trust_anchor().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = support::eventually(std::time::Duration::from_secs(10), || async {
+        support::udp(addr, "www.insecure.test.", RecordType::A, DO).await.is_some_and(|m| !m.answers.is_empty())
+    })
+    .await;
+    if !up {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("unbound did not come up: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Some((child, addr, dir))
+}
+
+/// Forward mode with `[dnssec] validate` (the default): questions of
+/// clients that set DO are validated by qalqan itself, from its trust
+/// anchor, through a non-validating upstream (Unbound, iterator only, on the
+/// hierarchy): AD on secure answers (positive, wildcard, NXDOMAIN), none
+/// under the unsigned delegation, SERVFAIL + EDE 6/7/9 for the broken
+/// zones; CD and non-DO questions get what the upstream returned.
+#[tokio::test]
+async fn forward_mode_validates_what_the_upstream_returns() {
+    let Some(h) = Hierarchy::start().await else { return };
+    let Some((mut child, upstream, _dir)) = start_unbound(&h, false).await else { return };
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"{upstream}\"]\ntimeout_ms = 3000\n\
+         [dnssec]\ntrust_anchor = \"{}\"\n",
+        h.trust_anchor().display()
+    );
+    let server = support::TestServer::start(&toml).await;
+    let ad = |m: &hickory_proto::op::Message| m.metadata.authentic_data;
+    for (name, rcode) in [
+        ("www.signed.test.", ResponseCode::NoError),
+        ("x.w.signed.test.", ResponseCode::NoError),
+        ("nx.signed.test.", ResponseCode::NXDomain),
+    ] {
+        let m = support::udp(server.addr, name, RecordType::A, DO).await.unwrap();
+        assert_eq!(m.metadata.response_code, rcode, "{name}: {m:?}");
+        assert!(ad(&m), "{name}: not validated secure: {m:?}");
+    }
+    let m = support::tcp(server.addr, "www.signed.test.", RecordType::AAAA, DO).await;
+    assert!(ad(&m) && addrs_of(&m) == ["2001:db8::1"], "over TCP: {m:?}");
+    for name in ["www.insecure.test.", "hop.insecure.test."] {
+        let m = support::udp(server.addr, name, RecordType::A, DO).await.unwrap();
+        assert!(!m.answers.is_empty() && !ad(&m), "{name}: {m:?}");
+    }
+    for (name, code) in [("www.bogus.test.", 6), ("www.expired.test.", 7), ("www.mismatch.test.", 9)] {
+        let m = support::udp(server.addr, name, RecordType::A, DO).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}: {m:?}");
+        assert!(support::ede(&m).iter().any(|(c, _)| *c == code), "{name}: EDE {code} expected: {m:?}");
+        let m = udp_flags(server.addr, name, RecordType::A, DO, 0x10).await;
+        assert!(!m.answers.is_empty() && !ad(&m), "{name} with CD: {m:?}");
+        let m = support::udp(server.addr, name, RecordType::A, support::EDNS).await.unwrap();
+        assert!(!m.answers.is_empty(), "{name} without DO is not validated (the forwarder's path): {m:?}");
+    }
+    let text = server.metrics.encode();
+    assert!(support::sample(&text, "qalqan_dnssec_total{result=\"bogus\"}") >= 3.0, "{text}");
+    assert!(support::sample(&text, "qalqan_queries_total{outcome=\"forwarded\",protocol=\"udp\"}") >= 1.0, "{text}");
+    server.shutdown().await;
+    let _ = child.kill();
+    let _ = child.wait();
 }

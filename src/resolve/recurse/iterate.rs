@@ -110,7 +110,10 @@ impl Recurser {
             let validate = b.validate && self.validator.is_some();
             let mut security = if validate { Security::Secure } else { Security::Indeterminate };
             for _ in 0..=self.limits.max_cname_chain {
-                let one = self.lookup_one(&cur, qtype, b).await?;
+                let one = match &self.upstream {
+                    Some(f) => self.forward_one(f, &cur, qtype, b).await?,
+                    None => self.lookup_one(&cur, qtype, b).await?,
+                };
                 if validate {
                     security = security.and(self.validate_one(&one, &cur, qtype, b).await?);
                 }
@@ -153,6 +156,67 @@ impl Recurser {
         let r = self.lookup(name, qtype, b, &|_| false).await;
         b.validate = was;
         r
+    }
+
+    /// Forward mode: one question to the upstreams, which follow the chain
+    /// themselves. The "zone" of the reply is what signed it (the answer's
+    /// first RRSIG signer, or the SOA owner of a negative answer), else the
+    /// root; [`Recurser::zone_containing`] finds it for unsigned data.
+    async fn forward_one(
+        &self,
+        f: &super::super::forward::Forwarder,
+        name: &Name,
+        qtype: RecordType,
+        b: &mut Budget,
+    ) -> Result<One, Failure> {
+        use hickory_proto::dnssec::rdata::DNSSECRData;
+        use hickory_proto::rr::DNSClass;
+        b.spend()?;
+        let question = crate::wire::query::question(name.iter(), u16::from(qtype), u16::from(DNSClass::IN));
+        let q = super::super::forward::Question { wire: &question, dnssec_ok: true, checking_disabled: true };
+        let reply = f.resolve(&q).await.map_err(|_| Failure::NoServer("the upstreams".into()))?;
+        let m = hickory_proto::op::Message::from_vec(&reply.bytes).map_err(|_| Failure::NoServer("the upstreams".into()))?;
+        let rcode = m.metadata.response_code;
+        let soa_owner = m.authorities.iter().find(|r| r.record_type() == RecordType::SOA).map(|r| r.name.clone());
+        let signer = m.answers.iter().find_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s.input().signer_name.clone()),
+            _ => None,
+        });
+        let zone = signer.or(soa_owner).unwrap_or_else(Name::root);
+        let (answers, authority) = (m.answers, m.authorities);
+        match rcode {
+            ResponseCode::NoError if !answers.is_empty() => Ok(One::Answer { records: answers, next: None, rcode, authority, zone }),
+            ResponseCode::NoError => Ok(One::NoData { authority, zone }),
+            ResponseCode::NXDomain if !answers.is_empty() => Ok(One::Answer { records: answers, next: None, rcode, authority, zone }),
+            ResponseCode::NXDomain => Ok(One::NxDomain { authority, zone }),
+            _ => Err(Failure::NoServer("the upstreams".into())),
+        }
+    }
+
+    /// Forward mode: the zone `name` lies in, from the SOA the upstreams
+    /// return for it (at `name` itself, or in the authority section).
+    pub(super) async fn zone_containing(&self, name: &Name, b: &mut Budget) -> Result<Name, Failure> {
+        let Some(f) = &self.upstream else { return Ok(Name::root()) };
+        // an alias has no SOA of its own to ask about (the upstream would
+        // follow it): its parent name lies in the same zone or is the apex
+        let mut at = name.clone();
+        for _ in 0..name.num_labels() {
+            let one = self.forward_one(f, &at, RecordType::SOA, b).await?;
+            let soa = match &one {
+                One::Answer { records, .. } => {
+                    if records.iter().any(|r| r.record_type() == RecordType::CNAME && r.name == at) {
+                        at = at.base_name();
+                        continue;
+                    }
+                    records.iter().find(|r| r.record_type() == RecordType::SOA).map(|r| r.name.clone())
+                }
+                One::NxDomain { authority, .. } | One::NoData { authority, .. } => {
+                    authority.iter().find(|r| r.record_type() == RecordType::SOA).map(|r| r.name.clone())
+                }
+            };
+            return Ok(soa.filter(|z| z.zone_of(name)).unwrap_or_else(Name::root));
+        }
+        Ok(Name::root())
     }
 
     /// One name, from its closest known cut down to the servers that hold it.

@@ -209,6 +209,10 @@ pub struct Recurser {
     dnssec_results: [prometheus::IntCounter; 4],
     /// `None`: validation off.
     validator: Option<validate::Validator>,
+    /// Forward mode with validation: every lookup is one question to the
+    /// upstreams (RD, DO and CD set) instead of a walk from the root; the
+    /// validator checks what they return (`Recurser::forwarding`).
+    upstream: Option<Arc<super::forward::Forwarder>>,
 }
 
 impl Recurser {
@@ -240,7 +244,26 @@ impl Recurser {
             inflight: Mutex::new(HashMap::new()),
             deny,
             metrics: metrics.upstream("authorities"),
+            upstream: None,
         })
+    }
+
+    /// Forward mode's validator (`[dnssec] validate` with `mode =
+    /// "forward"`): resolves through `forwarder` asking with DO and CD, and
+    /// validates the answers itself from the trust anchors, fetching DS and
+    /// DNSKEY RRsets through the same upstreams. Used for the questions of
+    /// clients that set DO (their AD is then qalqan's own); the rest keep
+    /// the forwarder's plain path.
+    pub fn forwarding(
+        forwarder: Arc<super::forward::Forwarder>,
+        timeout: Duration,
+        limits: Limits,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Self, RecurseError> {
+        // the root "servers" are never asked in this mode
+        let mut r = Self::new(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], timeout, limits, metrics)?;
+        r.upstream = Some(forwarder);
+        Ok(r)
     }
 
     /// Resolves `name`/`qtype` from the root: an answer, or NXDOMAIN / NODATA

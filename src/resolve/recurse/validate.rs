@@ -222,7 +222,12 @@ impl Recurser {
     async fn keys_of_signer(&self, zone: &Name, owner: &Name, signer: Option<Name>, b: &mut Budget) -> Result<KeyState, Failure> {
         let at = match signer {
             Some(s) if zone.zone_of(&s) && s.zone_of(owner) => s,
+            // forward mode: the upstream's reply names no zone; the signer
+            // must still be an ancestor of the owner
+            Some(s) if self.upstream.is_some() && s.zone_of(owner) => s,
             Some(_) => return Err(Failure::Bogus(Bogus::Other("signer outside the zone that answered"))),
+            // unsigned data through a forwarder: the zone it is in decides
+            None if self.upstream.is_some() => self.zone_containing(owner, b).await?,
             None => zone.clone(),
         };
         self.keys_for(&at, b).await

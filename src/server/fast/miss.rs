@@ -95,6 +95,9 @@ pub fn start_miss(h: &crate::server::handler::Handler, mq: MissQuery, start: Ins
     if let Some(r) = &s.recurser {
         return start_recursion(h, r, mq, start, deliver);
     }
+    if let Some(v) = s.validating.as_ref().filter(|_| mq.key.dnssec_ok && !mq.cd) {
+        return start_recursion(h, v, mq, start, deliver);
+    }
     let question = Box::<[u8]>::from(mq.view().question);
     let (dnssec_ok, cd) = (mq.key.dnssec_ok, mq.cd);
     let handler = h.clone();
