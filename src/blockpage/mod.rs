@@ -68,7 +68,11 @@ impl BlockPage {
     /// views go to `log` as blocked queries do. Reads the templates (blocking).
     pub fn new(cfg: &BlockpageConfig, acl: Acl, lists: Arc<Lists>, metrics: Arc<Metrics>, log: Option<Arc<BlockedLog>>) -> Result<Self, TemplateError> {
         let templates = load_templates(cfg)?;
-        let files = lists.configs().iter().map(|(c, path)| if c.format == Format::RegistryCsv { path.clone() } else { None }).collect();
+        let files = lists
+            .configs()
+            .iter()
+            .map(|(c, path)| path.clone().filter(|_| c.format == Format::RegistryCsv).map(|p| (p, c.origin.is_remote())))
+            .collect();
         let links = lists
             .configs()
             .iter()

@@ -62,15 +62,17 @@ type Rows = HashMap<RuleId, Option<Arc<Decision>>>;
 /// The registry-dump rows of the lists, re-read on demand.
 pub struct SourceRows {
     /// Per list (by `ListId` index): the file to re-read, for registry
-    /// dumps with a file on disk (a file list, or a remote list's persisted copy).
-    files: Vec<Option<PathBuf>>,
+    /// dumps with a file on disk (a file list, or a remote list's persisted
+    /// copy: then `true`, opened without following a symlink, as
+    /// `lists/state.rs` reads it).
+    files: Vec<Option<(PathBuf, bool)>>,
     /// The rows read for the policy generation it names.
     cache: Mutex<(u64, Rows)>,
     reading: Semaphore,
 }
 
 impl SourceRows {
-    pub fn new(files: Vec<Option<PathBuf>>) -> Self {
+    pub fn new(files: Vec<Option<(PathBuf, bool)>>) -> Self {
         Self { files, cache: Mutex::new((0, HashMap::new())), reading: Semaphore::new(1) }
     }
 
@@ -83,7 +85,7 @@ impl SourceRows {
             let (id, authority) = split_decision(text);
             Decision { id: id.to_owned(), authority: authority.to_owned(), date: String::new() }
         };
-        let Some(Some(path)) = self.files.get(list) else { return fallback() };
+        let Some(Some((path, nofollow))) = self.files.get(list) else { return fallback() };
         if let Some(hit) = self.cached(generation, rule) {
             return hit.map_or_else(fallback, |d| (*d).clone());
         }
@@ -92,8 +94,8 @@ impl SourceRows {
         if let Some(hit) = self.cached(generation, rule) {
             return hit.map_or_else(fallback, |d| (*d).clone());
         }
-        let (path, want) = (path.clone(), text.to_owned());
-        let read = tokio::task::spawn_blocking(move || read_line(&path, line).and_then(|l| registry_row(&l)).filter(|d| matches(d, &want)));
+        let (path, nofollow, want) = (path.clone(), *nofollow, text.to_owned());
+        let read = tokio::task::spawn_blocking(move || read_line(&path, nofollow, line).and_then(|l| registry_row(&l)).filter(|d| matches(d, &want)));
         let row = match tokio::time::timeout(wait, read).await {
             Ok(Ok(row)) => row.map(Arc::new),
             // too slow or failed: not cached, the next view tries again
@@ -132,8 +134,10 @@ fn matches(d: &Decision, text: &str) -> bool {
 /// Line `line` (1-based) of the file at `path`, as text: UTF-8, or
 /// Windows-1251 when the line is not UTF-8 (older registry mirrors).
 /// Streams the file up to that line. Blocking.
-fn read_line(path: &std::path::Path, line: u32) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
+fn read_line(path: &std::path::Path, nofollow: bool, line: u32) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = if nofollow { nix::fcntl::OFlag::O_NOFOLLOW.bits() } else { 0 };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
     let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
     let mut buf = Vec::new();
     for n in 1..=line {
@@ -227,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("dump.csv");
         std::fs::write(&p, "Updated: x\n1.2.3.4;a.example;;суд;2-1;2016-01-02\n").unwrap();
-        let rows = SourceRows::new(vec![Some(p.clone())]);
+        let rows = SourceRows::new(vec![Some((p.clone(), false))]);
         let rule: RuleId = 7;
         let w = Duration::from_secs(5);
         let d = rows.decision(1, rule, 0, 2, "2-1 (суд)", w).await;
@@ -241,5 +245,10 @@ mod tests {
         assert_eq!(d, Decision { id: "9-9".into(), authority: "ФНС".into(), date: String::new() });
         // no file for the list: the policy's text only
         assert_eq!(rows.decision(3, rule, 1, 2, "2-1 (суд)", w).await.date, "");
+        // a persisted copy is not read through a symlink
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let rows = SourceRows::new(vec![Some((link, true))]);
+        assert_eq!(rows.decision(1, rule, 0, 2, "2-1 (суд)", w).await.date, "");
     }
 }
