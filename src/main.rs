@@ -297,6 +297,12 @@ fn check_blockpage(config: &Config, bp: &qalqan::config::BlockpageConfig) -> boo
     if !bp.listen.iter().any(|a| sinkholes.contains(&a.ip()) || a.ip().is_unspecified()) {
         println!("blockpage: warning: no listen address is a [sinkhole] address: browsers sent to the sinkhole will not reach the page");
     }
+    let on_sinkhole = |a: &std::net::SocketAddr| a.port() == 443 && (sinkholes.contains(&a.ip()) || a.ip().is_unspecified());
+    if config.doh_listen.iter().any(on_sinkhole) {
+        println!(
+            "blockpage: warning: doh_listen serves 443 on a sinkhole address: https:// visits to blocked names get the DoH certificate (a browser error) instead of a refused connection; listen on another address"
+        );
+    }
     if !config.lists.iter().any(|l| l.action == qalqan::rules::Action::Sinkhole) {
         println!("blockpage: warning: no list has action = \"sinkhole\": no browser is sent to the page");
     }

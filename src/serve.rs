@@ -159,11 +159,8 @@ async fn block_page(
         return if listeners.is_empty() { Ok(Vec::new()) } else { Err(StartError::NoBlockpage) };
     };
     let acl = server::acl::Acl::new(cfg.allow_clients.clone());
-    let (bp2, lists, metrics) = (bp.clone(), Arc::clone(&app.lists), Arc::clone(&app.metrics));
-    let page = tokio::task::spawn_blocking(move || blockpage::BlockPage::new(&bp2, acl, lists, metrics, log))
-        .await
-        .map_err(|e| StartError::Blockpage(blockpage::TemplateError::Syntax { file: "?".into(), line: 0, reason: e.to_string() }))?
-        .map_err(StartError::Blockpage)?;
+    // reads the operator's template files (a few KB), once, before serving
+    let page = blockpage::BlockPage::new(bp, acl, Arc::clone(&app.lists), Arc::clone(&app.metrics), log).map_err(StartError::Blockpage)?;
     if listeners.is_empty() {
         listeners = blockpage::bind(bp).await.map_err(|(addr, source)| StartError::Bind { addr, source })?;
     }

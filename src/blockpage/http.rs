@@ -135,7 +135,7 @@ async fn respond(page: &BlockPage, req: &Request<Incoming>, peer: SocketAddr) ->
     });
     let (Some(name), Some(hit)) = (name, hit) else {
         page.metrics.blockpage_request("", 404);
-        return html(StatusCode::NOT_FOUND, lang, not_found(lang).to_owned());
+        return html(StatusCode::NOT_FOUND, lang, Bytes::from_static(not_found(lang).as_bytes()));
     };
     let list = policy.list(&hit).map_or("", |l| l.name.as_str());
     let decision = match policy.index.decision(hit.rule) {
@@ -156,7 +156,7 @@ async fn respond(page: &BlockPage, req: &Request<Incoming>, peer: SocketAddr) ->
         reason: &reason,
     };
     let body = page.templates.page(lang).render(&values);
-    let mut r = html(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, lang, body);
+    let mut r = html(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, lang, Bytes::from(body));
     if let Some(Some(link)) = page.links.get(hit.list.index()) {
         r.headers_mut().insert(LINK, link.clone());
     }
@@ -198,8 +198,8 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// An HTML page that no cache keeps.
-fn html(status: StatusCode, lang: Lang, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn html(status: StatusCode, lang: Lang, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

@@ -351,6 +351,22 @@ async fn operator_template_is_used_and_bad_ones_fail_check_with_file_line() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("blockpage: listen 192.0.2.66:80; pages en config/blockpage.html (compiled in)"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
+    // DoH on 443 of the sinkhole address: https:// visits would meet its certificate
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not a key").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ndoh_listen = [\"0.0.0.0:443\"]\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sinkhole]\na = \"192.0.2.66\"\n[blockpage]\nlisten = [\"192.0.2.66:80\"]\n{}",
+            lists(&list),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qalqan")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("blockpage: warning: doh_listen serves 443 on a sinkhole address"), "{stdout}");
 }
 
 #[tokio::test]
