@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod blockpage;
 pub mod config;
 pub mod diag;
 pub mod dnssec;
@@ -80,6 +81,10 @@ pub enum StartError {
     NoCertificate,
     #[error("DDR: {0}")]
     Ddr(String),
+    #[error("[blockpage]")]
+    Blockpage(#[source] blockpage::TemplateError),
+    #[error("block page listeners were handed in, but the config has no [blockpage]")]
+    NoBlockpage,
 }
 
 /// A configured server with its lists loaded.
@@ -142,11 +147,19 @@ pub struct Sockets {
     pub dot: Vec<TcpListener>,
     pub doh: Vec<TcpListener>,
     pub doq: Vec<std::net::UdpSocket>,
+    /// The block page's listeners; when empty, `serve` binds `[blockpage] listen`.
+    pub blockpage: Vec<TcpListener>,
 }
 
 impl Sockets {
     pub fn new(udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Self {
-        Self { udp, tcp, metrics: None, admin: None, hangup: None, dot: Vec::new(), doh: Vec::new(), doq: Vec::new() }
+        Self { udp, tcp, metrics: None, admin: None, hangup: None, dot: Vec::new(), doh: Vec::new(), doq: Vec::new(), blockpage: Vec::new() }
+    }
+
+    /// With already bound block page listeners (`[blockpage] listen` is then not bound).
+    pub fn with_blockpage(mut self, listeners: Vec<TcpListener>) -> Self {
+        self.blockpage = listeners;
+        self
     }
 
     /// With already bound DoT, DoH and DoQ listeners (the config's

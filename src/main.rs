@@ -224,6 +224,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(tls) = &config.tls {
         ok &= check_tls(&config, tls);
     }
+    if let Some(bp) = &config.blockpage {
+        ok &= check_blockpage(&config, bp);
+    }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -276,6 +279,34 @@ fn check_tls(config: &Config, tls: &qalqan::config::TlsConfig) -> bool {
         None => {}
     }
     ok
+}
+
+/// `qalqan check` for `[blockpage]`: the templates parse (an error names
+/// `FILE:LINE`), and whether browsers will reach the page at all.
+fn check_blockpage(config: &Config, bp: &qalqan::config::BlockpageConfig) -> bool {
+    let templates = match qalqan::blockpage::load_templates(bp) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("blockpage: error: {}", qalqan::lists::ErrorChain(&e));
+            return false;
+        }
+    };
+    let listen: Vec<String> = bp.listen.iter().map(ToString::to_string).collect();
+    println!("blockpage: listen {}; pages en {}, ru {}, kk {}", listen.join(", "), templates.files[0], templates.files[1], templates.files[2]);
+    let sinkholes = [std::net::IpAddr::V4(config.sinkhole.a), std::net::IpAddr::V6(config.sinkhole.aaaa)];
+    if !bp.listen.iter().any(|a| sinkholes.contains(&a.ip()) || a.ip().is_unspecified()) {
+        println!("blockpage: warning: no listen address is a [sinkhole] address: browsers sent to the sinkhole will not reach the page");
+    }
+    let on_sinkhole = |a: &std::net::SocketAddr| a.port() == 443 && (sinkholes.contains(&a.ip()) || a.ip().is_unspecified());
+    if config.doh_listen.iter().any(on_sinkhole) {
+        println!(
+            "blockpage: warning: doh_listen serves 443 on a sinkhole address: https:// visits to blocked names get the DoH certificate (a browser error) instead of a refused connection; listen on another address"
+        );
+    }
+    if !config.lists.iter().any(|l| l.action == qalqan::rules::Action::Sinkhole) {
+        println!("blockpage: warning: no list has action = \"sinkhole\": no browser is sent to the page");
+    }
+    true
 }
 
 fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -141,6 +141,10 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGauge,
     /// `qalqan_tls_certificate_reloads_total{result}` (success|error).
     pub tls_cert_reloads: IntCounterVec,
+    /// `qalqan_blockpage_requests_total{list,status}`.
+    blockpage_requests: IntCounterVec,
+    /// `qalqan_blockpage_connections_closed_total{reason}` (acl|limit|idle|timeout).
+    blockpage_closed: IntCounterVec,
 }
 
 /// Metric handles of one upstream server.
@@ -331,6 +335,22 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(tls_cert_reloads.clone()))?;
+        let blockpage_requests = IntCounterVec::new(
+            Opts::new(
+                "qalqan_blockpage_requests_total",
+                "Block page requests, by deciding list (empty when none) and HTTP status",
+            ),
+            &["list", "status"],
+        )?;
+        registry.register(Box::new(blockpage_requests.clone()))?;
+        let blockpage_closed = IntCounterVec::new(
+            Opts::new(
+                "qalqan_blockpage_connections_closed_total",
+                "Block page connections closed without an answer, by reason (acl|limit at accept; idle, timeout)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(blockpage_closed.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
@@ -367,6 +387,8 @@ impl Metrics {
             encrypted_refused,
             tls_cert_expiry,
             tls_cert_reloads,
+            blockpage_requests,
+            blockpage_closed,
         })
     }
 
@@ -473,6 +495,20 @@ impl Metrics {
         self.encrypted_refused.with_label_values(&[t.label(), reason]).inc();
     }
 
+    /// Counts a block page answer: `list` is the deciding list's name
+    /// (configured names: a bounded label set) or `""`, `status` the HTTP code.
+    pub fn blockpage_request(&self, list: &str, status: u16) {
+        let mut buf = [0u8; 3];
+        let code = status_label(status, &mut buf);
+        self.blockpage_requests.with_label_values(&[list, code]).inc();
+    }
+
+    /// Counts a block page connection closed without an answer (`reason`:
+    /// acl|limit at accept, idle, timeout).
+    pub fn blockpage_closed(&self, reason: &'static str) {
+        self.blockpage_closed.with_label_values(&[reason]).inc();
+    }
+
     /// Counts a block by `list` (a configured list name: bounded label set).
     /// Costs a label lookup (`metrics/blocked_by_list` in
     /// `benches/hot_path.rs`): the query path uses [`Metrics::blocked_handles`].
@@ -499,4 +535,11 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// An HTTP status as its three digits, without allocating.
+fn status_label(status: u16, buf: &mut [u8; 3]) -> &str {
+    let s = status.min(999);
+    *buf = [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8];
+    std::str::from_utf8(buf).unwrap_or("000")
 }

@@ -41,11 +41,13 @@ pub enum Anonymize {
 pub struct Event {
     pub at: SystemTime,
     pub client: IpAddr,
-    /// The transport the query came over (`protocol` in the log line).
-    pub protocol: crate::metrics::Transport,
+    /// What the query came over (`protocol` in the log line): a
+    /// [`crate::metrics::Transport`] label, or `http` for a block page view.
+    pub protocol: &'static str,
     /// The normalised query name's text.
     pub qname: SmallVec<[u8; 64]>,
-    pub qtype: RecordType,
+    /// `None` for a block page view (`"qtype":null`).
+    pub qtype: Option<RecordType>,
     /// The policy that decided, and its hit (rule, list).
     pub policy: Arc<Policy>,
     pub hit: Hit,
@@ -59,7 +61,7 @@ struct Line<'a> {
     client: &'a str,
     protocol: &'static str,
     qname: &'a str,
-    qtype: &'a str,
+    qtype: Option<&'a str>,
     list: &'a str,
     /// `FILE:LINE` of the deciding rule.
     rule: &'a str,
@@ -175,7 +177,9 @@ impl Formatter {
         let time_end = self.buf.len();
         self.buf.push_str(&anonymize(e.client, self.anonymize, &self.key));
         let client_end = self.buf.len();
-        let _ = write!(self.buf, "{}", e.qtype);
+        if let Some(t) = e.qtype {
+            let _ = write!(self.buf, "{t}");
+        }
         let qtype_end = self.buf.len();
         let (policy, hit) = (&e.policy, &e.hit);
         let list = policy.list(hit);
@@ -184,9 +188,9 @@ impl Formatter {
         let line = Line {
             time: b.get(..time_end).unwrap_or(""),
             client: b.get(time_end..client_end).unwrap_or(""),
-            protocol: e.protocol.label(),
+            protocol: e.protocol,
             qname: std::str::from_utf8(&e.qname).unwrap_or("?"),
-            qtype: b.get(client_end..qtype_end).unwrap_or(""),
+            qtype: e.qtype.map(|_| b.get(client_end..qtype_end).unwrap_or("")),
             list: list.map(|l| l.name.as_str()).unwrap_or(""),
             rule: b.get(qtype_end..).unwrap_or(""),
             decision: policy.decision(hit.rule),

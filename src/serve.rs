@@ -1,7 +1,7 @@
 //! The server as a composition of named parts, started in order and
 //! stopped in reverse: upstreams, the blocked-query log, the query handler,
 //! the operator HTTP endpoint, the list sources (pulls, zone transfers),
-//! the push API, the file watcher, then DNS itself until `stop`.
+//! the push API, the file watcher, the block page, then DNS itself until `stop`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use crate::resolve::forward::Forwarder;
 use crate::resolve::recurse::Recurser;
 use crate::rules::ListId;
 use crate::server::notify::NotifyTarget;
-use crate::{admin, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
+use crate::{admin, blockpage, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
 
 /// Serves until `stop` is cancelled; logs one line containing `ready` once
 /// every listener is registered.
@@ -29,6 +29,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout, cfg.recursion.clone(), &app.metrics)?))),
     };
     let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
+    let page_log = blocked_log.clone();
     let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);
     let shared = Arc::clone(&handler.shared);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
@@ -46,6 +47,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let watch_stop = stop.child_token();
     let (encrypted, cert_reloader) = encrypted(&app, &shared, (sockets.dot, sockets.doh, sockets.doq), sockets.hangup.clone(), &watch_stop).await?;
     let watcher = lists::watch::spawn(Arc::clone(&app.lists), sockets.hangup, watch_stop.clone())?;
+    let page_tasks = block_page(&app, page_log, sockets.blockpage, &watch_stop).await?;
 
     let rules = app.lists.policy.load().index.len();
     let nlists = cfg.lists.len();
@@ -68,6 +70,9 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
 
     watch_stop.cancel();
     let _ = watcher.await;
+    for t in page_tasks {
+        let _ = t.await;
+    }
     if let Some(t) = cert_reloader {
         let _ = t.await;
     }
@@ -139,6 +144,34 @@ async fn encrypted(
     let reloader = server::tls::spawn_reloader(certs, hangup, stop.clone())?;
     tracing::info!(dot = ?endpoints.dot, doh = ?endpoints.doh, doq = ?endpoints.doq, name = ?name, "encrypted DNS listening");
     Ok((Some(server::encrypted::Encrypted { dot, doh, doq, ctx }), Some(reloader)))
+}
+
+/// The block page (`[blockpage]`), when configured: on the listeners handed
+/// in, or bound from `listen`; a view of a blocked name is logged to `log`.
+async fn block_page(
+    app: &App,
+    log: Option<Arc<querylog::BlockedLog>>,
+    mut listeners: Vec<TcpListener>,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let cfg = &app.config;
+    let Some(bp) = &cfg.blockpage else {
+        return if listeners.is_empty() { Ok(Vec::new()) } else { Err(StartError::NoBlockpage) };
+    };
+    let acl = server::acl::Acl::new(cfg.allow_clients.clone());
+    // reads the operator's template files (a few KB), once, before serving
+    let page = blockpage::BlockPage::new(bp, acl, Arc::clone(&app.lists), Arc::clone(&app.metrics), log).map_err(StartError::Blockpage)?;
+    if listeners.is_empty() {
+        listeners = blockpage::bind(bp).await.map_err(|(addr, source)| StartError::Bind { addr, source })?;
+    }
+    let page = Arc::new(page);
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    tracing::info!(listen = ?addrs, template = %page_files(bp), "block page listening");
+    Ok(listeners.into_iter().map(|l| tokio::spawn(blockpage::http::serve(l, Arc::clone(&page), stop.clone()))).collect())
+}
+
+fn page_files(bp: &crate::config::BlockpageConfig) -> String {
+    bp.template.as_ref().map_or_else(|| "shipped".to_owned(), |p| p.display().to_string())
 }
 
 fn unix_now() -> i64 {

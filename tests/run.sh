@@ -2,7 +2,8 @@
 # The test command (README "Two commands"; .ci/run calls exactly this).
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
 # zone-transfer primary, nsd + ldnsutils for the loopback DNS hierarchy, faketime for TSIG clock skew, openssl for Ed25519
-# signatures made independently of ours and the test CA of the encrypted-DNS tests, curl for DoH, promtool),
+# signatures made independently of ours and the test CA of the encrypted-DNS tests, curl for DoH, promtool,
+# chromium for the block page),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ command -v faketime >/dev/null 2>&1 || need+=(faketime)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # DoH over the wire (tests/it/encrypted.rs)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# a real browser loading the block page (tests/it/blockpage.rs): headless Chromium
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 # the loopback DNS hierarchy of the recursive-mode tests (tests/it/hierarchy.rs):
 # NSD authorities on 127.x.y.z:53 (needs root or sudo), zones signed with ldns
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)

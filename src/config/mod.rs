@@ -50,6 +50,8 @@ pub struct ListConfig {
     pub redirects: Redirects,
     /// URL of the detached signature every pulled version needs (`signature = "required"`).
     pub signature_url: Option<String>,
+    /// The block page's `Link: <URL>; rel="blocked-by"` for this list's names.
+    pub authority_url: Option<String>,
 }
 
 /// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
@@ -169,6 +171,22 @@ pub struct EncryptedLimits {
     pub doh_max_body: usize,
 }
 
+/// `[blockpage]`: the HTTP block page (see `crate::blockpage`).
+#[derive(Debug, Clone)]
+pub struct BlockpageConfig {
+    pub listen: Vec<SocketAddr>,
+    /// The operator's page (its language variants beside it); `None` = the shipped pages.
+    pub template: Option<PathBuf>,
+    /// `FILE:LINE` of the `template` key, for the message when the file is missing.
+    pub template_key_at: String,
+    pub contact: String,
+    pub max_header_bytes: usize,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_client: usize,
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -249,6 +267,8 @@ pub struct Config {
     /// `[server] canary = "nxdomain"`.
     pub canary_nxdomain: bool,
     pub encrypted: EncryptedLimits,
+    /// `[blockpage]`, when configured.
+    pub blockpage: Option<BlockpageConfig>,
     pub lists: Vec<ListConfig>,
 }
 
@@ -266,7 +286,13 @@ impl Config {
             path: path.to_owned(),
             message: syntax_message(text, &e),
         })?;
-        Self::from_raw(raw, path)
+        // the line of `[blockpage] template`, for a missing file's message
+        let template_line = raw.blockpage.as_ref().and_then(|b| b.template.as_ref()).map(|t| line_of(text, t.span().start));
+        let mut cfg = Self::from_raw(raw, path)?;
+        if let (Some(bp), Some(line)) = (cfg.blockpage.as_mut(), template_line) {
+            bp.template_key_at = format!("{path}:{line}");
+        }
+        Ok(cfg)
     }
 
     fn from_raw(raw: raw::RawConfig, path: &str) -> Result<Self, ConfigError> {
@@ -580,6 +606,9 @@ impl Config {
                     Some(u)
                 }
             };
+            if let Some(u) = &l.authority_url {
+                check_link_url(u).map_err(|reason| invalid(&key("authority_url"), reason))?;
+            }
             lists.push(ListConfig {
                 name: l.name,
                 source: l.source,
@@ -598,6 +627,7 @@ impl Config {
                 ip_rules: l.ip_rules,
                 redirects: l.redirects,
                 signature_url,
+                authority_url: l.authority_url,
             });
         }
         if raw.state.dir.is_none() {
@@ -673,8 +703,13 @@ impl Config {
             max_streams: raw.server.tls_max_streams.max(1),
             doh_max_body: raw.server.doh_max_body_bytes,
         };
+        let blockpage = match raw.blockpage {
+            None => None,
+            Some(b) => Some(blockpage_config(b, path).map_err(|(k, reason)| invalid(&format!("blockpage.{k}"), reason))?),
+        };
         let ddr = raw.server.ddr;
         Ok(Config {
+            blockpage,
             tls,
             dot_listen,
             doh_listen,
@@ -745,6 +780,70 @@ impl Config {
             _ => self.state_dir.as_ref().map(|d| d.join(format!("{}.list", list.name))),
         }
     }
+}
+
+/// `[blockpage]` checked; `Err((key, reason))`.
+fn blockpage_config(b: raw::RawBlockpage, path: &str) -> Result<BlockpageConfig, (String, String)> {
+    if b.listen.is_empty() {
+        return Err(("listen".into(), "at least one address is needed (the sinkhole address of [sinkhole], port 80)".into()));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in b.listen.iter().enumerate() {
+        let addr = parse_socket_addr(a, 80).ok_or_else(|| (format!("listen[{i}]"), format!("`{a}` is not ip or ip:port")))?;
+        if addr.port() == 443 {
+            // a browser there expects TLS for a name the ISP does not own:
+            // nothing must listen, so that it fails at once
+            return Err((
+                format!("listen[{i}]"),
+                "the block page is plain HTTP; on 443 browsers expect a certificate for the blocked name, which must never be served: leave 443 closed".into(),
+            ));
+        }
+        listen.push(addr);
+    }
+    if b.contact.chars().any(char::is_control) || b.contact.len() > 512 {
+        return Err(("contact".into(), "at most 512 bytes, no control characters".into()));
+    }
+    if !(1024..=65_536).contains(&b.max_header_bytes) {
+        return Err(("max_header_bytes".into(), "must be between 1024 and 65536".into()));
+    }
+    for (k, v) in [("request_timeout_ms", b.request_timeout_ms), ("idle_timeout_ms", b.idle_timeout_ms)] {
+        if !(10..=300_000).contains(&v) {
+            return Err((k.into(), "must be between 10 and 300000".into()));
+        }
+    }
+    if b.max_connections == 0 || b.max_per_client == 0 {
+        let k = if b.max_connections == 0 { "max_connections" } else { "max_per_client" };
+        return Err((k.into(), "must be at least 1".into()));
+    }
+    let template = b.template.map(|t| PathBuf::from(t.into_inner()));
+    Ok(BlockpageConfig {
+        listen,
+        template,
+        template_key_at: format!("{path}: [blockpage] template"),
+        contact: b.contact,
+        max_header_bytes: b.max_header_bytes,
+        request_timeout: Duration::from_millis(b.request_timeout_ms),
+        idle_timeout: Duration::from_millis(b.idle_timeout_ms),
+        max_connections: b.max_connections,
+        max_per_client: b.max_per_client,
+    })
+}
+
+/// An `authority_url`: `http(s)://`, visible ASCII without `<`, `>`, `"`
+/// or spaces (it goes into a `Link:` header between `<` and `>`).
+fn check_link_url(u: &str) -> Result<(), String> {
+    if !(u.starts_with("https://") || u.starts_with("http://")) {
+        return Err(format!("`{u}`: use an http:// or https:// URL"));
+    }
+    if u.len() > 2048 || !u.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+        return Err(format!("`{u}`: at most 2048 bytes of visible ASCII, no `<`, `>`, `\"` or spaces (percent-encode them)"));
+    }
+    Ok(())
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Parses `source =`: a path, `http(s)://…`, `push`, or `axfr://HOST:PORT/ZONE`.
@@ -991,5 +1090,32 @@ mod tests {
         let c = Config::from_toml_str("", "q.toml").unwrap();
         let nets: Vec<String> = c.allow_clients.iter().map(|n| n.to_string()).collect();
         assert_eq!(nets, vec!["127.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn blockpage_keys() {
+        let ok = Config::from_toml_str("[blockpage]\nlisten = [\"192.0.2.7\", \"[2001:db8::7]:8080\"]\ntemplate = \"x.html\"\ncontact = \"abuse@isp.example\"\n", "q.toml").unwrap();
+        let bp = ok.blockpage.unwrap();
+        assert_eq!(bp.listen, vec!["192.0.2.7:80".parse::<SocketAddr>().unwrap(), "[2001:db8::7]:8080".parse().unwrap()]);
+        assert_eq!(bp.template_key_at, "q.toml:3", "a missing template is reported at the key's line");
+        assert_eq!((bp.max_header_bytes, bp.request_timeout.as_millis(), bp.idle_timeout.as_millis()), (8192, 5000, 2000));
+        assert!(Config::from_toml_str("", "q.toml").unwrap().blockpage.is_none(), "off unless present");
+        let cases: &[(&str, &str)] = &[
+            ("[blockpage]\nlisten = []\n", "blockpage.listen"),
+            ("[blockpage]\nlisten = [\"192.0.2.7:443\"]\n", "blockpage.listen[0]"),
+            ("[blockpage]\nlisten = [\"x\"]\n", "blockpage.listen[0]"),
+            ("[blockpage]\nlisten = [\"192.0.2.7\"]\nmax_header_bytes = 10\n", "blockpage.max_header_bytes"),
+            ("[blockpage]\nlisten = [\"192.0.2.7\"]\nidle_timeout_ms = 0\n", "blockpage.idle_timeout_ms"),
+            ("[blockpage]\nlisten = [\"192.0.2.7\"]\nmax_per_client = 0\n", "blockpage.max_per_client"),
+            ("[blockpage]\nlisten = [\"192.0.2.7\"]\ncontact = \"a\\nb\"\n", "blockpage.contact"),
+            ("[[lists]]\nname = \"r\"\nsource = \"r.txt\"\nauthority_url = \"ftp://x\"\n", "lists[0].authority_url"),
+            ("[[lists]]\nname = \"r\"\nsource = \"r.txt\"\nauthority_url = \"https://x/<a>\"\n", "lists[0].authority_url"),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml_str(text, "q.toml").unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let l = Config::from_toml_str("[[lists]]\nname = \"r\"\nsource = \"r.txt\"\nauthority_url = \"https://regulator.example/a?b=1\"\n", "q.toml").unwrap();
+        assert_eq!(l.lists[0].authority_url.as_deref(), Some("https://regulator.example/a?b=1"));
     }
 }

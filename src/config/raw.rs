@@ -31,8 +31,58 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// Certificate and key of DoT, DoH and DoQ (`[server] dot_listen` …).
     pub tls: Option<RawTls>,
+    /// The HTTP block page on the sinkhole address (RFC 7725); omitted = off.
+    pub blockpage: Option<RawBlockpage>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+/// `[blockpage]`: the page a blocked subscriber's browser is shown when the
+/// sinkhole address is asked for a blocked name (451, RFC 7725).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockpage {
+    /// `ip:port` (port 80 when omitted) of the plain-HTTP listeners; the
+    /// sinkhole address(es) of `[sinkhole]`. Never 443.
+    pub listen: Vec<String>,
+    /// The operator's page; `NAME.LANG.html` beside it (`kk`, `ru`, `en`)
+    /// serve those languages. Omitted = the shipped pages (compiled in).
+    /// Spanned: a missing file is reported at this key's line.
+    pub template: Option<toml::Spanned<String>>,
+    /// Who to write to, shown on the page.
+    #[serde(default)]
+    pub contact: String,
+    /// Request line plus headers; past it the answer is 431.
+    #[serde(default = "default_bp_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// From accept to the last byte of the answer; a slower client is cut.
+    #[serde(default = "default_bp_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// A connection that sends nothing for this long after accept is closed.
+    #[serde(default = "default_bp_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once, all clients.
+    #[serde(default = "default_bp_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once per client prefix (/24, /56).
+    #[serde(default = "default_bp_max_per_client")]
+    pub max_per_client: usize,
+}
+
+fn default_bp_max_header_bytes() -> usize {
+    8192
+}
+fn default_bp_request_timeout_ms() -> u64 {
+    5_000
+}
+fn default_bp_idle_timeout_ms() -> u64 {
+    2_000
+}
+fn default_bp_max_connections() -> usize {
+    1024
+}
+fn default_bp_max_per_client() -> usize {
+    16
 }
 
 /// `[dnssec]`: validation in recursive mode.
@@ -728,6 +778,9 @@ pub struct RawList {
     pub signature: crate::config::PullSignature,
     /// Where the signature of a pulled list is (default: the list URL + ".sig").
     pub signature_url: Option<String>,
+    /// The block page's `Link: <URL>; rel="blocked-by"` (RFC 7725) for
+    /// names this list blocks: the authority that ordered the block.
+    pub authority_url: Option<String>,
 }
 
 fn default_redirects() -> crate::config::Redirects {
@@ -873,6 +926,16 @@ mod docs_tests {
                 key: "/etc/qalqan/tls/key.pem".to_owned(),
                 name: Some("dns.example.net".to_owned()),
             }),
+            blockpage: Some(RawBlockpage {
+                listen: vec!["198.51.100.7:80".to_owned()],
+                template: Some(toml::Spanned::new(0..0, "config/blockpage.html".to_owned())),
+                contact: "abuse@isp.example".to_owned(),
+                max_header_bytes: default_bp_max_header_bytes(),
+                request_timeout_ms: default_bp_request_timeout_ms(),
+                idle_timeout_ms: default_bp_idle_timeout_ms(),
+                max_connections: default_bp_max_connections(),
+                max_per_client: default_bp_max_per_client(),
+            }),
             lists: vec![RawList {
                 name: "regulator".to_owned(),
                 source: "https://lists.example/regulator.txt".to_owned(),
@@ -892,6 +955,7 @@ mod docs_tests {
                 redirects: Redirects::SameOrigin,
                 signature: PullSignature::Required,
                 signature_url: Some("https://lists.example/regulator.txt.sig".to_owned()),
+                authority_url: Some("https://regulator.example/".to_owned()),
             }],
         }
     }

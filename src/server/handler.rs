@@ -104,9 +104,9 @@ impl Shared {
         log.log(crate::querylog::Event {
             at: std::time::SystemTime::now(),
             client,
-            protocol,
+            protocol: protocol.label(),
             qname: smallvec::SmallVec::from_slice(qname.as_bytes()),
-            qtype,
+            qtype: Some(qtype),
             policy: Arc::clone(policy),
             hit: *hit,
         });

@@ -3,6 +3,7 @@
 
 mod arch;
 mod blocking;
+mod blockpage;
 mod cache;
 mod contrib;
 mod differential;
