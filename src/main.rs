@@ -1,4 +1,4 @@
-//! The `qalqan` command: `run`, `check`, `explain`, `export`.
+//! The `qalqan` command: `run`, `check`, `explain`, `export`, `audit verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +62,18 @@ enum Command {
         /// Only this list (by `name`); default: every block list.
         list: Option<String>,
     },
+    /// The tamper-evident audit log (`[log] audit`).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log: exit 0 and print the line
+    /// count and head hash, or exit 1 naming the first broken line.
+    Verify { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +83,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Explain { config, name, qtype } => explain(&config, &name, qtype.as_deref()),
         Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
+        Command::Audit { command: AuditCommand::Verify { file } } => audit_verify(&file),
     };
     match result {
         Ok(code) => code,
@@ -343,4 +356,18 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
     let ex = qalqan::policy::explain::explain(&policy, &qname, &reader);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match qalqan::audit::verify(std::io::BufReader::new(f)) {
+        Ok(v) => {
+            println!("{}: chain intact, {} lines, head {}", path.display(), v.lines, v.head);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!("{}:{}: chain broken: {}", path.display(), b.line, b.reason);
+            Ok(ExitCode::from(1))
+        }
+    }
 }

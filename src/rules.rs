@@ -81,6 +81,18 @@ pub enum ListKind {
     Allow,
 }
 
+/// Whether a list is enforced or only watched (`mode =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListMode {
+    /// The list decides answers (default).
+    #[default]
+    Enforce,
+    /// The list is evaluated on every query, its hits counted
+    /// (`qalqan_shadow_hits_total{list}`) and logged, never enforced.
+    Shadow,
+}
+
 /// How a blocked name is answered (`action =` in `[[lists]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

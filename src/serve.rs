@@ -29,6 +29,9 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout, cfg.recursion.clone(), &app.metrics)?))),
     };
     let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
+    if let Some(path) = &cfg.audit_log {
+        app.lists.set_audit(Arc::new(crate::audit::AuditLog::open(path)?));
+    }
     let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);
     let shared = Arc::clone(&handler.shared);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();

@@ -400,7 +400,8 @@ pub fn build_with(
 
 /// The policy for `index` with the configured lists.
 pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Policy {
-    Policy { index: std::sync::Arc::new(index), delta: None, lists: infos(configs), generation }
+    let lists = infos(configs);
+    Policy { index: std::sync::Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation }
 }
 
 /// A stable content id, as 16 hex digits: FNV-1a 64 over the bytes taken
@@ -436,6 +437,7 @@ pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
             format: c.format,
             kind: c.kind,
             action: c.action,
+            shadow: c.mode == crate::rules::ListMode::Shadow,
             ede: c.ede,
         })
         .collect()

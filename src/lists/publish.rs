@@ -191,6 +191,8 @@ pub struct Lists {
     /// Each list and where it is read from: its file, or its persisted
     /// copy in the state directory (`None`: a remote list without one).
     configs: Vec<(ListConfig, Option<PathBuf>)>,
+    /// `[log] audit`, set once by `serve` (`qalqan check` never writes it).
+    audit_log: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
     states: Mutex<Vec<Option<ListState>>>,
     /// Content version of the last rejected source of each list, and why:
     /// not retried, and refused again with that reason.
@@ -273,6 +275,7 @@ impl Lists {
         }
         Self {
             configs,
+            audit_log: std::sync::OnceLock::new(),
             states: Mutex::new(vec![None; n]),
             failed: Mutex::new(vec![None; n]),
             pushed: Mutex::new(vec![None; n]),
@@ -739,13 +742,60 @@ impl Lists {
         let to_persist = if cfg.origin.is_remote() && !inc.bytes.is_empty() { vec![(id, inc.bytes)] } else { Vec::new() };
         report.changed.push(cfg.name.clone());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Box::new(delta)), lists: super::infos(&configs), generation };
+        let lists = super::infos(&configs);
+        let has_shadow = crate::policy::any_shadow(&lists);
+        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Box::new(delta)), lists, has_shadow, generation };
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
         Ok((report, Some(replaced)))
     }
 
+    /// Starts writing audit events to `log` (once; later calls are
+    /// ignored), beginning with a `started` line naming each list's version
+    /// in force.
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        if self.audit_log.set(Arc::clone(&log)).is_err() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let lists: Vec<serde_json::Value> = self
+            .configs
+            .iter()
+            .zip(snapshot.iter())
+            .map(|((c, _), s)| {
+                serde_json::json!({
+                    "list": c.name,
+                    "version": s.as_ref().map_or("-", |s| s.version.as_str()),
+                    "rules": s.as_ref().map_or(0, |s| s.rules),
+                })
+            })
+            .collect();
+        log.append("started", serde_json::json!({ "lists": lists }));
+    }
+
+    /// Appends an event to the audit log, when one is configured (the
+    /// `qalqan::audit` log target says the same in the process log).
+    pub fn audit_event(&self, event: &str, fields: serde_json::Value) {
+        if let Some(log) = self.audit_log.get() {
+            log.append(event, fields);
+        }
+    }
+
     fn audit(&self, cfg: &ListConfig, prev: Option<&ListState>, state: &ListState, forced: bool, kind: &'static str) {
+        self.audit_event(
+            "list updated",
+            serde_json::json!({
+                "list": cfg.name,
+                "who": state.meta.who.to_string(),
+                "old_version": prev.map_or("-", |p| p.version.as_str()),
+                "new_version": state.version,
+                "old_rules": prev.map_or(0, |p| p.rules),
+                "new_rules": state.rules,
+                "bad_lines": state.bad_lines,
+                "forced": forced,
+                "kind": kind,
+            }),
+        );
         tracing::info!(
             target: "qalqan::audit",
             list = %cfg.name,

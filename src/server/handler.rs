@@ -65,6 +65,8 @@ pub struct Shared {
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
     /// `qalqan_blocked_total{list}`, indexed by [`crate::rules::ListId::index`].
     pub blocked_counters: Vec<prometheus::IntCounter>,
+    /// `qalqan_shadow_hits_total{list}`, indexed like `blocked_counters`.
+    pub shadow_counters: Vec<prometheus::IntCounter>,
     /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
     /// What UDP clients outside the ACL get.
@@ -96,6 +98,19 @@ impl Shared {
     pub fn log_blocked(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, udp: bool, client: std::net::IpAddr) {
         let protocol = if udp { Transport::Udp } else { Transport::Tcp };
         self.log_blocked_via(policy, hit, qname, qtype, protocol, client);
+    }
+
+    /// Counts and logs what the shadow lists say of `name` (never enforced).
+    /// Callers check [`Policy::has_shadow`] first: without shadow lists the
+    /// query path pays that one branch.
+    #[cold]
+    pub fn count_shadow(&self, policy: &Policy, name: crate::name::NameRef<'_>, client: std::net::IpAddr) {
+        let Some(hit) = policy.shadow_hit(name) else { return };
+        if let Some(c) = self.shadow_counters.get(hit.list.index()) {
+            c.inc();
+        }
+        let list = policy.list(&hit).map_or("?", |l| l.name.as_str());
+        tracing::info!(target: "qalqan::shadow", %list, rule = policy.rule_text(hit.rule), qname = name.as_str(), %client, "shadow hit (not enforced)");
     }
 
     /// [`Shared::log_blocked`] for a query that came over `protocol`.
@@ -262,6 +277,9 @@ impl Handler {
         let qtype = query.query_type();
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
+        if policy.has_shadow {
+            s.count_shadow(&policy, qname.as_name(), request.src().ip());
+        }
         if let Verdict::Blocked(hit) = verdict {
             return self.blocked(request, transport, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
         }

@@ -22,3 +22,4 @@ mod reload;
 mod resolving;
 pub mod sources;
 mod support;
+mod workflow;

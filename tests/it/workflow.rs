@@ -1,0 +1,158 @@
+//! Regulator workflow (issue #24) over the wire: shadow lists.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+fn shadow_config(up: std::net::SocketAddr, enforced: &str, candidate: &str, mode: &str) -> String {
+    config(
+        up,
+        &format!(
+            r#"
+[[lists]]
+name = "regulator"
+source = "{enforced}"
+[[lists]]
+name = "candidate"
+source = "{candidate}"
+mode = "{mode}"
+"#
+        ),
+        "",
+    )
+}
+
+/// A name on a shadow list is answered from the upstream (and from the cache
+/// the second time), each query counted in `qalqan_shadow_hits_total`;
+/// `/explain` shows the hit apart from the verdict; the same config with
+/// `mode = "enforce"` blocks the name.
+#[tokio::test]
+async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
+    let up = Upstream::start().await;
+    up.set("trial.test.", RecordType::A, Canned::Answer(vec![a("trial.test.", 300, "198.51.100.5")]));
+    up.set("www.trial.test.", RecordType::A, Canned::Answer(vec![a("www.trial.test.", 300, "198.51.100.6")]));
+    let dir = tempfile::tempdir().unwrap();
+    let enforced = write_list(dir.path(), "reg.txt", "bad.test\n");
+    let candidate = write_list(dir.path(), "cand.txt", "# candidate\ntrial.test\nbad.test\n");
+    let srv = TestServer::start(&shadow_config(up.addr, &enforced, &candidate, "shadow")).await;
+    let series = r#"qalqan_shadow_hits_total{list="candidate"}"#;
+
+    // answered normally, twice over UDP (the second from the cache) and once over TCP
+    for _ in 0..2 {
+        let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1, "{:?}", m.answers);
+        assert!(ede(&m).is_empty(), "{:?}", ede(&m));
+    }
+    let m = tcp(srv.addr, "www.trial.test.", RecordType::A, EDNS).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(up.count(), 2, "one upstream query per name; the repeat came from the cache");
+    assert_eq!(sample(&srv.metrics.encode(), series), 3.0, "every query counted, cache hits included");
+    // a name on both lists: the enforced list blocks it, the shadow list counts it
+    let m = udp(srv.addr, "bad.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&m), vec![(15, "blocked by list regulator".to_owned())]);
+    let text = srv.metrics.encode();
+    assert_eq!(sample(&text, series), 4.0);
+    assert_eq!(sample(&text, r#"qalqan_blocked_total{list="candidate"}"#), 0.0, "{text}");
+    // a name on no list is not counted
+    udp(srv.addr, "other.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(sample(&srv.metrics.encode(), series), 4.0);
+
+    let (status, ex) = http_get(srv.http, "/explain?name=www.trial.test").await;
+    assert_eq!(status, 200);
+    assert!(ex.starts_with("pass"), "the verdict is that of the enforced lists: {ex}");
+    let shadow = ex.split_once("shadow (not enforced)").map(|(_, s)| s).unwrap_or_else(|| panic!("no shadow section: {ex}"));
+    assert!(shadow.contains("list:     candidate") && shadow.contains("cand.txt:2") && shadow.contains("rule:     trial.test"), "{ex}");
+    let (_, ex) = http_get(srv.http, "/explain?name=bad.test").await;
+    assert!(ex.starts_with("blocked") && ex.contains("list:     regulator") && ex.contains("shadow (not enforced)\n  list:     candidate"), "{ex}");
+    srv.shutdown().await;
+
+    // promoted: the same lists with mode = "enforce"
+    let srv = TestServer::start(&shadow_config(up.addr, &enforced, &candidate, "enforce")).await;
+    let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&m), vec![(15, "blocked by list candidate".to_owned())]);
+    let text = srv.metrics.encode();
+    assert_eq!(sample(&text, r#"qalqan_blocked_total{list="candidate"}"#), 1.0, "{text}");
+    assert_eq!(sample(&text, series), 0.0);
+    let (_, ex) = http_get(srv.http, "/explain?name=trial.test").await;
+    assert!(ex.starts_with("blocked") && !ex.contains("shadow"), "{ex}");
+    srv.shutdown().await;
+}
+
+/// Only block lists can be shadow lists: the config names the key.
+#[test]
+fn a_shadow_allow_list_is_a_config_error() {
+    let toml = r#"
+[upstream]
+servers = ["127.0.0.1:53"]
+[[lists]]
+name = "ok"
+source = "ok.txt"
+kind = "allow"
+mode = "shadow"
+"#;
+    let e = qalqan::config::Config::from_toml_str(toml, "test.toml").err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("lists[0].mode") && e.contains("only block lists"), "{e}");
+}
+
+/// The audit log as the server writes it: a `started` line, then one line
+/// per list update; `qalqan audit verify` accepts the chain, and after one
+/// line is edited names the line where the chain breaks.
+#[tokio::test]
+async fn the_audit_log_is_a_hash_chain_the_cli_verifies() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "reg.txt", "old.test\n");
+    let audit = dir.path().join("audit.jsonl");
+    let extra = format!("[log]\naudit = \"{}\"\n", audit.display());
+    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{list}\"\n");
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    let addr = srv.addr;
+    let blocked = |n: &'static str| async move {
+        udp(addr, n, RecordType::A, EDNS).await.is_some_and(|m| m.metadata.response_code == ResponseCode::NXDomain)
+    };
+    assert!(eventually(std::time::Duration::from_secs(3), || blocked("old.test.")).await);
+    for (i, body) in ["old.test\nnew1.test\n", "new2.test\n"].iter().enumerate() {
+        let tmp = dir.path().join("reg.txt.new");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, dir.path().join("reg.txt")).unwrap();
+        let name = if i == 0 { "new1.test." } else { "new2.test." };
+        assert!(eventually(std::time::Duration::from_secs(5), || blocked(name)).await, "{name}");
+    }
+    srv.shutdown().await;
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains(r#""event":"started""#) && lines[0].contains(qalqan::audit::GENESIS), "{text}");
+    assert!(lines[1].contains(r#""event":"list updated""#) && lines[1].contains(r#""new_rules":2"#), "{text}");
+    assert!(lines[2].contains(r#""new_rules":1"#), "{text}");
+
+    let verify = |path: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qalqan")).args(["audit", "verify"]).arg(path).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = verify(&audit);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("chain intact, 3 lines, head "), "{out}");
+
+    // a rule count rewritten in line 2: line 3 no longer carries its hash
+    let edited = text.replacen(r#""new_rules":2"#, r#""new_rules":9"#, 1);
+    assert_ne!(edited, text);
+    std::fs::write(&audit, &edited).unwrap();
+    let (code, out) = verify(&audit);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("audit.jsonl:3: chain broken"), "{out}");
+
+    // a restart continues the chain from the last line (here: the edited file's)
+    std::fs::write(&audit, &text).unwrap();
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    srv.shutdown().await;
+    let (code, out) = verify(&audit);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("chain intact, 4 lines"), "{out}");
+}
