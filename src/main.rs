@@ -226,6 +226,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 for (what, n) in &p.unsupported {
                     println!("  unsupported: {what}: {n} lines");
                 }
+                if !p.entry_kinds.is_empty() {
+                    let kinds: Vec<String> = p.entry_kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+                    println!("  entries: {}", kinds.join(", "));
+                }
             }
             Err(e) => {
                 ok = false;

@@ -70,6 +70,8 @@ pub enum Format {
     Rpz,
     Urls,
     RegistryCsv,
+    /// The registry's `dump.xml` (see `lists/parse/registry_xml.rs`).
+    RegistryXml,
     Keywords,
 }
 

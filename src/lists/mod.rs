@@ -32,6 +32,8 @@ pub struct ListState {
     /// The first few skipped lines.
     pub errors: Vec<ParseError>,
     pub unsupported: std::collections::BTreeMap<String, u32>,
+    /// Entries by kind (`registry-xml`: by blockType and by how DNS enforces them).
+    pub entry_kinds: std::collections::BTreeMap<String, u32>,
     pub loaded_at: SystemTime,
     pub bytes: usize,
     /// Source details of this version (ETag, serial, push version, who).
@@ -109,6 +111,7 @@ impl ListState {
             bad_lines: p.bad_lines,
             errors: p.errors.iter().take(5).cloned().collect(),
             unsupported: p.unsupported.clone(),
+            entry_kinds: p.entry_kinds.clone(),
             loaded_at: SystemTime::now(),
             bytes,
         }

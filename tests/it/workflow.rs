@@ -156,3 +156,89 @@ async fn the_audit_log_is_a_hash_chain_the_cli_verifies() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("chain intact, 4 lines"), "{out}");
 }
+
+/// A registry `dump.xml` in the shape the registry publishes: Windows-1251,
+/// `<content>` entries of every blockType with decisions, CDATA values,
+/// IDN names, URLs with and without paths, addresses and subnets. `n`
+/// entries of each kind (numbered), plus fixed ones the tests query.
+fn registry_dump(n: usize) -> Vec<u8> {
+    let mut x = String::from(
+        "<?xml version=\"1.0\" encoding=\"windows-1251\"?>\n<reg:register updateTime=\"2026-12-01T10:00:00+03:00\" \
+         updateTimeUrgently=\"2026-12-01T09:00:00+03:00\" formatVersion=\"2.4\" xmlns:reg=\"http://rsoc.ru\" xmlns:tns=\"http://rsoc.ru\">\n",
+    );
+    let mut id = 0;
+    let mut entry = |x: &mut String, block_type: Option<&str>, urgent: bool, body: &str| {
+        id += 1;
+        let bt = block_type.map(|b| format!(" blockType=\"{b}\"")).unwrap_or_default();
+        let urg = if urgent { " urgencyType=\"1\"" } else { "" };
+        x.push_str(&format!(
+            "<content id=\"{id}\" includeTime=\"2016-02-03T20:00:00\" entryType=\"1\"{bt}{urg} hash=\"{:032X}\">\n\
+             <decision date=\"2016-02-03\" number=\"2-6-27/ 2016-02-03-{id}-АИ\" org=\"ФНС\"/>\n{body}</content>\n",
+            id * 7919
+        ));
+    };
+    entry(&mut x, Some("domain"), true, "<domain><![CDATA[казино-пример.рф]]></domain>\n");
+    entry(&mut x, Some("domain"), false, "<domain><![CDATA[exact.example]]></domain>\n<ip>192.0.2.10</ip>\n");
+    entry(&mut x, Some("domain-mask"), false, "<domain><![CDATA[*.mask.example]]></domain>\n");
+    entry(
+        &mut x,
+        None,
+        false,
+        "<url><![CDATA[http://shared.example/forbidden/page.html?id=1&x=2]]></url>\n<domain><![CDATA[shared.example]]></domain>\n<ip>192.0.2.11</ip>\n",
+    );
+    entry(&mut x, Some("default"), false, "<url><![CDATA[https://whole.example/]]></url>\n<domain><![CDATA[whole.example]]></domain>\n");
+    entry(&mut x, Some("ip"), false, "<ip>203.0.113.7</ip>\n<ipSubnet>198.51.100.0/24</ipSubnet>\n");
+    for i in 0..n {
+        entry(&mut x, Some("domain"), i % 10 == 0, &format!("<domain><![CDATA[site{i}.example]]></domain>\n<ip>10.0.{}.{}</ip>\n", i / 250, i % 250));
+        entry(&mut x, Some("domain-mask"), false, &format!("<domain><![CDATA[*.mask{i}.example]]></domain>\n"));
+        entry(&mut x, None, false, &format!("<url><![CDATA[http://page{i}.example/path/{i}]]></url>\n<domain><![CDATA[page{i}.example]]></domain>\n"));
+        entry(&mut x, Some("ip"), false, &format!("<ip>10.1.{}.{}</ip>\n", i / 250, i % 250));
+    }
+    x.push_str("</reg:register>\n");
+    encoding_rs::WINDOWS_1251.encode(&x).0.into_owned()
+}
+
+/// The dump loaded as `format = "registry-xml"`: each blockType enforced as
+/// far as DNS can, IDN names as punycode, the decision in the EDE text;
+/// `qalqan check` and `/lists` count the entries per blockType and by how
+/// DNS enforces them.
+#[tokio::test]
+async fn a_registry_xml_dump_is_enforced_and_counted_per_block_type() {
+    let up = Upstream::start().await;
+    for n in ["sub.exact.example.", "mask.example.", "www.shared.example."] {
+        up.set(n, RecordType::A, Canned::Answer(vec![a(n, 300, "198.51.100.50")]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump.xml");
+    std::fs::write(&dump, registry_dump(200)).unwrap();
+    let lists = format!("[[lists]]\nname = \"zapret\"\nsource = \"{}\"\nformat = \"registry-xml\"\nede = 16\n", dump.display());
+    let toml = config(up.addr, &lists, "");
+    let srv = TestServer::start(&toml).await;
+    let addr = srv.addr;
+    let rcode = |n: &'static str| async move { udp(addr, n, RecordType::A, EDNS).await.unwrap().metadata.response_code };
+    for blocked in ["xn----7sbqgfbjvgkmmd.xn--p1ai.", "exact.example.", "www.mask.example.", "a.b.mask7.example.", "shared.example.", "whole.example.", "x.whole.example.", "page199.example.", "site0.example."] {
+        assert_eq!(rcode(blocked).await, ResponseCode::NXDomain, "{blocked}");
+    }
+    // domain: exactly that name; a URL with a path: its host exactly
+    for passed in ["sub.exact.example.", "www.shared.example."] {
+        assert_eq!(rcode(passed).await, ResponseCode::NoError, "{passed}");
+    }
+    let m = udp(srv.addr, "exact.example.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(ede(&m), vec![(16, "blocked by list zapret; decision 2-6-27/ 2016-02-03-2-АИ (ФНС)".to_owned())]);
+    let (_, lists_text) = http_get(srv.http, "/lists").await;
+    assert!(
+        lists_text.contains("entries: blockType=default: 202, blockType=domain: 202, blockType=domain-mask: 201, blockType=ip: 201, enforced: 404, host-level: 201, not enforceable by DNS: 201, urgent: 21"),
+        "{lists_text}"
+    );
+    srv.shutdown().await;
+
+    let cfg = dir.path().join("qalqan.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qalqan")).args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("  entries: blockType=default: 202, blockType=domain: 202, blockType=domain-mask: 201, blockType=ip: 201, enforced: 404, host-level: 201, not enforceable by DNS: 201"), "{stdout}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qalqan")).args(["export", "--ips", "--config"]).arg(&cfg).output().unwrap();
+    let ips = String::from_utf8_lossy(&out.stdout);
+    assert!(ips.contains("203.0.113.7\t2-6-27/ 2016-02-03-6-АИ (ФНС)") && ips.contains("198.51.100.0/24\t"), "{ips}");
+}
