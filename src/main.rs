@@ -142,8 +142,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
         }
+        let mut modes_rx = hup_rx.clone();
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
         let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
+        // SIGHUP re-reads the config for list modes (shadow ↔ enforce);
+        // every other change needs a restart
+        let (lists, config_path) = (std::sync::Arc::clone(&app.lists), path.to_owned());
+        tokio::spawn(async move {
+            while modes_rx.changed().await.is_ok() {
+                match Config::from_file(&config_path) {
+                    Ok(c) => {
+                        let modes: Vec<_> = c.lists.iter().map(|l| (l.name.clone(), l.mode)).collect();
+                        let lists = std::sync::Arc::clone(&lists);
+                        let _ = tokio::task::spawn_blocking(move || lists.set_modes(&modes)).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: config not re-read; list modes unchanged"),
+                }
+            }
+        });
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {

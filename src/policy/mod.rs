@@ -83,7 +83,7 @@ pub struct Policy {
     pub index: Arc<Index>,
     /// Changes since `index` was compiled (`None`: none; the check is then
     /// the base's alone, behind one predictable branch).
-    pub delta: Option<Box<Delta>>,
+    pub delta: Option<Arc<Delta>>,
     /// Indexed by [`ListId::index`].
     pub lists: Vec<ListInfo>,
     /// Increments with every publish.
@@ -192,6 +192,9 @@ impl Policy {
             return Verdict::Pass;
         }
         let (allow, block) = self.index.check_ip(ip);
+        // a list turned shadow at run time ([`ListInfo::shadow`]) keeps its
+        // address rules in the index: they never block
+        let block = if self.has_shadow { block.filter(|b| !self.is_shadow(b.list)) } else { block };
         resolve(self, allow, block)
     }
 

@@ -68,6 +68,20 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     assert!(shadow.contains("list:     candidate") && shadow.contains("cand.txt:2") && shadow.contains("rule:     trial.test"), "{ex}");
     let (_, ex) = http_get(srv.http, "/explain?name=bad.test").await;
     assert!(ex.starts_with("blocked") && ex.contains("list:     regulator") && ex.contains("shadow (not enforced)\n  list:     candidate"), "{ex}");
+
+    // promoted at run time (what SIGHUP does with a re-read config): the
+    // cached answer is re-decided, the name blocked by the candidate list
+    let changed = srv.lists.set_modes(&[("candidate".into(), qalqan::rules::ListMode::Enforce), ("regulator".into(), qalqan::rules::ListMode::Enforce)]);
+    assert_eq!(changed, ["candidate"]);
+    let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&m), vec![(15, "blocked by list candidate".to_owned())]);
+    assert_eq!(sample(&srv.metrics.encode(), series), 4.0, "no longer a shadow hit");
+    // and back to shadow: answered again
+    assert_eq!(srv.lists.set_modes(&[("candidate".into(), qalqan::rules::ListMode::Shadow)]), ["candidate"]);
+    let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(sample(&srv.metrics.encode(), series), 5.0);
     srv.shutdown().await;
 
     // promoted: the same lists with mode = "enforce"
