@@ -103,14 +103,28 @@ impl Shared {
     /// Counts and logs what the shadow lists say of `name` (never enforced).
     /// Callers check [`Policy::has_shadow`] first: without shadow lists the
     /// query path pays that one branch.
+    /// The log line goes to the blocked-query log (`"shadow":true`) when
+    /// one is configured, and to the `qalqan::shadow` target at debug level.
     #[cold]
-    pub fn count_shadow(&self, policy: &Policy, name: crate::name::NameRef<'_>, client: std::net::IpAddr) {
+    pub fn count_shadow(&self, policy: &Arc<Policy>, name: crate::name::NameRef<'_>, client: std::net::IpAddr, protocol: Transport, qtype: RecordType) {
         let Some(hit) = policy.shadow_hit(name) else { return };
         if let Some(c) = self.shadow_counters.get(hit.list.index()) {
             c.inc();
         }
+        if let Some(log) = &self.blocked_log {
+            log.log(crate::querylog::Event {
+                at: std::time::SystemTime::now(),
+                client,
+                protocol,
+                qname: smallvec::SmallVec::from_slice(name.as_str().as_bytes()),
+                qtype,
+                policy: Arc::clone(policy),
+                hit,
+                shadow: true,
+            });
+        }
         let list = policy.list(&hit).map_or("?", |l| l.name.as_str());
-        tracing::info!(target: "qalqan::shadow", %list, rule = policy.rule_text(hit.rule), qname = name.as_str(), %client, "shadow hit (not enforced)");
+        tracing::debug!(target: "qalqan::shadow", %list, rule = policy.rule_text(hit.rule), qname = name.as_str(), %client, "shadow hit (not enforced)");
     }
 
     /// [`Shared::log_blocked`] for a query that came over `protocol`.
@@ -124,6 +138,7 @@ impl Shared {
             qtype,
             policy: Arc::clone(policy),
             hit: *hit,
+            shadow: false,
         });
     }
 }
@@ -278,7 +293,7 @@ impl Handler {
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
         if policy.has_shadow {
-            s.count_shadow(&policy, qname.as_name(), request.src().ip());
+            s.count_shadow(&policy, qname.as_name(), request.src().ip(), transport, qtype);
         }
         if let Verdict::Blocked(hit) = verdict {
             return self.blocked(request, transport, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);

@@ -35,7 +35,8 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     let dir = tempfile::tempdir().unwrap();
     let enforced = write_list(dir.path(), "reg.txt", "bad.test\n");
     let candidate = write_list(dir.path(), "cand.txt", "# candidate\ntrial.test\nbad.test\n");
-    let srv = TestServer::start(&shadow_config(up.addr, &enforced, &candidate, "shadow")).await;
+    let log = dir.path().join("blocked.jsonl");
+    let srv = TestServer::start(&format!("[log]\nblocked = \"{}\"\n{}", log.display(), shadow_config(up.addr, &enforced, &candidate, "shadow"))).await;
     let series = r#"qalqan_shadow_hits_total{list="candidate"}"#;
 
     // answered normally, twice over UDP (the second from the cache) and once over TCP
@@ -60,6 +61,13 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     // a name on no list is not counted
     udp(srv.addr, "other.test.", RecordType::A, EDNS).await.unwrap();
     assert_eq!(sample(&srv.metrics.encode(), series), 4.0);
+
+    // logged in the blocked-query log, marked as shadow hits
+    let shadow_lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(r#""shadow":true"#)).map(str::to_owned).collect::<Vec<_>>();
+    assert!(eventually(std::time::Duration::from_secs(3), || async { shadow_lines().len() == 4 }).await, "{:?}", shadow_lines());
+    let lines = shadow_lines();
+    assert!(lines[0].contains(r#""qname":"trial.test""#) && lines[0].contains(r#""list":"candidate""#) && lines[0].contains("cand.txt:2"), "{lines:?}");
+    assert!(lines[2].contains(r#""protocol":"tcp""#), "{lines:?}");
 
     let (status, ex) = http_get(srv.http, "/explain?name=www.trial.test").await;
     assert_eq!(status, 200);

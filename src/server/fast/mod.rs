@@ -135,7 +135,7 @@ fn decide(
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let verdict = policy.check_name(name);
     if policy.has_shadow {
-        s.count_shadow(policy, name, src.ip());
+        s.count_shadow(policy, name, src.ip(), crate::metrics::Transport::Udp, q.qtype);
     }
     if let Verdict::Blocked(hit) = verdict {
         let (rcode, soa) = match policy.answer(&hit) {
