@@ -146,7 +146,10 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                         let age = state.lists.metrics().list_age(name).map_or_else(|| "-".to_owned(), |a| format!("{a:.0}"));
                         // registry-xml: entries by blockType and by how DNS enforces them
                         let kinds: Vec<String> = l.entry_kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-                        let kinds = if kinds.is_empty() { String::new() } else { format!("\tentries: {}", kinds.join(", ")) };
+                        let mut kinds = if kinds.is_empty() { String::new() } else { format!("\tentries: {}", kinds.join(", ")) };
+                        if state.lists.id_of(name).and_then(|id| policy.list_info(id)).is_some_and(|i| i.shadow) {
+                            kinds.push_str("\tmode=shadow");
+                        }
                         let _ = writeln!(
                             out,
                             "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}{kinds}",

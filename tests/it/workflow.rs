@@ -62,6 +62,9 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     udp(srv.addr, "other.test.", RecordType::A, EDNS).await.unwrap();
     assert_eq!(sample(&srv.metrics.encode(), series), 4.0);
 
+    let (_, lists_text) = http_get(srv.http, "/lists").await;
+    assert!(lists_text.lines().any(|l| l.starts_with("candidate\t") && l.ends_with("\tmode=shadow")), "{lists_text}");
+    assert!(!lists_text.lines().any(|l| l.starts_with("regulator\t") && l.contains("mode=shadow")), "{lists_text}");
     // logged in the blocked-query log, marked as shadow hits
     let shadow_lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(r#""shadow":true"#)).map(str::to_owned).collect::<Vec<_>>();
     assert!(eventually(std::time::Duration::from_secs(3), || async { shadow_lines().len() == 4 }).await, "{:?}", shadow_lines());
