@@ -34,7 +34,9 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     up.set("www.trial.test.", RecordType::A, Canned::Answer(vec![a("www.trial.test.", 300, "198.51.100.6")]));
     let dir = tempfile::tempdir().unwrap();
     let enforced = write_list(dir.path(), "reg.txt", "bad.test\n");
-    let candidate = write_list(dir.path(), "cand.txt", "# candidate\ntrial.test\nbad.test\n");
+    // enough rules that a one-line edit is published as a delta
+    let filler: String = (0..400).map(|i| format!("filler{i}.test\n")).collect();
+    let candidate = write_list(dir.path(), "cand.txt", &format!("# candidate\ntrial.test\nbad.test\n{filler}"));
     let log = dir.path().join("blocked.jsonl");
     let srv = TestServer::start(&format!("[log]\nblocked = \"{}\"\n{}", log.display(), shadow_config(up.addr, &enforced, &candidate, "shadow"))).await;
     let series = r#"qalqan_shadow_hits_total{list="candidate"}"#;
@@ -80,6 +82,24 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     let (_, ex) = http_get(srv.http, "/explain?name=bad.test").await;
     assert!(ex.starts_with("blocked") && ex.contains("list:     regulator") && ex.contains("shadow (not enforced)\n  list:     candidate"), "{ex}");
 
+    // a file edit published as a delta: the added rule is a shadow rule too
+    up.set("later.test.", RecordType::A, Canned::Answer(vec![a("later.test.", 300, "198.51.100.7")]));
+    std::fs::write(dir.path().join("cand.txt"), format!("# candidate\ntrial.test\nbad.test\n{filler}later.test\n")).unwrap();
+    let before = sample(&srv.metrics.encode(), series);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            udp(srv.addr, "later.test.", RecordType::A, EDNS).await.is_some_and(|m| m.metadata.response_code == ResponseCode::NoError && m.answers.len() == 1)
+                && sample(&srv.metrics.encode(), series) > before
+        })
+        .await,
+        "a shadow rule added by delta is counted, never enforced"
+    );
+    let text = srv.metrics.encode();
+    assert!(text.contains(r#"qalqan_list_updates_total{kind="delta",list="candidate"} 1"#), "{text}");
+    let before = sample(&text, series);
+    udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(sample(&srv.metrics.encode(), series), before + 1.0);
+
     // promoted at run time (what SIGHUP does with a re-read config): the
     // cached answer is re-decided, the name blocked by the candidate list
     let changed = srv.lists.set_modes(&[("candidate".into(), qalqan::rules::ListMode::Enforce), ("regulator".into(), qalqan::rules::ListMode::Enforce)]);
@@ -87,12 +107,12 @@ async fn shadow_hits_are_counted_and_answered_then_enforced_after_promotion() {
     let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(ede(&m), vec![(15, "blocked by list candidate".to_owned())]);
-    assert_eq!(sample(&srv.metrics.encode(), series), 4.0, "no longer a shadow hit");
+    let after_promotion = sample(&srv.metrics.encode(), series);
     // and back to shadow: answered again
     assert_eq!(srv.lists.set_modes(&[("candidate".into(), qalqan::rules::ListMode::Shadow)]), ["candidate"]);
     let m = udp(srv.addr, "trial.test.", RecordType::A, EDNS).await.unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(sample(&srv.metrics.encode(), series), 5.0);
+    assert_eq!(sample(&srv.metrics.encode(), series), after_promotion + 1.0);
     srv.shutdown().await;
 
     // promoted: the same lists with mode = "enforce"
