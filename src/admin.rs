@@ -241,17 +241,20 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
             let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let Some(sig) = header("x-qalqan-signature") else {
                 tracing::warn!(target: "qalqan::audit", list = %name, %peer, "force refused: unsigned");
+                admin.lists.audit_event("force refused", serde_json::json!({"list": name, "peer": peer.to_string(), "reason": "unsigned"}));
                 return err(StatusCode::FORBIDDEN, "force=1 needs X-Qalqan-Signature when regulator keys are configured");
             };
             let version = admin.lists.state(i).map_or_else(|| "-".to_owned(), |s| s.version);
             let ts = header("x-qalqan-timestamp");
             if let Err(reason) = check_signed(admin, &Claim { method: PushMethod::Post, name, version: &version, base: None, timestamp: ts.as_deref() }, &sig, b"") {
                 tracing::warn!(target: "qalqan::audit", list = %name, %peer, %reason, "force refused");
+                admin.lists.audit_event("force refused", serde_json::json!({"list": name, "peer": peer.to_string(), "reason": reason.to_string()}));
                 return err(StatusCode::FORBIDDEN, reason);
             }
         }
         admin.lists.force_next(i);
         tracing::info!(target: "qalqan::audit", list = %name, %peer, "shrink gate skipped for the next version (force)");
+        admin.lists.audit_event("force", serde_json::json!({"list": name, "peer": peer.to_string()}));
     }
     let origin = admin.lists.config(i).map(|c| c.origin.clone());
     match origin {
@@ -314,6 +317,7 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
                 Ok(ts) => Some(ts),
                 Err(reason) => {
                     tracing::warn!(target: "qalqan::audit", list = %name, %peer, version = v, %reason, "push refused: signature");
+                    admin.lists.audit_event("push refused", serde_json::json!({"list": name, "peer": peer.to_string(), "version": v, "reason": reason.to_string()}));
                     return err(StatusCode::FORBIDDEN, reason);
                 }
             }
@@ -343,6 +347,7 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
             };
             let e = crate::lists::ErrorChain(&e).to_string();
             tracing::warn!(target: "qalqan::audit", list = %name, %peer, error = %e, "push refused");
+            admin.lists.audit_event("push refused", serde_json::json!({"list": name, "peer": peer.to_string(), "error": e}));
             err(status, e)
         }
     }

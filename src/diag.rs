@@ -144,9 +144,15 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                     Some(l) => {
                         let at = l.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                         let age = state.lists.metrics().list_age(name).map_or_else(|| "-".to_owned(), |a| format!("{a:.0}"));
+                        // registry-xml: entries by blockType and by how DNS enforces them
+                        let kinds: Vec<String> = l.entry_kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+                        let mut kinds = if kinds.is_empty() { String::new() } else { format!("\tentries: {}", kinds.join(", ")) };
+                        if state.lists.id_of(name).and_then(|id| policy.list_info(id)).is_some_and(|i| i.shadow) {
+                            kinds.push_str("\tmode=shadow");
+                        }
                         let _ = writeln!(
                             out,
-                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}",
+                            "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}{kinds}",
                             l.rules,
                             l.bad_lines,
                             l.version,
@@ -154,6 +160,7 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                             redact_url(&cfg.source),
                             l.addresses
                         );
+
                     }
                     None => {
                         let _ = writeln!(out, "{name}\tnot loaded");

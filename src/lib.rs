@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod blockpage;
 pub mod config;
 pub mod diag;
@@ -69,6 +70,8 @@ pub enum StartError {
     BlockedLog(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Audit(#[from] audit::OpenError),
     #[error("HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("file watcher")]
@@ -308,6 +311,7 @@ pub fn build_handler(
         blocked_log,
         notify_targets: std::sync::OnceLock::new(),
         blocked_counters: app.metrics.blocked_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
+        shadow_counters: app.metrics.shadow_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),

@@ -1,4 +1,4 @@
-//! The `qalqan` command: `run`, `check`, `explain`, `export`.
+//! The `qalqan` command: `run`, `check`, `explain`, `export`, `audit verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +62,18 @@ enum Command {
         /// Only this list (by `name`); default: every block list.
         list: Option<String>,
     },
+    /// The tamper-evident audit log (`[log] audit`).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log: exit 0 and print the line
+    /// count and head hash, or exit 1 naming the first broken line.
+    Verify { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +83,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Explain { config, name, qtype } => explain(&config, &name, qtype.as_deref()),
         Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
+        Command::Audit { command: AuditCommand::Verify { file } } => audit_verify(&file),
     };
     match result {
         Ok(code) => code,
@@ -129,8 +142,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
         }
+        let mut modes_rx = hup_rx.clone();
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
         let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
+        // SIGHUP re-reads the config for list modes (shadow ↔ enforce);
+        // every other change needs a restart
+        let (lists, config_path) = (std::sync::Arc::clone(&app.lists), path.to_owned());
+        tokio::spawn(async move {
+            while modes_rx.changed().await.is_ok() {
+                match Config::from_file(&config_path) {
+                    Ok(c) => {
+                        let modes: Vec<_> = c.lists.iter().map(|l| (l.name.clone(), l.mode)).collect();
+                        let lists = std::sync::Arc::clone(&lists);
+                        let _ = tokio::task::spawn_blocking(move || lists.set_modes(&modes)).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: config not re-read; list modes unchanged"),
+                }
+            }
+        });
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
@@ -212,6 +241,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 }
                 for (what, n) in &p.unsupported {
                     println!("  unsupported: {what}: {n} lines");
+                }
+                if !p.entry_kinds.is_empty() {
+                    let kinds: Vec<String> = p.entry_kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+                    println!("  entries: {}", kinds.join(", "));
                 }
             }
             Err(e) => {
@@ -374,4 +407,18 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
     let ex = qalqan::policy::explain::explain(&policy, &qname, &reader);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match qalqan::audit::verify(std::io::BufReader::new(f)) {
+        Ok(v) => {
+            println!("{}: chain intact, {} lines, head {}", path.display(), v.lines, v.head);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!("{}:{}: chain broken: {}", path.display(), b.line, b.reason);
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -95,6 +95,8 @@ pub struct Metrics {
     queries: Vec<Vec<IntCounter>>,
     durations: Vec<Histogram>,
     blocked_total: IntCounterVec,
+    /// `qalqan_shadow_hits_total{list}`: queries a shadow list would have blocked.
+    shadow_hits: IntCounterVec,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     /// `qalqan_stale_answers_total` (RFC 8767).
@@ -207,6 +209,11 @@ impl Metrics {
         let blocked_total =
             IntCounterVec::new(Opts::new("qalqan_blocked_total", "Blocked queries, by deciding list"), &["list"])?;
         registry.register(Box::new(blocked_total.clone()))?;
+        let shadow_hits = IntCounterVec::new(
+            Opts::new("qalqan_shadow_hits_total", "Queries a shadow list (mode = \"shadow\") would have blocked, by list; never enforced"),
+            &["list"],
+        )?;
+        registry.register(Box::new(shadow_hits.clone()))?;
         let cache_hits = IntCounter::new("qalqan_cache_hits_total", "Answers served from the cache")?;
         registry.register(Box::new(cache_hits.clone()))?;
         let cache_misses = IntCounter::new("qalqan_cache_misses_total", "Cache look-ups that went upstream")?;
@@ -358,6 +365,7 @@ impl Metrics {
             queries,
             durations,
             blocked_total,
+            shadow_hits,
             cache_hits,
             cache_misses,
             stale_answers,
@@ -521,6 +529,12 @@ impl Metrics {
     /// id: no lookup, no lock).
     pub fn blocked_handles(&self, lists: &[String]) -> Vec<IntCounter> {
         lists.iter().map(|l| self.blocked_total.with_label_values(&[l])).collect()
+    }
+
+    /// One pre-resolved `qalqan_shadow_hits_total{list}` handle per
+    /// configured list, in config order (see [`Metrics::blocked_handles`]).
+    pub fn shadow_handles(&self, lists: &[String]) -> Vec<IntCounter> {
+        lists.iter().map(|l| self.shadow_hits.with_label_values(&[l])).collect()
     }
 
     /// The Prometheus text exposition of every metric.

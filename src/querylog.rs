@@ -51,6 +51,8 @@ pub struct Event {
     /// The policy that decided, and its hit (rule, list).
     pub policy: Arc<Policy>,
     pub hit: Hit,
+    /// A shadow list's hit: logged with `"shadow":true`, the query was answered.
+    pub shadow: bool,
 }
 
 /// One line of the log, as written.
@@ -68,6 +70,9 @@ struct Line<'a> {
     decision: Option<&'a str>,
     action: &'static str,
     ede: u16,
+    /// Only on shadow-list hits (`"shadow":true`: not enforced).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shadow: bool,
 }
 
 /// Where records go.
@@ -196,6 +201,7 @@ impl Formatter {
             decision: policy.decision(hit.rule),
             action: policy.answer(hit).as_str(),
             ede: policy.ede_parts(hit).0,
+            shadow: e.shadow,
         };
         if serde_json::to_writer(&mut *out, &line).is_ok() {
             let _ = out.write_all(b"\n");

@@ -70,6 +70,8 @@ pub enum Format {
     Rpz,
     Urls,
     RegistryCsv,
+    /// The registry's `dump.xml` (see `lists/parse/registry_xml.rs`).
+    RegistryXml,
     Keywords,
 }
 
@@ -79,6 +81,18 @@ pub enum Format {
 pub enum ListKind {
     Block,
     Allow,
+}
+
+/// Whether a list is enforced or only watched (`mode =` in `[[lists]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListMode {
+    /// The list decides answers (default).
+    #[default]
+    Enforce,
+    /// The list is evaluated on every query, its hits counted
+    /// (`qalqan_shadow_hits_total{list}`) and logged, never enforced.
+    Shadow,
 }
 
 /// How a blocked name is answered (`action =` in `[[lists]]`).

@@ -29,6 +29,9 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         UpstreamMode::Recursive => (Vec::new(), Some(Arc::new(Recurser::new(&cfg.root_hints, cfg.upstream_timeout, cfg.recursion.clone(), &app.metrics)?))),
     };
     let blocked_log = blocked_log(&app, sockets.hangup.clone(), &stop)?;
+    if let Some(path) = &cfg.audit_log {
+        app.lists.set_audit(Arc::new(crate::audit::AuditLog::open(path)?));
+    }
     let page_log = blocked_log.clone();
     let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);
     let shared = Arc::clone(&handler.shared);

@@ -170,6 +170,7 @@ async fn respond(page: &BlockPage, req: &Request<Incoming>, peer: SocketAddr) ->
             qtype: None,
             policy: Arc::clone(&policy),
             hit,
+            shadow: false,
         });
     }
     r

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::policy::Sinkhole;
-use crate::rules::{Action, Format, ListId, ListKind, Rule};
+use crate::rules::{Action, Format, ListId, ListKind, ListMode, Rule};
 
 /// A config problem.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub struct ListConfig {
     pub format: Format,
     pub kind: ListKind,
     pub action: Action,
+    /// `mode =`: enforced, or shadow (counted and logged, never enforced).
+    pub mode: ListMode,
     pub ede: u16,
     pub max_bad_share: f64,
     pub max_shrink: f64,
@@ -96,8 +98,10 @@ pub enum IpRules {
 impl ListConfig {
     /// Whether `rule` takes part in the policy: `false` only for an address
     /// rule this list does not enforce (see [`IpRules`]).
+    /// A shadow list watches names only: its address rules never take part.
     pub fn enforces(&self, rule: &Rule) -> bool {
         match rule {
+            Rule::Ip { .. } | Rule::AnswerIp { .. } if self.mode == ListMode::Shadow => false,
             Rule::Ip { .. } => self.ip_rules == Some(IpRules::Answer),
             Rule::AnswerIp { .. } => self.ip_rules != Some(IpRules::Ignore),
             _ => true,
@@ -253,6 +257,8 @@ pub struct Config {
     pub log_anonymize: crate::querylog::Anonymize,
     pub log_hash_key: Option<String>,
     pub log_queue: usize,
+    /// `[log] audit`: the hash-chained audit log file.
+    pub audit_log: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub admin: Option<AdminConfig>,
     pub rate_limit: Option<RateLimitConfig>,
@@ -530,6 +536,9 @@ impl Config {
             drop,
             max_tracked: l.max_tracked_clients.max(1024),
         });
+        if raw.log.audit.as_deref() == Some("") {
+            return Err(invalid("log.audit", "empty; omit the key to turn the audit log off".into()));
+        }
         if raw.log.blocked.as_deref() == Some("") {
             return Err(invalid("log.blocked", "empty; omit the key to turn the log off".into()));
         }
@@ -553,6 +562,9 @@ impl Config {
             }
             if l.source.is_empty() {
                 return Err(invalid(&key("source"), "empty".into()));
+            }
+            if l.mode == ListMode::Shadow && l.kind == ListKind::Allow {
+                return Err(invalid(&key("mode"), format!("list `{}`: only block lists can be shadow lists", l.name)));
             }
             let origin = parse_source(&l.source).map_err(|reason| invalid(&key("source"), reason))?;
             if matches!(origin, SourceKind::Axfr { .. }) && l.format != Format::Rpz {
@@ -616,6 +628,7 @@ impl Config {
                 format: l.format,
                 kind: l.kind,
                 action: l.action,
+                mode: l.mode,
                 ede: l.ede,
                 max_bad_share: l.max_bad_share,
                 max_shrink: l.max_shrink,
@@ -763,6 +776,7 @@ impl Config {
             log_anonymize: raw.log.anonymize,
             log_hash_key: raw.log.hash_key,
             log_queue: raw.log.queue,
+            audit_log: raw.log.audit.map(PathBuf::from),
             state_dir: raw.state.dir.map(PathBuf::from),
             rate_limit,
             admin,

@@ -301,11 +301,13 @@ pub struct RawLog {
     /// Records waiting for the writer; past it records are dropped and counted.
     #[serde(default = "default_log_queue")]
     pub queue: usize,
+    /// `"PATH"`: the tamper-evident audit log (hash-chained JSON lines); omitted = off.
+    pub audit: Option<String>,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
-        Self { blocked: None, anonymize: default_anonymize(), hash_key: None, queue: default_log_queue() }
+        Self { blocked: None, anonymize: default_anonymize(), hash_key: None, queue: default_log_queue(), audit: None }
     }
 }
 
@@ -735,6 +737,9 @@ pub struct RawList {
     pub kind: ListKind,
     #[serde(default = "default_action")]
     pub action: Action,
+    /// "enforce" (default) or "shadow": evaluated and counted, never enforced.
+    #[serde(default)]
+    pub mode: crate::rules::ListMode,
     /// RFC 8914 INFO-CODE; default 15 (Blocked).
     #[serde(default = "default_ede")]
     pub ede: u16,
@@ -895,6 +900,7 @@ mod docs_tests {
                 anonymize: default_anonymize(),
                 hash_key: Some("key".to_owned()),
                 queue: default_log_queue(),
+                audit: Some("/var/log/qalqan/audit.jsonl".to_owned()),
             },
             state: RawState { dir: Some("/var/lib/qalqan".to_owned()) },
             limits: RawLimits {
@@ -942,6 +948,7 @@ mod docs_tests {
                 format: default_format(),
                 kind: default_kind(),
                 action: default_action(),
+                mode: crate::rules::ListMode::Shadow,
                 ede: default_ede(),
                 max_bad_share: default_max_bad_share(),
                 max_shrink: default_max_shrink(),

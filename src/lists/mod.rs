@@ -32,6 +32,8 @@ pub struct ListState {
     /// The first few skipped lines.
     pub errors: Vec<ParseError>,
     pub unsupported: std::collections::BTreeMap<String, u32>,
+    /// Entries by kind (`registry-xml`: by blockType and by how DNS enforces them).
+    pub entry_kinds: std::collections::BTreeMap<String, u32>,
     pub loaded_at: SystemTime,
     pub bytes: usize,
     /// Source details of this version (ETag, serial, push version, who).
@@ -109,6 +111,7 @@ impl ListState {
             bad_lines: p.bad_lines,
             errors: p.errors.iter().take(5).cloned().collect(),
             unsupported: p.unsupported.clone(),
+            entry_kinds: p.entry_kinds.clone(),
             loaded_at: SystemTime::now(),
             bytes,
         }
@@ -400,7 +403,8 @@ pub fn build_with(
 
 /// The policy for `index` with the configured lists.
 pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Policy {
-    Policy { index: std::sync::Arc::new(index), delta: None, lists: infos(configs), generation }
+    let lists = infos(configs);
+    Policy { index: std::sync::Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation }
 }
 
 /// A stable content id, as 16 hex digits: FNV-1a 64 over the bytes taken
@@ -436,6 +440,7 @@ pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
             format: c.format,
             kind: c.kind,
             action: c.action,
+            shadow: c.mode == crate::rules::ListMode::Shadow,
             ede: c.ede,
         })
         .collect()

@@ -191,6 +191,10 @@ pub struct Lists {
     /// Each list and where it is read from: its file, or its persisted
     /// copy in the state directory (`None`: a remote list without one).
     configs: Vec<(ListConfig, Option<PathBuf>)>,
+    /// `[log] audit`, set once by `serve` (`qalqan check` never writes it).
+    audit_log: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
+    /// Each list's `mode` in force: from the config, then [`Lists::set_modes`].
+    modes: Mutex<Vec<crate::rules::ListMode>>,
     states: Mutex<Vec<Option<ListState>>>,
     /// Content version of the last rejected source of each list, and why:
     /// not retried, and refused again with that reason.
@@ -266,6 +270,7 @@ pub struct ReloadReport {
 impl Lists {
     pub fn new(configs: Vec<(ListConfig, Option<PathBuf>)>, metrics: Arc<Metrics>, state_dir: Option<PathBuf>) -> Self {
         let n = configs.len();
+        let modes = configs.iter().map(|(c, _)| c.mode).collect();
         for (c, _) in &configs {
             if matches!(c.origin, SourceKind::Http(_) | SourceKind::Axfr { .. }) {
                 metrics.list_refresh.with_label_values(&[&c.name]).set(i64::try_from(c.refresh.as_secs()).unwrap_or(i64::MAX));
@@ -273,6 +278,8 @@ impl Lists {
         }
         Self {
             configs,
+            audit_log: std::sync::OnceLock::new(),
+            modes: Mutex::new(modes),
             states: Mutex::new(vec![None; n]),
             failed: Mutex::new(vec![None; n]),
             pushed: Mutex::new(vec![None; n]),
@@ -739,13 +746,114 @@ impl Lists {
         let to_persist = if cfg.origin.is_remote() && !inc.bytes.is_empty() { vec![(id, inc.bytes)] } else { Vec::new() };
         report.changed.push(cfg.name.clone());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Box::new(delta)), lists: super::infos(&configs), generation };
+        let lists = self.infos_now(&configs);
+        let has_shadow = crate::policy::any_shadow(&lists);
+        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Arc::new(delta)), lists, has_shadow, generation };
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
         Ok((report, Some(replaced)))
     }
 
+    /// What the policy knows of `configs`, with the modes in force.
+    fn infos_now(&self, configs: &[ListConfig]) -> Vec<crate::policy::ListInfo> {
+        let mut infos = super::infos(configs);
+        if let Ok(modes) = self.modes.lock() {
+            for (info, mode) in infos.iter_mut().zip(modes.iter()) {
+                info.shadow = *mode == crate::rules::ListMode::Shadow;
+            }
+        }
+        infos
+    }
+
+    /// Applies `mode =` of a re-read config (SIGHUP): lists named in
+    /// `modes` whose mode differs are switched and the current rules
+    /// republished under a new generation (no list is re-read or
+    /// recompiled, so cached answers are re-decided). Returns the lists
+    /// switched. A list promoted to enforce gets its address rules (which
+    /// shadow lists do not compile) at its next full load.
+    pub fn set_modes(&self, modes: &[(String, crate::rules::ListMode)]) -> Vec<String> {
+        let _update = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changed = Vec::new();
+        if let Ok(mut now) = self.modes.lock() {
+            for (name, mode) in modes {
+                let Some(slot) = self.id_of(name).and_then(|id| now.get_mut(id.index())) else { continue };
+                if *slot != *mode {
+                    *slot = *mode;
+                    changed.push((name.clone(), *mode));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let current = self.policy.load_full();
+        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let lists = self.infos_now(&configs);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let policy = Policy {
+            index: Arc::clone(&current.index),
+            delta: current.delta.clone(),
+            has_shadow: crate::policy::any_shadow(&lists),
+            lists,
+            generation,
+        };
+        self.policy.store(Arc::new(policy));
+        self.generation.store(generation, Ordering::Relaxed);
+        self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        for (name, mode) in &changed {
+            let mode = if *mode == crate::rules::ListMode::Shadow { "shadow" } else { "enforce" };
+            tracing::info!(target: "qalqan::audit", list = %name, mode, generation, "list mode changed");
+            self.audit_event("mode changed", serde_json::json!({"list": name, "mode": mode, "generation": generation}));
+        }
+        changed.into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Starts writing audit events to `log` (once; later calls are
+    /// ignored), beginning with a `started` line naming each list's version
+    /// in force.
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        if self.audit_log.set(Arc::clone(&log)).is_err() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let lists: Vec<serde_json::Value> = self
+            .configs
+            .iter()
+            .zip(snapshot.iter())
+            .map(|((c, _), s)| {
+                serde_json::json!({
+                    "list": c.name,
+                    "version": s.as_ref().map_or("-", |s| s.version.as_str()),
+                    "rules": s.as_ref().map_or(0, |s| s.rules),
+                })
+            })
+            .collect();
+        log.append("started", serde_json::json!({ "lists": lists }));
+    }
+
+    /// Appends an event to the audit log, when one is configured (the
+    /// `qalqan::audit` log target says the same in the process log).
+    pub fn audit_event(&self, event: &str, fields: serde_json::Value) {
+        if let Some(log) = self.audit_log.get() {
+            log.append(event, fields);
+        }
+    }
+
     fn audit(&self, cfg: &ListConfig, prev: Option<&ListState>, state: &ListState, forced: bool, kind: &'static str) {
+        self.audit_event(
+            "list updated",
+            serde_json::json!({
+                "list": cfg.name,
+                "who": state.meta.who.to_string(),
+                "old_version": prev.map_or("-", |p| p.version.as_str()),
+                "new_version": state.version,
+                "old_rules": prev.map_or(0, |p| p.rules),
+                "new_rules": state.rules,
+                "bad_lines": state.bad_lines,
+                "forced": forced,
+                "kind": kind,
+            }),
+        );
         tracing::info!(
             target: "qalqan::audit",
             list = %cfg.name,
@@ -910,7 +1018,8 @@ impl Lists {
         drop(published);
         let Some(index) = working else { return (report, None) };
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let policy = super::policy_of(&configs, index, generation);
+        let lists = self.infos_now(&configs);
+        let policy = Policy { index: Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation };
         // the new base holds every list as it is now: no edits remain
         if let Ok(mut e) = self.edits.lock() {
             e.iter_mut().for_each(|slot| *slot = None);

@@ -98,7 +98,16 @@ impl Delta {
         (self.pick(base, ba, da.map(tag)), self.pick(base, bb, db.map(tag)))
     }
 
-    fn pick(&self, base: &Index, b: Option<Hit>, d: Option<Hit>) -> Option<Hit> {
+/// [`Delta::check_name`] over the rules of the lists for which `keep`
+    /// holds (shadow lists apart from enforced ones).
+    pub fn check_name_with(&self, base: &Index, name: NameRef<'_>, keep: impl Fn(ListId) -> bool) -> (Option<Hit>, Option<Hit>) {
+        let (ba, bb) = base.check_filtered(name, |list, line| keep(list) && self.current_line(list, line).is_some());
+        let (da, db) = if self.added.is_empty() { (None, None) } else { self.added.check_filtered(name, |list, _| keep(list)) };
+        let tag = |h: Hit| Hit { rule: h.rule | DELTA_BIT, ..h };
+        (self.pick(base, ba, da.map(tag)), self.pick(base, bb, db.map(tag)))
+    }
+
+        fn pick(&self, base: &Index, b: Option<Hit>, d: Option<Hit>) -> Option<Hit> {
         match (b, d) {
             (Some(b), Some(d)) => Some(if self.rank(base, d) < self.rank(base, b) { d } else { b }),
             (x, None) | (None, x) => x,

@@ -18,6 +18,18 @@ pub struct Explanation {
     pub action: Option<String>,
     pub ede: Option<u16>,
     pub decision: Option<String>,
+    /// What a shadow list (`mode = "shadow"`) would have blocked the name
+    /// with: shown apart, never part of the outcome.
+    pub shadow: Option<ShadowHit>,
+}
+
+/// A shadow list's hit, explained.
+#[derive(Debug, Clone)]
+pub struct ShadowHit {
+    pub list: String,
+    pub file_line: String,
+    pub rule_text: Option<String>,
+    pub action: String,
 }
 
 /// Explains the decision for `name`. `read_line` re-reads `(source, line)`
@@ -37,7 +49,19 @@ pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> O
         action: None,
         ede: None,
         decision: None,
+        shadow: None,
     };
+    if let Some(hit) = policy.shadow_hit(name.as_name()) {
+        if let Some(list) = policy.list(&hit) {
+            let line = policy.rule_line(hit.rule);
+            ex.shadow = Some(ShadowHit {
+                list: list.name.clone(),
+                file_line: format!("{}:{}", list.source, line),
+                rule_text: read_line(&list.source, line),
+                action: policy.answer(&hit).as_str().to_owned(),
+            });
+        }
+    }
     if let Some(hit) = hit {
         let line = policy.rule_line(hit.rule);
         if let Some(list) = policy.list(&hit) {
@@ -74,6 +98,13 @@ impl std::fmt::Display for Explanation {
         }
         if let Some(d) = &self.decision {
             let _ = write!(s, "\n  decision: {d}");
+        }
+        if let Some(sh) = &self.shadow {
+            let _ = write!(s, "\nshadow (not enforced)\n  list:     {}", sh.list);
+            if let Some(r) = &sh.rule_text {
+                let _ = write!(s, "\n  rule:     {r}");
+            }
+            let _ = write!(s, "\n  source:   {}\n  would:    {}", sh.file_line, sh.action);
         }
         f.write_str(&s)
     }

@@ -26,6 +26,8 @@ pub struct ListInfo {
     pub format: Format,
     pub kind: ListKind,
     pub action: Action,
+    /// `mode = "shadow"`: its hits are counted and logged, never enforced.
+    pub shadow: bool,
     /// RFC 8914 INFO-CODE for blocked answers.
     pub ede: u16,
 }
@@ -81,11 +83,19 @@ pub struct Policy {
     pub index: Arc<Index>,
     /// Changes since `index` was compiled (`None`: none; the check is then
     /// the base's alone, behind one predictable branch).
-    pub delta: Option<Box<Delta>>,
+    pub delta: Option<Arc<Delta>>,
     /// Indexed by [`ListId::index`].
     pub lists: Vec<ListInfo>,
     /// Increments with every publish.
     pub generation: u64,
+    /// Whether any list is a shadow list ([`any_shadow`] of `lists`).
+    /// Without one, deciding a name costs one branch more than before.
+    pub has_shadow: bool,
+}
+
+/// Whether any of `lists` is a shadow list (for [`Policy::has_shadow`]).
+pub fn any_shadow(lists: &[ListInfo]) -> bool {
+    lists.iter().any(|l| l.shadow)
 }
 
 impl Policy {
@@ -102,13 +112,48 @@ impl Policy {
     /// With a delta (see [`Delta::check_name`]) the base walk visits every
     /// label and the delta index is walked too: about one more hash probe
     /// per label; without one, a single branch on `delta`.
+    ///
+    /// Shadow lists never decide: with any (`has_shadow`), the walk skips
+    /// their rules (and so visits every label).
     #[inline]
     pub fn check_name(&self, name: crate::name::NameRef<'_>) -> Verdict {
+        if self.has_shadow {
+            return self.check_lists(name, false);
+        }
         let (allow, block) = match &self.delta {
             None => self.index.check_name(name),
             Some(d) => d.check_name(&self.index, name),
         };
         resolve(self, allow, block)
+    }
+
+    fn is_shadow(&self, list: ListId) -> bool {
+        self.lists.get(list.index()).is_some_and(|l| l.shadow)
+    }
+
+    /// The verdict of the enforced lists (`shadow = false`) or of the shadow
+    /// lists alone (`shadow = true`).
+    fn check_lists(&self, name: crate::name::NameRef<'_>, shadow: bool) -> Verdict {
+        let keep = |list: ListId| self.is_shadow(list) == shadow;
+        let (allow, block) = match &self.delta {
+            None => self.index.check_filtered(name, |list, _| keep(list)),
+            Some(d) => d.check_name_with(&self.index, name, keep),
+        };
+        resolve(self, allow, block)
+    }
+
+    /// The block hit of the shadow lists for `name`: what would block it if
+    /// they were enforced (`None` without shadow lists: one branch).
+    /// Cost: a second suffix walk, only when shadow lists exist.
+    #[inline]
+    pub fn shadow_hit(&self, name: crate::name::NameRef<'_>) -> Option<Hit> {
+        if !self.has_shadow {
+            return None;
+        }
+        match self.check_lists(name, true) {
+            Verdict::Blocked(h) => Some(h),
+            _ => None,
+        }
     }
 
     /// The index a rule of a hit belongs to (base or delta) and its id there.
@@ -147,6 +192,9 @@ impl Policy {
             return Verdict::Pass;
         }
         let (allow, block) = self.index.check_ip(ip);
+        // a list turned shadow at run time ([`ListInfo::shadow`]) keeps its
+        // address rules in the index: they never block
+        let block = if self.has_shadow { block.filter(|b| !self.is_shadow(b.list)) } else { block };
         resolve(self, allow, block)
     }
 
@@ -201,7 +249,7 @@ impl Policy {
 
     /// An empty policy (no lists): everything passes.
     pub fn empty() -> Self {
-        Self { index: Arc::new(Index::empty()), delta: None, lists: Vec::new(), generation: 0 }
+        Self { index: Arc::new(Index::empty()), delta: None, lists: Vec::new(), generation: 0, has_shadow: false }
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Shared {
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
     /// `qalqan_blocked_total{list}`, indexed by [`crate::rules::ListId::index`].
     pub blocked_counters: Vec<prometheus::IntCounter>,
+    /// `qalqan_shadow_hits_total{list}`, indexed like `blocked_counters`.
+    pub shadow_counters: Vec<prometheus::IntCounter>,
     /// Zones whose primaries may NOTIFY us (axfr:// lists), set once at start.
     pub notify_targets: std::sync::OnceLock<Vec<NotifyTarget>>,
     /// What UDP clients outside the ACL get.
@@ -98,6 +100,33 @@ impl Shared {
         self.log_blocked_via(policy, hit, qname, qtype, protocol, client);
     }
 
+    /// Counts and logs what the shadow lists say of `name` (never enforced).
+    /// Callers check [`Policy::has_shadow`] first: without shadow lists the
+    /// query path pays that one branch.
+    /// The log line goes to the blocked-query log (`"shadow":true`) when
+    /// one is configured, and to the `qalqan::shadow` target at debug level.
+    #[cold]
+    pub fn count_shadow(&self, policy: &Arc<Policy>, name: crate::name::NameRef<'_>, client: std::net::IpAddr, protocol: Transport, qtype: RecordType) {
+        let Some(hit) = policy.shadow_hit(name) else { return };
+        if let Some(c) = self.shadow_counters.get(hit.list.index()) {
+            c.inc();
+        }
+        if let Some(log) = &self.blocked_log {
+            log.log(crate::querylog::Event {
+                at: std::time::SystemTime::now(),
+                client,
+                protocol: protocol.label(),
+                qname: smallvec::SmallVec::from_slice(name.as_str().as_bytes()),
+                qtype: Some(qtype),
+                policy: Arc::clone(policy),
+                hit,
+                shadow: true,
+            });
+        }
+        let list = policy.list(&hit).map_or("?", |l| l.name.as_str());
+        tracing::debug!(target: "qalqan::shadow", %list, rule = policy.rule_text(hit.rule), qname = name.as_str(), %client, "shadow hit (not enforced)");
+    }
+
     /// [`Shared::log_blocked`] for a query that came over `protocol`.
     pub fn log_blocked_via(&self, policy: &Arc<Policy>, hit: &Hit, qname: &str, qtype: RecordType, protocol: Transport, client: std::net::IpAddr) {
         let Some(log) = &self.blocked_log else { return };
@@ -109,6 +138,7 @@ impl Shared {
             qtype: Some(qtype),
             policy: Arc::clone(policy),
             hit: *hit,
+            shadow: false,
         });
     }
 }
@@ -262,6 +292,9 @@ impl Handler {
         let qtype = query.query_type();
         let policy = s.policy.load_full();
         let verdict = policy.check(&qname);
+        if policy.has_shadow {
+            s.count_shadow(&policy, qname.as_name(), request.src().ip(), transport, qtype);
+        }
         if let Verdict::Blocked(hit) = verdict {
             return self.blocked(request, transport, &policy, &hit, &qname, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
         }

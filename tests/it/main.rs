@@ -23,3 +23,4 @@ mod reload;
 mod resolving;
 pub mod sources;
 mod support;
+mod workflow;

@@ -292,3 +292,24 @@ async fn sighup_reopens_the_blocked_log() {
     assert!(lines_in(rotated.clone()) >= 1, "the rotated file keeps its line");
     drop(child);
 }
+
+/// SIGHUP re-reads the config for list modes: a shadow list whose config
+/// now says `mode = "enforce"` blocks, with no restart.
+#[tokio::test]
+async fn sighup_promotes_a_shadow_list_from_the_reread_config() {
+    let up = Upstream::start().await;
+    up.set("trial.test.", hickory_proto::rr::RecordType::A, Canned::Answer(vec![a("trial.test.", 300, "198.51.100.5")]));
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), "cand.txt", "trial.test\n");
+    let cfg = dir.path().join("q.toml");
+    let write_cfg = |mode: &str| std::fs::write(&cfg, config(up.addr, &format!("[[lists]]\nname = \"cand\"\nsource = \"{list}\"\nmode = \"{mode}\"\n"), "")).unwrap();
+    write_cfg("shadow");
+    let (child, port) = spawn_server(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rcode = || async move { udp(addr, "trial.test.", hickory_proto::rr::RecordType::A, EDNS).await.map(|m| m.metadata.response_code) };
+    assert_eq!(rcode().await, Some(ResponseCode::NoError), "a shadow list never blocks");
+    write_cfg("enforce");
+    Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async move { rcode().await == Some(ResponseCode::NXDomain) }).await, "promoted by SIGHUP");
+    drop(child);
+}

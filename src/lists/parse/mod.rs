@@ -18,6 +18,7 @@ pub mod domains;
 pub mod hosts;
 pub mod keywords;
 pub mod registry_csv;
+pub mod registry_xml;
 pub mod rpz;
 pub mod urls;
 
@@ -93,6 +94,9 @@ pub struct ParseOutput<'s> {
     pub unsupported: BTreeMap<String, u32>,
     /// Lines ignored on purpose that are not errors (`localhost` in hosts files…).
     pub ignored: u32,
+    /// Entries by kind, for formats that have kinds (`registry-xml`:
+    /// `blockType=…`, and `enforced` / `host-level` / `not enforceable by DNS`).
+    pub entry_kinds: BTreeMap<String, u32>,
 }
 
 impl<'s> ParseOutput<'s> {
@@ -134,6 +138,7 @@ impl<'s> ParseOutput<'s> {
             errors: self.errors,
             unsupported: self.unsupported,
             ignored: self.ignored,
+            entry_kinds: self.entry_kinds,
         }
     }
 
@@ -160,6 +165,7 @@ pub fn parse(format: Format, file: &str, bytes: &[u8]) -> ParseOutput<'static> {
 pub fn parse_into(format: Format, file: &str, bytes: &[u8], out: &mut ParseOutput<'_>) {
     match format {
         Format::RegistryCsv => registry_csv::parse(file, bytes, out),
+        Format::RegistryXml => registry_xml::parse(file, bytes, out),
         Format::Rpz => rpz::parse(file, bytes, out),
         _ => {
             let line_fn: fn(&str, u32, &str, &mut ParseOutput) = match format {
@@ -168,7 +174,7 @@ pub fn parse_into(format: Format, file: &str, bytes: &[u8], out: &mut ParseOutpu
                 Format::Adblock => adblock::parse_line,
                 Format::Urls => urls::parse_line,
                 Format::Keywords => keywords::parse_line,
-                Format::RegistryCsv | Format::Rpz => unreachable_line,
+                Format::RegistryCsv | Format::RegistryXml | Format::Rpz => unreachable_line,
             };
             for_each_line(file, bytes, out, line_fn);
         }

@@ -95,7 +95,7 @@ fn parse_record(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
 }
 
 /// `"27-31-2015/Ид2971-15 (Генпрокуратура)"`; whichever part is present.
-fn format_decision(decision: &str, authority: &str) -> Option<String> {
+pub(super) fn format_decision(decision: &str, authority: &str) -> Option<String> {
     match (decision.trim(), authority.trim()) {
         ("", "") => None,
         (d, "") => Some(d.to_owned()),

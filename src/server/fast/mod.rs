@@ -112,7 +112,8 @@ fn answer_parsed(s: &Shared, policy: &Arc<Policy>, q: &Simple<'_>, name: NameRef
 /// Counts nothing and does no atomic read-modify-write (it runs under the
 /// cache's locks in [`Cache::get_batch`](crate::resolve::cache::Cache::get_batch)).
 fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now: Instant) -> Option<Fast> {
-    entry.passed(policy.generation).then(|| {
+    // with shadow lists every query goes through `decide`, which counts them
+    (entry.passed(policy.generation) && !policy.has_shadow).then(|| {
         let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
         cached_reply(q, entry, now, dnssec_ok, payload)
     })
@@ -133,6 +134,9 @@ fn decide(
 ) -> Fast {
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let verdict = policy.check_name(name);
+    if policy.has_shadow {
+        s.count_shadow(policy, name, src.ip(), crate::metrics::Transport::Udp, q.qtype);
+    }
     if let Verdict::Blocked(hit) = verdict {
         let (rcode, soa) = match policy.answer(&hit) {
             PolicyAnswer::Nxdomain => (3u8, true),
