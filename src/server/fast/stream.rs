@@ -2,17 +2,17 @@
 //! DoQ), called from the connection's task: the datagram's steps for one
 //! message (the ACL, the parser, the rate limit, then the cache and the
 //! policy through [`decide_via`]) and the same reply bytes, padded to
-//! 468-byte blocks (RFC 8467). What differs from UDP: a cached reply is not
-//! cut to the client's UDP payload size, the blocked-query log and the
-//! metrics name the transport, and a miss goes to the hickory path (which
-//! forwards it and caches the answer), as does everything the datagram
-//! fast path leaves to it.
+//! 468-byte blocks (RFC 8467). What differs from UDP: the query may carry
+//! Padding options, a cached reply is not cut to the client's UDP payload
+//! size, the blocked-query log and the metrics name the transport, and a
+//! miss goes to the hickory path (which forwards it and caches the
+//! answer), as does everything the datagram fast path leaves to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::parse::parse;
+use super::parse::parse_padded;
 use super::reply::blocked_reply;
 use super::{cached_reply_within, decide_via, Fast};
 use crate::metrics::{Outcome, Transport};
@@ -47,7 +47,7 @@ pub fn answer_stream(s: &Arc<Shared>, packet: &[u8], src: SocketAddr, transport:
         return Stream::Slow { rate_checked: false };
     }
     let mut qname = NameBuf::new();
-    let Some(q) = parse(packet, &mut qname) else { return Stream::Slow { rate_checked: false } };
+    let Some(q) = parse_padded(packet, &mut qname) else { return Stream::Slow { rate_checked: false } };
     let done = |mut reply: Vec<u8>, outcome: Outcome| {
         pad::pad(&mut reply, pad::RESPONSE_BLOCK);
         s.metrics.observe(transport, outcome, now.elapsed());
