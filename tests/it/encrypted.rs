@@ -912,3 +912,29 @@ async fn blocked_and_cached_answers_are_the_udp_fast_path_bytes() {
     }
     e.server.shutdown().await;
 }
+
+/// `[limits]` over DoT: one token per query whichever path answers it (a
+/// miss goes through the fast path's check, then the hickory path, which
+/// must not take a second one), and a limited query is REFUSED with EDE 18.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_over_dot_takes_one_token_per_query() {
+    let extra = "[limits]\nper_client_qps = 1\nburst = 4\nipv4_prefix = 32\n";
+    let Some(e) = Enc::start_with("127.0.0.0/8", false, extra).await else { return };
+    // from an address of its own (the setup's queries came from 127.0.0.1)
+    let mut dot = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.2").await.unwrap();
+    let mut codes = Vec::new();
+    // a miss, a hit, a blocked name, another miss; then past the burst
+    for name in ["allowed.test.", "allowed.test.", "blocked.test.", "other.test.", "allowed.test.", "blocked.test."] {
+        let (_, q) = query_bytes(name, RecordType::A, EDNS);
+        let m = Message::from_vec(&framed_raw(&mut dot, &q).await).unwrap();
+        if m.metadata.response_code == ResponseCode::Refused {
+            assert_eq!(ede(&m).first().map(|e| (e.0, e.1.as_str())), Some((18, "rate limited")), "{name}");
+        }
+        codes.push(m.metadata.response_code);
+    }
+    use ResponseCode::*;
+    assert_eq!(codes, vec![NoError, NoError, NXDomain, NoError, Refused, Refused], "4 served, then limited");
+    let (_, m) = http_get(e.server.http, "/metrics").await;
+    assert_eq!(sample(&m, "qalqan_rate_limited_total"), 2.0, "each query counted once\n{m}");
+    e.server.shutdown().await;
+}
