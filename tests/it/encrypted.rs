@@ -494,7 +494,7 @@ fn same_but_id_and_padding(r: &[u8], udp: &[u8]) -> bool {
     let n = udp.len();
     let grown = r.len().saturating_sub(n);
     let be = |b: &[u8], i: usize| usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
-    if r.len() % 468 != 0 || grown < 4 || r[n..n + 2] != [0, 12] || be(r, n + 2) != grown - 4 || r[n + 4..].iter().any(|&b| b != 0) {
+    if !r.len().is_multiple_of(468) || grown < 4 || r[n..n + 2] != [0, 12] || be(r, n + 2) != grown - 4 || r[n + 4..].iter().any(|&b| b != 0) {
         return false;
     }
     let diffs: Vec<usize> = (2..n).filter(|&i| r[i] != udp[i]).collect();
