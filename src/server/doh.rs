@@ -142,7 +142,7 @@ async fn request(req: Request<Incoming>, peer: SocketAddr, handler: &Handler, li
     if query.len() < 12 {
         return status(StatusCode::BAD_REQUEST, "not a DNS message\n");
     }
-    let Some(reply) = super::slow::handle_bytes_via(handler, &query, peer, Transport::Doh).await else {
+    let Some(reply) = super::encrypted::answer(handler, &query, peer, Transport::Doh).await else {
         // a response sent as a query, an unparsable header, or a `drop` decision
         return status(StatusCode::BAD_REQUEST, "no DNS reply for this message\n");
     };

@@ -160,7 +160,7 @@ async fn stream(
     };
     let Some(len) = crate::wire::u16_at(&data, 0) else { return Err("no length prefix") };
     let Some(msg) = data.get(2..).filter(|m| m.len() == usize::from(len)) else { return Err("length prefix does not match the stream") };
-    let Some(reply) = super::slow::handle_bytes_via(handler, msg, peer, Transport::Doq).await else {
+    let Some(reply) = super::encrypted::answer(handler, msg, peer, Transport::Doq).await else {
         let _ = send.reset(VarInt::from_u32(DOQ_NO_ERROR));
         return Ok(());
     };

@@ -1,7 +1,8 @@
 //! Encrypted DNS for subscribers: DNS over TLS (RFC 7858, here), DNS over
 //! HTTPS (RFC 8484, [`super::doh`]) and DNS over QUIC (RFC 9250,
-//! [`super::doq`]). Every query goes through the same handler as UDP and TCP
-//! ([`super::slow::handle_bytes_via`]: ACL, policy, cache, forwarder, EDE),
+//! [`super::doq`]). Every query takes the same steps as over UDP and TCP
+//! ([`answer`]: blocked names and cache hits answered from the bytes by the
+//! fast path, the rest by the handler; ACL, policy, cache, forwarder, EDE),
 //! counted under its own `protocol` label, its reply padded (RFC 8467).
 //!
 //! Our own accept loops rather than hickory-server's TLS/HTTPS/QUIC
@@ -28,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fast::Stream;
 use super::gate::{Gate, Refusal, Slot};
 use super::handler::Handler;
 use super::tls::{CertStore, TlsError};
@@ -116,6 +118,18 @@ impl Context {
             // RFC 7858 §3.3: queries pipelined, answered out of order
             pipeline: usize::try_from(self.limits.max_streams).unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// One query over an encrypted transport: the fast path's reply when it
+/// has one ([`super::fast::answer_stream`]: blocked names and cache hits,
+/// from the bytes), else the hickory path's. Padded either way (RFC 8467);
+/// `None`: no reply (a `drop` decision, or not a query).
+pub async fn answer(handler: &Handler, msg: &[u8], peer: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+    match super::fast::answer_stream(&handler.shared, msg, peer, t) {
+        Stream::Reply(r) => Some(r),
+        Stream::Drop => None,
+        Stream::Slow { rate_checked } => super::slow::handle_bytes_checked(handler, msg, peer, t, rate_checked).await,
     }
 }
 

@@ -219,9 +219,16 @@ impl Handler {
     /// [`RequestHandler::handle_request`] for a request that came over
     /// `transport` (DoT, DoH and DoQ reach hickory's types as TCP; the
     /// `protocol` label of the metrics says which it was).
-    pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport) -> ResponseInfo {
+    pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, response: R, transport: Transport) -> ResponseInfo {
+        self.handle_checked(request, response, transport, false).await
+    }
+
+    /// [`Handler::handle_via`]; `rate_checked`: the fast path already
+    /// applied the per-client rate limit to this request (it takes one
+    /// token per query, whichever path answers).
+    pub async fn handle_checked<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport, rate_checked: bool) -> ResponseInfo {
         let start = Instant::now();
-        let (reply, outcome) = self.decide(request, transport).await;
+        let (reply, outcome) = self.decide(request, transport, rate_checked).await;
         let info = match reply {
             Some(reply) => send(request, &mut response, reply).await,
             None => header_info(Metadata::response_from_request(&request.metadata)),
@@ -231,7 +238,7 @@ impl Handler {
     }
 
     /// Runs the steps; `None` = send nothing (drop).
-    async fn decide(&self, request: &Request, transport: Transport) -> (Option<Reply>, Outcome) {
+    async fn decide(&self, request: &Request, transport: Transport, rate_checked: bool) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
         let mut edns = respond::reply_edns(request.edns.as_ref(), s.max_udp_payload);
         let meta_for = |rcode: ResponseCode| {
@@ -265,7 +272,7 @@ impl Handler {
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return (Some(simple(meta_for(ResponseCode::BADVERS), edns)), Outcome::Formerr);
         }
-        if let Some((rl, drop)) = &s.rate_limit {
+        if let (Some((rl, drop)), false) = (&s.rate_limit, rate_checked) {
             if rl.check(request.src().ip(), Instant::now()) == super::ratelimit::Decision::Limit {
                 s.metrics.rate_limited.inc();
                 if *drop {

@@ -1,7 +1,8 @@
 //! The slow path: one request as bytes through hickory's decode, its
-//! FORMERR/drop rules and our handler, reply as bytes. What the UDP fast
-//! path hands over (anything it does not answer itself) and what every TCP
-//! query goes through; the fuzz targets and the differential tests call it
+//! FORMERR/drop rules and our handler, reply as bytes. What the fast paths
+//! hand over (UDP's and the encrypted transports', [`super::fast::answer_stream`]:
+//! anything they do not answer themselves) and what every TCP query goes
+//! through; the fuzz targets and the differential tests call it
 //! the same way.
 
 use std::net::SocketAddr;
@@ -63,14 +64,20 @@ pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, u
 /// encrypted transport to a client that sent EDNS are padded to a multiple
 /// of 468 bytes (RFC 8467 §4.1).
 pub async fn handle_bytes_via(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-    let mut reply = handle_request_bytes(handler, bytes, src, transport).await?;
+    handle_bytes_checked(handler, bytes, src, transport, false).await
+}
+
+/// [`handle_bytes_via`]; `rate_checked`: the fast path already applied the
+/// per-client rate limit to this query ([`super::fast::Stream::Slow`]).
+pub async fn handle_bytes_checked(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, rate_checked: bool) -> Option<Vec<u8>> {
+    let mut reply = handle_request_bytes(handler, bytes, src, transport, rate_checked).await?;
     if transport.encrypted() {
         crate::wire::pad::pad(&mut reply, crate::wire::pad::RESPONSE_BLOCK);
     }
     Some(reply)
 }
 
-async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, rate_checked: bool) -> Option<Vec<u8>> {
     let udp = transport == Transport::Udp;
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
@@ -91,6 +98,6 @@ async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, 
         return None;
     }
     let cap = Capture(Arc::default(), udp);
-    handler.handle_via(&request, cap.clone(), transport).await;
+    handler.handle_checked(&request, cap.clone(), transport, rate_checked).await;
     cap.0.lock().ok().and_then(|mut s| s.take())
 }

@@ -8,7 +8,10 @@
 //! Each connection reads length-prefixed messages with an idle timeout,
 //! answers them in order through the same handler as UDP, and is closed
 //! after `tcp_max_queries` queries or `tcp_max_lifetime_ms`. The same
-//! framing loop serves DoT ([`super::encrypted`]), pipelined.
+//! framing loop serves DoT ([`super::encrypted`]), pipelined, with blocked
+//! names and cache hits answered in the loop by the fast path
+//! ([`super::fast::answer_stream`]); replies ready together are written
+//! together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
+use super::fast::Stream;
 use super::gate::{Gate, Refusal};
 use super::handler::Handler;
 use crate::metrics::Transport;
@@ -113,20 +117,45 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let idle = limits.idle;
     let pipeline = limits.pipeline.max(1);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    // replies ready to write, each with its length prefix: written (and,
+    // on TLS, sealed) together, one flush for all of them
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut inflight: JoinSet<Option<Vec<u8>>> = JoinSet::new();
     let mut queries = 0u32;
     let mut done_reading = false;
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        // every whole message in the buffer goes to the handler, up to the pipeline
+        // every whole message in the buffer: over an encrypted transport
+        // blocked names and cache hits answered here from the bytes (the
+        // fast path), the rest to the handler, up to the pipeline
+        let mut pos = 0;
         while inflight.len() < pipeline && queries < limits.max_queries {
-            let Some(len) = crate::wire::u16_at(&buf, 0).map(usize::from) else { break };
-            let Some(msg) = buf.get(2..2 + len).map(<[u8]>::to_vec) else { break };
-            buf.drain(..2 + len);
+            let Some(len) = crate::wire::u16_at(&buf, pos).map(usize::from) else { break };
+            let Some(msg) = buf.get(pos + 2..pos + 2 + len) else { break };
+            pos += 2 + len;
             queries += 1;
             deadline = tokio::time::Instant::now() + idle;
-            let h = handler.clone();
-            inflight.spawn(async move { super::slow::handle_bytes_via(&h, &msg, peer, transport).await });
+            let rate_checked = if transport.encrypted() {
+                match super::fast::answer_stream(&handler.shared, msg, peer, transport) {
+                    Stream::Reply(reply) => {
+                        frame(&mut out, &reply);
+                        continue;
+                    }
+                    Stream::Drop => continue,
+                    Stream::Slow { rate_checked } => rate_checked,
+                }
+            } else {
+                false
+            };
+            let (h, msg) = (handler.clone(), msg.to_vec());
+            inflight.spawn(async move { super::slow::handle_bytes_checked(&h, &msg, peer, transport, rate_checked).await });
+        }
+        buf.drain(..pos);
+        if !out.is_empty() {
+            if !write_out(&mut stream, &mut out, idle).await {
+                return;
+            }
+            deadline = tokio::time::Instant::now() + idle;
         }
         if queries >= limits.max_queries {
             done_reading = true;
@@ -150,21 +179,43 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Some(joined) = inflight.join_next() => {
-                let Ok(Some(reply)) = joined else { continue }; // no reply (a drop decision)
-                let Ok(rlen) = u16::try_from(reply.len()) else { continue };
-                let mut out = Vec::with_capacity(reply.len() + 2);
-                out.extend_from_slice(&rlen.to_be_bytes());
-                out.extend_from_slice(&reply);
-                // flush: a TLS stream holds what it wrote until then (a no-op on TCP)
-                let sent = tokio::time::timeout(idle, async {
-                    stream.write_all(&out).await?;
-                    stream.flush().await
-                });
-                if sent.await.map_or(true, |r| r.is_err()) {
-                    return;
+                // this reply and any others already done (no reply: a drop decision)
+                if let Ok(Some(reply)) = joined {
+                    frame(&mut out, &reply);
                 }
-                deadline = tokio::time::Instant::now() + idle;
+                while let Some(joined) = inflight.try_join_next() {
+                    if let Ok(Some(reply)) = joined {
+                        frame(&mut out, &reply);
+                    }
+                }
+                if !out.is_empty() {
+                    if !write_out(&mut stream, &mut out, idle).await {
+                        return;
+                    }
+                    deadline = tokio::time::Instant::now() + idle;
+                }
             }
         }
     }
+}
+
+/// Appends `reply` with its 2-byte length prefix to `out` (a reply over
+/// 65535 bytes cannot be framed and is left out).
+fn frame(out: &mut Vec<u8>, reply: &[u8]) {
+    let Ok(len) = u16::try_from(reply.len()) else { return };
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(reply);
+}
+
+/// Writes and flushes `out` within `idle` (a TLS stream holds what it was
+/// given until flushed; a no-op on TCP), then empties it. `false`: the
+/// connection is done (an error, or the client does not read).
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>, idle: Duration) -> bool {
+    let sent = tokio::time::timeout(idle, async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    });
+    let ok = sent.await.is_ok_and(|r| r.is_ok());
+    out.clear();
+    ok
 }

@@ -425,13 +425,20 @@ async fn dot_query(s: &mut Tls, name: &str) -> Message {
 
 /// One query over DoQ from `from`, with the certificate verified against `ca`.
 async fn doq_query(addr: SocketAddr, ca: &Path, from: &str, name: &str) -> Result<Message, String> {
+    let (_, q) = query_bytes(name, RecordType::A, EDNS);
+    let reply = doq_raw(addr, ca, from, &q).await?;
+    Message::from_vec(&reply).map_err(|e| e.to_string())
+}
+
+/// The reply to the message `q` over DoQ (sent with ID 0) from `from`.
+async fn doq_raw(addr: SocketAddr, ca: &Path, from: &str, q: &[u8]) -> Result<Vec<u8>, String> {
     let qc = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(ca, b"doq", true)).unwrap();
     let mut ep = quinn::Endpoint::client(format!("{from}:0").parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
     let run = async {
         let conn = ep.connect(addr, NAME).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let (_, mut q) = query_bytes(name, RecordType::A, EDNS);
+        let mut q = q.to_vec();
         q[0] = 0; // RFC 9250 §4.2.1: message ID 0
         q[1] = 0;
         let mut framed = (q.len() as u16).to_be_bytes().to_vec();
@@ -439,11 +446,63 @@ async fn doq_query(addr: SocketAddr, ca: &Path, from: &str, name: &str) -> Resul
         send.write_all(&framed).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         let data = recv.read_to_end(65537).await.map_err(|e| e.to_string())?;
-        Message::from_vec(&data[2..]).map_err(|e| e.to_string())
+        Ok(data[2..].to_vec())
     };
     let r = tokio::time::timeout(Duration::from_secs(5), run).await.map_err(|_| "timed out".to_owned())?;
     ep.close(0u32.into(), b"");
     r
+}
+
+/// The reply to the message `q` over an open DoT (or TCP) connection.
+async fn framed_raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, q: &[u8]) -> Vec<u8> {
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(q);
+    s.write_all(&framed).await.unwrap();
+    s.flush().await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut len)).await.unwrap().unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.unwrap();
+    buf
+}
+
+/// The reply to the message `q` POSTed to the DoH endpoint (curl, HTTP/2).
+async fn doh_raw(e: &Enc, q: &[u8]) -> Vec<u8> {
+    let qfile = e.dir.path().join(format!("q-{}.bin", rand::random::<u32>()));
+    std::fs::write(&qfile, q).unwrap();
+    let args = vec![
+        "-sS".to_owned(),
+        "--cacert".into(),
+        e.ca().display().to_string(),
+        "--resolve".into(),
+        format!("{NAME}:{}:127.0.0.1", e.doh.port()),
+        "-H".into(),
+        "content-type: application/dns-message".into(),
+        "--data-binary".into(),
+        format!("@{}", qfile.display()),
+        format!("https://{NAME}:{}/dns-query", e.doh.port()),
+    ];
+    let out = tokio::task::spawn_blocking(move || Command::new("curl").args(&args).output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Whether `r` is `udp` but for the ID and a Padding option (RFC 7830)
+/// that ends it: the OPT record's RDLENGTH grown by the option's size,
+/// `r`'s length a multiple of 468 (RFC 8467).
+fn same_but_id_and_padding(r: &[u8], udp: &[u8]) -> bool {
+    let n = udp.len();
+    let grown = r.len().saturating_sub(n);
+    let be = |b: &[u8], i: usize| usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
+    if !r.len().is_multiple_of(468) || grown < 4 || r[n..n + 2] != [0, 12] || be(r, n + 2) != grown - 4 || r[n + 4..].iter().any(|&b| b != 0) {
+        return false;
+    }
+    let diffs: Vec<usize> = (2..n).filter(|&i| r[i] != udp[i]).collect();
+    let Some(&first) = diffs.first() else { return false };
+    // the differing bytes are the RDLENGTH (one or both of its bytes)
+    [first.saturating_sub(1), first]
+        .into_iter()
+        .any(|k| k >= 2 && k + 1 < n && diffs.iter().all(|&d| d == k || d == k + 1) && be(r, k) == be(udp, k) + grown)
 }
 
 /// Whether the server closes `s` within `within` (EOF or error on read).
@@ -769,5 +828,113 @@ async fn dot_answers_pipelined_queries_out_of_order() {
         ids.push((m.metadata.id, m.metadata.response_code));
     }
     assert_eq!(ids, vec![(fast_id, ResponseCode::NXDomain), (slow_id, ResponseCode::ServFail)]);
+    e.server.shutdown().await;
+}
+
+/// Blocked names and cache hits over DoT, DoH and DoQ are answered by the
+/// fast path: with the only in-flight slot (`max_inflight = 1`) held by a
+/// query stuck upstream, the hickory path answers SERVFAIL (plain TCP shows
+/// it), the fast path still answers, as on UDP. Each reply is the UDP fast
+/// path's bytes but for the ID and the padding (the question echoed as
+/// sent), also when the client padded its query (RFC 8467), and is counted
+/// under the transport's label.
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_and_cached_answers_are_the_udp_fast_path_bytes() {
+    if !have(&["curl"]) {
+        return;
+    }
+    let Some(e) = Enc::start_with("127.0.0.0/8", false, "max_inflight = 1").await else { return };
+    eventually_udp(e.server.addr, "allowed.test.", RecordType::A).await; // cached now
+    // hold the slot: slow.test's upstream never answers (1 s timeout), one
+    // more every 100 ms over plain TCP (replies left unread)
+    let mut holder = TcpStream::connect(e.server.addr).await.unwrap();
+    let hold = tokio::spawn(async move {
+        loop {
+            let (_, q) = query_bytes("slow.test.", RecordType::A, EDNS);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            if holder.write_all(&framed).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut tcp = TcpStream::connect(e.server.addr).await.unwrap();
+    let (_, cached_q) = query_bytes("allowed.test.", RecordType::A, EDNS);
+    let mut held = false;
+    for _ in 0..50 {
+        let r = framed_raw(&mut tcp, &cached_q).await;
+        if Message::from_vec(&r).unwrap().metadata.response_code == ResponseCode::ServFail {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held, "the hickory path never ran out of in-flight slots");
+    let mut dot = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.unwrap();
+    for (name, rcode) in [("blocked.test.", ResponseCode::NXDomain), ("allowed.test.", ResponseCode::NoError)] {
+        let (_, mut q) = query_bytes(name, RecordType::A, EDNS);
+        // mixed case, echoed as sent
+        q[13] = q[13].to_ascii_uppercase();
+        q[16] = q[16].to_ascii_uppercase();
+        // the same query padded to 128 bytes, as RFC 8467 §4.1 has clients do
+        let mut padded = q.clone();
+        let (l, fill) = (padded.len(), 128 - padded.len() - 4);
+        padded[l - 2..].copy_from_slice(&(4 + fill as u16).to_be_bytes());
+        padded.extend_from_slice(&[0, 12, 0, fill as u8]);
+        padded.resize(128, 0);
+        for (what, query) in [("plain", &q), ("padded", &padded)] {
+            let before = udp_raw(e.server.addr, &q, Duration::from_secs(3)).await.unwrap();
+            let replies = [
+                ("dot", framed_raw(&mut dot, query).await),
+                ("doh", doh_raw(&e, query).await),
+                ("doq", doq_raw(e.doq, &e.ca(), "127.0.0.1", query).await.unwrap()),
+            ];
+            // a TTL may have dropped by a second meanwhile: either UDP reply will do
+            let after = udp_raw(e.server.addr, &q, Duration::from_secs(3)).await.unwrap();
+            assert_eq!(Message::from_vec(&before).unwrap().metadata.response_code, rcode, "{name}");
+            for (proto, r) in &replies {
+                assert_eq!(r[12..12 + name.len() + 5], q[12..12 + name.len() + 5], "{proto} {name} {what}: question echoed as sent");
+                assert!(
+                    same_but_id_and_padding(r, &before) || same_but_id_and_padding(r, &after),
+                    "{proto} {name} {what}: not the UDP reply but for ID and padding\n{r:?}\n{before:?}"
+                );
+            }
+        }
+    }
+    hold.abort();
+    let (_, m) = http_get(e.server.http, "/metrics").await;
+    for proto in ["dot", "doh", "doq"] {
+        for outcome in ["blocked", "cached"] {
+            let n = sample(&m, &format!(r#"qalqan_queries_total{{outcome="{outcome}",protocol="{proto}"}}"#));
+            assert!(n >= 2.0, "{proto} {outcome}: {n}\n{m}");
+        }
+    }
+    e.server.shutdown().await;
+}
+
+/// `[limits]` over DoT: one token per query whichever path answers it (a
+/// miss goes through the fast path's check, then the hickory path, which
+/// must not take a second one), and a limited query is REFUSED with EDE 18.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_over_dot_takes_one_token_per_query() {
+    let extra = "[limits]\nper_client_qps = 1\nburst = 4\nipv4_prefix = 32\n";
+    let Some(e) = Enc::start_with("127.0.0.0/8", false, extra).await else { return };
+    // from an address of its own (the setup's queries came from 127.0.0.1)
+    let mut dot = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.2").await.unwrap();
+    let mut codes = Vec::new();
+    // a miss, a hit, a blocked name, another miss; then past the burst
+    for name in ["allowed.test.", "allowed.test.", "blocked.test.", "other.test.", "allowed.test.", "blocked.test."] {
+        let (_, q) = query_bytes(name, RecordType::A, EDNS);
+        let m = Message::from_vec(&framed_raw(&mut dot, &q).await).unwrap();
+        if m.metadata.response_code == ResponseCode::Refused {
+            assert_eq!(ede(&m).first().map(|e| (e.0, e.1.as_str())), Some((18, "rate limited")), "{name}");
+        }
+        codes.push(m.metadata.response_code);
+    }
+    use ResponseCode::*;
+    assert_eq!(codes, vec![NoError, NoError, NXDomain, NoError, Refused, Refused], "4 served, then limited");
+    let (_, m) = http_get(e.server.http, "/metrics").await;
+    assert_eq!(sample(&m, "qalqan_rate_limited_total"), 2.0, "each query counted once\n{m}");
     e.server.shutdown().await;
 }

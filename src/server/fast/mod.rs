@@ -17,7 +17,8 @@
 //! integration test compares both paths' answers over many names.
 //!
 //! Files, each importing only the ones after it: [`run`] (the socket
-//! loop), this file (deciding one query: cache, policy), [`miss`]
+//! loop), [`stream`] (one query of an encrypted stream transport: DoT, DoH,
+//! DoQ), this file (deciding one query: cache, policy), [`miss`]
 //! (forwarding a cache miss from here), [`gate`] (the gate every datagram
 //! passes: ACL, rate limit), [`reply`] (reply bytes), [`parse`] (the query
 //! parser).
@@ -27,12 +28,13 @@ mod miss;
 mod parse;
 mod reply;
 mod run;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::metrics::Outcome;
+use crate::metrics::{Outcome, Transport};
 use crate::name::NameRef;
 use crate::policy::{Answer as PolicyAnswer, Policy, Verdict};
 use crate::resolve::cache::Entry;
@@ -44,6 +46,7 @@ pub use miss::{start_miss, Deliver, MissQuery};
 use parse::Simple;
 use reply::{blocked_reply, from_wire};
 pub use run::run_async;
+pub use stream::{answer_stream, Stream};
 
 /// What the fast path decided for one datagram.
 pub enum Fast {
@@ -122,6 +125,7 @@ fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now:
 /// [`answer_parsed`] once the cache was asked (`cached`: its live entry, if
 /// any, that has not passed this policy generation): the policy decides.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn decide(
     s: &Shared,
     policy: &Arc<Policy>,
@@ -131,6 +135,25 @@ fn decide(
     src: SocketAddr,
     now: Instant,
     cached: Option<Arc<Entry>>,
+) -> Fast {
+    decide_via(s, policy, q, name, packet, src, now, cached, Transport::Udp)
+}
+
+/// [`decide`] for a query that came over `transport`: the blocked-query log
+/// names it; over a stream transport ([`stream`]) a cached reply is not
+/// limited to the client's UDP payload size, and a miss is
+/// [`Fast::Slow`] (the hickory path forwards it).
+#[allow(clippy::too_many_arguments)]
+fn decide_via(
+    s: &Shared,
+    policy: &Arc<Policy>,
+    q: &Simple<'_>,
+    name: NameRef<'_>,
+    packet: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    cached: Option<Arc<Entry>>,
+    transport: Transport,
 ) -> Fast {
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let verdict = policy.check_name(name);
@@ -154,7 +177,7 @@ fn decide(
         };
         let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
-        s.log_blocked(policy, &hit, name.as_str(), q.qtype, true, src.ip());
+        s.log_blocked_via(policy, &hit, name.as_str(), q.qtype, transport, src.ip());
         if let Some(c) = s.blocked_counters.get(hit.list.index()) {
             c.inc();
         }
@@ -162,7 +185,7 @@ fn decide(
     }
     let Some(entry) = cached else {
         // DDR and the canary are answered on the hickory path (never cached)
-        if s.discovery.get().is_some_and(|d| d.takes(name.as_str())) {
+        if transport != Transport::Udp || s.discovery.get().is_some_and(|d| d.takes(name.as_str())) {
             return Fast::Slow;
         }
         let checked = Some((policy.generation, matches!(verdict, Verdict::Allowed(_))));
@@ -172,6 +195,9 @@ fn decide(
         return Fast::Slow;
     }
     entry.set_passed(policy.generation);
+    if transport != Transport::Udp {
+        return cached_reply_within(q, &entry, now, dnssec_ok, payload, u16::MAX);
+    }
     cached_reply(q, &entry, now, dnssec_ok, payload)
 }
 
@@ -179,5 +205,12 @@ fn decide(
 fn cached_reply(q: &Simple<'_>, entry: &Entry, now: Instant, dnssec_ok: bool, payload: u16) -> Fast {
     let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
     let Some(reply) = from_wire(q, &entry.wire, entry.age(now), ad, payload) else { return Fast::Slow };
+    Fast::Reply(reply, Outcome::Cached)
+}
+
+/// [`cached_reply`] of up to `limit` bytes (a stream transport's).
+fn cached_reply_within(q: &Simple<'_>, entry: &Entry, now: Instant, dnssec_ok: bool, payload: u16, limit: u16) -> Fast {
+    let ad = entry.wire.authentic_data && (dnssec_ok || q.ad);
+    let Some(reply) = reply::from_wire_within(q, &entry.wire, entry.age(now), ad, payload, limit) else { return Fast::Slow };
     Fast::Reply(reply, Outcome::Cached)
 }

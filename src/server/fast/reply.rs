@@ -30,14 +30,21 @@ pub(super) fn blocked_reply(q: &Simple<'_>, rcode: u8, soa: Option<(u16, u32)>, 
 /// question lengths differ. Cost: one allocation and copy of the reply, a
 /// 4-byte write per record; no parsing, no name compression.
 pub(super) fn from_wire(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u16) -> Option<Vec<u8>> {
-    encode(q, w, Ttl::Age(age), ad, payload, None)
+    encode(q, w, Ttl::Age(age), ad, payload, payload, None)
+}
+
+/// [`from_wire`] for a stream transport: `payload` goes into the OPT
+/// record as on UDP, but the reply may be up to `limit` bytes (a stream
+/// reply is never truncated).
+pub(super) fn from_wire_within(q: &Simple<'_>, w: &Wire, age: u32, ad: bool, payload: u16, limit: u16) -> Option<Vec<u8>> {
+    encode(q, w, Ttl::Age(age), ad, payload, limit, None)
 }
 
 /// A stale answer (RFC 8767) from an expired entry: as [`from_wire`] with
 /// every TTL set to [`STALE_TTL`] and EDE 3 (Stale Answer) in the OPT when
 /// the client sent one. Cost: as [`from_wire`].
 pub(super) fn stale_from_wire(q: &Simple<'_>, w: &Wire, payload: u16) -> Option<Vec<u8>> {
-    encode(q, w, Ttl::Fixed(STALE_TTL), false, payload, Some((opt::EDE_STALE, &["stale answer: the upstream did not answer"])))
+    encode(q, w, Ttl::Fixed(STALE_TTL), false, payload, payload, Some((opt::EDE_STALE, &["stale answer: the upstream did not answer"])))
 }
 
 /// What the TTLs of a reply from the cache become.
@@ -48,14 +55,16 @@ enum Ttl {
     Fixed(u32),
 }
 
-fn encode(q: &Simple<'_>, w: &Wire, ttl: Ttl, ad: bool, payload: u16, ede: Option<(u16, &[&str])>) -> Option<Vec<u8>> {
+/// `payload`: the size the reply's OPT record advertises; `limit`: the
+/// largest reply (`None` above it).
+fn encode(q: &Simple<'_>, w: &Wire, ttl: Ttl, ad: bool, payload: u16, limit: u16, ede: Option<(u16, &[&str])>) -> Option<Vec<u8>> {
     let qe = usize::from(w.question_end);
     if qe != header::LEN + q.question.len() {
         return None;
     }
     let ede_len = ede.map_or(0, |(_, t)| 6 + t.iter().map(|p| p.len()).sum::<usize>());
     let total = w.bytes.len() + if q.edns.is_some() { 11 + ede_len } else { 0 };
-    if total > usize::from(payload) {
+    if total > usize::from(limit) {
         return None;
     }
     let mut out = Vec::with_capacity(total);
