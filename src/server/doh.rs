@@ -18,9 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::encrypted::{accept, handshake, Activity, Context};
+use super::encrypted::{handshake, serve_tcp, Activity, Context};
 use super::handler::Handler;
 use crate::metrics::Transport;
 
@@ -34,26 +33,10 @@ const DNS_MESSAGE: &str = "application/dns-message";
 /// Accepts DoH connections until `stop`; open connections then finish the
 /// requests they are on (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`).
 pub async fn serve(listener: TcpListener, handler: Handler, ctx: Arc<Context>, stop: CancellationToken) {
-    let tracker = TaskTracker::new();
-    let open = handler.shared.metrics.encrypted_open(Transport::Doh);
-    loop {
-        let Some((stream, peer)) = accept(&listener, &stop).await else { break };
-        let Some(slot) = ctx.admit(&handler, peer, Transport::Doh) else { continue };
-        let (handler, ctx, stop, open) = (handler.clone(), Arc::clone(&ctx), stop.clone(), open.clone());
-        tracker.spawn(async move {
-            let _slot = slot;
-            open.inc();
-            let _ = stream.set_nodelay(true);
-            let deadline = tokio::time::Instant::now() + ctx.limits.max_lifetime;
-            tokio::select! {
-                _ = connection(stream, peer, &handler, &ctx, stop) => {}
-                _ = tokio::time::sleep_until(deadline) => tracing::debug!(%peer, "DoH connection closed: tls_max_lifetime_ms"),
-            }
-            open.dec();
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+    serve_tcp(listener, handler, ctx, stop, Transport::Doh, |stream, peer, handler, ctx, stop| async move {
+        connection(stream, peer, &handler, &ctx, stop).await
+    })
+    .await
 }
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, handler: &Handler, ctx: &Arc<Context>, stop: CancellationToken) {

@@ -136,24 +136,45 @@ pub async fn answer(handler: &Handler, msg: &[u8], peer: SocketAddr, t: Transpor
 /// Accepts TCP connections for DoT until `stop`, then waits for the open
 /// ones (which stop reading at once).
 pub(super) async fn serve_dot(listener: TcpListener, handler: Handler, ctx: Arc<Context>, stop: CancellationToken) {
+    serve_tcp(listener, handler, ctx, stop, Transport::Dot, |stream, peer, handler, ctx, stop| async move {
+        let Some(tls) = handshake(&ctx.dot, stream, &ctx, &handler, peer, Transport::Dot).await else { return };
+        super::tcp::connection(tls, peer, &handler, Transport::Dot, ctx.dot_limits(), &ctx.gate.pressure, stop).await;
+    })
+    .await
+}
+
+/// The accept loop of a TCP-based encrypted listener (DoT, DoH): each
+/// connection admitted by the gate (ACL, caps) runs `serve` as a task of
+/// its own, counted in `qalqan_encrypted_connections_open`, and is cut at
+/// `tls_max_lifetime_ms`; after `stop`, waits for the open ones.
+pub(super) async fn serve_tcp<F, Fut>(
+    listener: TcpListener,
+    handler: Handler,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+    t: Transport,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Handler, Arc<Context>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let tracker = TaskTracker::new();
-    let open = handler.shared.metrics.encrypted_open(Transport::Dot);
+    let open = handler.shared.metrics.encrypted_open(t);
     loop {
         let Some((stream, peer)) = accept(&listener, &stop).await else { break };
-        let Some(slot) = ctx.admit(&handler, peer, Transport::Dot) else { continue };
-        let (handler, ctx, stop, open) = (handler.clone(), Arc::clone(&ctx), stop.clone(), open.clone());
+        let Some(slot) = ctx.admit(&handler, peer, t) else { continue };
+        let _ = stream.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + ctx.limits.max_lifetime;
+        let conn = serve(stream, peer, handler.clone(), Arc::clone(&ctx), stop.clone());
+        let open = open.clone();
         tracker.spawn(async move {
             let _slot = slot;
             open.inc();
-            let _ = stream.set_nodelay(true);
-            let deadline = tokio::time::Instant::now() + ctx.limits.max_lifetime;
-            let serve = async {
-                let Some(tls) = handshake(&ctx.dot, stream, &ctx, &handler, peer, Transport::Dot).await else { return };
-                super::tcp::connection(tls, peer, &handler, Transport::Dot, ctx.dot_limits(), &ctx.gate.pressure, stop).await;
-            };
             tokio::select! {
-                _ = serve => {}
-                _ = tokio::time::sleep_until(deadline) => tracing::debug!(%peer, "DoT connection closed: tls_max_lifetime_ms"),
+                _ = conn => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(%peer, protocol = t.label(), "connection closed: tls_max_lifetime_ms")
+                }
             }
             open.dec();
         });
@@ -164,7 +185,7 @@ pub(super) async fn serve_dot(listener: TcpListener, handler: Handler, ctx: Arc<
 
 /// The next connection, or `None` once `stop` is cancelled. Accept errors
 /// (out of descriptors) back off briefly.
-pub(super) async fn accept(listener: &TcpListener, stop: &CancellationToken) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &TcpListener, stop: &CancellationToken) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return None,
