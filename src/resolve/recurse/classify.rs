@@ -175,13 +175,20 @@ fn chain(answers: &[&Record], qname: &Name, qtype: RecordType) -> Option<(Vec<Re
 
 /// The RRSIGs at `name` covering `covered`.
 fn sigs<'a>(answers: &'a [&'a Record], name: &'a Name, covered: RecordType) -> impl Iterator<Item = Record> + 'a {
-    answers
-        .iter()
-        .filter(move |r| {
-            r.name == *name
-                && matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(s)) if s.input().type_covered == covered)
-        })
-        .map(|r| (*r).clone())
+    answers.iter().filter(move |r| signs(r, name, covered)).map(|r| (*r).clone())
+}
+
+/// Whether `r` is an RRSIG at `owner` over the RRset of type `covered`.
+pub(super) fn signs(r: &Record, owner: &Name, covered: RecordType) -> bool {
+    r.name == *owner && matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(s)) if s.input().type_covered == covered)
+}
+
+/// The signer name of `r` when it is an RRSIG.
+pub(super) fn signer(r: &Record) -> Option<&Name> {
+    match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(&s.input().signer_name),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::classify::{classify, Response};
+use super::classify::{classify, signer, Response};
 use super::exchange::{self, ExchangeError};
 use super::zones::Zone;
 use super::{Failure, Limits, Recurser, Security};
@@ -169,7 +169,6 @@ impl Recurser {
         qtype: RecordType,
         b: &mut Budget,
     ) -> Result<One, Failure> {
-        use hickory_proto::dnssec::rdata::DNSSECRData;
         use hickory_proto::rr::DNSClass;
         b.spend()?;
         let question = crate::wire::query::question(name.iter(), u16::from(qtype), u16::from(DNSClass::IN));
@@ -178,10 +177,7 @@ impl Recurser {
         let m = hickory_proto::op::Message::from_vec(&reply.bytes).map_err(|_| Failure::NoServer("the upstreams".into()))?;
         let rcode = m.metadata.response_code;
         let soa_owner = m.authorities.iter().find(|r| r.record_type() == RecordType::SOA).map(|r| r.name.clone());
-        let signer = m.answers.iter().find_map(|r| match &r.data {
-            RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s.input().signer_name.clone()),
-            _ => None,
-        });
+        let signer = m.answers.iter().find_map(signer).cloned();
         let zone = signer.or(soa_owner).unwrap_or_else(Name::root);
         let (answers, authority) = (m.answers, m.authorities);
         match rcode {

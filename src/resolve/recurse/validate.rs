@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::classify::{signer, signs};
 use super::iterate::{Boxed, Budget, One};
 use super::{Failure, Recurser, Security};
 use crate::dnssec::{self, Bogus, DenialProof, Trust, TrustAnchors, ZoneKeys};
@@ -90,21 +90,12 @@ fn now_u32() -> u32 {
 
 /// The RRSIGs among `records` at `owner` that cover `rtype`.
 fn sigs_for(records: &[Record], owner: &Name, rtype: RecordType) -> Vec<Record> {
-    records
-        .iter()
-        .filter(|r| {
-            r.name == *owner && matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(s)) if s.input().type_covered == rtype)
-        })
-        .cloned()
-        .collect()
+    records.iter().filter(|r| signs(r, owner, rtype)).cloned().collect()
 }
 
 /// The signer name of the first RRSIG in `sigs`.
 fn signer_of(sigs: &[Record]) -> Option<Name> {
-    sigs.iter().find_map(|r| match &r.data {
-        RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s.input().signer_name.clone()),
-        _ => None,
-    })
+    sigs.iter().find_map(signer).cloned()
 }
 
 /// The RRsets of `records` (RRSIGs left out), in order of first appearance.
