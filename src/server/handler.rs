@@ -373,38 +373,42 @@ impl Handler {
                         s.forwarder.resolve(&q).await.map(|r| (r, true))
                     }
                 };
-                // an upstream's SERVFAIL is a failure too (RFC 8767 §4)
-                let resolved = match resolved {
-                    Ok((a, _)) if a.rcode() == ResponseCode::ServFail && s.cache.serves_stale() => {
-                        Err(ResolveError::Timeout(std::time::Duration::ZERO))
-                    }
-                    other => other,
+                // an upstream's SERVFAIL is a failure too (RFC 8767 §4): an
+                // expired answer replaces it when there is one, as on the fast path
+                let stale_for_servfail = match &resolved {
+                    Ok((a, _)) if a.rcode() == ResponseCode::ServFail => s.cache.get_stale(&key, now),
+                    _ => None,
                 };
-                match resolved {
-                    Ok((a, cacheable)) => {
-                        // the entry is answered from whether or not it was cacheable
-                        let entry = if cacheable { s.cache.insert(&key, a, now).0 } else { crate::resolve::cache::Cache::uncached(a, now) };
-                        (entry, 0, if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded })
-                    }
-                    Err(e) => {
-                        match &e {
-                            ResolveError::Timeout(_) => tracing::debug!(name = %key.name, "upstream timeout"),
-                            other => tracing::debug!(name = %key.name, error = %other, "upstream failed"),
+                if let Some(entry) = stale_for_servfail {
+                    s.metrics.stale_answers.inc();
+                    (entry, STALE_AGE, Outcome::Stale)
+                } else {
+                    match resolved {
+                        Ok((a, cacheable)) => {
+                            // the entry is answered from whether or not it was cacheable
+                            let entry = if cacheable { s.cache.insert(&key, a, now).0 } else { crate::resolve::cache::Cache::uncached(a, now) };
+                            (entry, 0, if s.recurser.is_some() { Outcome::Recursed } else { Outcome::Forwarded })
                         }
-                        if let ResolveError::Recursion(crate::resolve::recurse::Failure::Bogus(b)) = &e {
-                            // DNSSEC bogus: SERVFAIL saying why (RFC 8914), never a stale answer
-                            if let Some(ed) = edns.as_mut() {
-                                respond::add_ede(ed, b.ede_code(), &b.to_string());
+                        Err(e) => {
+                            match &e {
+                                ResolveError::Timeout(_) => tracing::debug!(name = %key.name, "upstream timeout"),
+                                other => tracing::debug!(name = %key.name, error = %other, "upstream failed"),
                             }
-                            return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
-                        }
-                        // RFC 8767: an expired answer beats no answer
-                        match s.cache.get_stale(&key, now) {
-                            Some(entry) => {
-                                s.metrics.stale_answers.inc();
-                                (entry, STALE_AGE, Outcome::Stale)
+                            if let ResolveError::Recursion(crate::resolve::recurse::Failure::Bogus(b)) = &e {
+                                // DNSSEC bogus: SERVFAIL saying why (RFC 8914), never a stale answer
+                                if let Some(ed) = edns.as_mut() {
+                                    respond::add_ede(ed, b.ede_code(), &b.to_string());
+                                }
+                                return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail);
                             }
-                            None => return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail),
+                            // RFC 8767: an expired answer beats no answer
+                            match s.cache.get_stale(&key, now) {
+                                Some(entry) => {
+                                    s.metrics.stale_answers.inc();
+                                    (entry, STALE_AGE, Outcome::Stale)
+                                }
+                                None => return (Some(simple(meta_for(ResponseCode::ServFail), edns)), Outcome::Servfail),
+                            }
                         }
                     }
                 }
