@@ -174,7 +174,7 @@ impl Recurser {
             if found.rcode == ResponseCode::NXDomain {
                 return Ok(KeyState::Bogus(Bogus::Other("the parent says the zone does not exist")));
             }
-            return Ok(match denial(dnssec::prove_nodata(zone, RecordType::DS, &found.authority, &parent_keys, now)) {
+            return Ok(match denial(dnssec::prove_no_ds(zone, &found.authority, &parent_keys, now)) {
                 Ok(_) => KeyState::Insecure,
                 Err(Failure::Bogus(b)) => KeyState::Bogus(b),
                 Err(_) => KeyState::Bogus(Bogus::NsecMissing),
