@@ -44,10 +44,22 @@ fn reply_later(
 /// batched with the other replies the reader's batch completes; a task
 /// waits when the socket's send buffer is full), or hands the query to the hickory path
 /// when there is none. Runs on the forwarder's reader task.
-fn send_or_slow(sock: Arc<tokio::net::UdpSocket>, h: crate::server::handler::Handler, src: SocketAddr, reply: Result<Vec<u8>, Box<[u8]>>) {
+/// `tapped`: the query's bytes and arrival time when dnstap is on.
+fn send_or_slow(
+    sock: Arc<tokio::net::UdpSocket>,
+    h: crate::server::handler::Handler,
+    src: SocketAddr,
+    reply: Result<Vec<u8>, Box<[u8]>>,
+    tapped: Option<(Box<[u8]>, std::time::SystemTime)>,
+) {
     match reply {
         // with the other replies of the reader's batch, in one sendmmsg
-        Ok(r) => crate::sys::outbox::send(&sock, src, r),
+        Ok(r) => {
+            if let (Some(tap), Some((query, at))) = (&h.shared.dnstap, &tapped) {
+                tap.log(query, Some(&r), src, crate::metrics::Transport::Udp, Some(*at), None);
+            }
+            crate::sys::outbox::send(&sock, src, r)
+        }
         Err(packet) => reply_later(&sock, src, async move { crate::server::slow::handle_bytes(&h, &packet, src).await }),
     }
 }
@@ -200,12 +212,18 @@ pub async fn run_async(
                 };
                 match decided {
                     Fast::Reply(r, outcome) => {
+                        // blocked replies went to dnstap with their policy (`decide_via`)
+                        if let (Some(tap), false) = (&shared.dnstap, outcome == Outcome::Blocked) {
+                            tap.log(packet, Some(&r), *src, crate::metrics::Transport::Udp, None, None);
+                        }
                         replies.push((r, outcome));
                         reply_to.push(Some(RawAddr::from(*src)));
                     }
                     Fast::Miss(mq) => {
                         let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
-                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply)));
+                        // dnstap on: the query's bytes and time, for when the reply comes
+                        let tapped = shared.dnstap.as_ref().map(|_| (Box::<[u8]>::from(&**packet), std::time::SystemTime::now()));
+                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply, tapped)));
                     }
                     Fast::Slow => {
                         let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
