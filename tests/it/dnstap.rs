@@ -1,7 +1,8 @@
 //! dnstap over the wire, read by real readers: `fstrm_capture` (libfstrm,
 //! Debian `fstrm-bin`) does the bidirectional Frame Streams handshake on a
 //! unix socket and stores the frames; golang-dnstap's `dnstap` (Debian
-//! `golang-github-dnstap-golang-dnstap-cli`) decodes them. Neither prints
+//! `golang-github-dnstap-golang-dnstap-cli`) and `dnstap-ldns` decode
+//! them. None prints
 //! dnstap's `Policy` message, so the policy fields are read from the
 //! captured file by the small decoder below. Then: no reader at start →
 //! queries answered, events dropped and counted; a reader that appears
@@ -23,7 +24,7 @@ fn tool(name: &str) -> Option<PathBuf> {
         .unwrap_or(None);
     if found.is_none() {
         assert!(!in_ci(), "CI=true: `{name}` not found (tests/run.sh installs it)");
-        eprintln!("SKIPPING: `{name}` not found (Debian: fstrm-bin, golang-github-dnstap-golang-dnstap-cli)");
+        eprintln!("SKIPPING: `{name}` not found (Debian: fstrm-bin, golang-github-dnstap-golang-dnstap-cli, dnstap-ldns)");
     }
     found
 }
@@ -181,7 +182,7 @@ fn qname_of(dns: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
-    let (Some(fstrm), Some(dnstap)) = (tool("fstrm_capture"), tool("dnstap")) else { return };
+    let (Some(fstrm), Some(dnstap), Some(ldns)) = (tool("fstrm_capture"), tool("dnstap"), tool("dnstap-ldns")) else { return };
     let up = Upstream::start().await;
     up.set("ok.example.", RecordType::A, Canned::Answer(vec![a("ok.example.", 300, "198.51.100.1")]));
     up.set("tcp.example.", RecordType::A, Canned::Answer(vec![a("tcp.example.", 300, "198.51.100.2")]));
@@ -225,6 +226,17 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
         assert!(yaml.contains(name), "{name} not in the decoded messages:\n{yaml}");
     }
     assert!(yaml.contains("socket_protocol: UDP") && yaml.contains("socket_protocol: TCP"), "{yaml}");
+
+    // and so does dnstap-ldns (libfstrm's file reader, ldns's DNS decoder)
+    let text = Command::new(&ldns).arg("-r").arg(&file).arg("-q").output().unwrap();
+    let quiet = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "dnstap-ldns -r: {}", String::from_utf8_lossy(&text.stderr));
+    assert_eq!(quiet.lines().count(), 10, "{quiet}");
+    assert_eq!(quiet.lines().filter(|l| l.contains(" CQ ")).count(), 5, "{quiet}");
+    assert_eq!(quiet.lines().filter(|l| l.contains(" CR ")).count(), 5, "{quiet}");
+    for name in ["udp.bad.test.", "ok.example.", "tcp.bad.test.", "tcp.example."] {
+        assert!(quiet.contains(name), "{name} not in dnstap-ldns output:\n{quiet}");
+    }
 
     // the policy fields, from the captured bytes
     let frames = decode_file(&std::fs::read(&file).unwrap());
