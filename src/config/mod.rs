@@ -1025,6 +1025,29 @@ mod tests {
     }
 
     #[test]
+    fn dnstap_keys() {
+        use crate::dnstap::Endpoint;
+        assert!(Config::from_toml_str("", "q.toml").unwrap().dnstap.is_none(), "off by default");
+        let unix = Config::from_toml_str("[dnstap]\nsocket = \"/run/qalqan/dnstap.sock\"\n", "q.toml").unwrap().dnstap.unwrap();
+        assert_eq!(unix.endpoint, Endpoint::Unix("/run/qalqan/dnstap.sock".into()));
+        assert!(unix.log_queries && unix.log_responses);
+        assert_eq!((unix.queue, unix.version.as_str()), (10_000, concat!("qalqan ", env!("CARGO_PKG_VERSION"))));
+        let tcp = Config::from_toml_str("[dnstap]\ntcp = \"127.0.0.1:6000\"\nlog_queries = false\nidentity = \"r1\"\n", "q.toml").unwrap().dnstap.unwrap();
+        assert_eq!(tcp.endpoint, Endpoint::Tcp("127.0.0.1:6000".parse().unwrap()));
+        assert!(!tcp.log_queries && tcp.identity == "r1");
+        let errors: &[(&str, &str)] = &[
+            ("[dnstap]\n", "q.toml: `dnstap.socket`: a unix socket path (`socket`) or `tcp = \"ip:port\"` is needed"),
+            ("[dnstap]\nsocket = \"/s\"\ntcp = \"127.0.0.1:6000\"\n", "q.toml: `dnstap.socket`: give `socket` or `tcp`, not both"),
+            ("[dnstap]\ntcp = \"localhost\"\n", "q.toml: `dnstap.tcp`: `localhost` is not ip:port"),
+            ("[dnstap]\nsocket = \"/s\"\nreconnect_min_ms = 0\n", "q.toml: `dnstap.reconnect_min_ms`: must be at least 1 and at most reconnect_max_ms"),
+            ("[dnstap]\nsocket = \"/s\"\ntimeout_ms = 0\n", "q.toml: `dnstap.timeout_ms`: must be at least 1"),
+        ];
+        for (toml, want) in errors {
+            assert_eq!(Config::from_toml_str(toml, "q.toml").unwrap_err().to_string(), *want, "{toml}");
+        }
+    }
+
+    #[test]
     fn upstream_mode_keys() {
         let dir = tempfile::tempdir().unwrap();
         let hints = dir.path().join("root.hints");

@@ -10,9 +10,10 @@
 //! independent reader, and the integration test has `fstrm_capture` and
 //! golang-dnstap's `dnstap` read it.
 //!
-//! Cost: encoding one CLIENT_RESPONSE of a 100-byte reply is a few hundred
-//! nanoseconds of byte copying on the writer's thread (never on the query
-//! path); `benches/dnstap.rs` measures it.
+//! Cost: a query's CLIENT_QUERY + CLIENT_RESPONSE (40 + 100 bytes of DNS,
+//! 380 bytes of frames) encode in ~0.13-0.21 µs, ~0.22-0.27 µs with a
+//! policy, on the writer's thread, never on the query path
+//! (`benches/dnstap.rs`, `dnstap/encode_*`).
 
 /// `protobuf:dnstap.Dnstap`, the content type of dnstap frame streams.
 pub const CONTENT_TYPE: &[u8] = b"protobuf:dnstap.Dnstap";
