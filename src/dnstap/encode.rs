@@ -300,7 +300,7 @@ mod tests {
         out
     }
 
-    fn field<'a>(fields: &'a [(u64, V)], n: u64) -> &'a V {
+    fn field(fields: &[(u64, V)], n: u64) -> &V {
         &fields.iter().find(|(f, _)| *f == n).unwrap_or_else(|| panic!("field {n} missing: {fields:?}")).1
     }
 
