@@ -301,3 +301,48 @@ async fn without_a_reader_queries_are_answered_and_drops_counted_then_it_reconne
     let frames = decode_file(&std::fs::read(&file).unwrap());
     assert!(frames.iter().any(|f| qname_of(&f.dns) == "late.example."), "{frames:?}");
 }
+
+#[tokio::test]
+async fn a_reader_over_tcp_receives_the_same_messages() {
+    let Some(fstrm) = tool("fstrm_capture") else { return };
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("capture.fstrm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let reader = Reader(
+        Command::new(&fstrm)
+            .args(["-t", "protobuf:dnstap.Dnstap", "-a", "127.0.0.1", "-p", &port.to_string(), "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let block = write_list(dir.path(), "b.txt", "bad.test\n");
+    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\n");
+    let extra = format!("[dnstap]\ntcp = \"127.0.0.1:{port}\"\nlog_queries = false\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n");
+    let srv = TestServer::start(&config(up.addr, &lists, &extra)).await;
+    let (addr, metrics) = (srv.addr, srv.metrics.clone());
+    // until the writer has connected (it retries while fstrm_capture starts)
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let m = metrics.clone();
+            async move {
+                udp(addr, "tcp-reader.bad.test.", RecordType::A, EDNS).await.unwrap();
+                m.dnstap_frames.get() >= 1
+            }
+        })
+        .await,
+        "nothing written to the TCP reader"
+    );
+    srv.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reader.stop();
+    let frames = decode_file(&std::fs::read(&file).unwrap());
+    assert!(!frames.is_empty());
+    for f in &frames {
+        assert_eq!(f.kind, 6, "log_queries = false: responses only");
+        assert_eq!(qname_of(&f.dns), "tcp-reader.bad.test.");
+        assert_eq!(f.policy.as_ref().map(|p| (p.0.as_str(), p.2)), Some(("reg", 1)));
+    }
+}
