@@ -66,7 +66,10 @@ async fn capture(fstrm: &Path, sock: &Path, out: &Path) -> Reader {
 
 fn dnstap_config(upstream: std::net::SocketAddr, dir: &Path, sock: &Path) -> String {
     let block = write_list(dir, "b.txt", "# list\nbad.test\n");
-    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"{block}\"\n");
+    let dropped = write_list(dir, "d.txt", "drop.test\n");
+    let lists = format!(
+        "[[lists]]\nname = \"reg\"\nsource = \"{block}\"\n[[lists]]\nname = \"quiet\"\nsource = \"{dropped}\"\naction = \"drop\"\n"
+    );
     let extra = format!(
         "[dnstap]\nsocket = \"{}\"\nidentity = \"qalqan-test\"\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n",
         sock.display()
@@ -200,11 +203,14 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     let m = tcp(srv.addr, "tcp.example.", RecordType::A, EDNS).await; // forwarded over TCP (the slow path)
     assert_eq!(m.answers.len(), 1);
+    // a list that drops: no reply, but the query is reported with its policy
+    let (_, silent) = query_bytes("x.drop.test.", RecordType::A, EDNS);
+    assert!(udp_raw(srv.addr, &silent, Duration::from_millis(300)).await.is_none());
 
     let metrics = srv.metrics.clone();
     let m2 = metrics.clone();
     assert!(
-        eventually(Duration::from_secs(5), || { let m = m2.clone(); async move { m.dnstap_frames.get() >= 10 } }).await,
+        eventually(Duration::from_secs(5), || { let m = m2.clone(); async move { m.dnstap_frames.get() >= 11 } }).await,
         "frames written: {}",
         metrics.dnstap_frames.get()
     );
@@ -218,11 +224,11 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
     let text = Command::new(&dnstap).arg("-r").arg(&file).arg("-y").output().unwrap();
     let yaml = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success(), "dnstap -r: {}", String::from_utf8_lossy(&text.stderr));
-    assert_eq!(yaml.matches("type: CLIENT_QUERY").count(), 5, "{yaml}");
+    assert_eq!(yaml.matches("type: CLIENT_QUERY").count(), 6, "{yaml}");
     assert_eq!(yaml.matches("type: CLIENT_RESPONSE").count(), 5, "{yaml}");
     assert!(yaml.contains("query_address: 127.0.0.1"), "{yaml}");
     assert!(yaml.contains("identity: \"qalqan-test\""), "{yaml}");
-    for name in ["udp.bad.test.", "ok.example.", "tcp.bad.test.", "tcp.example."] {
+    for name in ["udp.bad.test.", "ok.example.", "tcp.bad.test.", "tcp.example.", "x.drop.test."] {
         assert!(yaml.contains(name), "{name} not in the decoded messages:\n{yaml}");
     }
     assert!(yaml.contains("socket_protocol: UDP") && yaml.contains("socket_protocol: TCP"), "{yaml}");
@@ -231,8 +237,8 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
     let text = Command::new(&ldns).arg("-r").arg(&file).arg("-q").output().unwrap();
     let quiet = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success(), "dnstap-ldns -r: {}", String::from_utf8_lossy(&text.stderr));
-    assert_eq!(quiet.lines().count(), 10, "{quiet}");
-    assert_eq!(quiet.lines().filter(|l| l.contains(" CQ ")).count(), 5, "{quiet}");
+    assert_eq!(quiet.lines().count(), 11, "{quiet}");
+    assert_eq!(quiet.lines().filter(|l| l.contains(" CQ ")).count(), 6, "{quiet}");
     assert_eq!(quiet.lines().filter(|l| l.contains(" CR ")).count(), 5, "{quiet}");
     for name in ["udp.bad.test.", "ok.example.", "tcp.bad.test.", "tcp.example."] {
         assert!(quiet.contains(name), "{name} not in dnstap-ldns output:\n{quiet}");
@@ -240,14 +246,18 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
 
     // the policy fields, from the captured bytes
     let frames = decode_file(&std::fs::read(&file).unwrap());
-    assert_eq!(frames.len(), 10);
+    assert_eq!(frames.len(), 11);
     for f in &frames {
         assert_eq!(f.identity, b"qalqan-test");
         assert_eq!(f.address, [127, 0, 0, 1]);
         let name = qname_of(&f.dns);
         let want_protocol = if name.starts_with("tcp.") { 2 } else { 1 };
         assert_eq!(f.protocol, want_protocol, "{name}");
-        if name.ends_with("bad.test.") {
+        if name == "x.drop.test." {
+            assert_eq!(f.kind, 5, "a dropped query has no response message");
+            let p = f.policy.clone().unwrap_or_else(|| panic!("no policy on {name}: {f:?}"));
+            assert_eq!((p.0.as_str(), p.1.as_str(), p.2), ("quiet", "drop.test", 4), "action DROP");
+        } else if name.ends_with("bad.test.") {
             let (kind, rule, action, matched, value) = f.policy.clone().unwrap_or_else(|| panic!("no policy on {name}: {f:?}"));
             assert_eq!((kind.as_str(), rule.as_str(), action, matched), ("reg", "bad.test", 1, 1), "{name}");
             let wire: Vec<u8> = name.trim_end_matches('.').split('.').flat_map(|l| [&[l.len() as u8][..], l.as_bytes()].concat()).chain([0]).collect();
@@ -257,7 +267,7 @@ async fn a_real_reader_decodes_queries_replies_and_the_blocking_policy() {
         }
     }
     let kinds: Vec<u64> = frames.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds.iter().filter(|&&k| k == 5).count(), 5);
+    assert_eq!(kinds.iter().filter(|&&k| k == 5).count(), 6);
     assert_eq!(kinds.iter().filter(|&&k| k == 6).count(), 5);
 }
 
