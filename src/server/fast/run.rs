@@ -91,6 +91,8 @@ pub async fn run_async(
     let mut looked: Vec<Option<Lookup<Option<Vec<u8>>>>> = Vec::with_capacity(BATCH);
     // the replies' destinations, in `sendmmsg`'s form (kept, not rebuilt per batch)
     let mut reply_to: Vec<Option<RawAddr>> = Vec::with_capacity(BATCH);
+    // with dnstap on: (datagram, reply) index pairs to report once the batch is sent
+    let mut tapped: Vec<(usize, usize)> = Vec::new();
     // One cancellation future for the task's life (a new one per batch
     // registered and dropped a waiter on the token each time), polled only
     // when the socket has nothing to read; a socket that stays readable
@@ -122,6 +124,7 @@ pub async fn run_async(
         }
         replies.clear();
         reply_to.clear();
+        tapped.clear();
         let now = Instant::now();
         let policy = shared.policy.load();
         // Passes over the batch: parse every datagram, hash the names, start
@@ -197,7 +200,7 @@ pub async fn run_async(
         // the misses of this batch go upstream together (one socket per
         // server, one sendmmsg): the send batch, `sys::outbox`
         crate::sys::outbox::batch(|| {
-            for ((d, a), l) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()) {
+            for (k, ((d, a), l)) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()).enumerate() {
                 let Some((packet, src, q)) = d else { continue };
                 let decided = match (q, a, l.take()) {
                     (_, _, Some(Lookup::Done(Some(r)))) => Fast::Reply(r, Outcome::Cached),
@@ -213,8 +216,8 @@ pub async fn run_async(
                 match decided {
                     Fast::Reply(r, outcome) => {
                         // blocked replies went to dnstap with their policy (`decide_via`)
-                        if let (Some(tap), false) = (&shared.dnstap, outcome == Outcome::Blocked) {
-                            tap.log(packet, Some(&r), *src, crate::metrics::Transport::Udp, None, None);
+                        if shared.dnstap.is_some() && outcome != Outcome::Blocked {
+                            tapped.push((k, replies.len()));
                         }
                         replies.push((r, outcome));
                         reply_to.push(Some(RawAddr::from(*src)));
@@ -270,6 +273,14 @@ pub async fn run_async(
         }
         for (_, outcome) in replies.iter().filter(|(_, o)| !matches!(o, Outcome::Blocked | Outcome::Cached)) {
             shared.metrics.observe(Protocol::Udp, *outcome, elapsed);
+        }
+        if let Some(tap) = &shared.dnstap {
+            // after the send and its latency: reporting never delays a reply
+            for &(k, i) in &tapped {
+                if let (Some(Some((packet, src, _))), Some((r, _))) = (datagrams.get(k), replies.get(i)) {
+                    tap.log(packet, Some(r), *src, crate::metrics::Transport::Udp, None, None);
+                }
+            }
         }
     }
 }
