@@ -12,6 +12,7 @@ pub mod audit;
 pub mod blockpage;
 pub mod config;
 pub mod diag;
+pub mod dnstap;
 pub mod dnssec;
 pub mod keys;
 pub mod lists;
@@ -68,6 +69,8 @@ pub enum StartError {
     Recursor(#[from] resolve::recurse::RecurseError),
     #[error("opening the blocked-query log")]
     BlockedLog(#[source] std::io::Error),
+    #[error("starting the dnstap writer")]
+    Dnstap(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
     #[error(transparent)]
@@ -257,6 +260,7 @@ pub fn build_handler(
     upstreams: Vec<SocketAddr>,
     recurser: Option<Arc<resolve::recurse::Recurser>>,
     blocked_log: Option<Arc<querylog::BlockedLog>>,
+    dnstap: Option<Arc<dnstap::Dnstap>>,
 ) -> Handler {
     let cfg = &app.config;
     let forwarder = Forwarder::new(
@@ -309,6 +313,7 @@ pub fn build_handler(
         inflight: Semaphore::new(cfg.max_inflight),
         metrics: Arc::clone(&app.metrics),
         blocked_log,
+        dnstap,
         notify_targets: std::sync::OnceLock::new(),
         blocked_counters: app.metrics.blocked_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
         shadow_counters: app.metrics.shadow_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),

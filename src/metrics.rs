@@ -114,6 +114,11 @@ pub struct Metrics {
     /// Start of an update (gate + compile) to the publish of its policy.
     pub policy_build: Histogram,
     pub blocked_log_dropped: IntCounter,
+    /// `qalqan_dnstap_frames_total`: dnstap frames written to the reader.
+    pub dnstap_frames: IntCounter,
+    /// `qalqan_dnstap_dropped_total`: dnstap events dropped (queue full,
+    /// no reader, or lost with a failed write).
+    pub dnstap_dropped: IntCounter,
     pub rate_limited: IntCounter,
     pub tcp_refused: IntCounter,
     list_version: IntGaugeVec,
@@ -256,6 +261,13 @@ impl Metrics {
             "Blocked-query log records dropped because the writer lagged",
         )?;
         registry.register(Box::new(blocked_log_dropped.clone()))?;
+        let dnstap_frames = IntCounter::new("qalqan_dnstap_frames_total", "dnstap frames written to the reader")?;
+        registry.register(Box::new(dnstap_frames.clone()))?;
+        let dnstap_dropped = IntCounter::new(
+            "qalqan_dnstap_dropped_total",
+            "dnstap messages dropped: the queue was full, no reader was connected, or a write failed",
+        )?;
+        registry.register(Box::new(dnstap_dropped.clone()))?;
         let rate_limited =
             IntCounter::new("qalqan_rate_limited_total", "Queries refused or dropped by the per-client rate limit")?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -379,6 +391,8 @@ impl Metrics {
             policy_generation,
             policy_build,
             blocked_log_dropped,
+            dnstap_frames,
+            dnstap_dropped,
             rate_limited,
             tcp_refused,
             list_version,

@@ -33,7 +33,15 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
         app.lists.set_audit(Arc::new(crate::audit::AuditLog::open(path)?));
     }
     let page_log = blocked_log.clone();
-    let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log);
+    let dnstap = match &cfg.dnstap {
+        Some(settings) => {
+            let counters = crate::dnstap::Counters { frames: app.metrics.dnstap_frames.clone(), dropped: app.metrics.dnstap_dropped.clone() };
+            tracing::info!(reader = %settings.endpoint, "dnstap on");
+            Some(Arc::new(crate::dnstap::Dnstap::start(settings.clone(), counters).map_err(StartError::Dnstap)?))
+        }
+        None => None,
+    };
+    let handler = build_handler(&app, upstreams.clone(), recurser, blocked_log, dnstap);
     let shared = Arc::clone(&handler.shared);
     let listen: Vec<String> = sockets.udp_addrs().iter().map(ToString::to_string).collect();
     for s in &sockets.udp {

@@ -3,7 +3,7 @@
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
 # zone-transfer primary, nsd + ldnsutils for the loopback DNS hierarchy, faketime for TSIG clock skew, openssl for Ed25519
 # signatures made independently of ours and the test CA of the encrypted-DNS tests, curl for DoH, promtool,
-# chromium for the block page),
+# chromium for the block page, fstrm-bin, golang-dnstap and dnstap-ldns for the dnstap readers),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,10 @@ command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 # the reference resolver the recursive-mode tests compare qalqan with on that hierarchy
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# dnstap readers (tests/it/dnstap.rs): libfstrm's capture tool, golang-dnstap's and ldns's decoders
+command -v fstrm_capture >/dev/null 2>&1 || need+=(fstrm-bin)
+command -v dnstap >/dev/null 2>&1 || need+=(golang-github-dnstap-golang-dnstap-cli)
+command -v dnstap-ldns >/dev/null 2>&1 || need+=(dnstap-ldns)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -138,7 +138,7 @@ action = "nodata"
         // no upstreams: forwarding fails at once with SERVFAIL, nothing is sent
         let handler = {
             let _g = rt.enter();
-            qalqan::build_handler(&app, Vec::new(), None, None)
+            qalqan::build_handler(&app, Vec::new(), None, None, None)
         };
         seed_cache(&handler);
         PacketEnv { rt, handler, _app: app }

@@ -275,6 +275,8 @@ pub struct Config {
     pub encrypted: EncryptedLimits,
     /// `[blockpage]`, when configured.
     pub blockpage: Option<BlockpageConfig>,
+    /// `[dnstap]`, when configured.
+    pub dnstap: Option<crate::dnstap::Settings>,
     pub lists: Vec<ListConfig>,
 }
 
@@ -720,9 +722,14 @@ impl Config {
             None => None,
             Some(b) => Some(blockpage_config(b, path).map_err(|(k, reason)| invalid(&format!("blockpage.{k}"), reason))?),
         };
+        let dnstap = match raw.dnstap {
+            None => None,
+            Some(d) => Some(dnstap_config(d).map_err(|(k, reason)| invalid(&format!("dnstap.{k}"), reason))?),
+        };
         let ddr = raw.server.ddr;
         Ok(Config {
             blockpage,
+            dnstap,
             tls,
             dot_listen,
             doh_listen,
@@ -794,6 +801,37 @@ impl Config {
             _ => self.state_dir.as_ref().map(|d| d.join(format!("{}.list", list.name))),
         }
     }
+}
+
+/// `[dnstap]` checked; `Err((key, reason))`.
+fn dnstap_config(d: raw::RawDnstap) -> Result<crate::dnstap::Settings, (&'static str, String)> {
+    use crate::dnstap::Endpoint;
+    let endpoint = match (d.socket, d.tcp) {
+        (Some(p), None) if !p.is_empty() => Endpoint::Unix(PathBuf::from(p)),
+        (None, Some(a)) => Endpoint::Tcp(a.parse().map_err(|_| ("tcp", format!("`{a}` is not ip:port")))?),
+        (Some(_), Some(_)) => return Err(("socket", "give `socket` or `tcp`, not both".into())),
+        _ => return Err(("socket", "a unix socket path (`socket`) or `tcp = \"ip:port\"` is needed".into())),
+    };
+    if d.reconnect_min_ms == 0 || d.reconnect_max_ms < d.reconnect_min_ms {
+        return Err(("reconnect_min_ms", "must be at least 1 and at most reconnect_max_ms".into()));
+    }
+    if d.timeout_ms == 0 {
+        return Err(("timeout_ms", "must be at least 1".into()));
+    }
+    let identity = d.identity.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    });
+    Ok(crate::dnstap::Settings {
+        endpoint,
+        identity,
+        version: d.version.unwrap_or_else(|| format!("qalqan {}", env!("CARGO_PKG_VERSION"))),
+        log_queries: d.log_queries,
+        log_responses: d.log_responses,
+        queue: d.queue.max(1),
+        reconnect_min: Duration::from_millis(d.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(d.reconnect_max_ms),
+        io_timeout: Duration::from_millis(d.timeout_ms),
+    })
 }
 
 /// `[blockpage]` checked; `Err((key, reason))`.
@@ -983,6 +1021,29 @@ mod tests {
             let got = parse_root_hints(text).map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
             let want = want.clone().map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>()).map_err(str::to_owned);
             assert_eq!(got, want, "case `{name}`");
+        }
+    }
+
+    #[test]
+    fn dnstap_keys() {
+        use crate::dnstap::Endpoint;
+        assert!(Config::from_toml_str("", "q.toml").unwrap().dnstap.is_none(), "off by default");
+        let unix = Config::from_toml_str("[dnstap]\nsocket = \"/run/qalqan/dnstap.sock\"\n", "q.toml").unwrap().dnstap.unwrap();
+        assert_eq!(unix.endpoint, Endpoint::Unix("/run/qalqan/dnstap.sock".into()));
+        assert!(unix.log_queries && unix.log_responses);
+        assert_eq!((unix.queue, unix.version.as_str()), (10_000, concat!("qalqan ", env!("CARGO_PKG_VERSION"))));
+        let tcp = Config::from_toml_str("[dnstap]\ntcp = \"127.0.0.1:6000\"\nlog_queries = false\nidentity = \"r1\"\n", "q.toml").unwrap().dnstap.unwrap();
+        assert_eq!(tcp.endpoint, Endpoint::Tcp("127.0.0.1:6000".parse().unwrap()));
+        assert!(!tcp.log_queries && tcp.identity == "r1");
+        let errors: &[(&str, &str)] = &[
+            ("[dnstap]\n", "q.toml: `dnstap.socket`: a unix socket path (`socket`) or `tcp = \"ip:port\"` is needed"),
+            ("[dnstap]\nsocket = \"/s\"\ntcp = \"127.0.0.1:6000\"\n", "q.toml: `dnstap.socket`: give `socket` or `tcp`, not both"),
+            ("[dnstap]\ntcp = \"localhost\"\n", "q.toml: `dnstap.tcp`: `localhost` is not ip:port"),
+            ("[dnstap]\nsocket = \"/s\"\nreconnect_min_ms = 0\n", "q.toml: `dnstap.reconnect_min_ms`: must be at least 1 and at most reconnect_max_ms"),
+            ("[dnstap]\nsocket = \"/s\"\ntimeout_ms = 0\n", "q.toml: `dnstap.timeout_ms`: must be at least 1"),
+        ];
+        for (toml, want) in errors {
+            assert_eq!(Config::from_toml_str(toml, "q.toml").unwrap_err().to_string(), *want, "{toml}");
         }
     }
 

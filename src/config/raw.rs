@@ -33,8 +33,53 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// The HTTP block page on the sinkhole address (RFC 7725); omitted = off.
     pub blockpage: Option<RawBlockpage>,
+    /// dnstap output (Frame Streams to a reader); omitted = off.
+    pub dnstap: Option<RawDnstap>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+/// `[dnstap]`: every query and reply as dnstap messages to a reader.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnstap {
+    /// Path of the reader's unix socket (exactly one of `socket`, `tcp`).
+    pub socket: Option<String>,
+    /// `ip:port` of a reader over TCP.
+    pub tcp: Option<String>,
+    /// `identity` of every message; omitted = the host name.
+    pub identity: Option<String>,
+    /// `version` of every message; omitted = `qalqan VERSION`.
+    pub version: Option<String>,
+    #[serde(default = "yes")]
+    pub log_queries: bool,
+    #[serde(default = "yes")]
+    pub log_responses: bool,
+    /// Queries waiting for the writer; past it they are dropped and counted.
+    #[serde(default = "default_log_queue")]
+    pub queue: usize,
+    /// First wait before reconnecting to a reader that is gone; doubles.
+    #[serde(default = "default_dnstap_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest wait between reconnection attempts.
+    #[serde(default = "default_dnstap_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Limit of one handshake step or one batch write to the reader.
+    #[serde(default = "default_dnstap_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_dnstap_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_dnstap_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_dnstap_timeout_ms() -> u64 {
+    2_000
 }
 
 /// `[blockpage]`: the page a blocked subscriber's browser is shown when the
@@ -941,6 +986,18 @@ mod docs_tests {
                 idle_timeout_ms: default_bp_idle_timeout_ms(),
                 max_connections: default_bp_max_connections(),
                 max_per_client: default_bp_max_per_client(),
+            }),
+            dnstap: Some(RawDnstap {
+                socket: Some("/run/qalqan/dnstap.sock".to_owned()),
+                tcp: Some("127.0.0.1:6000".to_owned()),
+                identity: Some("resolver-1".to_owned()),
+                version: Some("qalqan".to_owned()),
+                log_queries: true,
+                log_responses: true,
+                queue: default_log_queue(),
+                reconnect_min_ms: default_dnstap_reconnect_min_ms(),
+                reconnect_max_ms: default_dnstap_reconnect_max_ms(),
+                timeout_ms: default_dnstap_timeout_ms(),
             }),
             lists: vec![RawList {
                 name: "regulator".to_owned(),

@@ -61,6 +61,8 @@ pub struct Shared {
     pub inflight: Semaphore,
     pub metrics: Arc<Metrics>,
     pub blocked_log: Option<Arc<crate::querylog::BlockedLog>>,
+    /// `[dnstap]`: every answered query goes to it (`None`: one branch).
+    pub dnstap: Option<Arc<crate::dnstap::Dnstap>>,
     /// Per-client limiter and whether limited queries are dropped.
     pub rate_limit: Option<(super::ratelimit::RateLimiter, bool)>,
     /// `qalqan_blocked_total{list}`, indexed by [`crate::rules::ListId::index`].
@@ -206,6 +208,10 @@ struct Reply {
     no_question: bool,
     /// TSIG for a NOTIFY reply (`notify.rs`); `None` everywhere else.
     tsig: Option<ReplyTsig>,
+    /// The policy and hit that blocked the query (for dnstap).
+    blocked: Option<(Arc<Policy>, Hit)>,
+    /// Send nothing (a blocked query whose action is `drop`).
+    drop: bool,
 }
 
 #[async_trait::async_trait]
@@ -226,15 +232,34 @@ impl Handler {
     /// [`Handler::handle_via`]; `rate_checked`: the fast path already
     /// applied the per-client rate limit to this request (it takes one
     /// token per query, whichever path answers).
-    pub async fn handle_checked<R: ResponseHandler>(&self, request: &Request, mut response: R, transport: Transport, rate_checked: bool) -> ResponseInfo {
+    pub async fn handle_checked<R: ResponseHandler>(&self, request: &Request, response: R, transport: Transport, rate_checked: bool) -> ResponseInfo {
+        self.handle_tapped(request, response, transport, rate_checked).await.0
+    }
+
+    /// [`Handler::handle_checked`], also returning the policy and hit that
+    /// blocked the query, if one did (what dnstap reports of it: `slow.rs`).
+    pub async fn handle_tapped<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+        transport: Transport,
+        rate_checked: bool,
+    ) -> (ResponseInfo, Option<(Arc<Policy>, Hit)>) {
         let start = Instant::now();
         let (reply, outcome) = self.decide(request, transport, rate_checked).await;
-        let info = match reply {
-            Some(reply) => send(request, &mut response, reply).await,
-            None => header_info(Metadata::response_from_request(&request.metadata)),
+        let (info, blocked) = match reply {
+            Some(mut reply) => {
+                let blocked = reply.blocked.take();
+                if reply.drop {
+                    (header_info(Metadata::response_from_request(&request.metadata)), blocked)
+                } else {
+                    (send(request, &mut response, reply).await, blocked)
+                }
+            }
+            None => (header_info(Metadata::response_from_request(&request.metadata)), None),
         };
         self.shared.metrics.observe(transport, outcome, start.elapsed());
-        info
+        (info, blocked)
     }
 
     /// Runs the steps; `None` = send nothing (drop).
@@ -443,6 +468,8 @@ impl Handler {
             edns,
             no_question: false,
             tsig: None,
+            blocked: None,
+            drop: false,
         };
         (Some(reply), outcome)
     }
@@ -484,16 +511,18 @@ impl Handler {
         let answer = policy.answer(hit);
         let (code, text) = policy.ede(hit);
         s.log_blocked_via(policy, hit, qname_text.as_str(), qtype, transport, request.src().ip());
+        let blocked = s.dnstap.as_ref().map(|_| (Arc::clone(policy), *hit));
         if answer == PolicyAnswer::Drop {
-            return (None, Outcome::Dropped);
+            let mut r = simple(meta, edns);
+            (r.blocked, r.drop) = (blocked, true);
+            return (Some(r), Outcome::Dropped);
         }
         if let Some(e) = edns.as_mut() {
             respond::add_ede(e, code, &text);
         }
         let soa_owner = soa_owner(policy, hit, qname);
         let ttl = s.sinkhole.ttl;
-        let mut reply =
-            Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false, tsig: None };
+        let mut reply = Reply { blocked, ..simple(meta, edns) };
         match answer {
             PolicyAnswer::Nxdomain => {
                 reply.meta.response_code = ResponseCode::NXDomain;
@@ -570,7 +599,17 @@ fn soa_owner(policy: &Policy, hit: &Hit, qname: &Name) -> Name {
 }
 
 fn simple(meta: Metadata, edns: Option<Edns>) -> Reply {
-    Reply { meta, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new(), edns, no_question: false, tsig: None }
+    Reply {
+        meta,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+        edns,
+        no_question: false,
+        tsig: None,
+        blocked: None,
+        drop: false,
+    }
 }
 
 fn header_info(mut meta: Metadata) -> ResponseInfo {

@@ -18,6 +18,7 @@ use hickory_server::zone_handler::MessageResponse;
 
 use super::handler::Handler;
 use crate::metrics::Transport;
+use crate::policy::{Hit, Policy};
 
 /// Captures the encoded reply. `udp`: encode within the reply's EDNS payload
 /// (512 without EDNS), truncating as hickory does for UDP.
@@ -77,12 +78,36 @@ pub async fn handle_bytes_checked(handler: &Handler, bytes: &[u8], src: SocketAd
     Some(reply)
 }
 
+/// [`handle_request`] and, with dnstap on, the query and its reply (or its
+/// absence) handed to it.
 async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, rate_checked: bool) -> Option<Vec<u8>> {
+    let Some(tap) = &handler.shared.dnstap else {
+        return handle_request(handler, bytes, src, transport, rate_checked).await.0;
+    };
+    let at = std::time::SystemTime::now();
+    let (reply, blocked) = handle_request(handler, bytes, src, transport, rate_checked).await;
+    // a dropped query is reported when a policy dropped it (a rate-limited
+    // one, or a message that was no query, is not)
+    if reply.is_some() || blocked.is_some() {
+        tap.log(bytes, reply.as_deref(), src, transport, Some(at), blocked.as_ref().map(|(p, h)| (p, h)));
+    }
+    reply
+}
+
+/// The reply to one request (`None`: none) and the policy and hit that
+/// blocked it, if one did.
+async fn handle_request(
+    handler: &Handler,
+    bytes: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    rate_checked: bool,
+) -> (Option<Vec<u8>>, Option<(Arc<Policy>, Hit)>) {
     let udp = transport == Transport::Udp;
     let mut decoder = BinDecoder::new(bytes);
-    let header = Header::read(&mut decoder).ok()?;
+    let Ok(header) = Header::read(&mut decoder) else { return (None, None) };
     if header.metadata.message_type == MessageType::Response {
-        return None; // never answer a response, not even with FORMERR (reply loops)
+        return (None, None); // never answer a response, not even with FORMERR (reply loops)
     }
     let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
     let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
@@ -91,13 +116,13 @@ async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, 
             // as hickory-server does: FORMERR once the header parses
             let mut m = Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr);
             m.metadata.recursion_desired = header.metadata.recursion_desired;
-            return m.to_vec().ok();
+            return (m.to_vec().ok(), None);
         }
     };
     if request.metadata.message_type == MessageType::Response {
-        return None;
+        return (None, None);
     }
     let cap = Capture(Arc::default(), udp);
-    handler.handle_checked(&request, cap.clone(), transport, rate_checked).await;
-    cap.0.lock().ok().and_then(|mut s| s.take())
+    let (_, blocked) = handler.handle_tapped(&request, cap.clone(), transport, rate_checked).await;
+    (cap.0.lock().ok().and_then(|mut s| s.take()), blocked)
 }

@@ -7,6 +7,7 @@ mod blockpage;
 mod cache;
 mod contrib;
 mod differential;
+mod dnstap;
 mod encrypted;
 mod formats;
 mod integrity;

@@ -178,6 +178,9 @@ fn decide_via(
         let (code, text) = policy.ede_parts(&hit);
         let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
         s.log_blocked_via(policy, &hit, name.as_str(), q.qtype, transport, src.ip());
+        if let Some(tap) = &s.dnstap {
+            tap.log(packet, Some(&reply), src, transport, None, Some((policy, &hit)));
+        }
         if let Some(c) = s.blocked_counters.get(hit.list.index()) {
             c.inc();
         }

@@ -44,10 +44,22 @@ fn reply_later(
 /// batched with the other replies the reader's batch completes; a task
 /// waits when the socket's send buffer is full), or hands the query to the hickory path
 /// when there is none. Runs on the forwarder's reader task.
-fn send_or_slow(sock: Arc<tokio::net::UdpSocket>, h: crate::server::handler::Handler, src: SocketAddr, reply: Result<Vec<u8>, Box<[u8]>>) {
+/// `tapped`: the query's bytes and arrival time when dnstap is on.
+fn send_or_slow(
+    sock: Arc<tokio::net::UdpSocket>,
+    h: crate::server::handler::Handler,
+    src: SocketAddr,
+    reply: Result<Vec<u8>, Box<[u8]>>,
+    tapped: Option<(Box<[u8]>, std::time::SystemTime)>,
+) {
     match reply {
         // with the other replies of the reader's batch, in one sendmmsg
-        Ok(r) => crate::sys::outbox::send(&sock, src, r),
+        Ok(r) => {
+            if let (Some(tap), Some((query, at))) = (&h.shared.dnstap, &tapped) {
+                tap.log(query, Some(&r), src, crate::metrics::Transport::Udp, Some(*at), None);
+            }
+            crate::sys::outbox::send(&sock, src, r)
+        }
         Err(packet) => reply_later(&sock, src, async move { crate::server::slow::handle_bytes(&h, &packet, src).await }),
     }
 }
@@ -79,6 +91,8 @@ pub async fn run_async(
     let mut looked: Vec<Option<Lookup<Option<Vec<u8>>>>> = Vec::with_capacity(BATCH);
     // the replies' destinations, in `sendmmsg`'s form (kept, not rebuilt per batch)
     let mut reply_to: Vec<Option<RawAddr>> = Vec::with_capacity(BATCH);
+    // with dnstap on: (datagram, reply) index pairs to report once the batch is sent
+    let mut tapped: Vec<(usize, usize)> = Vec::new();
     // One cancellation future for the task's life (a new one per batch
     // registered and dropped a waiter on the token each time), polled only
     // when the socket has nothing to read; a socket that stays readable
@@ -110,6 +124,7 @@ pub async fn run_async(
         }
         replies.clear();
         reply_to.clear();
+        tapped.clear();
         let now = Instant::now();
         let policy = shared.policy.load();
         // Passes over the batch: parse every datagram, hash the names, start
@@ -185,7 +200,7 @@ pub async fn run_async(
         // the misses of this batch go upstream together (one socket per
         // server, one sendmmsg): the send batch, `sys::outbox`
         crate::sys::outbox::batch(|| {
-            for ((d, a), l) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()) {
+            for (k, ((d, a), l)) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()).enumerate() {
                 let Some((packet, src, q)) = d else { continue };
                 let decided = match (q, a, l.take()) {
                     (_, _, Some(Lookup::Done(Some(r)))) => Fast::Reply(r, Outcome::Cached),
@@ -200,12 +215,18 @@ pub async fn run_async(
                 };
                 match decided {
                     Fast::Reply(r, outcome) => {
+                        // blocked replies went to dnstap with their policy (`decide_via`)
+                        if shared.dnstap.is_some() && outcome != Outcome::Blocked {
+                            tapped.push((k, replies.len()));
+                        }
                         replies.push((r, outcome));
                         reply_to.push(Some(RawAddr::from(*src)));
                     }
                     Fast::Miss(mq) => {
                         let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
-                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply)));
+                        // dnstap on: the query's bytes and time, for when the reply comes
+                        let tapped = shared.dnstap.as_ref().map(|_| (Box::<[u8]>::from(&**packet), std::time::SystemTime::now()));
+                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply, tapped)));
                     }
                     Fast::Slow => {
                         let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
@@ -252,6 +273,14 @@ pub async fn run_async(
         }
         for (_, outcome) in replies.iter().filter(|(_, o)| !matches!(o, Outcome::Blocked | Outcome::Cached)) {
             shared.metrics.observe(Protocol::Udp, *outcome, elapsed);
+        }
+        if let Some(tap) = &shared.dnstap {
+            // after the send and its latency: reporting never delays a reply
+            for &(k, i) in &tapped {
+                if let (Some(Some((packet, src, _))), Some((r, _))) = (datagrams.get(k), replies.get(i)) {
+                    tap.log(packet, Some(r), *src, crate::metrics::Transport::Udp, None, None);
+                }
+            }
         }
     }
 }

@@ -49,6 +49,10 @@ pub fn answer_stream(s: &Arc<Shared>, packet: &[u8], src: SocketAddr, transport:
     let mut qname = NameBuf::new();
     let Some(q) = parse_padded(packet, &mut qname) else { return Stream::Slow { rate_checked: false } };
     let done = |mut reply: Vec<u8>, outcome: Outcome| {
+        // blocked replies went to dnstap with their policy (`decide_via`)
+        if let (Some(tap), false) = (&s.dnstap, outcome == Outcome::Blocked) {
+            tap.log(packet, Some(&reply), src, transport, None, None);
+        }
         pad::pad(&mut reply, pad::RESPONSE_BLOCK);
         s.metrics.observe(transport, outcome, now.elapsed());
         Stream::Reply(reply)
