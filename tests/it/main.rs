@@ -21,6 +21,7 @@ mod recursive;
 mod registry;
 mod reload;
 mod resolving;
+mod subscribers;
 pub mod sources;
 mod support;
 mod workflow;
