@@ -250,7 +250,7 @@ impl Sockets {
 }
 
 /// The `[[views]]` table (`None` without views).
-fn views_of(views: &[config::ViewConfig]) -> Option<Arc<policy::views::Views>> {
+pub fn views_of(views: &[config::ViewConfig]) -> Option<Arc<policy::views::Views>> {
     if views.is_empty() {
         return None;
     }

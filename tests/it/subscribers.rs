@@ -199,7 +199,9 @@ clients = ["127.0.0.4/32"]
 except = ["regulator"]
 "#
     );
-    let srv = TestServer::start(&config(up.addr, &lists, "")).await;
+    let toml = config(up.addr, &lists, "");
+    std::fs::write(dir.path().join("qalqan.toml"), &toml).unwrap();
+    let srv = TestServer::start(&toml).await;
     (up, srv, dir)
 }
 
@@ -239,4 +241,37 @@ async fn views_give_two_client_prefixes_different_answers() {
     assert_eq!(tcp_from("127.0.0.2".parse().unwrap(), srv.addr, &q).await.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(tcp_from("127.0.0.3".parse().unwrap(), srv.addr, &q).await.metadata.response_code, ResponseCode::NoError);
     srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn explain_and_lists_show_the_view() {
+    let (_up, srv, dir) = views_server().await;
+    let (status, body) = http_get(srv.http, "/explain?name=adult.test&client=127.0.0.3").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("pass\n  view:     business"), "{body}");
+    let (_, body) = http_get(srv.http, "/explain?name=shared.test&client=127.0.0.3").await;
+    assert!(body.contains("blocked") && body.contains("list:     malware"), "{body}");
+    let (_, body) = http_get(srv.http, "/explain?name=shared.test").await;
+    assert!(body.contains("list:     adult") && !body.contains("view:"), "{body}");
+    assert_eq!(http_get(srv.http, "/explain?name=a.test&client=nope").await.0, 400);
+    let (_, body) = http_get(srv.http, "/lists").await;
+    for want in ["view kids\tlists=regulator,adult,malware", "view business\tlists=regulator,malware", "view lab\tlists=\n"] {
+        assert!(body.contains(want), "{want:?} in {body}");
+    }
+    srv.shutdown().await;
+    // the command line
+    let config = dir.path().join("qalqan.toml");
+    let run = |client: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qalqan"))
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args(["adult.test", "--client", client])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run("127.0.0.2").starts_with("blocked\n  view:     kids\n  list:     adult"), "{}", run("127.0.0.2"));
+    assert!(run("127.0.0.3").starts_with("pass\n  view:     business"), "{}", run("127.0.0.3"));
+    assert!(run("127.0.0.9").starts_with("blocked\n  list:     adult"), "no view: every list");
 }
