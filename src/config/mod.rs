@@ -1117,6 +1117,48 @@ mod tests {
     /// A key that does not parse fails the config, naming it, rather than
     /// the first transfer (NOTIFY checks need the key from the start).
     #[test]
+    fn views_resolve_their_lists_and_regulator_lists() {
+        let lists = "[[lists]]\nname = \"reg\"\nsource = \"r.txt\"\nregulator = true\n[[lists]]\nname = \"adult\"\nsource = \"a.txt\"\n[[lists]]\nname = \"mal\"\nsource = \"m.txt\"\n";
+        let view = |body: &str| format!("{lists}[[views]]\nname = \"v\"\nclients = [\"10.0.0.1\", \"2001:db8::/32\"]\n{body}");
+        let ids = |c: &Config| c.views[0].lists.iter().map(|l| l.index()).collect::<Vec<_>>();
+        let c = Config::from_toml_str(&view("lists = [\"mal\"]\n"), "q.toml").unwrap();
+        assert_eq!((ids(&c), c.views[0].clients[0].to_string()), (vec![0, 2], "10.0.0.1/32".to_owned()));
+        let c = Config::from_toml_str(&view("except = [\"reg\"]\n"), "q.toml").unwrap();
+        assert!(ids(&c).is_empty(), "an excepted regulator list is left out");
+        let cases: &[(&str, &str)] = &[
+            ("lists = [\"nope\"]\n", "views[0].lists"),
+            ("except = [\"adult\"]\n", "not a regulator list"),
+            ("except = [\"x\"]\n", "views[0].except"),
+        ];
+        for (body, want) in cases {
+            let err = Config::from_toml_str(&view(body), "q.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "`{body}`: {err}");
+        }
+        let err = Config::from_toml_str(&format!("{lists}[[views]]\nname = \"v\"\nclients = [\"10.0.0.0/33\"]\n"), "q.toml").unwrap_err();
+        assert!(err.to_string().contains("views[0].clients[0]"), "{err}");
+    }
+
+    #[test]
+    fn sde_settings_are_checked() {
+        let cases: &[(&str, &str)] = &[
+            ("[sde]\nmode = \"sometimes\"\n", "sde.mode"),
+            ("[sde]\ncontact = [\"https://isp.example/\"]\n", "sde.contact[0]"),
+            ("[sde]\nlanguage = \"en us\"\n", "sde.language"),
+            ("[sde]\njustification = \"{nope}\"\n", "sde.justification"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nsde_sub_error = 0\n", "lists[0].sde_sub_error"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nede = 16\nsde_sub_error = 5\n", "Censored"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nsde_justification = \"{list\"\n", "lists[0].sde_justification"),
+        ];
+        for (toml, want) in cases {
+            let err = Config::from_toml_str(toml, "q.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "`{toml}`: {err}");
+        }
+        let ok = "[sde]\nmode = \"always\"\ncontact = [\"MAILTO:a@b.example\", \"tel:+1\"]\n[[lists]]\nname = \"l\"\nsource = \"l.txt\"\n[[lists]]\nname = \"p\"\nsource = \"p.txt\"\nede = 18\n";
+        let c = Config::from_toml_str(ok, "q.toml").unwrap();
+        assert!(c.lists[0].sde.is_some() && c.lists[1].sde.is_none(), "EDE 18 is not structured");
+    }
+
+    #[test]
     fn bad_tsig_key_is_a_config_error() {
         let list = |tsig: &str| {
             format!("[[lists]]\nname = \"rpz\"\nsource = \"axfr://192.0.2.1:53/rpz.test\"\nformat = \"rpz\"\ntsig = \"{tsig}\"\n")
