@@ -381,7 +381,7 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
     for (net, decision) in &seen {
         let addr = if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() };
         let written = match decision {
-            Some(d) => writeln!(out, "{addr}\t{}", d.replace(['\t', '\r', '\n'], " ")),
+            Some(d) => writeln!(out, "{addr}\t{}", qalqan::rules::decision_parts(d).0.replace(['\t', '\r', '\n'], " ")),
             None => writeln!(out, "{addr}"),
         };
         if written.is_err() {

@@ -190,6 +190,12 @@ impl Policy {
         index.decision(id)
     }
 
+    /// The date of the rule's registry decision, when its row had one.
+    pub fn decision_date(&self, id: RuleId) -> Option<&str> {
+        let (index, id) = self.rule_index(id);
+        index.decision_date(id)
+    }
+
 
     /// Decides an answer address against IP rules (URL and registry IPs).
     pub fn check_ip(&self, ip: std::net::IpAddr) -> Verdict {
@@ -259,7 +265,8 @@ impl Policy {
         let list = self.list(hit)?;
         let sde = list.sde.as_deref()?;
         let (_, plain) = self.ede_parts(hit);
-        sde.render(&list.name, self.decision(hit.rule), &plain, self.rule_text(hit.rule), max)
+        let decision = sde::Decision { text: self.decision(hit.rule), date: self.decision_date(hit.rule) };
+        sde.render(&list.name, decision, &plain, self.rule_text(hit.rule), max)
     }
 
     /// [`Policy::check_name`] restricted to the lists of a view (`None`:

@@ -59,6 +59,7 @@ enum Piece {
     List,
     Decision,
     Authority,
+    Date,
     /// The rule as the policy holds it (the normalised name).
     Rule,
 }
@@ -78,7 +79,14 @@ pub struct ListSde {
 }
 
 /// What a `j` template may name.
-pub const PLACEHOLDERS: &str = "{list}, {decision}, {authority}, {rule}";
+pub const PLACEHOLDERS: &str = "{list}, {decision}, {authority}, {date}, {rule}";
+
+/// A hit's registry decision: `ID (AUTHORITY)` and the row's date.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decision<'a> {
+    pub text: Option<&'a str>,
+    pub date: Option<&'a str>,
+}
 
 impl ListSde {
     /// Prepares a list's JSON. `template`: the list's `j` (or `[sde]
@@ -116,16 +124,16 @@ impl ListSde {
     }
 
     /// The JSON text for a hit of list `list` with decision `decision`
-    /// (`ID (AUTHORITY)`), `plain` the plain EXTRA-TEXT pieces and `rule`
+    /// (`ID (AUTHORITY)` and date), `plain` the plain EXTRA-TEXT pieces and `rule`
     /// the rule's text; at most `max` bytes: the whole object, else the
     /// object without `j`, `o` and `l` (the draft's order of omission),
     /// else `None` (then no EXTRA-TEXT at all).
     /// Cost: one allocation, a copy of the pieces.
-    pub fn render(&self, list: &str, decision: Option<&str>, plain: &[&str], rule: &str, max: usize) -> Option<String> {
+    pub fn render(&self, list: &str, decision: Decision<'_>, plain: &[&str], rule: &str, max: usize) -> Option<String> {
         let mut out = String::with_capacity(self.head.len() + self.tail.len() + 96);
         out.push_str(&self.head);
         let mut j = String::with_capacity(64);
-        let (id, authority) = decision.map_or(("", ""), split_decision);
+        let (id, authority) = decision.text.map_or(("", ""), split_decision);
         match &self.justification {
             None => plain.iter().for_each(|p| j.push_str(p)),
             Some(pieces) => {
@@ -135,6 +143,7 @@ impl ListSde {
                         Piece::List => j.push_str(list),
                         Piece::Decision => j.push_str(id),
                         Piece::Authority => j.push_str(authority),
+                        Piece::Date => j.push_str(decision.date.unwrap_or("")),
                         Piece::Rule => j.push_str(rule),
                     }
                 }
@@ -170,6 +179,7 @@ fn parse_template(t: &str) -> Result<Vec<Piece>, String> {
             "list" => Piece::List,
             "decision" => Piece::Decision,
             "authority" => Piece::Authority,
+            "date" => Piece::Date,
             "rule" => Piece::Rule,
             other => return Err(format!("unknown placeholder `{{{other}}}` in `{t}` (use {PLACEHOLDERS})")),
         });
@@ -237,31 +247,32 @@ mod tests {
     #[test]
     fn rendered_json_table() {
         let contact = vec!["mailto:abuse@isp.example".to_owned(), "tel:+7-727-000".to_owned()];
-        let full = ListSde::new(&contact, Some("ISP \"Q\""), "ru", Some(5), Some("{list}: решение {decision} ({authority}) {rule}")).unwrap();
-        let got = parse(&full.render("reg", Some("2-6 (ФНС)"), &[], "a.test", 4096).unwrap());
+        let full = ListSde::new(&contact, Some("ISP \"Q\""), "ru", Some(5), Some("{list}: решение {decision} ({authority}) от {date} {rule}")).unwrap();
+        let d = Decision { text: Some("2-6 (ФНС)"), date: Some("2016-02-03") };
+        let got = parse(&full.render("reg", d, &[], "a.test", 4096).unwrap());
         assert_eq!(got["c"], serde_json::json!(["mailto:abuse@isp.example", "tel:+7-727-000"]));
         assert_eq!(got["s"], 5);
-        assert_eq!(got["j"], "reg: решение 2-6 (ФНС) a.test");
+        assert_eq!(got["j"], "reg: решение 2-6 (ФНС) от 2016-02-03 a.test");
         assert_eq!(got["o"], "ISP \"Q\"");
         assert_eq!(got["l"], "ru");
         // too long: c and s only, then nothing
-        let short = full.render("reg", Some("2-6 (ФНС)"), &[], "a.test", 80).unwrap();
+        let short = full.render("reg", d, &[], "a.test", 80).unwrap();
         assert_eq!(parse(&short), serde_json::json!({"c": ["mailto:abuse@isp.example", "tel:+7-727-000"], "s": 5}));
-        assert_eq!(full.render("reg", None, &[], "a.test", 10), None);
+        assert_eq!(full.render("reg", Decision::default(), &[], "a.test", 10), None);
         // no template: j is the plain text; no c, s or o
         let plain = ListSde::new(&[], None, "en", None, None).unwrap();
-        let got = parse(&plain.render("ads", None, &["blocked by list ", "ads"], "x", 4096).unwrap());
+        let got = parse(&plain.render("ads", Decision::default(), &["blocked by list ", "ads"], "x", 4096).unwrap());
         assert_eq!(got, serde_json::json!({"j": "blocked by list ads", "l": "en"}));
-        assert_eq!(plain.render("ads", None, &["blocked by list ", "ads"], "x", 5), None, "nothing to keep without c or s");
+        assert_eq!(plain.render("ads", Decision::default(), &["blocked by list ", "ads"], "x", 5), None, "nothing to keep without c or s");
         // control characters and backslashes stay valid JSON
         let t = ListSde::new(&[], None, "en", None, Some("a\\b\t{decision}")).unwrap();
-        assert_eq!(parse(&t.render("l", Some("x\"y"), &[], "r", 4096).unwrap())["j"], "a\\b\tx\"y");
+        assert_eq!(parse(&t.render("l", Decision { text: Some("x\"y"), date: None }, &[], "r", 4096).unwrap())["j"], "a\\b\tx\"y");
     }
 
     #[test]
     fn templates_are_checked() {
         assert!(ListSde::new(&[], None, "en", None, Some("{nope}")).unwrap_err().contains("unknown placeholder"));
         assert!(ListSde::new(&[], None, "en", None, Some("a {list")).is_err());
-        assert!(ListSde::new(&[], None, "en", None, Some("{list} {decision} {authority} {rule}")).is_ok());
+        assert!(ListSde::new(&[], None, "en", None, Some("{list} {decision} {authority} {date} {rule}")).is_ok());
     }
 }

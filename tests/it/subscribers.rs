@@ -83,7 +83,7 @@ name = "regulator"
 source = "{reg}"
 format = "registry-csv"
 ede = 16
-sde_justification = "{{list}}: решение {{decision}} ({{authority}})"
+sde_justification = "{{list}}: решение {{decision}} ({{authority}}) от {{date}}"
 [[lists]]
 name = "ads"
 source = "{ads}"
@@ -99,7 +99,7 @@ async fn structured_errors_go_to_clients_that_ask_and_plain_text_to_the_rest() {
     let (_up, srv, _d) = sde_server("signalled").await;
     let want = serde_json::json!({
         "c": ["mailto:abuse@isp.example", "tel:+7-727-000-0000"],
-        "j": "regulator: решение 27-31-2015/Ид831-15 (Генпрокуратура)",
+        "j": "regulator: решение 27-31-2015/Ид831-15 (Генпрокуратура) от 2015-03-12",
         "o": "ISP \"Qalqan\" Filtering",
         "l": "ru",
     });
@@ -131,7 +131,7 @@ async fn always_mode_gives_every_edns_client_the_structured_error() {
     let (_up, srv, _d) = sde_server("always").await;
     // a plain EDNS query: the fast path writes the JSON
     let m = udp(srv.addr, "blocked.example.", RecordType::A, EDNS).await.unwrap();
-    assert_eq!(json_of(&m)["j"], "regulator: решение 27-31-2015/Ид831-15 (Генпрокуратура)");
+    assert_eq!(json_of(&m)["j"], "regulator: решение 27-31-2015/Ид831-15 (Генпрокуратура) от 2015-03-12");
     let m = udp(srv.addr, "ads.test.", RecordType::AAAA, EDNS).await.unwrap();
     assert_eq!(json_of(&m)["s"], 6);
     // a small client size: the reply still fits; no EDNS: no EDE at all
