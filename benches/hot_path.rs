@@ -2,7 +2,9 @@
 //! subtree hit, keyword) at 100k and 1M rules, policy compile, and cache
 //! hits one at a time and batched, and the answer-address check at 100k
 //! prefixes, and one DNSSEC RRset verification (ECDSA P-256), and the
-//! policy check and PATCH publish with a delta pending at 1M rules.
+//! policy check and PATCH publish with a delta pending at 1M rules, and
+//! views: the client-prefix lookup at 1000 prefixes and the view-aware
+//! check beside the plain one.
 //!
 //! Rules come from `../shared/data/domains/hagezi-light-domains.txt` when it
 //! exists (real names), topped up with synthetic names to reach each size;
@@ -351,5 +353,68 @@ fn delta(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalise, check, keywords, compile, metrics, cache, answer_ip, dnssec_verify_rrset, delta);
+/// `[[views]]`: the client → view lookup over 1000 prefixes (4 views, /24s
+/// and /16s mixed, IPv4 and IPv6 clients), and the policy check of 100k
+/// rules in three lists restricted to a view's lists beside the check
+/// without views (`check_in(name, None)`, what a server without views does).
+fn views(c: &mut Criterion) {
+    let mut toml = String::new();
+    for (name, reg) in [("regulator", true), ("adult", false), ("malware", false)] {
+        toml.push_str(&format!("[[lists]]\nname = \"{name}\"\nsource = \"{name}.txt\"\nregulator = {reg}\n"));
+    }
+    for v in 0..4 {
+        let clients: Vec<String> = (0..250)
+            .map(|i| match i % 3 {
+                0 => format!("\"10.{v}.{i}.0/24\""),
+                1 => format!("\"2001:db8:{v:x}:{i:x}::/64\""),
+                _ => format!("\"{}.{}.0.0/16\"", 100 + v, i),
+            })
+            .collect();
+        let lists = if v % 2 == 0 { "[\"adult\", \"malware\"]" } else { "[\"malware\"]" };
+        toml.push_str(&format!("[[views]]\nname = \"v{v}\"\nclients = [{}]\nlists = {lists}\n", clients.join(", ")));
+    }
+    let config = qalqan::config::Config::from_toml_str(&toml, "bench.toml").unwrap();
+    let views = qalqan::views_of(&config.views).unwrap();
+    let listed = names(100_000);
+    let (reg, rest) = listed.split_at(50_000);
+    let (adult, malware) = rest.split_at(25_000);
+    let (e0, e1, e2) = (entries(reg), entries(adult), entries(malware));
+    let index = Index::build(&[
+        ListInput { allow: false, entries: &e0 },
+        ListInput { allow: false, entries: &e1 },
+        ListInput { allow: false, entries: &e2 },
+    ])
+    .unwrap();
+    let policy = qalqan::lists::policy_of(&config.lists, index, 1);
+    let clients: Vec<std::net::IpAddr> = (0..1000u32)
+        .map(|i| match i % 4 {
+            0 => format!("10.{}.{}.7", i % 4, i % 250),
+            1 => format!("2001:db8:{:x}:{:x}::9", i % 4, i % 250),
+            2 => format!("{}.{}.3.4", 100 + i % 4, i % 250),
+            _ => format!("192.0.2.{}", i % 250), // no view
+        })
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let hits: Vec<QName> = listed.iter().step_by(100).map(|n| QName::parse(n).unwrap()).collect();
+    let misses: Vec<QName> = (0..1000).map(|i| QName::parse(&format!("www.site{i}.popular-example.org")).unwrap()).collect();
+    let view = views.of("10.0.1.7".parse().unwrap()).map(|v| &v.lists);
+    assert!(view.is_some());
+    let mut g = c.benchmark_group("views");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("client_lookup_1000_prefixes", |b| b.iter(|| for ip in &clients { black_box(views.of(black_box(*ip))); }));
+    g.bench_function("check_hit_no_views", |b| b.iter(|| for q in &hits { black_box(policy.check_in(black_box(q).as_name(), None)); }));
+    g.bench_function("check_hit_in_view", |b| b.iter(|| for q in &hits { black_box(policy.check_in(black_box(q).as_name(), view)); }));
+    g.bench_function("check_miss_no_views", |b| b.iter(|| for q in &misses { black_box(policy.check_in(black_box(q).as_name(), None)); }));
+    g.bench_function("check_miss_in_view", |b| b.iter(|| for q in &misses { black_box(policy.check_in(black_box(q).as_name(), view)); }));
+    g.bench_function("lookup_and_check_hit", |b| {
+        b.iter(|| {
+            for (q, ip) in hits.iter().zip(&clients) {
+                black_box(policy.check_in(q.as_name(), views.of(black_box(*ip)).map(|v| &v.lists)));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalise, check, keywords, compile, metrics, cache, answer_ip, dnssec_verify_rrset, delta, views);
 criterion_main!(benches);

@@ -39,6 +39,8 @@ pub struct DiagState {
     pub cache_size: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     /// Set once every DNS listener is registered.
     pub serving: AtomicBool,
+    /// `[[views]]`, for `/explain?client=` and `/lists`.
+    pub views: Option<Arc<crate::policy::views::Views>>,
 }
 
 /// Serves until `stop`.
@@ -167,26 +169,31 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                     }
                 }
             }
+            for v in state.views.as_deref().map_or(&[][..], |v| v.all()) {
+                let lists: Vec<&str> = policy.lists.iter().enumerate().filter(|(i, _)| crate::rules::ListId::from_index(*i).is_some_and(|id| v.lists.contains(id))).map(|(_, l)| l.name.as_str()).collect();
+                let _ = writeln!(out, "view {}\tlists={}", v.name, lists.join(","));
+            }
             text(StatusCode::OK, out)
         }
         "/explain" => {
-            let name = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("name="))
-                .unwrap_or("");
+            let query = req.uri().query().unwrap_or("");
+            let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('='))).unwrap_or("");
+            let name = param("name");
+            let client = match param("client") {
+                "" => Ok(None),
+                c => c.parse::<std::net::IpAddr>().map(Some),
+            };
             let parsed = crate::name::normalize(name).ok().and_then(|n| QName::parse(&n).ok());
-            match parsed {
-                None => text(StatusCode::BAD_REQUEST, "usage: /explain?name=NAME (a valid host name)\n".into()),
-                Some(q) => {
+            match (parsed, client) {
+                (None, _) | (_, Err(_)) => text(StatusCode::BAD_REQUEST, "usage: /explain?name=NAME[&client=IP] (a valid host name, an address)\n".into()),
+                (Some(q), Ok(client)) => {
+                    let view = client.and_then(|c| state.views.as_deref()?.of(c).cloned());
                     // the verdict comes from the published policy; only the
                     // rule's text is re-read, from file lists only, and off
                     // the worker threads (a list file can be hundreds of MB)
                     let policy = state.lists.policy.load_full();
                     let reader = file_line_reader(state.lists.configs().iter().map(|(c, _)| c));
-                    match tokio::task::spawn_blocking(move || crate::policy::explain::explain(&policy, &q, &reader)).await {
+                    match tokio::task::spawn_blocking(move || crate::policy::explain::explain_in(&policy, &q, view.as_ref(), &reader)).await {
                         Ok(ex) => text(StatusCode::OK, format!("{ex}\n")),
                         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("explain failed: {e}\n")),
                     }

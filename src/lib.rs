@@ -252,6 +252,19 @@ impl Sockets {
     }
 }
 
+/// The `[[views]]` table (`None` without views).
+pub fn views_of(views: &[config::ViewConfig]) -> Option<Arc<policy::views::Views>> {
+    if views.is_empty() {
+        return None;
+    }
+    let prefixes: Vec<(ipnet::IpNet, usize)> = views.iter().enumerate().flat_map(|(i, v)| v.clients.iter().map(move |c| (*c, i))).collect();
+    let all = views
+        .iter()
+        .map(|v| policy::views::View { name: v.name.clone(), lists: policy::views::ListMask::of(v.lists.iter().copied()) })
+        .collect();
+    Some(Arc::new(policy::views::Views::new(all, &prefixes)))
+}
+
 /// The query handler for `app`, forwarding to `upstreams`, or resolving
 /// with `recurser` when it is given (no sockets: the server, the fuzz
 /// targets and `server::slow` use it).
@@ -326,6 +339,8 @@ pub fn build_handler(
             refused: server::ratelimit::Budget::new(cfg.outside_acl_refused_qps),
         },
         discovery: std::sync::OnceLock::new(),
+        sde: cfg.sde,
+        views: views_of(&cfg.views),
     });
     Handler { shared }
 }

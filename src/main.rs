@@ -45,6 +45,9 @@ enum Command {
         config: PathBuf,
         name: String,
         qtype: Option<String>,
+        /// Explain for a client at this address: its `[[views]]` view's lists.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
     },
     /// Write what the lists hold in a form other tools take.
     ///
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
-        Command::Explain { config, name, qtype } => explain(&config, &name, qtype.as_deref()),
+        Command::Explain { config, name, qtype, client } => explain(&config, &name, qtype.as_deref(), client),
         Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
         Command::Audit { command: AuditCommand::Verify { file } } => audit_verify(&file),
     };
@@ -378,7 +381,7 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
     for (net, decision) in &seen {
         let addr = if net.prefix_len() == net.max_prefix_len() { net.addr().to_string() } else { net.to_string() };
         let written = match decision {
-            Some(d) => writeln!(out, "{addr}\t{}", d.replace(['\t', '\r', '\n'], " ")),
+            Some(d) => writeln!(out, "{addr}\t{}", qalqan::rules::decision_parts(d).0.replace(['\t', '\r', '\n'], " ")),
             None => writeln!(out, "{addr}"),
         };
         if written.is_err() {
@@ -392,7 +395,7 @@ fn export(ips: bool, path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitCode> {
+fn explain(path: &Path, name: &str, qtype: Option<&str>, client: Option<std::net::IpAddr>) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(path)?;
     if let Some(t) = qtype {
         t.parse::<hickory_proto::rr::RecordType>().map_err(|_| anyhow::anyhow!("`{t}` is not a record type"))?;
@@ -404,7 +407,9 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>) -> anyhow::Result<ExitC
         .and_then(|n| qalqan::name::QName::parse(&n).ok())
         .ok_or_else(|| anyhow::anyhow!("`{name}` is not a valid name"))?;
     let reader = qalqan::diag::file_line_reader(app.config.lists.iter());
-    let ex = qalqan::policy::explain::explain(&policy, &qname, &reader);
+    let views = qalqan::views_of(&app.config.views);
+    let view = client.and_then(|c| views.as_deref()?.of(c));
+    let ex = qalqan::policy::explain::explain_in(&policy, &qname, view, &reader);
     println!("{ex}");
     Ok(ExitCode::SUCCESS)
 }

@@ -157,6 +157,19 @@ pub struct Entry {
     pub rule: Rule,
 }
 
+/// Separates a registry decision's text from its date inside
+/// [`Rule::Name`]'s `decision` (a control character no registry field
+/// holds: the parsers trim and split on it never appearing).
+pub const DECISION_DATE: char = '\u{1f}';
+
+/// A rule's decision text split into `ID (AUTHORITY)` and its date.
+pub fn decision_parts(raw: &str) -> (&str, Option<&str>) {
+    match raw.split_once(DECISION_DATE) {
+        Some((text, date)) => (text, Some(date)),
+        None => (raw, None),
+    }
+}
+
 /// The rule itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
@@ -167,7 +180,9 @@ pub enum Rule {
         action: RuleAction,
         /// adblock `$important`: beats `@@` exceptions.
         important: bool,
-        /// Registry decision id / authority, when the source carries one.
+        /// Registry decision id / authority, when the source carries one
+        /// (`ID (AUTHORITY)`, then [`DECISION_DATE`] and the date when the
+        /// row has one: read it with [`decision_parts`]).
         decision: Option<String>,
     },
     /// A listed address: a registry IP column, an IP-literal URL host, an

@@ -253,6 +253,7 @@ async fn http_endpoint(
         forwarder: Some(Arc::clone(&shared.forwarder)),
         cache_size: Box::new(move || (for_size.cache.len(), for_size.cache.bytes())),
         serving: std::sync::atomic::AtomicBool::new(false),
+        views: shared.views.clone(),
     });
     let task = listener.map(|l| {
         if let Ok(a) = l.local_addr() {

@@ -27,33 +27,8 @@ pub struct Decision {
     pub date: String,
 }
 
-/// Splits the policy's decision text `ID (AUTHORITY)` (the registry
-/// parser's form) into id and authority: the authority is the balanced
-/// parenthesised tail after a space, so ids with parentheses
-/// (`2-236(1)/2014`) and authorities with them survive. Anything else is
-/// all id.
-pub fn split_decision(text: &str) -> (&str, &str) {
-    let t = text.trim();
-    let Some(body) = t.strip_suffix(')') else { return (t, "") };
-    let mut depth = 1usize;
-    for (i, c) in body.char_indices().rev() {
-        match c {
-            ')' => depth += 1,
-            '(' => {
-                depth -= 1;
-                if depth == 0 {
-                    let id = &body[..i];
-                    if id.is_empty() || id.ends_with(' ') {
-                        return (id.trim_end(), &body[i + 1..]);
-                    }
-                    return (t, "");
-                }
-            }
-            _ => {}
-        }
-    }
-    (t, "")
-}
+/// `ID (AUTHORITY)` split (shared with the structured DNS errors).
+pub use crate::policy::sde::split_decision;
 
 /// Rows read for one policy generation: rule → its row's decision, or
 /// `None` when the line could not be matched to the rule.

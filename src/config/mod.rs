@@ -54,6 +54,25 @@ pub struct ListConfig {
     pub signature_url: Option<String>,
     /// The block page's `Link: <URL>; rel="blocked-by"` for this list's names.
     pub authority_url: Option<String>,
+    /// `regulator = true`: applied in every view (unless a view's `except` names it).
+    pub regulator: bool,
+    /// The structured EXTRA-TEXT of its blocks, prepared from `[sde]` and
+    /// the list's `sde_*` keys; `None` with `[sde] mode = "off"` or an EDE
+    /// code the draft does not structure.
+    pub sde: Option<std::sync::Arc<crate::policy::sde::ListSde>>,
+}
+
+/// `[sde]` as the server needs it (the lists' JSON is in [`ListConfig::sde`]).
+pub type SdeConfig = crate::policy::sde::SdeSignal;
+
+/// One `[[views]]` entry, checked: list names resolved to ids.
+#[derive(Debug, Clone)]
+pub struct ViewConfig {
+    pub name: String,
+    pub clients: Vec<ipnet::IpNet>,
+    /// The lists applied: those named in `lists`, and every regulator list
+    /// not named in `except`.
+    pub lists: Vec<ListId>,
 }
 
 /// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
@@ -278,6 +297,10 @@ pub struct Config {
     /// `[dnstap]`, when configured.
     pub dnstap: Option<crate::dnstap::Settings>,
     pub lists: Vec<ListConfig>,
+    /// `[sde]`: when blocked answers carry structured errors.
+    pub sde: SdeConfig,
+    /// `[[views]]`, in config order (empty: every client gets every list).
+    pub views: Vec<ViewConfig>,
 }
 
 impl Config {
@@ -553,6 +576,21 @@ impl Config {
         if raw.lists.len() > ListId::MAX_LISTS {
             return Err(invalid("lists", format!("{} lists; at most {} are supported", raw.lists.len(), ListId::MAX_LISTS)));
         }
+        let sde_mode = crate::policy::sde::SdeMode::parse(&raw.sde.mode)
+            .ok_or_else(|| invalid("sde.mode", format!("`{}`: use \"signalled\", \"always\" or \"off\"", raw.sde.mode)))?;
+        for (i, c) in raw.sde.contact.iter().enumerate() {
+            // the draft's Contact URI Schemes registry: tel and mailto
+            let ok = ["mailto:", "tel:"].iter().any(|p| c.len() > p.len() && c.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)));
+            if !ok {
+                return Err(invalid(&format!("sde.contact[{i}]"), format!("`{c}`: use a mailto: or tel: URI")));
+            }
+        }
+        if raw.sde.language.is_empty() || !raw.sde.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid("sde.language", format!("`{}` is not a language tag (RFC 5646: `en`, `kk`, `ru-KZ`)", raw.sde.language)));
+        }
+        if let Some(j) = &raw.sde.justification {
+            crate::policy::sde::ListSde::new(&[], None, "en", None, Some(j)).map_err(|e| invalid("sde.justification", e))?;
+        }
         let mut lists: Vec<ListConfig> = Vec::new();
         for (i, l) in raw.lists.into_iter().enumerate() {
             let key = |k: &str| format!("lists[{i}].{k}");
@@ -623,7 +661,23 @@ impl Config {
             if let Some(u) = &l.authority_url {
                 check_link_url(u).map_err(|reason| invalid(&key("authority_url"), reason))?;
             }
+            if l.sde_sub_error == Some(0) {
+                return Err(invalid(&key("sde_sub_error"), "0 is reserved (use 1-6 of the draft's registry, e.g. 5 = network operator policy)".into()));
+            }
+            if l.sde_sub_error.is_some() && l.ede == 16 {
+                return Err(invalid(&key("sde_sub_error"), format!("list `{}`: sub-errors do not apply to EDE 16 (Censored)", l.name)));
+            }
+            let sde = if sde_mode == crate::policy::sde::SdeMode::Off || !crate::policy::sde::structured_code(l.ede) {
+                None
+            } else {
+                let template = l.sde_justification.as_deref().or(raw.sde.justification.as_deref());
+                let prepared = crate::policy::sde::ListSde::new(&raw.sde.contact, raw.sde.organization.as_deref(), &raw.sde.language, l.sde_sub_error, template)
+                    .map_err(|e| invalid(&key("sde_justification"), e))?;
+                Some(std::sync::Arc::new(prepared))
+            };
             lists.push(ListConfig {
+                regulator: l.regulator,
+                sde,
                 name: l.name,
                 source: l.source,
                 origin,
@@ -727,7 +781,45 @@ impl Config {
             Some(d) => Some(dnstap_config(d).map_err(|(k, reason)| invalid(&format!("dnstap.{k}"), reason))?),
         };
         let ddr = raw.server.ddr;
+        let mut views: Vec<ViewConfig> = Vec::new();
+        for (i, v) in raw.views.into_iter().enumerate() {
+            let key = |k: &str| format!("views[{i}].{k}");
+            if v.name.is_empty() || views.iter().any(|o| o.name == v.name) {
+                return Err(invalid(&key("name"), format!("`{}`: empty, or used by two views", v.name)));
+            }
+            if v.clients.is_empty() {
+                return Err(invalid(&key("clients"), "empty: a view needs at least one client prefix".into()));
+            }
+            let mut clients = Vec::new();
+            for (j, c) in v.clients.iter().enumerate() {
+                let net = crate::rules::parse_ip_net(c)
+                    .ok_or_else(|| invalid(&format!("views[{i}].clients[{j}]"), format!("`{c}` is not an address or prefix")))?;
+                clients.push(net.trunc());
+            }
+            let id_of = |k: &str, name: &str| -> Result<usize, ConfigError> {
+                lists.iter().position(|l| l.name == name).ok_or_else(|| invalid(&key(k), format!("no list named `{name}`")))
+            };
+            let mut ids = Vec::new();
+            for name in &v.lists {
+                ids.push(id_of("lists", name)?);
+            }
+            let mut except = Vec::new();
+            for name in &v.except {
+                let at = id_of("except", name)?;
+                if lists.get(at).is_some_and(|l| !l.regulator) {
+                    return Err(invalid(&key("except"), format!("`{name}` is not a regulator list (only those apply without being named)")));
+                }
+                except.push(at);
+            }
+            ids.extend(lists.iter().enumerate().filter(|(at, l)| l.regulator && !except.contains(at)).map(|(at, _)| at));
+            ids.sort_unstable();
+            ids.dedup();
+            let lists = ids.into_iter().filter_map(ListId::from_index).collect();
+            views.push(ViewConfig { name: v.name, clients, lists });
+        }
         Ok(Config {
+            sde: SdeConfig { mode: sde_mode, option_code: raw.sde.option_code },
+            views,
             blockpage,
             dnstap,
             tls,
@@ -1085,6 +1177,48 @@ mod tests {
 
     /// A key that does not parse fails the config, naming it, rather than
     /// the first transfer (NOTIFY checks need the key from the start).
+    #[test]
+    fn views_resolve_their_lists_and_regulator_lists() {
+        let lists = "[[lists]]\nname = \"reg\"\nsource = \"r.txt\"\nregulator = true\n[[lists]]\nname = \"adult\"\nsource = \"a.txt\"\n[[lists]]\nname = \"mal\"\nsource = \"m.txt\"\n";
+        let view = |body: &str| format!("{lists}[[views]]\nname = \"v\"\nclients = [\"10.0.0.1\", \"2001:db8::/32\"]\n{body}");
+        let ids = |c: &Config| c.views[0].lists.iter().map(|l| l.index()).collect::<Vec<_>>();
+        let c = Config::from_toml_str(&view("lists = [\"mal\"]\n"), "q.toml").unwrap();
+        assert_eq!((ids(&c), c.views[0].clients[0].to_string()), (vec![0, 2], "10.0.0.1/32".to_owned()));
+        let c = Config::from_toml_str(&view("except = [\"reg\"]\n"), "q.toml").unwrap();
+        assert!(ids(&c).is_empty(), "an excepted regulator list is left out");
+        let cases: &[(&str, &str)] = &[
+            ("lists = [\"nope\"]\n", "views[0].lists"),
+            ("except = [\"adult\"]\n", "not a regulator list"),
+            ("except = [\"x\"]\n", "views[0].except"),
+        ];
+        for (body, want) in cases {
+            let err = Config::from_toml_str(&view(body), "q.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "`{body}`: {err}");
+        }
+        let err = Config::from_toml_str(&format!("{lists}[[views]]\nname = \"v\"\nclients = [\"10.0.0.0/33\"]\n"), "q.toml").unwrap_err();
+        assert!(err.to_string().contains("views[0].clients[0]"), "{err}");
+    }
+
+    #[test]
+    fn sde_settings_are_checked() {
+        let cases: &[(&str, &str)] = &[
+            ("[sde]\nmode = \"sometimes\"\n", "sde.mode"),
+            ("[sde]\ncontact = [\"https://isp.example/\"]\n", "sde.contact[0]"),
+            ("[sde]\nlanguage = \"en us\"\n", "sde.language"),
+            ("[sde]\njustification = \"{nope}\"\n", "sde.justification"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nsde_sub_error = 0\n", "lists[0].sde_sub_error"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nede = 16\nsde_sub_error = 5\n", "Censored"),
+            ("[[lists]]\nname = \"l\"\nsource = \"l.txt\"\nsde_justification = \"{list\"\n", "lists[0].sde_justification"),
+        ];
+        for (toml, want) in cases {
+            let err = Config::from_toml_str(toml, "q.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "`{toml}`: {err}");
+        }
+        let ok = "[sde]\nmode = \"always\"\ncontact = [\"MAILTO:a@b.example\", \"tel:+1\"]\n[[lists]]\nname = \"l\"\nsource = \"l.txt\"\n[[lists]]\nname = \"p\"\nsource = \"p.txt\"\nede = 18\n";
+        let c = Config::from_toml_str(ok, "q.toml").unwrap();
+        assert!(c.lists[0].sde.is_some() && c.lists[1].sde.is_none(), "EDE 18 is not structured");
+    }
+
     #[test]
     fn bad_tsig_key_is_a_config_error() {
         let list = |tsig: &str| {

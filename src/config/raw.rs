@@ -35,8 +35,75 @@ pub struct RawConfig {
     pub blockpage: Option<RawBlockpage>,
     /// dnstap output (Frame Streams to a reader); omitted = off.
     pub dnstap: Option<RawDnstap>,
+    /// `[sde]`: structured DNS errors (JSON EXTRA-TEXT) in blocked answers.
+    #[serde(default)]
+    pub sde: RawSde,
     #[serde(default)]
     pub lists: Vec<RawList>,
+    /// `[[views]]`: which lists apply to which client prefixes.
+    #[serde(default)]
+    pub views: Vec<RawView>,
+}
+
+/// `[sde]`: structured DNS errors (draft-ietf-dnsop-structured-dns-error):
+/// the EDE EXTRA-TEXT of a blocked answer as I-JSON.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSde {
+    /// "signalled" (default: JSON to clients that ask), "always", "off".
+    #[serde(default = "default_sde_mode")]
+    pub mode: String,
+    /// The EDNS option code of the draft's SDE option (no IANA code yet).
+    #[serde(default = "default_sde_option_code")]
+    pub option_code: u16,
+    /// `c`: contact URIs (`mailto:`, `tel:`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// `o`: the filtering organisation.
+    pub organization: Option<String>,
+    /// `l`: language of `j` and `o` (RFC 5646 tag).
+    #[serde(default = "default_sde_language")]
+    pub language: String,
+    /// `j` template for lists without their own `sde_justification`.
+    pub justification: Option<String>,
+}
+
+impl Default for RawSde {
+    fn default() -> Self {
+        Self {
+            mode: default_sde_mode(),
+            option_code: default_sde_option_code(),
+            contact: Vec::new(),
+            organization: None,
+            language: default_sde_language(),
+            justification: None,
+        }
+    }
+}
+
+fn default_sde_mode() -> String {
+    "signalled".to_owned()
+}
+fn default_sde_option_code() -> u16 {
+    65001
+}
+fn default_sde_language() -> String {
+    "en".to_owned()
+}
+
+/// `[[views]]`: the lists applied to queries from some client prefixes.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    pub name: String,
+    /// Client prefixes (`10.0.0.0/8`, `2001:db8::/32`, a bare address = /32 or /128).
+    pub clients: Vec<String>,
+    /// The lists this view applies (regulator lists apply anyway).
+    #[serde(default)]
+    pub lists: Vec<String>,
+    /// Regulator lists this view explicitly does not apply.
+    #[serde(default)]
+    pub except: Vec<String>,
 }
 
 /// `[dnstap]`: every query and reply as dnstap messages to a reader.
@@ -831,6 +898,13 @@ pub struct RawList {
     /// The block page's `Link: <URL>; rel="blocked-by"` (RFC 7725) for
     /// names this list blocks: the authority that ordered the block.
     pub authority_url: Option<String>,
+    /// A regulator's list: applied in every view unless a view names it in `except`.
+    #[serde(default)]
+    pub regulator: bool,
+    /// `j` of the structured error for this list's blocks (template).
+    pub sde_justification: Option<String>,
+    /// `s`: the draft's sub-error code for this list's blocks.
+    pub sde_sub_error: Option<u8>,
 }
 
 fn default_redirects() -> crate::config::Redirects {
@@ -1020,6 +1094,23 @@ mod docs_tests {
                 signature: PullSignature::Required,
                 signature_url: Some("https://lists.example/regulator.txt.sig".to_owned()),
                 authority_url: Some("https://regulator.example/".to_owned()),
+                regulator: true,
+                sde_justification: Some("{list}: decision {decision}".to_owned()),
+                sde_sub_error: Some(5),
+            }],
+            sde: RawSde {
+                mode: default_sde_mode(),
+                option_code: default_sde_option_code(),
+                contact: vec!["mailto:abuse@isp.example".to_owned()],
+                organization: Some("ISP".to_owned()),
+                language: default_sde_language(),
+                justification: Some("blocked by {list}".to_owned()),
+            },
+            views: vec![RawView {
+                name: "kids".to_owned(),
+                clients: vec!["10.1.0.0/16".to_owned()],
+                lists: vec!["regulator".to_owned()],
+                except: vec!["regulator".to_owned()],
             }],
         }
     }

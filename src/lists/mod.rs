@@ -442,6 +442,7 @@ pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
             action: c.action,
             shadow: c.mode == crate::rules::ListMode::Shadow,
             ede: c.ede,
+            sde: c.sde.clone(),
         })
         .collect()
 }

@@ -21,6 +21,8 @@ pub struct Explanation {
     /// What a shadow list (`mode = "shadow"`) would have blocked the name
     /// with: shown apart, never part of the outcome.
     pub shadow: Option<ShadowHit>,
+    /// The view of the client asked about (`--client`), when one applies.
+    pub view: Option<String>,
 }
 
 /// A shadow list's hit, explained.
@@ -35,7 +37,13 @@ pub struct ShadowHit {
 /// Explains the decision for `name`. `read_line` re-reads `(source, line)`
 /// to show the rule as written (return `None` when that is not possible).
 pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> Option<String>) -> Explanation {
-    let verdict = policy.check(name);
+    explain_in(policy, name, None, read_line)
+}
+
+/// [`explain`] for a client of `view` (`None`: every list, as for a
+/// client no view covers).
+pub fn explain_in(policy: &Policy, name: &QName, view: Option<&super::views::View>, read_line: &dyn Fn(&str, u32) -> Option<String>) -> Explanation {
+    let verdict = policy.check_in(name.as_name(), view.map(|v| &v.lists));
     let (outcome, hit) = match verdict {
         Verdict::Pass => ("pass", None),
         Verdict::Allowed(h) => ("allowed", Some(h)),
@@ -50,6 +58,7 @@ pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> O
         ede: None,
         decision: None,
         shadow: None,
+        view: view.map(|v| v.name.clone()),
     };
     if let Some(hit) = policy.shadow_hit(name.as_name()) {
         if let Some(list) = policy.list(&hit) {
@@ -81,6 +90,9 @@ pub fn explain(policy: &Policy, name: &QName, read_line: &dyn Fn(&str, u32) -> O
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = String::from(self.outcome);
+        if let Some(v) = &self.view {
+            let _ = write!(s, "\n  view:     {v}");
+        }
         if let Some(l) = &self.list {
             let _ = write!(s, "\n  list:     {l}");
         }

@@ -486,7 +486,7 @@ impl Builder {
     /// Copies rule `id` of `old` with header `rec` (its line possibly renumbered).
     fn carry_one(&mut self, old: &Index, side: &Side<'_>, id: RuleId, rec: RuleRec) -> Result<(), BuildError> {
         let text = std::str::from_utf8(text_at(&old.store, id)).unwrap_or("");
-        let decision = old.decision(id);
+        let decision = old.decision_raw(id);
         let local = old.locals.get(&id).cloned();
         let extra = if rec.bits & SCOPE_MASK == SCOPE_OTHER {
             match (rec.bits >> ACT_SHIFT) & 0b111 {
@@ -940,6 +940,16 @@ impl Index {
 
     /// The rule's registry decision, if any.
     pub fn decision(&self, id: RuleId) -> Option<&str> {
+        self.decision_raw(id).map(|d| crate::rules::decision_parts(d).0)
+    }
+
+    /// The date of the rule's registry decision, when its row had one.
+    pub fn decision_date(&self, id: RuleId) -> Option<&str> {
+        self.decision_raw(id).and_then(|d| crate::rules::decision_parts(d).1)
+    }
+
+    /// The decision as the rule carried it (text and date).
+    fn decision_raw(&self, id: RuleId) -> Option<&str> {
         self.decision_of.get(&id).and_then(|d| self.decisions.get(*d as usize)).map(|b| &**b)
     }
 

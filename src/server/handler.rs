@@ -77,7 +77,16 @@ pub struct Shared {
     pub prefetch: bool,
     /// DDR and the canary domain (set once at start; unset = neither).
     pub discovery: std::sync::OnceLock<super::ddr::Discovery>,
+    /// `[sde]`: when blocked answers carry the structured EXTRA-TEXT.
+    pub sde: crate::policy::sde::SdeSignal,
+    /// `[[views]]` (`None` without views: the one branch they cost then).
+    pub views: Option<Arc<crate::policy::views::Views>>,
 }
+
+/// Bytes of a blocked reply besides the question and the EDE text, at most:
+/// header 12, SOA with a compressed owner ≤ 80, OPT with the EDE option
+/// header 17 (room left for a sinkhole record on the hickory path).
+pub const BLOCKED_OVERHEAD: usize = 12 + 80 + 17;
 
 /// `[server] outside_acl`, `outside_acl_refused_qps`.
 pub struct Outsiders {
@@ -88,6 +97,38 @@ pub struct Outsiders {
 }
 
 impl Shared {
+    /// The lists that apply to `client`: its view's (`None`: every list,
+    /// also when no views are configured). Cost: one branch without views,
+    /// else one longest-prefix lookup ([`crate::policy::views::Views::of`]).
+    #[inline]
+    pub fn view_of(&self, client: std::net::IpAddr) -> Option<&crate::policy::views::ListMask> {
+        self.views.as_deref()?.of(client).map(|v| &v.lists)
+    }
+
+    /// The EDE text of a blocked hit: the structured (JSON) form when
+    /// `[sde] mode = "always"` or the client `signalled` it and the list
+    /// has one that fits in `max` bytes, else `None` (the plain text).
+    #[inline]
+    pub fn sde_text(&self, policy: &Policy, hit: &Hit, signalled: bool, max: usize) -> Option<String> {
+        use crate::policy::sde::SdeMode;
+        match self.sde.mode {
+            SdeMode::Off => None,
+            SdeMode::Signalled if !signalled => None,
+            _ => policy.sde_text(hit, max),
+        }
+    }
+
+    /// Whether `edns` of a query signals structured-error support: the
+    /// draft's SDE option (`[sde] option_code`, any length), or an EDE
+    /// option in the query (how revisions up to -09 had clients ask).
+    pub fn sde_signalled(&self, edns: Option<&Edns>) -> bool {
+        use hickory_proto::rr::rdata::opt::EdnsCode;
+        edns.is_some_and(|e| {
+            let o = e.options();
+            o.get(EdnsCode::from(self.sde.option_code)).is_some() || o.get(EdnsCode::from(respond::EDE_OPTION)).is_some()
+        })
+    }
+
     /// Whether `ip` is the primary of a list's zone (its NOTIFY may come
     /// from outside `allow_clients`). Cost: a scan of the axfr lists.
     pub fn is_notify_primary(&self, ip: std::net::IpAddr) -> bool {
@@ -323,7 +364,8 @@ impl Handler {
         };
         let qtype = query.query_type();
         let policy = s.policy.load_full();
-        let verdict = policy.check(&qname);
+        let view = s.view_of(request.src().ip());
+        let verdict = policy.check_in(qname.as_name(), view);
         if policy.has_shadow {
             s.count_shadow(&policy, qname.as_name(), request.src().ip(), transport, qtype);
         }
@@ -388,7 +430,7 @@ impl Handler {
                         let blocked = |n: &Name| {
                             !allowed
                                 && QName::from_labels(n.iter())
-                                    .is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
+                                    .is_ok_and(|q| matches!(policy.check_in(q.as_name(), view), Verdict::Blocked(_)))
                         };
                         r.resolve(&qname_wire, qtype, key.qclass, dnssec_ok, key.checking_disabled, &blocked).await.map(|r| (r.reply, r.cacheable))
                     }
@@ -440,7 +482,7 @@ impl Handler {
             }
         };
         if !matches!(verdict, Verdict::Allowed(_)) {
-            if let Some(hit) = chain_block(&policy, &answer.wire) {
+            if let Some(hit) = chain_block(&policy, &answer.wire, view) {
                 return self.blocked(request, transport, &policy, &hit, &key.name, &qname_wire, qtype, meta_for(ResponseCode::NoError), edns);
             }
         }
@@ -509,7 +551,17 @@ impl Handler {
             c.inc();
         }
         let answer = policy.answer(hit);
-        let (code, text) = policy.ede(hit);
+        let (code, mut text) = policy.ede(hit);
+        if edns.is_some() {
+            let max = match transport {
+                Transport::Udp => usize::from(edns.as_ref().map_or(512, |e| e.max_payload())),
+                _ => usize::from(u16::MAX),
+            };
+            let max = max.saturating_sub(BLOCKED_OVERHEAD + qname_text.as_str().len() + 6);
+            if let Some(json) = s.sde_text(policy, hit, s.sde_signalled(request.edns.as_ref()), max) {
+                text = json;
+            }
+        }
         s.log_blocked_via(policy, hit, qname_text.as_str(), qtype, transport, request.src().ip());
         let blocked = s.dnstap.as_ref().map(|_| (Arc::clone(policy), *hit));
         if answer == PolicyAnswer::Drop {
@@ -554,15 +606,15 @@ impl Handler {
 /// (the common case: two flag tests); else one pass over the answer
 /// section's bytes, one `Policy::check` per CNAME (one `QName` allocation
 /// each) and, when IP rules exist, a scan of them per A/AAAA record.
-pub fn chain_block(policy: &Policy, w: &Wire) -> Option<Hit> {
+pub fn chain_block(policy: &Policy, w: &Wire, view: Option<&crate::policy::views::ListMask>) -> Option<Hit> {
     let ips = w.has_addr && policy.index.has_ip_rules();
     if !w.has_cname && !ips {
         return None;
     }
     each_chain_item(&w.bytes, w.question_end, w.answers, |item| {
         let verdict = match item {
-            ChainItem::Target(q) => policy.check(&q),
-            ChainItem::Addr(ip) if ips => policy.check_ip(ip),
+            ChainItem::Target(q) => policy.check_in(q.as_name(), view),
+            ChainItem::Addr(ip) if ips => policy.check_ip_in(ip, view),
             ChainItem::Addr(_) => return None,
         };
         match verdict {

@@ -22,6 +22,7 @@ mod recursive;
 mod registry;
 mod reload;
 mod resolving;
+mod subscribers;
 pub mod sources;
 mod support;
 mod workflow;

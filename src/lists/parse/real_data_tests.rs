@@ -242,7 +242,7 @@ fn registry_files() {
     // 139.99.67.4;www.posttoday.pro;https://www.posttoday.pro/video/7Z7Pp3T9R1w;Генпрокуратура;27-31-2015/Ид831-15 ;2015-03-12
     let Some(out) = load(Format::RegistryCsv, "regulator-ru-zapret/dump-08-2020-02-16.csv") else { return };
     let line1: Vec<&Rule> = out.entries.iter().filter(|e| e.line == 1).map(|e| &e.rule).collect();
-    let decision = Some("27-31-2015/Ид831-15 (Генпрокуратура)".to_string());
+    let decision = Some("27-31-2015/Ид831-15 (Генпрокуратура)\u{1f}2015-03-12".to_string());
     assert_eq!(
         line1,
         vec![

@@ -13,7 +13,8 @@
 //! hold several values separated by ` | `. Every IP/CIDR becomes a
 //! [`Rule::Ip`], every domain a [`Scope::Subtree`] name rule (`*.name` too),
 //! every URL host a rule as in [`super::urls`]; all carry
-//! `decision: "<decision id> (<authority>)"`. The `Updated:` header line
+//! `decision: "<decision id> (<authority>)"`, then the date after
+//! `rules::DECISION_DATE` when the row has one. The `Updated:` header line
 //! and a textual `IP;domain;…` column header are skipped.
 
 use std::borrow::Cow;
@@ -58,7 +59,7 @@ fn parse_record(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
     if field(0).eq_ignore_ascii_case("ip") && field(1).eq_ignore_ascii_case("domain") {
         return; // a column header
     }
-    let decision = format_decision(field(4), field(3));
+    let decision = format_decision(field(4), field(3), field(5));
 
     // IPs and subnets
     if let Some(f) = fields.first() {
@@ -94,13 +95,21 @@ fn parse_record(file: &str, n: u32, line: &str, out: &mut ParseOutput) {
     }
 }
 
-/// `"27-31-2015/Ид2971-15 (Генпрокуратура)"`; whichever part is present.
-pub(super) fn format_decision(decision: &str, authority: &str) -> Option<String> {
-    match (decision.trim(), authority.trim()) {
-        ("", "") => None,
-        (d, "") => Some(d.to_owned()),
-        ("", a) => Some(format!("({a})")),
-        (d, a) => Some(format!("{d} ({a})")),
+/// `"27-31-2015/Ид2971-15 (Генпрокуратура)"`; whichever part is present;
+/// then the date after [`crate::rules::DECISION_DATE`] when there is one
+/// (for the structured DNS errors; [`crate::rules::decision_parts`] splits
+/// it off again).
+pub(super) fn format_decision(decision: &str, authority: &str, date: &str) -> Option<String> {
+    let clean = |s: &str| s.trim().replace(crate::rules::DECISION_DATE, " ");
+    let text = match (clean(decision).as_str(), clean(authority).as_str()) {
+        ("", "") => return None,
+        (d, "") => d.to_owned(),
+        ("", a) => format!("({a})"),
+        (d, a) => format!("{d} ({a})"),
+    };
+    match clean(date).as_str() {
+        "" => Some(text),
+        d => Some(format!("{text}{}{d}", crate::rules::DECISION_DATE)),
     }
 }
 
@@ -201,9 +210,9 @@ mod tests {
                         Scope::Exact => "exact",
                         Scope::Below => "below",
                     };
-                    format!("{}:{name}/{s}@{}", e.line, decision.as_deref().unwrap_or("-"))
+                    format!("{}:{name}/{s}@{}", e.line, decision.as_deref().map_or("-", |d| crate::rules::decision_parts(d).0))
                 }
-                Rule::Ip { net, decision } => format!("{}:{net}@{}", e.line, decision.as_deref().unwrap_or("-")),
+                Rule::Ip { net, decision } => format!("{}:{net}@{}", e.line, decision.as_deref().map_or("-", |d| crate::rules::decision_parts(d).0)),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
@@ -278,6 +287,20 @@ mod tests {
             let want = (rules.iter().map(|s| s.to_string()).collect(), errors.iter().map(|s| s.to_string()).collect());
             assert_eq!(got, want, "case `{name}`");
         }
+    }
+
+    #[test]
+    fn the_decision_date_rides_along() {
+        let out = parse(Format::RegistryCsv, "r.csv", ";a.example;;суд;2-1;2016-01-02\n;b.example;;суд;2-2;\n".as_bytes());
+        let dates: Vec<(&str, Option<&str>)> = out
+            .entries
+            .iter()
+            .filter_map(|e| match &e.rule {
+                Rule::Name { decision: Some(d), .. } => Some(crate::rules::decision_parts(d)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dates, [("2-1 (суд)", Some("2016-01-02")), ("2-2 (суд)", None)]);
     }
 
     #[test]

@@ -57,6 +57,7 @@ struct Content {
     urgent: bool,
     number: String,
     org: String,
+    date: String,
     domains: Vec<String>,
     urls: Vec<String>,
     ips: Vec<String>,
@@ -130,6 +131,7 @@ pub fn parse(file: &str, bytes: &[u8], out: &mut ParseOutput) {
                         match k.as_str() {
                             "number" => c.number = v,
                             "org" => c.org = v,
+                            "date" => c.date = v,
                             _ => {}
                         }
                     }
@@ -213,7 +215,7 @@ fn declares_cp1251(bytes: &[u8]) -> bool {
 
 /// Turns one `<content>` entry into rules and counts it.
 fn finish(file: &str, c: Content, out: &mut ParseOutput) {
-    let decision = super::registry_csv::format_decision(&c.number, &c.org);
+    let decision = super::registry_csv::format_decision(&c.number, &c.org, &c.date);
     let n = c.line;
     let kind = c.block_type.trim().to_owned();
     *out.entry_kinds.entry(format!("blockType={kind}")).or_insert(0) += 1;
@@ -266,7 +268,7 @@ mod tests {
             .map(|e| match &e.rule {
                 Rule::Name { name, scope, decision, .. } => {
                     let s = if *scope == Scope::Exact { "exact" } else { "subtree" };
-                    format!("{}:{name}/{s}@{}", e.line, decision.as_deref().unwrap_or("-"))
+                    format!("{}:{name}/{s}@{}", e.line, decision.as_deref().map_or("-", |d| crate::rules::decision_parts(d).0))
                 }
                 Rule::Ip { net, .. } => format!("{}:{net}", e.line),
                 other => format!("{other:?}"),
@@ -320,6 +322,12 @@ mod tests {
         assert_eq!(out.unsupported.get("registry blockType `weird`"), Some(&1));
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert_eq!(out.lines, 12);
+        // the decision's date rides along with it (structured DNS errors' `{date}`)
+        let first = out.entries.first().and_then(|e| match &e.rule {
+            Rule::Name { decision: Some(d), .. } => crate::rules::decision_parts(d).1,
+            _ => None,
+        });
+        assert_eq!(first, Some("2016-02-03"));
     }
 
     #[test]

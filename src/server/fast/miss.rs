@@ -31,10 +31,12 @@ pub struct MissQuery {
     /// again only if a reload came in between (at 1M rules each check is a
     /// few cold cache lines).
     pub(super) checked: Option<(u64, bool)>,
+    /// The client (its view decides which lists apply).
+    pub(super) client: std::net::IpAddr,
 }
 
 impl MissQuery {
-    pub(super) fn new(q: &Simple<'_>, packet: &[u8], key: Key, checked: Option<(u64, bool)>) -> Self {
+    pub(super) fn new(q: &Simple<'_>, packet: &[u8], key: Key, checked: Option<(u64, bool)>, client: std::net::IpAddr) -> Self {
         Self {
             packet: packet.into(),
             id: q.id,
@@ -46,6 +48,7 @@ impl MissQuery {
             question_len: q.question.len(),
             key,
             checked,
+            client,
         }
     }
 
@@ -55,7 +58,7 @@ impl MissQuery {
         let mut qname = crate::name::NameBuf::new();
         let q = super::parse::parse(packet, &mut qname)?;
         let key = q.key(qname.as_name(), q.payload(max_udp_payload).0);
-        Some(Self::new(&q, packet, key, None))
+        Some(Self::new(&q, packet, key, None, std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
     }
 
     /// The parsed query again, borrowing the packet copy.
@@ -144,7 +147,7 @@ fn start_recursion(
             s.inflight.add_permits(1);
             let q = mq.view();
             let ad = entry.wire.authentic_data && (mq.key.dnssec_ok || q.ad);
-            let reply = (allowed || chain_block(&policy, &entry.wire).is_none())
+            let reply = (allowed || chain_block(&policy, &entry.wire, s.view_of(mq.client)).is_none())
                 .then(|| from_wire(&q, &entry.wire, entry.age(Instant::now()), ad, q.payload(s.max_udp_payload).1))
                 .flatten();
             return match reply {
@@ -158,7 +161,7 @@ fn start_recursion(
         }
         let blocked = |n: &hickory_proto::rr::Name| {
             !allowed
-                && crate::name::QName::from_labels(n.iter()).is_ok_and(|q| matches!(policy.check(&q), Verdict::Blocked(_)))
+                && crate::name::QName::from_labels(n.iter()).is_ok_and(|q| matches!(policy.check_in(q.as_name(), s.view_of(mq.client)), Verdict::Blocked(_)))
         };
         let result = r.resolve(&name, mq.key.qtype, mq.key.qclass, mq.key.dnssec_ok, mq.cd, &blocked).await;
         s.inflight.add_permits(1);
@@ -209,14 +212,14 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
     // (blocked, allowed) under the policy now in force
     let (blocked, allowed) = match mq.checked {
         Some((generation, allowed)) if generation == policy.generation => (false, allowed),
-        _ => match policy.check(&mq.key.name) {
+        _ => match policy.check_in(mq.key.name.as_name(), s.view_of(mq.client)) {
             Verdict::Blocked(_) => (true, false),
             Verdict::Allowed(_) => (false, true),
             Verdict::Pass => (false, false),
         },
     };
     let (entry, _cached) = s.cache.insert(&mq.key, reply, now);
-    let chain_blocked = blocked || (!allowed && chain_block(&policy, &entry.wire).is_some());
+    let chain_blocked = blocked || (!allowed && chain_block(&policy, &entry.wire, s.view_of(mq.client)).is_some());
     if !chain_blocked {
         entry.set_passed(policy.generation);
     }
@@ -244,12 +247,13 @@ fn finish_miss(s: &Shared, mq: MissQuery, start: Instant, r: Result<Reply, crate
 fn stale(s: &Shared, mq: &MissQuery, q: &Simple<'_>) -> Option<Vec<u8>> {
     let entry = s.cache.get_stale(&mq.key, Instant::now())?;
     let policy = s.policy.load();
-    let allowed = match policy.check(&mq.key.name) {
+    let view = s.view_of(mq.client);
+    let allowed = match policy.check_in(mq.key.name.as_name(), view) {
         Verdict::Blocked(_) => return None,
         Verdict::Allowed(_) => true,
         Verdict::Pass => false,
     };
-    if !allowed && chain_block(&policy, &entry.wire).is_some() {
+    if !allowed && chain_block(&policy, &entry.wire, view).is_some() {
         return None;
     }
     stale_from_wire(q, &entry.wire, q.payload(s.max_udp_payload).1)

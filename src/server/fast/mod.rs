@@ -115,8 +115,9 @@ fn answer_parsed(s: &Shared, policy: &Arc<Policy>, q: &Simple<'_>, name: NameRef
 /// Counts nothing and does no atomic read-modify-write (it runs under the
 /// cache's locks in [`Cache::get_batch`](crate::resolve::cache::Cache::get_batch)).
 fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now: Instant) -> Option<Fast> {
-    // with shadow lists every query goes through `decide`, which counts them
-    (entry.passed(policy.generation) && !policy.has_shadow).then(|| {
+    // with shadow lists every query goes through `decide`, which counts
+    // them; with views too (an entry passed for one view may be blocked in another)
+    (entry.passed(policy.generation) && !policy.has_shadow && s.views.is_none()).then(|| {
         let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
         cached_reply(q, entry, now, dnssec_ok, payload)
     })
@@ -156,7 +157,8 @@ fn decide_via(
     transport: Transport,
 ) -> Fast {
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
-    let verdict = policy.check_name(name);
+    let view = s.view_of(src.ip());
+    let verdict = policy.check_in(name, view);
     if policy.has_shadow {
         s.count_shadow(policy, name, src.ip(), crate::metrics::Transport::Udp, q.qtype);
     }
@@ -176,7 +178,16 @@ fn decide_via(
             None
         };
         let (code, text) = policy.ede_parts(&hit);
-        let reply = blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload);
+        // a fast-path query has no options: no signal, JSON only with
+        // `[sde] mode = "always"` (one branch otherwise)
+        let json = q.edns.and_then(|_| {
+            let max = if transport == Transport::Udp { usize::from(payload) } else { usize::from(u16::MAX) };
+            s.sde_text(policy, &hit, false, max.saturating_sub(super::handler::BLOCKED_OVERHEAD + q.question.len()))
+        });
+        let reply = match &json {
+            Some(j) => blocked_reply(q, rcode, soa, Some((code, &[j.as_str()])), s.max_udp_payload),
+            None => blocked_reply(q, rcode, soa, Some((code, &text)), s.max_udp_payload),
+        };
         s.log_blocked_via(policy, &hit, name.as_str(), q.qtype, transport, src.ip());
         if let Some(tap) = &s.dnstap {
             tap.log(packet, Some(&reply), src, transport, None, Some((policy, &hit)));
@@ -192,9 +203,9 @@ fn decide_via(
             return Fast::Slow;
         }
         let checked = Some((policy.generation, matches!(verdict, Verdict::Allowed(_))));
-        return Fast::Miss(MissQuery::new(q, packet, q.key(name, dnssec_ok), checked));
+        return Fast::Miss(MissQuery::new(q, packet, q.key(name, dnssec_ok), checked, src.ip()));
     };
-    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire).is_some() {
+    if !matches!(verdict, Verdict::Allowed(_)) && chain_block(policy, &entry.wire, view).is_some() {
         return Fast::Slow;
     }
     entry.set_passed(policy.generation);
