@@ -33,8 +33,27 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// The HTTP block page on the sinkhole address (RFC 7725); omitted = off.
     pub blockpage: Option<RawBlockpage>,
+    /// The collateral-damage guard on remote list updates; omitted = off.
+    pub guard: Option<RawGuard>,
     #[serde(default)]
     pub lists: Vec<RawList>,
+}
+
+/// `[guard]`: names a remote list update must not newly block without an
+/// operator's confirmation (`POST /v1/lists/NAME/confirm`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// File of protected names, one a line, `#` comments.
+    pub protected: String,
+    /// `"hold_all"` (the version in force stays) or `"apply_rest"` (the
+    /// update is applied without the lines that would block a protected name).
+    #[serde(default = "default_on_hit")]
+    pub on_hit: crate::rules::GuardOnHit,
+}
+
+fn default_on_hit() -> crate::rules::GuardOnHit {
+    crate::rules::GuardOnHit::HoldAll
 }
 
 /// `[blockpage]`: the page a blocked subscriber's browser is shown when the
@@ -942,6 +961,7 @@ mod docs_tests {
                 max_connections: default_bp_max_connections(),
                 max_per_client: default_bp_max_per_client(),
             }),
+            guard: Some(RawGuard { protected: "config/protected.txt".to_owned(), on_hit: default_on_hit() }),
             lists: vec![RawList {
                 name: "regulator".to_owned(),
                 source: "https://lists.example/regulator.txt".to_owned(),
