@@ -279,6 +279,20 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(bp) = &config.blockpage {
         ok &= check_blockpage(&config, bp);
     }
+    if let Some(g) = &config.guard {
+        match qalqan::lists::guard::Guard::load(&g.protected, g.on_hit) {
+            Ok(guard) => println!(
+                "guard: {} protected names from {}; remote updates that would newly block one: {}",
+                guard.names.len(),
+                g.protected.display(),
+                g.on_hit.as_str()
+            ),
+            Err(e) => {
+                ok = false;
+                println!("{}", qalqan::lists::ErrorChain(&e));
+            }
+        }
+    }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

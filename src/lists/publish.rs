@@ -1314,6 +1314,7 @@ impl Lists {
             let mut left_out: Vec<(u32, String)> = Vec::new();
             let mut guard_hits: Vec<super::guard::GuardHit> = Vec::new();
             let mut rounds = 0;
+            let mut records = inc.records.as_ref();
             // built, gated and (for a guarded version) checked; with
             // `apply_rest` rebuilt without the lines that block a protected name
             let outcome = loop {
@@ -1321,7 +1322,7 @@ impl Lists {
                     Some(w) => (&**w, None),
                     None => (&*published.index, published.delta.as_deref()),
                 };
-                let result = build_with(&configs, base, delta, id, &inc.bytes, inc.records.as_ref(), codes_up_to, &drop_lines)
+                let result = build_with(&configs, base, delta, id, &inc.bytes, records, codes_up_to, &drop_lines)
                     .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
                     .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
                 let built = match result {
@@ -1340,7 +1341,13 @@ impl Lists {
                     break Ok((index, stats, addresses, codes));
                 }
                 let mut more = false;
-                if g.on_hit == crate::rules::GuardOnHit::ApplyRest && rounds < MAX_GUARD_ROUNDS {
+                if g.on_hit == crate::rules::GuardOnHit::ApplyRest && rounds < MAX_GUARD_ROUNDS && records.is_some() {
+                    // a zone transfer's rules are numbered by record: left-out
+                    // lines must be lines of the zone text that is persisted
+                    // (and read back at a restart), so build from the text
+                    records = None;
+                    more = true;
+                } else if g.on_hit == crate::rules::GuardOnHit::ApplyRest && rounds < MAX_GUARD_ROUNDS {
                     for h in &hits {
                         let line = candidate.rule_line(h.hit.rule);
                         // a rule of another list (an allow rule removed) or
