@@ -583,7 +583,9 @@ fn diff(old: &Path, new: &Path, popular: Option<&Path>, format: &str) -> anyhow:
     if let Some(p) = popular {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let (names, skipped) = qalqan::lists::guard::parse_names_lenient(&text);
+        let checked = std::time::Instant::now();
         let hits = qalqan::lists::guard::newly_blocked(&names, &a.policy, &b.policy);
+        eprintln!("qalqan diff: {} names checked against both versions in {} ms", names.len(), checked.elapsed().as_millis());
         writeln!(
             out,
             "newly blocked popular names: {} of {} in {}{}",
