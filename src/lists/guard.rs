@@ -130,9 +130,12 @@ fn read_names(text: &str, names: &mut Vec<QName>, strict: bool) -> (Option<(usiz
 mod tests {
     use super::*;
 
+    /// The names read, or the first bad line.
+    type Want = Result<Vec<&'static str>, usize>;
+
     #[test]
     fn protected_files() {
-        let cases: &[(&str, &str, Result<Vec<&str>, usize>)] = &[
+        let cases: &[(&str, &str, Want)] = &[
             ("names and comments", "# ours\nisp.example\n\nWWW.Example.COM. # trailing\n", Ok(vec!["isp.example", "www.example.com"])),
             ("duplicates once", "a.example\na.example\n", Ok(vec!["a.example"])),
             ("ranking csv", "1,google.com\n2,facebook.com\n", Ok(vec!["google.com", "facebook.com"])),

@@ -355,6 +355,7 @@ pub struct Built {
     pub codes: Option<Vec<u64>>,
 }
 
+#[allow(clippy::too_many_arguments)] // one build's inputs, each from a different owner
 pub fn build_with(
     configs: &[ListConfig],
     base: &Index,

@@ -411,8 +411,12 @@ impl Lists {
     }
 
     /// Records a held update of `cfg`: kept for `/v1/lists` and confirm,
-    /// counted, logged and written to the audit log.
-    fn hold(&self, cfg: &ListConfig, id: ListId, inc: &Incoming, version: &str, hits: &[super::guard::GuardHit], rules: Vec<(u32, String)>, on_hit: crate::rules::GuardOnHit) -> Held {
+    /// counted, logged and written to the audit log. With `rules` (the
+    /// lines left out) it is an `apply_rest` update in force without them;
+    /// without, a `hold_all` one.
+    fn hold(&self, cfg: &ListConfig, inc: &Incoming, version: &str, hits: &[super::guard::GuardHit], rules: Vec<(u32, String)>) -> Held {
+        let id = inc.list;
+        let on_hit = if rules.is_empty() { crate::rules::GuardOnHit::HoldAll } else { crate::rules::GuardOnHit::ApplyRest };
         let mut names: Vec<String> = Vec::new();
         for h in hits {
             if !names.contains(&h.name) {
@@ -1021,7 +1025,7 @@ impl Lists {
                 if g.on_hit == crate::rules::GuardOnHit::ApplyRest {
                     return Err(inc); // a full build leaves the lines out
                 }
-                let held = self.hold(cfg, id, &inc, &version, &hits, Vec::new(), g.on_hit);
+                let held = self.hold(cfg, &inc, &version, &hits, Vec::new());
                 report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
                 return Ok((report, None));
             }
@@ -1390,10 +1394,7 @@ impl Lists {
                         }
                     }
                     // `apply_rest` left lines out: held until confirmed
-                    let rest = (!left_out.is_empty()).then(|| {
-                        let on_hit = crate::rules::GuardOnHit::ApplyRest;
-                        self.hold(cfg, id, &inc, &version, &guard_hits, left_out.clone(), on_hit)
-                    });
+                    let rest = (!left_out.is_empty()).then(|| self.hold(cfg, &inc, &version, &guard_hits, left_out.clone()));
                     if (self.guard.is_some() && cfg.origin.is_remote() && inc.guard != GuardMode::Skip) || !drop_lines.is_empty() {
                         self.set_dropped(cfg, i, drop_lines.clone(), rest);
                     }
@@ -1415,8 +1416,7 @@ impl Lists {
                 }
                 Err(Some(e)) => self.reject(cfg, e, &mut report),
                 Err(None) => {
-                    let on_hit = crate::rules::GuardOnHit::HoldAll;
-                    let held = self.hold(cfg, id, &inc, &version, &guard_hits, Vec::new(), on_hit);
+                    let held = self.hold(cfg, &inc, &version, &guard_hits, Vec::new());
                     report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
                 }
             }

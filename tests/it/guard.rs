@@ -218,3 +218,30 @@ fn diff_prints_added_removed_and_newly_blocked_popular_names() {
     let (code, _, err) = qalqan(&["diff", &old, &new, "--format", "nonsense"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// An HTTP pull is a remote channel: held; the next pulls of the same
+/// content neither rebuild nor count again; a confirm publishes it.
+#[tokio::test]
+async fn an_http_pull_is_held_once_and_confirmed() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = ListServer::start(&body(&["first.test"])).await;
+    let lists = format!("[[lists]]\nname = \"reg\"\nsource = \"http://{}/list.txt\"\nallow_insecure = true\nrefresh_s = 1\n", web.addr);
+    let srv = TestServer::start(&config(up.addr, &lists, &guard_config(dir.path(), "hold_all"))).await;
+    assert!(eventually(Duration::from_secs(4), || async { rcode(srv.addr, "first.test.").await == NX }).await, "first pull");
+    web.set(200, "text/plain", &body(&["first.test", "second.test", "protected.test"]), Some("\"v2\""));
+    assert!(eventually(Duration::from_secs(4), || async { metric(&srv, "qalqan_guard_held_total{list=\"reg\"}").await == 1.0 }).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // two more pulls of the held version
+    assert_eq!(metric(&srv, "qalqan_guard_held_total{list=\"reg\"}").await, 1.0, "held once, not per pull");
+    assert_eq!(rcode(srv.addr, "protected.test.").await, OK);
+    assert_eq!(rcode(srv.addr, "second.test.").await, OK);
+    assert_eq!(lists_json(&srv).await["held"]["names"], serde_json::json!(["protected.test"]));
+    let (s, resp) = http_req(srv.admin, "POST", "/v1/lists/reg/confirm", Some(TOKEN), &[], b"").await;
+    assert_eq!(s, 200, "{resp}");
+    assert_eq!(rcode(srv.addr, "protected.test.").await, NX);
+    assert_eq!(rcode(srv.addr, "second.test.").await, NX);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the next pull: same content, in force
+    assert_eq!(rcode(srv.addr, "protected.test.").await, NX, "a pull after the confirm keeps it");
+    assert!(lists_json(&srv).await["held"].is_null());
+    srv.shutdown().await;
+}
