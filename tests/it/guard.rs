@@ -68,6 +68,8 @@ async fn hold_all_holds_a_put_and_a_patch_until_confirmed() {
     assert_eq!(l["held"]["names"], serde_json::json!(["protected.test"]), "{l}");
     assert_eq!(l["held"]["on_hit"], "hold_all", "{l}");
     assert!(l["held"]["since"].is_string() && l["held"]["version"].is_string(), "{l}");
+    let diag = http_get(srv.http, "/lists").await.1;
+    assert!(diag.contains("held_names=protected.test\theld_on_hit=hold_all"), "{diag}");
     // the same content again (a retry): still held, not counted twice
     let (s, _) = http_req(adm, "PUT", "/v1/lists/reg", Some(TOKEN), &[], put.as_bytes()).await;
     assert_eq!(s, 202);
