@@ -164,8 +164,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let mut modes_rx = hup_rx.clone();
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
         let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
-        // SIGHUP re-reads the config for list modes (shadow ↔ enforce);
-        // every other change needs a restart
+        // SIGHUP re-reads the config for list modes (shadow ↔ enforce) and
+        // the guard's protected names; every other change needs a restart
         let (lists, config_path) = (std::sync::Arc::clone(&app.lists), path.to_owned());
         tokio::spawn(async move {
             while modes_rx.changed().await.is_ok() {
@@ -173,7 +173,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                     Ok(c) => {
                         let modes: Vec<_> = c.lists.iter().map(|l| (l.name.clone(), l.mode)).collect();
                         let lists = std::sync::Arc::clone(&lists);
-                        let _ = tokio::task::spawn_blocking(move || lists.set_modes(&modes)).await;
+                        let guard = c.guard.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            lists.set_modes(&modes);
+                            if let (Some(g), true) = (guard, lists.guard().is_some()) {
+                                match qalqan::lists::guard::Guard::load(&g.protected, g.on_hit) {
+                                    Ok(guard) => {
+                                        tracing::info!(path = %g.protected.display(), names = guard.names.len(), "SIGHUP: guard's protected names re-read");
+                                        lists.set_guard(guard);
+                                    }
+                                    Err(e) => tracing::warn!(error = %qalqan::lists::ErrorChain(&e), "SIGHUP: protected names not re-read; the guard keeps the ones it has"),
+                                }
+                            }
+                        })
+                        .await;
                     }
                     Err(e) => tracing::warn!(error = %e, "SIGHUP: config not re-read; list modes unchanged"),
                 }

@@ -296,8 +296,9 @@ pub struct Lists {
     delta_merge_share: f64,
     /// File lists of at most this many lines keep their line codes.
     diff_max_lines: usize,
-    /// `[guard]`: the protected names (`None`: no guard).
-    guard: Option<super::guard::Guard>,
+    /// `[guard]`: the protected names (`None`: no guard); swapped by
+    /// [`Lists::set_guard`] (SIGHUP re-reads the file).
+    guard: arc_swap::ArcSwapOption<super::guard::Guard>,
     /// Per list: the update the guard holds, if any.
     held: Mutex<Vec<Option<Held>>>,
     /// Per list: the lines the guard left out of the version in force.
@@ -371,7 +372,7 @@ impl Lists {
             codes: Mutex::new(vec![None; n]),
             delta_merge_share: DEFAULT_DELTA_MERGE_SHARE,
             diff_max_lines: DEFAULT_DIFF_MAX_LINES,
-            guard: None,
+            guard: arc_swap::ArcSwapOption::empty(),
             held: Mutex::new(vec![None; n]),
             dropped: Mutex::new(vec![Vec::new(); n]),
         }
@@ -380,14 +381,25 @@ impl Lists {
     /// Sets the collateral-damage guard (`[guard]`): remote updates that
     /// would newly block one of its names are held (see `lists/guard.rs`).
     #[must_use]
-    pub fn with_guard(mut self, guard: super::guard::Guard) -> Self {
-        self.guard = Some(guard);
+    pub fn with_guard(self, guard: super::guard::Guard) -> Self {
+        self.guard.store(Some(Arc::new(guard)));
         self
     }
 
+    /// Replaces the protected names (SIGHUP re-reads `[guard] protected`);
+    /// updates checked from now on use them.
+    pub fn set_guard(&self, guard: super::guard::Guard) {
+        self.metrics.guard_protected.set(i64::try_from(guard.names.len()).unwrap_or(i64::MAX));
+        self.guard.store(Some(Arc::new(guard)));
+    }
+
     /// The guard, if configured.
-    pub fn guard(&self) -> Option<&super::guard::Guard> {
-        self.guard.as_ref()
+    pub fn guard(&self) -> Option<Arc<super::guard::Guard>> {
+        self.guard.load_full()
+    }
+
+    fn has_guard(&self) -> bool {
+        self.guard.load().is_some()
     }
 
     /// The update the guard holds for list `id`, if any.
@@ -396,8 +408,8 @@ impl Lists {
     }
 
     /// The guard to check `inc` with: configured, a remote list, a new version.
-    fn guard_for(&self, cfg: &ListConfig, inc: &Incoming) -> Option<&super::guard::Guard> {
-        self.guard.as_ref().filter(|_| inc.guard == GuardMode::Check && cfg.origin.is_remote())
+    fn guard_for(&self, cfg: &ListConfig, inc: &Incoming) -> Option<Arc<super::guard::Guard>> {
+        self.guard.load_full().filter(|_| inc.guard == GuardMode::Check && cfg.origin.is_remote())
     }
 
     /// Whether the version in force of list `i` has lines left out by the guard.
@@ -962,7 +974,7 @@ impl Lists {
         }
         // lines left out by the guard, or a version it holds: a full build
         // looks at them again
-        if self.guard.is_some() && (self.has_dropped(i) || inc.guard == GuardMode::Release || self.held_as(i, &version).is_some()) {
+        if self.has_guard() && (self.has_dropped(i) || inc.guard == GuardMode::Release || self.held_as(i, &version).is_some()) {
             return Err(inc);
         }
         let forced = inc.force || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
@@ -1056,7 +1068,7 @@ impl Lists {
         if let Ok(mut e) = self.edits.lock() {
             *e = edits;
         }
-        if self.guard.is_some() && cfg.origin.is_remote() {
+        if self.has_guard() && cfg.origin.is_remote() {
             // a new version of the list: what was held for it is moot
             self.set_dropped(cfg, i, Vec::new(), None);
         }
@@ -1292,7 +1304,7 @@ impl Lists {
                 continue;
             }
             let guard = self.guard_for(cfg, &inc);
-            if let (Some(_), Some(held)) = (guard, self.held_as(i, &version)) {
+            if let (Some(_), Some(held)) = (guard.as_ref(), self.held_as(i, &version)) {
                 // the held version again (the next pull, a transfer retried):
                 // nothing new to build, count or log
                 match held.on_hit {
@@ -1335,7 +1347,7 @@ impl Lists {
                 };
                 let super::Built { index, stats, addresses, codes } = built;
                 let index = Arc::new(index);
-                let Some(g) = guard else { break Ok((index, stats, addresses, codes)) };
+                let Some(g) = guard.as_deref() else { break Ok((index, stats, addresses, codes)) };
                 let candidate = policy_over(&index);
                 let hits = match working.as_ref() {
                     Some(w) => g.newly_blocked(&policy_over(w), &candidate),
@@ -1395,7 +1407,7 @@ impl Lists {
                     }
                     // `apply_rest` left lines out: held until confirmed
                     let rest = (!left_out.is_empty()).then(|| self.hold(cfg, &inc, &version, &guard_hits, left_out.clone()));
-                    if (self.guard.is_some() && cfg.origin.is_remote() && inc.guard != GuardMode::Skip) || !drop_lines.is_empty() {
+                    if (self.has_guard() && cfg.origin.is_remote() && inc.guard != GuardMode::Skip) || !drop_lines.is_empty() {
                         self.set_dropped(cfg, i, drop_lines.clone(), rest);
                     }
                     let state = ListState::from_stats(&stats, addrs, version, inc.bytes.len(), inc.meta);

@@ -441,8 +441,11 @@ pub fn spawn(
                 _ = tokio::time::sleep(every) => {}
                 _ = now.notified() => tracing::debug!(list = %i, "zone refresh requested"),
             }
-            if let Err(e) = sync(&lists, i, &mut state).await {
-                lists.source_failed(&e);
+            match sync(&lists, i, &mut state).await {
+                // held by the guard: logged and counted once when held (the
+                // same version again is not), not a source failure
+                Err(LoadError::Held { .. }) | Ok(()) => {}
+                Err(e) => lists.source_failed(&e),
             }
         }
     })
