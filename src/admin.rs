@@ -5,7 +5,16 @@
 //!   of the last pushed version;
 //! - `POST /v1/lists/{name}/reload[?force=1]`: re-read / re-fetch any list;
 //!   `force=1` lets its next version skip the shrink gate (intended shrinks);
-//! - `GET /v1/lists`: every list's version, rules and source.
+//! - `POST /v1/lists/{name}/confirm`: releases the update the guard
+//!   (`[guard]`) holds for the list: published as if the guard had passed
+//!   it (200 with the list's state); 409 when nothing is held;
+//! - `GET /v1/lists`: every list's version, rules and source, and the
+//!   update the guard holds for it (`held`: version, names, rules left
+//!   out, since).
+//!
+//! A push the guard holds is answered 202 with the held update (`held`):
+//! the version in force stays (`hold_all`), or the rest of it is in force
+//! (`apply_rest`, then 200 with `held` naming the lines left out).
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (missing or wrong: 401,
 //! nothing changes). Pushed bodies carry `X-Qalqan-Version: N` (N ≥ 1, must
@@ -39,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminConfig, SourceKind};
-use crate::lists::publish::{Lists, PushRefused};
+use crate::lists::publish::{ConfirmError, Held, Lists, PushRefused};
 use crate::lists::push::{self, PushEntry, PushMethod};
 use crate::rules::ListId;
 
@@ -137,7 +146,8 @@ async fn handle(admin: &Admin, req: Request<Body>, peer: std::net::SocketAddr) -
         (Method::GET, ["v1", "lists"]) => list_all(admin),
         (m @ (Method::PUT | Method::PATCH), ["v1", "lists", name]) => push(admin, m, name, req, peer).await,
         (Method::POST, ["v1", "lists", name, "reload"]) => reload(admin, name, req, peer).await,
-        _ => err(StatusCode::NOT_FOUND, "try GET /v1/lists, PUT|PATCH /v1/lists/{name}, POST /v1/lists/{name}/reload"),
+        (Method::POST, ["v1", "lists", name, "confirm"]) => confirm(admin, name, peer).await,
+        _ => err(StatusCode::NOT_FOUND, "try GET /v1/lists, PUT|PATCH /v1/lists/{name}, POST /v1/lists/{name}/reload, POST /v1/lists/{name}/confirm"),
     }
 }
 
@@ -153,6 +163,7 @@ fn state_json(admin: &Admin, i: ListId) -> Response<Full<Bytes>> {
                 "rules": s.rules,
                 "skipped_lines": s.bad_lines,
                 "generation": admin.lists.policy.load().generation,
+                "held": admin.lists.held(i).as_ref().map(held_json),
             }),
         ),
         None => json(StatusCode::OK, serde_json::json!({ "list": name, "version": null })),
@@ -174,10 +185,42 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
                 "age_s": admin.lists.metrics().list_age(&c.name).map(|a| a.round()),
                 "rules": s.as_ref().map(|s| s.rules),
                 "who": s.as_ref().map(|s| s.meta.who.clone()),
+                "held": admin.lists.held(i).as_ref().map(held_json),
             })
         })
         .collect();
     json(StatusCode::OK, serde_json::json!({ "generation": admin.lists.policy.load().generation, "lists": items }))
+}
+
+/// An update the guard holds, as `/v1/lists` and push answers show it.
+pub fn held_json(h: &Held) -> serde_json::Value {
+    serde_json::json!({
+        "version": h.version,
+        "names": h.names,
+        "on_hit": h.on_hit.as_str(),
+        "in_force": h.on_hit == crate::rules::GuardOnHit::ApplyRest,
+        "rules_left_out": h.rules.iter().map(|(line, rule)| serde_json::json!({"line": line, "rule": rule})).collect::<Vec<_>>(),
+        "since": crate::querylog::rfc3339(h.since),
+    })
+}
+
+/// `POST /v1/lists/{name}/confirm`: releases the held update.
+async fn confirm(admin: &Admin, name: &str, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
+    let Some(i) = admin.lists.id_of(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
+    if admin.lists.guard().is_none() {
+        return err(StatusCode::CONFLICT, "no [guard] is configured, so nothing is ever held");
+    }
+    match Arc::clone(&admin.lists).confirm_async(i, format!("admin API from {peer}")).await {
+        Ok(_) => state_json(admin, i),
+        Err(e) => {
+            let status = match &e {
+                ConfirmError::NoList(_) => StatusCode::NOT_FOUND,
+                ConfirmError::NothingHeld(_) => StatusCode::CONFLICT,
+                ConfirmError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            err(status, crate::lists::ErrorChain(&e).to_string())
+        }
+    }
 }
 
 /// Seconds since the UNIX epoch by our clock.
@@ -337,6 +380,18 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
     };
     match Arc::clone(&admin.lists).offer_push_async(i, entry, who).await {
         Ok(_) => state_json(admin, i),
+        Err(PushRefused::Load(crate::lists::LoadError::Held { .. })) => {
+            let held = admin.lists.held(i);
+            json(
+                StatusCode::ACCEPTED,
+                serde_json::json!({
+                    "list": name,
+                    "error": "held by the guard: the update would newly block protected names; the version in force stays until POST /v1/lists/{name}/confirm",
+                    "version": admin.lists.state(i).map(|s| s.version),
+                    "held": held.as_ref().map(held_json),
+                }),
+            )
+        }
         Err(e) => {
             let status = match &e {
                 PushRefused::Stale { .. } | PushRefused::Base { .. } | PushRefused::NoBase | PushRefused::JournalFull { .. } => {

@@ -152,6 +152,10 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                         if state.lists.id_of(name).and_then(|id| policy.list_info(id)).is_some_and(|i| i.shadow) {
                             kinds.push_str("\tmode=shadow");
                         }
+                        if let Some(h) = state.lists.id_of(name).and_then(|id| state.lists.held(id)) {
+                            // the guard holds an update (see docs/lists.md)
+                            kinds.push_str(&format!("\theld={}\theld_names={}\theld_on_hit={}", h.version, h.names.join(","), h.on_hit.as_str()));
+                        }
                         let _ = writeln!(
                             out,
                             "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}{kinds}",

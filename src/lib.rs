@@ -75,6 +75,8 @@ pub enum StartError {
     Admin(#[from] admin::AdminError),
     #[error(transparent)]
     Audit(#[from] audit::OpenError),
+    #[error(transparent)]
+    Guard(#[from] lists::guard::GuardError),
     #[error("HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("file watcher")]
@@ -125,6 +127,12 @@ impl App {
             .with_signatures(signatures);
         if let Some(f) = after_build {
             lists = lists.with_after_build(f);
+        }
+        if let Some(g) = &config.guard {
+            let guard = lists::guard::Guard::load(&g.protected, g.on_hit)?;
+            tracing::info!(path = %g.protected.display(), names = guard.names.len(), on_hit = g.on_hit.as_str(), "guard: protected names loaded");
+            metrics.guard_protected.set(i64::try_from(guard.names.len()).unwrap_or(i64::MAX));
+            lists = lists.with_guard(guard);
         }
         let lists = Arc::new(lists);
         lists.load_initial().map_err(StartError::Lists)?;

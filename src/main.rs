@@ -1,4 +1,4 @@
-//! The `qalqan` command: `run`, `check`, `explain`, `export`, `audit verify`.
+//! The `qalqan` command: `run`, `check`, `explain`, `export`, `diff`, `audit verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,6 +65,24 @@ enum Command {
         /// Only this list (by `name`); default: every block list.
         list: Option<String>,
     },
+    /// Compare two versions of a list: the rules added and removed, then
+    /// the names of `--popular` that NEW would newly block (OLD did not).
+    ///
+    /// Exit code: 0 no popular name newly blocked (or no `--popular`),
+    /// 1 some are, 2 an error (a file unreadable, a bad format).
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Names to check, one a line (`#` comments; `rank,name` lines of a
+        /// ranking such as Tranco or Umbrella are taken too; bad lines skipped).
+        #[arg(long)]
+        popular: Option<PathBuf>,
+        /// The list format as in `[[lists]] format` (`domains`, `hosts`,
+        /// `adblock`, `rpz`, `urls`, `keywords`, `registry-csv`,
+        /// `registry-xml`), or `auto`: guessed from NEW's first lines.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
     /// The tamper-evident audit log (`[log] audit`).
     Audit {
         #[command(subcommand)]
@@ -86,6 +104,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Explain { config, name, qtype, client } => explain(&config, &name, qtype.as_deref(), client),
         Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
+        Command::Diff { old, new, popular, format } => diff(&old, &new, popular.as_deref(), &format),
         Command::Audit { command: AuditCommand::Verify { file } } => audit_verify(&file),
     };
     match result {
@@ -148,8 +167,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let mut modes_rx = hup_rx.clone();
         let sockets = qalqan::Sockets::bind_workers(&listen, workers).await?.with_hangup(hup_rx);
         let app = tokio::task::spawn_blocking(move || qalqan::App::with_after_build(config, release_freed_memory)).await.context("loading lists")??;
-        // SIGHUP re-reads the config for list modes (shadow ↔ enforce);
-        // every other change needs a restart
+        // SIGHUP re-reads the config for list modes (shadow ↔ enforce) and
+        // the guard's protected names; every other change needs a restart
         let (lists, config_path) = (std::sync::Arc::clone(&app.lists), path.to_owned());
         tokio::spawn(async move {
             while modes_rx.changed().await.is_ok() {
@@ -157,7 +176,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                     Ok(c) => {
                         let modes: Vec<_> = c.lists.iter().map(|l| (l.name.clone(), l.mode)).collect();
                         let lists = std::sync::Arc::clone(&lists);
-                        let _ = tokio::task::spawn_blocking(move || lists.set_modes(&modes)).await;
+                        let guard = c.guard.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            lists.set_modes(&modes);
+                            if let (Some(g), true) = (guard, lists.guard().is_some()) {
+                                match qalqan::lists::guard::Guard::load(&g.protected, g.on_hit) {
+                                    Ok(guard) => {
+                                        tracing::info!(path = %g.protected.display(), names = guard.names.len(), "SIGHUP: guard's protected names re-read");
+                                        lists.set_guard(guard);
+                                    }
+                                    Err(e) => tracing::warn!(error = %qalqan::lists::ErrorChain(&e), "SIGHUP: protected names not re-read; the guard keeps the ones it has"),
+                                }
+                            }
+                        })
+                        .await;
                     }
                     Err(e) => tracing::warn!(error = %e, "SIGHUP: config not re-read; list modes unchanged"),
                 }
@@ -262,6 +294,20 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     if let Some(bp) = &config.blockpage {
         ok &= check_blockpage(&config, bp);
+    }
+    if let Some(g) = &config.guard {
+        match qalqan::lists::guard::Guard::load(&g.protected, g.on_hit) {
+            Ok(guard) => println!(
+                "guard: {} protected names from {}; remote updates that would newly block one: {}",
+                guard.names.len(),
+                g.protected.display(),
+                g.on_hit.as_str()
+            ),
+            Err(e) => {
+                ok = false;
+                println!("{}", qalqan::lists::ErrorChain(&e));
+            }
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -426,4 +472,155 @@ fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// One version of a list for `qalqan diff`: its rules (canonical text →
+/// first line) and its policy.
+struct Version {
+    rules: std::collections::HashMap<String, u32>,
+    order: Vec<(u32, String)>,
+    policy: qalqan::policy::Policy,
+}
+
+fn load_version(path: &Path, format: &str) -> anyhow::Result<Version> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let source = toml::Value::String(path.display().to_string()).to_string();
+    let toml = format!("[[lists]]\nname = \"diff\"\nsource = {source}\nformat = \"{format}\"\n");
+    let config = Config::from_toml_str(&toml, "<qalqan diff>").map_err(|e| anyhow::anyhow!("--format {format}: {e}"))?;
+    let cfg = config.lists.first().ok_or_else(|| anyhow::anyhow!("no list"))?;
+    let parsed = qalqan::lists::parse::parse(cfg.format, &cfg.source, &bytes);
+    let mut rules = std::collections::HashMap::new();
+    let mut order = Vec::new();
+    for e in &parsed.entries {
+        let text = rule_text(&e.rule);
+        if !rules.contains_key(&text) {
+            rules.insert(text.clone(), e.line);
+            order.push((e.line, text));
+        }
+    }
+    let input = qalqan::policy::index::ListInput { allow: cfg.kind == ListKind::Allow, entries: &parsed.entries };
+    let index = qalqan::policy::Index::build(&[input]).with_context(|| format!("compiling {}", path.display()))?;
+    let policy = qalqan::lists::policy_of(&config.lists, index, 0);
+    Ok(Version { rules, order, policy })
+}
+
+/// A rule as `qalqan diff` prints it: `name` (the name and below),
+/// `=name` (the name only), `*.name` (below only), `@@` for exceptions,
+/// the RPZ answer in brackets; `keyword K`, `/regex/`, `ip NET`, `answer-ip NET`.
+fn rule_text(rule: &Rule) -> String {
+    match rule {
+        Rule::Name { name, scope, action, important, .. } => {
+            let pattern = match scope {
+                Scope::Subtree => name.clone(),
+                Scope::Exact => format!("={name}"),
+                Scope::Below => format!("*.{name}"),
+            };
+            let pattern = match action {
+                RuleAction::Allow => format!("@@{pattern}"),
+                RuleAction::List => pattern,
+                RuleAction::Nxdomain => format!("{pattern} [nxdomain]"),
+                RuleAction::Nodata => format!("{pattern} [nodata]"),
+                RuleAction::Drop => format!("{pattern} [drop]"),
+                RuleAction::Local(data) => format!("{pattern} [local-data {data:?}]"),
+            };
+            if *important {
+                format!("{pattern} $important")
+            } else {
+                pattern
+            }
+        }
+        Rule::Ip { net, .. } => format!("ip {net}"),
+        Rule::AnswerIp { net, .. } => format!("answer-ip {net}"),
+        Rule::Keyword(k) => format!("keyword {k}"),
+        Rule::Regex(r) => format!("/{r}/"),
+    }
+}
+
+/// The format of a list by its first meaningful lines (for `--format auto`).
+fn sniff_format(bytes: &[u8]) -> &'static str {
+    let head = String::from_utf8_lossy(bytes.get(..bytes.len().min(256 * 1024)).unwrap_or(bytes));
+    let start = head.trim_start();
+    if start.starts_with("<?xml") || start.starts_with("<reg:register") || start.starts_with("<register") {
+        return "registry-xml";
+    }
+    let mut votes = [0usize; 5]; // domains, hosts, adblock, rpz, urls
+    for line in head.lines().map(str::trim).filter(|l| !l.is_empty()).take(400) {
+        if line.starts_with("[Adblock") || line.starts_with('!') {
+            votes[2] += 1;
+            continue;
+        }
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let upper = line.to_ascii_uppercase();
+        let first = line.split_whitespace().next().unwrap_or("");
+        if line.starts_with("||") || line.starts_with("@@") || line.ends_with('^') || line.contains("^$") {
+            votes[2] += 1;
+        } else if line.starts_with('$') || upper.contains(" CNAME ") || upper.contains(" SOA ") || upper.contains(" IN NS ") {
+            votes[3] += 1;
+        } else if line.contains("://") || (line.contains('/') && !line.contains(' ')) {
+            votes[4] += 1;
+        } else if first.parse::<std::net::IpAddr>().is_ok() && line.split_whitespace().nth(1).is_some() {
+            votes[1] += 1;
+        } else {
+            votes[0] += 1;
+        }
+    }
+    let names = ["domains", "hosts", "adblock", "rpz", "urls"];
+    let best = (0..names.len()).max_by_key(|&i| (votes[i], usize::from(i == 0))).unwrap_or(0);
+    names[best]
+}
+
+fn diff(old: &Path, new: &Path, popular: Option<&Path>, format: &str) -> anyhow::Result<ExitCode> {
+    let format = if format == "auto" {
+        let head = std::fs::read(new).with_context(|| format!("reading {}", new.display()))?;
+        let f = sniff_format(&head);
+        eprintln!("qalqan diff: format {f} (guessed from {}; --format to say)", new.display());
+        f
+    } else {
+        format
+    };
+    let started = std::time::Instant::now();
+    let a = load_version(old, format)?;
+    let b = load_version(new, format)?;
+    use std::io::Write as _;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let removed: Vec<&(u32, String)> = a.order.iter().filter(|(_, r)| !b.rules.contains_key(r)).collect();
+    let added: Vec<&(u32, String)> = b.order.iter().filter(|(_, r)| !a.rules.contains_key(r)).collect();
+    writeln!(out, "--- {} ({} rules)", old.display(), a.order.len())?;
+    writeln!(out, "+++ {} ({} rules)", new.display(), b.order.len())?;
+    for (line, r) in &removed {
+        writeln!(out, "-{r}\t{}:{line}", old.display())?;
+    }
+    for (line, r) in &added {
+        writeln!(out, "+{r}\t{}:{line}", new.display())?;
+    }
+    writeln!(out, "rules added: {}, removed: {}", added.len(), removed.len())?;
+    let mut code = ExitCode::SUCCESS;
+    if let Some(p) = popular {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let (names, skipped) = qalqan::lists::guard::parse_names_lenient(&text);
+        let checked = std::time::Instant::now();
+        let hits = qalqan::lists::guard::newly_blocked(&names, &a.policy, &b.policy);
+        eprintln!("qalqan diff: {} names checked against both versions in {} ms", names.len(), checked.elapsed().as_millis());
+        writeln!(
+            out,
+            "newly blocked popular names: {} of {} in {}{}",
+            hits.len(),
+            names.len(),
+            p.display(),
+            if skipped > 0 { format!(" ({skipped} lines not names, skipped)") } else { String::new() }
+        )?;
+        for h in &hits {
+            let line = b.policy.rule_line(h.hit.rule);
+            writeln!(out, "!{}\tby {} at {}:{line}", h.name, b.policy.rule_text(h.hit.rule), new.display())?;
+        }
+        if !hits.is_empty() {
+            code = ExitCode::from(1);
+        }
+    }
+    out.flush()?;
+    eprintln!("qalqan diff: took {} ms", started.elapsed().as_millis());
+    Ok(code)
 }

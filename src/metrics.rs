@@ -126,6 +126,16 @@ pub struct Metrics {
     /// `qalqan_list_updates_total{list,kind}`: published updates, by how
     /// they were built (`delta`: layered over the base; `full`: a new base).
     pub list_updates: IntCounterVec,
+    /// `qalqan_guard_held_total{list}`: remote updates the guard stopped
+    /// (held whole, or applied without the lines that block protected names).
+    pub guard_held: IntCounterVec,
+    /// `qalqan_guard_held_names{list}`: protected names the held update
+    /// of each list would newly block (0: nothing held).
+    pub guard_held_names: IntGaugeVec,
+    /// `qalqan_guard_confirmed_total{list}`: held updates released by an operator.
+    pub guard_confirmed: IntCounterVec,
+    /// `qalqan_guard_protected_names`: names in `[guard] protected`.
+    pub guard_protected: IntGauge,
     /// `qalqan_update_enforce_seconds{list}`: an update received by its
     /// channel (file change seen, PATCH/PUT read, transfer done) to its
     /// policy published.
@@ -286,6 +296,23 @@ impl Metrics {
             &["list", "kind"],
         )?;
         registry.register(Box::new(list_updates.clone()))?;
+        let guard_held = IntCounterVec::new(
+            Opts::new("qalqan_guard_held_total", "Remote list updates the guard stopped because they would newly block protected names, by list"),
+            &["list"],
+        )?;
+        registry.register(Box::new(guard_held.clone()))?;
+        let guard_held_names = IntGaugeVec::new(
+            Opts::new("qalqan_guard_held_names", "Protected names the update held for each list would newly block (0: nothing held)"),
+            &["list"],
+        )?;
+        registry.register(Box::new(guard_held_names.clone()))?;
+        let guard_confirmed = IntCounterVec::new(
+            Opts::new("qalqan_guard_confirmed_total", "Held list updates released by an operator (POST /v1/lists/NAME/confirm), by list"),
+            &["list"],
+        )?;
+        registry.register(Box::new(guard_confirmed.clone()))?;
+        let guard_protected = IntGauge::new("qalqan_guard_protected_names", "Names in the [guard] protected file (0: no guard)")?;
+        registry.register(Box::new(guard_protected.clone()))?;
         let update_enforce = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "qalqan_update_enforce_seconds",
@@ -398,6 +425,10 @@ impl Metrics {
             list_version,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             list_updates,
+            guard_held,
+            guard_held_names,
+            guard_confirmed,
+            guard_protected,
             update_enforce,
             list_age,
             list_refresh,

@@ -111,6 +111,28 @@ pub enum Action {
     Drop,
 }
 
+/// What the guard does with a remote update that would newly block a
+/// protected name (`[guard] on_hit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardOnHit {
+    /// Hold the whole update: the version in force stays until confirmed.
+    #[default]
+    HoldAll,
+    /// Apply the update without the lines whose rules would block a
+    /// protected name; hold those until confirmed.
+    ApplyRest,
+}
+
+impl GuardOnHit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardOnHit::HoldAll => "hold_all",
+            GuardOnHit::ApplyRest => "apply_rest",
+        }
+    }
+}
+
 /// Which names a name rule covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {

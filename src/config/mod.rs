@@ -296,11 +296,21 @@ pub struct Config {
     pub blockpage: Option<BlockpageConfig>,
     /// `[dnstap]`, when configured.
     pub dnstap: Option<crate::dnstap::Settings>,
+    /// `[guard]`, when configured.
+    pub guard: Option<GuardConfig>,
     pub lists: Vec<ListConfig>,
     /// `[sde]`: when blocked answers carry structured errors.
     pub sde: SdeConfig,
     /// `[[views]]`, in config order (empty: every client gets every list).
     pub views: Vec<ViewConfig>,
+}
+
+/// `[guard]`: the protected-names file and what a hit does (the file is
+/// read by `lists::guard::Guard::load` when the lists load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    pub protected: PathBuf,
+    pub on_hit: crate::rules::GuardOnHit,
 }
 
 impl Config {
@@ -561,6 +571,10 @@ impl Config {
             drop,
             max_tracked: l.max_tracked_clients.max(1024),
         });
+        if raw.guard.as_ref().is_some_and(|g| g.protected.trim().is_empty()) {
+            return Err(invalid("guard.protected", "empty; omit [guard] to turn the guard off".into()));
+        }
+        let guard = raw.guard.as_ref().map(|g| GuardConfig { protected: PathBuf::from(&g.protected), on_hit: g.on_hit });
         if raw.log.audit.as_deref() == Some("") {
             return Err(invalid("log.audit", "empty; omit the key to turn the audit log off".into()));
         }
@@ -879,6 +893,7 @@ impl Config {
             state_dir: raw.state.dir.map(PathBuf::from),
             rate_limit,
             admin,
+            guard,
             lists,
         })
     }

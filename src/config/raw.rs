@@ -38,6 +38,8 @@ pub struct RawConfig {
     /// `[sde]`: structured DNS errors (JSON EXTRA-TEXT) in blocked answers.
     #[serde(default)]
     pub sde: RawSde,
+    /// The collateral-damage guard on remote list updates; omitted = off.
+    pub guard: Option<RawGuard>,
     #[serde(default)]
     pub lists: Vec<RawList>,
     /// `[[views]]`: which lists apply to which client prefixes.
@@ -147,6 +149,23 @@ fn default_dnstap_reconnect_max_ms() -> u64 {
 }
 fn default_dnstap_timeout_ms() -> u64 {
     2_000
+}
+
+/// `[guard]`: names a remote list update must not newly block without an
+/// operator's confirmation (`POST /v1/lists/NAME/confirm`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// File of protected names, one a line, `#` comments.
+    pub protected: String,
+    /// `"hold_all"` (the version in force stays) or `"apply_rest"` (the
+    /// update is applied without the lines that would block a protected name).
+    #[serde(default = "default_on_hit")]
+    pub on_hit: crate::rules::GuardOnHit,
+}
+
+fn default_on_hit() -> crate::rules::GuardOnHit {
+    crate::rules::GuardOnHit::HoldAll
 }
 
 /// `[blockpage]`: the page a blocked subscriber's browser is shown when the
@@ -1073,6 +1092,7 @@ mod docs_tests {
                 reconnect_max_ms: default_dnstap_reconnect_max_ms(),
                 timeout_ms: default_dnstap_timeout_ms(),
             }),
+            guard: Some(RawGuard { protected: "config/protected.txt".to_owned(), on_hit: default_on_hit() }),
             lists: vec![RawList {
                 name: "regulator".to_owned(),
                 source: "https://lists.example/regulator.txt".to_owned(),

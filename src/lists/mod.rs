@@ -8,6 +8,7 @@ pub mod source;
 pub mod publish;
 pub mod push;
 pub mod delta;
+pub mod guard;
 pub mod state;
 pub mod watch;
 pub mod zone_sync;
@@ -192,6 +193,10 @@ pub enum LoadError {
     },
     #[error("{list}: {reason}")]
     Rejected { list: String, reason: String },
+    /// The guard holds the version: it would newly block protected names
+    /// (`[guard]`; released by `POST /v1/lists/{list}/confirm`).
+    #[error("{list}: version {version} held by the guard: it would newly block protected name(s) {}; confirm with POST /v1/lists/{list}/confirm", names.join(", "))]
+    Held { list: String, version: String, names: Vec<String> },
 }
 
 /// An error and every cause below it, `a: b: c` (what `main` prints with
@@ -226,7 +231,8 @@ impl LoadError {
             | LoadError::Config { list, .. }
             | LoadError::Compile { list, .. }
             | LoadError::BuildThread { list, .. }
-            | LoadError::Rejected { list, .. } => list,
+            | LoadError::Rejected { list, .. }
+            | LoadError::Held { list, .. } => list,
         }
     }
 
@@ -246,6 +252,7 @@ impl LoadError {
             | LoadError::Compile { .. }
             | LoadError::BuildThread { .. } => "validate",
             LoadError::Fetch { .. } | LoadError::Http { .. } | LoadError::Transfer { .. } | LoadError::Config { .. } => "source",
+            LoadError::Held { .. } => "guard",
         }
     }
 }
@@ -348,6 +355,7 @@ pub struct Built {
     pub codes: Option<Vec<u64>>,
 }
 
+#[allow(clippy::too_many_arguments)] // one build's inputs, each from a different owner
 pub fn build_with(
     configs: &[ListConfig],
     base: &Index,
@@ -356,6 +364,7 @@ pub fn build_with(
     bytes: &[u8],
     records: Option<&RecordParser>,
     codes_up_to: usize,
+    drop_lines: &[u32],
 ) -> Result<Built, BuildError> {
     let cfg = configs.get(id.index()).ok_or(BuildError::TooManyLists)?;
     let allow = cfg.kind == ListKind::Allow;
@@ -381,6 +390,8 @@ pub fn build_with(
             if !delta::name_only(std::slice::from_ref(&e)) {
                 odd.set(true);
             }
+            // the guard's `apply_rest`: these lines of the version are left out
+            let enforced = enforced && (drop_lines.is_empty() || !drop_lines.contains(&e.line));
             if failed.is_none() && enforced {
                 if let Err(err) = b.add_entry(id, allow, &e) {
                     failed = Some(err);

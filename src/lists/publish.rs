@@ -172,14 +172,82 @@ pub struct Incoming {
     pub edit: Option<Edit>,
     /// When the channel received the update (`qalqan_update_enforce_seconds`).
     pub received: std::time::Instant,
+    /// Whether the guard (`[guard]`) looks at this version.
+    pub guard: GuardMode,
+    /// Lines of this version left out of the policy (the guard's
+    /// `apply_rest`; empty: every line counts).
+    pub drop: Vec<u32>,
 }
 
 impl Incoming {
     /// A version of `list` with no edit and no records, received now.
     pub fn new(list: ListId, bytes: Vec<u8>, meta: SourceMeta) -> Self {
-        Self { list, bytes, meta, force: false, records: None, edit: None, received: std::time::Instant::now() }
+        Self { list, bytes, meta, force: false, records: None, edit: None, received: std::time::Instant::now(), guard: GuardMode::Check, drop: Vec::new() }
     }
 }
+
+/// Whether the guard checks a version (it only ever checks remote lists:
+/// HTTP, zone transfers, pushes; a file the operator edits is trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// A new version from its channel: checked.
+    Check,
+    /// The persisted copy read at start: it was accepted before.
+    Skip,
+    /// A held version an operator confirmed: published as if it passed.
+    Release,
+}
+
+/// An update the guard holds (see `lists/guard.rs`), shown in `/v1/lists`
+/// and released by [`Lists::confirm`].
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// Content version of the held update.
+    pub version: String,
+    /// The protected names it would newly block.
+    pub names: Vec<String>,
+    /// `apply_rest`: the lines left out of the version now in force, with
+    /// the rule of each that blocked a protected name (`hold_all`: empty).
+    pub rules: Vec<(u32, String)>,
+    pub since: std::time::SystemTime,
+    /// `hold_all`: the version in force stayed; `apply_rest`: the update
+    /// is in force without `rules`.
+    pub on_hit: crate::rules::GuardOnHit,
+    bytes: Arc<Vec<u8>>,
+    meta: SourceMeta,
+    records: Option<super::RecordParser>,
+    force: bool,
+    /// A held push: the journal and body to install when confirmed.
+    push: Option<PushHead>,
+}
+
+/// Why [`Lists::confirm`] released nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmError {
+    #[error("no list `{0}`")]
+    NoList(String),
+    #[error("nothing is held for list `{0}`: no update of it waits for confirmation")]
+    NothingHeld(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// What `NAME.guard.json` in the state directory keeps of an update
+/// applied without some lines (`apply_rest`), so that a restart leaves
+/// them out again (the persisted copy is the update as received).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct GuardFile {
+    version: String,
+    lines: Vec<u32>,
+    names: Vec<String>,
+    rules: Vec<(u32, String)>,
+    since_unix: u64,
+}
+
+/// Most rebuilds of one `apply_rest` update (each leaves out the lines
+/// that still block a protected name: a name may be covered by its own
+/// rule, a parent's, a wildcard's and a keyword's); past it the update is held whole.
+const MAX_GUARD_ROUNDS: usize = 8;
 
 /// Default of `[server] delta_merge_share`.
 pub const DEFAULT_DELTA_MERGE_SHARE: f64 = 0.02;
@@ -228,6 +296,13 @@ pub struct Lists {
     delta_merge_share: f64,
     /// File lists of at most this many lines keep their line codes.
     diff_max_lines: usize,
+    /// `[guard]`: the protected names (`None`: no guard); swapped by
+    /// [`Lists::set_guard`] (SIGHUP re-reads the file).
+    guard: arc_swap::ArcSwapOption<super::guard::Guard>,
+    /// Per list: the update the guard holds, if any.
+    held: Mutex<Vec<Option<Held>>>,
+    /// Per list: the lines the guard left out of the version in force.
+    dropped: Mutex<Vec<Vec<u32>>>,
 }
 
 /// Most line insertions plus deletions a file change is diffed for; past
@@ -297,7 +372,219 @@ impl Lists {
             codes: Mutex::new(vec![None; n]),
             delta_merge_share: DEFAULT_DELTA_MERGE_SHARE,
             diff_max_lines: DEFAULT_DIFF_MAX_LINES,
+            guard: arc_swap::ArcSwapOption::empty(),
+            held: Mutex::new(vec![None; n]),
+            dropped: Mutex::new(vec![Vec::new(); n]),
         }
+    }
+
+    /// Sets the collateral-damage guard (`[guard]`): remote updates that
+    /// would newly block one of its names are held (see `lists/guard.rs`).
+    #[must_use]
+    pub fn with_guard(self, guard: super::guard::Guard) -> Self {
+        self.guard.store(Some(Arc::new(guard)));
+        self
+    }
+
+    /// Replaces the protected names (SIGHUP re-reads `[guard] protected`);
+    /// updates checked from now on use them.
+    pub fn set_guard(&self, guard: super::guard::Guard) {
+        self.metrics.guard_protected.set(i64::try_from(guard.names.len()).unwrap_or(i64::MAX));
+        self.guard.store(Some(Arc::new(guard)));
+    }
+
+    /// The guard, if configured.
+    pub fn guard(&self) -> Option<Arc<super::guard::Guard>> {
+        self.guard.load_full()
+    }
+
+    fn has_guard(&self) -> bool {
+        self.guard.load().is_some()
+    }
+
+    /// The update the guard holds for list `id`, if any.
+    pub fn held(&self, id: ListId) -> Option<Held> {
+        self.held.lock().ok().and_then(|h| h.get(id.index()).cloned().flatten())
+    }
+
+    /// The guard to check `inc` with: configured, a remote list, a new version.
+    fn guard_for(&self, cfg: &ListConfig, inc: &Incoming) -> Option<Arc<super::guard::Guard>> {
+        self.guard.load_full().filter(|_| inc.guard == GuardMode::Check && cfg.origin.is_remote())
+    }
+
+    /// Whether the version in force of list `i` has lines left out by the guard.
+    fn has_dropped(&self, i: usize) -> bool {
+        self.dropped.lock().ok().is_some_and(|d| d.get(i).is_some_and(|l| !l.is_empty()))
+    }
+
+    /// The held update of list `i` if its version is `version`.
+    fn held_as(&self, i: usize, version: &str) -> Option<Held> {
+        self.held.lock().ok().and_then(|h| h.get(i).cloned().flatten()).filter(|h| h.version == version)
+    }
+
+    /// Records a held update of `cfg`: kept for `/v1/lists` and confirm,
+    /// counted, logged and written to the audit log. With `rules` (the
+    /// lines left out) it is an `apply_rest` update in force without them;
+    /// without, a `hold_all` one.
+    fn hold(&self, cfg: &ListConfig, inc: &Incoming, version: &str, hits: &[super::guard::GuardHit], rules: Vec<(u32, String)>) -> Held {
+        let id = inc.list;
+        let on_hit = if rules.is_empty() { crate::rules::GuardOnHit::HoldAll } else { crate::rules::GuardOnHit::ApplyRest };
+        let mut names: Vec<String> = Vec::new();
+        for h in hits {
+            if !names.contains(&h.name) {
+                names.push(h.name.clone());
+            }
+        }
+        let held = Held {
+            version: version.to_owned(),
+            names: names.clone(),
+            rules: rules.clone(),
+            since: std::time::SystemTime::now(),
+            on_hit,
+            bytes: Arc::new(inc.bytes.clone()),
+            meta: inc.meta.clone(),
+            records: inc.records.clone(),
+            force: inc.force,
+            push: None,
+        };
+        if let Ok(mut h) = self.held.lock() {
+            if let Some(slot) = h.get_mut(id.index()) {
+                *slot = Some(held.clone());
+            }
+        }
+        self.metrics.guard_held.with_label_values(&[&cfg.name]).inc();
+        self.metrics.guard_held_names.with_label_values(&[&cfg.name]).set(i64::try_from(names.len()).unwrap_or(i64::MAX));
+        let action = match on_hit {
+            crate::rules::GuardOnHit::HoldAll => "held: the version in force stays",
+            crate::rules::GuardOnHit::ApplyRest => "applied without the lines that block protected names",
+        };
+        let dropped: Vec<String> = rules.iter().map(|(l, r)| format!("{}:{l}: {r}", cfg.source)).collect();
+        tracing::warn!(
+            target: "qalqan::audit",
+            list = %cfg.name,
+            version,
+            who = %inc.meta.who,
+            protected = %names.join(","),
+            dropped = %dropped.join(", "),
+            on_hit = on_hit.as_str(),
+            "guard: update would newly block protected names; {action}; POST /v1/lists/{}/confirm releases it",
+            cfg.name
+        );
+        self.audit_event(
+            "guard held",
+            serde_json::json!({"list": cfg.name, "version": version, "who": inc.meta.who, "names": names, "on_hit": on_hit.as_str(), "dropped": dropped}),
+        );
+        held
+    }
+
+    /// Sets what the guard left out of the version in force of list `i`
+    /// (`held`: an `apply_rest` update, or `None`) and keeps it in
+    /// `NAME.guard.json` for a restart.
+    fn set_dropped(&self, cfg: &ListConfig, i: usize, lines: Vec<u32>, held: Option<Held>) {
+        let path = self.state_dir.as_ref().map(|d| d.join(format!("{}.guard.json", cfg.name)));
+        match (&held, path) {
+            (Some(h), Some(path)) if !lines.is_empty() => {
+                let since_unix = h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let file = GuardFile { version: h.version.clone(), lines: lines.clone(), names: h.names.clone(), rules: h.rules.clone(), since_unix };
+                let r = serde_json::to_vec(&file).map_err(std::io::Error::other).and_then(|b| files::write(&path, &b));
+                if let Err(e) = r {
+                    tracing::error!(list = %cfg.name, path = %path.display(), error = %e, "could not persist what the guard left out: a restart would enforce it");
+                }
+            }
+            (_, Some(path)) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(list = %cfg.name, path = %path.display(), error = %e, "could not remove the guard file");
+                    }
+                }
+            }
+            _ => {}
+        }
+        if held.is_none() {
+            self.metrics.guard_held_names.with_label_values(&[&cfg.name]).set(0);
+        }
+        if let Ok(mut d) = self.dropped.lock() {
+            if let Some(slot) = d.get_mut(i) {
+                *slot = lines;
+            }
+        }
+        if let Ok(mut h) = self.held.lock() {
+            if let Some(slot) = h.get_mut(i) {
+                *slot = held;
+            }
+        }
+    }
+
+    /// The lines `NAME.guard.json` says to leave out of persisted version
+    /// `version` of `cfg`, with the held record to restore (`None`: none, or
+    /// for another version).
+    fn read_guard_file(&self, cfg: &ListConfig, version: &str, bytes: &[u8], meta: &SourceMeta) -> Option<(Vec<u32>, Held)> {
+        let path = self.state_dir.as_ref()?.join(format!("{}.guard.json", cfg.name));
+        let file: GuardFile = serde_json::from_slice(&files::read(&path).ok()?).ok()?;
+        if file.version != version {
+            return None;
+        }
+        let held = Held {
+            version: file.version,
+            names: file.names,
+            rules: file.rules,
+            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(file.since_unix),
+            on_hit: crate::rules::GuardOnHit::ApplyRest,
+            bytes: Arc::new(bytes.to_vec()),
+            meta: meta.clone(),
+            records: None,
+            force: false,
+            push: None,
+        };
+        Some((file.lines, held))
+    }
+
+    /// Releases the update the guard holds for list `id`: it is published
+    /// as if the guard had passed it (still gated: shrink, bad lines), and a
+    /// held push becomes the push version in force. Written to the audit log.
+    pub fn confirm(&self, id: ListId, who: &str) -> Result<ListState, ConfirmError> {
+        let Some(cfg) = self.config(id) else { return Err(ConfirmError::NoList(String::new())) };
+        let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(held) = self.held(id) else { return Err(ConfirmError::NothingHeld(cfg.name.clone())) };
+        let inc = Incoming {
+            force: held.force,
+            records: held.records.clone(),
+            guard: GuardMode::Release,
+            ..Incoming::new(id, held.bytes.to_vec(), held.meta.clone())
+        };
+        let (mut report, replaced) = self.apply_locked(vec![inc]);
+        let result = match report.failed.pop() {
+            Some(e) => Err(ConfirmError::Load(e)),
+            None => {
+                if let Some(head) = held.push.clone() {
+                    if let Ok(mut p) = self.pushed.lock() {
+                        if let Some(slot) = p.get_mut(id.index()) {
+                            *slot = Some(head.clone());
+                        }
+                    }
+                    self.persist_journal(cfg, &head.journal, &held.meta);
+                }
+                self.metrics.guard_confirmed.with_label_values(&[&cfg.name]).inc();
+                tracing::info!(target: "qalqan::audit", list = %cfg.name, version = %held.version, names = %held.names.join(","), who, "guard: held update confirmed and published");
+                self.audit_event(
+                    "guard confirmed",
+                    serde_json::json!({"list": cfg.name, "version": held.version, "names": held.names, "who": who, "on_hit": held.on_hit.as_str()}),
+                );
+                self.state(id).ok_or_else(|| ConfirmError::NothingHeld(cfg.name.clone()))
+            }
+        };
+        drop(guard);
+        self.finish_build(replaced);
+        result
+    }
+
+    /// Async wrapper: [`Lists::confirm`] on a build thread ([`on_build_thread`]).
+    pub async fn confirm_async(self: &Arc<Self>, id: ListId, who: String) -> Result<ListState, ConfirmError> {
+        let me = Arc::clone(self);
+        let list = self.config(id).map(|c| c.name.clone()).unwrap_or_default();
+        on_build_thread(self.reload_nice, move || me.confirm(id, &who))
+            .await
+            .unwrap_or_else(|source| Err(ConfirmError::Load(LoadError::BuildThread { list, source })))
     }
 
     /// Sets when deltas are folded into a fresh base (`[server]
@@ -402,6 +689,18 @@ impl Lists {
         let mut batch = Vec::new();
         let mut errors = Vec::new();
         let mut heads = Vec::new();
+        let mut restored = Vec::new();
+        // a persisted copy was accepted before: not checked by the guard
+        // again, but what `apply_rest` left out of it stays out
+        let mut persisted = |i: ListId, cfg: &ListConfig, bytes: Vec<u8>, meta: SourceMeta| {
+            let mut inc = Incoming { guard: GuardMode::Skip, ..Incoming::new(i, bytes, meta) };
+            if let Some((lines, held)) = self.read_guard_file(cfg, &super::content_version(&inc.bytes), &inc.bytes, &inc.meta) {
+                tracing::warn!(list = %cfg.name, lines = ?lines, "guard: leaving out the lines it held before (not confirmed yet)");
+                inc.drop = lines.clone();
+                restored.push((i, lines, held));
+            }
+            inc
+        };
         for (i, cfg, path) in self.each() {
             let Some(path) = path else {
                 tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
@@ -416,7 +715,7 @@ impl Lists {
                             ..Default::default()
                         };
                         tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
-                        batch.push(Incoming::new(i, head.body.to_vec(), meta));
+                        batch.push(persisted(i, cfg, head.body.to_vec(), meta));
                         heads.push((i, head));
                     }
                     Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
@@ -447,7 +746,7 @@ impl Lists {
                     let mut meta = self.read_meta(cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
-                    batch.push(Incoming::new(i, bytes, meta));
+                    batch.push(persisted(i, cfg, bytes, meta));
                 }
                 (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
             }
@@ -456,6 +755,12 @@ impl Lists {
             return Err(errors);
         }
         let report = self.apply(batch);
+        for (i, lines, held) in restored {
+            if let Some(cfg) = self.config(i).filter(|c| report.changed.contains(&c.name)) {
+                self.metrics.guard_held_names.with_label_values(&[&cfg.name]).set(i64::try_from(held.names.len()).unwrap_or(i64::MAX));
+                self.set_dropped(cfg, i.index(), lines, Some(held));
+            }
+        }
         if let Ok(mut p) = self.pushed.lock() {
             for (i, head) in heads {
                 let accepted = self.config(i).is_some_and(|c| report.changed.contains(&c.name));
@@ -667,6 +972,11 @@ impl Lists {
         if prev.version == version {
             return Err(inc);
         }
+        // lines left out by the guard, or a version it holds: a full build
+        // looks at them again
+        if self.has_guard() && (self.has_dropped(i) || inc.guard == GuardMode::Release || self.held_as(i, &version).is_some()) {
+            return Err(inc);
+        }
         let forced = inc.force || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
         let failed_before = self.failed.lock().ok().and_then(|f| f.get(i).cloned().flatten());
         if !forced && failed_before.is_some_and(|(v, _)| v == version) {
@@ -717,6 +1027,21 @@ impl Lists {
             self.reject(cfg, e, &mut report);
             return Ok((report, None));
         }
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let lists = self.infos_now(&configs);
+        let has_shadow = crate::policy::any_shadow(&lists);
+        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Arc::new(delta)), lists, has_shadow, generation };
+        if let Some(g) = self.guard_for(cfg, &inc) {
+            let hits = g.newly_blocked(&published, &policy);
+            if !hits.is_empty() {
+                if g.on_hit == crate::rules::GuardOnHit::ApplyRest {
+                    return Err(inc); // a full build leaves the lines out
+                }
+                let held = self.hold(cfg, &inc, &version, &hits, Vec::new());
+                report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
+                return Ok((report, None));
+            }
+        }
         if let Ok(mut f) = self.failed.lock() {
             if let Some(slot) = f.get_mut(i) {
                 *slot = None;
@@ -743,12 +1068,12 @@ impl Lists {
         if let Ok(mut e) = self.edits.lock() {
             *e = edits;
         }
+        if self.has_guard() && cfg.origin.is_remote() {
+            // a new version of the list: what was held for it is moot
+            self.set_dropped(cfg, i, Vec::new(), None);
+        }
         let to_persist = if cfg.origin.is_remote() && !inc.bytes.is_empty() { vec![(id, inc.bytes)] } else { Vec::new() };
         report.changed.push(cfg.name.clone());
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let lists = self.infos_now(&configs);
-        let has_shadow = crate::policy::any_shadow(&lists);
-        let policy = Policy { index: Arc::clone(&published.index), delta: Some(Arc::new(delta)), lists, has_shadow, generation };
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
         Ok((report, Some(replaced)))
@@ -945,10 +1270,20 @@ impl Lists {
         let mut to_persist: Vec<(ListId, Vec<u8>)> = Vec::new();
         let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
         let published = self.policy.load_full();
-        let mut working: Option<crate::policy::Index> = None;
+        let mut working: Option<Arc<crate::policy::Index>> = None;
         let mut new_codes: Vec<(usize, Option<Vec<u64>>)> = Vec::new();
         let mut received: Vec<(ListId, std::time::Instant)> = Vec::new();
         let started = std::time::Instant::now();
+        let infos = self.infos_now(&configs);
+        let has_shadow = crate::policy::any_shadow(&infos);
+        // the policy over `index`, to compare with the guard
+        let policy_over = |index: &Arc<crate::policy::Index>| Policy {
+            index: Arc::clone(index),
+            delta: None,
+            lists: infos.clone(),
+            generation: 0,
+            has_shadow,
+        };
         for inc in batch {
             let id = inc.list;
             let (Some(cfg), i) = (self.config(id), id.index()) else { continue };
@@ -962,9 +1297,25 @@ impl Lists {
             let failed_before = self.failed.lock().ok().and_then(|f| f.get(i).cloned().flatten());
             let forced = inc.force
                 || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
-            if prev.as_ref().is_some_and(|p| p.version == version) {
+            let same_drops = self.dropped.lock().ok().is_some_and(|d| d.get(i).is_none_or(|l| *l == inc.drop));
+            if prev.as_ref().is_some_and(|p| p.version == version) && same_drops {
                 report.unchanged.push(cfg.name.clone());
                 self.metrics.confirm_list(&cfg.name);
+                continue;
+            }
+            let guard = self.guard_for(cfg, &inc);
+            if let (Some(_), Some(held)) = (guard.as_ref(), self.held_as(i, &version)) {
+                // the held version again (the next pull, a transfer retried):
+                // nothing new to build, count or log
+                match held.on_hit {
+                    crate::rules::GuardOnHit::HoldAll => {
+                        report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names })
+                    }
+                    crate::rules::GuardOnHit::ApplyRest => {
+                        report.unchanged.push(cfg.name.clone());
+                        self.metrics.confirm_list(&cfg.name);
+                    }
+                }
                 continue;
             }
             if let (false, Some((_, reason))) = (forced, failed_before.as_ref().filter(|(v, _)| *v == version)) {
@@ -974,27 +1325,90 @@ impl Lists {
                 report.failed.push(LoadError::Rejected { list: cfg.name.clone(), reason });
                 continue;
             }
-            let (base, delta) = match working.as_ref() {
-                Some(w) => (w, None),
-                None => (&*published.index, published.delta.as_deref()),
-            };
             let codes_up_to = if matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) { self.diff_max_lines } else { 0 };
-            let result = build_with(&configs, base, delta, id, &inc.bytes, inc.records.as_ref(), codes_up_to)
-                .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
-                .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
-            if let Ok(mut f) = self.failed.lock() {
-                if let Some(slot) = f.get_mut(i) {
-                    *slot = result.as_ref().err().map(|e| (version.clone(), e.chain().to_string()));
+            let mut drop_lines = inc.drop.clone();
+            let mut left_out: Vec<(u32, String)> = Vec::new();
+            let mut guard_hits: Vec<super::guard::GuardHit> = Vec::new();
+            let mut rounds = 0;
+            let mut records = inc.records.as_ref();
+            // built, gated and (for a guarded version) checked; with
+            // `apply_rest` rebuilt without the lines that block a protected name
+            let outcome = loop {
+                let (base, delta) = match working.as_ref() {
+                    Some(w) => (&**w, None),
+                    None => (&*published.index, published.delta.as_deref()),
+                };
+                let result = build_with(&configs, base, delta, id, &inc.bytes, records, codes_up_to, &drop_lines)
+                    .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
+                    .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
+                let built = match result {
+                    Ok(b) => b,
+                    Err(e) => break Err(Some(e)),
+                };
+                let super::Built { index, stats, addresses, codes } = built;
+                let index = Arc::new(index);
+                let Some(g) = guard.as_deref() else { break Ok((index, stats, addresses, codes)) };
+                let candidate = policy_over(&index);
+                let hits = match working.as_ref() {
+                    Some(w) => g.newly_blocked(&policy_over(w), &candidate),
+                    None => g.newly_blocked(&published, &candidate),
+                };
+                if hits.is_empty() {
+                    break Ok((index, stats, addresses, codes));
+                }
+                let mut more = false;
+                if g.on_hit == crate::rules::GuardOnHit::ApplyRest && rounds < MAX_GUARD_ROUNDS && records.is_some() {
+                    // a zone transfer's rules are numbered by record: left-out
+                    // lines must be lines of the zone text that is persisted
+                    // (and read back at a restart), so build from the text
+                    records = None;
+                    more = true;
+                } else if g.on_hit == crate::rules::GuardOnHit::ApplyRest && rounds < MAX_GUARD_ROUNDS {
+                    for h in &hits {
+                        let line = candidate.rule_line(h.hit.rule);
+                        // a rule of another list (an allow rule removed) or
+                        // without a line cannot be left out: the update is held whole
+                        if h.hit.list != id || line == 0 {
+                            more = false;
+                            break;
+                        }
+                        if !drop_lines.contains(&line) {
+                            drop_lines.push(line);
+                            left_out.push((line, candidate.rule_text(h.hit.rule).to_owned()));
+                            more = true;
+                        }
+                    }
+                }
+                for h in hits {
+                    if !guard_hits.iter().any(|g| g.name == h.name) {
+                        guard_hits.push(h);
+                    }
+                }
+                if !more {
+                    break Err(None);
+                }
+                rounds += 1;
+            };
+            if outcome.is_ok() || matches!(outcome, Err(Some(_))) {
+                if let Ok(mut f) = self.failed.lock() {
+                    if let Some(slot) = f.get_mut(i) {
+                        *slot = outcome.as_ref().err().and_then(Option::as_ref).map(|e| (version.clone(), e.chain().to_string()));
+                    }
                 }
             }
-            match result {
-                Ok(super::Built { index, stats, addresses: addrs, codes }) => {
+            match outcome {
+                Ok((index, stats, addrs, codes)) => {
                     if forced {
                         if let Ok(mut f) = self.force_next.lock() {
                             if let Some(slot) = f.get_mut(i) {
                                 *slot = false;
                             }
                         }
+                    }
+                    // `apply_rest` left lines out: held until confirmed
+                    let rest = (!left_out.is_empty()).then(|| self.hold(cfg, &inc, &version, &guard_hits, left_out.clone()));
+                    if (self.has_guard() && cfg.origin.is_remote() && inc.guard != GuardMode::Skip) || !drop_lines.is_empty() {
+                        self.set_dropped(cfg, i, drop_lines.clone(), rest);
                     }
                     let state = ListState::from_stats(&stats, addrs, version, inc.bytes.len(), inc.meta);
                     self.audit(cfg, prev.as_ref(), &state, forced, "full");
@@ -1012,14 +1426,17 @@ impl Lists {
                     working = Some(index);
                     report.changed.push(cfg.name.clone());
                 }
-                Err(e) => self.reject(cfg, e, &mut report),
+                Err(Some(e)) => self.reject(cfg, e, &mut report),
+                Err(None) => {
+                    let held = self.hold(cfg, &inc, &version, &guard_hits, Vec::new());
+                    report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
+                }
             }
         }
         drop(published);
         let Some(index) = working else { return (report, None) };
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let lists = self.infos_now(&configs);
-        let policy = Policy { index: Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation };
+        let policy = Policy { index, delta: None, has_shadow, lists: infos, generation };
         // the new base holds every list as it is now: no edits remain
         if let Ok(mut e) = self.edits.lock() {
             e.iter_mut().for_each(|slot| *slot = None);
@@ -1147,6 +1564,15 @@ impl Lists {
         let body = Arc::new(inc.bytes.clone());
         let (mut report, replaced) = self.apply_locked(vec![inc]);
         let result = match report.failed.pop() {
+            Some(e @ LoadError::Held { .. }) => {
+                // kept with the held update: a confirm makes it the push in force
+                if let Ok(mut h) = self.held.lock() {
+                    if let Some(Some(held)) = h.get_mut(id.index()) {
+                        held.push = Some(PushHead { journal: journal.clone(), body: Arc::clone(&body) });
+                    }
+                }
+                Err(PushRefused::Load(e))
+            }
             Some(e) => Err(PushRefused::Load(e)),
             None => {
                 // accepted, or equal to the list in force: either way this

@@ -441,8 +441,11 @@ pub fn spawn(
                 _ = tokio::time::sleep(every) => {}
                 _ = now.notified() => tracing::debug!(list = %i, "zone refresh requested"),
             }
-            if let Err(e) = sync(&lists, i, &mut state).await {
-                lists.source_failed(&e);
+            match sync(&lists, i, &mut state).await {
+                // held by the guard: logged and counted once when held (the
+                // same version again is not), not a source failure
+                Err(LoadError::Held { .. }) | Ok(()) => {}
+                Err(e) => lists.source_failed(&e),
             }
         }
     })
@@ -632,5 +635,67 @@ mod tests {
         let deltas = m.lines().find_map(|l| l.strip_prefix(r#"qalqan_list_updates_total{kind="delta",list="rpz"} "#)).and_then(|v| v.parse::<u32>().ok());
         assert!(deltas.is_some_and(|d| d > 30), "IXFRs went by delta {deltas:?} times");
         assert!(blocked > 100, "the names were blocked only {blocked} times: the test tests nothing");
+    }
+
+    /// The guard on zone transfers: an IXFR (by delta) adding a trigger for
+    /// a protected name is held whole (`hold_all`) or applied without it
+    /// (`apply_rest`), and a confirm publishes it.
+    #[test]
+    fn ixfr_adding_a_protected_name_is_held_then_confirmed() {
+        for on_hit in [crate::rules::GuardOnHit::HoldAll, crate::rules::GuardOnHit::ApplyRest] {
+            let dir = tempfile::tempdir().unwrap();
+            let toml = format!(
+                "[state]\ndir = \"{}\"\n[[lists]]\nname = \"rpz\"\nsource = \"axfr://127.0.0.1:53/rpz.test\"\nformat = \"rpz\"\nmax_shrink = 1.0\n",
+                dir.path().display()
+            );
+            let config = crate::config::Config::from_toml_str(&toml, "test.toml").unwrap();
+            let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
+            let protected = dir.path().join("protected.txt");
+            // RPZ triggers are names relative to the zone: `*.bank` covers `www.bank`
+            std::fs::write(&protected, "www.bank\n").unwrap();
+            let guard = crate::lists::guard::Guard::load(&protected, on_hit).unwrap();
+            let lists = Lists::new(specs, Arc::new(crate::metrics::Metrics::new().unwrap()), Some(dir.path().to_owned()))
+                .with_delta(1e9, 1000)
+                .with_guard(guard);
+            let zone = Name::from_ascii("rpz.test.").unwrap();
+            let id = ListId::from_raw(0);
+            let offer = |st: &ZoneState, edit| {
+                let meta = SourceMeta { serial: Some(st.serial), who: "test".into(), ..Default::default() };
+                lists.offer(zone_version(id, &zone, &st.records, st.next, meta, edit, std::time::Instant::now()))
+            };
+            let blocked = |n: &str| matches!(lists.policy.load().check(&crate::name::QName::parse(n).unwrap()), crate::policy::Verdict::Blocked(_));
+            let mut st = ZoneState::new(1);
+            st.insert(&cname("ads", ".", 300));
+            offer(&st, None).unwrap();
+            st.numbered = true;
+            let before = lists.state(id).unwrap().version;
+            let from_lines = st.next;
+            st.insert(&cname("*.bank", ".", 300));
+            st.insert(&cname("other", ".", 300));
+            st.serial = 2;
+            let edit = ixfr_edit("axfr://127.0.0.1:53/rpz.test", &zone, before.clone(), from_lines, &[], &st);
+            assert!(edit.is_some(), "an IXFR by delta");
+            let r = offer(&st, edit);
+            let held = lists.held(id).unwrap_or_else(|| panic!("{on_hit:?}: not held: {r:?}, www.bank blocked: {}", blocked("www.bank")));
+            assert_eq!(held.names, ["www.bank"]);
+            assert!(!blocked("www.bank"), "{on_hit:?}: a protected name is never blocked unconfirmed");
+            match on_hit {
+                crate::rules::GuardOnHit::HoldAll => {
+                    assert!(matches!(r, Err(LoadError::Held { .. })), "{r:?}");
+                    assert_eq!(lists.state(id).unwrap().version, before, "the version in force stays");
+                    assert!(!blocked("other"));
+                }
+                crate::rules::GuardOnHit::ApplyRest => {
+                    assert!(r.is_ok(), "{r:?}");
+                    assert!(blocked("other"), "the rest is in force");
+                    assert!(!blocked("x.bank"), "the whole trigger is left out");
+                    assert_eq!(held.rules.len(), 1, "{:?}", held.rules);
+                }
+            }
+            lists.confirm(id, "test").unwrap();
+            assert!(blocked("www.bank") && blocked("other"), "{on_hit:?}: confirmed");
+            assert!(lists.held(id).is_none());
+            assert!(matches!(lists.confirm(id, "test"), Err(crate::lists::publish::ConfirmError::NothingHeld(_))));
+        }
     }
 }

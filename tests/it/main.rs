@@ -12,6 +12,7 @@ mod encrypted;
 mod formats;
 mod integrity;
 mod fuzz_regressions;
+mod guard;
 mod hierarchy;
 mod observability;
 mod limits;

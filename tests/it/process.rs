@@ -313,3 +313,29 @@ async fn sighup_promotes_a_shadow_list_from_the_reread_config() {
     assert!(eventually(Duration::from_secs(5), || async move { rcode().await == Some(ResponseCode::NXDomain) }).await, "promoted by SIGHUP");
     drop(child);
 }
+
+/// SIGHUP re-reads the guard's protected names (`[guard] protected`):
+/// `qalqan_guard_protected_names` follows the file without a restart.
+#[tokio::test]
+async fn sighup_rereads_the_protected_names() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let protected = write_list(dir.path(), "protected.txt", "one.test\n");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.path().join("q.toml");
+    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[guard]\nprotected = \"{protected}\"\n");
+    std::fs::write(&cfg, config(up.addr, "", &extra)).unwrap();
+    let (child, _) = spawn_server(&cfg);
+    let http: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let names = || async move { sample(&http_get(http, "/metrics").await.1, "qalqan_guard_protected_names") };
+    assert_eq!(names().await, 1.0);
+    std::fs::write(&protected, "one.test\ntwo.test\nthree.test\n").unwrap();
+    Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    assert!(eventually(Duration::from_secs(5), || async move { names().await == 3.0 }).await, "re-read on SIGHUP");
+    // a bad file keeps the names in force
+    std::fs::write(&protected, "bad name\n").unwrap();
+    Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(names().await, 3.0);
+    drop(child);
+}
