@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        let cases: &[(&str, Option<&str>, Option<&str>, Result<&str, ()>)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Result<&'a str, ()>);
+        let cases: &[Case<'_>] = &[
             ("--admin host:port", Some("127.0.0.1:8053"), None, Ok("http://127.0.0.1:8053")),
             ("--admin URL, slash", Some("http://[::1]:8053/"), None, Ok("http://[::1]:8053")),
             ("--admin https", Some("https://x:1"), None, Err(())),
