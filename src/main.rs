@@ -632,3 +632,22 @@ fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// qalqan(8) is made from the clap definitions: every visible command
+    /// and option is on it, the hidden `man` is not.
+    #[test]
+    fn qalqan_8_has_every_command_and_option() {
+        let page = super::man_page_8().expect("renders");
+        assert!(page.starts_with(".ie") && page.contains(".TH qalqan 8"), "{}", &page[..200.min(page.len())]);
+        for c in ["run", "check", "explain", "export", "audit verify", "ctl", "ctl status", "ctl lists", "ctl reload", "ctl explain", "ctl push"] {
+            assert!(page.contains(&format!(".SS \"qalqan {c}\"")), "no section for `qalqan {c}`");
+        }
+        for o in ["\\-\\-config", "\\-\\-ips", "\\-\\-admin", "\\-\\-token\\-file", "\\-\\-json", "\\-\\-timeout", "\\-\\-force", "\\-\\-version", "\\-\\-sign"] {
+            assert!(page.contains(&format!(".TP\n\\fB{o}\\fR")), "no entry for {o}");
+        }
+        assert!(!page.contains("qalqan man"), "the hidden command is not documented");
+        assert!(!page.contains("SUBCOMMANDS"), "no references to per-command pages that do not exist");
+    }
+}
