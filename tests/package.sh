@@ -148,6 +148,10 @@ for _ in $(seq 1 100); do
 done
 [ -n "$answered" ] || { cat "$work/run.out" "$work/dig.out" >&2; fail "the installed server did not answer $blocked NXDOMAIN on 127.0.0.1:53"; }
 grep -q 'EDE: 16' "$work/dig.out" || { cat "$work/dig.out" >&2; fail "no EDE 16 on the blocked name"; }
+# the other paths, for the system-call check: TCP, and a miss resolved from the
+# root servers (any answer will do: SERVFAIL where there is no Internet)
+dig +tcp +time=2 +tries=1 @127.0.0.1 -p 53 "$blocked" A | grep -q 'status: NXDOMAIN' || fail "no NXDOMAIN over TCP"
+dig +time=6 +tries=1 @127.0.0.1 -p 53 example.org A | grep -q 'status: ' || fail "no answer to a miss (recursion)"
 
 step "qalqan ctl with the packaged config and token"
 cd /tmp # the package's config, not a checkout's config/qalqan.toml
