@@ -32,6 +32,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# the package's one dependency besides libc (its postinst makes the user with it)
+command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need+=(adduser)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
