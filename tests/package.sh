@@ -34,7 +34,7 @@ fail() {
 step() { echo "tests/package.sh: $*" >&2; }
 
 [ "$(id -u)" -eq 0 ] || skip "not root (dpkg -i needs root)"
-for tool in dpkg dpkg-deb cargo-deb systemd-analyze strace dig setpriv runuser; do
+for tool in dpkg dpkg-deb cargo-deb systemd-analyze strace dig setpriv runuser pgrep; do
     command -v "$tool" >/dev/null 2>&1 || skip "$tool not found (tests/run.sh installs it)"
 done
 if dpkg-query -W -f='${Status}' qalqan 2>/dev/null | grep -q 'installed'; then

@@ -32,6 +32,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
 # the package's one dependency besides libc (its postinst makes the user with it)
 command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need+=(adduser)
 if ((${#need[@]})); then
