@@ -10,11 +10,17 @@
 //!   it (200 with the list's state); 409 when nothing is held;
 //! - `GET /v1/lists`: every list's version, rules and source, and the
 //!   update the guard holds for it (`held`: version, names, rules left
-//!   out, since).
+//!   out, since);
+//! - `GET /v1/status`: the server's version, start time and uptime, and a
+//!   summary of its lists;
+//! - `GET /v1/explain?name=NAME`: the decision for NAME and the rule behind it
+//!   (what `qalqan explain` prints, from the policy in force).
 //!
 //! A push the guard holds is answered 202 with the held update (`held`):
 //! the version in force stays (`hold_all`), or the rest of it is in force
 //! (`apply_rest`, then 200 with `held` naming the lines left out).
+//!
+//! `qalqan ctl` ([`crate::ctl`]) is the command-line client of these.
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (missing or wrong: 401,
 //! nothing changes). Pushed bodies carry `X-Qalqan-Version: N` (N ≥ 1, must
@@ -91,11 +97,13 @@ pub struct Admin {
     token: String,
     /// Asks a source task (http, axfr) to refresh now.
     pub refresh: Box<dyn Fn(ListId) -> bool + Send + Sync>,
+    /// When the API was set up (the server's start), for `/v1/status`.
+    started: std::time::SystemTime,
 }
 
 impl Admin {
     pub fn new(lists: Arc<Lists>, config: AdminConfig, token: String, refresh: Box<dyn Fn(ListId) -> bool + Send + Sync>) -> Self {
-        Self { lists, config, token, refresh }
+        Self { lists, config, token, refresh, started: std::time::SystemTime::now() }
     }
 }
 
@@ -144,10 +152,12 @@ async fn handle(admin: &Admin, req: Request<Body>, peer: std::net::SocketAddr) -
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["v1", "lists"]) => list_all(admin),
+        (Method::GET, ["v1", "status"]) => status(admin),
+        (Method::GET, ["v1", "explain"]) => explain(admin, req.uri().query().unwrap_or("")).await,
         (m @ (Method::PUT | Method::PATCH), ["v1", "lists", name]) => push(admin, m, name, req, peer).await,
         (Method::POST, ["v1", "lists", name, "reload"]) => reload(admin, name, req, peer).await,
         (Method::POST, ["v1", "lists", name, "confirm"]) => confirm(admin, name, peer).await,
-        _ => err(StatusCode::NOT_FOUND, "try GET /v1/lists, PUT|PATCH /v1/lists/{name}, POST /v1/lists/{name}/reload, POST /v1/lists/{name}/confirm"),
+        _ => err(StatusCode::NOT_FOUND, "try GET /v1/status, GET /v1/lists, GET /v1/explain?name=, PUT|PATCH /v1/lists/{name}, POST /v1/lists/{name}/reload, POST /v1/lists/{name}/confirm"),
     }
 }
 
@@ -220,6 +230,55 @@ async fn confirm(admin: &Admin, name: &str, peer: std::net::SocketAddr) -> Respo
             };
             err(status, crate::lists::ErrorChain(&e).to_string())
         }
+    }
+}
+
+/// `GET /v1/status`: version, start time, uptime and a summary of the lists.
+fn status(admin: &Admin) -> Response<Full<Bytes>> {
+    let snapshot = admin.lists.snapshot();
+    let configured = admin.lists.each().count();
+    let loaded = snapshot.iter().filter(|s| s.is_some()).count();
+    let rules: usize = snapshot.iter().flatten().map(|s| s.rules).sum();
+    let uptime = std::time::SystemTime::now().duration_since(admin.started).map_or(0, |d| d.as_secs());
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": crate::querylog::rfc3339(admin.started),
+            "uptime_s": uptime,
+            "generation": admin.lists.policy.load().generation,
+            "lists": { "configured": configured, "loaded": loaded, "rules": rules },
+        }),
+    )
+}
+
+/// `GET /v1/explain?name=NAME`: [`crate::policy::explain::explain`] on the
+/// policy in force, as fields and as the text `qalqan explain` prints. The
+/// rule's text is re-read from file lists only, off the worker threads.
+async fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("name=")).unwrap_or("");
+    let Some(name) = crate::name::normalize(raw).ok().and_then(|n| crate::name::QName::parse(&n).ok()) else {
+        return err(StatusCode::BAD_REQUEST, "usage: GET /v1/explain?name=NAME (a valid host name)");
+    };
+    let policy = admin.lists.policy.load_full();
+    let reader = crate::diag::file_line_reader(admin.lists.configs().iter().map(|(c, _)| c));
+    let shown = name.to_string();
+    match tokio::task::spawn_blocking(move || crate::policy::explain::explain(&policy, &name, &reader)).await {
+        Ok(ex) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "name": shown,
+                "outcome": ex.outcome,
+                "list": ex.list,
+                "source": ex.file_line,
+                "rule": ex.rule_text,
+                "action": ex.action,
+                "ede": ex.ede,
+                "decision": ex.decision,
+                "text": ex.to_string(),
+            }),
+        ),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, format!("explain failed: {e}")),
     }
 }
 

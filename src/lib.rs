@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod blockpage;
 pub mod config;
+pub mod ctl;
 pub mod diag;
 pub mod dnstap;
 pub mod dnssec;

@@ -1,10 +1,11 @@
-//! The `qalqan` command: `run`, `check`, `explain`, `export`, `diff`, `audit verify`.
+//! The `qalqan` command: `run`, `check`, `explain`, `export`, `diff`, `audit verify`,
+//! `ctl` (the admin API's client) and the hidden `man` (the man pages).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use qalqan::config::Config;
@@ -31,17 +32,20 @@ struct Cli {
 enum Command {
     /// Serve DNS until SIGTERM/SIGINT.
     Run {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
     },
     /// Validate the config and load every list; print a summary per list.
     Check {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
     },
     /// Say whether NAME is blocked, allowed or passed, and by which rule.
     Explain {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
         name: String,
         qtype: Option<String>,
@@ -60,7 +64,8 @@ enum Command {
         /// Export the lists' addresses and prefixes.
         #[arg(long)]
         ips: bool,
-        #[arg(long, default_value = DEFAULT_CONFIG)]
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG, value_name = "FILE")]
         config: PathBuf,
         /// Only this list (by `name`); default: every block list.
         list: Option<String>,
@@ -88,6 +93,66 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Control a running server over its admin API (`[admin]`), like unbound-control.
+    ///
+    /// The address and token come from `[admin] listen` and `token_file` of
+    /// the config (`--config`; default `config/qalqan.toml`, else
+    /// `/etc/qalqan/qalqan.toml`), or from `--admin` and `--token-file`.
+    /// Exit status: 0 done, 1 the server refused (its reason is printed),
+    /// 2 the admin API could not be asked (unreachable, no `[admin]`, an
+    /// unreadable token or file).
+    Ctl {
+        /// The admin API, `ip:port` or `http://ip:port` (default: `[admin] listen`).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// The bearer token's file, mode 0600 (default: `[admin] token_file`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The config whose `[admin]` table says where the API is (default:
+        /// `config/qalqan.toml`, else `/etc/qalqan/qalqan.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the API's JSON answer as it came.
+        #[arg(long)]
+        json: bool,
+        /// Give up on a request after this many seconds.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+        #[command(subcommand)]
+        verb: CtlVerb,
+    },
+    /// Write the man pages qalqan.8 and qalqan.toml.5 into DIR (packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CtlVerb {
+    /// Version, uptime, policy generation and a summary of the lists.
+    Status,
+    /// Every list: version in force, rules, age, source.
+    Lists,
+    /// Re-read a file list, or re-fetch a remote one, now.
+    Reload {
+        name: String,
+        /// Let the next version skip the shrink gate (an intended shrink).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Why NAME is blocked, allowed or passed, by the policy in force: list, rule, FILE:LINE.
+    Explain { name: String },
+    /// Replace the push list NAME (`source = "push"`) with FILE.
+    Push {
+        name: String,
+        file: PathBuf,
+        /// The version of FILE: a whole number that grows with every push.
+        #[arg(long)]
+        version: u64,
+        /// Sign with this Ed25519 private key (PEM, `openssl genpkey -algorithm ed25519`),
+        /// as `[admin] regulator_keys` verify.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +171,10 @@ fn main() -> ExitCode {
         Command::Export { ips, config, list } => export(ips, &config, list.as_deref()),
         Command::Diff { old, new, popular, format } => diff(&old, &new, popular.as_deref(), &format),
         Command::Audit { command: AuditCommand::Verify { file } } => audit_verify(&file),
+        Command::Ctl { admin, token_file, config, json, timeout, verb } => {
+            ctl(admin.as_deref(), token_file.as_deref(), config.as_deref(), json, timeout, verb)
+        }
+        Command::Man { dir } => man(&dir),
     };
     match result {
         Ok(code) => code,
@@ -460,6 +529,147 @@ fn explain(path: &Path, name: &str, qtype: Option<&str>, client: Option<std::net
     Ok(ExitCode::SUCCESS)
 }
 
+/// The config `qalqan ctl` reads when `--config` is not given: the
+/// checkout's, else the package's.
+const CTL_CONFIGS: [&str; 2] = [DEFAULT_CONFIG, "/etc/qalqan/qalqan.toml"];
+
+fn ctl(admin: Option<&str>, token_file: Option<&Path>, config: Option<&Path>, json: bool, timeout: u64, verb: CtlVerb) -> anyhow::Result<ExitCode> {
+    // the config is read only for what the options leave out
+    let admin_cfg = if admin.is_none() || token_file.is_none() {
+        let path = match config {
+            Some(p) => p.to_owned(),
+            None => CTL_CONFIGS.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        };
+        let c = Config::from_file(&path)?;
+        Some(c.admin.ok_or_else(|| anyhow::anyhow!("{} has no [admin] table: the admin API is off (or give --admin and --token-file)", path.display()))?)
+    } else {
+        None
+    };
+    let base = qalqan::ctl::base_url(admin, admin_cfg.as_ref().map(|a| a.listen))?;
+    let token_path = token_file.map(Path::to_owned).or_else(|| admin_cfg.as_ref().map(|a| a.token_file.clone()));
+    let token_path = token_path.ok_or_else(|| anyhow::anyhow!("no token file: give --token-file"))?;
+    let token = qalqan::admin::read_token(&token_path)?;
+    let target = qalqan::ctl::Target { base, token, timeout: std::time::Duration::from_secs(timeout.max(1)) };
+    let verb = match verb {
+        CtlVerb::Status => qalqan::ctl::Verb::Status,
+        CtlVerb::Lists => qalqan::ctl::Verb::Lists,
+        CtlVerb::Reload { name, force } => qalqan::ctl::Verb::Reload { name, force },
+        CtlVerb::Explain { name } => qalqan::ctl::Verb::Explain { name },
+        CtlVerb::Push { name, file, version, sign } => qalqan::ctl::Verb::Push { name, file, version, sign },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    match rt.block_on(qalqan::ctl::run(&target, &verb, json)) {
+        Ok(text) => {
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("qalqan ctl: {:#}", anyhow::Error::from(e));
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// qalqan(8): clap_mangen's page of the top-level command, then every
+/// subcommand with its options (from the same clap definitions), exit
+/// status, signals and files.
+fn man_page_8() -> anyhow::Result<String> {
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone()).section("8").manual("System Manager's Manual");
+    // every section of clap_mangen's page but SUBCOMMANDS, which names one
+    // page per subcommand: here they are all in COMMANDS below
+    man.render_title(&mut buf).context("rendering qalqan(8)")?;
+    man.render_name_section(&mut buf).context("rendering qalqan(8)")?;
+    man.render_synopsis_section(&mut buf).context("rendering qalqan(8)")?;
+    man.render_description_section(&mut buf).context("rendering qalqan(8)")?;
+    man.render_options_section(&mut buf).context("rendering qalqan(8)")?;
+    man.render_version_section(&mut buf).context("rendering qalqan(8)")?;
+    let mut page = String::from_utf8(buf).context("qalqan(8) is not UTF-8")?;
+    page.push_str(".SH COMMANDS\n");
+    fn walk(cmd: &clap::Command, path: &str, out: &mut String) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let here = format!("{path} {}", sub.get_name());
+            let has_options = sub.get_arguments().any(|a| !a.is_hide_set() && !a.is_positional() && a.get_id() != "help");
+            if sub.has_subcommands() && !has_options {
+                walk(sub, &here, out);
+                continue;
+            }
+            let mut synopsis = vec![format!("\\fB{}\\fR", roff_text(&here))];
+            for a in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
+                if a.is_positional() {
+                    let v = a.get_value_names().and_then(|v| v.first()).map_or_else(|| a.get_id().as_str().to_uppercase(), ToString::to_string);
+                    synopsis.push(if a.is_required_set() { format!("\\fI{v}\\fR") } else { format!("[\\fI{v}\\fR]") });
+                }
+            }
+            if has_options {
+                synopsis.insert(1, "[\\fIoptions\\fR]".to_owned());
+            }
+            if sub.has_subcommands() {
+                synopsis.push("\\fIverb\\fR".to_owned());
+            }
+            out.push_str(&format!(".SS \"{}\"\n{}\n", roff_text(&here), synopsis.join(" ")));
+            let about = sub.get_long_about().or_else(|| sub.get_about()).map(ToString::to_string).unwrap_or_default();
+            for p in about.split("\n\n") {
+                out.push_str(&format!(".PP\n{}\n", roff_text(p.trim())));
+            }
+            for a in sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_positional() && a.get_id() != "help") {
+                let Some(long) = a.get_long() else { continue };
+                let takes = a.get_num_args().is_none_or(|n| n.takes_values()) && !matches!(a.get_action(), clap::ArgAction::SetTrue);
+                let value = if takes {
+                    let v = a.get_value_names().and_then(|v| v.first()).map_or_else(|| a.get_id().as_str().to_uppercase(), ToString::to_string);
+                    format!(" \\fI{v}\\fR")
+                } else {
+                    String::new()
+                };
+                let defaults: Vec<String> = a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+                let help = a.get_long_help().or_else(|| a.get_help()).map(ToString::to_string).unwrap_or_default();
+                let default = if defaults.is_empty() || !takes { String::new() } else { format!(" (default: {})", defaults.join(", ")) };
+                out.push_str(&format!(".TP\n\\fB\\-\\-{}\\fR{value}\n{}{}\n", long.replace('-', "\\-"), roff_text(&help), roff_text(&default)));
+            }
+            if sub.has_subcommands() {
+                walk(sub, &here, out);
+            }
+        }
+    }
+    walk(&cmd, "qalqan", &mut page);
+    page.push_str(concat!(
+        ".SH \"EXIT STATUS\"\n",
+        "0 success; 1 a check failed (\\fBcheck\\fR, \\fBaudit verify\\fR) or the server refused a \\fBctl\\fR request; ",
+        "2 an error (unreadable or invalid config, a port already bound, the admin API unreachable).\n",
+        ".SH SIGNALS\n",
+        ".TP\nSIGHUP\nre-read every list, reopen the blocked-query log and apply list modes from the config (\\fBsystemctl reload qalqan\\fR)\n",
+        ".TP\nSIGTERM, SIGINT\nstop accepting, drain in-flight queries, exit\n",
+        ".SH FILES\n",
+        ".TP\n/etc/qalqan/qalqan.toml\nthe configuration of the Debian package (see \\fBqalqan.toml\\fR(5))\n",
+        ".TP\n/usr/share/qalqan/blocklists\nthe lists shipped with the package\n",
+        ".TP\n/var/lib/qalqan\nstate: last good copies of remote and pushed lists\n",
+        ".SH \"SEE ALSO\"\n\\fBqalqan.toml\\fR(5), \\fBunbound\\-control\\fR(8)\n",
+    ));
+    Ok(page)
+}
+
+/// Running text for roff: backslashes escaped, `-` as a hyphen, no line
+/// starting with a request character.
+fn roff_text(s: &str) -> String {
+    let mut t = s.replace('\\', "\\e").replace('-', "\\-").replace('`', "");
+    t = t.lines().map(|l| if l.starts_with('.') || l.starts_with('\'') { format!("\\&{l}") } else { l.to_owned() }).collect::<Vec<_>>().join("\n");
+    t
+}
+
+/// `qalqan man DIR`: writes qalqan.8 and qalqan.toml.5.
+fn man(dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pages = [("qalqan.8", man_page_8()?), ("qalqan.toml.5", qalqan::config::manpage::render(env!("CARGO_PKG_VERSION")))];
+    for (file, text) in pages {
+        let path = dir.join(file);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn audit_verify(path: &Path) -> anyhow::Result<ExitCode> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     match qalqan::audit::verify(std::io::BufReader::new(f)) {
@@ -623,4 +833,22 @@ fn diff(old: &Path, new: &Path, popular: Option<&Path>, format: &str) -> anyhow:
     out.flush()?;
     eprintln!("qalqan diff: took {} ms", started.elapsed().as_millis());
     Ok(code)
+}
+#[cfg(test)]
+mod tests {
+    /// qalqan(8) is made from the clap definitions: every visible command
+    /// and option is on it, the hidden `man` is not.
+    #[test]
+    fn qalqan_8_has_every_command_and_option() {
+        let page = super::man_page_8().expect("renders");
+        assert!(page.starts_with(".ie") && page.contains(".TH qalqan 8"), "{}", &page[..200.min(page.len())]);
+        for c in ["run", "check", "explain", "export", "diff", "audit verify", "ctl", "ctl status", "ctl lists", "ctl reload", "ctl explain", "ctl push"] {
+            assert!(page.contains(&format!(".SS \"qalqan {c}\"")), "no section for `qalqan {c}`");
+        }
+        for o in ["\\-\\-config", "\\-\\-ips", "\\-\\-admin", "\\-\\-token\\-file", "\\-\\-json", "\\-\\-timeout", "\\-\\-force", "\\-\\-version", "\\-\\-sign"] {
+            assert!(page.contains(&format!(".TP\n\\fB{o}\\fR")), "no entry for {o}");
+        }
+        assert!(!page.contains("qalqan man"), "the hidden command is not documented");
+        assert!(!page.contains("SUBCOMMANDS"), "no references to per-command pages that do not exist");
+    }
 }

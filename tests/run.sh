@@ -3,7 +3,8 @@
 # Installs what the tests need on Debian (dig/kdig for interop checks, knotd as a
 # zone-transfer primary, nsd + ldnsutils for the loopback DNS hierarchy, faketime for TSIG clock skew, openssl for Ed25519
 # signatures made independently of ours and the test CA of the encrypted-DNS tests, curl for DoH, promtool,
-# chromium for the block page, fstrm-bin, golang-dnstap and dnstap-ldns for the dnstap readers),
+# chromium for the block page, fstrm-bin, golang-dnstap and dnstap-ldns for the dnstap readers,
+# systemd + strace + man-db for the Debian package test),
 # then runs every test and keeps the benchmarks compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,15 @@ command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound
 command -v fstrm_capture >/dev/null 2>&1 || need+=(fstrm-bin)
 command -v dnstap >/dev/null 2>&1 || need+=(golang-github-dnstap-golang-dnstap-cli)
 command -v dnstap-ldns >/dev/null 2>&1 || need+=(dnstap-ldns)
+# the Debian package test (tests/package.sh): systemd-analyze verify on the unit, strace for the
+# system calls the server makes against its SystemCallFilter, man to find the pages, setpriv/runuser
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+# the package's one dependency besides libc (its postinst makes the user with it)
+command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need+=(adduser)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -66,5 +76,9 @@ if timeout 120 cargo deny --locked fetch db >/dev/null 2>&1 || compgen -G "$HOME
 else
     echo "tests/run.sh: no RustSec advisory database reachable (github.com): advisories check skipped" >&2
 fi
+# the Debian package of that release binary, installed, checked and purged (tests/package.sh;
+# cargo-deb is installed once and reused)
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.8.0 --locked
+tests/package.sh
 # unit tests, then the integration binary (tests/it) last, so its summary closes the run
 cargo test --locked --lib --bins --tests

@@ -1,6 +1,7 @@
 //! `RawConfig` (what the file says) → [`Config`] (checked values, parsed
 //! addresses, ACL prefixes). Errors name the file and the key.
 
+pub mod manpage;
 pub mod raw;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -6,6 +6,7 @@ mod blocking;
 mod blockpage;
 mod cache;
 mod contrib;
+mod ctl;
 mod differential;
 mod dnstap;
 mod encrypted;

@@ -521,6 +521,11 @@ impl OpensslKey {
         Some(OpensslKey { dir, pem })
     }
 
+    /// The private key's PEM file (PKCS#8, as `openssl genpkey` wrote it).
+    pub fn pem(&self) -> &std::path::Path {
+        &self.pem
+    }
+
     /// The raw 32-byte public key, base64 (the `regulator_keys` form).
     pub fn public_b64(&self) -> String {
         use base64::Engine as _;
