@@ -290,74 +290,125 @@ pub fn parse_with_codes(
 }
 
 /// The changes between line sequences `a` and `b` (compared on their
-/// hashes) as `(a_at, a_len, b_at, b_len)` hunks, or `None` if there are
-/// more than `max_edits` line insertions and deletions. Myers' greedy
-/// algorithm after trimming the common head and tail: O((N + M) · D) time
-/// at worst, about O(N + M + D²) for a few scattered edits, O(D²) memory.
+/// hashes, code bits ignored) as `(a_at, a_len, b_at, b_len)` hunks, sorted,
+/// or `None` if they come to more than `max_edits` line deletions plus
+/// insertions.
+///
+/// A list is a set of rules with line numbers, so the changes are found as
+/// a multiset difference of the line hashes, not as a longest common
+/// subsequence: after trimming the common head and tail, one count per
+/// distinct hash says how many of its lines are kept, deleted or inserted,
+/// and one walk over both sequences emits them in order. A line that
+/// moved (kept by the counts, but met out of order) is deleted where it was
+/// and inserted where it is, so the hunks always turn `a` into `b` and the
+/// line numbers of everything after them are those of `b`; the script is
+/// minimal unless lines moved. The size of the difference is known before
+/// the walk, so a change past `max_edits` costs one counting pass.
+///
+/// Cost: O(N + M) time, one hash-table entry per distinct changed-region
+/// line (16 bytes + the table's overhead) — no edit cap is needed for
+/// the time to stay linear.
 pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
-    let eq = |x: u64, y: u64| x & !CODE_BITS == y & !CODE_BITS;
-    let head = a.iter().zip(b).take_while(|(x, y)| eq(**x, **y)).count();
+    let key = |x: u64| x & !CODE_BITS;
+    let head = a.iter().zip(b).take_while(|(x, y)| key(**x) == key(**y)).count();
     let (a2, b2) = (a.get(head..)?, b.get(head..)?);
-    let tail = a2.iter().rev().zip(b2.iter().rev()).take_while(|(x, y)| eq(**x, **y)).count();
+    let tail = a2.iter().rev().zip(b2.iter().rev()).take_while(|(x, y)| key(**x) == key(**y)).count();
     let (a2, b2) = (a2.get(..a2.len() - tail)?, b2.get(..b2.len() - tail)?);
-    let (n, m) = (a2.len() as isize, b2.len() as isize);
-    let lim = max_edits.min(a2.len() + b2.len()) as isize;
-    let off = lim + 1;
-    let mut v = vec![0isize; (2 * lim + 3) as usize];
-    let mut trace: Vec<Vec<isize>> = Vec::new();
-    let at = |v: &[isize], k: isize| v.get((k + off) as usize).copied().unwrap_or(0);
-    let mut found = None;
-    'rounds: for d in 0..=lim {
-        trace.push(v.get((off - d) as usize..=(off + d) as usize)?.to_vec());
-        let mut k = -d;
-        while k <= d {
-            let mut x = if k == -d || (k != d && at(&v, k - 1) < at(&v, k + 1)) { at(&v, k + 1) } else { at(&v, k - 1) + 1 };
-            let mut y = x - k;
-            while x < n && y < m && eq(*a2.get(x as usize)?, *b2.get(y as usize)?) {
-                x += 1;
-                y += 1;
-            }
-            *v.get_mut((k + off) as usize)? = x;
-            if x >= n && y >= m {
-                found = Some(d);
-                break 'rounds;
-            }
-            k += 2;
-        }
+    if a2.len().abs_diff(b2.len()) > max_edits {
+        return None;
     }
-    let dmax = found?;
-    // walk back: ops in reverse, true = deletion of a[x], false = insertion of b[y]
-    let mut ops: Vec<(bool, usize, usize)> = Vec::new();
-    let (mut x, mut y) = (n, m);
-    for d in (1..=dmax).rev() {
-        let t = trace.get(d as usize)?;
-        let tv = |k: isize| t.get((k + d) as usize).copied().unwrap_or(0);
-        let k = x - y;
-        let pk = if k == -d || (k != d && tv(k - 1) < tv(k + 1)) { k + 1 } else { k - 1 };
-        let px = tv(pk);
-        let py = px - pk;
-        while x > px && y > py {
-            x -= 1;
-            y -= 1;
-        }
-        if x == px {
-            ops.push((false, x as usize, py as usize));
-        } else {
-            ops.push((true, px as usize, y as usize));
-        }
-        x = px;
-        y = py;
+    // per hash: [lines of a2, lines of b2], then [kept pairs, deletions, insertions] still to place
+    let mut counts: std::collections::HashMap<u64, [u32; 3], foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(a2.len().max(b2.len()), foldhash::fast::RandomState::default());
+    for &x in a2 {
+        counts.entry(key(x)).or_insert([0; 3])[0] += 1;
     }
-    ops.reverse();
+    for &y in b2 {
+        counts.entry(key(y)).or_insert([0; 3])[1] += 1;
+    }
+    let mut edits = 0usize;
+    for c in counts.values_mut() {
+        let (na, nb) = (c[0], c[1]);
+        let kept = na.min(nb);
+        *c = [kept, na - kept, nb - kept];
+        edits += (na - kept + nb - kept) as usize;
+    }
+    if edits > max_edits {
+        return None;
+    }
     let mut hunks: Vec<(usize, usize, usize, usize)> = Vec::new();
-    for (del, x, y) in ops {
+    let push = |del: bool, x: usize, y: usize, hunks: &mut Vec<(usize, usize, usize, usize)>| {
         let (ax, by) = (x + head, y + head);
         match hunks.last_mut() {
-            Some(h) if del && h.0 + h.1 == ax && h.2 + h.3 == by => h.1 += 1,
-            Some(h) if !del && h.0 + h.1 == ax && h.2 + h.3 == by => h.3 += 1,
+            Some(h) if h.0 + h.1 == ax && h.2 + h.3 == by => {
+                if del {
+                    h.1 += 1
+                } else {
+                    h.3 += 1
+                }
+            }
             _ if del => hunks.push((ax, 1, by, 0)),
             _ => hunks.push((ax, 0, by, 1)),
         }
+    };
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < a2.len() && j < b2.len() {
+        let (x, y) = (key(*a2.get(i)?), key(*b2.get(j)?));
+        if x == y {
+            let c = counts.get_mut(&x)?;
+            if c[0] > 0 {
+                c[0] -= 1;
+            } else {
+                // a deletion and an insertion of the same line: keep it instead
+                c[1] = c[1].checked_sub(1)?;
+                c[2] = c[2].checked_sub(1)?;
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        // a line none of whose copies is kept goes first; then one that has
+        // copies to go (a repeated line: which copy goes is a guess, a
+        // wrong one costs a move below, never a wrong script)
+        let (cx, cy) = (*counts.get(&x)?, *counts.get(&y)?);
+        let delete = if cx[1] > 0 && cx[0] == 0 {
+            true
+        } else if cy[2] > 0 && cy[0] == 0 {
+            false
+        } else if cx[1] > 0 {
+            true
+        } else {
+            cy[2] == 0
+        };
+        if delete && cx[1] > 0 {
+            counts.get_mut(&x)?[1] -= 1;
+            push(true, i, j, &mut hunks);
+            i += 1;
+            continue;
+        }
+        if !delete {
+            counts.get_mut(&y)?[2] -= 1;
+            push(false, i, j, &mut hunks);
+            j += 1;
+            continue;
+        }
+        // both lines are kept somewhere, but not here: a[i] moved. Delete
+        // it; its partner in `b` becomes an insertion.
+        let cx = counts.get_mut(&x)?;
+        cx[0] = cx[0].checked_sub(1)?;
+        cx[2] += 1;
+        edits += 2;
+        if edits > max_edits {
+            return None;
+        }
+        push(true, i, j, &mut hunks);
+        i += 1;
+    }
+    for k in i..a2.len() {
+        push(true, k, j, &mut hunks);
+    }
+    for k in j..b2.len() {
+        push(false, a2.len(), k, &mut hunks);
     }
     Some(hunks)
 }
@@ -545,5 +596,86 @@ mod tests {
         assert_eq!(h, vec![(10, 0, 10, 1), (500, 1, 501, 0), (1000, 0, 1000, 1)]);
         assert!(diff(&a, &b, 2).is_none(), "over the edit budget");
         assert_eq!(diff(&a, &a, 0).unwrap(), vec![]);
+    }
+
+    /// `b` rebuilt from `a` and the hunks.
+    fn patched(a: &[u64], b: &[u64], hunks: &[(usize, usize, usize, usize)]) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut ai = 0;
+        for &(a_at, a_len, b_at, b_len) in hunks {
+            out.extend_from_slice(&a[ai..a_at]);
+            out.extend_from_slice(&b[b_at..b_at + b_len]);
+            ai = a_at + a_len;
+        }
+        out.extend_from_slice(&a[ai..]);
+        out
+    }
+
+    /// Moved lines, repeated lines (blank lines, comments) and random edits:
+    /// the hunks always turn `a` into `b`, and are minimal when nothing moved.
+    #[test]
+    fn diff_turns_a_into_b() {
+        let a: Vec<u64> = (0..100u64).map(|i| i << 8).collect();
+        // line 3 moved to the end: deleted there, inserted here
+        let mut b = a.clone();
+        let moved = b.remove(3);
+        b.push(moved);
+        let h = diff(&a, &b, 10).unwrap();
+        assert_eq!(patched(&a, &b, &h), b);
+        assert_eq!(h, vec![(3, 1, 3, 0), (100, 0, 99, 1)]);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..500 {
+            // a few distinct values so that lines repeat
+            let len = rnd(40) as usize;
+            // repeated lines in odd rounds (blank lines, comments), unique ones in even rounds
+            let a: Vec<u64> =
+                if round % 2 == 1 { (0..len).map(|_| rnd(6) << 8 | rnd(3)).collect() } else { (0..len as u64).map(|i| i << 8 | rnd(3)).collect() };
+            let mut b = a.clone();
+            let mut moves = false;
+            for _ in 0..rnd(6) {
+                match rnd(3) {
+                    0 if !b.is_empty() => {
+                        b.remove(rnd(b.len() as u64) as usize);
+                    }
+                    1 if b.len() > 1 => {
+                        let x = b.remove(rnd(b.len() as u64) as usize);
+                        b.insert(rnd(b.len() as u64 + 1) as usize, x);
+                        moves = true;
+                    }
+                    _ => b.insert(rnd(b.len() as u64 + 1) as usize, (100 + round + rnd(8)) << 8),
+                }
+            }
+            let h = diff(&a, &b, usize::MAX).unwrap();
+            let key: Vec<u64> = b.iter().map(|x| x & !CODE_BITS).collect();
+            let got: Vec<u64> = patched(&a, &b, &h).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: {a:?} -> {b:?}: {h:?}");
+            let edits: usize = h.iter().map(|h| h.1 + h.3).sum();
+            let mut sa: Vec<u64> = a.iter().map(|x| x & !CODE_BITS).collect();
+            let mut sb = key.clone();
+            sa.sort_unstable();
+            sb.sort_unstable();
+            let (mut i, mut j, mut common) = (0, 0, 0);
+            while i < sa.len() && j < sb.len() {
+                match sa[i].cmp(&sb[j]) {
+                    std::cmp::Ordering::Equal => (common, i, j) = (common + 1, i + 1, j + 1),
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                }
+            }
+            let least = sa.len() + sb.len() - 2 * common;
+            assert!(edits >= least);
+            if !moves && round % 2 == 0 {
+                assert_eq!(edits, least, "round {round}: not minimal without moves: {a:?} -> {b:?}: {h:?}");
+            }
+            if least > 0 {
+                assert!(diff(&a, &b, least - 1).is_none(), "round {round}: over the budget");
+            }
+        }
     }
 }

@@ -230,10 +230,6 @@ pub struct Lists {
     diff_max_lines: usize,
 }
 
-/// Most line insertions plus deletions a file change is diffed for; past
-/// it the change is built in full (the diff's memory grows with its square).
-const MAX_DIFF_EDITS: usize = 1000;
-
 /// The version in force of a push list: its journal and its bytes.
 #[derive(Debug, Clone)]
 pub struct PushHead {
@@ -635,15 +631,17 @@ impl Lists {
     }
 
     /// The line codes a file change is diffed against, and the edit, if
-    /// list `id` keeps them and the change is small enough.
-    fn file_edit(&self, cfg: &ListConfig, id: ListId, prev: &ListState, bytes: &[u8]) -> Option<Edit> {
+    /// list `id` keeps them and the change comes to at most `max_edits`
+    /// lines deleted plus inserted (the delta's budget: a bigger change is
+    /// built in full, and finding that out costs one counting pass).
+    fn file_edit(&self, cfg: &ListConfig, id: ListId, prev: &ListState, bytes: &[u8], max_edits: usize) -> Option<Edit> {
         if !matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) {
             return None;
         }
         let line_fn = super::parse::line_parser(cfg.format)?;
         let codes = self.codes.lock().ok()?.get(id.index()).cloned().flatten()?;
         let t = std::time::Instant::now();
-        let edit = super::delta::file_edit(line_fn, &cfg.source, prev.version.clone(), &codes, bytes, MAX_DIFF_EDITS);
+        let edit = super::delta::file_edit(line_fn, &cfg.source, prev.version.clone(), &codes, bytes, max_edits);
         tracing::debug!(list = %cfg.name, took_us = t.elapsed().as_micros() as u64, diffed = edit.is_some(), "file diffed against the version in force");
         edit
     }
@@ -678,7 +676,7 @@ impl Lists {
         }
         let edit = match inc.edit.take() {
             Some(e) => e,
-            None => match self.file_edit(cfg, id, &prev, &inc.bytes) {
+            None => match self.file_edit(cfg, id, &prev, &inc.bytes, self.delta_budget(published.index.len())) {
                 Some(e) => e,
                 None => return Err(inc),
             },
@@ -752,6 +750,16 @@ impl Lists {
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
         Ok((report, Some(replaced)))
+    }
+
+    /// Most lines deleted plus inserted an update may bring and still go by
+    /// delta over a base of `base_rules` rules: `delta_merge_share` of it,
+    /// less what the deltas in force already take.
+    fn delta_budget(&self, base_rules: usize) -> usize {
+        let share = self.delta_merge_share * base_rules.max(1) as f64;
+        let share = if share >= usize::MAX as f64 { usize::MAX } else { share as usize };
+        let used: usize = self.edits.lock().map(|e| e.iter().flatten().map(ListEdits::size).sum()).unwrap_or(0);
+        share.saturating_sub(used)
     }
 
     /// What the policy knows of `configs`, with the modes in force.
@@ -1370,13 +1378,24 @@ mod tests {
                 for step in 0..150 {
                     let which = rng.below(4);
                     if which == 3 {
-                        for _ in 0..=rng.below(3) {
-                            if rng.below(2) == 0 && !file_lines.is_empty() {
-                                let at = rng.below(file_lines.len());
-                                file_lines.remove(at);
-                            } else {
-                                let at = rng.below(file_lines.len() + 1);
-                                file_lines.insert(at, line(&mut rng, "domains"));
+                        // removals, insertions, moved lines (the diff deletes and
+                        // re-inserts them), now and then a third of the file rewritten
+                        let rewrite = rng.below(10) == 0;
+                        for _ in 0..=rng.below(if rewrite { file_lines.len().max(1) / 3 } else { 3 }) {
+                            match rng.below(3) {
+                                0 if !file_lines.is_empty() => {
+                                    let at = rng.below(file_lines.len());
+                                    file_lines.remove(at);
+                                }
+                                1 if file_lines.len() > 1 => {
+                                    let moved = file_lines.remove(rng.below(file_lines.len()));
+                                    let at = rng.below(file_lines.len() + 1);
+                                    file_lines.insert(at, moved);
+                                }
+                                _ => {
+                                    let at = rng.below(file_lines.len() + 1);
+                                    file_lines.insert(at, line(&mut rng, "domains"));
+                                }
                             }
                         }
                         std::fs::write(&file, file_lines.join("\n") + "\n").unwrap();
