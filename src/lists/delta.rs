@@ -523,8 +523,10 @@ pub fn file_edit(
 /// (exactly what `push::apply_patch` makes) and, when `line_fn` is given
 /// and every changed line may travel by delta, the [`Edit`].
 ///
-/// Cost: one pass over the base lines with a set look-up each, plus a parse
-/// of the removed and added lines.
+/// Cost: one pass over the base (memchr for the line ends; a set look-up
+/// only for lines as long as a removed one), the kept stretches copied
+/// whole, plus a parse of the removed and added lines: O(base bytes +
+/// patch), no per-line allocation.
 pub fn patch_edit(
     line_fn: Option<parse::LineFn>,
     file: &str,
@@ -534,20 +536,24 @@ pub fn patch_edit(
 ) -> Result<(Vec<u8>, Option<Edit>), String> {
     let base = std::str::from_utf8(base).map_err(|_| "the base version is not UTF-8; PUT the full list".to_owned())?;
     let patch = std::str::from_utf8(patch).map_err(|_| "the patch is not UTF-8".to_owned())?;
-    let mut removals: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let hasher = foldhash::fast::RandomState::default();
+    let mut removals: std::collections::HashSet<&str, _> = std::collections::HashSet::with_hasher(hasher);
     let mut appended: Vec<Option<&str>> = Vec::new();
+    // appends not removed yet, by their trimmed text
+    let mut pending: std::collections::HashMap<&str, Vec<usize>, _> = std::collections::HashMap::with_hasher(hasher);
     for (n, l) in patch.lines().enumerate() {
         if l.trim().is_empty() {
             continue;
         }
         if let Some(add) = l.strip_prefix('+') {
+            pending.entry(add.trim()).or_default().push(appended.len());
             appended.push(Some(add));
         } else if let Some(del) = l.strip_prefix('-') {
             let del = del.trim();
             removals.insert(del);
             // an earlier append of the same line goes too
-            for a in appended.iter_mut() {
-                if a.is_some_and(|x| x.trim() == del) {
+            for k in pending.remove(del).unwrap_or_default() {
+                if let Some(a) = appended.get_mut(k) {
                     *a = None;
                 }
             }
@@ -555,17 +561,48 @@ pub fn patch_edit(
             return Err(format!("patch line {}: must start with + or -", n + 1));
         }
     }
-    let mut out = String::with_capacity(base.len() + patch.len());
+    let mut out = String::with_capacity(base.len() + patch.len() + 1);
     let mut removed: Vec<(u32, &str)> = Vec::new();
     let mut base_lines = 0u32;
-    for (i, l) in base.lines().enumerate() {
-        base_lines = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        if !removals.is_empty() && removals.contains(l.trim()) {
-            removed.push((base_lines, l));
-            continue;
+    if memchr::memchr(b'\r', base.as_bytes()).is_none() {
+        // no CR: `str::lines` would give the bytes back as they are, so the
+        // stretches between removed lines are copied whole
+        let mut lens = [0u64; 8]; // trimmed lengths of the removals, below 512
+        for r in &removals {
+            if let Some(w) = lens.get_mut(r.len().min(511) / 64) {
+                *w |= 1 << (r.len().min(511) % 64);
+            }
         }
-        out.push_str(l);
-        out.push('\n');
+        let maybe = |len: usize| lens.get(len.min(511) / 64).is_some_and(|w| w & (1 << (len.min(511) % 64)) != 0);
+        let (mut start, mut kept_from) = (0usize, 0usize);
+        for end in memchr::memchr_iter(b'\n', base.as_bytes()).chain(std::iter::once(base.len())) {
+            if start >= base.len() {
+                break;
+            }
+            base_lines = base_lines.saturating_add(1);
+            let line = base.get(start..end).unwrap_or("");
+            let t = line.trim();
+            if !removals.is_empty() && maybe(t.len()) && removals.contains(t) {
+                out.push_str(base.get(kept_from..start).unwrap_or(""));
+                removed.push((base_lines, line));
+                kept_from = end + 1;
+            }
+            start = end + 1;
+        }
+        out.push_str(base.get(kept_from.min(base.len())..).unwrap_or(""));
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+    } else {
+        for (i, l) in base.lines().enumerate() {
+            base_lines = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if !removals.is_empty() && removals.contains(l.trim()) {
+                removed.push((base_lines, l));
+                continue;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
     }
     let appended: Vec<&str> = appended.into_iter().flatten().collect();
     for a in &appended {
@@ -623,6 +660,32 @@ mod tests {
         assert_eq!(h, vec![(10, 0, 10, 1), (500, 1, 501, 0), (1000, 0, 1000, 1)]);
         assert!(diff(&a, &b, 2).is_none(), "over the edit budget");
         assert_eq!(diff(&a, &a, 0).unwrap(), vec![]);
+    }
+
+    /// The PATCH's bytes are exactly what the journal's replay
+    /// (`push::apply_patch`) makes: CRLF or not, a missing last newline,
+    /// blank and padded lines, a line removed twice, an append removed
+    /// later and a removal appended again.
+    #[test]
+    fn patch_bytes_are_those_of_the_replay() {
+        let bases: &[&str] = &[
+            "",
+            "\n",
+            "a.test\nb.test\n",
+            "a.test\nb.test",
+            "a.test\r\nb.test\r\n",
+            " a.test \n\nb.test\na.test\n\n",
+            "b.test\n",
+            "c.test\na.test",
+        ];
+        let patches: &[&str] = &["-a.test\n", "+c.test\n-c.test\n", "-b.test\n+b.test\n", "-a.test\n-a.test\n+ d.test\n", "+x\n", "-zz\n-b.test\n"];
+        for base in bases {
+            for patch in patches {
+                let (got, _) = patch_edit(None, "f", String::new(), base.as_bytes(), patch.as_bytes()).unwrap();
+                let want = crate::lists::push::apply_patch(base.as_bytes(), patch.as_bytes()).unwrap();
+                assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap(), "base {base:?} patch {patch:?}");
+            }
+        }
     }
 
     /// `b` rebuilt from `a` and the hunks.
