@@ -294,6 +294,12 @@ pub fn parse_with_codes(
 /// or `None` if they come to more than `max_edits` line deletions plus
 /// insertions.
 ///
+/// First one sequential [`window_walk`] (lines matched in step, a line out
+/// of step looked for 32 lines ahead on either side): scattered edits, the
+/// shape of a regulator's or the harness's update, cost one pass. If that
+/// goes out of step (a block moved or inserted past the window) and past
+/// `max_edits`, the multiset walk below decides.
+///
 /// A list is a set of rules with line numbers, so the changes are found as
 /// a multiset difference of the line hashes, not as a longest common
 /// subsequence: after trimming the common head and tail, both sides'
@@ -319,6 +325,13 @@ pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize,
     if a2.len().abs_diff(b2.len()) > max_edits {
         return None;
     }
+    window_walk(a2, b2, head, max_edits).or_else(|| multiset_walk(a2, b2, head, max_edits))
+}
+
+/// [`diff`] of the trimmed `a2`, `b2` by their multiset difference (see
+/// there); hunks offset by `head`.
+fn multiset_walk(a2: &[u64], b2: &[u64], head: usize, max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
+    let key = |x: u64| x & !CODE_BITS;
     // The hashes whose numbers of lines differ between a2 and b2, found by
     // sorting both (sequential passes: a hash table of every line costs a
     // cache miss per line), with [kept pairs, deletions, insertions] still
@@ -353,20 +366,7 @@ pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize,
     drop((sa, sb));
     const KEPT: [u32; 3] = [u32::MAX / 2, 0, 0];
     let mut hunks: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let push = |del: bool, x: usize, y: usize, hunks: &mut Vec<(usize, usize, usize, usize)>| {
-        let (ax, by) = (x + head, y + head);
-        match hunks.last_mut() {
-            Some(h) if h.0 + h.1 == ax && h.2 + h.3 == by => {
-                if del {
-                    h.1 += 1
-                } else {
-                    h.3 += 1
-                }
-            }
-            _ if del => hunks.push((ax, 1, by, 0)),
-            _ => hunks.push((ax, 0, by, 1)),
-        }
-    };
+    let push = |del: bool, x: usize, y: usize, hunks: &mut Vec<(usize, usize, usize, usize)>| push_op(hunks, del, x, y, head);
     let (mut i, mut j) = (0usize, 0usize);
     while i < a2.len() && j < b2.len() {
         let (x, y) = (key(*a2.get(i)?), key(*b2.get(j)?));
@@ -431,6 +431,79 @@ pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize,
     }
     for k in j..b2.len() {
         push(false, a2.len(), k, &mut hunks);
+    }
+    Some(hunks)
+}
+
+/// Lines a [`window_walk`] looks ahead on each side for a line out of step.
+const WINDOW: usize = 32;
+
+/// Appends one deleted (`del`) or inserted line at `x` of `a2`, `y` of
+/// `b2` (offset by `head`) to `hunks`, joining it to the last hunk when
+/// they touch.
+fn push_op(hunks: &mut Vec<(usize, usize, usize, usize)>, del: bool, x: usize, y: usize, head: usize) {
+    let (ax, by) = (x + head, y + head);
+    match hunks.last_mut() {
+        Some(h) if h.0 + h.1 == ax && h.2 + h.3 == by => {
+            if del {
+                h.1 += 1
+            } else {
+                h.3 += 1
+            }
+        }
+        _ if del => hunks.push((ax, 1, by, 0)),
+        _ => hunks.push((ax, 0, by, 1)),
+    }
+}
+
+/// The common case of [`diff`] in one sequential pass: lines are matched
+/// in step, and a line out of step is looked for within [`WINDOW`] lines
+/// ahead on the other side (the nearer wins: lines removed from `a2`, or
+/// inserted from `b2`); found on neither side, it is replaced. Always a
+/// valid script; `None` once it passes `max_edits` (a block moved or
+/// inserted past the window puts the walk out of step for good, and the
+/// sorted multiset difference takes over). Cost: O(N + M + edits × WINDOW).
+fn window_walk(a2: &[u64], b2: &[u64], head: usize, max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
+    let key = |x: u64| x & !CODE_BITS;
+    let mut hunks = Vec::new();
+    let (mut i, mut j, mut edits) = (0usize, 0usize, 0usize);
+    while i < a2.len() && j < b2.len() {
+        let (x, y) = (key(*a2.get(i)?), key(*b2.get(j)?));
+        if x == y {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let ahead = |s: &[u64], from: usize, want: u64| s.get(from..)?.iter().take(WINDOW).position(|&v| key(v) == want);
+        // a[i..i + d] removed (b[j] is a[i + d]), or b[j..j + d] inserted (a[i] is b[j + d])
+        let (dels, ins) = match (ahead(a2, i + 1, y), ahead(b2, j + 1, x)) {
+            (Some(d), Some(n)) if n < d => (0, n + 1),
+            (Some(d), _) => (d + 1, 0),
+            (None, Some(n)) => (0, n + 1),
+            (None, None) => (1, 1),
+        };
+        edits += dels + ins;
+        if edits > max_edits {
+            return None;
+        }
+        for k in 0..dels {
+            push_op(&mut hunks, true, i + k, j, head);
+        }
+        i += dels;
+        for k in 0..ins {
+            push_op(&mut hunks, false, i, j + k, head);
+        }
+        j += ins;
+    }
+    edits += (a2.len() - i) + (b2.len() - j);
+    if edits > max_edits {
+        return None;
+    }
+    for k in i..a2.len() {
+        push_op(&mut hunks, true, k, j, head);
+    }
+    for k in j..b2.len() {
+        push_op(&mut hunks, false, a2.len(), k, head);
     }
     Some(hunks)
 }
@@ -713,6 +786,15 @@ mod tests {
         let h = diff(&a, &b, 10).unwrap();
         assert_eq!(patched(&a, &b, &h), b);
         assert_eq!(h, vec![(3, 1, 3, 0), (100, 0, 99, 1)]);
+        // a block of 40 lines inserted: past the window, so the window walk
+        // goes out of step and gives up within the budget; the multiset
+        // walk finds the 40 insertions
+        let mut b = a.clone();
+        for k in 0..40u64 {
+            b.insert(50, (1000 + k) << 8);
+        }
+        assert!(window_walk(&a[3..], &b[3..], 3, 60).is_none());
+        assert_eq!(diff(&a, &b, 60).unwrap(), vec![(50, 0, 50, 40)]);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rnd = |n: u64| {
             seed ^= seed << 13;
@@ -741,10 +823,17 @@ mod tests {
                     _ => b.insert(rnd(b.len() as u64 + 1) as usize, (100 + round + rnd(8)) << 8),
                 }
             }
-            let h = diff(&a, &b, usize::MAX).unwrap();
             let key: Vec<u64> = b.iter().map(|x| x & !CODE_BITS).collect();
+            // each walk on its own (diff tries the window first), then diff
+            let window = window_walk(&a, &b, 0, usize::MAX).unwrap();
+            let got: Vec<u64> = patched(&a, &b, &window).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: window walk {a:?} -> {b:?}: {window:?}");
+            let h = multiset_walk(&a, &b, 0, usize::MAX).unwrap();
             let got: Vec<u64> = patched(&a, &b, &h).iter().map(|x| x & !CODE_BITS).collect();
-            assert_eq!(got, key, "round {round}: {a:?} -> {b:?}: {h:?}");
+            assert_eq!(got, key, "round {round}: multiset walk {a:?} -> {b:?}: {h:?}");
+            let d = diff(&a, &b, usize::MAX).unwrap();
+            let got: Vec<u64> = patched(&a, &b, &d).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: diff {a:?} -> {b:?}: {d:?}");
             let edits: usize = h.iter().map(|h| h.1 + h.3).sum();
             let mut sa: Vec<u64> = a.iter().map(|x| x & !CODE_BITS).collect();
             let mut sb = key.clone();
@@ -765,6 +854,7 @@ mod tests {
             }
             if least > 0 {
                 assert!(diff(&a, &b, least - 1).is_none(), "round {round}: over the budget");
+                assert!(multiset_walk(&a, &b, 0, least - 1).is_none(), "round {round}: over the budget");
             }
         }
     }
