@@ -315,7 +315,7 @@ fn delta(c: &mut Criterion) {
     let lists = Lists::new(specs, std::sync::Arc::new(qalqan::metrics::Metrics::new().unwrap()), None);
     let listed = names(1_000_000);
     let body = listed.join("\n") + "\n";
-    let entry = |method, body: Vec<u8>| PushEntry { method, version: 0, base_version: None, timestamp: None, signature: None, body };
+    let entry = |method, body: Vec<u8>| PushEntry { method, version: 0, base_version: None, timestamp: None, signature: None, body: body.into() };
     let id = qalqan::rules::ListId::from_raw(0);
     lists.offer_push(id, entry(PushMethod::Put, body.into_bytes()), "bench".into()).unwrap();
     let hits: Vec<QName> = listed.iter().step_by(1000).map(|n| QName::parse(n).unwrap()).collect();

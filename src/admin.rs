@@ -435,7 +435,7 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
         base_version: base,
         timestamp: signed_at,
         signature,
-        body: body.to_vec(),
+        body: Arc::new(body.to_vec()),
     };
     match Arc::clone(&admin.lists).offer_push_async(i, entry, who).await {
         Ok(_) => state_json(admin, i),

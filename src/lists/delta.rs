@@ -290,74 +290,220 @@ pub fn parse_with_codes(
 }
 
 /// The changes between line sequences `a` and `b` (compared on their
-/// hashes) as `(a_at, a_len, b_at, b_len)` hunks, or `None` if there are
-/// more than `max_edits` line insertions and deletions. Myers' greedy
-/// algorithm after trimming the common head and tail: O((N + M) · D) time
-/// at worst, about O(N + M + D²) for a few scattered edits, O(D²) memory.
+/// hashes, code bits ignored) as `(a_at, a_len, b_at, b_len)` hunks, sorted,
+/// or `None` if they come to more than `max_edits` line deletions plus
+/// insertions.
+///
+/// First one sequential [`window_walk`] (lines matched in step, a line out
+/// of step looked for 32 lines ahead on either side): scattered edits, the
+/// shape of a regulator's or the harness's update, cost one pass. If that
+/// goes out of step (a block moved or inserted past the window) and past
+/// `max_edits`, the multiset walk below decides.
+///
+/// A list is a set of rules with line numbers, so the changes are found as
+/// a multiset difference of the line hashes, not as a longest common
+/// subsequence: after trimming the common head and tail, both sides'
+/// hashes are sorted and merged, which gives the hashes whose line counts
+/// differ (how many of their lines are kept, deleted or inserted), and one
+/// walk over both sequences emits the changes in order. A line that
+/// moved (kept by the counts, but met out of order) is deleted where it was
+/// and inserted where it is, so the hunks always turn `a` into `b` and the
+/// line numbers of everything after them are those of `b`; the script is
+/// minimal unless lines moved. The size of the difference is known before
+/// the walk, so a change past `max_edits` costs one counting pass.
+///
+/// Cost: two sorts of 8 bytes a line (sequential passes; a hash table of
+/// every line cost a cache miss a line, 3x slower at 1M lines) and linear
+/// walks; a small table of the changed hashes only. No edit cap is needed
+/// for the time to stay O((N + M) log(N + M)).
 pub fn diff(a: &[u64], b: &[u64], max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
-    let eq = |x: u64, y: u64| x & !CODE_BITS == y & !CODE_BITS;
-    let head = a.iter().zip(b).take_while(|(x, y)| eq(**x, **y)).count();
+    let key = |x: u64| x & !CODE_BITS;
+    let head = a.iter().zip(b).take_while(|(x, y)| key(**x) == key(**y)).count();
     let (a2, b2) = (a.get(head..)?, b.get(head..)?);
-    let tail = a2.iter().rev().zip(b2.iter().rev()).take_while(|(x, y)| eq(**x, **y)).count();
+    let tail = a2.iter().rev().zip(b2.iter().rev()).take_while(|(x, y)| key(**x) == key(**y)).count();
     let (a2, b2) = (a2.get(..a2.len() - tail)?, b2.get(..b2.len() - tail)?);
-    let (n, m) = (a2.len() as isize, b2.len() as isize);
-    let lim = max_edits.min(a2.len() + b2.len()) as isize;
-    let off = lim + 1;
-    let mut v = vec![0isize; (2 * lim + 3) as usize];
-    let mut trace: Vec<Vec<isize>> = Vec::new();
-    let at = |v: &[isize], k: isize| v.get((k + off) as usize).copied().unwrap_or(0);
-    let mut found = None;
-    'rounds: for d in 0..=lim {
-        trace.push(v.get((off - d) as usize..=(off + d) as usize)?.to_vec());
-        let mut k = -d;
-        while k <= d {
-            let mut x = if k == -d || (k != d && at(&v, k - 1) < at(&v, k + 1)) { at(&v, k + 1) } else { at(&v, k - 1) + 1 };
-            let mut y = x - k;
-            while x < n && y < m && eq(*a2.get(x as usize)?, *b2.get(y as usize)?) {
-                x += 1;
-                y += 1;
+    if a2.len().abs_diff(b2.len()) > max_edits {
+        return None;
+    }
+    window_walk(a2, b2, head, max_edits).or_else(|| multiset_walk(a2, b2, head, max_edits))
+}
+
+/// [`diff`] of the trimmed `a2`, `b2` by their multiset difference (see
+/// there); hunks offset by `head`.
+fn multiset_walk(a2: &[u64], b2: &[u64], head: usize, max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
+    let key = |x: u64| x & !CODE_BITS;
+    // The hashes whose numbers of lines differ between a2 and b2, found by
+    // sorting both (sequential passes: a hash table of every line costs a
+    // cache miss per line), with [kept pairs, deletions, insertions] still
+    // to place. A hash in neither has its lines all kept: [unknown > 0, 0, 0].
+    let mut sa: Vec<u64> = a2.iter().map(|&x| key(x)).collect();
+    let mut sb: Vec<u64> = b2.iter().map(|&y| key(y)).collect();
+    sa.sort_unstable();
+    sb.sort_unstable();
+    let mut counts: std::collections::HashMap<u64, [u32; 3], foldhash::fast::RandomState> = std::collections::HashMap::default();
+    let mut edits = 0usize;
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < sa.len() || j < sb.len() {
+        let k = match (sa.get(i), sb.get(j)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) => x,
+            (None, Some(&y)) => y,
+            (None, None) => break,
+        };
+        let na = sa.get(i..)?.iter().take_while(|&&x| x == k).count();
+        let nb = sb.get(j..)?.iter().take_while(|&&y| y == k).count();
+        (i, j) = (i + na, j + nb);
+        if na != nb {
+            let kept = na.min(nb);
+            edits += na - kept + nb - kept;
+            if edits > max_edits {
+                return None;
             }
-            *v.get_mut((k + off) as usize)? = x;
-            if x >= n && y >= m {
-                found = Some(d);
-                break 'rounds;
-            }
-            k += 2;
+            let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+            counts.insert(k, [n(kept), n(na - kept), n(nb - kept)]);
         }
     }
-    let dmax = found?;
-    // walk back: ops in reverse, true = deletion of a[x], false = insertion of b[y]
-    let mut ops: Vec<(bool, usize, usize)> = Vec::new();
-    let (mut x, mut y) = (n, m);
-    for d in (1..=dmax).rev() {
-        let t = trace.get(d as usize)?;
-        let tv = |k: isize| t.get((k + d) as usize).copied().unwrap_or(0);
-        let k = x - y;
-        let pk = if k == -d || (k != d && tv(k - 1) < tv(k + 1)) { k + 1 } else { k - 1 };
-        let px = tv(pk);
-        let py = px - pk;
-        while x > px && y > py {
-            x -= 1;
-            y -= 1;
-        }
-        if x == px {
-            ops.push((false, x as usize, py as usize));
-        } else {
-            ops.push((true, px as usize, y as usize));
-        }
-        x = px;
-        y = py;
-    }
-    ops.reverse();
+    drop((sa, sb));
+    const KEPT: [u32; 3] = [u32::MAX / 2, 0, 0];
     let mut hunks: Vec<(usize, usize, usize, usize)> = Vec::new();
-    for (del, x, y) in ops {
-        let (ax, by) = (x + head, y + head);
-        match hunks.last_mut() {
-            Some(h) if del && h.0 + h.1 == ax && h.2 + h.3 == by => h.1 += 1,
-            Some(h) if !del && h.0 + h.1 == ax && h.2 + h.3 == by => h.3 += 1,
-            _ if del => hunks.push((ax, 1, by, 0)),
-            _ => hunks.push((ax, 0, by, 1)),
+    let push = |del: bool, x: usize, y: usize, hunks: &mut Vec<(usize, usize, usize, usize)>| push_op(hunks, del, x, y, head);
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < a2.len() && j < b2.len() {
+        let (x, y) = (key(*a2.get(i)?), key(*b2.get(j)?));
+        if x == y {
+            let Some(c) = counts.get_mut(&x) else {
+                i += 1;
+                j += 1;
+                continue;
+            };
+            if c[0] > 0 {
+                c[0] -= 1;
+            } else {
+                // a deletion and an insertion of the same line: keep it instead
+                c[1] = c[1].checked_sub(1)?;
+                c[2] = c[2].checked_sub(1)?;
+            }
+            i += 1;
+            j += 1;
+            continue;
         }
+        // a line none of whose copies is kept goes first; then one that has
+        // copies to go (a repeated line: which copy goes is a guess, a
+        // wrong one costs a move below, never a wrong script)
+        let (cx, cy) = (counts.get(&x).copied().unwrap_or(KEPT), counts.get(&y).copied().unwrap_or(KEPT));
+        let delete = if cx[1] > 0 && cx[0] == 0 {
+            true
+        } else if cy[2] > 0 && cy[0] == 0 {
+            false
+        } else if cx[1] > 0 {
+            true
+        } else {
+            cy[2] == 0
+        };
+        if delete && cx[1] > 0 {
+            let c = counts.get_mut(&x)?;
+            c[1] = c[1].checked_sub(1)?;
+            push(true, i, j, &mut hunks);
+            i += 1;
+            continue;
+        }
+        if !delete {
+            let c = counts.get_mut(&y)?;
+            c[2] = c[2].checked_sub(1)?;
+            push(false, i, j, &mut hunks);
+            j += 1;
+            continue;
+        }
+        // both lines are kept somewhere, but not here: a[i] moved. Delete
+        // it; its partner in `b` becomes an insertion.
+        let cx = counts.entry(x).or_insert(KEPT);
+        cx[0] = cx[0].checked_sub(1)?;
+        cx[2] += 1;
+        edits += 2;
+        if edits > max_edits {
+            return None;
+        }
+        push(true, i, j, &mut hunks);
+        i += 1;
+    }
+    for k in i..a2.len() {
+        push(true, k, j, &mut hunks);
+    }
+    for k in j..b2.len() {
+        push(false, a2.len(), k, &mut hunks);
+    }
+    Some(hunks)
+}
+
+/// Lines a [`window_walk`] looks ahead on each side for a line out of step.
+const WINDOW: usize = 32;
+
+/// Appends one deleted (`del`) or inserted line at `x` of `a2`, `y` of
+/// `b2` (offset by `head`) to `hunks`, joining it to the last hunk when
+/// they touch.
+fn push_op(hunks: &mut Vec<(usize, usize, usize, usize)>, del: bool, x: usize, y: usize, head: usize) {
+    let (ax, by) = (x + head, y + head);
+    match hunks.last_mut() {
+        Some(h) if h.0 + h.1 == ax && h.2 + h.3 == by => {
+            if del {
+                h.1 += 1
+            } else {
+                h.3 += 1
+            }
+        }
+        _ if del => hunks.push((ax, 1, by, 0)),
+        _ => hunks.push((ax, 0, by, 1)),
+    }
+}
+
+/// The common case of [`diff`] in one sequential pass: lines are matched
+/// in step, and a line out of step is looked for within [`WINDOW`] lines
+/// ahead on the other side (the nearer wins: lines removed from `a2`, or
+/// inserted from `b2`); found on neither side, it is replaced. Always a
+/// valid script; `None` once it passes `max_edits` (a block moved or
+/// inserted past the window puts the walk out of step for good, and the
+/// sorted multiset difference takes over). Cost: O(N + M + edits × WINDOW).
+fn window_walk(a2: &[u64], b2: &[u64], head: usize, max_edits: usize) -> Option<Vec<(usize, usize, usize, usize)>> {
+    let key = |x: u64| x & !CODE_BITS;
+    let mut hunks = Vec::new();
+    let (mut i, mut j, mut edits) = (0usize, 0usize, 0usize);
+    while i < a2.len() && j < b2.len() {
+        let (x, y) = (key(*a2.get(i)?), key(*b2.get(j)?));
+        if x == y {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let ahead = |s: &[u64], from: usize, want: u64| s.get(from..)?.iter().take(WINDOW).position(|&v| key(v) == want);
+        // a[i..i + d] removed (b[j] is a[i + d]), or b[j..j + d] inserted (a[i] is b[j + d])
+        let (dels, ins) = match (ahead(a2, i + 1, y), ahead(b2, j + 1, x)) {
+            (Some(d), Some(n)) if n < d => (0, n + 1),
+            (Some(d), _) => (d + 1, 0),
+            (None, Some(n)) => (0, n + 1),
+            (None, None) => (1, 1),
+        };
+        edits += dels + ins;
+        if edits > max_edits {
+            return None;
+        }
+        for k in 0..dels {
+            push_op(&mut hunks, true, i + k, j, head);
+        }
+        i += dels;
+        for k in 0..ins {
+            push_op(&mut hunks, false, i, j + k, head);
+        }
+        j += ins;
+    }
+    edits += (a2.len() - i) + (b2.len() - j);
+    if edits > max_edits {
+        return None;
+    }
+    for k in i..a2.len() {
+        push_op(&mut hunks, true, k, j, head);
+    }
+    for k in j..b2.len() {
+        push_op(&mut hunks, false, a2.len(), k, head);
     }
     Some(hunks)
 }
@@ -385,11 +531,16 @@ pub fn file_edit(
     // the new version's lines, split as for `line_hashes`
     let text = new_bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(new_bytes);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
-    let starts: Vec<usize> = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text).map(|e| e + 1)).collect();
-    let line_of = |i: usize| -> &[u8] {
-        let s = starts.get(i).copied().unwrap_or(text.len());
-        let e = starts.get(i + 1).map(|e| e - 1).unwrap_or(text.len());
-        let l = text.get(s..e).unwrap_or(&[]);
+    // a cursor over the new lines: the hunks ask for them in increasing
+    // order, so one forward pass finds them all (no table of line starts)
+    let (mut cur_line, mut cur_at) = (0usize, 0usize);
+    let mut line_of = |i: usize| -> &[u8] {
+        while cur_line < i {
+            cur_at = memchr::memchr(b'\n', text.get(cur_at..).unwrap_or(&[])).map_or(text.len() + 1, |e| cur_at + e + 1);
+            cur_line += 1;
+        }
+        let rest = text.get(cur_at..).unwrap_or(&[]);
+        let l = rest.get(..memchr::memchr(b'\n', rest).unwrap_or(rest.len())).unwrap_or(&[]);
         l.strip_suffix(b"\r").unwrap_or(l)
     };
     for (a_at, a_len, b_at, b_len) in changes {
@@ -445,8 +596,10 @@ pub fn file_edit(
 /// (exactly what `push::apply_patch` makes) and, when `line_fn` is given
 /// and every changed line may travel by delta, the [`Edit`].
 ///
-/// Cost: one pass over the base lines with a set look-up each, plus a parse
-/// of the removed and added lines.
+/// Cost: one pass over the base (memchr for the line ends; a set look-up
+/// only for lines as long as a removed one), the kept stretches copied
+/// whole, plus a parse of the removed and added lines: O(base bytes +
+/// patch), no per-line allocation.
 pub fn patch_edit(
     line_fn: Option<parse::LineFn>,
     file: &str,
@@ -456,20 +609,24 @@ pub fn patch_edit(
 ) -> Result<(Vec<u8>, Option<Edit>), String> {
     let base = std::str::from_utf8(base).map_err(|_| "the base version is not UTF-8; PUT the full list".to_owned())?;
     let patch = std::str::from_utf8(patch).map_err(|_| "the patch is not UTF-8".to_owned())?;
-    let mut removals: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let hasher = foldhash::fast::RandomState::default();
+    let mut removals: std::collections::HashSet<&str, _> = std::collections::HashSet::with_hasher(hasher);
     let mut appended: Vec<Option<&str>> = Vec::new();
+    // appends not removed yet, by their trimmed text
+    let mut pending: std::collections::HashMap<&str, Vec<usize>, _> = std::collections::HashMap::with_hasher(hasher);
     for (n, l) in patch.lines().enumerate() {
         if l.trim().is_empty() {
             continue;
         }
         if let Some(add) = l.strip_prefix('+') {
+            pending.entry(add.trim()).or_default().push(appended.len());
             appended.push(Some(add));
         } else if let Some(del) = l.strip_prefix('-') {
             let del = del.trim();
             removals.insert(del);
             // an earlier append of the same line goes too
-            for a in appended.iter_mut() {
-                if a.is_some_and(|x| x.trim() == del) {
+            for k in pending.remove(del).unwrap_or_default() {
+                if let Some(a) = appended.get_mut(k) {
                     *a = None;
                 }
             }
@@ -477,17 +634,48 @@ pub fn patch_edit(
             return Err(format!("patch line {}: must start with + or -", n + 1));
         }
     }
-    let mut out = String::with_capacity(base.len() + patch.len());
+    let mut out = String::with_capacity(base.len() + patch.len() + 1);
     let mut removed: Vec<(u32, &str)> = Vec::new();
     let mut base_lines = 0u32;
-    for (i, l) in base.lines().enumerate() {
-        base_lines = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        if !removals.is_empty() && removals.contains(l.trim()) {
-            removed.push((base_lines, l));
-            continue;
+    if memchr::memchr(b'\r', base.as_bytes()).is_none() {
+        // no CR: `str::lines` would give the bytes back as they are, so the
+        // stretches between removed lines are copied whole
+        let mut lens = [0u64; 8]; // trimmed lengths of the removals, below 512
+        for r in &removals {
+            if let Some(w) = lens.get_mut(r.len().min(511) / 64) {
+                *w |= 1 << (r.len().min(511) % 64);
+            }
         }
-        out.push_str(l);
-        out.push('\n');
+        let maybe = |len: usize| lens.get(len.min(511) / 64).is_some_and(|w| w & (1 << (len.min(511) % 64)) != 0);
+        let (mut start, mut kept_from) = (0usize, 0usize);
+        for end in memchr::memchr_iter(b'\n', base.as_bytes()).chain(std::iter::once(base.len())) {
+            if start >= base.len() {
+                break;
+            }
+            base_lines = base_lines.saturating_add(1);
+            let line = base.get(start..end).unwrap_or("");
+            let t = line.trim();
+            if !removals.is_empty() && maybe(t.len()) && removals.contains(t) {
+                out.push_str(base.get(kept_from..start).unwrap_or(""));
+                removed.push((base_lines, line));
+                kept_from = end + 1;
+            }
+            start = end + 1;
+        }
+        out.push_str(base.get(kept_from.min(base.len())..).unwrap_or(""));
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+    } else {
+        for (i, l) in base.lines().enumerate() {
+            base_lines = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if !removals.is_empty() && removals.contains(l.trim()) {
+                removed.push((base_lines, l));
+                continue;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
     }
     let appended: Vec<&str> = appended.into_iter().flatten().collect();
     for a in &appended {
@@ -545,5 +733,129 @@ mod tests {
         assert_eq!(h, vec![(10, 0, 10, 1), (500, 1, 501, 0), (1000, 0, 1000, 1)]);
         assert!(diff(&a, &b, 2).is_none(), "over the edit budget");
         assert_eq!(diff(&a, &a, 0).unwrap(), vec![]);
+    }
+
+    /// The PATCH's bytes are exactly what the journal's replay
+    /// (`push::apply_patch`) makes: CRLF or not, a missing last newline,
+    /// blank and padded lines, a line removed twice, an append removed
+    /// later and a removal appended again.
+    #[test]
+    fn patch_bytes_are_those_of_the_replay() {
+        let bases: &[&str] = &[
+            "",
+            "\n",
+            "a.test\nb.test\n",
+            "a.test\nb.test",
+            "a.test\r\nb.test\r\n",
+            " a.test \n\nb.test\na.test\n\n",
+            "b.test\n",
+            "c.test\na.test",
+        ];
+        let patches: &[&str] = &["-a.test\n", "+c.test\n-c.test\n", "-b.test\n+b.test\n", "-a.test\n-a.test\n+ d.test\n", "+x\n", "-zz\n-b.test\n"];
+        for base in bases {
+            for patch in patches {
+                let (got, _) = patch_edit(None, "f", String::new(), base.as_bytes(), patch.as_bytes()).unwrap();
+                let want = crate::lists::push::apply_patch(base.as_bytes(), patch.as_bytes()).unwrap();
+                assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap(), "base {base:?} patch {patch:?}");
+            }
+        }
+    }
+
+    /// `b` rebuilt from `a` and the hunks.
+    fn patched(a: &[u64], b: &[u64], hunks: &[(usize, usize, usize, usize)]) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut ai = 0;
+        for &(a_at, a_len, b_at, b_len) in hunks {
+            out.extend_from_slice(&a[ai..a_at]);
+            out.extend_from_slice(&b[b_at..b_at + b_len]);
+            ai = a_at + a_len;
+        }
+        out.extend_from_slice(&a[ai..]);
+        out
+    }
+
+    /// Moved lines, repeated lines (blank lines, comments) and random edits:
+    /// the hunks always turn `a` into `b`, and are minimal when nothing moved.
+    #[test]
+    fn diff_turns_a_into_b() {
+        let a: Vec<u64> = (0..100u64).map(|i| i << 8).collect();
+        // line 3 moved to the end: deleted there, inserted here
+        let mut b = a.clone();
+        let moved = b.remove(3);
+        b.push(moved);
+        let h = diff(&a, &b, 10).unwrap();
+        assert_eq!(patched(&a, &b, &h), b);
+        assert_eq!(h, vec![(3, 1, 3, 0), (100, 0, 99, 1)]);
+        // a block of 40 lines inserted: past the window, so the window walk
+        // goes out of step and gives up within the budget; the multiset
+        // walk finds the 40 insertions
+        let mut b = a.clone();
+        for k in 0..40u64 {
+            b.insert(50, (1000 + k) << 8);
+        }
+        assert!(window_walk(&a[3..], &b[3..], 3, 60).is_none());
+        assert_eq!(diff(&a, &b, 60).unwrap(), vec![(50, 0, 50, 40)]);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..500 {
+            // a few distinct values so that lines repeat
+            let len = rnd(40) as usize;
+            // repeated lines in odd rounds (blank lines, comments), unique ones in even rounds
+            let a: Vec<u64> =
+                if round % 2 == 1 { (0..len).map(|_| rnd(6) << 8 | rnd(3)).collect() } else { (0..len as u64).map(|i| i << 8 | rnd(3)).collect() };
+            let mut b = a.clone();
+            let mut moves = false;
+            for _ in 0..rnd(6) {
+                match rnd(3) {
+                    0 if !b.is_empty() => {
+                        b.remove(rnd(b.len() as u64) as usize);
+                    }
+                    1 if b.len() > 1 => {
+                        let x = b.remove(rnd(b.len() as u64) as usize);
+                        b.insert(rnd(b.len() as u64 + 1) as usize, x);
+                        moves = true;
+                    }
+                    _ => b.insert(rnd(b.len() as u64 + 1) as usize, (100 + round + rnd(8)) << 8),
+                }
+            }
+            let key: Vec<u64> = b.iter().map(|x| x & !CODE_BITS).collect();
+            // each walk on its own (diff tries the window first), then diff
+            let window = window_walk(&a, &b, 0, usize::MAX).unwrap();
+            let got: Vec<u64> = patched(&a, &b, &window).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: window walk {a:?} -> {b:?}: {window:?}");
+            let h = multiset_walk(&a, &b, 0, usize::MAX).unwrap();
+            let got: Vec<u64> = patched(&a, &b, &h).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: multiset walk {a:?} -> {b:?}: {h:?}");
+            let d = diff(&a, &b, usize::MAX).unwrap();
+            let got: Vec<u64> = patched(&a, &b, &d).iter().map(|x| x & !CODE_BITS).collect();
+            assert_eq!(got, key, "round {round}: diff {a:?} -> {b:?}: {d:?}");
+            let edits: usize = h.iter().map(|h| h.1 + h.3).sum();
+            let mut sa: Vec<u64> = a.iter().map(|x| x & !CODE_BITS).collect();
+            let mut sb = key.clone();
+            sa.sort_unstable();
+            sb.sort_unstable();
+            let (mut i, mut j, mut common) = (0, 0, 0);
+            while i < sa.len() && j < sb.len() {
+                match sa[i].cmp(&sb[j]) {
+                    std::cmp::Ordering::Equal => (common, i, j) = (common + 1, i + 1, j + 1),
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                }
+            }
+            let least = sa.len() + sb.len() - 2 * common;
+            assert!(edits >= least);
+            if !moves && round % 2 == 0 {
+                assert_eq!(edits, least, "round {round}: not minimal without moves: {a:?} -> {b:?}: {h:?}");
+            }
+            if least > 0 {
+                assert!(diff(&a, &b, least - 1).is_none(), "round {round}: over the budget");
+                assert!(multiset_walk(&a, &b, 0, least - 1).is_none(), "round {round}: over the budget");
+            }
+        }
     }
 }

@@ -128,19 +128,20 @@ pub struct PushEntry {
     /// Base64 signature as sent (None: an unsigned push).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
-    /// The body as sent, base64.
+    /// The body as sent, base64 (shared: a PUT's body is the list in force).
     #[serde(with = "b64")]
-    pub body: Vec<u8>,
+    pub body: std::sync::Arc<Vec<u8>>,
 }
 
 mod b64 {
     use base64::Engine as _;
-    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    use std::sync::Arc;
+    pub fn serialize<S: serde::Serializer>(v: &Arc<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v.as_slice()))
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Vec<u8>>, D::Error> {
         let text: String = serde::Deserialize::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+        base64::engine::general_purpose::STANDARD.decode(text).map(Arc::new).map_err(serde::de::Error::custom)
     }
 }
 
@@ -188,25 +189,111 @@ impl Journal {
 
     /// Replays the journal of list `name`: checks that it opens with a PUT,
     /// that versions grow and each PATCH names the version before it as its
-    /// base, and every signature against `sigs`; returns the list's bytes.
-    /// Cost: O(bytes × patches) for the patch replays.
+    /// base, and every signature against `sigs`; returns the list's bytes
+    /// (those of [`apply_patch`] applied PATCH by PATCH).
+    /// Cost: O(bytes + patches) when no body holds a CR ([`Lines`]: one
+    /// pass over the base, a look-up per patch line); otherwise
+    /// O(bytes × patches), PATCH by PATCH.
     pub fn replay(&self, name: &str, sigs: &SignaturePolicy) -> Result<Vec<u8>, String> {
-        let mut body: Option<Vec<u8>> = None;
         let mut prev: Option<u64> = None;
         for e in &self.entries {
             sigs.check(name, e)?;
             if prev.is_some_and(|p| e.version <= p) {
                 return Err(format!("version {} follows version {}: versions must grow", e.version, prev.unwrap_or(0)));
             }
-            body = Some(match (e.method, body) {
-                (PushMethod::Put, _) if prev.is_none() => e.body.clone(),
-                (PushMethod::Patch, Some(base)) if e.base_version == prev => apply_patch(&base, &e.body)?,
-                (PushMethod::Patch, None) if e.base_version.is_none() && prev.is_none() => apply_patch(b"", &e.body)?,
-                (m, _) => return Err(format!("version {}: a {} cannot follow version {prev:?} here", e.version, m.as_str())),
-            });
+            match e.method {
+                PushMethod::Put if prev.is_none() => {}
+                PushMethod::Patch if e.base_version == prev => {}
+                m => return Err(format!("version {}: a {} cannot follow version {prev:?} here", e.version, m.as_str())),
+            }
             prev = Some(e.version);
         }
-        body.ok_or_else(|| "empty journal".to_owned())
+        let (first, patches) = self.entries.split_first().ok_or_else(|| "empty journal".to_owned())?;
+        let base: &[u8] = if first.method == PushMethod::Put { &first.body } else { b"" };
+        let patches: Vec<&[u8]> =
+            if first.method == PushMethod::Put { patches.iter().map(|e| e.body.as_slice()).collect() } else { self.entries.iter().map(|e| e.body.as_slice()).collect() };
+        if first.method == PushMethod::Put && patches.is_empty() {
+            return Ok(base.to_vec());
+        }
+        let has_cr = std::iter::once(base).chain(patches.iter().copied()).any(|b| memchr::memchr(b'\r', b).is_some());
+        if has_cr {
+            let mut body = base.to_vec();
+            for p in patches {
+                body = apply_patch(&body, p)?;
+            }
+            return Ok(body);
+        }
+        let mut lines = Lines::new(base)?;
+        for p in patches {
+            lines.apply(p)?;
+        }
+        Ok(lines.finish())
+    }
+}
+
+/// A list's lines under PATCHes, with an index by trimmed text, so that a
+/// `-LINE` costs its matches, not a pass over the list. For bodies without
+/// a CR its bytes are exactly those of [`apply_patch`] applied one PATCH
+/// after another (an emptied list reads back as one blank line, as
+/// `"\n".lines()` does).
+struct Lines<'a> {
+    lines: Vec<Option<&'a str>>,
+    index: std::collections::HashMap<&'a str, Vec<usize>, foldhash::fast::RandomState>,
+    live: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(base: &'a [u8]) -> Result<Self, String> {
+        let base = std::str::from_utf8(base).map_err(|_| "the base version is not UTF-8; PUT the full list".to_owned())?;
+        let mut me = Self { lines: Vec::new(), index: std::collections::HashMap::default(), live: 0 };
+        for l in base.lines() {
+            me.push(l);
+        }
+        Ok(me)
+    }
+
+    fn push(&mut self, l: &'a str) {
+        self.index.entry(l.trim()).or_default().push(self.lines.len());
+        self.lines.push(Some(l));
+        self.live += 1;
+    }
+
+    fn apply(&mut self, patch: &'a [u8]) -> Result<(), String> {
+        let patch = std::str::from_utf8(patch).map_err(|_| "the patch is not UTF-8".to_owned())?;
+        for (n, l) in patch.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            if let Some(add) = l.strip_prefix('+') {
+                self.push(add);
+            } else if let Some(del) = l.strip_prefix('-') {
+                for k in self.index.remove(del.trim()).unwrap_or_default() {
+                    if let Some(slot @ Some(_)) = self.lines.get_mut(k) {
+                        *slot = None;
+                        self.live -= 1;
+                    }
+                }
+            } else {
+                return Err(format!("patch line {}: must start with + or -", n + 1));
+            }
+        }
+        if self.live == 0 {
+            // apply_patch writes an empty list as "\n", which reads back as one blank line
+            self.push("");
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in self.lines.into_iter().flatten() {
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'\n');
+        }
+        if out.is_empty() {
+            out.push(b'\n');
+        }
+        out
     }
 }
 
@@ -232,14 +319,28 @@ mod tests {
     #[test]
     fn journal_replay_checks_the_chain() {
         let none = SignaturePolicy::default();
-        let put = PushEntry { method: PushMethod::Put, version: 3, base_version: None, timestamp: None, signature: None, body: b"a.test\n".to_vec() };
-        let patch = PushEntry { method: PushMethod::Patch, version: 4, base_version: Some(3), body: b"+b.test\n".to_vec(), ..put.clone() };
+        let put = PushEntry { method: PushMethod::Put, version: 3, base_version: None, timestamp: None, signature: None, body: b"a.test\n".to_vec().into() };
+        let patch = PushEntry { method: PushMethod::Patch, version: 4, base_version: Some(3), body: b"+b.test\n".to_vec().into(), ..put.clone() };
         let j = Journal { entries: vec![put.clone(), patch.clone()] };
         assert_eq!(j.replay("l", &none).unwrap(), b"a.test\nb.test\n");
         let wrong_base = PushEntry { base_version: Some(2), ..patch.clone() };
         assert!(Journal { entries: vec![put.clone(), wrong_base] }.replay("l", &none).is_err());
         let older = PushEntry { version: 2, base_version: Some(3), ..patch };
         assert!(Journal { entries: vec![put.clone(), older] }.replay("l", &none).is_err());
+        // the indexed replay gives the bytes of apply_patch, PATCH after PATCH
+        let bodies: &[&[u8]] = &[b"a.test\n b.test\n\na.test\nc.test", b"", b"\n", b"a.test\r\nb.test\r\n"];
+        let patches: &[&[u8]] = &[b"-a.test\n+d.test\n", b"-b.test\n-c.test\n-d.test\n-\n", b"+e.test\n", b"-e.test\n+e.test\n+ f.test \n", b"-f.test\n"];
+        for b in bodies {
+            let mut entries = vec![PushEntry { body: b.to_vec().into(), ..put.clone() }];
+            let mut want = b.to_vec();
+            for (k, p) in patches.iter().enumerate() {
+                let v = 4 + k as u64;
+                entries.push(PushEntry { method: PushMethod::Patch, version: v, base_version: Some(v - 1), body: p.to_vec().into(), ..put.clone() });
+                want = apply_patch(&want, p).unwrap();
+                let got = Journal { entries: entries.clone() }.replay("l", &none).unwrap();
+                assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "body {b:?}, {} patches", k + 1);
+            }
+        }
         let required = SignaturePolicy { keys: vec![[1; 32]], required: true };
         assert!(Journal { entries: vec![put] }.replay("l", &required).unwrap_err().contains("unsigned"));
     }

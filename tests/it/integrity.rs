@@ -203,7 +203,7 @@ async fn persisted_pushes_are_private_unfollowed_and_reverified() {
     std::fs::create_dir_all(&state).unwrap();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "untouched").unwrap();
-    for planted in ["reg.tmp", "reg.list.tmp", "reg.push.json.tmp", "reg.meta.tmp", "reg.meta.json.tmp"] {
+    for planted in ["reg.tmp", "reg.list.tmp", "reg.push.json.tmp", "reg.push.log", "reg.push.log.tmp", "reg.meta.tmp", "reg.meta.json.tmp"] {
         std::os::unix::fs::symlink(&victim, state.join(planted)).unwrap();
     }
     let cfg = config(up.addr, PUSH_LIST, &admin_config(dir.path(), &[key.public_b64()]));
