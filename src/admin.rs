@@ -164,7 +164,8 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
     let items: Vec<serde_json::Value> = admin
         .lists
         .each()
-        .map(|(i, c, _)| {
+        .filter(|(_, c)| c.origin != SourceKind::Vacant)
+        .map(|(i, c)| {
             let s = snapshot.get(i.index()).cloned().flatten();
             serde_json::json!({
                 "list": c.name,
@@ -279,7 +280,7 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
 
 async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
     let Some(i) = admin.lists.id_of(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
-    if admin.lists.config(i).map(|c| &c.origin) != Some(&SourceKind::Push) {
+    if admin.lists.config(i).map(|c| c.origin.clone()) != Some(SourceKind::Push) {
         return err(StatusCode::CONFLICT, format!("list `{name}` is not a push list (source = \"push\")"));
     }
     let pmethod = if method == Method::PATCH { PushMethod::Patch } else { PushMethod::Put };

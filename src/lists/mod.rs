@@ -11,6 +11,7 @@ pub mod delta;
 pub mod state;
 pub mod watch;
 pub mod zone_sync;
+pub mod catalog;
 
 use std::path::Path;
 use std::time::SystemTime;

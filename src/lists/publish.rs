@@ -181,6 +181,22 @@ impl Incoming {
     }
 }
 
+/// A list's config and where it is read from: its file, or its persisted
+/// copy in the state directory (`None`: a remote list without one, or a
+/// vacant catalog slot). Derefs to the config.
+#[derive(Debug)]
+pub struct ListSpec {
+    pub config: ListConfig,
+    pub path: Option<PathBuf>,
+}
+
+impl std::ops::Deref for ListSpec {
+    type Target = ListConfig;
+    fn deref(&self) -> &ListConfig {
+        &self.config
+    }
+}
+
 /// Default of `[server] delta_merge_share`.
 pub const DEFAULT_DELTA_MERGE_SHARE: f64 = 0.02;
 /// Default of `[server] delta_diff_max_lines`.
@@ -190,7 +206,9 @@ pub const DEFAULT_DIFF_MAX_LINES: usize = 2_000_000;
 pub struct Lists {
     /// Each list and where it is read from: its file, or its persisted
     /// copy in the state directory (`None`: a remote list without one).
-    configs: Vec<(ListConfig, Option<PathBuf>)>,
+    /// Swapped only for a catalog's member slots (`lists/catalog.rs`), under
+    /// the update lock; a reader holds the spec it loaded.
+    configs: Vec<ArcSwap<ListSpec>>,
     /// `[log] audit`, set once by `serve` (`qalqan check` never writes it).
     audit_log: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
     /// Each list's `mode` in force: from the config, then [`Lists::set_modes`].
@@ -277,7 +295,7 @@ impl Lists {
             }
         }
         Self {
-            configs,
+            configs: configs.into_iter().map(|(config, path)| ArcSwap::from_pointee(ListSpec { config, path })).collect(),
             audit_log: std::sync::OnceLock::new(),
             modes: Mutex::new(modes),
             states: Mutex::new(vec![None; n]),
@@ -354,25 +372,31 @@ impl Lists {
         &self.metrics
     }
 
-    pub fn configs(&self) -> &[(ListConfig, Option<PathBuf>)] {
-        &self.configs
+    /// Every list's spec, in config order (member slots of catalogs last).
+    pub fn configs(&self) -> Vec<Arc<ListSpec>> {
+        self.configs.iter().map(ArcSwap::load_full).collect()
+    }
+
+    /// Every list's config as it is now (what a build compiles against).
+    fn config_list(&self) -> Vec<ListConfig> {
+        self.configs.iter().map(|c| c.load().config.clone()).collect()
     }
 
     /// Every list with its id, config and file (its own, or its persisted
     /// copy), in config order.
-    pub fn each(&self) -> impl Iterator<Item = (ListId, &ListConfig, Option<&Path>)> + '_ {
-        ListId::all(self.configs.len()).zip(&self.configs).map(|(id, (c, p))| (id, c, p.as_deref()))
+    pub fn each(&self) -> impl Iterator<Item = (ListId, Arc<ListSpec>)> + '_ {
+        ListId::all(self.configs.len()).zip(&self.configs).map(|(id, c)| (id, c.load_full()))
     }
 
     /// The config of list `id`.
-    pub fn config(&self, id: ListId) -> Option<&ListConfig> {
-        self.configs.get(id.index()).map(|(c, _)| c)
+    pub fn config(&self, id: ListId) -> Option<Arc<ListSpec>> {
+        self.configs.get(id.index()).map(ArcSwap::load_full)
     }
 
     /// The list called `name` (the operator's key: the admin API and the
     /// command line name lists, everything past them uses the id).
     pub fn id_of(&self, name: &str) -> Option<ListId> {
-        self.each().find(|(_, c, _)| c.name == name).map(|(id, _, _)| id)
+        self.each().find(|(_, c)| c.name == name).map(|(id, _)| id)
     }
 
     /// The version in force of every list (None where a list has none yet).
@@ -402,13 +426,17 @@ impl Lists {
         let mut batch = Vec::new();
         let mut errors = Vec::new();
         let mut heads = Vec::new();
-        for (i, cfg, path) in self.each() {
+        for (i, cfg) in self.each() {
+            if cfg.origin == SourceKind::Vacant {
+                continue;
+            }
+            let path = cfg.path.as_deref();
             let Some(path) = path else {
                 tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
                 continue;
             };
             if cfg.origin == SourceKind::Push {
-                match self.load_pushed(cfg, path) {
+                match self.load_pushed(&cfg, path) {
                     Ok(Some(head)) => {
                         let meta = SourceMeta {
                             push_version: head.journal.version(),
@@ -444,7 +472,7 @@ impl Lists {
                     "persisted copy REJECTED (a symlink or not a regular file?): not served; waiting for the source"
                 ),
                 (_, Ok(bytes)) => {
-                    let mut meta = self.read_meta(cfg).unwrap_or_default();
+                    let mut meta = self.read_meta(&cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
                     batch.push(Incoming::new(i, bytes, meta));
@@ -475,7 +503,8 @@ impl Lists {
     pub fn reload_files(&self, which: Option<&[ListId]>) -> ReloadReport {
         let mut batch = Vec::new();
         let mut report = ReloadReport::default();
-        for (i, cfg, path) in self.each() {
+        for (i, cfg) in self.each() {
+            let path = cfg.path.as_deref();
             let (SourceKind::File(_), Some(path)) = (&cfg.origin, path) else { continue };
             if which.is_some_and(|w| !w.contains(&i)) {
                 continue;
@@ -484,7 +513,7 @@ impl Lists {
                 Ok(bytes) => batch.push(Incoming::new(i, bytes, SourceMeta { who: "file".into(), ..Default::default() })),
                 Err(source) => {
                     let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
-                    self.reject(cfg, e, &mut report);
+                    self.reject(&cfg, e, &mut report);
                 }
             }
         }
@@ -551,7 +580,7 @@ impl Lists {
 
     /// Records a failed source check (download error, bad status, HTML…).
     pub fn source_failed(&self, e: &LoadError) {
-        if let Some((cfg, _)) = self.configs.iter().find(|(c, _)| c.name == e.list()) {
+        if let Some((_, cfg)) = self.each().find(|(_, c)| c.name == e.list()) {
             self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         }
         tracing::warn!(error = %e.chain(), "list source failed; keeping last good version");
@@ -678,7 +707,7 @@ impl Lists {
         }
         let edit = match inc.edit.take() {
             Some(e) => e,
-            None => match self.file_edit(cfg, id, &prev, &inc.bytes) {
+            None => match self.file_edit(&cfg, id, &prev, &inc.bytes) {
                 Some(e) => e,
                 None => return Err(inc),
             },
@@ -699,7 +728,7 @@ impl Lists {
             tracing::debug!(list = %cfg.name, size, base = published.index.len(), "delta past delta_merge_share: folding into a fresh base");
             return Err(inc);
         }
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let Ok(delta) = build_delta(&configs, &edits) else { return Err(inc) };
         let mut stats = ParseOutput::default();
         stats.rules = (prev.rules + edit.added_rules()).saturating_sub(edit.removed_rules);
@@ -708,13 +737,13 @@ impl Lists {
         stats.errors = prev.errors.clone();
         stats.unsupported = prev.unsupported.clone();
         let mut report = ReloadReport::default();
-        if let Err(e) = gate(cfg, Some(&prev), &stats, forced) {
+        if let Err(e) = gate(&cfg, Some(&prev), &stats, forced) {
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
                     *slot = Some((version, e.chain().to_string()));
                 }
             }
-            self.reject(cfg, e, &mut report);
+            self.reject(&cfg, e, &mut report);
             return Ok((report, None));
         }
         if let Ok(mut f) = self.failed.lock() {
@@ -730,7 +759,7 @@ impl Lists {
             }
         }
         let state = ListState::from_stats(&stats, prev.addresses, version, inc.bytes.len(), inc.meta);
-        self.audit(cfg, Some(&prev), &state, forced, "delta");
+        self.audit(&cfg, Some(&prev), &state, forced, "delta");
         let mut states = self.snapshot();
         if let Some(slot) = states.get_mut(i) {
             *slot = Some(state);
@@ -752,6 +781,129 @@ impl Lists {
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
         Ok((report, Some(replaced)))
+    }
+
+    /// Gives catalog slot `id` a new config (a member zone taken into the
+    /// slot, or a member whose `group` changed) and its persisted copy's
+    /// path. A slot that holds rules is republished under a new generation
+    /// so that its name, action and kind take effect at once; its rules
+    /// are not rebuilt. Cost: one policy swap when it holds rules.
+    pub fn assign(&self, id: ListId, config: ListConfig, path: Option<PathBuf>) {
+        let _update = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(slot) = self.configs.get(id.index()) else { return };
+        if let Ok(mut modes) = self.modes.lock() {
+            if let Some(m) = modes.get_mut(id.index()) {
+                *m = config.mode;
+            }
+        }
+        if matches!(config.origin, SourceKind::Axfr { .. }) {
+            let refresh = i64::try_from(config.refresh.as_secs()).unwrap_or(i64::MAX);
+            self.metrics.list_refresh.with_label_values(&[&config.name]).set(refresh);
+        }
+        slot.store(Arc::new(ListSpec { config, path }));
+        if self.state(id).is_none() {
+            return;
+        }
+        let current = self.policy.load_full();
+        let lists = self.infos_now(&self.config_list());
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let policy = Policy {
+            index: Arc::clone(&current.index),
+            delta: current.delta.clone(),
+            has_shadow: crate::policy::any_shadow(&lists),
+            lists,
+            generation,
+        };
+        self.policy.store(Arc::new(policy));
+        self.generation.store(generation, Ordering::Relaxed);
+        self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Empties catalog slot `id` (its member zone left the catalog): a new
+    /// policy without its rules is built and published (the other lists'
+    /// rules carried over, as any full build does), its version in force is
+    /// forgotten, its metrics series and persisted files are removed, and
+    /// the slot takes `vacant` as its config. Returns the generation
+    /// published (`None`: nothing was in force, or the build failed and
+    /// the rules stay; logged).
+    pub fn retire(&self, id: ListId, vacant: ListConfig) -> Option<u64> {
+        let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = id.index();
+        let old = self.config(id)?;
+        let started = std::time::Instant::now();
+        let mut published_gen = None;
+        let mut replaced = None;
+        if self.state(id).is_some() {
+            let mut configs = self.config_list();
+            let published = self.policy.load_full();
+            let built = super::build_with(&configs, &published.index, published.delta.as_deref(), id, b"", None, 0);
+            drop(published);
+            let index = match built {
+                Ok(b) => b.index,
+                Err(e) => {
+                    tracing::error!(list = %old.name, error = %super::ErrorChain(&e), "could not build the policy without the member zone; its rules stay in force");
+                    return None;
+                }
+            };
+            if let Some(c) = configs.get_mut(i) {
+                *c = vacant.clone();
+            }
+            let mut states = self.snapshot();
+            if let Some(s) = states.get_mut(i) {
+                *s = None;
+            }
+            for table in [&self.edits] {
+                if let Ok(mut e) = table.lock() {
+                    e.iter_mut().for_each(|slot| *slot = None);
+                }
+            }
+            if let Ok(mut c) = self.codes.lock() {
+                if let Some(slot) = c.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            if let Ok(mut modes) = self.modes.lock() {
+                if let Some(m) = modes.get_mut(i) {
+                    *m = vacant.mode;
+                }
+            }
+            if let Some(slot) = self.configs.get(i) {
+                slot.store(Arc::new(ListSpec { config: vacant.clone(), path: None }));
+            }
+            let generation = self.generation.load(Ordering::Relaxed) + 1;
+            let lists = self.infos_now(&configs);
+            let policy = Policy { index: Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation };
+            let mut report = ReloadReport::default();
+            replaced = Some(self.publish(policy, states, &mut report, Vec::new(), started, &[], "full"));
+            published_gen = Some(generation);
+        } else if let Some(slot) = self.configs.get(i) {
+            slot.store(Arc::new(ListSpec { config: vacant.clone(), path: None }));
+        }
+        for table in [&self.failed] {
+            if let Ok(mut f) = table.lock() {
+                if let Some(slot) = f.get_mut(i) {
+                    *slot = None;
+                }
+            }
+        }
+        self.metrics.forget_list(&old.name);
+        if let Some(list) = &old.path {
+            for p in [list.clone(), list.with_extension("records"), list.with_extension("meta.json")] {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %p.display(), error = %e, "could not remove the persisted copy of a member zone that left its catalog");
+                    }
+                }
+            }
+            if let Some(meta) = self.meta_path(&old) {
+                let _ = std::fs::remove_file(meta);
+            }
+        }
+        tracing::info!(target: "qalqan::audit", list = %old.name, generation = ?published_gen, "catalog member removed: no longer enforced");
+        self.audit_event("list removed", serde_json::json!({"list": old.name, "generation": published_gen}));
+        drop(guard);
+        self.finish_build(replaced);
+        published_gen
     }
 
     /// What the policy knows of `configs`, with the modes in force.
@@ -787,7 +939,7 @@ impl Lists {
             return Vec::new();
         }
         let current = self.policy.load_full();
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let lists = self.infos_now(&configs);
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let policy = Policy {
@@ -820,9 +972,9 @@ impl Lists {
             .configs
             .iter()
             .zip(snapshot.iter())
-            .map(|((c, _), s)| {
+            .map(|(c, s)| {
                 serde_json::json!({
-                    "list": c.name,
+                    "list": c.load().name,
                     "version": s.as_ref().map_or("-", |s| s.version.as_str()),
                     "rules": s.as_ref().map_or(0, |s| s.rules),
                 })
@@ -904,13 +1056,16 @@ impl Lists {
                 self.metrics.confirm_list(&cfg.name);
             }
         }
-        for ((_, cfg, _), state) in self.each().zip(&states) {
+        for ((_, cfg), state) in self.each().zip(&states) {
             let Some(state) = state else { continue };
             let m = &self.metrics;
             m.list_rules.with_label_values(&[&cfg.name]).set(i64::try_from(state.rules).unwrap_or(i64::MAX));
             let ts = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             m.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(ts).unwrap_or(i64::MAX));
             m.set_list_version(&cfg.name, &state.version);
+            if let Some(serial) = state.meta.serial {
+                m.set_list_serial(&cfg.name, serial);
+            }
         }
         for name in &report.changed {
             self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
@@ -918,7 +1073,7 @@ impl Lists {
         self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
         for (id, bytes) in &to_persist {
             if let (Some(cfg), Some(Some(state))) = (self.config(*id), states.get(id.index())) {
-                self.persist(cfg, bytes, &state.meta);
+                self.persist(&cfg, bytes, &state.meta);
             }
         }
         if let Ok(mut cur) = self.states.lock() {
@@ -943,7 +1098,7 @@ impl Lists {
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
         let mut to_persist: Vec<(ListId, Vec<u8>)> = Vec::new();
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let published = self.policy.load_full();
         let mut working: Option<crate::policy::Index> = None;
         let mut new_codes: Vec<(usize, Option<Vec<u64>>)> = Vec::new();
@@ -955,7 +1110,7 @@ impl Lists {
             let prev = states.get(i).and_then(Clone::clone);
             if inc.bytes.len() as u64 > cfg.max_bytes {
                 let e = LoadError::TooLarge { list: cfg.name.clone(), what: "source bytes", size: inc.bytes.len() as u64, limit: cfg.max_bytes };
-                self.reject(cfg, e, &mut report);
+                self.reject(&cfg, e, &mut report);
                 continue;
             }
             let version = super::content_version(&inc.bytes);
@@ -981,7 +1136,7 @@ impl Lists {
             let codes_up_to = if matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) { self.diff_max_lines } else { 0 };
             let result = build_with(&configs, base, delta, id, &inc.bytes, inc.records.as_ref(), codes_up_to)
                 .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
-                .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
+                .and_then(|built| gate(&cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
                     *slot = result.as_ref().err().map(|e| (version.clone(), e.chain().to_string()));
@@ -997,7 +1152,7 @@ impl Lists {
                         }
                     }
                     let state = ListState::from_stats(&stats, addrs, version, inc.bytes.len(), inc.meta);
-                    self.audit(cfg, prev.as_ref(), &state, forced, "full");
+                    self.audit(&cfg, prev.as_ref(), &state, forced, "full");
                     new_codes.push((i, codes));
                     received.push((id, inc.received));
                     for e in state.errors.iter() {
@@ -1012,7 +1167,7 @@ impl Lists {
                     working = Some(index);
                     report.changed.push(cfg.name.clone());
                 }
-                Err(e) => self.reject(cfg, e, &mut report),
+                Err(e) => self.reject(&cfg, e, &mut report),
             }
         }
         drop(published);
@@ -1163,7 +1318,7 @@ impl Lists {
                         *slot = Some(PushHead { journal: journal.clone(), body });
                     }
                 }
-                self.persist_journal(cfg, &journal, &meta);
+                self.persist_journal(&cfg, &journal, &meta);
                 state.ok_or_else(|| {
                     PushRefused::Load(LoadError::Rejected { list: cfg.name.clone(), reason: "compiling the policy failed".into() })
                 })
