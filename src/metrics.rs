@@ -450,6 +450,14 @@ impl Metrics {
         let _ = self.list_last_success.remove_label_values(&[list]);
         let _ = self.list_refresh.remove_label_values(&[list]);
         let _ = self.list_age.remove_label_values(&[list]);
+        // its counters too: members come and go, their series must not pile up
+        for result in ["success", "error", "unchanged"] {
+            let _ = self.list_reloads.remove_label_values(&[list, result]);
+        }
+        for kind in ["full", "delta"] {
+            let _ = self.list_updates.remove_label_values(&[list, kind]);
+        }
+        let _ = self.update_enforce.remove_label_values(&[list]);
         if let Ok(mut c) = self.list_confirmed.lock() {
             c.remove(list);
         }
