@@ -153,6 +153,9 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                         if state.lists.id_of(name).and_then(|id| policy.list_info(id)).is_some_and(|i| i.shadow) {
                             kinds.push_str("\tmode=shadow");
                         }
+                        if let Some(serial) = l.meta.serial {
+                            kinds.push_str(&format!("\tserial={serial}"));
+                        }
                         let _ = writeln!(
                             out,
                             "{name}\trules={}\tskipped={}\tversion={}\tloaded_at={at}\tactivated_at={}\tage_s={age}\tsource={}\t{}{kinds}",
