@@ -437,7 +437,8 @@ mod tests {
             ptr("c.zones.catz.test.", "x.example."),
             ptr("c.zones.catz.test.", "y.example."),
             ptr("d.zones.catz.test.", "one.example."),
-            ptr("e.zones.catz.test.", "bad/name.example."),
+            // a label with a `/` (legal in DNS, not in a list or file name)
+            Record::from_rdata(n("e.zones.catz.test."), 0, RData::PTR(PTR(Name::from_labels(vec![&b"bad/name"[..], b"example"]).unwrap()))),
         ];
         let got = parse(&cat, &recs).unwrap();
         assert_eq!(
@@ -451,5 +452,42 @@ mod tests {
         let mut v1 = recs.clone();
         v1[0] = txt("version.catz.test.", "1");
         assert!(matches!(parse(&cat, &v1), Err(CatalogError::Version)), "version 1 is not read");
+    }
+
+    /// `[[catalogs]]` is checked at start; its slots follow the lists, the
+    /// persisted membership's members first (with the group's keys and their
+    /// persisted copies), then vacant slots.
+    #[test]
+    fn config_and_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = |extra: &str| {
+            format!(
+                "[state]\ndir = \"{}\"\n[[catalogs]]\nsource = \"axfr://192.0.2.53:53/Catz.Test\"\nmax_members = 3\n\
+                 groups = {{ urgent = {{ action = \"refused\", ede = 16 }} }}\n{extra}",
+                dir.path().display()
+            )
+        };
+        let config = Config::from_toml_str(&toml(""), "t.toml").unwrap();
+        let specs = slot_specs(&config);
+        assert_eq!(specs.len(), 3);
+        assert!(specs.iter().all(|(c, p)| c.origin == crate::config::SourceKind::Vacant && p.is_none()));
+        let persisted = Persisted { serial: 7, members: vec![Member { id: "m1".into(), zone: "one.example".into(), group: Some("urgent".into()) }] };
+        std::fs::write(dir.path().join("catz:catz.test.catalog"), serde_json::to_vec(&persisted).unwrap()).unwrap();
+        let specs = slot_specs(&config);
+        let (c, p) = &specs[0];
+        assert_eq!((c.name.as_str(), c.action, c.ede, c.catalog.as_deref()), ("catz:one.example", crate::rules::Action::Refused, 16, Some("catz.test")));
+        assert_eq!(c.origin, crate::config::SourceKind::Axfr { primary: "192.0.2.53:53".parse().unwrap(), zone: "one.example".into() });
+        assert_eq!(p.as_deref(), Some(dir.path().join("catz:one.example.list").as_path()));
+        assert!(specs[1..].iter().all(|(c, _)| c.origin == crate::config::SourceKind::Vacant));
+        for (extra, key) in [
+            ("defaults = { format = \"domains\" }\n", "defaults.format"),
+            ("refresh_s = 0\n", "refresh_s"),
+            ("max_members = 70000\n", "catalogs"),
+        ] {
+            let e = Config::from_toml_str(&toml(extra), "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = Config::from_toml_str("[[catalogs]]\nsource = \"https://x.example/c\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("axfr://"), "{e}");
     }
 }
