@@ -322,7 +322,7 @@ impl Follower {
             members.truncate(self.slots.len());
         }
         self.records = Some((serial, records));
-        self.apply(&members, stop);
+        self.apply(&members, stop).await;
         self.persist(serial, &members).await;
         tracing::info!(catalog = %self.cfg.zone, serial, members = members.len(), "catalog applied");
         Ok(())
@@ -331,25 +331,28 @@ impl Follower {
     /// Makes the slots hold exactly `members`: leavers retired (their
     /// rules unpublished), changed groups reassigned, newcomers given a
     /// vacant slot and a sync task.
-    fn apply(&mut self, members: &[Member], stop: &CancellationToken) {
+    async fn apply(&mut self, members: &[Member], stop: &CancellationToken) {
         let same_member = |a: &Member, b: &Member| a.id == b.id && a.zone == b.zone;
         for n in 0..self.slots.len() {
             let slot = &mut self.slots[n];
             let Some(held) = slot.member.clone() else { continue };
             match members.iter().find(|m| same_member(m, &held)) {
                 None => {
-                    if let Some((token, _task)) = slot.task.take() {
+                    // its sync task ends first (at most one sync running
+                    // out): no version of the zone arrives after the retire
+                    if let Some((token, task)) = slot.task.take() {
                         token.cancel();
+                        let _ = task.await;
                     }
                     slot.zone.store(None);
                     slot.member = None;
-                    self.lists.retire(slot.id, self.cfg.vacant(n));
+                    self.lists.retire_async(slot.id, self.cfg.vacant(n)).await;
                     tracing::info!(catalog = %self.cfg.zone, member = %held.zone, "member zone left the catalog: unenforced");
                 }
                 Some(m) if m.group != held.group => {
                     let cfg = self.cfg.member(&m.zone, m.group.as_deref());
                     let path = member_path(self.state_dir.as_ref(), &cfg);
-                    self.lists.assign(slot.id, cfg, path);
+                    self.lists.assign_async(slot.id, cfg, path).await;
                     slot.member = Some(m.clone());
                     tracing::info!(catalog = %self.cfg.zone, member = %m.zone, group = ?m.group, "member zone's group changed");
                 }
@@ -364,7 +367,7 @@ impl Follower {
             let cfg = self.cfg.member(&m.zone, m.group.as_deref());
             let path = member_path(self.state_dir.as_ref(), &cfg);
             let slot = &mut self.slots[n];
-            self.lists.assign(slot.id, cfg, path);
+            self.lists.assign_async(slot.id, cfg, path).await;
             slot.zone.store(QName::parse(&m.zone).ok().map(Arc::new));
             slot.member = Some(m.clone());
             tracing::info!(catalog = %self.cfg.zone, member = %m.zone, group = ?m.group, "member zone joined the catalog: transferring");

@@ -629,6 +629,8 @@ impl Lists {
     /// ([`Lists::try_delta`]); anything else is built in full, which folds
     /// every pending delta into the new base.
     fn apply_locked(&self, mut batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
+        // a vacant catalog slot takes no version (a member's last sync racing its removal)
+        batch.retain(|inc| self.config(inc.list).is_some_and(|c| c.origin != SourceKind::Vacant));
         // a reread of every file list (SIGHUP) offers the unchanged ones too:
         // set them aside, so that one changed list can still go by delta
         let mut unchanged = Vec::new();
@@ -817,6 +819,21 @@ impl Lists {
         self.policy.store(Arc::new(policy));
         self.generation.store(generation, Ordering::Relaxed);
         self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// [`Lists::retire`] on a build thread ([`on_build_thread`]): it builds
+    /// an index and waits for the update lock, neither on an async thread.
+    pub async fn retire_async(self: &Arc<Self>, id: ListId, vacant: ListConfig) -> Option<u64> {
+        let me = Arc::clone(self);
+        on_build_thread(self.reload_nice, move || me.retire(id, vacant)).await.ok().flatten()
+    }
+
+    /// [`Lists::assign`] off the async threads (it may wait for the update lock).
+    pub async fn assign_async(self: &Arc<Self>, id: ListId, config: ListConfig, path: Option<PathBuf>) {
+        let me = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || me.assign(id, config, path)).await {
+            tracing::error!(error = %e, "assigning a catalog member slot failed");
+        }
     }
 
     /// Empties catalog slot `id` (its member zone left the catalog): a new
