@@ -314,7 +314,9 @@ impl Sources {
                 let tsig = follower.tsig().cloned();
                 let primary = follower.primary().ip();
                 s.notify_targets.push(NotifyTarget { zone: t.catalog.0.into(), primary, tsig: tsig.clone(), refresh: t.catalog.1 });
-                for (zone, refresh) in t.slots {
+                for (id, zone, refresh) in t.slots {
+                    // `reload catz:ZONE` through the push API wakes the member's sync too
+                    s.refreshers.insert(id, Arc::clone(&refresh));
                     s.notify_targets.push(NotifyTarget { zone: NotifyZone::Slot(zone), primary, tsig: tsig.clone(), refresh });
                 }
             }

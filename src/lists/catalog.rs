@@ -189,11 +189,11 @@ struct Slot {
     task: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
-/// What `serve` needs to route NOTIFYs: the catalog zone's and each
-/// slot's, as (zone, refresh) pairs for `server::notify`.
+/// What `serve` needs to route NOTIFYs and admin reloads: the catalog
+/// zone's and each slot's (its list id, the zone it holds, what wakes its sync).
 pub struct Targets {
     pub catalog: (QName, Arc<Notify>),
-    pub slots: Vec<(Arc<ArcSwapOption<QName>>, Arc<Notify>)>,
+    pub slots: Vec<(ListId, Arc<ArcSwapOption<QName>>, Arc<Notify>)>,
 }
 
 /// One `[[catalogs]]` entry being followed.
@@ -247,7 +247,7 @@ impl Follower {
     pub fn targets(&self) -> Option<Targets> {
         Some(Targets {
             catalog: (QName::parse(&self.cfg.zone).ok()?, Arc::clone(&self.refresh)),
-            slots: self.slots.iter().map(|s| (Arc::clone(&s.zone), Arc::clone(&s.refresh))).collect(),
+            slots: self.slots.iter().map(|s| (s.id, Arc::clone(&s.zone), Arc::clone(&s.refresh))).collect(),
         })
     }
 
