@@ -1120,8 +1120,48 @@ groups = {{ watch = {{ mode = "shadow" }} }}
     assert!(log.lines().any(|l| l.contains("[catalog.test.] AXFR, outgoing") && l.contains("finished")), "{log}");
     assert!(log.lines().any(|l| l.contains("[catalog.test.] IXFR, outgoing") && l.contains("2 -> 3")), "{log}");
     assert!(!log.to_ascii_lowercase().contains("denied"), "{log}");
+    let metrics = page("/metrics").await;
+    assert!(metrics.contains(r#"qalqan_list_reloads_total{list="catz:catalog.test",result="success"} 3"#), "{metrics}");
     stop.cancel();
     task.await.unwrap().unwrap();
+
+    // the catalog transfer is signed: a qalqan with another secret gets no
+    // catalog (Knot answers BADSIG), counts the error and enforces nothing
+    {
+        let other_state = tempfile::tempdir().unwrap();
+        let wrong = toml
+            .replace(SECRET, OTHER_SECRET)
+            .replace(&format!("dir = \"{}\"", state.path().display()), &format!("dir = \"{}\"", other_state.path().display()));
+        let app = qalqan::App::from_toml_str(&wrong).unwrap();
+        let (udp, tcp) = loop {
+            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+                break (u, t);
+            }
+        };
+        let qaddr = udp.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let maddr = http.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http), stop.clone()));
+        let t0 = Instant::now();
+        loop {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut body = String::new();
+            if let Ok(mut s) = tokio::net::TcpStream::connect(maddr).await {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+            }
+            if body.contains(r#"qalqan_list_reloads_total{list="catz:catalog.test",result="error"} 1"#) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no catalog error counted with a wrong key:\n{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_ne!(rcode(qaddr, "two.blocked.").await, Some(ResponseCode::NXDomain), "no member without the key");
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
 
     // Knot gone: a restart enforces the persisted members
     drop(knot);

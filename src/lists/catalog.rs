@@ -311,10 +311,11 @@ impl Follower {
         }
     }
 
-    /// One round: fetch, parse, and apply a changed membership.
-    async fn round(&mut self, stop: &CancellationToken) -> Result<(), CatalogError> {
+    /// One round: fetch, parse, and apply a changed membership. `Ok(false)`:
+    /// the catalog had not changed.
+    async fn round(&mut self, stop: &CancellationToken) -> Result<bool, CatalogError> {
         let Some((serial, records)) = self.fetch().await.map_err(|e| CatalogError::Transfer(Box::new(e)))? else {
-            return Ok(());
+            return Ok(false);
         };
         let mut members = parse(&self.zone, &records)?;
         if members.len() > self.slots.len() {
@@ -325,7 +326,7 @@ impl Follower {
         self.apply(&members, stop).await;
         self.persist(serial, &members).await;
         tracing::info!(catalog = %self.cfg.zone, serial, members = members.len(), "catalog applied");
-        Ok(())
+        Ok(true)
     }
 
     /// Makes the slots hold exactly `members`: leavers retired (their
@@ -393,10 +394,18 @@ impl Follower {
     pub fn spawn(mut self, stop: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             self.start_persisted(&stop);
+            // the catalog's own checks count under its name, like a list's
+            let label = CatalogConfig::member_name(&self.cfg.zone);
             loop {
-                if let Err(e) = self.round(&stop).await {
-                    tracing::warn!(catalog = %self.cfg.zone, primary = %self.cfg.primary, error = %super::ErrorChain(&e), "catalog not updated; keeping its members");
-                }
+                let result = match self.round(&stop).await {
+                    Ok(true) => "success",
+                    Ok(false) => "unchanged",
+                    Err(e) => {
+                        tracing::warn!(catalog = %self.cfg.zone, primary = %self.cfg.primary, error = %super::ErrorChain(&e), "catalog not updated; keeping its members");
+                        "error"
+                    }
+                };
+                self.lists.metrics().list_reloads.with_label_values(&[&label, result]).inc();
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(self.cfg.refresh) => {}
