@@ -502,4 +502,44 @@ mod tests {
         let e = Config::from_toml_str("[[catalogs]]\nsource = \"https://x.example/c\"\n", "t.toml").unwrap_err().to_string();
         assert!(e.contains("axfr://"), "{e}");
     }
+
+    /// A slot takes a member (assign + a version offered: enforced under
+    /// its name), then gives it back (retire: its rules gone in one publish,
+    /// the other lists' kept, its state, series and files gone).
+    #[test]
+    fn a_slot_takes_a_member_and_gives_it_back() {
+        use crate::policy::Verdict;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("local.txt"), "local.example\n").unwrap();
+        let toml = format!(
+            "[state]\ndir = \"{d}/state\"\n[[lists]]\nname = \"local\"\nsource = \"{d}/local.txt\"\n\
+             [[catalogs]]\nsource = \"axfr://192.0.2.53:53/catz.test\"\nmax_members = 2\n",
+            d = dir.path().display()
+        );
+        let config = Config::from_toml_str(&toml, "t.toml").unwrap();
+        let mut specs: Vec<_> = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect();
+        specs.extend(slot_specs(&config));
+        let lists = Arc::new(Lists::new(specs, Arc::new(crate::metrics::Metrics::new().unwrap()), config.state_dir.clone()));
+        lists.load_initial().unwrap();
+        let blocked = |n: &str| matches!(lists.policy.load().check(&QName::parse(n).unwrap()), Verdict::Blocked(_));
+        let slot = ListId::from_index(1).unwrap();
+        let cat = &config.catalogs[0];
+        let member = cat.member("one.rpz", None);
+        let path = member_path(config.state_dir.as_ref(), &member);
+        lists.assign(slot, member, path.clone());
+        let meta = super::super::SourceMeta { serial: Some(3), ..Default::default() };
+        lists.offer(super::super::publish::Incoming::new(slot, b"$ORIGIN one.rpz.\nbad.example CNAME .\n".to_vec(), meta)).unwrap();
+        assert!(blocked("bad.example") && blocked("local.example"));
+        assert_eq!(lists.policy.load().list_info(slot).map(|l| l.name.as_str()), Some("catz:one.rpz"));
+        assert!(lists.metrics().encode().contains(r#"qalqan_list_serial{list="catz:one.rpz"} 3"#));
+        assert!(path.as_ref().is_some_and(|p| p.exists()), "persisted like a zone list");
+        let generation = lists.retire(slot, cat.vacant(0));
+        assert!(generation.is_some());
+        assert!(!blocked("bad.example"), "the member's rules are gone");
+        assert!(blocked("local.example"), "the other lists' rules are kept");
+        assert!(lists.state(slot).is_none() && lists.id_of("catz:one.rpz").is_none());
+        assert!(!lists.metrics().encode().contains("catz:one.rpz"));
+        assert!(path.as_ref().is_some_and(|p| !p.exists()), "its persisted copy is deleted");
+        assert_eq!(lists.retire(slot, cat.vacant(0)), None, "a vacant slot has nothing to retire");
+    }
 }

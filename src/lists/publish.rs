@@ -869,10 +869,9 @@ impl Lists {
             if let Some(s) = states.get_mut(i) {
                 *s = None;
             }
-            for table in [&self.edits] {
-                if let Ok(mut e) = table.lock() {
-                    e.iter_mut().for_each(|slot| *slot = None);
-                }
+            // the new base holds every list as it is now: no edits remain
+            if let Ok(mut e) = self.edits.lock() {
+                e.iter_mut().for_each(|slot| *slot = None);
             }
             if let Ok(mut c) = self.codes.lock() {
                 if let Some(slot) = c.get_mut(i) {
@@ -896,24 +895,25 @@ impl Lists {
         } else if let Some(slot) = self.configs.get(i) {
             slot.store(Arc::new(ListSpec { config: vacant.clone(), path: None }));
         }
-        for table in [&self.failed] {
-            if let Ok(mut f) = table.lock() {
-                if let Some(slot) = f.get_mut(i) {
-                    *slot = None;
-                }
+        if let Ok(mut f) = self.failed.lock() {
+            if let Some(slot) = f.get_mut(i) {
+                *slot = None;
+            }
+        }
+        if let Ok(mut f) = self.force_next.lock() {
+            if let Some(slot) = f.get_mut(i) {
+                *slot = false;
             }
         }
         self.metrics.forget_list(&old.name);
         if let Some(list) = &old.path {
+            // NAME.list, NAME.records, NAME.meta.json
             for p in [list.clone(), list.with_extension("records"), list.with_extension("meta.json")] {
                 if let Err(e) = std::fs::remove_file(&p) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(path = %p.display(), error = %e, "could not remove the persisted copy of a member zone that left its catalog");
                     }
                 }
-            }
-            if let Some(meta) = self.meta_path(&old) {
-                let _ = std::fs::remove_file(meta);
             }
         }
         tracing::info!(target: "qalqan::audit", list = %old.name, generation = ?published_gen, "catalog member removed: no longer enforced");
