@@ -309,7 +309,11 @@ impl Sources {
             }
         }
         for k in 0..cfg.catalogs.len() {
-            let Some(follower) = lists::catalog::Follower::new(all, cfg, k) else { continue };
+            let Some(follower) = lists::catalog::Follower::new(all, cfg, k) else {
+                // config checked the zone and the key: not expected
+                tracing::error!(catalog = k, "catalog not followed: its zone or key does not parse");
+                continue;
+            };
             if let Some(t) = follower.targets() {
                 let tsig = follower.tsig().cloned();
                 let primary = follower.primary().ip();
