@@ -185,7 +185,8 @@ fn list_all(admin: &Admin) -> Response<Full<Bytes>> {
     let items: Vec<serde_json::Value> = admin
         .lists
         .each()
-        .map(|(i, c, _)| {
+        .filter(|(_, c)| c.origin != SourceKind::Vacant)
+        .map(|(i, c)| {
             let s = snapshot.get(i.index()).cloned().flatten();
             serde_json::json!({
                 "list": c.name,
@@ -261,7 +262,7 @@ async fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         return err(StatusCode::BAD_REQUEST, "usage: GET /v1/explain?name=NAME (a valid host name)");
     };
     let policy = admin.lists.policy.load_full();
-    let reader = crate::diag::file_line_reader(admin.lists.configs().iter().map(|(c, _)| c));
+    let reader = crate::diag::file_line_reader(admin.lists.configs().iter().map(|c| &c.config));
     let shown = name.to_string();
     match tokio::task::spawn_blocking(move || crate::policy::explain::explain(&policy, &name, &reader)).await {
         Ok(ex) => json(
@@ -381,7 +382,7 @@ async fn reload(admin: &Admin, name: &str, req: Request<Body>, peer: std::net::S
 
 async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
     let Some(i) = admin.lists.id_of(name) else { return err(StatusCode::NOT_FOUND, format!("no list `{name}`")) };
-    if admin.lists.config(i).map(|c| &c.origin) != Some(&SourceKind::Push) {
+    if admin.lists.config(i).map(|c| c.origin.clone()) != Some(SourceKind::Push) {
         return err(StatusCode::CONFLICT, format!("list `{name}` is not a push list (source = \"push\")"));
     }
     let pmethod = if method == Method::PATCH { PushMethod::Patch } else { PushMethod::Put };

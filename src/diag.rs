@@ -140,7 +140,10 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
             let mut out = String::new();
             let policy = state.lists.policy.load();
             let _ = writeln!(out, "generation {}", policy.generation);
-            for ((_, cfg, _), l) in state.lists.each().zip(state.lists.snapshot()) {
+            for ((_, cfg), l) in state.lists.each().zip(state.lists.snapshot()) {
+                if cfg.origin == SourceKind::Vacant {
+                    continue; // a catalog's unused member slot
+                }
                 let name = &cfg.name;
                 match l {
                     Some(l) => {
@@ -155,6 +158,9 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                         if let Some(h) = state.lists.id_of(name).and_then(|id| state.lists.held(id)) {
                             // the guard holds an update (see docs/lists.md)
                             kinds.push_str(&format!("\theld={}\theld_names={}\theld_on_hit={}", h.version, h.names.join(","), h.on_hit.as_str()));
+                        }
+                        if let Some(serial) = l.meta.serial {
+                            kinds.push_str(&format!("\tserial={serial}"));
                         }
                         let _ = writeln!(
                             out,
@@ -196,7 +202,7 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                     // rule's text is re-read, from file lists only, and off
                     // the worker threads (a list file can be hundreds of MB)
                     let policy = state.lists.policy.load_full();
-                    let reader = file_line_reader(state.lists.configs().iter().map(|(c, _)| c));
+                    let reader = file_line_reader(state.lists.configs().iter().map(|c| &c.config));
                     match tokio::task::spawn_blocking(move || crate::policy::explain::explain_in(&policy, &q, view.as_ref(), &reader)).await {
                         Ok(ex) => text(StatusCode::OK, format!("{ex}\n")),
                         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("explain failed: {e}\n")),
@@ -245,7 +251,7 @@ fn readiness(state: &DiagState) -> (bool, String) {
         return (false, "not ready: DNS listeners not serving yet\n".into());
     }
     let snapshot = state.lists.snapshot();
-    if let Some((_, cfg, _)) = state.lists.each().zip(&snapshot).find(|(_, s)| s.is_none()).map(|(l, _)| l) {
+    if let Some((_, cfg)) = state.lists.each().zip(&snapshot).find(|((_, c), s)| s.is_none() && c.catalog.is_none()).map(|(l, _)| l) {
         let name = &cfg.name;
         return (false, format!("not ready: list {name} not loaded\n"));
     }

@@ -117,7 +117,8 @@ impl App {
 
     fn load(config: Config, after_build: Option<fn()>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
-        let specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, Option<PathBuf>)>>();
+        let mut specs = config.lists.iter().map(|l| (l.clone(), config.list_path(l))).collect::<Vec<(_, Option<PathBuf>)>>();
+        specs.extend(lists::catalog::slot_specs(&config));
         let signatures = config.admin.as_ref().map_or_else(Default::default, |a| lists::push::SignaturePolicy {
             keys: a.regulator_keys.clone(),
             required: a.require_signature,
@@ -337,8 +338,8 @@ pub fn build_handler(
         blocked_log,
         dnstap,
         notify_targets: std::sync::OnceLock::new(),
-        blocked_counters: app.metrics.blocked_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
-        shadow_counters: app.metrics.shadow_handles(&cfg.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>()),
+        blocked_counters: app.metrics.blocked_handles(&counter_names(cfg)),
+        shadow_counters: app.metrics.shadow_handles(&counter_names(cfg)),
         rate_limit: cfg.rate_limit.as_ref().map(|r| {
             (server::ratelimit::RateLimiter::new(r.qps, r.burst, r.ipv4_prefix, r.ipv6_prefix, r.max_tracked), r.drop)
         }),
@@ -354,3 +355,14 @@ pub fn build_handler(
     Handler { shared }
 }
 
+/// The `list` label of `qalqan_blocked_total` and `qalqan_shadow_hits_total`
+/// for each list id: its name, and for a catalog's member slots the
+/// catalog's (`catz:ZONE`: members come and go, the counter handles are
+/// made once at start).
+fn counter_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = cfg.lists.iter().map(|l| l.name.clone()).collect();
+    for c in &cfg.catalogs {
+        names.extend(std::iter::repeat_n(config::CatalogConfig::member_name(&c.zone), c.max_members));
+    }
+    names
+}

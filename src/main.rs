@@ -290,7 +290,17 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(path)?;
     let mut ok = true;
     let mut active = 0usize;
-    for l in &config.lists {
+    // catalog members known from the persisted membership are checked like lists
+    let members: Vec<qalqan::config::ListConfig> = qalqan::lists::catalog::slot_specs(&config)
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| c.origin != qalqan::config::SourceKind::Vacant)
+        .collect();
+    for c in &config.catalogs {
+        let n = members.iter().filter(|m| m.catalog.as_deref() == Some(c.zone.as_str())).count();
+        println!("catalog {}: {}: {n} member zone(s) persisted, up to {} (max_members)", c.zone, c.source, c.max_members);
+    }
+    for l in config.lists.iter().chain(&members) {
         let file = match config.list_path(l) {
             Some(f) if !l.origin.is_remote() || f.exists() => f,
             _ => {

@@ -122,6 +122,9 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub tcp_refused: IntCounter,
     list_version: IntGaugeVec,
+    /// `qalqan_list_serial{list}`: SOA serial of the zone version in force
+    /// (axfr:// lists and catalog members): what a fleet compares.
+    list_serial: IntGaugeVec,
     list_version_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// `qalqan_list_updates_total{list,kind}`: published updates, by how
     /// they were built (`delta`: layered over the base; `full`: a new base).
@@ -291,6 +294,11 @@ impl Metrics {
             &["list", "version"],
         )?;
         registry.register(Box::new(list_version.clone()))?;
+        let list_serial = IntGaugeVec::new(
+            Opts::new("qalqan_list_serial", "SOA serial of the zone in force, by list (axfr:// lists and catalog members)"),
+            &["list"],
+        )?;
+        registry.register(Box::new(list_serial.clone()))?;
         let list_updates = IntCounterVec::new(
             Opts::new("qalqan_list_updates_total", "Published list updates, by list and kind (delta: layered over the base index; full: a new base)"),
             &["list", "kind"],
@@ -423,6 +431,7 @@ impl Metrics {
             rate_limited,
             tcp_refused,
             list_version,
+            list_serial,
             list_version_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             list_updates,
             guard_held,
@@ -471,6 +480,37 @@ impl Metrics {
             }
         }
         self.list_version.with_label_values(&[list, version]).set(1);
+    }
+
+    /// Sets `qalqan_list_serial{list}`.
+    pub fn set_list_serial(&self, list: &str, serial: u32) {
+        self.list_serial.with_label_values(&[list]).set(i64::from(serial));
+    }
+
+    /// Drops every per-list series of `list` (a catalog member that left the
+    /// catalog): its rules, version, serial, age and refresh interval.
+    pub fn forget_list(&self, list: &str) {
+        let _ = self.list_rules.remove_label_values(&[list]);
+        let _ = self.list_serial.remove_label_values(&[list]);
+        let _ = self.list_last_success.remove_label_values(&[list]);
+        let _ = self.list_refresh.remove_label_values(&[list]);
+        let _ = self.list_age.remove_label_values(&[list]);
+        // its counters too: members come and go, their series must not pile up
+        for result in ["success", "error", "unchanged"] {
+            let _ = self.list_reloads.remove_label_values(&[list, result]);
+        }
+        for kind in ["full", "delta"] {
+            let _ = self.list_updates.remove_label_values(&[list, kind]);
+        }
+        let _ = self.update_enforce.remove_label_values(&[list]);
+        if let Ok(mut c) = self.list_confirmed.lock() {
+            c.remove(list);
+        }
+        if let Ok(mut seen) = self.list_version_seen.lock() {
+            if let Some(old) = seen.remove(list) {
+                let _ = self.list_version.remove_label_values(&[list, &old]);
+            }
+        }
     }
 
     /// Handles for upstream `server` (a configured address: bounded label set).

@@ -17,7 +17,7 @@ use crate::lists::publish::Lists;
 use crate::resolve::forward::Forwarder;
 use crate::resolve::recurse::Recurser;
 use crate::rules::ListId;
-use crate::server::notify::NotifyTarget;
+use crate::server::notify::{NotifyTarget, NotifyZone};
 use crate::{admin, blockpage, build_handler, diag, lists, name, querylog, server, sys, App, Sockets, StartError};
 
 /// Serves until `stop` is cancelled; logs one line containing `ready` once
@@ -52,7 +52,7 @@ pub async fn serve(app: App, sockets: Sockets, stop: CancellationToken) -> Resul
     let http_stop = CancellationToken::new();
     let (diag_state, http_task) = http_endpoint(&app, &shared, sockets.metrics, &http_stop).await?;
     let sources_stop = stop.child_token();
-    let mut sources = Sources::spawn(&app.lists, &sources_stop).await?;
+    let mut sources = Sources::spawn(&app.lists, &app.config, &sources_stop).await?;
     let _ = shared.notify_targets.set(std::mem::take(&mut sources.notify_targets));
     let admin_task = push_api(&app, sockets.admin, sources.refreshers.clone(), &http_stop).await?;
     let watch_stop = stop.child_token();
@@ -277,10 +277,10 @@ struct Sources {
 }
 
 impl Sources {
-    async fn spawn(all: &Arc<Lists>, stop: &CancellationToken) -> Result<Sources, StartError> {
+    async fn spawn(all: &Arc<Lists>, cfg: &crate::config::Config, stop: &CancellationToken) -> Result<Sources, StartError> {
         let mut s = Sources { tasks: Vec::new(), refreshers: HashMap::new(), notify_targets: Vec::new() };
         let http_client = lists::http::client()?;
-        for (i, lc, _) in all.each() {
+        for (i, lc) in all.each() {
             match &lc.origin {
                 SourceKind::Http(_) => {
                     let pending = all.state(i).is_none();
@@ -290,6 +290,7 @@ impl Sources {
                     let now = s.refresher(i);
                     s.tasks.push(lists::http::spawn(Arc::clone(all), http_client.clone(), i, now, !pending, stop.clone()));
                 }
+                SourceKind::Axfr { .. } if lc.catalog.is_some() => {} // its catalog's follower syncs it
                 SourceKind::Axfr { primary, zone } => {
                     let mut state = lists::zone_sync::from_persisted(all, i);
                     let from_copy = state.is_some();
@@ -304,7 +305,7 @@ impl Sources {
                         // config checked the key; were it unparsable here, no target
                         // (every NOTIFY refused) rather than one accepting unsigned ones
                         match lc.tsig.as_deref().map(crate::keys::TsigKey::parse).transpose() {
-                            Ok(tsig) => s.notify_targets.push(NotifyTarget { zone, primary: primary.ip(), tsig, refresh: Arc::clone(&now) }),
+                            Ok(tsig) => s.notify_targets.push(NotifyTarget { zone: zone.into(), primary: primary.ip(), tsig, refresh: Arc::clone(&now) }),
                             Err(e) => tracing::warn!(list = %lc.name, error = %e, "NOTIFY disabled for this list"),
                         }
                     }
@@ -315,6 +316,24 @@ impl Sources {
                 }
                 _ => {}
             }
+        }
+        for k in 0..cfg.catalogs.len() {
+            let Some(follower) = lists::catalog::Follower::new(all, cfg, k) else {
+                // config checked the zone and the key: not expected
+                tracing::error!(catalog = k, "catalog not followed: its zone or key does not parse");
+                continue;
+            };
+            if let Some(t) = follower.targets() {
+                let tsig = follower.tsig().cloned();
+                let primary = follower.primary().ip();
+                s.notify_targets.push(NotifyTarget { zone: t.catalog.0.into(), primary, tsig: tsig.clone(), refresh: t.catalog.1 });
+                for (id, zone, refresh) in t.slots {
+                    // `reload catz:ZONE` through the push API wakes the member's sync too
+                    s.refreshers.insert(id, Arc::clone(&refresh));
+                    s.notify_targets.push(NotifyTarget { zone: NotifyZone::Slot(zone), primary, tsig: tsig.clone(), refresh });
+                }
+            }
+            s.tasks.push(follower.spawn(stop.clone()));
         }
         Ok(s)
     }

@@ -916,3 +916,272 @@ async fn tsig_failures_keep_the_last_list() {
     q.until("added.example.", ResponseCode::NXDomain, Duration::from_secs(20), &|| format!("{}\n{}", log.text(), knot.log())).await;
     q.shutdown().await;
 }
+
+/// Knot on 127.0.0.2 serving `zones` (name, file text) with the test key
+/// for transfers, NOTIFYing qalqan at 127.0.0.1:`qalqan_port` (signed) on
+/// every change of any of them.
+fn start_knot_zones(qalqan_port: u16, zones: &[(&str, String)]) -> Knot {
+    let port = loop {
+        let p = free_port();
+        if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
+            break p;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = dir.path().join("knot.conf");
+    let mut zone_conf = String::new();
+    for (name, text) in zones {
+        std::fs::write(dir.path().join(format!("{name}.zone")), text).unwrap();
+        zone_conf.push_str(&format!("  - domain: {name}\n    file: {name}.zone\n    acl: xfr\n    notify: qalqan\n"));
+    }
+    let config = format!(
+        r#"server:
+    rundir: "{d}"
+    listen: 127.0.0.2@{port}
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}"
+key:
+  - id: qalqan-key
+    algorithm: hmac-sha256
+    secret: {SECRET}
+remote:
+  - id: qalqan
+    address: 127.0.0.1@{qalqan_port}
+    via: 127.0.0.2
+    key: qalqan-key
+acl:
+  - id: xfr
+    address: 127.0.0.1
+    key: qalqan-key
+    action: transfer
+template:
+  - id: default
+    storage: "{d}"
+    zonefile-sync: -1
+    zonefile-load: difference
+    journal-content: changes
+    semantic-checks: off
+zone:
+{zone_conf}"#
+    );
+    std::fs::write(&conf, config).unwrap();
+    let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
+    let child = Command::new(tool("knotd")).arg("-c").arg(&conf).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    Knot { child, dir, conf, addr: SocketAddr::new("127.0.0.2".parse().unwrap(), port) }
+}
+
+/// A hand-written RFC 9432 catalog zone `catalog.test` at `serial` with
+/// `members` (unique id, member zone, group).
+fn catalog_zone(serial: u32, members: &[(&str, &str, Option<&str>)]) -> String {
+    let mut z = format!(
+        "$ORIGIN catalog.test.\n$TTL 0\n@ SOA invalid. invalid. {serial} 3600 600 86400 0\n@ NS invalid.\nversion TXT \"2\"\n"
+    );
+    for (id, zone, group) in members {
+        z.push_str(&format!("{id}.zones PTR {zone}.\n"));
+        if let Some(g) = group {
+            z.push_str(&format!("group.{id}.zones TXT \"{g}\"\n"));
+        }
+    }
+    z
+}
+
+fn member_zone(zone: &str, serial: u32, blocked: &[&str]) -> String {
+    let mut z = format!("$ORIGIN {zone}.\n$TTL 300\n@ SOA ns.{zone}. admin.{zone}. {serial} 3600 600 86400 60\n@ NS ns.{zone}.\n");
+    for b in blocked {
+        z.push_str(&format!("{b} CNAME .\n"));
+    }
+    z
+}
+
+/// A catalog zone served by Knot: its member RPZ zones become lists
+/// (`catz:ZONE`), transferred with the catalog's TSIG key; a member added
+/// to the catalog (zone-reload, NOTIFY) is enforced, a member's `group`
+/// maps to what `groups` says (here: shadow, so not enforced), a member
+/// removed is unenforced; a restart with Knot stopped enforces the
+/// persisted members.
+#[tokio::test]
+async fn catalog_members_follow_knot() {
+    if !have("knotd", "knot") {
+        return;
+    }
+    let (udp, tcp) = loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            break (u, t);
+        }
+    };
+    let qaddr = udp.local_addr().unwrap();
+    let knot = start_knot_zones(
+        qaddr.port(),
+        &[
+            ("catalog.test", catalog_zone(1, &[("m1", "one.rpz", None)])),
+            ("one.rpz", member_zone("one.rpz", 1, &["one.blocked"])),
+            ("two.rpz", member_zone("two.rpz", 1, &["two.blocked"])),
+            ("three.rpz", member_zone("three.rpz", 1, &["three.watched"])),
+        ],
+    );
+    wait_for_serial(&knot, &Name::from_ascii("catalog.test.").unwrap(), 1).await;
+    wait_for_serial(&knot, &Name::from_ascii("three.rpz.").unwrap(), 1).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["127.0.0.1:9"]
+timeout_ms = 300
+[state]
+dir = "{}"
+[[catalogs]]
+source = "axfr://{}/catalog.test"
+tsig = "hmac-sha256:qalqan-key:{SECRET}"
+refresh_s = 3600
+max_members = 4
+defaults = {{ format = "rpz", kind = "block", action = "nxdomain", ede = 16 }}
+groups = {{ watch = {{ mode = "shadow" }} }}
+"#,
+        state.path().display(),
+        knot.addr
+    );
+    let app = qalqan::App::from_toml_str(&toml).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = http.local_addr().unwrap();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http), stop.clone()));
+    let until = |name: &'static str, blocked: bool, why: &'static str| {
+        let knot_log = knot.log();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let nx = rcode(qaddr, name).await == Some(ResponseCode::NXDomain);
+                if nx == blocked {
+                    return;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(10), "{why}: {name} blocked={nx}\nknot log:\n{knot_log}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until("one.blocked.", true, "the first member is enforced").await;
+    assert_ne!(rcode(qaddr, "two.blocked.").await, Some(ResponseCode::NXDomain), "not a member yet");
+
+    // add two members, one in group "watch" (shadow: counted, not enforced)
+    std::fs::write(
+        knot.dir.path().join("catalog.test.zone"),
+        catalog_zone(2, &[("m1", "one.rpz", None), ("m2", "two.rpz", None), ("m3", "three.rpz", Some("watch"))]),
+    )
+    .unwrap();
+    knot.knotc(&["zone-reload", "catalog.test"]);
+    until("two.blocked.", true, "an added member is enforced (NOTIFY of the catalog)").await;
+    assert_ne!(rcode(qaddr, "three.watched.").await, Some(ResponseCode::NXDomain), "group watch = shadow");
+    assert_eq!(rcode(qaddr, "one.blocked.").await, Some(ResponseCode::NXDomain));
+
+    // a member zone's own change comes by its own NOTIFY + IXFR
+    std::fs::write(knot.dir.path().join("two.rpz.zone"), member_zone("two.rpz", 2, &["two.blocked", "two-more.blocked"])).unwrap();
+    knot.knotc(&["zone-reload", "two.rpz"]);
+    until("two-more.blocked.", true, "a member's change (its NOTIFY)").await;
+
+    let page = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(maddr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.unwrap().unwrap();
+        body
+    };
+    let metrics = page("/metrics").await;
+    assert!(metrics.contains(r#"qalqan_list_serial{list="catz:two.rpz"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"qalqan_shadow_hits_total{list="catz:catalog.test"}"#), "{metrics}");
+    let lists = page("/lists").await;
+    assert!(lists.contains("catz:one.rpz") && lists.contains("catz:three.rpz") && !lists.contains('#'), "{lists}");
+
+    // remove the first member: unenforced, its files gone
+    std::fs::write(
+        knot.dir.path().join("catalog.test.zone"),
+        catalog_zone(3, &[("m2", "two.rpz", None), ("m3", "three.rpz", Some("watch"))]),
+    )
+    .unwrap();
+    knot.knotc(&["zone-reload", "catalog.test"]);
+    until("one.blocked.", false, "a removed member is no longer enforced").await;
+    assert_eq!(rcode(qaddr, "two.blocked.").await, Some(ResponseCode::NXDomain));
+    let metrics = page("/metrics").await;
+    assert!(!metrics.contains(r#"list="catz:one.rpz""#), "a removed member's series are gone:\n{metrics}");
+    assert!(!state.path().join("catz:one.rpz.list").exists());
+    assert!(state.path().join("catz:two.rpz.list").exists() && state.path().join("catz:catalog.test.catalog").exists());
+    // Knot's ACL allows transfers only signed with the key (see
+    // `transfers_from_knot`: unsigned is refused): the catalog came by AXFR,
+    // then by IXFR at each change, and nothing was denied
+    let log = knot.log();
+    assert!(log.lines().any(|l| l.contains("[catalog.test.] AXFR, outgoing") && l.contains("finished")), "{log}");
+    assert!(log.lines().any(|l| l.contains("[catalog.test.] IXFR, outgoing") && l.contains("2 -> 3")), "{log}");
+    assert!(!log.to_ascii_lowercase().contains("denied"), "{log}");
+    let metrics = page("/metrics").await;
+    assert!(metrics.contains(r#"qalqan_list_reloads_total{list="catz:catalog.test",result="success"} 3"#), "{metrics}");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // the catalog transfer is signed: a qalqan with another secret gets no
+    // catalog (Knot answers BADSIG), counts the error and enforces nothing
+    {
+        let other_state = tempfile::tempdir().unwrap();
+        let wrong = toml
+            .replace(SECRET, OTHER_SECRET)
+            .replace(&format!("dir = \"{}\"", state.path().display()), &format!("dir = \"{}\"", other_state.path().display()));
+        let app = qalqan::App::from_toml_str(&wrong).unwrap();
+        let (udp, tcp) = loop {
+            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+                break (u, t);
+            }
+        };
+        let qaddr = udp.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let maddr = http.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]).with_metrics(http), stop.clone()));
+        let t0 = Instant::now();
+        loop {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut body = String::new();
+            if let Ok(mut s) = tokio::net::TcpStream::connect(maddr).await {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+            }
+            if body.contains(r#"qalqan_list_reloads_total{list="catz:catalog.test",result="error"} 1"#) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no catalog error counted with a wrong key:\n{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_ne!(rcode(qaddr, "two.blocked.").await, Some(ResponseCode::NXDomain), "no member without the key");
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    // Knot gone: a restart enforces the persisted members
+    drop(knot);
+    let app = qalqan::App::from_toml_str(&toml).unwrap();
+    let (udp, tcp) = loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            break (u, t);
+        }
+    };
+    let qaddr = udp.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
+    let t0 = Instant::now();
+    while rcode(qaddr, "two-more.blocked.").await != Some(ResponseCode::NXDomain) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "persisted member not enforced after a restart with the primary down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(rcode(qaddr, "one.blocked.").await, Some(ResponseCode::NXDomain), "the removed member stays removed");
+    assert_ne!(rcode(qaddr, "three.watched.").await, Some(ResponseCode::NXDomain), "its group persisted too");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

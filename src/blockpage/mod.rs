@@ -71,12 +71,12 @@ impl BlockPage {
         let files = lists
             .configs()
             .iter()
-            .map(|(c, path)| path.clone().filter(|_| c.format == Format::RegistryCsv).map(|p| (p, c.origin.is_remote())))
+            .map(|c| c.path.clone().filter(|_| c.format == Format::RegistryCsv).map(|p| (p, c.origin.is_remote())))
             .collect();
         let links = lists
             .configs()
             .iter()
-            .map(|(c, _)| c.authority_url.as_deref().and_then(|u| HeaderValue::from_str(&format!("<{u}>; rel=\"blocked-by\"")).ok()))
+            .map(|c| c.authority_url.as_deref().and_then(|u| HeaderValue::from_str(&format!("<{u}>; rel=\"blocked-by\"")).ok()))
             .collect();
         Ok(Self {
             lists,

@@ -61,6 +61,9 @@ pub struct ListConfig {
     /// the list's `sde_*` keys; `None` with `[sde] mode = "off"` or an EDE
     /// code the draft does not structure.
     pub sde: Option<std::sync::Arc<crate::policy::sde::ListSde>>,
+    /// The catalog zone this list is a member slot of (`[[catalogs]]`):
+    /// its name and source then follow the catalog (see `lists/catalog.rs`).
+    pub catalog: Option<String>,
 }
 
 /// `[sde]` as the server needs it (the lists' JSON is in [`ListConfig::sde`]).
@@ -74,6 +77,56 @@ pub struct ViewConfig {
     /// The lists applied: those named in `lists`, and every regulator list
     /// not named in `except`.
     pub lists: Vec<ListId>,
+}
+
+/// One `[[catalogs]]` entry (RFC 9432): where the catalog comes from and
+/// what each member list is. See `lists/catalog.rs` and docs/lists.md.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// The catalog zone, without the final dot (`catalog.example`).
+    pub zone: String,
+    pub source: String,
+    pub primary: SocketAddr,
+    pub tsig: Option<String>,
+    pub refresh: Duration,
+    pub timeout: Duration,
+    pub max_members: usize,
+    /// A member list's config before its name and zone are filled in.
+    pub template: ListConfig,
+    /// `group` property value → what changes for such a member.
+    pub groups: std::collections::BTreeMap<String, raw::RawCatalogGroup>,
+}
+
+impl CatalogConfig {
+    /// The list name of member zone `zone` (no final dot): `catz:ZONE`.
+    pub fn member_name(zone: &str) -> String {
+        format!("catz:{zone}")
+    }
+
+    /// The config of the list for member `zone` (no final dot) with RFC
+    /// 9432 `group` property `group`: the defaults, then the group's keys.
+    pub fn member(&self, zone: &str, group: Option<&str>) -> ListConfig {
+        let mut c = self.template.clone();
+        c.name = Self::member_name(zone);
+        c.source = format!("axfr://{}/{zone}", self.primary);
+        c.origin = SourceKind::Axfr { primary: self.primary, zone: zone.to_owned() };
+        if let Some(g) = group.and_then(|g| self.groups.get(g)) {
+            c.kind = g.kind.unwrap_or(c.kind);
+            c.action = g.action.unwrap_or(c.action);
+            c.ede = g.ede.unwrap_or(c.ede);
+            c.mode = g.mode.unwrap_or(c.mode);
+        }
+        c
+    }
+
+    /// An unused member slot (`n`: its place among the catalog's slots).
+    pub fn vacant(&self, n: usize) -> ListConfig {
+        let mut c = self.template.clone();
+        c.name = format!("catz:{}#{n}", self.zone);
+        c.source = self.source.clone();
+        c.origin = SourceKind::Vacant;
+        c
+    }
 }
 
 /// Which HTTP redirects a pull follows (`redirects =` in `[[lists]]`).
@@ -140,6 +193,9 @@ pub enum SourceKind {
     Push,
     /// `axfr://HOST:PORT/ZONE`: an RPZ zone transferred from a primary.
     Axfr { primary: SocketAddr, zone: String },
+    /// A `[[catalogs]]` member slot no member zone holds now: no rules,
+    /// no source, not waited for.
+    Vacant,
 }
 
 impl SourceKind {
@@ -304,6 +360,8 @@ pub struct Config {
     pub sde: SdeConfig,
     /// `[[views]]`, in config order (empty: every client gets every list).
     pub views: Vec<ViewConfig>,
+    /// `[[catalogs]]`: their member slots come after `lists` (see `lists/catalog.rs`).
+    pub catalogs: Vec<CatalogConfig>,
 }
 
 /// `[guard]`: the protected-names file and what a hit does (the file is
@@ -712,7 +770,104 @@ impl Config {
                 redirects: l.redirects,
                 signature_url,
                 authority_url: l.authority_url,
+                catalog: None,
             });
+        }
+        let mut catalogs: Vec<CatalogConfig> = Vec::new();
+        let mut slots = 0usize;
+        for (i, c) in raw.catalogs.into_iter().enumerate() {
+            let key = |k: &str| format!("catalogs[{i}].{k}");
+            let SourceKind::Axfr { primary, zone } = parse_source(&c.source).map_err(|reason| invalid(&key("source"), reason))? else {
+                return Err(invalid(&key("source"), "a catalog comes by zone transfer: axfr://HOST:PORT/CATALOG-ZONE".into()));
+            };
+            let zone = zone.to_ascii_lowercase();
+            if catalogs.iter().any(|o| o.zone == zone) {
+                return Err(invalid(&key("source"), format!("catalog `{zone}` is configured twice")));
+            }
+            if let Some(t) = &c.tsig {
+                crate::keys::TsigKey::parse(t).map_err(|e| invalid(&key("tsig"), e.to_string()))?;
+            }
+            if c.refresh_s == 0 {
+                return Err(invalid(&key("refresh_s"), "must be at least 1".into()));
+            }
+            if c.timeout_ms == 0 {
+                return Err(invalid(&key("timeout_ms"), "must be at least 1".into()));
+            }
+            if c.max_members == 0 {
+                return Err(invalid(&key("max_members"), "must be at least 1".into()));
+            }
+            let d = &c.defaults;
+            if d.format != Format::Rpz {
+                return Err(invalid(&key("defaults.format"), "member zones are RPZ zones: use format = \"rpz\"".into()));
+            }
+            if !(0.0..=1.0).contains(&d.max_shrink) {
+                return Err(invalid(&key("defaults.max_shrink"), "must be between 0 and 1".into()));
+            }
+            for (g, over) in &c.groups {
+                let kind = over.kind.unwrap_or(d.kind);
+                if over.mode.unwrap_or(d.mode) == ListMode::Shadow && kind == ListKind::Allow {
+                    return Err(invalid(&key(&format!("groups.{g}.mode")), "only block lists can be shadow lists".into()));
+                }
+            }
+            if d.mode == ListMode::Shadow && d.kind == ListKind::Allow {
+                return Err(invalid(&key("defaults.mode"), "only block lists can be shadow lists".into()));
+            }
+            slots = slots.saturating_add(c.max_members);
+            // the [sde] text of a member's blocks: the defaults' EDE code and
+            // the global justification (a member has no list keys of its own)
+            let sde = if sde_mode == crate::policy::sde::SdeMode::Off || !crate::policy::sde::structured_code(d.ede) {
+                None
+            } else {
+                let prepared = crate::policy::sde::ListSde::new(&raw.sde.contact, raw.sde.organization.as_deref(), &raw.sde.language, None, raw.sde.justification.as_deref())
+                    .map_err(|e| invalid("sde.justification", e))?;
+                Some(std::sync::Arc::new(prepared))
+            };
+            let template = ListConfig {
+                // a catalog's members are named by the primary, not by this
+                // config, so no view could name them: they apply in every view
+                regulator: true,
+                sde,
+                name: String::new(),
+                source: c.source.clone(),
+                origin: SourceKind::Vacant,
+                format: Format::Rpz,
+                kind: d.kind,
+                action: d.action,
+                mode: d.mode,
+                ede: d.ede,
+                max_bad_share: default_catalog_bad_share(),
+                max_shrink: d.max_shrink,
+                refresh: Duration::from_secs(c.refresh_s),
+                timeout: Duration::from_millis(c.timeout_ms),
+                max_bytes: d.max_bytes,
+                max_rules: d.max_rules,
+                tsig: c.tsig.clone(),
+                ip_rules: None,
+                redirects: Redirects::None,
+                signature_url: None,
+                authority_url: None,
+                catalog: Some(zone.clone()),
+            };
+            catalogs.push(CatalogConfig {
+                zone,
+                source: c.source,
+                primary,
+                tsig: c.tsig,
+                refresh: Duration::from_secs(c.refresh_s),
+                timeout: Duration::from_millis(c.timeout_ms),
+                max_members: c.max_members,
+                template,
+                groups: c.groups,
+            });
+        }
+        if lists.len().saturating_add(slots) > ListId::MAX_LISTS {
+            return Err(invalid(
+                "catalogs",
+                format!("{} lists and {slots} catalog member slots (max_members); at most {} are supported", lists.len(), ListId::MAX_LISTS),
+            ));
+        }
+        if raw.state.dir.is_none() && !catalogs.is_empty() {
+            tracing::warn!("[[catalogs]] without [state] dir: the catalog and its members are transferred again at every start");
         }
         if raw.state.dir.is_none() {
             if let Some(l) = lists.iter().find(|l| l.origin == SourceKind::Push) {
@@ -896,6 +1051,7 @@ impl Config {
             admin,
             guard,
             lists,
+            catalogs,
         })
     }
 
@@ -906,6 +1062,7 @@ impl Config {
     pub fn list_path(&self, list: &ListConfig) -> Option<PathBuf> {
         match &list.origin {
             SourceKind::File(p) => Some(p.clone()),
+            SourceKind::Vacant => None,
             _ => self.state_dir.as_ref().map(|d| d.join(format!("{}.list", list.name))),
         }
     }
@@ -940,6 +1097,12 @@ fn dnstap_config(d: raw::RawDnstap) -> Result<crate::dnstap::Settings, (&'static
         reconnect_max: Duration::from_millis(d.reconnect_max_ms),
         io_timeout: Duration::from_millis(d.timeout_ms),
     })
+}
+
+/// `max_bad_share` of a catalog member: a zone transfer's records are
+/// checked by the primary, so a bad record is rare; the same budget as a list's default.
+fn default_catalog_bad_share() -> f64 {
+    0.01
 }
 
 /// `[blockpage]` checked; `Err((key, reason))`.

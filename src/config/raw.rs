@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// `[[views]]`: which lists apply to which client prefixes.
     #[serde(default)]
     pub views: Vec<RawView>,
+    /// RFC 9432 catalog zones: each member zone becomes an `axfr://` list.
+    #[serde(default)]
+    pub catalogs: Vec<RawCatalog>,
 }
 
 /// `[sde]`: structured DNS errors (draft-ietf-dnsop-structured-dns-error):
@@ -166,6 +169,85 @@ pub struct RawGuard {
 
 fn default_on_hit() -> crate::rules::GuardOnHit {
     crate::rules::GuardOnHit::HoldAll
+}
+
+/// `[[catalogs]]`: a catalog zone (RFC 9432) whose member zones become lists.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    /// `axfr://HOST:PORT/CATALOG-ZONE`: the catalog and every member come from this primary.
+    pub source: String,
+    /// TSIG key of the catalog and member transfers (and their NOTIFYs), the `kdig -y` form.
+    pub tsig: Option<String>,
+    /// Seconds between SOA checks of the catalog and of each member.
+    #[serde(default = "default_refresh_s")]
+    pub refresh_s: u64,
+    /// Transfer timeout (catalog and members).
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most member zones taken from the catalog (the rest are logged and left out).
+    #[serde(default = "default_max_members")]
+    pub max_members: usize,
+    /// What every member list is.
+    #[serde(default)]
+    pub defaults: RawCatalogDefaults,
+    /// A member's `group` property (RFC 9432 §4.4.2) mapped to what its list does instead.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, RawCatalogGroup>,
+}
+
+/// `[catalogs.defaults]`: the list keys every member zone gets.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalogDefaults {
+    #[serde(default = "default_catalog_format")]
+    pub format: Format,
+    #[serde(default = "default_kind")]
+    pub kind: ListKind,
+    #[serde(default = "default_action")]
+    pub action: Action,
+    #[serde(default = "default_ede")]
+    pub ede: u16,
+    #[serde(default)]
+    pub mode: crate::rules::ListMode,
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_max_rules")]
+    pub max_rules: usize,
+}
+
+impl Default for RawCatalogDefaults {
+    fn default() -> Self {
+        Self {
+            format: default_catalog_format(),
+            kind: default_kind(),
+            action: default_action(),
+            ede: default_ede(),
+            mode: crate::rules::ListMode::default(),
+            max_shrink: default_max_shrink(),
+            max_bytes: default_max_bytes(),
+            max_rules: default_max_rules(),
+        }
+    }
+}
+
+/// `[catalogs.groups.NAME]`: what a member with `group` NAME does instead of the defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalogGroup {
+    pub kind: Option<ListKind>,
+    pub action: Option<Action>,
+    pub ede: Option<u16>,
+    pub mode: Option<crate::rules::ListMode>,
+}
+
+fn default_catalog_format() -> Format {
+    Format::Rpz
+}
+fn default_max_members() -> usize {
+    64
 }
 
 /// `[blockpage]`: the page a blocked subscriber's browser is shown when the
@@ -1131,6 +1213,16 @@ mod docs_tests {
                 clients: vec!["10.1.0.0/16".to_owned()],
                 lists: vec!["regulator".to_owned()],
                 except: vec!["regulator".to_owned()],
+            }],
+            catalogs: vec![RawCatalog {
+                source: "axfr://192.0.2.53:53/catalog.example".to_owned(),
+                tsig: Some("hmac-sha256:NAME:BASE64".to_owned()),
+                refresh_s: default_refresh_s(),
+                timeout_ms: default_fetch_timeout_ms(),
+                max_members: default_max_members(),
+                defaults: RawCatalogDefaults::default(),
+                // a group's keys are documented under `[catalogs.groups.NAME]`
+                groups: std::collections::BTreeMap::new(),
             }],
         }
     }

@@ -241,7 +241,7 @@ pub async fn fetch(
 pub async fn refresh(lists: &Arc<Lists>, client: &reqwest::Client, i: ListId) -> Result<(), LoadError> {
     let Some(cfg) = lists.config(i) else { return Ok(()) };
     let prev = lists.state(i).map(|s| s.meta);
-    match fetch(client, cfg, prev.as_ref(), &lists.signature_keys()).await {
+    match fetch(client, &cfg, prev.as_ref(), &lists.signature_keys()).await {
         Ok(None) => {
             tracing::debug!(list = %cfg.name, "not modified");
             lists.touch(i);

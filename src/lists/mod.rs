@@ -12,6 +12,7 @@ pub mod guard;
 pub mod state;
 pub mod watch;
 pub mod zone_sync;
+pub mod catalog;
 
 use std::path::Path;
 use std::time::SystemTime;

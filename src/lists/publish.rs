@@ -307,6 +307,21 @@ struct GuardFile {
 /// that still block a protected name: a name may be covered by its own
 /// rule, a parent's, a wildcard's and a keyword's); past it the update is held whole.
 const MAX_GUARD_ROUNDS: usize = 8;
+/// A list's config and where it is read from: its file, or its persisted
+/// copy in the state directory (`None`: a remote list without one, or a
+/// vacant catalog slot). Derefs to the config.
+#[derive(Debug)]
+pub struct ListSpec {
+    pub config: ListConfig,
+    pub path: Option<PathBuf>,
+}
+
+impl std::ops::Deref for ListSpec {
+    type Target = ListConfig;
+    fn deref(&self) -> &ListConfig {
+        &self.config
+    }
+}
 
 /// Default of `[server] delta_merge_share`.
 pub const DEFAULT_DELTA_MERGE_SHARE: f64 = 0.02;
@@ -317,7 +332,9 @@ pub const DEFAULT_DIFF_MAX_LINES: usize = 2_000_000;
 pub struct Lists {
     /// Each list and where it is read from: its file, or its persisted
     /// copy in the state directory (`None`: a remote list without one).
-    configs: Vec<(ListConfig, Option<PathBuf>)>,
+    /// Swapped only for a catalog's member slots (`lists/catalog.rs`), under
+    /// the update lock; a reader holds the spec it loaded.
+    configs: Vec<ArcSwap<ListSpec>>,
     /// `[log] audit`, set once by `serve` (`qalqan check` never writes it).
     audit_log: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
     /// Each list's `mode` in force: from the config, then [`Lists::set_modes`].
@@ -409,7 +426,7 @@ impl Lists {
             }
         }
         Self {
-            configs,
+            configs: configs.into_iter().map(|(config, path)| ArcSwap::from_pointee(ListSpec { config, path })).collect(),
             audit_log: std::sync::OnceLock::new(),
             modes: Mutex::new(modes),
             states: Mutex::new(vec![None; n]),
@@ -620,7 +637,7 @@ impl Lists {
                             *slot = Some(head.clone());
                         }
                     }
-                    self.persist_journal(cfg, &head.journal, &held.meta);
+                    self.persist_journal(&cfg, &head.journal, &held.meta);
                 }
                 self.metrics.guard_confirmed.with_label_values(&[&cfg.name]).inc();
                 tracing::info!(target: "qalqan::audit", list = %cfg.name, version = %held.version, names = %held.names.join(","), who, "guard: held update confirmed and published");
@@ -699,25 +716,31 @@ impl Lists {
         &self.metrics
     }
 
-    pub fn configs(&self) -> &[(ListConfig, Option<PathBuf>)] {
-        &self.configs
+    /// Every list's spec, in config order (member slots of catalogs last).
+    pub fn configs(&self) -> Vec<Arc<ListSpec>> {
+        self.configs.iter().map(ArcSwap::load_full).collect()
+    }
+
+    /// Every list's config as it is now (what a build compiles against).
+    fn config_list(&self) -> Vec<ListConfig> {
+        self.configs.iter().map(|c| c.load().config.clone()).collect()
     }
 
     /// Every list with its id, config and file (its own, or its persisted
     /// copy), in config order.
-    pub fn each(&self) -> impl Iterator<Item = (ListId, &ListConfig, Option<&Path>)> + '_ {
-        ListId::all(self.configs.len()).zip(&self.configs).map(|(id, (c, p))| (id, c, p.as_deref()))
+    pub fn each(&self) -> impl Iterator<Item = (ListId, Arc<ListSpec>)> + '_ {
+        ListId::all(self.configs.len()).zip(&self.configs).map(|(id, c)| (id, c.load_full()))
     }
 
     /// The config of list `id`.
-    pub fn config(&self, id: ListId) -> Option<&ListConfig> {
-        self.configs.get(id.index()).map(|(c, _)| c)
+    pub fn config(&self, id: ListId) -> Option<Arc<ListSpec>> {
+        self.configs.get(id.index()).map(ArcSwap::load_full)
     }
 
     /// The list called `name` (the operator's key: the admin API and the
     /// command line name lists, everything past them uses the id).
     pub fn id_of(&self, name: &str) -> Option<ListId> {
-        self.each().find(|(_, c, _)| c.name == name).map(|(id, _, _)| id)
+        self.each().find(|(_, c)| c.name == name).map(|(id, _)| id)
     }
 
     /// The version in force of every list (None where a list has none yet).
@@ -759,13 +782,17 @@ impl Lists {
             }
             inc
         };
-        for (i, cfg, path) in self.each() {
+        for (i, cfg) in self.each() {
+            if cfg.origin == SourceKind::Vacant {
+                continue;
+            }
+            let path = cfg.path.as_deref();
             let Some(path) = path else {
                 tracing::info!(list = %cfg.name, "no state directory, so no persisted copy; waiting for the source");
                 continue;
             };
             if cfg.origin == SourceKind::Push {
-                match self.load_pushed(cfg, path) {
+                match self.load_pushed(&cfg, path) {
                     Ok(Some(head)) => {
                         let meta = SourceMeta {
                             push_version: head.journal.version(),
@@ -773,7 +800,7 @@ impl Lists {
                             ..Default::default()
                         };
                         tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
-                        batch.push(persisted(i, cfg, Arc::clone(&head.body), meta));
+                        batch.push(persisted(i, &cfg, Arc::clone(&head.body), meta));
                         heads.push((i, head));
                     }
                     Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
@@ -801,10 +828,10 @@ impl Lists {
                     "persisted copy REJECTED (a symlink or not a regular file?): not served; waiting for the source"
                 ),
                 (_, Ok(bytes)) => {
-                    let mut meta = self.read_meta(cfg).unwrap_or_default();
+                    let mut meta = self.read_meta(&cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
-                    batch.push(persisted(i, cfg, Arc::new(bytes), meta));
+                    batch.push(persisted(i, &cfg, Arc::new(bytes), meta));
                 }
                 (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
             }
@@ -816,7 +843,7 @@ impl Lists {
         for (i, lines, held) in restored {
             if let Some(cfg) = self.config(i).filter(|c| report.changed.contains(&c.name)) {
                 self.metrics.guard_held_names.with_label_values(&[&cfg.name]).set(i64::try_from(held.names.len()).unwrap_or(i64::MAX));
-                self.set_dropped(cfg, i.index(), lines, Some(held));
+                self.set_dropped(&cfg, i.index(), lines, Some(held));
             }
         }
         if let Ok(mut p) = self.pushed.lock() {
@@ -838,7 +865,8 @@ impl Lists {
     pub fn reload_files(&self, which: Option<&[ListId]>) -> ReloadReport {
         let mut batch = Vec::new();
         let mut report = ReloadReport::default();
-        for (i, cfg, path) in self.each() {
+        for (i, cfg) in self.each() {
+            let path = cfg.path.as_deref();
             let (SourceKind::File(_), Some(path)) = (&cfg.origin, path) else { continue };
             if which.is_some_and(|w| !w.contains(&i)) {
                 continue;
@@ -847,7 +875,7 @@ impl Lists {
                 Ok(bytes) => batch.push(Incoming::new(i, bytes, SourceMeta { who: "file".into(), ..Default::default() })),
                 Err(source) => {
                     let e = LoadError::Source { list: cfg.name.clone(), path: path.display().to_string(), source };
-                    self.reject(cfg, e, &mut report);
+                    self.reject(&cfg, e, &mut report);
                 }
             }
         }
@@ -914,7 +942,7 @@ impl Lists {
 
     /// Records a failed source check (download error, bad status, HTML…).
     pub fn source_failed(&self, e: &LoadError) {
-        if let Some((cfg, _)) = self.configs.iter().find(|(c, _)| c.name == e.list()) {
+        if let Some((_, cfg)) = self.each().find(|(_, c)| c.name == e.list()) {
             self.metrics.list_reloads.with_label_values(&[&cfg.name, "error"]).inc();
         }
         tracing::warn!(error = %e.chain(), "list source failed; keeping last good version");
@@ -963,6 +991,8 @@ impl Lists {
     /// ([`Lists::try_delta`]); anything else is built in full, which folds
     /// every pending delta into the new base.
     fn apply_locked(&self, mut batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
+        // a vacant catalog slot takes no version (a member's last sync racing its removal)
+        batch.retain(|inc| self.config(inc.list).is_some_and(|c| c.origin != SourceKind::Vacant));
         // a reread of every file list (SIGHUP) offers the unchanged ones too:
         // set them aside, so that one changed list can still go by delta
         let mut unchanged = Vec::new();
@@ -1048,7 +1078,7 @@ impl Lists {
         }
         let edit = match inc.edit.take() {
             Some(e) => e,
-            None => match self.file_edit(cfg, id, &prev, &inc.bytes, self.delta_budget(published.index.len())) {
+            None => match self.file_edit(&cfg, id, &prev, &inc.bytes, self.delta_budget(published.index.len())) {
                 Some(e) => e,
                 None => return Err(inc),
             },
@@ -1069,7 +1099,7 @@ impl Lists {
             tracing::debug!(list = %cfg.name, size, base = published.index.len(), "delta past delta_merge_share: folding into a fresh base");
             return Err(inc);
         }
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let Ok(delta) = build_delta(&configs, &edits) else { return Err(inc) };
         let mut stats = ParseOutput::default();
         stats.rules = (prev.rules + edit.added_rules()).saturating_sub(edit.removed_rules);
@@ -1078,26 +1108,26 @@ impl Lists {
         stats.errors = prev.errors.clone();
         stats.unsupported = prev.unsupported.clone();
         let mut report = ReloadReport::default();
-        if let Err(e) = gate(cfg, Some(&prev), &stats, forced) {
+        if let Err(e) = gate(&cfg, Some(&prev), &stats, forced) {
             if let Ok(mut f) = self.failed.lock() {
                 if let Some(slot) = f.get_mut(i) {
                     *slot = Some((version, e.chain().to_string()));
                 }
             }
-            self.reject(cfg, e, &mut report);
+            self.reject(&cfg, e, &mut report);
             return Ok((report, None));
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let lists = self.infos_now(&configs);
         let has_shadow = crate::policy::any_shadow(&lists);
         let policy = Policy { index: Arc::clone(&published.index), delta: Some(Arc::new(delta)), lists, has_shadow, generation };
-        if let Some(g) = self.guard_for(cfg, &inc) {
+        if let Some(g) = self.guard_for(&cfg, &inc) {
             let hits = g.newly_blocked(&published, &policy);
             if !hits.is_empty() {
                 if g.on_hit == crate::rules::GuardOnHit::ApplyRest {
                     return Err(inc); // a full build leaves the lines out
                 }
-                let held = self.hold(cfg, &inc, &version, &hits, Vec::new());
+                let held = self.hold(&cfg, &inc, &version, &hits, Vec::new());
                 report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
                 return Ok((report, None));
             }
@@ -1115,7 +1145,7 @@ impl Lists {
             }
         }
         let state = ListState::from_stats(&stats, prev.addresses, version, inc.bytes.len(), inc.meta);
-        self.audit(cfg, Some(&prev), &state, forced, "delta");
+        self.audit(&cfg, Some(&prev), &state, forced, "delta");
         let mut states = self.snapshot();
         if let Some(slot) = states.get_mut(i) {
             *slot = Some(state);
@@ -1130,7 +1160,7 @@ impl Lists {
         }
         if self.has_guard() && cfg.origin.is_remote() {
             // a new version of the list: what was held for it is moot
-            self.set_dropped(cfg, i, Vec::new(), None);
+            self.set_dropped(&cfg, i, Vec::new(), None);
         }
         let to_persist = if cfg.origin.is_remote() && !inc.bytes.is_empty() { vec![(id, inc.bytes)] } else { Vec::new() };
         report.changed.push(cfg.name.clone());
@@ -1147,6 +1177,144 @@ impl Lists {
         let share = if share >= usize::MAX as f64 { usize::MAX } else { share as usize };
         let used: usize = self.edits.lock().map(|e| e.iter().flatten().map(ListEdits::size).sum()).unwrap_or(0);
         share.saturating_sub(used)
+    }
+
+    /// Gives catalog slot `id` a new config (a member zone taken into the
+    /// slot, or a member whose `group` changed) and its persisted copy's
+    /// path. A slot that holds rules is republished under a new generation
+    /// so that its name, action and kind take effect at once; its rules
+    /// are not rebuilt. Cost: one policy swap when it holds rules.
+    pub fn assign(&self, id: ListId, config: ListConfig, path: Option<PathBuf>) {
+        let _update = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(slot) = self.configs.get(id.index()) else { return };
+        if let Ok(mut modes) = self.modes.lock() {
+            if let Some(m) = modes.get_mut(id.index()) {
+                *m = config.mode;
+            }
+        }
+        if matches!(config.origin, SourceKind::Axfr { .. }) {
+            let refresh = i64::try_from(config.refresh.as_secs()).unwrap_or(i64::MAX);
+            self.metrics.list_refresh.with_label_values(&[&config.name]).set(refresh);
+        }
+        slot.store(Arc::new(ListSpec { config, path }));
+        if self.state(id).is_none() {
+            return;
+        }
+        let current = self.policy.load_full();
+        let lists = self.infos_now(&self.config_list());
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let policy = Policy {
+            index: Arc::clone(&current.index),
+            delta: current.delta.clone(),
+            has_shadow: crate::policy::any_shadow(&lists),
+            lists,
+            generation,
+        };
+        self.policy.store(Arc::new(policy));
+        self.generation.store(generation, Ordering::Relaxed);
+        self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// [`Lists::retire`] on a build thread ([`on_build_thread`]): it builds
+    /// an index and waits for the update lock, neither on an async thread.
+    pub async fn retire_async(self: &Arc<Self>, id: ListId, vacant: ListConfig) -> Option<u64> {
+        let me = Arc::clone(self);
+        on_build_thread(self.reload_nice, move || me.retire(id, vacant)).await.ok().flatten()
+    }
+
+    /// [`Lists::assign`] off the async threads (it may wait for the update lock).
+    pub async fn assign_async(self: &Arc<Self>, id: ListId, config: ListConfig, path: Option<PathBuf>) {
+        let me = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || me.assign(id, config, path)).await {
+            tracing::error!(error = %e, "assigning a catalog member slot failed");
+        }
+    }
+
+    /// Empties catalog slot `id` (its member zone left the catalog): a new
+    /// policy without its rules is built and published (the other lists'
+    /// rules carried over, as any full build does), its version in force is
+    /// forgotten, its metrics series and persisted files are removed, and
+    /// the slot takes `vacant` as its config. Returns the generation
+    /// published (`None`: nothing was in force, or the build failed and
+    /// the rules stay; logged).
+    pub fn retire(&self, id: ListId, vacant: ListConfig) -> Option<u64> {
+        let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = id.index();
+        let old = self.config(id)?;
+        let started = std::time::Instant::now();
+        let mut published_gen = None;
+        let mut replaced = None;
+        if self.state(id).is_some() {
+            let mut configs = self.config_list();
+            let published = self.policy.load_full();
+            let built = super::build_with(&configs, &published.index, published.delta.as_deref(), id, b"", None, 0, &[]);
+            drop(published);
+            let index = match built {
+                Ok(b) => b.index,
+                Err(e) => {
+                    tracing::error!(list = %old.name, error = %super::ErrorChain(&e), "could not build the policy without the member zone; its rules stay in force");
+                    return None;
+                }
+            };
+            if let Some(c) = configs.get_mut(i) {
+                *c = vacant.clone();
+            }
+            let mut states = self.snapshot();
+            if let Some(s) = states.get_mut(i) {
+                *s = None;
+            }
+            // the new base holds every list as it is now: no edits remain
+            if let Ok(mut e) = self.edits.lock() {
+                e.iter_mut().for_each(|slot| *slot = None);
+            }
+            if let Ok(mut c) = self.codes.lock() {
+                if let Some(slot) = c.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            if let Ok(mut modes) = self.modes.lock() {
+                if let Some(m) = modes.get_mut(i) {
+                    *m = vacant.mode;
+                }
+            }
+            if let Some(slot) = self.configs.get(i) {
+                slot.store(Arc::new(ListSpec { config: vacant.clone(), path: None }));
+            }
+            let generation = self.generation.load(Ordering::Relaxed) + 1;
+            let lists = self.infos_now(&configs);
+            let policy = Policy { index: Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation };
+            let mut report = ReloadReport::default();
+            replaced = Some(self.publish(policy, states, &mut report, Vec::new(), started, &[], "full"));
+            published_gen = Some(generation);
+        } else if let Some(slot) = self.configs.get(i) {
+            slot.store(Arc::new(ListSpec { config: vacant.clone(), path: None }));
+        }
+        if let Ok(mut f) = self.failed.lock() {
+            if let Some(slot) = f.get_mut(i) {
+                *slot = None;
+            }
+        }
+        if let Ok(mut f) = self.force_next.lock() {
+            if let Some(slot) = f.get_mut(i) {
+                *slot = false;
+            }
+        }
+        self.metrics.forget_list(&old.name);
+        if let Some(list) = &old.path {
+            // NAME.list, NAME.records, NAME.meta.json
+            for p in [list.clone(), list.with_extension("records"), list.with_extension("meta.json")] {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %p.display(), error = %e, "could not remove the persisted copy of a member zone that left its catalog");
+                    }
+                }
+            }
+        }
+        tracing::info!(target: "qalqan::audit", list = %old.name, generation = ?published_gen, "catalog member removed: no longer enforced");
+        self.audit_event("list removed", serde_json::json!({"list": old.name, "generation": published_gen}));
+        drop(guard);
+        self.finish_build(replaced);
+        published_gen
     }
 
     /// What the policy knows of `configs`, with the modes in force.
@@ -1182,7 +1350,7 @@ impl Lists {
             return Vec::new();
         }
         let current = self.policy.load_full();
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let lists = self.infos_now(&configs);
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let policy = Policy {
@@ -1215,9 +1383,9 @@ impl Lists {
             .configs
             .iter()
             .zip(snapshot.iter())
-            .map(|((c, _), s)| {
+            .map(|(c, s)| {
                 serde_json::json!({
-                    "list": c.name,
+                    "list": c.load().name,
                     "version": s.as_ref().map_or("-", |s| s.version.as_str()),
                     "rules": s.as_ref().map_or(0, |s| s.rules),
                 })
@@ -1299,13 +1467,16 @@ impl Lists {
                 self.metrics.confirm_list(&cfg.name);
             }
         }
-        for ((_, cfg, _), state) in self.each().zip(&states) {
+        for ((_, cfg), state) in self.each().zip(&states) {
             let Some(state) = state else { continue };
             let m = &self.metrics;
             m.list_rules.with_label_values(&[&cfg.name]).set(i64::try_from(state.rules).unwrap_or(i64::MAX));
             let ts = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             m.list_last_success.with_label_values(&[&cfg.name]).set(i64::try_from(ts).unwrap_or(i64::MAX));
             m.set_list_version(&cfg.name, &state.version);
+            if let Some(serial) = state.meta.serial {
+                m.set_list_serial(&cfg.name, serial);
+            }
         }
         for name in &report.changed {
             self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
@@ -1317,9 +1488,9 @@ impl Lists {
                     // the journal is what a restart reads: `NAME.list` (for
                     // `qalqan check`/`export` and the block page's rows) is
                     // written behind, off the update
-                    self.persist_behind(cfg, bytes);
+                    self.persist_behind(&cfg, bytes);
                 } else {
-                    self.persist(cfg, &bytes, &state.meta);
+                    self.persist(&cfg, &bytes, &state.meta);
                 }
             }
         }
@@ -1345,7 +1516,7 @@ impl Lists {
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
         let mut to_persist: Vec<(ListId, Arc<Vec<u8>>)> = Vec::new();
-        let configs: Vec<ListConfig> = self.configs.iter().map(|(c, _)| c.clone()).collect();
+        let configs: Vec<ListConfig> = self.config_list();
         let published = self.policy.load_full();
         let mut working: Option<Arc<crate::policy::Index>> = None;
         let mut new_codes: Vec<(usize, Option<Vec<u64>>)> = Vec::new();
@@ -1367,7 +1538,7 @@ impl Lists {
             let prev = states.get(i).and_then(Clone::clone);
             if inc.bytes.len() as u64 > cfg.max_bytes {
                 let e = LoadError::TooLarge { list: cfg.name.clone(), what: "source bytes", size: inc.bytes.len() as u64, limit: cfg.max_bytes };
-                self.reject(cfg, e, &mut report);
+                self.reject(&cfg, e, &mut report);
                 continue;
             }
             let version = super::content_version(&inc.bytes);
@@ -1380,7 +1551,7 @@ impl Lists {
                 self.metrics.confirm_list(&cfg.name);
                 continue;
             }
-            let guard = self.guard_for(cfg, &inc);
+            let guard = self.guard_for(&cfg, &inc);
             if let (Some(_), Some(held)) = (guard.as_ref(), self.held_as(i, &version)) {
                 // the held version again (the next pull, a transfer retried):
                 // nothing new to build, count or log
@@ -1417,7 +1588,7 @@ impl Lists {
                 };
                 let result = build_with(&configs, base, delta, id, &inc.bytes, records, codes_up_to, &drop_lines)
                     .map_err(|source| LoadError::Compile { list: cfg.name.clone(), source })
-                    .and_then(|built| gate(cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
+                    .and_then(|built| gate(&cfg, prev.as_ref(), &built.stats, forced).map(|()| built));
                 let built = match result {
                     Ok(b) => b,
                     Err(e) => break Err(Some(e)),
@@ -1483,12 +1654,12 @@ impl Lists {
                         }
                     }
                     // `apply_rest` left lines out: held until confirmed
-                    let rest = (!left_out.is_empty()).then(|| self.hold(cfg, &inc, &version, &guard_hits, left_out.clone()));
+                    let rest = (!left_out.is_empty()).then(|| self.hold(&cfg, &inc, &version, &guard_hits, left_out.clone()));
                     if (self.has_guard() && cfg.origin.is_remote() && inc.guard != GuardMode::Skip) || !drop_lines.is_empty() {
-                        self.set_dropped(cfg, i, drop_lines.clone(), rest);
+                        self.set_dropped(&cfg, i, drop_lines.clone(), rest);
                     }
                     let state = ListState::from_stats(&stats, addrs, version, inc.bytes.len(), inc.meta);
-                    self.audit(cfg, prev.as_ref(), &state, forced, "full");
+                    self.audit(&cfg, prev.as_ref(), &state, forced, "full");
                     new_codes.push((i, codes));
                     received.push((id, inc.received));
                     for e in state.errors.iter() {
@@ -1503,9 +1674,9 @@ impl Lists {
                     working = Some(index);
                     report.changed.push(cfg.name.clone());
                 }
-                Err(Some(e)) => self.reject(cfg, e, &mut report),
+                Err(Some(e)) => self.reject(&cfg, e, &mut report),
                 Err(None) => {
-                    let held = self.hold(cfg, &inc, &version, &guard_hits, Vec::new());
+                    let held = self.hold(&cfg, &inc, &version, &guard_hits, Vec::new());
                     report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
                 }
             }
@@ -1728,7 +1899,7 @@ impl Lists {
                         *slot = Some(PushHead { journal: journal.clone(), body });
                     }
                 }
-                self.persist_journal(cfg, &journal, &meta);
+                self.persist_journal(&cfg, &journal, &meta);
                 state.ok_or_else(|| {
                     PushRefused::Load(LoadError::Rejected { list: cfg.name.clone(), reason: "compiling the policy failed".into() })
                 })

@@ -39,7 +39,8 @@ pub fn spawn(
     // (list, canonical parent dir, file name)
     let mut targets: Vec<(ListId, PathBuf, std::ffi::OsString)> = Vec::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for (i, cfg, path) in lists.each() {
+    for (i, cfg) in lists.each() {
+        let path = cfg.path.as_deref();
         if cfg.origin.is_remote() {
             continue; // their state-dir copies are written by us
         }

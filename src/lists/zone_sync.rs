@@ -266,7 +266,7 @@ const RECORDS_MAGIC: &[u8] = b"qalqan-zone-records 1\n";
 
 /// `NAME.records` next to the persisted copy `NAME.list` of list `i`.
 fn records_path(lists: &Lists, i: ListId) -> Option<PathBuf> {
-    lists.configs().get(i.index())?.1.as_ref().map(|p| p.with_extension("records"))
+    lists.config(i)?.path.as_ref().map(|p| p.with_extension("records"))
 }
 
 fn encode_records(serial: u32, records: &BTreeMap<u64, Arc<[u8]>>) -> Vec<u8> {

@@ -24,9 +24,45 @@ use hickory_proto::rr::Record;
 use crate::lists::source::{request_tsig_id, sign_reply, unsigned_error_record, verify_request, RequestTsigError, SignedRequest, TsigKey};
 use crate::name::QName;
 
+/// The zone a [`NotifyTarget`] is for.
+pub enum NotifyZone {
+    /// A configured `axfr://` list's zone, or a catalog zone.
+    Fixed(QName),
+    /// A catalog member slot: the member zone it holds now (`None`: vacant,
+    /// every NOTIFY refused). Swapped by `lists/catalog.rs`.
+    Slot(Arc<arc_swap::ArcSwapOption<QName>>),
+}
+
+impl NotifyZone {
+    fn is(&self, zone: &QName) -> bool {
+        match self {
+            Self::Fixed(z) => z == zone,
+            Self::Slot(s) => s.load().as_deref() == Some(zone),
+        }
+    }
+}
+
+impl From<QName> for NotifyZone {
+    fn from(z: QName) -> Self {
+        Self::Fixed(z)
+    }
+}
+
+impl std::fmt::Display for NotifyZone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(z) => write!(f, "{z}"),
+            Self::Slot(s) => match s.load().as_deref() {
+                Some(z) => write!(f, "{z}"),
+                None => f.write_str("(vacant catalog slot)"),
+            },
+        }
+    }
+}
+
 /// An `axfr://` list that a NOTIFY from `primary` for `zone` refreshes.
 pub struct NotifyTarget {
-    pub zone: QName,
+    pub zone: NotifyZone,
     pub primary: IpAddr,
     /// The list's TSIG key: when set, only NOTIFYs signed with it count.
     pub tsig: Option<TsigKey>,
@@ -82,7 +118,7 @@ impl ReplyTsig {
 /// and one HMAC of the request. Never panics on any input.
 pub fn decide(targets: &[NotifyTarget], zone: Option<&QName>, src: IpAddr, raw: &[u8], now: u64) -> Decision {
     let refused = |rcode| Decision { rcode, accepted: false, tsig: None };
-    let Some(t) = targets.iter().find(|t| Some(&t.zone) == zone && t.primary == src) else {
+    let Some(t) = targets.iter().find(|t| zone.is_some_and(|z| t.zone.is(z)) && t.primary == src) else {
         tracing::debug!(?zone, %src, "NOTIFY refused: not a configured zone from its primary");
         return refused(ResponseCode::Refused);
     };
@@ -152,7 +188,7 @@ mod tests {
     }
     fn target(tsig: Option<TsigKey>) -> (Vec<NotifyTarget>, Arc<tokio::sync::Notify>) {
         let refresh = Arc::new(tokio::sync::Notify::new());
-        let t = NotifyTarget { zone: QName::parse("rpz.test").unwrap(), primary: IpAddr::from(PRIMARY), tsig, refresh: Arc::clone(&refresh) };
+        let t = NotifyTarget { zone: QName::parse("rpz.test").unwrap().into(), primary: IpAddr::from(PRIMARY), tsig, refresh: Arc::clone(&refresh) };
         (vec![t], refresh)
     }
     /// Whether a refresh was requested (a stored permit is taken at once).

@@ -22,6 +22,7 @@ const EXPORTED: &[&str] = &[
     "qalqan_list_reloads_total",
     "qalqan_list_last_success_timestamp_seconds",
     "qalqan_list_version_info",
+    "qalqan_list_serial",
     "qalqan_list_age_seconds",
     "qalqan_list_refresh_seconds",
     "qalqan_list_updates_total",
