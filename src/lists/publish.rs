@@ -148,9 +148,16 @@ struct Behind {
 }
 
 impl Behind {
-    fn start() -> Option<Self> {
+    /// Starts the thread at nice value `nice` (`reload_nice`: rendering a
+    /// zone's text is a build's worth of CPU, queries first).
+    fn start(nice: i32) -> Option<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Body)>();
         let spawned = std::thread::Builder::new().name("qalqan-persist".into()).spawn(move || {
+            if nice != 0 {
+                if let Err(e) = rustix::process::setpriority_process(None, nice) {
+                    tracing::debug!(error = %e, nice, "cannot lower the persist thread's priority");
+                }
+            }
             while let Ok(first) = rx.recv() {
                 let mut jobs = vec![first];
                 jobs.extend(rx.try_iter());
@@ -755,6 +762,11 @@ impl Lists {
     /// Sets the nice value at which reloads are built (see
     /// [`on_build_thread`]); the first load at start is not affected.
     #[must_use]
+    /// The nice value of build threads (`[server] reload_nice`).
+    pub fn reload_nice(&self) -> i32 {
+        self.reload_nice
+    }
+
     pub fn with_reload_nice(mut self, nice: i32) -> Self {
         self.reload_nice = nice;
         self
@@ -835,7 +847,7 @@ impl Lists {
         // a persisted copy was accepted before: not checked by the guard
         // again, but what `apply_rest` left out of it stays out
         let mut persisted = |i: ListId, cfg: &ListConfig, bytes: Arc<Vec<u8>>, meta: SourceMeta| {
-            let version = matches!(cfg.origin, SourceKind::Axfr { .. }).then(|| super::zone_sync::version_in_text(&bytes)).flatten();
+            let version = matches!(cfg.origin, SourceKind::Axfr { .. }).then(|| super::zone_version_in_text(&bytes)).flatten();
             let mut inc = Incoming { guard: GuardMode::Skip, bytes, version, ..Incoming::new(i, Vec::new(), meta) };
             let version = inc.version_id();
             if let Some((lines, held)) = self.read_guard_file(cfg, &version, &inc.bytes, &inc.meta) {
@@ -1653,7 +1665,7 @@ impl Lists {
     fn persist_behind(&self, cfg: &ListConfig, bytes: Body) {
         let Some(dir) = &self.state_dir else { return };
         let job = (dir.join(format!("{}.list", cfg.name)), bytes);
-        let behind = self.behind.get_or_init(Behind::start);
+        let behind = self.behind.get_or_init(|| Behind::start(self.reload_nice));
         let sent = match behind {
             Some(b) => b.send(job),
             None => Err(job),

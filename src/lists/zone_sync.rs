@@ -215,24 +215,11 @@ impl RecordSum {
     }
 }
 
-/// The last line of a zone's persisted text, naming its version.
-const VERSION_LINE: &str = "; qalqan-zone-version ";
-
-/// The version a zone's persisted text names on its last line, if any
-/// (`None`: an older copy, then its version is the hash of its bytes).
-pub fn version_in_text(bytes: &[u8]) -> Option<String> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let line = std::str::from_utf8(body.get(start..)?).ok()?;
-    let v = line.strip_prefix(VERSION_LINE)?.trim();
-    (v.len() == 65 && v.starts_with('z') && v[1..].bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_owned())
-}
-
 /// `inc` (from [`zone_version`]) as version `version`: its text, when
 /// rendered, ends with the line naming it.
 fn with_version(mut inc: Incoming, version: String) -> Incoming {
     if let Some(render) = inc.render.take() {
-        let line = format!("{VERSION_LINE}{version}\n");
+        let line = format!("{}{version}\n", super::ZONE_VERSION_LINE);
         inc.render = Some(super::publish::Render::new(move || {
             let mut text = render.render();
             text.extend_from_slice(line.as_bytes());
@@ -418,12 +405,13 @@ fn decode_records(bytes: &[u8]) -> Option<ZoneState> {
 }
 
 /// Writes the records of the accepted zone to `NAME.records` (0600, renamed
-/// into place: see `lists::state::write`), off the async threads.
+/// into place: see `lists::state::write`), after the swap, off the async
+/// threads, on a thread at `reload_nice` (O(zone): queries first).
 async fn save(lists: &Lists, i: ListId, st: &ZoneState) {
     let Some(path) = records_path(lists, i) else { return };
     let shown = path.display().to_string();
     let (serial, records) = (st.serial, Arc::clone(&st.records));
-    let written = tokio::task::spawn_blocking(move || super::state::write(&path, &encode_records(serial, &records))).await;
+    let written = super::publish::on_build_thread(lists.reload_nice(), move || super::state::write(&path, &encode_records(serial, &records))).await;
     if let Some(e) = written.map_err(|e| e.to_string()).and_then(|w| w.map_err(|e| e.to_string())).err() {
         tracing::warn!(path = %shown, error = %e, "could not persist the zone's records: after a restart the zone is transferred whole");
     }
@@ -653,10 +641,10 @@ mod tests {
         inc.materialize();
         let text = String::from_utf8(inc.bytes.to_vec()).unwrap();
         assert!(text.starts_with("$ORIGIN rpz.test.\n"), "{text}");
-        assert_eq!(version_in_text(text.as_bytes()), Some(st.version()));
-        assert_eq!(version_in_text(b"$ORIGIN rpz.test.\na 300 IN CNAME .\n"), None);
-        assert_eq!(version_in_text(b"; qalqan-zone-version zzz\n"), None);
-        assert_eq!(version_in_text(b""), None);
+        assert_eq!(crate::lists::zone_version_in_text(text.as_bytes()), Some(st.version()));
+        assert_eq!(crate::lists::zone_version_in_text(b"$ORIGIN rpz.test.\na 300 IN CNAME .\n"), None);
+        assert_eq!(crate::lists::zone_version_in_text(b"; qalqan-zone-version zzz\n"), None);
+        assert_eq!(crate::lists::zone_version_in_text(b""), None);
         // the text parses as the same rules (the last line is a comment)
         let mut out = crate::lists::parse::ParseOutput::default();
         rpz::parse("t", text.as_bytes(), &mut out);
