@@ -44,7 +44,9 @@ pub struct ZoneState {
     /// each IXFR addition at the end); the order is the "line" of a rule.
     /// Shared with the update that decodes them and with the write of
     /// `NAME.records`; copied only if one still holds them when the next
-    /// transfer changes them.
+    /// transfer changes them (an IXFR that comes while the text of the
+    /// last one is still being rendered behind, at `reload_nice`, pays
+    /// that O(zone) copy).
     records: Arc<BTreeMap<u64, Arc<[u8]>>>,
     /// Where each record is in `records`, by its identity (TTL left out).
     ids: HashMap<Key, u64>,
