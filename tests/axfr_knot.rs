@@ -485,6 +485,10 @@ refresh_s = 3600
     assert!(explain.contains("blocked") && explain.contains(&format!("rpz.test:{}\n", records + 1)), "{explain}");
     let lists = page("/lists").await;
     assert!(lists.contains("activated_at=") && lists.contains("version="), "{lists}");
+    // the IXFR's version is the zone's record sum, moved by its two records
+    // (O(changes): no zone text rendered or hashed before the swap)
+    let version = lists.split("version=").nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or_default().to_owned();
+    assert!(version.len() == 65 && version.starts_with('z'), "not a record-sum version: {lists}");
     // and it came as an IXFR, by Knot's own account: one outgoing IXFR
     // 1 -> 2, no AXFR after the first, no fallback to AXFR
     let log = knot.log();
@@ -503,6 +507,9 @@ refresh_s = 3600
     drop(knot);
     assert!(state.path().join("rpz.list").exists());
     assert!(state.path().join("rpz.records").exists());
+    // the zone text, rendered behind the swap, names the version it holds
+    let text = std::fs::read_to_string(state.path().join("rpz.list")).unwrap();
+    assert!(text.ends_with(&format!("; qalqan-zone-version {version}\n")) && text.contains("added.example."), "{text}");
     let app = qalqan::App::from_toml_str(&toml).unwrap();
     let (udp, tcp) = loop {
         let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

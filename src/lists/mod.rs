@@ -442,6 +442,19 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// The last line of a zone's persisted text (`zone_sync`), naming its version.
+pub const ZONE_VERSION_LINE: &str = "; qalqan-zone-version ";
+
+/// The version a zone's persisted text names on its last line, if any
+/// (`None`: an older copy, then its version is the hash of its bytes).
+pub fn zone_version_in_text(bytes: &[u8]) -> Option<String> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line = std::str::from_utf8(body.get(start..)?).ok()?;
+    let v = line.strip_prefix(ZONE_VERSION_LINE)?.trim();
+    (v.len() == 65 && v.starts_with('z') && v[1..].bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_owned())
+}
+
 pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
     configs
         .iter()

@@ -104,15 +104,60 @@ impl Drop for Reaper {
 /// versions of one file are coalesced: only the newest is written. Owned by
 /// [`Lists`], started on first use; dropping it writes what is queued and
 /// joins the thread.
+/// What a persisted copy holds: its bytes, or the way to render them (a
+/// zone transfer's text, rendered only here, off the update).
+#[derive(Clone)]
+pub enum Body {
+    Bytes(Arc<Vec<u8>>),
+    Render(Render),
+}
+
+impl Body {
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Body::Bytes(b) => std::borrow::Cow::Borrowed(&b[..]),
+            Body::Render(r) => std::borrow::Cow::Owned(r.render()),
+        }
+    }
+}
+
+/// Renders a version's bytes when something needs them (a full build, a
+/// held version, the persisted copy): see [`Incoming::render`].
+#[derive(Clone)]
+pub struct Render(Arc<dyn Fn() -> Vec<u8> + Send + Sync>);
+
+impl Render {
+    pub fn new(f: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Render {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Render")
+    }
+}
+
 struct Behind {
-    inbox: Option<std::sync::mpsc::Sender<(PathBuf, Arc<Vec<u8>>)>>,
+    inbox: Option<std::sync::mpsc::Sender<(PathBuf, Body)>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Behind {
-    fn start() -> Option<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Arc<Vec<u8>>)>();
+    /// Starts the thread at nice value `nice` (`reload_nice`: rendering a
+    /// zone's text is a build's worth of CPU, queries first).
+    fn start(nice: i32) -> Option<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Body)>();
         let spawned = std::thread::Builder::new().name("qalqan-persist".into()).spawn(move || {
+            if nice != 0 {
+                if let Err(e) = rustix::process::setpriority_process(None, nice) {
+                    tracing::debug!(error = %e, nice, "cannot lower the persist thread's priority");
+                }
+            }
             while let Ok(first) = rx.recv() {
                 let mut jobs = vec![first];
                 jobs.extend(rx.try_iter());
@@ -120,7 +165,7 @@ impl Behind {
                     if jobs.get(k + 1..).is_some_and(|later| later.iter().any(|(p, _)| p == path)) {
                         continue; // a newer version of this file is queued
                     }
-                    if let Err(e) = files::write(path, bytes) {
+                    if let Err(e) = files::write(path, &bytes.bytes()) {
                         tracing::warn!(path = %path.display(), error = %e, "could not persist the list copy");
                     }
                 }
@@ -136,7 +181,7 @@ impl Behind {
     }
 
     /// Queues the write; gives the job back if the thread is gone.
-    fn send(&self, job: (PathBuf, Arc<Vec<u8>>)) -> Result<(), (PathBuf, Arc<Vec<u8>>)> {
+    fn send(&self, job: (PathBuf, Body)) -> Result<(), (PathBuf, Body)> {
         match &self.inbox {
             Some(tx) => tx.send(job).map_err(|e| e.0),
             None => Err(job),
@@ -236,12 +281,57 @@ pub struct Incoming {
     /// Lines of this version left out of the policy (the guard's
     /// `apply_rest`; empty: every line counts).
     pub drop: Vec<u32>,
+    /// The version's identity when the channel knows it without the bytes
+    /// (a zone transfer: a sum of record hashes kept up to date by each
+    /// IXFR, see `zone_sync::RecordSum`); `None`: the hash of `bytes`.
+    pub version: Option<String>,
+    /// `bytes` not made yet: rendered when a full build, a held version or
+    /// the persisted copy needs them (a zone's text, O(zone)); an update by
+    /// delta never does, and its copy is rendered on the persist thread.
+    pub render: Option<Render>,
 }
 
 impl Incoming {
     /// A version of `list` with no edit and no records, received now.
     pub fn new(list: ListId, bytes: Vec<u8>, meta: SourceMeta) -> Self {
-        Self { list, bytes: Arc::new(bytes), meta, force: false, records: None, edit: None, received: std::time::Instant::now(), guard: GuardMode::Check, drop: Vec::new() }
+        Self {
+            list,
+            bytes: Arc::new(bytes),
+            meta,
+            force: false,
+            records: None,
+            edit: None,
+            received: std::time::Instant::now(),
+            guard: GuardMode::Check,
+            drop: Vec::new(),
+            version: None,
+            render: None,
+        }
+    }
+
+    /// Makes `bytes`, if they are still to be rendered.
+    pub fn materialize(&mut self) {
+        if let Some(render) = self.render.take() {
+            self.bytes = Arc::new(render.render());
+        }
+    }
+
+    /// The version's identity: the channel's, else the hash of the bytes
+    /// (rendered first if need be).
+    pub fn version_id(&mut self) -> String {
+        if let Some(v) = &self.version {
+            return v.clone();
+        }
+        self.materialize();
+        super::content_version(&self.bytes)
+    }
+
+    /// What to persist: the bytes, or their renderer.
+    fn body(&self) -> Body {
+        match &self.render {
+            Some(r) => Body::Render(r.clone()),
+            None => Body::Bytes(Arc::clone(&self.bytes)),
+        }
     }
 }
 
@@ -625,6 +715,7 @@ impl Lists {
             force: held.force,
             records: held.records.clone(),
             guard: GuardMode::Release,
+            version: Some(held.version.clone()),
             ..Incoming::new(id, held.bytes.to_vec(), held.meta.clone())
         };
         let (mut report, replaced) = self.apply_locked(vec![inc]);
@@ -688,6 +779,11 @@ impl Lists {
     /// Sets the nice value at which reloads are built (see
     /// [`on_build_thread`]); the first load at start is not affected.
     #[must_use]
+    /// The nice value of build threads (`[server] reload_nice`).
+    pub fn reload_nice(&self) -> i32 {
+        self.reload_nice
+    }
+
     pub fn with_reload_nice(mut self, nice: i32) -> Self {
         self.reload_nice = nice;
         self
@@ -774,8 +870,10 @@ impl Lists {
         // a persisted copy was accepted before: not checked by the guard
         // again, but what `apply_rest` left out of it stays out
         let mut persisted = |i: ListId, cfg: &ListConfig, bytes: Arc<Vec<u8>>, meta: SourceMeta| {
-            let mut inc = Incoming { guard: GuardMode::Skip, bytes, ..Incoming::new(i, Vec::new(), meta) };
-            if let Some((lines, held)) = self.read_guard_file(cfg, &super::content_version(&inc.bytes), &inc.bytes, &inc.meta) {
+            let version = matches!(cfg.origin, SourceKind::Axfr { .. }).then(|| super::zone_version_in_text(&bytes)).flatten();
+            let mut inc = Incoming { guard: GuardMode::Skip, bytes, version, ..Incoming::new(i, Vec::new(), meta) };
+            let version = inc.version_id();
+            if let Some((lines, held)) = self.read_guard_file(cfg, &version, &inc.bytes, &inc.meta) {
                 tracing::warn!(list = %cfg.name, lines = ?lines, "guard: leaving out the lines it held before (not confirmed yet)");
                 inc.drop = lines.clone();
                 restored.push((i, lines, held));
@@ -998,11 +1096,8 @@ impl Lists {
         let mut unchanged = Vec::new();
         if batch.len() > 1 {
             let states = self.snapshot();
-            batch.retain(|inc| {
-                let same = states
-                    .get(inc.list.index())
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| s.version == super::content_version(&inc.bytes));
+            batch.retain_mut(|inc| {
+                let same = states.get(inc.list.index()).and_then(Option::as_ref).is_some_and(|s| s.version == inc.version_id());
                 if same {
                     if let Some(cfg) = self.config(inc.list) {
                         unchanged.push(cfg.name.clone());
@@ -1055,10 +1150,12 @@ impl Lists {
         let id = inc.list;
         let i = id.index();
         let (Some(cfg), Some(prev)) = (self.config(id), self.state(id)) else { return Err(inc) };
-        if inc.bytes.len() as u64 > cfg.max_bytes {
+        // a version still to be rendered is a zone transfer's, whose size the
+        // transfer's own limits bound
+        if inc.render.is_none() && inc.bytes.len() as u64 > cfg.max_bytes {
             return Err(inc);
         }
-        let version = super::content_version(&inc.bytes);
+        let version = inc.version_id();
         if prev.version == version {
             return Err(inc);
         }
@@ -1127,6 +1224,7 @@ impl Lists {
                 if g.on_hit == crate::rules::GuardOnHit::ApplyRest {
                     return Err(inc); // a full build leaves the lines out
                 }
+                inc.materialize(); // kept for confirm
                 let held = self.hold(&cfg, &inc, &version, &hits, Vec::new());
                 report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names });
                 return Ok((report, None));
@@ -1144,7 +1242,10 @@ impl Lists {
                 }
             }
         }
-        let state = ListState::from_stats(&stats, prev.addresses, version, inc.bytes.len(), inc.meta);
+        // not rendered yet: the size of the last version rendered stands
+        let size = if inc.render.is_some() { prev.bytes } else { inc.bytes.len() };
+        let body = inc.body();
+        let state = ListState::from_stats(&stats, prev.addresses, version, size, inc.meta);
         self.audit(&cfg, Some(&prev), &state, forced, "delta");
         let mut states = self.snapshot();
         if let Some(slot) = states.get_mut(i) {
@@ -1162,7 +1263,7 @@ impl Lists {
             // a new version of the list: what was held for it is moot
             self.set_dropped(&cfg, i, Vec::new(), None);
         }
-        let to_persist = if cfg.origin.is_remote() && !inc.bytes.is_empty() { vec![(id, inc.bytes)] } else { Vec::new() };
+        let to_persist = if cfg.origin.is_remote() && (inc.render.is_some() || !inc.bytes.is_empty()) { vec![(id, body)] } else { Vec::new() };
         report.changed.push(cfg.name.clone());
         drop(published);
         let replaced = self.publish(policy, states, &mut report, to_persist, started, &[(id, inc.received)], "delta");
@@ -1440,7 +1541,7 @@ impl Lists {
         policy: Policy,
         states: Vec<Option<ListState>>,
         report: &mut ReloadReport,
-        to_persist: Vec<(ListId, Arc<Vec<u8>>)>,
+        to_persist: Vec<(ListId, Body)>,
         started: std::time::Instant,
         received: &[(ListId, std::time::Instant)],
         kind: &'static str,
@@ -1482,15 +1583,23 @@ impl Lists {
             self.metrics.list_reloads.with_label_values(&[name, "success"]).inc();
         }
         self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        for (id, bytes) in to_persist {
+        for (id, body) in to_persist {
             if let (Some(cfg), Some(Some(state))) = (self.config(id), states.get(id.index())) {
-                if cfg.origin == SourceKind::Push {
+                match body {
                     // the journal is what a restart reads: `NAME.list` (for
                     // `qalqan check`/`export` and the block page's rows) is
                     // written behind, off the update
-                    self.persist_behind(&cfg, bytes);
-                } else {
-                    self.persist(&cfg, &bytes, &state.meta);
+                    Body::Bytes(bytes) if cfg.origin == SourceKind::Push => self.persist_behind(&cfg, Body::Bytes(bytes)),
+                    Body::Bytes(bytes) => self.persist(&cfg, &bytes, &state.meta),
+                    // a zone's text, rendered behind; it names its own
+                    // version (its last line), so a crash between the two
+                    // writes leaves a copy whose version is still right
+                    Body::Render(r) => {
+                        if let Err(e) = self.persist_meta(&cfg, &state.meta) {
+                            tracing::warn!(list = %cfg.name, error = %e, "could not persist the list's metadata");
+                        }
+                        self.persist_behind(&cfg, Body::Render(r));
+                    }
                 }
             }
         }
@@ -1515,7 +1624,7 @@ impl Lists {
     fn apply_full(&self, batch: Vec<Incoming>) -> (ReloadReport, Option<Arc<Policy>>) {
         let mut report = ReloadReport::default();
         let mut states = self.snapshot();
-        let mut to_persist: Vec<(ListId, Arc<Vec<u8>>)> = Vec::new();
+        let mut to_persist: Vec<(ListId, Body)> = Vec::new();
         let configs: Vec<ListConfig> = self.config_list();
         let published = self.policy.load_full();
         let mut working: Option<Arc<crate::policy::Index>> = None;
@@ -1532,16 +1641,18 @@ impl Lists {
             generation: 0,
             has_shadow,
         };
-        for inc in batch {
+        for mut inc in batch {
             let id = inc.list;
             let (Some(cfg), i) = (self.config(id), id.index()) else { continue };
             let prev = states.get(i).and_then(Clone::clone);
+            // a full build parses (and persists) the bytes: render them now
+            inc.materialize();
             if inc.bytes.len() as u64 > cfg.max_bytes {
                 let e = LoadError::TooLarge { list: cfg.name.clone(), what: "source bytes", size: inc.bytes.len() as u64, limit: cfg.max_bytes };
                 self.reject(&cfg, e, &mut report);
                 continue;
             }
-            let version = super::content_version(&inc.bytes);
+            let version = inc.version_id();
             let failed_before = self.failed.lock().ok().and_then(|f| f.get(i).cloned().flatten());
             let forced = inc.force
                 || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
@@ -1669,7 +1780,7 @@ impl Lists {
                         *slot = Some(state);
                     }
                     if cfg.origin.is_remote() && !inc.bytes.is_empty() {
-                        to_persist.push((id, inc.bytes));
+                        to_persist.push((id, Body::Bytes(inc.bytes)));
                     }
                     working = Some(index);
                     report.changed.push(cfg.name.clone());
@@ -1722,16 +1833,16 @@ impl Lists {
 
     /// Writes `NAME.list` of `cfg` on the [`Behind`] thread (here, if it
     /// cannot be started).
-    fn persist_behind(&self, cfg: &ListConfig, bytes: Arc<Vec<u8>>) {
+    fn persist_behind(&self, cfg: &ListConfig, bytes: Body) {
         let Some(dir) = &self.state_dir else { return };
         let job = (dir.join(format!("{}.list", cfg.name)), bytes);
-        let behind = self.behind.get_or_init(Behind::start);
+        let behind = self.behind.get_or_init(|| Behind::start(self.reload_nice));
         let sent = match behind {
             Some(b) => b.send(job),
             None => Err(job),
         };
         let Err((path, bytes)) = sent else { return };
-        if let Err(e) = files::write(&path, &bytes) {
+        if let Err(e) = files::write(&path, &bytes.bytes()) {
             tracing::warn!(list = %cfg.name, path = %path.display(), error = %e, "could not persist the list copy");
         }
     }

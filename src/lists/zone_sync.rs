@@ -7,6 +7,12 @@
 //! as zone-file text (`NAME.list`, read back at start, by `qalqan check` and
 //! `export` like any RPZ file) and as its records (`NAME.records`), so that
 //! after a restart an IXFR can carry on from the persisted serial.
+//!
+//! An IXFR costs O(changes) up to the policy swap: the zone's version is a
+//! sum of record hashes ([`RecordSum`]) moved by each record added or
+//! removed, the update goes by delta (`lists/delta.rs`), and the zone text
+//! is rendered only for a full build, a held version, or on the persist
+//! thread for `NAME.list` (which names its version on its last line).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,7 +44,9 @@ pub struct ZoneState {
     /// each IXFR addition at the end); the order is the "line" of a rule.
     /// Shared with the update that decodes them and with the write of
     /// `NAME.records`; copied only if one still holds them when the next
-    /// transfer changes them.
+    /// transfer changes them (an IXFR that comes while the text of the
+    /// last one is still being rendered behind, at `reload_nice`, pays
+    /// that O(zone) copy).
     records: Arc<BTreeMap<u64, Arc<[u8]>>>,
     /// Where each record is in `records`, by its identity (TTL left out).
     ids: HashMap<Key, u64>,
@@ -46,6 +54,9 @@ pub struct ZoneState {
     /// position is its rule's line, kept across IXFRs.
     next: u64,
     serial: u32,
+    /// The version: the sum of the records' hashes, kept up to date by
+    /// `insert` and `remove`.
+    sum: RecordSum,
     /// Whether the version in force was built from this state, numbered by
     /// position: then an IXFR can go by delta (a version read back from the
     /// zone text after a restart is numbered by text line).
@@ -97,7 +108,12 @@ impl std::hash::Hash for Key {
 
 impl ZoneState {
     fn new(serial: u32) -> Self {
-        Self { records: Arc::default(), ids: HashMap::new(), next: 0, serial, numbered: false }
+        Self { records: Arc::default(), ids: HashMap::new(), next: 0, serial, sum: RecordSum::default(), numbered: false }
+    }
+
+    /// The version of the zone as it stands (see [`RecordSum`]). Cost: O(1).
+    pub fn version(&self) -> String {
+        self.sum.version()
     }
 
     /// Adds `record` at the end, unless the zone has it already (a copy
@@ -107,6 +123,8 @@ impl ZoneState {
         if let Some(&at) = self.ids.get(&id) {
             if let Some(old) = self.records.get(&at) {
                 if old[..] != id.0[..] {
+                    self.sum.sub(old);
+                    self.sum.add(&id.0);
                     Arc::make_mut(&mut self.records).insert(at, Arc::clone(&id.0));
                     self.ids.insert(id, at);
                 }
@@ -115,6 +133,7 @@ impl ZoneState {
         }
         let at = self.next;
         self.next += 1;
+        self.sum.add(&id.0);
         Arc::make_mut(&mut self.records).insert(at, Arc::clone(&id.0));
         self.ids.insert(id, at);
     }
@@ -123,8 +142,94 @@ impl ZoneState {
     /// position and wire form.
     fn remove(&mut self, record: &Record) -> Option<(u64, Arc<[u8]>)> {
         let at = self.ids.remove(&Key(identity(record)))?;
-        Arc::make_mut(&mut self.records).remove(&at).map(|w| (at, w))
+        let gone = Arc::make_mut(&mut self.records).remove(&at)?;
+        self.sum.sub(&gone);
+        Some((at, gone))
     }
+}
+
+/// A zone's version identity: the sum, modulo 2^256, of a hash of each
+/// record it holds (BLAKE3 keyed with a fixed key, over the record's wire
+/// form: owner, type, class, TTL, data), so that adding or removing one
+/// record moves it in O(1) and a transfer's version costs O(changes).
+///
+/// Sound as an *identity* (tells one set of records from another), not as
+/// an integrity check (the transfer's integrity is TSIG's): the zone holds
+/// each record once (by [`Key`]), so the set determines the sum; the sum
+/// ignores the order, as the zone's content does (a record's position is
+/// only its rule's line number, and a version that differs only there is
+/// rebuilt in full, see `numbered`). Two different sets share a sum only if
+/// the hashes of their difference cancel: by chance ~2^-256 per pair; made
+/// on purpose it is a k-sum problem over 256 bits, which only the primary
+/// (trusted, TSIG-authenticated, able to send anything anyway) could try.
+/// The TTL is in the hash so that a TTL change is a new version (the
+/// zone's text and local-data answers carry it), though deletions match
+/// records without it. The key is fixed: a version must mean the same
+/// after a restart (`NAME.list`'s last line, the guard's file).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct RecordSum([u64; 4]);
+
+/// The key of [`RecordSum`]'s hash ("qalqan zone record sum v1", padded).
+const SUM_KEY: [u8; 32] = *b"qalqan zone record sum v1\0\0\0\0\0\0\0";
+
+impl RecordSum {
+    fn lanes(wire: &[u8]) -> [u64; 4] {
+        let h = blake3::keyed_hash(&SUM_KEY, wire);
+        let b = h.as_bytes();
+        let mut l = [0u64; 4];
+        for (k, lane) in l.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[k * 8..k * 8 + 8]);
+            *lane = u64::from_le_bytes(w);
+        }
+        l
+    }
+
+    /// Adds the record with wire form `wire`.
+    pub fn add(&mut self, wire: &[u8]) {
+        let h = Self::lanes(wire);
+        let mut carry = false;
+        for (a, b) in self.0.iter_mut().zip(h) {
+            let (s, c1) = a.overflowing_add(b);
+            let (s, c2) = s.overflowing_add(u64::from(carry));
+            *a = s;
+            carry = c1 || c2;
+        }
+    }
+
+    /// Takes out the record with wire form `wire` (added before).
+    pub fn sub(&mut self, wire: &[u8]) {
+        let h = Self::lanes(wire);
+        let mut borrow = false;
+        for (a, b) in self.0.iter_mut().zip(h) {
+            let (s, b1) = a.overflowing_sub(b);
+            let (s, b2) = s.overflowing_sub(u64::from(borrow));
+            *a = s;
+            borrow = b1 || b2;
+        }
+    }
+
+    /// As a version string: `z` and 64 hex digits (never the 16 of a
+    /// content hash, so the two kinds never compare equal by accident).
+    pub fn version(&self) -> String {
+        let [a, b, c, d] = self.0;
+        format!("z{d:016x}{c:016x}{b:016x}{a:016x}")
+    }
+}
+
+/// `inc` (from [`zone_version`]) as version `version`: its text, when
+/// rendered, ends with the line naming it.
+fn with_version(mut inc: Incoming, version: String) -> Incoming {
+    if let Some(render) = inc.render.take() {
+        let line = format!("{}{version}\n", super::ZONE_VERSION_LINE);
+        inc.render = Some(super::publish::Render::new(move || {
+            let mut text = render.render();
+            text.extend_from_slice(line.as_bytes());
+            text
+        }));
+    }
+    inc.version = Some(version);
+    inc
 }
 
 /// A record as uncompressed wire bytes (what [`Key`] compares, TTL aside).
@@ -203,28 +308,29 @@ fn ixfr_edit(
     Some(edit)
 }
 
-/// The version of a zone to offer: its records decoded once, the zone text
-/// (what is persisted and hashed: the version), and the rules parsed from
-/// the records themselves, each numbered by its position. Runs on the
-/// build thread. Cost: O(zone).
+/// The version of a zone to offer: the rules parsed from the records
+/// themselves, each numbered by its position, and the zone text (what is
+/// persisted) rendered only when asked for. Both decode the records when
+/// called, not here: an update by delta (an IXFR) calls neither before
+/// the swap. Cost: O(1) here; O(zone) for each of them called.
 fn zone_version(
     i: ListId,
     origin: &Name,
-    wire: &BTreeMap<u64, Arc<[u8]>>,
+    wire: &Arc<BTreeMap<u64, Arc<[u8]>>>,
     next: u64,
     meta: SourceMeta,
     edit: Option<super::delta::Edit>,
     received: std::time::Instant,
 ) -> Incoming {
-    let records: Arc<Vec<(u32, Record)>> = Arc::new(numbered(wire).collect());
-    let bytes = to_zone_text(origin, records.iter().map(|(_, r)| r)).into_bytes();
-    let origin = origin.clone();
+    let (o, w) = (origin.clone(), Arc::clone(wire));
     let parser = RecordParser::new(move |file, out| {
-        rpz::parse_numbered_records(file, &origin, records.iter().map(|(n, r)| (*n, r)), out);
+        rpz::parse_numbered_records(file, &o, numbered(&w), out);
         // positions of records deleted at the end stay taken
         out.lines = out.lines.max(u32::try_from(next).unwrap_or(u32::MAX));
     });
-    Incoming { records: Some(parser), edit, received, ..Incoming::new(i, bytes, meta) }
+    let (o, w) = (origin.clone(), Arc::clone(wire));
+    let render = super::publish::Render::new(move || to_zone_text(&o, decoded(&w)).into_bytes());
+    Incoming { records: Some(parser), edit, received, render: Some(render), ..Incoming::new(i, Vec::new(), meta) }
 }
 
 /// RFC 1982 serial arithmetic: whether `a` is newer than `b`.
@@ -301,12 +407,13 @@ fn decode_records(bytes: &[u8]) -> Option<ZoneState> {
 }
 
 /// Writes the records of the accepted zone to `NAME.records` (0600, renamed
-/// into place: see `lists::state::write`), off the async threads.
+/// into place: see `lists::state::write`), after the swap, off the async
+/// threads, on a thread at `reload_nice` (O(zone): queries first).
 async fn save(lists: &Lists, i: ListId, st: &ZoneState) {
     let Some(path) = records_path(lists, i) else { return };
     let shown = path.display().to_string();
     let (serial, records) = (st.serial, Arc::clone(&st.records));
-    let written = tokio::task::spawn_blocking(move || super::state::write(&path, &encode_records(serial, &records))).await;
+    let written = super::publish::on_build_thread(lists.reload_nice(), move || super::state::write(&path, &encode_records(serial, &records))).await;
     if let Some(e) = written.map_err(|e| e.to_string()).and_then(|w| w.map_err(|e| e.to_string())).err() {
         tracing::warn!(path = %shown, error = %e, "could not persist the zone's records: after a restart the zone is transferred whole");
     }
@@ -325,7 +432,8 @@ pub fn from_persisted(lists: &Lists, i: ListId) -> Option<ZoneState> {
         return None;
     };
     let zone = source_of(lists, i).ok()?.zone;
-    if super::content_version(to_zone_text(&zone, decoded(&st.records)).as_bytes()) != in_force.version {
+    // a copy from before record sums is named by the hash of its text
+    if st.version() != in_force.version && super::content_version(to_zone_text(&zone, decoded(&st.records)).as_bytes()) != in_force.version {
         tracing::info!(path = %path.display(), "persisted zone records are not the version in force: the next transfer is a full one");
         return None;
     }
@@ -400,10 +508,12 @@ pub async fn sync(lists: &Arc<Lists>, i: ListId, state: &mut Option<ZoneState>) 
     };
     let (origin, wire, next) = (src.zone.clone(), Arc::clone(&st.records), st.next);
     let who = meta.who.clone();
-    // on the build thread: decode once; the text is what is persisted and
-    // hashed (the version), the rules come from the records themselves,
-    // each numbered by its position
-    let make = move || zone_version(i, &origin, &wire, next, meta, edit, received);
+    // the version as the records' sum, moved by this transfer's changes
+    // only; the rules (full build) and the text (full build, persisting)
+    // are made from the records on the build and persist threads
+    let version = st.version();
+    tracing::debug!(list = %i, version = %version, incremental = edit.is_some(), "zone version by record sum");
+    let make = move || with_version(zone_version(i, &origin, &wire, next, meta, edit, received), version);
     match lists.offer_made(make).await {
         Ok(in_force) => {
             // numbered only if this very build is in force (not a version
@@ -470,6 +580,79 @@ mod tests {
     /// and data, never on TTL; a duplicate is kept once (a copy with
     /// another TTL updates the TTL in place); a record added again goes to
     /// the end.
+    /// The version from scratch: the sum over the records held.
+    fn recomputed(st: &ZoneState) -> String {
+        let mut sum = RecordSum::default();
+        st.records.values().for_each(|w| sum.add(w));
+        sum.version()
+    }
+
+    #[test]
+    fn record_sum_moved_by_each_change_equals_the_sum_from_scratch() {
+        let pool = ["a", "b.a", "c.b.a", "*.a", "d", "*.d", "e.d", "f", "g", "h.g"];
+        let targets = [".", "*.", "rpz-passthru.", "rpz-drop.", "x.example."];
+        let mut x = 0x0dd_ba11_cafe_f00du64;
+        let mut rand = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut st = ZoneState::new(1);
+        let mut seen = std::collections::HashMap::new();
+        for step in 0..3000 {
+            let r = cname(pool[rand(pool.len())], targets[rand(targets.len())], [60, 300][rand(2)]);
+            if rand(3) == 0 {
+                st.remove(&r); // a deletion matches whatever TTL is held
+            } else {
+                st.insert(&r); // a TTL change replaces in place
+            }
+            assert_eq!(st.version(), recomputed(&st), "step {step}");
+            // one set of records, one version, whatever the path to it
+            let mut set: Vec<Vec<u8>> = st.records.values().map(|w| w.to_vec()).collect();
+            set.sort();
+            if let Some(before) = seen.insert(set, st.version()) {
+                assert_eq!(before, st.version(), "step {step}");
+            }
+        }
+        assert!(seen.len() > 100, "the walk visited few sets: {}", seen.len());
+        // the order does not count, the TTL does
+        let (a, b) = (cname("a", ".", 300), cname("b.a", ".", 300));
+        let (mut one, mut two) = (ZoneState::new(1), ZoneState::new(1));
+        one.insert(&a);
+        one.insert(&b);
+        two.insert(&b);
+        two.insert(&a);
+        assert_eq!(one.version(), two.version());
+        two.insert(&cname("a", ".", 60));
+        assert_ne!(one.version(), two.version());
+        assert_eq!(ZoneState::new(1).version(), format!("z{}", "0".repeat(64)));
+    }
+
+    #[test]
+    fn the_persisted_text_names_its_version() {
+        let zone = Name::from_ascii("rpz.test.").unwrap();
+        let mut st = ZoneState::new(7);
+        st.insert(&cname("a", ".", 300));
+        st.insert(&cname("b", "rpz-drop.", 300));
+        let meta = SourceMeta { serial: Some(7), ..Default::default() };
+        let mut inc = with_version(zone_version(ListId::from_raw(0), &zone, &st.records, st.next, meta, None, std::time::Instant::now()), st.version());
+        assert!(inc.bytes.is_empty(), "nothing rendered before it is asked for");
+        assert_eq!(inc.version_id(), st.version(), "the version needs no text");
+        assert!(inc.bytes.is_empty());
+        inc.materialize();
+        let text = String::from_utf8(inc.bytes.to_vec()).unwrap();
+        assert!(text.starts_with("$ORIGIN rpz.test.\n"), "{text}");
+        assert_eq!(crate::lists::zone_version_in_text(text.as_bytes()), Some(st.version()));
+        assert_eq!(crate::lists::zone_version_in_text(b"$ORIGIN rpz.test.\na 300 IN CNAME .\n"), None);
+        assert_eq!(crate::lists::zone_version_in_text(b"; qalqan-zone-version zzz\n"), None);
+        assert_eq!(crate::lists::zone_version_in_text(b""), None);
+        // the text parses as the same rules (the last line is a comment)
+        let mut out = crate::lists::parse::ParseOutput::default();
+        rpz::parse("t", text.as_bytes(), &mut out);
+        assert_eq!((out.rules, out.bad_lines), (2, 0), "{:?}", out.errors);
+    }
+
     #[test]
     fn ixfr_deletions_match_owner_type_and_data_not_ttl() {
         let mut st = ZoneState::new(1);
