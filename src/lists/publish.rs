@@ -1301,8 +1301,15 @@ impl Lists {
         if self.state(id).is_none() {
             return;
         }
+        self.republish_lists(self.infos_now(&self.config_list()));
+    }
+
+    /// Publishes the policy in force again with new per-list facts (`lists`:
+    /// names, modes, actions) over the same index and delta, as the next
+    /// generation; returns it. For changes no rule depends on (a catalog
+    /// slot's config, a list's mode). Callers hold the update lock.
+    fn republish_lists(&self, lists: Vec<crate::policy::ListInfo>) -> u64 {
         let current = self.policy.load_full();
-        let lists = self.infos_now(&self.config_list());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let policy = Policy {
             index: Arc::clone(&current.index),
@@ -1314,6 +1321,7 @@ impl Lists {
         self.policy.store(Arc::new(policy));
         self.generation.store(generation, Ordering::Relaxed);
         self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        generation
     }
 
     /// [`Lists::retire`] on a build thread ([`on_build_thread`]): it builds
@@ -1450,20 +1458,8 @@ impl Lists {
         if changed.is_empty() {
             return Vec::new();
         }
-        let current = self.policy.load_full();
         let configs: Vec<ListConfig> = self.config_list();
-        let lists = self.infos_now(&configs);
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let policy = Policy {
-            index: Arc::clone(&current.index),
-            delta: current.delta.clone(),
-            has_shadow: crate::policy::any_shadow(&lists),
-            lists,
-            generation,
-        };
-        self.policy.store(Arc::new(policy));
-        self.generation.store(generation, Ordering::Relaxed);
-        self.metrics.policy_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let generation = self.republish_lists(self.infos_now(&configs));
         for (name, mode) in &changed {
             let mode = if *mode == crate::rules::ListMode::Shadow { "shadow" } else { "enforce" };
             tracing::info!(target: "qalqan::audit", list = %name, mode, generation, "list mode changed");
