@@ -151,9 +151,16 @@ fn start_knot() -> Knot {
     start_knot_with("127.0.0.1", free_port(), None)
 }
 
-/// Knot listening on `ip@port`; with `notify_port`, it NOTIFYs qalqan at
-/// 127.0.0.1:`notify_port` from `ip` on every zone change.
+/// Knot listening on `ip@port` serving `rpz.test`; with `notify_port`, it
+/// NOTIFYs qalqan at 127.0.0.1:`notify_port` from `ip` on every zone change.
 fn start_knot_with(ip: &str, port: u16, notify_port: Option<u16>) -> Knot {
+    start_knot_serving(ip, port, notify_port, &[("rpz.test", zone_file(1, ""))])
+}
+
+/// Knot listening on `ip@port` serving `zones` (name, file text), each
+/// transferable with the test key; with `notify_port`, it NOTIFYs qalqan at
+/// 127.0.0.1:`notify_port` from `ip` (signed) on every change of any of them.
+fn start_knot_serving(ip: &str, port: u16, notify_port: Option<u16>, zones: &[(&str, String)]) -> Knot {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let conf = dir.path().join("knot.conf");
@@ -165,6 +172,11 @@ fn start_knot_with(ip: &str, port: u16, notify_port: Option<u16>) -> Knot {
         ),
         None => (String::new(), ""),
     };
+    let mut zone_conf = String::new();
+    for (name, text) in zones {
+        std::fs::write(dir.path().join(format!("{name}.zone")), text).unwrap();
+        zone_conf.push_str(&format!("  - domain: {name}\n    file: {name}.zone\n    acl: xfr\n{notify}"));
+    }
     let config = format!(
         r#"server:
     rundir: "{d}"
@@ -191,13 +203,9 @@ template:
     journal-content: changes
     semantic-checks: off
 zone:
-  - domain: rpz.test
-    file: rpz.test.zone
-    acl: xfr
-{notify}"#
+{zone_conf}"#
     );
     std::fs::write(&conf, config).unwrap();
-    std::fs::write(dir.path().join("rpz.test.zone"), zone_file(1, "")).unwrap();
     let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
     let child = Command::new(tool("knotd"))
         .arg("-c")
@@ -346,13 +354,17 @@ async fn transfers_from_knot() {
 /// test client on 127.0.0.1), notifying qalqan at 127.0.0.1:`qalqan_port`
 /// when given.
 fn start_knot_on_2(qalqan_port: Option<u16>) -> Knot {
-    let port = loop {
+    start_knot_with("127.0.0.2", free_port_on_2(), qalqan_port)
+}
+
+/// A port free for both TCP and UDP on 127.0.0.2.
+fn free_port_on_2() -> u16 {
+    loop {
         let p = free_port();
         if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
-            break p;
+            return p;
         }
-    };
-    start_knot_with("127.0.0.2", port, qalqan_port)
+    }
 }
 
 fn start_knot_notifying(qalqan_port: u16) -> Knot {
@@ -928,57 +940,7 @@ async fn tsig_failures_keep_the_last_list() {
 /// for transfers, NOTIFYing qalqan at 127.0.0.1:`qalqan_port` (signed) on
 /// every change of any of them.
 fn start_knot_zones(qalqan_port: u16, zones: &[(&str, String)]) -> Knot {
-    let port = loop {
-        let p = free_port();
-        if TcpListener::bind(("127.0.0.2", p)).is_ok() && UdpSocket::bind(("127.0.0.2", p)).is_ok() {
-            break p;
-        }
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = dir.path().join("knot.conf");
-    let mut zone_conf = String::new();
-    for (name, text) in zones {
-        std::fs::write(dir.path().join(format!("{name}.zone")), text).unwrap();
-        zone_conf.push_str(&format!("  - domain: {name}\n    file: {name}.zone\n    acl: xfr\n    notify: qalqan\n"));
-    }
-    let config = format!(
-        r#"server:
-    rundir: "{d}"
-    listen: 127.0.0.2@{port}
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{d}"
-key:
-  - id: qalqan-key
-    algorithm: hmac-sha256
-    secret: {SECRET}
-remote:
-  - id: qalqan
-    address: 127.0.0.1@{qalqan_port}
-    via: 127.0.0.2
-    key: qalqan-key
-acl:
-  - id: xfr
-    address: 127.0.0.1
-    key: qalqan-key
-    action: transfer
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: difference
-    journal-content: changes
-    semantic-checks: off
-zone:
-{zone_conf}"#
-    );
-    std::fs::write(&conf, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("knotd.log")).unwrap();
-    let child = Command::new(tool("knotd")).arg("-c").arg(&conf).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-    Knot { child, dir, conf, addr: SocketAddr::new("127.0.0.2".parse().unwrap(), port) }
+    start_knot_serving("127.0.0.2", free_port_on_2(), Some(qalqan_port), zones)
 }
 
 /// A hand-written RFC 9432 catalog zone `catalog.test` at `serial` with
