@@ -740,14 +740,8 @@ impl Config {
             if l.sde_sub_error.is_some() && l.ede == 16 {
                 return Err(invalid(&key("sde_sub_error"), format!("list `{}`: sub-errors do not apply to EDE 16 (Censored)", l.name)));
             }
-            let sde = if sde_mode == crate::policy::sde::SdeMode::Off || !crate::policy::sde::structured_code(l.ede) {
-                None
-            } else {
-                let template = l.sde_justification.as_deref().or(raw.sde.justification.as_deref());
-                let prepared = crate::policy::sde::ListSde::new(&raw.sde.contact, raw.sde.organization.as_deref(), &raw.sde.language, l.sde_sub_error, template)
-                    .map_err(|e| invalid(&key("sde_justification"), e))?;
-                Some(std::sync::Arc::new(prepared))
-            };
+            let template = l.sde_justification.as_deref().or(raw.sde.justification.as_deref());
+            let sde = list_sde(&raw.sde, sde_mode, l.ede, l.sde_sub_error, template).map_err(|e| invalid(&key("sde_justification"), e))?;
             lists.push(ListConfig {
                 regulator: l.regulator,
                 sde,
@@ -815,13 +809,7 @@ impl Config {
             slots = slots.saturating_add(c.max_members);
             // the [sde] text of a member's blocks: the defaults' EDE code and
             // the global justification (a member has no list keys of its own)
-            let sde = if sde_mode == crate::policy::sde::SdeMode::Off || !crate::policy::sde::structured_code(d.ede) {
-                None
-            } else {
-                let prepared = crate::policy::sde::ListSde::new(&raw.sde.contact, raw.sde.organization.as_deref(), &raw.sde.language, None, raw.sde.justification.as_deref())
-                    .map_err(|e| invalid("sde.justification", e))?;
-                Some(std::sync::Arc::new(prepared))
-            };
+            let sde = list_sde(&raw.sde, sde_mode, d.ede, None, raw.sde.justification.as_deref()).map_err(|e| invalid("sde.justification", e))?;
             let template = ListConfig {
                 // a catalog's members are named by the primary, not by this
                 // config, so no view could name them: they apply in every view
@@ -1097,6 +1085,23 @@ fn dnstap_config(d: raw::RawDnstap) -> Result<crate::dnstap::Settings, (&'static
         reconnect_max: Duration::from_millis(d.reconnect_max_ms),
         io_timeout: Duration::from_millis(d.timeout_ms),
     })
+}
+
+/// The structured EXTRA-TEXT of a list's blocks (`[sde]` with the list's
+/// EDE `code`, sub-error and `j` template); `None` with `[sde] mode = "off"`
+/// or a code the draft does not structure. `Err`: the template's reason.
+fn list_sde(
+    sde: &raw::RawSde,
+    mode: crate::policy::sde::SdeMode,
+    code: u16,
+    sub_error: Option<u8>,
+    template: Option<&str>,
+) -> Result<Option<std::sync::Arc<crate::policy::sde::ListSde>>, String> {
+    if mode == crate::policy::sde::SdeMode::Off || !crate::policy::sde::structured_code(code) {
+        return Ok(None);
+    }
+    let prepared = crate::policy::sde::ListSde::new(&sde.contact, sde.organization.as_deref(), &sde.language, sub_error, template)?;
+    Ok(Some(std::sync::Arc::new(prepared)))
 }
 
 /// `max_bad_share` of a catalog member: a zone transfer's records are
