@@ -253,18 +253,15 @@ fn status(admin: &Admin) -> Response<Full<Bytes>> {
     )
 }
 
-/// `GET /v1/explain?name=NAME`: [`crate::policy::explain::explain`] on the
-/// policy in force, as fields and as the text `qalqan explain` prints. The
-/// rule's text is re-read from file lists only, off the worker threads.
+/// `GET /v1/explain?name=NAME`: [`crate::diag::explain_in_force`], as fields
+/// and as the text `qalqan explain` prints.
 async fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let raw = query.split('&').find_map(|kv| kv.strip_prefix("name=")).unwrap_or("");
     let Some(name) = crate::name::normalize(raw).ok().and_then(|n| crate::name::QName::parse(&n).ok()) else {
         return err(StatusCode::BAD_REQUEST, "usage: GET /v1/explain?name=NAME (a valid host name)");
     };
-    let policy = admin.lists.policy.load_full();
-    let reader = crate::diag::file_line_reader(admin.lists.configs().iter().map(|c| &c.config));
     let shown = name.to_string();
-    match tokio::task::spawn_blocking(move || crate::policy::explain::explain(&policy, &name, &reader)).await {
+    match crate::diag::explain_in_force(&admin.lists, name, None).await {
         Ok(ex) => json(
             StatusCode::OK,
             serde_json::json!({

@@ -198,12 +198,7 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
                 (None, _) | (_, Err(_)) => text(StatusCode::BAD_REQUEST, "usage: /explain?name=NAME[&client=IP] (a valid host name, an address)\n".into()),
                 (Some(q), Ok(client)) => {
                     let view = client.and_then(|c| state.views.as_deref()?.of(c).cloned());
-                    // the verdict comes from the published policy; only the
-                    // rule's text is re-read, from file lists only, and off
-                    // the worker threads (a list file can be hundreds of MB)
-                    let policy = state.lists.policy.load_full();
-                    let reader = file_line_reader(state.lists.configs().iter().map(|c| &c.config));
-                    match tokio::task::spawn_blocking(move || crate::policy::explain::explain_in(&policy, &q, view.as_ref(), &reader)).await {
+                    match explain_in_force(&state.lists, q, view).await {
                         Ok(ex) => text(StatusCode::OK, format!("{ex}\n")),
                         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("explain failed: {e}\n")),
                     }
@@ -212,6 +207,20 @@ async fn route(state: &DiagState, req: Request<Incoming>) -> Response<Full<Bytes
         }
         _ => text(StatusCode::NOT_FOUND, "not found; try /metrics /healthz /readyz /lists /explain?name=\n".into()),
     }
+}
+
+/// [`crate::policy::explain::explain_in`] on the policy in force, for `/explain`
+/// and the admin API's `/v1/explain`: the verdict comes from the published
+/// policy; only the rule's text is re-read, from file lists only, and off the
+/// worker threads (a list file can be hundreds of MB).
+pub async fn explain_in_force(
+    lists: &Lists,
+    name: QName,
+    view: Option<crate::policy::views::View>,
+) -> Result<crate::policy::explain::Explanation, tokio::task::JoinError> {
+    let policy = lists.policy.load_full();
+    let reader = file_line_reader(lists.configs().iter().map(|c| &c.config));
+    tokio::task::spawn_blocking(move || crate::policy::explain::explain_in(&policy, &name, view.as_ref(), &reader)).await
 }
 
 /// A `read_line` for [`crate::policy::explain::explain`] that re-reads only
