@@ -938,3 +938,57 @@ async fn rate_limit_over_dot_takes_one_token_per_query() {
     assert_eq!(sample(&m, "qalqan_rate_limited_total"), 2.0, "each query counted once\n{m}");
     e.server.shutdown().await;
 }
+
+/// With `[[views]]`, an answer cached and passed for one client's view is
+/// decided again for a client of another view over DoT too, as over UDP: a
+/// name the block list holds, answered to a view without that list, is not
+/// served from the cache to a client whose view applies the list.
+#[tokio::test]
+async fn a_cached_answer_passed_for_one_view_is_decided_again_over_dot() {
+    let extra = "[[views]]\nname = \"open\"\nclients = [\"127.0.0.2/32\"]\nlists = []\n";
+    let Some(e) = Enc::start_with("127.0.0.0/8", false, extra).await else { return };
+    e._upstream.set("blocked.test.", RecordType::A, Canned::Answer(vec![a("blocked.test.", 300, "192.0.2.20")]));
+    let mut open = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.2").await.unwrap();
+    // a miss (forwarded, cached), then a hit the view's policy lets through
+    for _ in 0..2 {
+        let m = dot_query(&mut open, "blocked.test.").await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1, "the view without the list gets the answer");
+    }
+    let mut default = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.1").await.unwrap();
+    let m = dot_query(&mut default, "blocked.test.").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "a client of no view gets every list: {:?}", m.answers);
+    e.server.shutdown().await;
+}
+
+/// A shadow list counts every query over DoT, cache hits included, and its
+/// log lines name the transport the query came over.
+#[tokio::test]
+async fn shadow_hits_over_dot_are_counted_and_logged_as_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = write_list(dir.path(), "cand.txt", "allowed.test\n");
+    let extra = format!("\n[[lists]]\nname = \"candidate\"\nsource = \"{candidate}\"\nmode = \"shadow\"\n");
+    let Some(e) = Enc::start_with("127.0.0.0/8", false, &extra).await else { return };
+    let series = r#"qalqan_shadow_hits_total{list="candidate"}"#;
+    let before = sample(&e.server.metrics.encode(), series);
+    let mut dot = tls_connect(e.dot, &e.ca(), b"dot", "127.0.0.2").await.unwrap();
+    // a miss, then cache hits: each one asked of the shadow list
+    for _ in 0..3 {
+        let m = dot_query(&mut dot, "allowed.test.").await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1, "a shadow list never blocks");
+    }
+    assert_eq!(sample(&e.server.metrics.encode(), series), before + 3.0, "every query counted, cache hits included");
+    let log = e.dir.path().join("blocked.jsonl");
+    let dot_lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(r#""shadow":true"#) && l.contains(r#""client":"127.0.0.2""#))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(eventually(Duration::from_secs(3), || async { dot_lines().len() == 3 }).await, "{:?}", dot_lines());
+    assert!(dot_lines().iter().all(|l| l.contains(r#""protocol":"dot""#)), "{:?}", dot_lines());
+    e.server.shutdown().await;
+}

@@ -115,12 +115,19 @@ fn answer_parsed(s: &Shared, policy: &Arc<Policy>, q: &Simple<'_>, name: NameRef
 /// Counts nothing and does no atomic read-modify-write (it runs under the
 /// cache's locks in [`Cache::get_batch`](crate::resolve::cache::Cache::get_batch)).
 fn passed_reply(s: &Shared, policy: &Policy, q: &Simple<'_>, entry: &Entry, now: Instant) -> Option<Fast> {
-    // with shadow lists every query goes through `decide`, which counts
-    // them; with views too (an entry passed for one view may be blocked in another)
-    (entry.passed(policy.generation) && !policy.has_shadow && s.views.is_none()).then(|| {
+    skips_policy(s, policy, entry).then(|| {
         let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
         cached_reply(q, entry, now, dnssec_ok, payload)
     })
+}
+
+/// Whether a cache hit may be answered without the policy, on every
+/// transport: it passed this policy generation ([`Entry::passed`]), no
+/// shadow list has to count it (then every query goes through [`decide`]),
+/// and there are no views (an entry passed for one client's view may be
+/// blocked in another's). Cost: one relaxed load and two branches.
+fn skips_policy(s: &Shared, policy: &Policy, entry: &Entry) -> bool {
+    entry.passed(policy.generation) && !policy.has_shadow && s.views.is_none()
 }
 
 /// [`answer_parsed`] once the cache was asked (`cached`: its live entry, if
@@ -144,8 +151,32 @@ fn decide(
 /// names it; over a stream transport ([`stream`]) a cached reply is not
 /// limited to the client's UDP payload size, and a miss is
 /// [`Fast::Slow`] (the hickory path forwards it).
+/// Shadow lists are counted here only for what this path answers (or
+/// forwards) itself: a query handed to the hickory path ([`Fast::Slow`]) is
+/// counted there, once.
 #[allow(clippy::too_many_arguments)]
 fn decide_via(
+    s: &Shared,
+    policy: &Arc<Policy>,
+    q: &Simple<'_>,
+    name: NameRef<'_>,
+    packet: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    cached: Option<Arc<Entry>>,
+    transport: Transport,
+) -> Fast {
+    let decided = decide_policy(s, policy, q, name, packet, src, now, cached, transport);
+    if policy.has_shadow && !matches!(decided, Fast::Slow) {
+        s.count_shadow(policy, name, src.ip(), transport, q.qtype);
+    }
+    decided
+}
+
+/// [`decide_via`] without the shadow lists.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn decide_policy(
     s: &Shared,
     policy: &Arc<Policy>,
     q: &Simple<'_>,
@@ -159,9 +190,6 @@ fn decide_via(
     let (dnssec_ok, payload) = q.payload(s.max_udp_payload);
     let view = s.view_of(src.ip());
     let verdict = policy.check_in(name, view);
-    if policy.has_shadow {
-        s.count_shadow(policy, name, src.ip(), crate::metrics::Transport::Udp, q.qtype);
-    }
     if let Verdict::Blocked(hit) = verdict {
         let (rcode, soa) = match policy.answer(&hit) {
             PolicyAnswer::Nxdomain => (3u8, true),

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::parse::parse_padded;
 use super::reply::blocked_reply;
-use super::{cached_reply_within, decide_via, Fast};
+use super::{cached_reply_within, decide_via, skips_policy, Fast};
 use crate::metrics::{Outcome, Transport};
 use crate::name::NameBuf;
 use crate::server::handler::Shared;
@@ -78,7 +78,7 @@ pub fn answer_stream(s: &Arc<Shared>, packet: &[u8], src: SocketAddr, transport:
             crate::server::handler::prefetch(s, q.key(name, dnssec_ok), Box::from(q.question));
         }
     }
-    let passed = cached.as_deref().filter(|e| e.passed(policy.generation));
+    let passed = cached.as_deref().filter(|e| skips_policy(s, &policy, e));
     let decided = match passed {
         Some(entry) => cached_reply_within(&q, entry, now, dnssec_ok, payload, u16::MAX),
         None => decide_via(s, &policy, &q, name, packet, src, now, cached, transport),
