@@ -686,36 +686,50 @@ pub fn patch_edit(
         out.push('\n');
     }
     let Some(line_fn) = line_fn else { return Ok((out.into_bytes(), None)) };
-    let edit = (|| {
-        let mut edit = Edit { from_version, from_lines: base_lines, ..Default::default() };
-        for &(n, l) in &removed {
-            let mut probe = ParseOutput::default();
-            line_fn(file, n, l, &mut probe);
-            if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
-                return None;
-            }
-            edit.removed_rules += probe.entries.len();
-            edit.removed_bad += probe.bad_lines;
-            match edit.hunks.last_mut() {
-                Some(h) if h.at + h.del == n - 1 => h.del += 1,
-                _ => edit.hunks.push(Hunk { at: n - 1, del: 1, ins: 0, entries: Vec::new() }),
-            }
-        }
-        if !appended.is_empty() {
-            let mut probe = ParseOutput::default();
-            for (j, a) in appended.iter().enumerate() {
-                line_fn(file, u32::try_from(j + 1).ok()?, a.strip_suffix('\r').unwrap_or(a), &mut probe);
-            }
-            if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
-                return None;
-            }
-            edit.added_bad = probe.bad_lines;
-            let ins = u32::try_from(appended.len()).ok()?;
-            edit.hunks.push(Hunk { at: base_lines, del: 0, ins, entries: probe.entries });
-        }
-        Some(edit)
-    })();
+    let edit = patch_hunks(line_fn, file, from_version, base_lines, &removed, &appended);
     Ok((out.into_bytes(), edit))
+}
+
+/// The [`Edit`] of a PATCH over a version of `from_lines` lines: the lines
+/// it removes (`(line, text)`, 1-based line numbers of that version, in
+/// order) and the lines it appends. `None` when a changed line is not a
+/// name rule (then a full build). Cost: a parse of the removed and the
+/// appended lines only.
+pub fn patch_hunks(
+    line_fn: parse::LineFn,
+    file: &str,
+    from_version: String,
+    from_lines: u32,
+    removed: &[(u32, &str)],
+    appended: &[&str],
+) -> Option<Edit> {
+    let mut edit = Edit { from_version, from_lines, ..Default::default() };
+    for &(n, l) in removed {
+        let mut probe = ParseOutput::default();
+        line_fn(file, n, l, &mut probe);
+        if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
+            return None;
+        }
+        edit.removed_rules += probe.entries.len();
+        edit.removed_bad += probe.bad_lines;
+        match edit.hunks.last_mut() {
+            Some(h) if h.at + h.del == n - 1 => h.del += 1,
+            _ => edit.hunks.push(Hunk { at: n - 1, del: 1, ins: 0, entries: Vec::new() }),
+        }
+    }
+    if !appended.is_empty() {
+        let mut probe = ParseOutput::default();
+        for (j, a) in appended.iter().enumerate() {
+            line_fn(file, u32::try_from(j + 1).ok()?, a.strip_suffix('\r').unwrap_or(a), &mut probe);
+        }
+        if !name_only(&probe.entries) || !probe.unsupported.is_empty() {
+            return None;
+        }
+        edit.added_bad = probe.bad_lines;
+        let ins = u32::try_from(appended.len()).ok()?;
+        edit.hunks.push(Hunk { at: from_lines, del: 0, ins, entries: probe.entries });
+    }
+    Some(edit)
 }
 
 #[cfg(test)]

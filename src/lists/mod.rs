@@ -7,6 +7,7 @@ pub mod parse;
 pub mod source;
 pub mod publish;
 pub mod push;
+pub mod push_body;
 pub mod delta;
 pub mod guard;
 pub mod state;
@@ -417,6 +418,23 @@ pub fn build_with(
 pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Policy {
     let lists = infos(configs);
     Policy { index: std::sync::Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation }
+}
+
+/// The version identity of a list made by applying `patch` to the version
+/// whose identity is `from` (a PATCH): 16 hex digits of BLAKE3 over both.
+/// An identity, not an integrity check (signatures and the journal are
+/// that): computing it costs the PATCH's bytes, not the list's, so a PATCH
+/// never hashes the whole list. [`push::Journal::content_id`] gives the
+/// same value for a replayed journal, so a restart keeps the identity.
+pub fn chained_version(from: &str, patch: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"qalqan-patch\0");
+    h.update(from.as_bytes());
+    h.update(b"\0");
+    h.update(patch);
+    let d = h.finalize();
+    let b = d.as_bytes();
+    format!("{:016x}", u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
 }
 
 /// A stable content id, as 16 hex digits: FNV-1a 64 over the bytes taken

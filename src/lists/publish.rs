@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use super::delta::{build_delta, Edit, ListEdits};
 use super::parse::ParseOutput;
 use super::push::{Journal, PushEntry, PushMethod, SignaturePolicy};
+use super::push_body::PushBody;
 use super::{build_with, gate, state as files, ListState, LoadError, SourceMeta};
 use crate::config::{ListConfig, SourceKind};
 use crate::metrics::Metrics;
@@ -289,6 +290,9 @@ pub struct Incoming {
     /// the persisted copy needs them (a zone's text, O(zone)); an update by
     /// delta never does, and its copy is rendered on the persist thread.
     pub render: Option<Render>,
+    /// The length of `bytes` when known without making them (a PATCH over
+    /// an indexed push list, `lists/push_body.rs`).
+    pub len: Option<usize>,
 }
 
 impl Incoming {
@@ -306,6 +310,7 @@ impl Incoming {
             drop: Vec::new(),
             version: None,
             render: None,
+            len: None,
         }
     }
 
@@ -477,7 +482,7 @@ pub struct Lists {
 #[derive(Debug, Clone)]
 pub struct PushHead {
     pub journal: Journal,
-    pub body: Arc<Vec<u8>>,
+    pub body: PushBody,
 }
 
 /// Why a push was refused (nothing changed).
@@ -869,8 +874,8 @@ impl Lists {
         let mut restored = Vec::new();
         // a persisted copy was accepted before: not checked by the guard
         // again, but what `apply_rest` left out of it stays out
-        let mut persisted = |i: ListId, cfg: &ListConfig, bytes: Arc<Vec<u8>>, meta: SourceMeta| {
-            let version = matches!(cfg.origin, SourceKind::Axfr { .. }).then(|| super::zone_version_in_text(&bytes)).flatten();
+        let mut persisted = |i: ListId, cfg: &ListConfig, bytes: Arc<Vec<u8>>, meta: SourceMeta, version: Option<String>| {
+            let version = version.or_else(|| matches!(cfg.origin, SourceKind::Axfr { .. }).then(|| super::zone_version_in_text(&bytes)).flatten());
             let mut inc = Incoming { guard: GuardMode::Skip, bytes, version, ..Incoming::new(i, Vec::new(), meta) };
             let version = inc.version_id();
             if let Some((lines, held)) = self.read_guard_file(cfg, &version, &inc.bytes, &inc.meta) {
@@ -898,7 +903,7 @@ impl Lists {
                             ..Default::default()
                         };
                         tracing::info!(list = %cfg.name, version = ?head.journal.version(), "serving the persisted push");
-                        batch.push(persisted(i, &cfg, Arc::clone(&head.body), meta));
+                        batch.push(persisted(i, &cfg, head.body.bytes(), meta, Some(head.journal.content_id())));
                         heads.push((i, head));
                     }
                     Ok(None) => tracing::info!(list = %cfg.name, "no persisted push; waiting for the first push"),
@@ -929,7 +934,7 @@ impl Lists {
                     let mut meta = self.read_meta(&cfg).unwrap_or_default();
                     meta.who = format!("persisted copy {}", path.display());
                     tracing::warn!(list = %cfg.name, path = %path.display(), "serving the persisted copy until the source answers");
-                    batch.push(persisted(i, &cfg, Arc::new(bytes), meta));
+                    batch.push(persisted(i, &cfg, Arc::new(bytes), meta, None));
                 }
                 (_, Err(_)) => tracing::info!(list = %cfg.name, "no persisted copy; waiting for the source"),
             }
@@ -1152,7 +1157,7 @@ impl Lists {
         let (Some(cfg), Some(prev)) = (self.config(id), self.state(id)) else { return Err(inc) };
         // a version still to be rendered is a zone transfer's, whose size the
         // transfer's own limits bound
-        if inc.render.is_none() && inc.bytes.len() as u64 > cfg.max_bytes {
+        if inc.render.is_none() && inc.bytes.len() as u64 > cfg.max_bytes || inc.len.is_some_and(|l| l as u64 > cfg.max_bytes) {
             return Err(inc);
         }
         let version = inc.version_id();
@@ -1243,7 +1248,7 @@ impl Lists {
             }
         }
         // not rendered yet: the size of the last version rendered stands
-        let size = if inc.render.is_some() { prev.bytes } else { inc.bytes.len() };
+        let size = if inc.render.is_some() { inc.len.unwrap_or(prev.bytes) } else { inc.bytes.len() };
         let body = inc.body();
         let state = ListState::from_stats(&stats, prev.addresses, version, size, inc.meta);
         self.audit(&cfg, Some(&prev), &state, forced, "delta");
@@ -1586,6 +1591,8 @@ impl Lists {
                     // `qalqan check`/`export` and the block page's rows) is
                     // written behind, off the update
                     Body::Bytes(bytes) if cfg.origin == SourceKind::Push => self.persist_behind(&cfg, Body::Bytes(bytes)),
+                    // a PATCH's bytes, made behind (the journal holds the PATCH)
+                    Body::Render(r) if cfg.origin == SourceKind::Push => self.persist_behind(&cfg, Body::Render(r)),
                     Body::Bytes(bytes) => self.persist(&cfg, &bytes, &state.meta),
                     // a zone's text, rendered behind; it names its own
                     // version (its last line), so a crash between the two
@@ -1879,7 +1886,7 @@ impl Lists {
             self.read_push_log(cfg, &lpath, &mut journal)?;
         }
         let body = journal.replay(&cfg.name, &self.signatures).map_err(|e| format!("{}: {e}", jpath.display()))?;
-        Ok(Some(PushHead { journal, body: Arc::new(body) }))
+        Ok(Some(PushHead { journal, body: PushBody::new(Arc::new(body)) }))
     }
 
     fn push_log_path(&self, cfg: &ListConfig) -> Option<PathBuf> {
@@ -1945,8 +1952,12 @@ impl Lists {
             return Err(PushRefused::Stale { version: entry.version, current });
         }
         let head = self.pushed(id);
-        let (bytes, journal) = match entry.method {
-            PushMethod::Put => (Arc::clone(&entry.body), Journal { entries: vec![entry.clone()] }),
+        // a PATCH's identity costs the PATCH, not the list (`chained_version`)
+        let mut version = None;
+        // the version's bytes, or (a PATCH over an indexed list) the indexed
+        // version, whose bytes are made only when something needs them
+        let (body, journal) = match entry.method {
+            PushMethod::Put => (PushBody::Bytes(Arc::clone(&entry.body)), Journal { entries: vec![entry.clone()] }),
             PushMethod::Patch => {
                 if let Some(base) = entry.base_version.filter(|b| *b != current) {
                     return Err(PushRefused::Base { base, current });
@@ -1959,17 +1970,37 @@ impl Lists {
                             return Err(PushRefused::JournalFull { limit });
                         }
                         entry.base_version = Some(current);
-                        // the content version of the bytes in force, as its state has it
-                        let from = in_force.as_ref().map_or_else(|| super::content_version(&h.body), |s| s.version.clone());
-                        let (bytes, e) = super::delta::patch_edit(line_fn, &cfg.source, from, &h.body, &entry.body).map_err(PushRefused::Patch)?;
-                        edit = e;
+                        // the version in force, as its state has it
+                        let from = in_force.as_ref().map_or_else(|| h.journal.content_id(), |s| s.version.clone());
+                        version = Some(super::chained_version(&from, &entry.body));
+                        let indexed = match &h.body {
+                            PushBody::Indexed(p) => p.apply(&entry.body).map_err(PushRefused::Patch)?,
+                            PushBody::Bytes(_) => None,
+                        };
+                        let body = match indexed {
+                            // O(patch): the index finds the removed lines and their numbers
+                            Some(a) => {
+                                let removed: Vec<(u32, &str)> = a.removed.iter().map(|(n, t)| (*n, &**t)).collect();
+                                edit = line_fn.and_then(|f| super::delta::patch_hunks(f, &cfg.source, from, a.from_lines, &removed, &a.appended));
+                                PushBody::Indexed(a.next)
+                            }
+                            // a pass over the list (a body with CRs, an emptied list)
+                            None => {
+                                let (bytes, e) = super::delta::patch_edit(line_fn, &cfg.source, from, &h.body.bytes(), &entry.body)
+                                    .map_err(PushRefused::Patch)?;
+                                edit = e;
+                                PushBody::Bytes(Arc::new(bytes))
+                            }
+                        };
                         let mut journal = h.journal;
                         journal.entries.push(entry.clone());
-                        (Arc::new(bytes), journal)
+                        (body, journal)
                     }
                     None if in_force.is_none() && entry.base_version.is_none() => {
                         let bytes = super::push::apply_patch(b"", &entry.body).map_err(PushRefused::Patch)?;
-                        (Arc::new(bytes), Journal { entries: vec![entry.clone()] })
+                        let journal = Journal { entries: vec![entry.clone()] };
+                        version = Some(journal.content_id());
+                        (PushBody::Bytes(Arc::new(bytes)), journal)
                     }
                     None => return Err(PushRefused::NoBase),
                 }
@@ -1977,15 +2008,27 @@ impl Lists {
             PushMethod::Post => return Err(PushRefused::Patch("POST does not carry a list".into())),
         };
         let meta = SourceMeta { push_version: Some(entry.version), who, ..Default::default() };
-        let body = Arc::clone(&bytes);
-        let inc = Incoming { edit, received, bytes, ..Incoming::new(id, Vec::new(), meta.clone()) };
+        let inc = match &body {
+            PushBody::Bytes(bytes) => Incoming { edit, received, version, bytes: Arc::clone(bytes), ..Incoming::new(id, Vec::new(), meta.clone()) },
+            PushBody::Indexed(p) => {
+                let next = p.clone();
+                Incoming {
+                    edit,
+                    received,
+                    version,
+                    len: usize::try_from(p.len()).ok(),
+                    render: Some(Render::new(move || next.bytes().to_vec())),
+                    ..Incoming::new(id, Vec::new(), meta.clone())
+                }
+            }
+        };
         let (mut report, replaced) = self.apply_locked(vec![inc]);
         let result = match report.failed.pop() {
             Some(e @ LoadError::Held { .. }) => {
                 // kept with the held update: a confirm makes it the push in force
                 if let Ok(mut h) = self.held.lock() {
                     if let Some(Some(held)) = h.get_mut(id.index()) {
-                        held.push = Some(PushHead { journal: journal.clone(), body: Arc::clone(&body) });
+                        held.push = Some(PushHead { journal: journal.clone(), body: body.clone() });
                     }
                 }
                 Err(PushRefused::Load(e))
@@ -2001,6 +2044,11 @@ impl Lists {
                         state = Some(s.clone());
                     }
                 }
+                // indexed for the next PATCH (O(bytes) for a PUT: after the swap)
+                let body = match body {
+                    PushBody::Bytes(b) => PushBody::new(b),
+                    indexed => indexed,
+                };
                 if let Ok(mut p) = self.pushed.lock() {
                     if let Some(slot) = p.get_mut(id.index()) {
                         *slot = Some(PushHead { journal: journal.clone(), body });
@@ -2162,13 +2210,15 @@ mod tests {
         push(&lists, PushMethod::Patch, "+e.test\n-b.test\n");
         assert_eq!(std::fs::read(&jpath).unwrap(), put_file, "a PATCH rewrote the PUT");
         assert_eq!(std::fs::read_to_string(&lpath).unwrap().lines().count(), 2);
-        let body = lists.pushed(id).unwrap().body;
+        let body = lists.pushed(id).unwrap().body.bytes();
+        let version = lists.state(id).unwrap().version;
         drop(lists);
         // NAME.list is written behind; dropping the lists waits for it
         assert_eq!(std::fs::read(dir.path().join("reg.list")).unwrap(), *body);
 
         let lists = start();
-        assert_eq!(lists.pushed(id).unwrap().body, body);
+        assert_eq!(lists.pushed(id).unwrap().body.bytes(), body);
+        assert_eq!(lists.state(id).unwrap().version, version, "a restart changed the version's identity");
         assert_eq!(lists.pushed(id).unwrap().journal.version(), Some(3));
         assert!(!blocked(&lists, "a.test") && !blocked(&lists, "b.test"));
         assert!(blocked(&lists, "c.test") && blocked(&lists, "d.test") && blocked(&lists, "e.test"));
@@ -2179,7 +2229,7 @@ mod tests {
         std::fs::write(&lpath, &torn).unwrap();
         drop(lists);
         let lists = start();
-        assert_eq!(lists.pushed(id).unwrap().body, body);
+        assert_eq!(lists.pushed(id).unwrap().body.bytes(), body);
         assert_eq!(std::fs::read(&lpath).unwrap(), old_log, "the torn line was not cut off");
         push(&lists, PushMethod::Patch, "+f.test\n");
         assert!(blocked(&lists, "f.test"));
@@ -2192,7 +2242,7 @@ mod tests {
         std::fs::write(&lpath, &old_log).unwrap();
         drop(lists);
         let lists = start();
-        assert_eq!(&**lists.pushed(id).unwrap().body, b"x.test\n");
+        assert_eq!(&**lists.pushed(id).unwrap().body.bytes(), b"x.test\n");
         assert!(blocked(&lists, "x.test") && !blocked(&lists, "f.test") && !blocked(&lists, "d.test"));
         assert!(!lpath.exists(), "the stale log was not removed");
         // and a PATCH after that appends to a fresh log
@@ -2326,7 +2376,7 @@ mod tests {
                         lists.reload_files(None);
                     } else {
                         let id = ListId::from_raw(which as u16);
-                        let current = lists.pushed(id).unwrap().body;
+                        let current = lists.pushed(id).unwrap().body.bytes();
                         let current: Vec<&str> = std::str::from_utf8(&current).unwrap().lines().collect();
                         let mut patch = String::new();
                         for _ in 0..=rng.below(3) {
@@ -2342,7 +2392,7 @@ mod tests {
                         lists.offer_push(id, entry, "test".into()).unwrap();
                     }
                     let bodies: Vec<Vec<u8>> = (0..3)
-                        .map(|i| lists.pushed(ListId::from_raw(i)).unwrap().body.to_vec())
+                        .map(|i| lists.pushed(ListId::from_raw(i)).unwrap().body.bytes().to_vec())
                         .chain([std::fs::read(&file).unwrap()])
                         .collect();
                     let want = fresh(&configs, &bodies);

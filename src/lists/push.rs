@@ -187,6 +187,21 @@ impl Journal {
         self.entries.last().map(|e| e.version)
     }
 
+    /// The version identity of the list this journal makes: the content
+    /// version of the PUT's body, then [`super::chained_version`] for each
+    /// PATCH (a journal that opens with a PATCH starts from the empty
+    /// list). What `Lists::offer_push` computed when each push came.
+    pub fn content_id(&self) -> String {
+        let (mut id, patches) = match self.entries.split_first() {
+            Some((put, rest)) if put.method == PushMethod::Put => (super::content_version(&put.body), rest),
+            _ => (super::content_version(b""), &self.entries[..]),
+        };
+        for e in patches {
+            id = super::chained_version(&id, &e.body);
+        }
+        id
+    }
+
     /// Replays the journal of list `name`: checks that it opens with a PUT,
     /// that versions grow and each PATCH names the version before it as its
     /// base, and every signature against `sigs`; returns the list's bytes
