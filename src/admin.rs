@@ -392,6 +392,8 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
         Ok(b) => b.to_bytes(),
         Err(e) => return err(StatusCode::PAYLOAD_TOO_LARGE, format!("body: {e}")),
     };
+    // the update is received: what follows (signature, build thread, lock) counts to its enforcement
+    let received = std::time::Instant::now();
     let version = match version_hdr.as_deref().map(|v| v.trim().parse::<u64>()) {
         Some(Ok(v)) if v > 0 => Some(v),
         Some(_) => return err(StatusCode::BAD_REQUEST, "X-Qalqan-Version must be a whole number ≥ 1"),
@@ -435,7 +437,7 @@ async fn push(admin: &Admin, method: Method, name: &str, req: Request<Body>, pee
         signature,
         body: Arc::new(body.to_vec()),
     };
-    match Arc::clone(&admin.lists).offer_push_async(i, entry, who).await {
+    match Arc::clone(&admin.lists).offer_push_async(i, entry, who, received).await {
         Ok(_) => state_json(admin, i),
         Err(PushRefused::Load(crate::lists::LoadError::Held { .. })) => {
             let held = admin.lists.held(i);

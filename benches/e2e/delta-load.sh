@@ -12,7 +12,8 @@
 # timestamp) and `enforce_us` (the update received, i.e. the IXFR or PATCH body read, to the
 # swap); over the wire: Knot's commit returned / curl's PATCH sent to the first NXDOMAIN for an
 # added name (dig polled, each poll a fork: ~5-10 ms resolution; Knot's own commit of a 2M-record
-# zone, which comes before its NOTIFY, is given apart as knot_commit_ms); dnsperf's lost queries, SERVFAIL count, max latency over
+# zone, which comes before its NOTIFY, is given apart as knot_commit_ms; a PATCH is polled while
+# curl waits, and reply_ms is curl's own round trip, which includes the journal's fsync); dnsperf's lost queries, SERVFAIL count, max latency over
 # the 10 s run the change falls in. ROUNDS rounds (3), medians at the end. Machine load printed.
 #
 #   cargo build --release && benches/e2e/delta-load.sh
@@ -195,18 +196,23 @@ for r in $(seq "$ROUNDS"); do
     run_dnsperf "$work/perf-b$r.txt"
     sleep 3
     patch=$(for i in 1 2 3 4 5; do echo "+patch-$r-$i.example"; done; sed -n "$((r * 100000 + 1)),$((r * 100000 + 5))p" "$work/p.domains" | sed 's/^/-/')
+    # polled while the PATCH is in flight: the reply comes after the swap and the journal's
+    # fsync, the name is blocked from the swap on
     t0=$(ms)
-    curl -sf -o /dev/null -X PATCH "${auth[@]}" --data-binary "$patch" "http://127.0.0.1:$aport/v1/lists/pushed"
+    curl -sf -o /dev/null -X PATCH "${auth[@]}" --data-binary "$patch" "http://127.0.0.1:$aport/v1/lists/pushed" &
+    curl_pid=$!
     wire=$(poll "patch-$r-3.example." "$t0")
+    wait $curl_pid
+    reply=$(($(ms) - t0))
     wait_log "$work/q.log" 'policy published' $((n + 1))
     wait $perf_pid || true
     line=$(grep 'policy published' "$work/q.log" | tail -1)
-    echo "b $r kind=$(field kind "$line") enforce_us=$(field enforce_us "$line") wire_ms=$wire $(perf_summary "$work/perf-b$r.txt") load=\"$l0\"" | tee -a "$results"
+    echo "b $r kind=$(field kind "$line") enforce_us=$(field enforce_us "$line") wire_ms=$wire reply_ms=$reply $(perf_summary "$work/perf-b$r.txt") load=\"$l0\"" | tee -a "$results"
 done
 
 echo "== medians over $ROUNDS rounds"
 for c in a b; do
-    for f in enforce_us notify_to_swap_ms knot_commit_ms wire_ms lost servfail max_ms; do
+    for f in enforce_us notify_to_swap_ms knot_commit_ms wire_ms reply_ms lost servfail max_ms; do
         v=$(awk -v c="$c" -v f="$f" '$1 == c { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$results" | sort -n)
         [ -n "$v" ] || continue
         printf '%s %s=%s  ' "$c" "$f" "$(awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }' <<<"$v")"

@@ -1935,11 +1935,17 @@ impl Lists {
     /// the version check. A push whose result equals the list in force
     /// still advances the accepted version. The caller has checked the
     /// signature; the entry is persisted with it (journal, re-verified on load).
-    pub fn offer_push(&self, id: ListId, mut entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+    pub fn offer_push(&self, id: ListId, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+        self.offer_push_received(id, entry, who, std::time::Instant::now())
+    }
+
+    /// [`Lists::offer_push`] of a push whose body was read at `received`
+    /// (the start of `qalqan_update_enforce_seconds`: the wait for the
+    /// build thread and the update lock counts).
+    pub fn offer_push_received(&self, id: ListId, mut entry: PushEntry, who: String, received: std::time::Instant) -> Result<ListState, PushRefused> {
         let Some(cfg) = self.config(id) else {
             return Err(PushRefused::Patch("no such list".into()));
         };
-        let received = std::time::Instant::now();
         let guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let in_force = self.state(id);
         let line_fn = super::parse::line_parser(cfg.format);
@@ -2066,10 +2072,10 @@ impl Lists {
     }
 
     /// Async wrapper: [`Lists::offer_push`] on a build thread ([`on_build_thread`]).
-    pub async fn offer_push_async(self: &Arc<Self>, id: ListId, entry: PushEntry, who: String) -> Result<ListState, PushRefused> {
+    pub async fn offer_push_async(self: &Arc<Self>, id: ListId, entry: PushEntry, who: String, received: std::time::Instant) -> Result<ListState, PushRefused> {
         let me = Arc::clone(self);
         let list = self.config(id).map(|c| c.name.clone()).unwrap_or_default();
-        on_build_thread(self.reload_nice, move || me.offer_push(id, entry, who))
+        on_build_thread(self.reload_nice, move || me.offer_push_received(id, entry, who, received))
             .await
             .unwrap_or_else(|source| Err(PushRefused::Load(LoadError::BuildThread { list, source })))
     }
