@@ -129,7 +129,9 @@ pub async fn answer(handler: &Handler, msg: &[u8], peer: SocketAddr, t: Transpor
     match super::fast::answer_stream(&handler.shared, msg, peer, t) {
         Stream::Reply(r) => Some(r),
         Stream::Drop => None,
-        Stream::Slow { rate_checked } => super::slow::handle_bytes_checked(handler, msg, peer, t, rate_checked).await,
+        Stream::Slow { rate_checked } => {
+            super::slow::handle_bytes_checked(handler, msg, peer, t, super::handler::Prechecked { rate: rate_checked, shadow: false }).await
+        }
     }
 }
 

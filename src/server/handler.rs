@@ -187,6 +187,17 @@ impl Shared {
 }
 
 /// The hickory `RequestHandler` for qalqan.
+/// What the fast path already did for a query it hands to the hickory
+/// path, so that nothing counts twice: the per-client rate limit took its
+/// token (`rate`: one token per query, whichever path answers), the shadow
+/// lists counted their hit (`shadow`: a forwarded miss whose upstream
+/// reply the fast path could not use).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prechecked {
+    pub rate: bool,
+    pub shadow: bool,
+}
+
 #[derive(Clone)]
 pub struct Handler {
     pub shared: Arc<Shared>,
@@ -267,14 +278,13 @@ impl Handler {
     /// `transport` (DoT, DoH and DoQ reach hickory's types as TCP; the
     /// `protocol` label of the metrics says which it was).
     pub async fn handle_via<R: ResponseHandler>(&self, request: &Request, response: R, transport: Transport) -> ResponseInfo {
-        self.handle_checked(request, response, transport, false).await
+        self.handle_checked(request, response, transport, Prechecked::default()).await
     }
 
-    /// [`Handler::handle_via`]; `rate_checked`: the fast path already
-    /// applied the per-client rate limit to this request (it takes one
-    /// token per query, whichever path answers).
-    pub async fn handle_checked<R: ResponseHandler>(&self, request: &Request, response: R, transport: Transport, rate_checked: bool) -> ResponseInfo {
-        self.handle_tapped(request, response, transport, rate_checked).await.0
+    /// [`Handler::handle_via`] for a request the fast path has looked at
+    /// already ([`Prechecked`]).
+    pub async fn handle_checked<R: ResponseHandler>(&self, request: &Request, response: R, transport: Transport, pre: Prechecked) -> ResponseInfo {
+        self.handle_tapped(request, response, transport, pre).await.0
     }
 
     /// [`Handler::handle_checked`], also returning the policy and hit that
@@ -284,10 +294,10 @@ impl Handler {
         request: &Request,
         mut response: R,
         transport: Transport,
-        rate_checked: bool,
+        pre: Prechecked,
     ) -> (ResponseInfo, Option<(Arc<Policy>, Hit)>) {
         let start = Instant::now();
-        let (reply, outcome) = self.decide(request, transport, rate_checked).await;
+        let (reply, outcome) = self.decide(request, transport, pre).await;
         let (info, blocked) = match reply {
             Some(mut reply) => {
                 let blocked = reply.blocked.take();
@@ -304,7 +314,7 @@ impl Handler {
     }
 
     /// Runs the steps; `None` = send nothing (drop).
-    async fn decide(&self, request: &Request, transport: Transport, rate_checked: bool) -> (Option<Reply>, Outcome) {
+    async fn decide(&self, request: &Request, transport: Transport, pre: Prechecked) -> (Option<Reply>, Outcome) {
         let s = &*self.shared;
         let mut edns = respond::reply_edns(request.edns.as_ref(), s.max_udp_payload);
         let meta_for = |rcode: ResponseCode| {
@@ -338,7 +348,7 @@ impl Handler {
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return (Some(simple(meta_for(ResponseCode::BADVERS), edns)), Outcome::Formerr);
         }
-        if let (Some((rl, drop)), false) = (&s.rate_limit, rate_checked) {
+        if let (Some((rl, drop)), false) = (&s.rate_limit, pre.rate) {
             if rl.check(request.src().ip(), Instant::now()) == super::ratelimit::Decision::Limit {
                 s.metrics.rate_limited.inc();
                 if *drop {
@@ -366,7 +376,7 @@ impl Handler {
         let policy = s.policy.load_full();
         let view = s.view_of(request.src().ip());
         let verdict = policy.check_in(qname.as_name(), view);
-        if policy.has_shadow {
+        if policy.has_shadow && !pre.shadow {
             s.count_shadow(&policy, qname.as_name(), request.src().ip(), transport, qtype);
         }
         if let Verdict::Blocked(hit) = verdict {

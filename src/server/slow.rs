@@ -16,7 +16,7 @@ use hickory_server::net::NetError;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
-use super::handler::Handler;
+use super::handler::{Handler, Prechecked};
 use crate::metrics::Transport;
 use crate::policy::{Hit, Policy};
 
@@ -65,13 +65,13 @@ pub async fn handle_bytes_on(handler: &Handler, bytes: &[u8], src: SocketAddr, u
 /// encrypted transport to a client that sent EDNS are padded to a multiple
 /// of 468 bytes (RFC 8467 §4.1).
 pub async fn handle_bytes_via(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-    handle_bytes_checked(handler, bytes, src, transport, false).await
+    handle_bytes_checked(handler, bytes, src, transport, Prechecked::default()).await
 }
 
-/// [`handle_bytes_via`]; `rate_checked`: the fast path already applied the
-/// per-client rate limit to this query ([`super::fast::Stream::Slow`]).
-pub async fn handle_bytes_checked(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, rate_checked: bool) -> Option<Vec<u8>> {
-    let mut reply = handle_request_bytes(handler, bytes, src, transport, rate_checked).await?;
+/// [`handle_bytes_via`] for a query the fast path has looked at already
+/// ([`Prechecked`]).
+pub async fn handle_bytes_checked(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, pre: Prechecked) -> Option<Vec<u8>> {
+    let mut reply = handle_request_bytes(handler, bytes, src, transport, pre).await?;
     if transport.encrypted() {
         crate::wire::pad::pad(&mut reply, crate::wire::pad::RESPONSE_BLOCK);
     }
@@ -80,12 +80,12 @@ pub async fn handle_bytes_checked(handler: &Handler, bytes: &[u8], src: SocketAd
 
 /// [`handle_request`] and, with dnstap on, the query and its reply (or its
 /// absence) handed to it.
-async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, rate_checked: bool) -> Option<Vec<u8>> {
+async fn handle_request_bytes(handler: &Handler, bytes: &[u8], src: SocketAddr, transport: Transport, pre: Prechecked) -> Option<Vec<u8>> {
     let Some(tap) = &handler.shared.dnstap else {
-        return handle_request(handler, bytes, src, transport, rate_checked).await.0;
+        return handle_request(handler, bytes, src, transport, pre).await.0;
     };
     let at = std::time::SystemTime::now();
-    let (reply, blocked) = handle_request(handler, bytes, src, transport, rate_checked).await;
+    let (reply, blocked) = handle_request(handler, bytes, src, transport, pre).await;
     // a dropped query is reported when a policy dropped it (a rate-limited
     // one, or a message that was no query, is not)
     if reply.is_some() || blocked.is_some() {
@@ -101,7 +101,7 @@ async fn handle_request(
     bytes: &[u8],
     src: SocketAddr,
     transport: Transport,
-    rate_checked: bool,
+    pre: Prechecked,
 ) -> (Option<Vec<u8>>, Option<(Arc<Policy>, Hit)>) {
     let udp = transport == Transport::Udp;
     let mut decoder = BinDecoder::new(bytes);
@@ -123,6 +123,6 @@ async fn handle_request(
         return (None, None);
     }
     let cap = Capture(Arc::default(), udp);
-    let (_, blocked) = handler.handle_tapped(&request, cap.clone(), transport, rate_checked).await;
+    let (_, blocked) = handler.handle_tapped(&request, cap.clone(), transport, pre).await;
     (cap.0.lock().ok().and_then(|mut s| s.take()), blocked)
 }

@@ -148,7 +148,7 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 false
             };
             let (h, msg) = (handler.clone(), msg.to_vec());
-            inflight.spawn(async move { super::slow::handle_bytes_checked(&h, &msg, peer, transport, rate_checked).await });
+            inflight.spawn(async move { super::slow::handle_bytes_checked(&h, &msg, peer, transport, super::handler::Prechecked { rate: rate_checked, shadow: false }).await });
         }
         buf.drain(..pos);
         if !out.is_empty() {

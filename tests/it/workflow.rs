@@ -147,6 +147,36 @@ mode = "shadow"
 /// The audit log as the server writes it: a `started` line, then one line
 /// per list update; `qalqan audit verify` accepts the chain, and after one
 /// line is edited names the line where the chain breaks.
+/// A forwarded answer the UDP fast path does not serve itself (a CNAME to
+/// a blocked name: the hickory path builds the blocked answer) is handed
+/// over after the fast path counted the query's shadow hit and took its
+/// rate-limit token: neither happens twice.
+#[tokio::test]
+async fn a_query_handed_from_the_fast_path_counts_its_shadow_hit_and_token_once() {
+    let up = Upstream::start().await;
+    up.set("alias.test.", RecordType::A, Canned::Answer(vec![cname("alias.test.", 300, "bad.test."), a("bad.test.", 300, "198.51.100.9")]));
+    up.set("kept.test.", RecordType::A, Canned::Answer(vec![a("kept.test.", 300, "198.51.100.10")]));
+    let dir = tempfile::tempdir().unwrap();
+    let enforced = write_list(dir.path(), "reg.txt", "bad.test\n");
+    let candidate = write_list(dir.path(), "cand.txt", "alias.test\nkept.test\n");
+    // 3 queries and no burst beyond that: a query charged twice leaves the third refused
+    let limits = "[limits]\nper_client_qps = 3\nburst = 3\n";
+    let srv = TestServer::start(&format!("{limits}{}", shadow_config(up.addr, &enforced, &candidate, "shadow"))).await;
+    let series = r#"qalqan_shadow_hits_total{list="candidate"}"#;
+    let m = udp(srv.addr, "alias.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "the CNAME target is blocked: {m:?}");
+    assert_eq!(sample(&srv.metrics.encode(), series), 1.0, "the handed-over query was counted twice");
+    let m = udp(srv.addr, "kept.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.answers.len(), 1, "{:?}", m.answers);
+    let m = udp(srv.addr, "kept.test.", RecordType::A, EDNS).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "a token was taken twice: {m:?}");
+    assert_eq!(m.answers.len(), 1, "{:?}", m.answers);
+    let text = srv.metrics.encode();
+    assert_eq!(sample(&text, series), 3.0, "{text}");
+    assert_eq!(sample(&text, "qalqan_rate_limited_total"), 0.0, "{text}");
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_audit_log_is_a_hash_chain_the_cli_verifies() {
     let up = Upstream::start().await;

@@ -15,7 +15,7 @@ use super::{decide, passed_reply, Fast};
 use crate::metrics::Outcome;
 use crate::name::{NameBuf, NameRef};
 use crate::resolve::cache::{KeyRef, Lookup};
-use crate::server::handler::Shared;
+use crate::server::handler::{Prechecked, Shared};
 use crate::sys::udp::{to_std, RawAddr};
 
 /// Datagrams read per `recvmmsg`.
@@ -51,6 +51,7 @@ fn send_or_slow(
     src: SocketAddr,
     reply: Result<Vec<u8>, Box<[u8]>>,
     tapped: Option<(Box<[u8]>, std::time::SystemTime)>,
+    pre: Prechecked,
 ) {
     match reply {
         // with the other replies of the reader's batch, in one sendmmsg
@@ -60,7 +61,9 @@ fn send_or_slow(
             }
             crate::sys::outbox::send(&sock, src, r)
         }
-        Err(packet) => reply_later(&sock, src, async move { crate::server::slow::handle_bytes(&h, &packet, src).await }),
+        Err(packet) => reply_later(&sock, src, async move {
+            crate::server::slow::handle_bytes_checked(&h, &packet, src, crate::metrics::Transport::Udp, pre).await
+        }),
     }
 }
 
@@ -202,6 +205,8 @@ pub async fn run_async(
         crate::sys::outbox::batch(|| {
             for (k, ((d, a), l)) in datagrams.iter_mut().zip(ahead.iter()).zip(looked.iter_mut()).enumerate() {
                 let Some((packet, src, q)) = d else { continue };
+                // a query `take` parsed has had its rate-limit token
+                let rate_taken = matches!(q, Taken::Query(_));
                 let decided = match (q, a, l.take()) {
                     (_, _, Some(Lookup::Done(Some(r)))) => Fast::Reply(r, Outcome::Cached),
                     (_, _, Some(Lookup::Done(None))) => Fast::Slow,
@@ -226,11 +231,16 @@ pub async fn run_async(
                         let (sock, h, src) = (Arc::clone(&sock), handler.clone(), *src);
                         // dnstap on: the query's bytes and time, for when the reply comes
                         let tapped = shared.dnstap.as_ref().map(|_| (Box::<[u8]>::from(&**packet), std::time::SystemTime::now()));
-                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply, tapped)));
+                        // taken (rate-limited) and shadow-counted here: not again if the hickory path answers
+                        let pre = Prechecked { rate: true, shadow: policy.has_shadow };
+                        start_miss(&handler, mq, now, Box::new(move |reply| send_or_slow(sock, h, src, reply, tapped, pre)));
                     }
                     Fast::Slow => {
+                        let pre = Prechecked { rate: rate_taken, shadow: false };
                         let (handler, bytes, src) = (handler.clone(), packet.to_vec(), *src);
-                        reply_later(&sock, src, async move { crate::server::slow::handle_bytes(&handler, &bytes, src).await });
+                        reply_later(&sock, src, async move {
+                            crate::server::slow::handle_bytes_checked(&handler, &bytes, src, crate::metrics::Transport::Udp, pre).await
+                        });
                     }
                     Fast::Drop => dropped += 1,
                 }
