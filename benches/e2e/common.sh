@@ -42,6 +42,7 @@ qalqan_config() {
 [server]
 listen = ["127.0.0.1:$2"]
 threads = 1
+${RELOAD_NICE:+reload_nice = $RELOAD_NICE}
 [upstream]
 servers = ["127.0.0.1:$3"]
 timeout_ms = 2000

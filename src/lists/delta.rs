@@ -255,6 +255,84 @@ pub fn line_hashes(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
+/// What [`stream_lines`] read: the bytes' [`super::content_version`], their
+/// length, and how many lines [`line_hashes`] sees in them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub version: String,
+    pub len: u64,
+    pub lines: usize,
+}
+
+/// Reads `r` through one buffer of `chunk` bytes and calls `f` with each
+/// line as [`line_hashes`] splits the whole (a BOM and one final newline
+/// dropped, `\r` stripped; `f` gets the line's number, 0-based; the one
+/// exception: bytes that are only a newline make one empty line for `f`
+/// and none in [`Streamed::lines`]), hashing
+/// every byte for the content version on the way. `None` once more than
+/// `limit` bytes come. Memory: the buffer and the longest line that spans
+/// two chunks, whatever the size of the file: a reload diffs a file
+/// without reading it into memory whole (fresh memory is what a reload
+/// of a big list spends most of its time on: the kernel zeroing the pages).
+pub fn stream_lines(mut r: impl std::io::Read, chunk: usize, limit: u64, mut f: impl FnMut(usize, &[u8])) -> std::io::Result<Option<Streamed>> {
+    let mut buf = vec![0u8; chunk.max(8)];
+    let mut hasher = super::ContentHasher::default();
+    let mut partial: Vec<u8> = Vec::new();
+    let (mut line, mut first, mut after_bom) = (0usize, true, 0u64);
+    let mut emit = |line: &mut usize, l: &[u8]| {
+        f(*line, l.strip_suffix(b"\r").unwrap_or(l));
+        *line += 1;
+    };
+    loop {
+        // fill the buffer (a read may come short before the end)
+        let mut got = 0;
+        while got < buf.len() {
+            match r.read(buf.get_mut(got..).unwrap_or(&mut [])) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let data = buf.get(..got).unwrap_or(&[]);
+        hasher.update(data);
+        if hasher.len > limit {
+            return Ok(None);
+        }
+        let mut data = data;
+        if first {
+            first = false;
+            data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
+        }
+        after_bom += data.len() as u64;
+        let mut start = 0usize;
+        for end in memchr::memchr_iter(b'\n', data) {
+            let seg = data.get(start..end).unwrap_or(&[]);
+            if partial.is_empty() {
+                emit(&mut line, seg);
+            } else {
+                partial.extend_from_slice(seg);
+                emit(&mut line, &partial);
+                partial.clear();
+            }
+            start = end + 1;
+        }
+        partial.extend_from_slice(data.get(start..).unwrap_or(&[]));
+        if got < buf.len() {
+            break;
+        }
+    }
+    // the last line, unless the bytes ended with a newline; "\n" alone is
+    // no line at all (`line_hashes` drops the final newline first)
+    let tail = !partial.is_empty();
+    if tail {
+        emit(&mut line, &partial);
+    }
+    let lines = if after_bom == 1 && !tail { 0 } else { line };
+    let len = hasher.len;
+    Ok(Some(Streamed { version: hasher.finish(), len, lines }))
+}
+
 /// Parses `bytes` of a line-by-line format into `out` and returns each
 /// line's code: its hash and what it holds (see [`UNKNOWN`]). `odd` is set
 /// by the caller's sink when a rule that cannot travel by delta goes by
@@ -525,16 +603,13 @@ pub fn file_edit(
 ) -> Option<Edit> {
     let new = line_hashes(new_bytes);
     let changes = diff(old, &new, max_edits)?;
-    let mut edit = Edit { from_version, from_lines: u32::try_from(old.len()).ok()?, ..Default::default() };
-    let mut codes: Vec<u64> = Vec::with_capacity(new.len());
-    let (mut ai, mut bi) = (0usize, 0usize);
     // the new version's lines, split as for `line_hashes`
     let text = new_bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(new_bytes);
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     // a cursor over the new lines: the hunks ask for them in increasing
     // order, so one forward pass finds them all (no table of line starts)
     let (mut cur_line, mut cur_at) = (0usize, 0usize);
-    let mut line_of = |i: usize| -> &[u8] {
+    let line_of = |i: usize| -> &[u8] {
         while cur_line < i {
             cur_at = memchr::memchr(b'\n', text.get(cur_at..).unwrap_or(&[])).map_or(text.len() + 1, |e| cur_at + e + 1);
             cur_line += 1;
@@ -543,9 +618,90 @@ pub fn file_edit(
         let l = rest.get(..memchr::memchr(b'\n', rest).unwrap_or(rest.len())).unwrap_or(&[]);
         l.strip_suffix(b"\r").unwrap_or(l)
     };
-    for (a_at, a_len, b_at, b_len) in changes {
-        // kept lines before the hunk
-        codes.extend(old.get(ai..a_at)?.iter().copied());
+    edit_of_changes(line_fn, file, from_version, old, new, &changes, line_of)
+}
+
+/// [`file_edit`] for a file read twice through a small buffer
+/// ([`stream_lines`]) instead of whole: the line hashes of the first pass,
+/// then the changed lines' text from a second pass, which must read the
+/// same bytes (same content version) or there is no edit. `Ok(None)`: no
+/// edit (too big a change, a line that cannot travel by delta, the file
+/// changed between the passes, or over `limit` bytes); `Ok(Some((None,
+/// s)))`: unchanged (`s` its content version). Memory: 8 bytes a line
+/// (the new line codes) and the changed lines, never the file.
+#[allow(clippy::type_complexity)]
+pub fn file_edit_streamed(
+    line_fn: parse::LineFn,
+    file: &str,
+    path: &std::path::Path,
+    from_version: String,
+    old: &[u64],
+    limit: u64,
+    max_edits: usize,
+) -> std::io::Result<Option<(Option<Edit>, Streamed)>> {
+    const CHUNK: usize = 1 << 20;
+    // sized once (as `line_hashes` does): no regrowth, no fresh pages twice
+    let size = std::fs::metadata(path)?.len().min(limit);
+    let mut new: Vec<u64> = Vec::with_capacity(usize::try_from(size / 24 + 1).unwrap_or(0));
+    let Some(first) = stream_lines(std::fs::File::open(path)?, CHUNK, limit, |_, l| new.push(line_hash(l)))? else { return Ok(None) };
+    new.truncate(first.lines);
+    if first.version == from_version {
+        return Ok(Some((None, first)));
+    }
+    let Some(changes) = diff(old, &new, max_edits) else { return Ok(None) };
+    // the changed lines' text, in line order, back to back
+    let mut want: Vec<usize> = changes.iter().flat_map(|&(_, _, b_at, b_len)| b_at..b_at + b_len).collect();
+    want.sort_unstable();
+    let (mut arena, mut spans): (Vec<u8>, Vec<(usize, usize, usize)>) = (Vec::new(), Vec::with_capacity(want.len()));
+    let mut next = want.iter().peekable();
+    let Some(second) = stream_lines(std::fs::File::open(path)?, CHUNK, limit, |i, l| {
+        while next.peek().is_some_and(|&&w| w < i) {
+            next.next();
+        }
+        if next.peek() == Some(&&i) {
+            spans.push((i, arena.len(), arena.len() + l.len()));
+            arena.extend_from_slice(l);
+        }
+    })?
+    else {
+        return Ok(None);
+    };
+    if second != first {
+        return Ok(None); // written to between the passes: read it whole
+    }
+    let line_of = |i: usize| -> &[u8] {
+        let k = spans.partition_point(|&(l, _, _)| l < i);
+        match spans.get(k) {
+            Some(&(l, a, b)) if l == i => arena.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        }
+    };
+    Ok(edit_of_changes(line_fn, file, from_version, old, new, &changes, line_of).map(|e| (Some(e), first)))
+}
+
+/// The [`Edit`] of a diff (`changes` from [`diff`]) of `old`'s line codes
+/// against `new`'s line hashes, with the new lines' text from `line_of`
+/// (asked in increasing order). The new version's codes are written into
+/// `new` itself (a kept line takes its old code, an added one the code of
+/// its parse): no second array the size of the list.
+fn edit_of_changes<'t>(
+    line_fn: parse::LineFn,
+    file: &str,
+    from_version: String,
+    old: &[u64],
+    mut new: Vec<u64>,
+    changes: &[(usize, usize, usize, usize)],
+    mut line_of: impl FnMut(usize) -> &'t [u8],
+) -> Option<Edit> {
+    let mut edit = Edit { from_version, from_lines: u32::try_from(old.len()).ok()?, ..Default::default() };
+    let (mut ai, mut bi) = (0usize, 0usize);
+    for &(a_at, a_len, b_at, b_len) in changes {
+        // kept lines before the hunk: their old codes (same hash, and what they hold)
+        let kept = old.get(ai..a_at)?;
+        if b_at != bi + kept.len() {
+            return None;
+        }
+        new.get_mut(bi..b_at)?.copy_from_slice(kept);
         for &c in old.get(a_at..a_at + a_len)? {
             if c & CODE_BITS == UNKNOWN {
                 return None;
@@ -566,7 +722,7 @@ pub fn file_edit(
             let added = out.entries.get(before..).unwrap_or(&[]);
             let clean = out.bad_lines == bad_before && name_only(added) && added.len() <= MAX_COUNTED;
             let code = if clean { added.len() as u64 } else { UNKNOWN };
-            codes.push(new.get(b_at + j).copied().unwrap_or(0) | code);
+            *new.get_mut(b_at + j)? |= code;
             entries.extend(added.iter().map(|e| Entry { line: n, rule: e.rule.clone() }));
         }
         if !name_only(&entries) || !out.unsupported.is_empty() {
@@ -582,12 +738,12 @@ pub fn file_edit(
         ai = a_at + a_len;
         bi = b_at + b_len;
     }
-    codes.extend(old.get(ai..)?.iter().copied());
-    let _ = bi;
-    if codes.len() != new.len() {
+    let rest = old.get(ai..)?;
+    if new.len().checked_sub(bi)? != rest.len() {
         return None;
     }
-    edit.codes = Some(codes);
+    new.get_mut(bi..)?.copy_from_slice(rest);
+    edit.codes = Some(new);
     Some(edit)
 }
 
@@ -735,6 +891,83 @@ pub fn patch_hunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read through any buffer size, the lines, their count and the content
+    /// version are those of the whole bytes: BOM, CRLF, blank lines, no
+    /// final newline, a lone newline, lines longer than the buffer.
+    #[test]
+    fn streamed_lines_are_those_of_the_whole_bytes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\n".to_vec(),
+            b"\xef\xbb\xbf".to_vec(),
+            b"\xef\xbb\xbf\n".to_vec(),
+            b"\n\n".to_vec(),
+            b"a".to_vec(),
+            b"a\r\nb\r\n".to_vec(),
+            b"a\nb".to_vec(),
+            b"\xef\xbb\xbfa\n\nb\r".to_vec(),
+        ];
+        for _ in 0..300 {
+            let n = rnd(200) as usize;
+            cases.push((0..n).map(|_| [b'a', b'b', b'.', b'\n', b'\r', 0xef, 0xbb, 0xbf][rnd(8) as usize]).collect());
+        }
+        for bytes in &cases {
+            let want = line_hashes(bytes);
+            for chunk in [1usize, 2, 3, 7, 8, 64, 4096] {
+                let mut got = Vec::new();
+                let s = stream_lines(std::io::Cursor::new(bytes), chunk, u64::MAX, |i, l| {
+                    assert_eq!(i, got.len());
+                    got.push(line_hash(l));
+                })
+                .unwrap()
+                .unwrap();
+                got.truncate(s.lines);
+                assert_eq!(got, want, "{bytes:?} in chunks of {chunk}");
+                assert_eq!(s.lines, want.len());
+                assert_eq!(s.version, crate::lists::content_version(bytes), "{bytes:?} in chunks of {chunk}");
+                assert_eq!(s.len, bytes.len() as u64);
+            }
+        }
+        assert!(stream_lines(std::io::Cursor::new(b"a\nb\n"), 2, 3, |_, _| {}).unwrap().is_none(), "past the limit");
+    }
+
+    /// A streamed diff finds the edit an in-memory diff finds, with the
+    /// same line codes; an unchanged file says so; a file too big does not.
+    #[test]
+    fn a_streamed_file_edit_is_the_in_memory_one() {
+        let line_fn = parse::line_parser(crate::rules::Format::Domains).unwrap();
+        let old_text: String = (0..5000).map(|i| format!("n{i}.test\n")).collect();
+        let mut old_out = ParseOutput::default();
+        let old_codes = parse_with_codes(line_fn, "l.txt", old_text.as_bytes(), &mut old_out, &std::cell::Cell::new(false));
+        let mut lines: Vec<String> = old_text.lines().map(str::to_owned).collect();
+        lines.remove(4000);
+        lines.insert(10, "added.test".into());
+        lines[2500] = "changed.test".into();
+        let new_text = lines.join("\n") + "\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.txt");
+        std::fs::write(&path, &new_text).unwrap();
+        let from = crate::lists::content_version(old_text.as_bytes());
+        let want = file_edit(line_fn, "l.txt", from.clone(), &old_codes, new_text.as_bytes(), 100).unwrap();
+        let (got, s) = file_edit_streamed(line_fn, "l.txt", &path, from.clone(), &old_codes, u64::MAX, 100).unwrap().unwrap();
+        let got = got.unwrap();
+        assert_eq!(s.version, crate::lists::content_version(new_text.as_bytes()));
+        assert_eq!(format!("{:?}", got.hunks), format!("{:?}", want.hunks));
+        assert_eq!(got.codes, want.codes);
+        assert_eq!((got.removed_rules, got.added_rules()), (2, 2));
+        std::fs::write(&path, &old_text).unwrap();
+        let (none, _) = file_edit_streamed(line_fn, "l.txt", &path, from.clone(), &old_codes, u64::MAX, 100).unwrap().unwrap();
+        assert!(none.is_none(), "unchanged");
+        assert!(file_edit_streamed(line_fn, "l.txt", &path, from, &old_codes, 10, 100).unwrap().is_none(), "over the limit");
+    }
 
     #[test]
     fn diff_finds_small_edits() {

@@ -443,21 +443,76 @@ pub fn chained_version(from: &str, patch: &[u8]) -> String {
 /// reload next to parsing it. Not collision-resistant (nor was FNV-1a); it only tells an
 /// unchanged list from a changed one.
 pub fn content_version(bytes: &[u8]) -> String {
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(PRIME);
+    let mut h = ContentHasher::default();
+    h.update(bytes);
+    h.finish()
+}
+
+/// [`content_version`] of bytes that come in pieces (a file read in
+/// chunks): the same value whatever the pieces.
+#[derive(Debug, Clone)]
+pub struct ContentHasher {
+    h: u64,
+    /// Bytes of a word not complete yet.
+    carry: [u8; 8],
+    n: usize,
+    len: u64,
+}
+
+const CONTENT_PRIME: u64 = 0x0100_0000_01b3;
+
+impl Default for ContentHasher {
+    fn default() -> Self {
+        Self { h: 0xcbf2_9ce4_8422_2325, carry: [0; 8], n: 0, len: 0 }
     }
-    for &b in words.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+}
+
+impl ContentHasher {
+    #[inline]
+    fn word(&mut self, w: [u8; 8]) {
+        self.h = (self.h ^ u64::from_le_bytes(w)).wrapping_mul(CONTENT_PRIME);
     }
-    h = (h ^ bytes.len() as u64).wrapping_mul(PRIME);
-    // fold the high bits down: the multiply leaves the low bits weak
-    h ^= h >> 29;
-    format!("{h:016x}")
+
+    /// Adds the next bytes. Cost: one multiply per 8 bytes.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.n > 0 {
+            let take = (8 - self.n).min(bytes.len());
+            if let (Some(dst), Some(src)) = (self.carry.get_mut(self.n..self.n + take), bytes.get(..take)) {
+                dst.copy_from_slice(src);
+            }
+            self.n += take;
+            bytes = bytes.get(take..).unwrap_or(&[]);
+            if self.n < 8 {
+                return;
+            }
+            self.word(self.carry);
+            self.n = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.word(b);
+        }
+        let rest = words.remainder();
+        if let Some(dst) = self.carry.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
+        }
+        self.n = rest.len();
+    }
+
+    /// The version of everything added.
+    pub fn finish(self) -> String {
+        let mut h = self.h;
+        for &b in self.carry.get(..self.n).unwrap_or(&[]) {
+            h = (h ^ u64::from(b)).wrapping_mul(CONTENT_PRIME);
+        }
+        h = (h ^ self.len).wrapping_mul(CONTENT_PRIME);
+        // fold the high bits down: the multiply leaves the low bits weak
+        h ^= h >> 29;
+        format!("{h:016x}")
+    }
 }
 
 /// The last line of a zone's persisted text (`zone_sync`), naming its version.
