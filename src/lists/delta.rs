@@ -255,7 +255,7 @@ pub fn line_hashes(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
-/// What [`stream_lines`] read: the bytes' [`super::content_version`], their
+/// What [`stream_lines`] read: the bytes' [`super::version::content_version`], their
 /// length, and how many lines [`line_hashes`] sees in them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Streamed {
@@ -276,7 +276,7 @@ pub struct Streamed {
 /// of a big list spends most of its time on: the kernel zeroing the pages).
 pub fn stream_lines(mut r: impl std::io::Read, chunk: usize, limit: u64, mut f: impl FnMut(usize, &[u8])) -> std::io::Result<Option<Streamed>> {
     let mut buf = vec![0u8; chunk.max(8)];
-    let mut hasher = super::ContentHasher::default();
+    let mut hasher = super::version::ContentHasher::default();
     let mut partial: Vec<u8> = Vec::new();
     let (mut line, mut first, mut after_bom) = (0usize, true, 0u64);
     let mut emit = |line: &mut usize, l: &[u8]| {
@@ -296,7 +296,7 @@ pub fn stream_lines(mut r: impl std::io::Read, chunk: usize, limit: u64, mut f: 
         }
         let data = buf.get(..got).unwrap_or(&[]);
         hasher.update(data);
-        if hasher.len > limit {
+        if hasher.len() > limit {
             return Ok(None);
         }
         let mut data = data;
@@ -329,7 +329,7 @@ pub fn stream_lines(mut r: impl std::io::Read, chunk: usize, limit: u64, mut f: 
         emit(&mut line, &partial);
     }
     let lines = if after_bom == 1 && !tail { 0 } else { line };
-    let len = hasher.len;
+    let len = hasher.len();
     Ok(Some(Streamed { version: hasher.finish(), len, lines }))
 }
 
@@ -897,13 +897,8 @@ mod tests {
     /// final newline, a lone newline, lines longer than the buffer.
     #[test]
     fn streamed_lines_are_those_of_the_whole_bytes() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::lists::TestRng(0x2545_f491_4f6c_dd1du64);
+        let mut rnd = |n: u64| rng.below(n);
         let mut cases: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"\n".to_vec(),
@@ -932,7 +927,7 @@ mod tests {
                 got.truncate(s.lines);
                 assert_eq!(got, want, "{bytes:?} in chunks of {chunk}");
                 assert_eq!(s.lines, want.len());
-                assert_eq!(s.version, crate::lists::content_version(bytes), "{bytes:?} in chunks of {chunk}");
+                assert_eq!(s.version, crate::lists::version::content_version(bytes), "{bytes:?} in chunks of {chunk}");
                 assert_eq!(s.len, bytes.len() as u64);
             }
         }
@@ -955,11 +950,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.txt");
         std::fs::write(&path, &new_text).unwrap();
-        let from = crate::lists::content_version(old_text.as_bytes());
+        let from = crate::lists::version::content_version(old_text.as_bytes());
         let want = file_edit(line_fn, "l.txt", from.clone(), &old_codes, new_text.as_bytes(), 100).unwrap();
         let (got, s) = file_edit_streamed(line_fn, "l.txt", &path, from.clone(), &old_codes, u64::MAX, 100).unwrap().unwrap();
         let got = got.unwrap();
-        assert_eq!(s.version, crate::lists::content_version(new_text.as_bytes()));
+        assert_eq!(s.version, crate::lists::version::content_version(new_text.as_bytes()));
         assert_eq!(format!("{:?}", got.hunks), format!("{:?}", want.hunks));
         assert_eq!(got.codes, want.codes);
         assert_eq!((got.removed_rules, got.added_rules()), (2, 2));
@@ -1042,13 +1037,8 @@ mod tests {
         }
         assert!(window_walk(&a[3..], &b[3..], 3, 60).is_none());
         assert_eq!(diff(&a, &b, 60).unwrap(), vec![(50, 0, 50, 40)]);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::lists::TestRng(0x2545_f491_4f6c_dd1du64);
+        let mut rnd = |n: u64| rng.below(n);
         for round in 0..500 {
             // a few distinct values so that lines repeat
             let len = rnd(40) as usize;

@@ -8,12 +8,15 @@ pub mod source;
 pub mod publish;
 pub mod push;
 pub mod push_body;
+pub mod version;
 pub mod delta;
 pub mod guard;
 pub mod state;
 pub mod watch;
 pub mod zone_sync;
 pub mod catalog;
+
+pub use version::{chained_version, content_version, ContentHasher};
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -420,100 +423,6 @@ pub fn policy_of(configs: &[ListConfig], index: Index, generation: u64) -> Polic
     Policy { index: std::sync::Arc::new(index), delta: None, has_shadow: crate::policy::any_shadow(&lists), lists, generation }
 }
 
-/// The version identity of a list made by applying `patch` to the version
-/// whose identity is `from` (a PATCH): 16 hex digits of BLAKE3 over both.
-/// An identity, not an integrity check (signatures and the journal are
-/// that): computing it costs the PATCH's bytes, not the list's, so a PATCH
-/// never hashes the whole list. [`push::Journal::content_id`] gives the
-/// same value for a replayed journal, so a restart keeps the identity.
-pub fn chained_version(from: &str, patch: &[u8]) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(b"qalqan-patch\0");
-    h.update(from.as_bytes());
-    h.update(b"\0");
-    h.update(patch);
-    let d = h.finalize();
-    let b = d.as_bytes();
-    format!("{:016x}", u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-}
-
-/// A stable content id, as 16 hex digits: FNV-1a 64 over the bytes taken
-/// 8 at a time (little-endian words, then the tail bytes, then the length):
-/// one multiply per 8 bytes instead of one per byte, a small part of a
-/// reload next to parsing it. Not collision-resistant (nor was FNV-1a); it only tells an
-/// unchanged list from a changed one.
-pub fn content_version(bytes: &[u8]) -> String {
-    let mut h = ContentHasher::default();
-    h.update(bytes);
-    h.finish()
-}
-
-/// [`content_version`] of bytes that come in pieces (a file read in
-/// chunks): the same value whatever the pieces.
-#[derive(Debug, Clone)]
-pub struct ContentHasher {
-    h: u64,
-    /// Bytes of a word not complete yet.
-    carry: [u8; 8],
-    n: usize,
-    len: u64,
-}
-
-const CONTENT_PRIME: u64 = 0x0100_0000_01b3;
-
-impl Default for ContentHasher {
-    fn default() -> Self {
-        Self { h: 0xcbf2_9ce4_8422_2325, carry: [0; 8], n: 0, len: 0 }
-    }
-}
-
-impl ContentHasher {
-    #[inline]
-    fn word(&mut self, w: [u8; 8]) {
-        self.h = (self.h ^ u64::from_le_bytes(w)).wrapping_mul(CONTENT_PRIME);
-    }
-
-    /// Adds the next bytes. Cost: one multiply per 8 bytes.
-    pub fn update(&mut self, mut bytes: &[u8]) {
-        self.len += bytes.len() as u64;
-        if self.n > 0 {
-            let take = (8 - self.n).min(bytes.len());
-            if let (Some(dst), Some(src)) = (self.carry.get_mut(self.n..self.n + take), bytes.get(..take)) {
-                dst.copy_from_slice(src);
-            }
-            self.n += take;
-            bytes = bytes.get(take..).unwrap_or(&[]);
-            if self.n < 8 {
-                return;
-            }
-            self.word(self.carry);
-            self.n = 0;
-        }
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.word(b);
-        }
-        let rest = words.remainder();
-        if let Some(dst) = self.carry.get_mut(..rest.len()) {
-            dst.copy_from_slice(rest);
-        }
-        self.n = rest.len();
-    }
-
-    /// The version of everything added.
-    pub fn finish(self) -> String {
-        let mut h = self.h;
-        for &b in self.carry.get(..self.n).unwrap_or(&[]) {
-            h = (h ^ u64::from(b)).wrapping_mul(CONTENT_PRIME);
-        }
-        h = (h ^ self.len).wrapping_mul(CONTENT_PRIME);
-        // fold the high bits down: the multiply leaves the low bits weak
-        h ^= h >> 29;
-        format!("{h:016x}")
-    }
-}
 
 /// The last line of a zone's persisted text (`zone_sync`), naming its version.
 pub const ZONE_VERSION_LINE: &str = "; qalqan-zone-version ";
@@ -543,6 +452,26 @@ pub(crate) fn infos(configs: &[ListConfig]) -> Vec<ListInfo> {
             sde: c.sde.clone(),
         })
         .collect()
+}
+
+/// A small deterministic xorshift generator for the randomised tests of
+/// the list code (the same sequence on every run).
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
 
 #[cfg(test)]

@@ -188,16 +188,16 @@ impl Journal {
     }
 
     /// The version identity of the list this journal makes: the content
-    /// version of the PUT's body, then [`super::chained_version`] for each
+    /// version of the PUT's body, then [`super::version::chained_version`] for each
     /// PATCH (a journal that opens with a PATCH starts from the empty
     /// list). What `Lists::offer_push` computed when each push came.
     pub fn content_id(&self) -> String {
         let (mut id, patches) = match self.entries.split_first() {
-            Some((put, rest)) if put.method == PushMethod::Put => (super::content_version(&put.body), rest),
-            _ => (super::content_version(b""), &self.entries[..]),
+            Some((put, rest)) if put.method == PushMethod::Put => (super::version::content_version(&put.body), rest),
+            _ => (super::version::content_version(b""), &self.entries[..]),
         };
         for e in patches {
-            id = super::chained_version(&id, &e.body);
+            id = super::version::chained_version(&id, &e.body);
         }
         id
     }

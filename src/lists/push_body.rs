@@ -388,13 +388,8 @@ mod tests {
     /// line numbers as `apply_patch`.
     #[test]
     fn random_patches_agree_with_apply_patch() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::lists::TestRng(0x9e37_79b9_7f4a_7c15u64);
+        let mut rnd = |n: u64| rng.below(n);
         let base: String = (0..300).map(|_| format!("n{}.test\n", rnd(120))).collect();
         let mut want = base.clone().into_bytes();
         let mut cur = index(&base);
