@@ -250,7 +250,7 @@ impl Patched {
             // 1-based line number: base lines before it that are still there
             let dead_before = self.dead.partition_point(|&d| d < l) as u32;
             let text = self.base.text(l);
-            len -= text.len() as u64 + 1;
+            len = len.saturating_sub(text.len() as u64 + 1);
             removed.push((l - dead_before + 1, Arc::from(text)));
         }
         if !gone_added.is_empty() {
@@ -260,7 +260,7 @@ impl Patched {
                 rank += 1;
                 if g.peek() == Some(&&j) {
                     g.next();
-                    len -= a.len() as u64 + 1;
+                    len = len.saturating_sub(a.len() as u64 + 1);
                     removed.push((rank, Arc::clone(a)));
                 }
             }
