@@ -640,10 +640,11 @@ pub fn file_edit_streamed(
     max_edits: usize,
 ) -> std::io::Result<Option<(Option<Edit>, Streamed)>> {
     const CHUNK: usize = 1 << 20;
+    let file_once = std::fs::File::open(path)?;
     // sized once (as `line_hashes` does): no regrowth, no fresh pages twice
-    let size = std::fs::metadata(path)?.len().min(limit);
+    let size = file_once.metadata()?.len().min(limit);
     let mut new: Vec<u64> = Vec::with_capacity(usize::try_from(size / 24 + 1).unwrap_or(0));
-    let Some(first) = stream_lines(std::fs::File::open(path)?, CHUNK, limit, |_, l| new.push(line_hash(l)))? else { return Ok(None) };
+    let Some(first) = stream_lines(file_once, CHUNK, limit, |_, l| new.push(line_hash(l)))? else { return Ok(None) };
     new.truncate(first.lines);
     if first.version == from_version {
         return Ok(Some((None, first)));

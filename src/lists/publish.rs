@@ -114,10 +114,10 @@ pub enum Body {
 }
 
 impl Body {
-    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+    fn bytes(&self) -> Arc<Vec<u8>> {
         match self {
-            Body::Bytes(b) => std::borrow::Cow::Borrowed(&b[..]),
-            Body::Render(r) => std::borrow::Cow::Owned(r.render()),
+            Body::Bytes(b) => Arc::clone(b),
+            Body::Render(r) => r.render(),
         }
     }
 }
@@ -125,14 +125,20 @@ impl Body {
 /// Renders a version's bytes when something needs them (a full build, a
 /// held version, the persisted copy): see [`Incoming::render`].
 #[derive(Clone)]
-pub struct Render(Arc<dyn Fn() -> Vec<u8> + Send + Sync>);
+pub struct Render(Arc<dyn Fn() -> Arc<Vec<u8>> + Send + Sync>);
 
 impl Render {
     pub fn new(f: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(move || Arc::new(f())))
+    }
+
+    /// A renderer whose bytes may be shared already (a PATCHed push
+    /// list's version, made once: `push_body::Patched::bytes`), not copied.
+    pub fn shared(f: impl Fn() -> Arc<Vec<u8>> + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 
-    pub fn render(&self) -> Vec<u8> {
+    pub fn render(&self) -> Arc<Vec<u8>> {
         (self.0)()
     }
 }
@@ -317,7 +323,7 @@ impl Incoming {
     /// Makes `bytes`, if they are still to be rendered.
     pub fn materialize(&mut self) {
         if let Some(render) = self.render.take() {
-            self.bytes = Arc::new(render.render());
+            self.bytes = render.render();
         }
     }
 
@@ -954,10 +960,8 @@ impl Lists {
             if !accepted {
                 continue;
             }
-            // the lines indexed for the next PATCH, after the list is in force (O(bytes))
-            if let PushBody::Bytes(b) = head.body {
-                head.body = PushBody::new(b);
-            }
+            // the lines indexed for the next PATCH, after the list is in force
+            head.body = head.body.indexed();
             if let Ok(mut p) = self.pushed.lock() {
                 if let Some(slot) = p.get_mut(i.index()) {
                     *slot = Some(head);
@@ -987,8 +991,7 @@ impl Lists {
                     continue;
                 }
                 Some(None) => {
-                    report.unchanged.push(cfg.name.clone());
-                    self.metrics.confirm_list(&cfg.name);
+                    self.confirm_unchanged(&cfg.name, &mut report.unchanged);
                     continue;
                 }
                 None => {}
@@ -1125,8 +1128,7 @@ impl Lists {
                 let same = states.get(inc.list.index()).and_then(Option::as_ref).is_some_and(|s| s.version == inc.version_id());
                 if same {
                     if let Some(cfg) = self.config(inc.list) {
-                        unchanged.push(cfg.name.clone());
-                        self.metrics.confirm_list(&cfg.name);
+                        self.confirm_unchanged(&cfg.name, &mut unchanged);
                     }
                 }
                 !same
@@ -1147,16 +1149,31 @@ impl Lists {
         (report, replaced)
     }
 
-    /// The line codes a file change is diffed against, and the edit, if
-    /// list `id` keeps them and the change comes to at most `max_edits`
-    /// lines deleted plus inserted (the delta's budget: a bigger change is
-    /// built in full, and finding that out costs one counting pass).
-    fn file_edit(&self, cfg: &ListConfig, id: ListId, prev: &ListState, bytes: &[u8], max_edits: usize) -> Option<Edit> {
+    /// A version of list `name` that is the one in force: nothing to build,
+    /// but the source confirmed it (`qalqan_list_age_seconds` restarts).
+    fn confirm_unchanged(&self, name: &str, unchanged: &mut Vec<String>) {
+        unchanged.push(name.to_owned());
+        self.metrics.confirm_list(name);
+    }
+
+    /// The parser of list `id`'s lines and the line codes of its version in
+    /// force, which a change of it is diffed against (file and HTTP lists
+    /// whose last full build kept them).
+    fn line_codes(&self, cfg: &ListConfig, id: ListId) -> Option<(super::parse::LineFn, Arc<Vec<u64>>)> {
         if !matches!(cfg.origin, SourceKind::File(_) | SourceKind::Http(_)) {
             return None;
         }
         let line_fn = super::parse::line_parser(cfg.format)?;
         let codes = self.codes.lock().ok()?.get(id.index()).cloned().flatten()?;
+        Some((line_fn, codes))
+    }
+
+    /// The line codes a file change is diffed against, and the edit, if
+    /// list `id` keeps them and the change comes to at most `max_edits`
+    /// lines deleted plus inserted (the delta's budget: a bigger change is
+    /// built in full, and finding that out costs one counting pass).
+    fn file_edit(&self, cfg: &ListConfig, id: ListId, prev: &ListState, bytes: &[u8], max_edits: usize) -> Option<Edit> {
+        let (line_fn, codes) = self.line_codes(cfg, id)?;
         let t = std::time::Instant::now();
         let edit = super::delta::file_edit(line_fn, &cfg.source, prev.version.clone(), &codes, bytes, max_edits);
         tracing::debug!(list = %cfg.name, took_us = t.elapsed().as_micros() as u64, diffed = edit.is_some(), "file diffed against the version in force");
@@ -1175,8 +1192,7 @@ impl Lists {
     /// a line (the new line codes).
     fn stream_file(&self, cfg: &ListConfig, id: ListId, path: &Path) -> Option<Option<Incoming>> {
         let prev = self.state(id)?;
-        let line_fn = super::parse::line_parser(cfg.format)?;
-        let codes = self.codes.lock().ok()?.get(id.index()).cloned().flatten()?;
+        let (line_fn, codes) = self.line_codes(cfg, id)?;
         let budget = {
             let published = self.policy.load();
             if published.index.has_other_rules(id) {
@@ -1719,8 +1735,7 @@ impl Lists {
                 || self.force_next.lock().ok().is_some_and(|f| f.get(i).copied().unwrap_or(false));
             let same_drops = self.dropped.lock().ok().is_some_and(|d| d.get(i).is_none_or(|l| *l == inc.drop));
             if prev.as_ref().is_some_and(|p| p.version == version) && same_drops {
-                report.unchanged.push(cfg.name.clone());
-                self.metrics.confirm_list(&cfg.name);
+                self.confirm_unchanged(&cfg.name, &mut report.unchanged);
                 continue;
             }
             let guard = self.guard_for(&cfg, &inc);
@@ -1731,10 +1746,7 @@ impl Lists {
                     crate::rules::GuardOnHit::HoldAll => {
                         report.failed.push(LoadError::Held { list: cfg.name.clone(), version, names: held.names })
                     }
-                    crate::rules::GuardOnHit::ApplyRest => {
-                        report.unchanged.push(cfg.name.clone());
-                        self.metrics.confirm_list(&cfg.name);
-                    }
+                    crate::rules::GuardOnHit::ApplyRest => self.confirm_unchanged(&cfg.name, &mut report.unchanged),
                 }
                 continue;
             }
@@ -2082,7 +2094,7 @@ impl Lists {
                     received,
                     version,
                     len: usize::try_from(p.len()).ok(),
-                    render: Some(Render::new(move || next.bytes().to_vec())),
+                    render: Some(Render::shared(move || next.bytes())),
                     ..Incoming::new(id, Vec::new(), meta.clone())
                 }
             }
@@ -2109,11 +2121,8 @@ impl Lists {
                         state = Some(s.clone());
                     }
                 }
-                // indexed for the next PATCH (O(bytes) for a PUT: after the swap)
-                let body = match body {
-                    PushBody::Bytes(b) => PushBody::new(b),
-                    indexed => indexed,
-                };
+                // indexed for the next PATCH (a PUT's lines: after the swap)
+                let body = body.indexed();
                 if let Ok(mut p) = self.pushed.lock() {
                     if let Some(slot) = p.get_mut(id.index()) {
                         *slot = Some(PushHead { journal: journal.clone(), body });

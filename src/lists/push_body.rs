@@ -36,11 +36,17 @@ struct Base {
     len: u64,
 }
 
+/// The text of line `line` of `bytes`, whose lines are at `lines`
+/// (`""` past the end).
+fn line_text<'a>(bytes: &'a [u8], lines: &[(u32, u32)], line: u32) -> &'a str {
+    let Some(&(start, len)) = lines.get(line as usize) else { return "" };
+    let (start, len) = (start as usize, len as usize);
+    bytes.get(start..start + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+}
+
 impl Base {
     fn text(&self, line: u32) -> &str {
-        let Some(&(start, len)) = self.lines.get(line as usize) else { return "" };
-        let (start, len) = (start as usize, len as usize);
-        self.bytes.get(start..start + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+        line_text(&self.bytes, &self.lines, line)
     }
 
     fn hash(&self, trimmed: &str) -> u64 {
@@ -121,14 +127,7 @@ impl Patched {
             let t = text.get(start..end).unwrap_or("").trim();
             let h = base.hash(t);
             let (lines, bytes_ref) = (&base.lines, &base.bytes);
-            let text_of = |l: u32| {
-                lines
-                    .get(l as usize)
-                    .and_then(|&(s, n)| bytes_ref.get(s as usize..(s + n) as usize))
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .unwrap_or("")
-                    .trim()
-            };
+            let text_of = |l: u32| line_text(bytes_ref, lines, l).trim();
             // a repeated line joins the chain of the first one
             let mut chained = END;
             if let Some(head) = base.table.find_mut(h, |&l| text_of(l) == t) {
@@ -310,6 +309,15 @@ impl PushBody {
         match Patched::index(Arc::clone(&bytes)) {
             Some(p) => PushBody::Indexed(p),
             None => PushBody::Bytes(bytes),
+        }
+    }
+
+    /// This version indexed for the next PATCH ([`PushBody::new`] of its
+    /// bytes; an indexed version as it is).
+    pub fn indexed(self) -> Self {
+        match self {
+            PushBody::Bytes(b) => PushBody::new(b),
+            indexed => indexed,
         }
     }
 

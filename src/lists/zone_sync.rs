@@ -223,7 +223,7 @@ fn with_version(mut inc: Incoming, version: String) -> Incoming {
     if let Some(render) = inc.render.take() {
         let line = format!("{}{version}\n", super::ZONE_VERSION_LINE);
         inc.render = Some(super::publish::Render::new(move || {
-            let mut text = render.render();
+            let mut text = std::sync::Arc::unwrap_or_clone(render.render());
             text.extend_from_slice(line.as_bytes());
             text
         }));
