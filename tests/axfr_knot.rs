@@ -383,6 +383,17 @@ async fn rcode(server: SocketAddr, name: &str) -> Option<hickory_proto::op::Resp
     Message::from_vec(&buf[..n]).ok().map(|m| m.metadata.response_code)
 }
 
+/// A UDP socket and a TCP listener on one free port of 127.0.0.1 (qalqan
+/// serves both; Knot must know the port before qalqan starts).
+async fn bind_pair() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    loop {
+        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
+            return (u, t);
+        }
+    }
+}
+
 fn rand_id() -> u16 {
     (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() & 0xffff) as u16
 }
@@ -393,12 +404,7 @@ async fn resolver_follows_knot_by_axfr_notify_and_ixfr() {
         return;
     }
     // qalqan's sockets first: knot must know where to send NOTIFY
-    let (udp, tcp) = loop {
-        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-            break (u, t);
-        }
-    };
+    let (udp, tcp) = bind_pair().await;
     let qaddr = udp.local_addr().unwrap();
     let knot = start_knot_notifying(qaddr.port());
     let zone = Name::from_ascii("rpz.test.").unwrap();
@@ -523,12 +529,7 @@ refresh_s = 3600
     let text = std::fs::read_to_string(state.path().join("rpz.list")).unwrap();
     assert!(text.ends_with(&format!("; qalqan-zone-version {version}\n")) && text.contains("added.example."), "{text}");
     let app = qalqan::App::from_toml_str(&toml).unwrap();
-    let (udp, tcp) = loop {
-        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-            break (u, t);
-        }
-    };
+    let (udp, tcp) = bind_pair().await;
     let qaddr = udp.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
@@ -551,12 +552,7 @@ struct Qalqan {
 
 impl Qalqan {
     async fn start(primary: SocketAddr, refresh_s: u32) -> Qalqan {
-        let (udp, tcp) = loop {
-            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-                break (u, t);
-            }
-        };
+        let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = http.local_addr().unwrap();
@@ -977,12 +973,7 @@ async fn catalog_members_follow_knot() {
     if !have("knotd", "knot") {
         return;
     }
-    let (udp, tcp) = loop {
-        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-            break (u, t);
-        }
-    };
+    let (udp, tcp) = bind_pair().await;
     let qaddr = udp.local_addr().unwrap();
     let knot = start_knot_zones(
         qaddr.port(),
@@ -1102,12 +1093,7 @@ groups = {{ watch = {{ mode = "shadow" }} }}
             .replace(SECRET, OTHER_SECRET)
             .replace(&format!("dir = \"{}\"", state.path().display()), &format!("dir = \"{}\"", other_state.path().display()));
         let app = qalqan::App::from_toml_str(&wrong).unwrap();
-        let (udp, tcp) = loop {
-            let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-                break (u, t);
-            }
-        };
+        let (udp, tcp) = bind_pair().await;
         let qaddr = udp.local_addr().unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let maddr = http.local_addr().unwrap();
@@ -1135,12 +1121,7 @@ groups = {{ watch = {{ mode = "shadow" }} }}
     // Knot gone: a restart enforces the persisted members
     drop(knot);
     let app = qalqan::App::from_toml_str(&toml).unwrap();
-    let (udp, tcp) = loop {
-        let u = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(t) = tokio::net::TcpListener::bind(u.local_addr().unwrap()).await {
-            break (u, t);
-        }
-    };
+    let (udp, tcp) = bind_pair().await;
     let qaddr = udp.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(qalqan::serve(app, qalqan::Sockets::new(vec![udp], vec![tcp]), stop.clone()));
